@@ -1,0 +1,3 @@
+from drwatch.cli import main
+
+raise SystemExit(main())

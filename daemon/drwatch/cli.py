@@ -1,0 +1,358 @@
+"""Command line: run, check, check-config, status, seal, attest, demo.
+
+Exit codes: 0 ok/compliant; 1 a rule fails or a check failed (bad backup); 2 something could not be
+checked; 69 a service drwatch needs (store, listen port) is unavailable; 78 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drwatch import __version__
+from drwatch.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_UNCHECKED,
+    ConfigError,
+    ValidatorError,
+)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config or os.environ.get("DRWATCH_CONFIG") or None
+
+
+def _print_config_error(exc: ConfigError) -> int:
+    print(f"drwatch: invalid configuration {exc.source}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _load(path: str) -> Any:
+    from drwatch.config import load_config
+
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from drwatch.config import reference_data
+
+    try:
+        cfg = _load(args.file)
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    if args.output == "json":
+        print(json.dumps(reference_data(cfg), indent=2))
+        return EXIT_OK
+    print(f"{args.file}: OK")
+    print(f"  store: {'postgres' if cfg.store.postgres else f'sqlite {cfg.sqlite_path()}'}")
+    print(f"  http: {cfg.http.listen if cfg.http.enabled else 'disabled'}")
+    print(f"  locations: {len(cfg.locations)}")
+    for name, loc in cfg.locations.items():
+        print(f"    {name}: {loc.kind} site={loc.site or '-'} media={loc.media or '-'}"
+              f"{' offline' if loc.offline else ''}")
+    print(f"  assets: {len(cfg.assets)}")
+    for name, asset in cfg.assets.items():
+        vals = ", ".join(f"{v.label}({v.kind})" for v in asset.validators) or "no validators"
+        print(f"    {name}: {1 + len(asset.copies)} copies (production included); {vals}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from drwatch import logs
+    from drwatch.daemon import Daemon
+
+    path = _config_path(args)
+    if path is None:
+        from drwatch.demo import default_demo_dir, ensure_demo
+
+        demo_dir = default_demo_dir()
+        path = str(ensure_demo(demo_dir))
+        print(f"drwatch: no --config given: running the built-in demo estate in {demo_dir}", file=sys.stderr)
+    try:
+        cfg = _load(path)
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    logs.configure(cfg.logging.level, cfg.logging.format)
+
+    def listening(port: int) -> None:
+        host = cfg.http.host
+        print(f"drwatch: serving metrics on http://{host}:{port}/metrics "
+              f"(status: http://{host}:{port}/api/v1/status)", file=sys.stderr, flush=True)
+
+    try:
+        return asyncio.run(Daemon(cfg, path, on_listening=listening).run())
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValidatorError as exc:
+        print(f"drwatch: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except OSError as exc:
+        print(f"drwatch: cannot start: {exc.strerror or exc} "
+              f"(is {cfg.http.listen} already in use? set http.listen)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+class _Progress:
+    """One updating line on a tty while checks run."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled
+        self.started = time.monotonic()
+
+    def update(self, label: str) -> None:
+        self.done += 1
+        if self.enabled:
+            elapsed = time.monotonic() - self.started
+            sys.stderr.write(f"\r\033[K[{self.done}/{self.total}] {elapsed:5.1f}s {label}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
+    from drwatch.daemon import sandbox_manager
+    from drwatch.metrics import ProcessState
+    from drwatch.report import document, exit_code, table
+    from drwatch.runner import AppState, Runner
+    from drwatch.snapshot import Snapshot
+    from drwatch.store import open_store
+
+    selected = [(a, v) for a, v in cfg.iter_validators()
+                if (args.validator is None or v.label == args.validator or v.kind == args.validator)
+                and (args.asset is None or a == args.asset)]
+    if not selected:
+        print("drwatch: no validator matches the selection", file=sys.stderr)
+        return EXIT_CONFIG
+    sandboxes = sandbox_manager(cfg)
+    await asyncio.to_thread(sandboxes.sweep_orphans)
+    store = open_store(cfg)
+    await store.open()
+    try:
+        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()),
+                         ProcessState(started_at=time.time()))
+        runner = Runner(state, store, sandboxes)
+        progress = _Progress(len(selected), sys.stderr.isatty() and args.output == "table")
+        try:
+            async def one(asset: str, vcfg: Any) -> Any:
+                res = await runner.execute(asset, vcfg)
+                progress.update(f"{asset}/{vcfg.label}: {res.outcome.value}")
+                return res
+
+            results = await asyncio.gather(*(one(a, v) for a, v in selected))
+        finally:
+            progress.close()
+            runner.close()
+        if runner.pending:
+            print(f"drwatch: {len(runner.pending)} result(s) could not be written to the store",
+                  file=sys.stderr)
+        now = time.time()
+        doc = document(state.snapshot, now, results)
+        if args.output == "json":
+            print(json.dumps(doc, indent=2))
+        else:
+            print(table(doc))
+        code = exit_code(state.snapshot, now, results)
+        return EXIT_UNCHECKED if runner.pending and code == EXIT_OK else code
+    finally:
+        await store.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from drwatch import logs
+
+    path = _config_path(args)
+    if path is None:
+        print("drwatch: pass --config FILE (or set DRWATCH_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        cfg = _load(path)
+        logs.configure("warning" if not args.verbose else "info", cfg.logging.format)
+        return asyncio.run(_check(cfg, path, args))
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValidatorError as exc:
+        print(f"drwatch: {exc.message}", file=sys.stderr)
+        return EXIT_UNCHECKED
+
+
+async def _status(cfg: Any, args: argparse.Namespace) -> int:
+    from drwatch.report import document, exit_code, table
+    from drwatch.snapshot import Snapshot
+    from drwatch.store import open_store
+
+    store = open_store(cfg)
+    await store.open()
+    try:
+        snap = Snapshot.from_state(cfg, await store.load_state())
+    finally:
+        await store.close()
+    now = time.time()
+    doc = document(snap, now)
+    print(json.dumps(doc, indent=2) if args.output == "json" else table(doc))
+    return exit_code(snap, now)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from drwatch import logs
+
+    path = _config_path(args)
+    if path is None:
+        print("drwatch: pass --config FILE (or set DRWATCH_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        cfg = _load(path)
+        logs.configure("warning", cfg.logging.format)
+        return asyncio.run(_status(cfg, args))
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValidatorError as exc:
+        print(f"drwatch: {exc.message}", file=sys.stderr)
+        return EXIT_UNCHECKED
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from drwatch.manifest import seal_directory
+    from drwatch.storage.filesystem import MANIFEST_NAME
+
+    root = Path(args.location_path)
+    if not root.is_dir():
+        print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.out == "-":
+        header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers))
+        dest = "stdout"
+    else:
+        out = Path(args.out) if args.out else root / MANIFEST_NAME
+        header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers))
+        dest = str(out)
+    print(f"sealed {header.files} files, {header.bytes} bytes -> {dest}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _attest(cfg: Any, args: argparse.Namespace) -> int:
+    from drwatch.model import Attestation
+    from drwatch.snapshot import Snapshot
+    from drwatch.store import open_store
+
+    asset = cfg.assets.get(args.asset)
+    if asset is None:
+        print(f"drwatch attest: unknown asset {args.asset!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    copy = next((c for c in asset.copies if c.label == args.copy), None)
+    if copy is None:
+        print(f"drwatch attest: asset {args.asset!r} has no copy {args.copy!r} "
+              f"(copies: {[c.label for c in asset.copies]})", file=sys.stderr)
+        return EXIT_CONFIG
+    if not cfg.locations[copy.location].offline:
+        print(f"drwatch attest: warning: location {copy.location!r} is not declared offline; the "
+              "attestation is recorded but only offline copies use it", file=sys.stderr)
+    store = open_store(cfg)
+    await store.open()
+    try:
+        if args.recovery_point == "none":
+            rp = None
+        elif args.recovery_point:
+            rp = datetime.fromisoformat(args.recovery_point).replace(tzinfo=UTC).timestamp() \
+                if datetime.fromisoformat(args.recovery_point).tzinfo is None \
+                else datetime.fromisoformat(args.recovery_point).timestamp()
+        else:
+            rp = Snapshot.from_state(cfg, await store.load_state()).recovery_point(args.asset)
+        await store.add_attestation(Attestation(args.asset, args.copy, args.note, time.time(), rp))
+    finally:
+        await store.close()
+    rp_text = datetime.fromtimestamp(rp, tz=UTC).isoformat(timespec="seconds") if rp else "unspecified"
+    print(f"attested {args.asset}/{args.copy} (recovery point {rp_text})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if path is None:
+        print("drwatch: pass --config FILE (or set DRWATCH_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_attest(_load(path), args))
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValueError as exc:
+        print(f"drwatch attest: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from drwatch.demo import create_demo
+
+    cfg_path = create_demo(Path(args.dir), force=args.force)
+    print(f"demo estate written to {args.dir}\nrun it:   drwatch run --config {cfg_path}\n"
+          f"check it: drwatch check --config {cfg_path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drwatch", description="Continuously prove that backups restore.")
+    parser.add_argument("--version", action="version", version=f"drwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon (without --config: the built-in demo estate)")
+    p.add_argument("--config", "-c")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="run every validator once and print the compliance table")
+    p.add_argument("--config", "-c")
+    p.add_argument("--validator", help="only validators with this name or kind")
+    p.add_argument("--asset", help="only this asset")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.add_argument("--verbose", "-v", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file")
+    p.add_argument("--output", "-o", choices=["summary", "json"], default="summary")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("status", help="print the stored state without running anything")
+    p.add_argument("--config", "-c")
+    p.add_argument("--output", "-o", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("seal", help="write a manifest (sizes, sha256) of a recovery point")
+    p.add_argument("--location-path", required=True, help="directory holding the recovery point")
+    p.add_argument("--out", help="manifest file (default DIR/.drwatch-manifest.jsonl; '-' for stdout)")
+    p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    p.set_defaults(func=cmd_seal)
+
+    p = sub.add_parser("attest", help="record that an offline copy was verified by hand")
+    p.add_argument("asset")
+    p.add_argument("copy")
+    p.add_argument("--note", required=True)
+    p.add_argument("--config", "-c")
+    p.add_argument("--recovery-point", help="ISO time of the recovery point the copy holds "
+                                            "(default: the newest one drwatch knows; 'none')")
+    p.set_defaults(func=cmd_attest)
+
+    p = sub.add_parser("demo", help="create a realistic local demo estate and its drwatch.yaml")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--force", action="store_true", help="overwrite an existing demo in DIR")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,193 @@
+"""3-2-1-1-0, as a pure function of (config, snapshot, now).
+
+Each rule per asset is ``pass``, ``fail`` or ``unknown``. Unknown means the checks behind it errored,
+never ran or are stale; it is never reported as pass. A rule passes when the proven count reaches the
+requirement, fails when even counting every unknown copy as good cannot reach it, and is unknown between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from drwatch.config import AssetConfig, Config
+from drwatch.durations import format_duration
+from drwatch.model import CopyState, Outcome
+from drwatch.snapshot import CopyFact, Snapshot
+
+RULES: tuple[str, ...] = ("copies", "media", "offsite", "immutable", "restore_errors")
+
+
+class RuleState(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+STATES: tuple[str, ...] = tuple(s.value for s in RuleState)
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    state: RuleState
+    detail: str
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    name: str
+    status: str  # verified | failed | unknown | attested
+    reason: str
+    media: str
+    site: str
+    region: str
+    provider: str
+    immutable: bool
+    could_be_immutable: bool
+
+
+@dataclass(frozen=True)
+class AssetVerdict:
+    asset: str
+    rules: dict[str, RuleVerdict]
+    copies: tuple[CopyStatus, ...]
+    copies_verified: int
+    recovery_point: float | None
+
+    @property
+    def compliant(self) -> bool:
+        return all(v.state == RuleState.PASS for v in self.rules.values())
+
+
+def _tri(proven: int, possible: int, required: int) -> RuleState:
+    if proven >= required:
+        return RuleState.PASS
+    if possible < required:
+        return RuleState.FAIL
+    return RuleState.UNKNOWN
+
+
+def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact: CopyFact | None,
+                 snap: Snapshot, asset_name: str, now: float) -> CopyStatus:
+    loc = cfg.locations[location]
+    rpo = asset.rpo.total_seconds()
+    offline_capable = loc.offline
+    base = {"name": name, "media": loc.media or "unknown", "site": loc.site, "region": loc.region,
+            "provider": loc.provider}
+    att = snap.attestations.get((asset_name, name))
+    att_fresh = att is not None and now - att.created_at <= cfg.compliance.offline_attestation_max_age.total_seconds()
+
+    def status(kind: str, reason: str, immutable: bool = False, could: bool = False,
+               over: dict[str, str] | None = None) -> CopyStatus:
+        f = {**base, **(over or {})}
+        return CopyStatus(name=f["name"], status=kind, reason=reason, media=f["media"], site=f["site"],
+                          region=f["region"], provider=f["provider"], immutable=immutable,
+                          could_be_immutable=could)
+
+    if fact is not None:
+        rep = fact.report
+        over: dict[str, str] = {"media": rep.media, "site": rep.site, "region": rep.region, "provider": rep.provider}
+        locked = bool(rep.immutable) or (rep.offline and att_fresh)
+        if now > fact.fresh_until:
+            return status("unknown", f"last check {format_duration(now - fact.observed_at)} ago is stale",
+                          could=offline_capable or rep.immutable is not False, over=over)
+        if rep.state == CopyState.VERIFIED:
+            if rep.recovery_point is None or now - rep.recovery_point > rpo:
+                return status("failed", "holds a recovery point older than the RPO", immutable=locked, over=over)
+            return status("verified", "verified", immutable=locked, over=over)
+        if rep.state == CopyState.FAILED:
+            return status("failed", "latest check found it bad", over=over)
+        if rep.state == CopyState.ERROR:
+            return status("unknown", "latest check could not read it",
+                          could=offline_capable or rep.immutable is not False, over=over)
+        # OFFLINE: the attestation stands in.
+    if offline_capable and att is not None and att_fresh:
+        in_rpo = att.recovery_point is not None and now - att.recovery_point <= rpo
+        return status("attested" if in_rpo else "attested-old",
+                      f"offline, attested {format_duration(now - att.created_at)} ago", immutable=True)
+    if offline_capable:
+        return status("failed", "offline copy without a fresh attestation (drwatch attest)")
+    return status("unknown", "never checked")
+
+
+def _restore_errors(cfg: Config, snap: Snapshot, asset_name: str, asset: AssetConfig, now: float) -> RuleVerdict:
+    if not asset.validators:
+        return RuleVerdict(RuleState.UNKNOWN, "no validators configured")
+    window = cfg.compliance.window.total_seconds()
+    fails, unknowns = [], []
+    for v in asset.validators:
+        stats = snap.stats(asset_name, v.label)
+        res = stats.last_result if stats is not None else None
+        if stats is None or res is None:
+            unknowns.append(f"{v.label}: never ran")
+            continue
+        if res.outcome == Outcome.FAILED:
+            fails.append(f"{v.label}: latest run failed")
+        elif stats.last_failure_at is not None and now - stats.last_failure_at <= window:
+            fails.append(f"{v.label}: failed {format_duration(now - stats.last_failure_at)} ago "
+                         f"(window {format_duration(window)})")
+        elif res.outcome != Outcome.OK:
+            unknowns.append(f"{v.label}: latest run {res.outcome.value}")
+        elif now - res.finished_at > v.effective_max_age(cfg):
+            unknowns.append(f"{v.label}: stale (last run {format_duration(now - res.finished_at)} ago)")
+    if fails:
+        return RuleVerdict(RuleState.FAIL, "; ".join(fails + unknowns))
+    if unknowns:
+        return RuleVerdict(RuleState.UNKNOWN, "; ".join(unknowns))
+    return RuleVerdict(RuleState.PASS, f"{len(asset.validators)} validator(s) ok")
+
+
+def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> AssetVerdict:
+    asset = cfg.assets[asset_name]
+    req = cfg.compliance
+    facts = snap.copy_facts(asset_name)
+    refs = [("production", asset.production.location), *((c.label, c.location) for c in asset.copies)]
+    statuses = [_copy_status(cfg, asset, name, loc, facts.get(name), snap, asset_name, now) for name, loc in refs]
+    good = [s for s in statuses if s.status in ("verified", "attested")]
+    unknown = [s for s in statuses if s.status == "unknown"]
+
+    def names(items: list[CopyStatus]) -> str:
+        return ", ".join(s.name for s in items) or "none"
+
+    bad = [f"{s.name}: {s.reason}" for s in statuses if s.status not in ("verified", "attested")]
+    rules: dict[str, RuleVerdict] = {}
+    rules["copies"] = RuleVerdict(
+        _tri(len(good), len(good) + len(unknown), req.copies),
+        f"{len(good)}/{req.copies} verified ({names(good)})" + (f"; {'; '.join(bad)}" if bad else ""),
+    )
+    media = {s.media for s in good if s.media != "unknown"}
+    media_possible = media | {s.media for s in unknown if s.media != "unknown"}
+    extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
+    rules["media"] = RuleVerdict(
+        _tri(len(media), len(media_possible) + extra_unknown_media, req.media),
+        f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})",
+    )
+    prod = statuses[0]
+
+    def offsite(s: CopyStatus) -> bool:
+        if s.name == "production":
+            return False
+        if s.region and prod.region and s.region != prod.region:
+            return True
+        return bool(s.site) and bool(prod.site) and s.site != prod.site
+
+    off = [s for s in good if offsite(s)]
+    off_possible = off + [s for s in unknown if offsite(s)]
+    site_note = "" if prod.site or prod.region else "; production declares no site/region"
+    rules["offsite"] = RuleVerdict(
+        _tri(len(off), len(off_possible), req.offsite),
+        f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}",
+    )
+    imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")]
+    imm_possible = imm + [s for s in unknown if s.could_be_immutable]
+    rules["immutable"] = RuleVerdict(
+        _tri(len(imm), len(imm_possible), req.immutable),
+        f"{len(imm)}/{req.immutable} immutable or offline ({names(imm)})",
+    )
+    rules["restore_errors"] = _restore_errors(cfg, snap, asset_name, asset, now)
+    return AssetVerdict(asset_name, rules, tuple(statuses), len(good), snap.recovery_point(asset_name))
+
+
+def evaluate(cfg: Config, snap: Snapshot, now: float) -> dict[str, AssetVerdict]:
+    """Verdicts for every configured asset. Pure: no I/O, no clock."""
+    return {name: evaluate_asset(cfg, snap, name, now) for name in cfg.assets}

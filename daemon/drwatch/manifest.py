@@ -1,0 +1,199 @@
+"""Manifests (seals) of recovery points: JSON Lines, one header line then one line per file in key order.
+
+```
+{"drwatch_manifest": 1, "sealed_at": 1732780800.0, "algorithm": "sha256", "files": 2, "bytes": 123}
+{"path": "a/b.bin", "size": 100, "sha256": "..."}
+{"path": "c.txt", "size": 23, "sha256": "..."}
+```
+Files are in component order (see :mod:`drwatch.storage.filesystem`), so a manifest can be merged
+against a listing as a stream. ``drwatch seal`` writes one at backup time; drwatch itself never writes
+into backup locations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from drwatch.storage.filesystem import Entry, alist, sha256_file
+
+FORMAT_VERSION = 1
+
+
+class ManifestError(Exception):
+    """The manifest is corrupt or not a drwatch manifest."""
+
+
+@dataclass(frozen=True)
+class ManifestHeader:
+    sealed_at: float
+    files: int
+    bytes: int
+    algorithm: str = "sha256"
+    extra: dict[str, Any] | None = None
+
+
+def _key(path: str) -> tuple[str, ...]:
+    parts = tuple(path.split("/"))
+    if not path or any(p in ("", ".", "..") for p in parts):
+        raise ManifestError(f"invalid path {path!r} in manifest")
+    return parts
+
+
+def read_header(fh: IO[str]) -> ManifestHeader:
+    line = fh.readline()
+    try:
+        head = json.loads(line)
+    except json.JSONDecodeError:
+        raise ManifestError("first line is not a drwatch manifest header") from None
+    if not isinstance(head, dict) or head.get("drwatch_manifest") != FORMAT_VERSION:
+        raise ManifestError("not a drwatch manifest (version 1 header expected)")
+    try:
+        return ManifestHeader(
+            sealed_at=float(head["sealed_at"]),
+            files=int(head["files"]),
+            bytes=int(head["bytes"]),
+            algorithm=str(head.get("algorithm", "sha256")),
+            extra=head.get("extra"),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ManifestError("manifest header lacks sealed_at/files/bytes") from None
+
+
+def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
+    """Yield entries, checking order, format and the header's totals."""
+    prev: tuple[str, ...] | None = None
+    count = 0
+    total = 0
+    for lineno, line in enumerate(fh, start=2):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            key = _key(str(rec["path"]))
+            size = int(rec["size"])
+            digest = str(rec["sha256"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"line {lineno}: malformed entry ({type(exc).__name__})") from None
+        if len(digest) != 64 or size < 0:
+            raise ManifestError(f"line {lineno}: bad size or sha256")
+        if prev is not None and key <= prev:
+            raise ManifestError(f"line {lineno}: entries out of order or duplicated")
+        prev = key
+        count += 1
+        total += size
+        yield Entry(key, size, header.sealed_at, digest)
+    if count != header.files or total != header.bytes:
+        raise ManifestError(
+            f"manifest is truncated or altered: header says {header.files} files/{header.bytes} bytes, "
+            f"found {count} files/{total} bytes"
+        )
+
+
+async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
+    """Open a manifest; return its header and an async stream of its entries (read in a thread)."""
+    fh = await asyncio.to_thread(open, path, encoding="utf-8")
+    try:
+        header = await asyncio.to_thread(read_header, fh)
+    except BaseException:
+        fh.close()
+        raise
+
+    async def entries() -> AsyncIterator[Entry]:
+        gen = iter_entries(fh, header)
+
+        def batch() -> list[Entry]:
+            out: list[Entry] = []
+            for entry in gen:
+                out.append(entry)
+                if len(out) >= 2000:
+                    break
+            return out
+
+        try:
+            while True:
+                items = await asyncio.to_thread(batch)
+                if not items:
+                    return
+                for item in items:
+                    yield item
+        finally:
+            fh.close()
+
+    return header, entries()
+
+
+async def seal_directory(
+    root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
+    extra: dict[str, Any] | None = None,
+) -> ManifestHeader:
+    """Write a manifest of every regular file under root. Hashing runs in ``workers`` threads.
+
+    Entries are written to a temporary file first (the header needs the totals), then the header and
+    body go to ``out`` or atomically to ``out_path``.
+    """
+    sealed_at = time.time()
+    files = 0
+    total = 0
+    loop = asyncio.get_running_loop()
+    window = max(2, workers * 4)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool, \
+            tempfile.TemporaryFile("w+", encoding="utf-8") as body:
+        inflight: list[tuple[Entry, asyncio.Future[tuple[str, int]]]] = []
+
+        async def drain(limit: int) -> None:
+            nonlocal files, total
+            while len(inflight) > limit:
+                entry, fut = inflight.pop(0)
+                digest, size = await fut
+                body.write(json.dumps({"path": entry.relpath, "size": size, "sha256": digest}) + "\n")
+                files += 1
+                total += size
+
+        async for entry in alist(root):
+            fut = loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.key))
+            inflight.append((entry, fut))
+            await drain(window)
+        await drain(0)
+        header = {
+            "drwatch_manifest": FORMAT_VERSION,
+            "sealed_at": sealed_at,
+            "algorithm": "sha256",
+            "files": files,
+            "bytes": total,
+        }
+        if extra:
+            header["extra"] = extra
+
+        def emit(dest: IO[str]) -> None:
+            dest.write(json.dumps(header) + "\n")
+            body.seek(0)
+            while chunk := body.read(1 << 20):
+                dest.write(chunk)
+
+        if out_path is not None:
+            def write_atomic() -> None:
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".drwatch-manifest.", dir=out_path.parent)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as dest:
+                        emit(dest)
+                        dest.flush()
+                        os.fsync(dest.fileno())
+                    os.replace(tmp, out_path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+
+            await asyncio.to_thread(write_atomic)
+        elif out is not None:
+            await asyncio.to_thread(emit, out)
+    return ManifestHeader(sealed_at=sealed_at, files=files, bytes=total, extra=extra)

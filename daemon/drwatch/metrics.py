@@ -1,0 +1,183 @@
+"""Prometheus exposition: a custom collector that projects the current snapshot (no I/O at scrape).
+
+Every series that reflects past results comes from the store-backed snapshot, so values after a restart
+equal those before it. Labels are bounded: asset, validator, copy, location, rule, state, outcome - never
+paths, keys or error text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from drwatch import __version__
+from drwatch.compliance import RULES, STATES, evaluate
+from drwatch.model import OUTCOMES
+from drwatch.snapshot import Snapshot
+from drwatch.store.base import DURATION_BUCKETS, bucket_label
+
+COPY_OBJECT_STATES = ("verified", "missing", "mismatch", "extra")
+
+
+@dataclass
+class ProcessState:
+    """Live, in-memory facts about this process (not results): reload status, start time."""
+
+    started_at: float
+    reload_successful: bool = True
+    reload_success_at: float | None = None
+    store_errors: int = 0
+    results_pending: int = 0
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot], process: ProcessState,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._snapshot = snapshot
+        self._process = process
+        self._clock = clock
+
+    def describe(self) -> list[Metric]:
+        return []  # dynamic collector: skip the registry's duplicate check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        cfg = snap.config
+        now = self._clock()
+        proc = self._process
+
+        info = GaugeMetricFamily("drwatch_build_info", "drwatch build information.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        g = GaugeMetricFamily("drwatch_config_last_reload_successful",
+                              "Whether the last configuration reload attempt succeeded.")
+        g.add_metric([], 1 if proc.reload_successful else 0)
+        yield g
+        g = GaugeMetricFamily("drwatch_config_last_reload_success_timestamp_seconds",
+                              "Timestamp of the last successful configuration reload.")
+        g.add_metric([], proc.reload_success_at or proc.started_at)
+        yield g
+        g = GaugeMetricFamily("drwatch_start_time_seconds", "Start time of the drwatch process.")
+        g.add_metric([], proc.started_at)
+        yield g
+        c = CounterMetricFamily("drwatch_store_write_errors", "Failed attempts to write a result to the store.")
+        c.add_metric([], proc.store_errors)
+        yield c
+        g = GaugeMetricFamily("drwatch_store_pending_results",
+                              "Results held in memory waiting for the store to accept them.")
+        g.add_metric([], proc.results_pending)
+        yield g
+
+        av = ["asset", "validator"]
+        configured = GaugeMetricFamily("drwatch_validator_info", "A configured validator (1).",
+                                       labels=[*av, "kind"])
+        interval = GaugeMetricFamily("drwatch_validator_interval_seconds",
+                                     "Nominal schedule period of the validator.", labels=av)
+        max_age = GaugeMetricFamily("drwatch_validator_max_age_seconds",
+                                    "Age after which the validator's latest result is stale.", labels=av)
+        outcome = GaugeMetricFamily("drwatch_validator_outcome",
+                                    "Outcome of the latest run (1 for the latest outcome, 0 for the others).",
+                                    labels=[*av, "outcome"])
+        runs = CounterMetricFamily("drwatch_validator_runs", "Validator runs by outcome.",
+                                   labels=[*av, "outcome"])
+        last_run = GaugeMetricFamily("drwatch_validator_last_run_timestamp_seconds",
+                                     "When the latest run finished.", labels=av)
+        last_ok = GaugeMetricFamily("drwatch_validator_last_success_timestamp_seconds",
+                                    "When the latest successful (ok) run finished.", labels=av)
+        last_fail = GaugeMetricFamily("drwatch_validator_last_failure_timestamp_seconds",
+                                      "When the latest failed run (bad backup) finished.", labels=av)
+        last_dur = GaugeMetricFamily("drwatch_validator_last_duration_seconds",
+                                     "Duration of the latest run.", labels=av)
+        duration = HistogramMetricFamily("drwatch_validator_duration_seconds", "Duration of validator runs.",
+                                         labels=av)
+        for asset_name, vcfg in cfg.iter_validators():
+            labels = [asset_name, vcfg.label]
+            configured.add_metric([*labels, vcfg.kind], 1)
+            interval.add_metric(labels, vcfg.schedule.interval_seconds())
+            max_age.add_metric(labels, vcfg.effective_max_age(cfg))
+            stats = snap.stats(asset_name, vcfg.label)
+            latest = stats.last_result.outcome.value if stats and stats.last_result else None
+            for o in OUTCOMES:
+                runs.add_metric([*labels, o], float(stats.runs.get(o, 0)) if stats else 0.0)
+                if latest is not None:
+                    outcome.add_metric([*labels, o], 1 if o == latest else 0)
+            if stats is None:
+                continue
+            if stats.last_run_at is not None:
+                last_run.add_metric(labels, stats.last_run_at)
+            if stats.last_success_at is not None:
+                last_ok.add_metric(labels, stats.last_success_at)
+            if stats.last_failure_at is not None:
+                last_fail.add_metric(labels, stats.last_failure_at)
+            if stats.last_result is not None:
+                last_dur.add_metric(labels, stats.last_result.duration)
+            cumulative = 0
+            buckets = []
+            for le in DURATION_BUCKETS:
+                cumulative += stats.buckets.get(bucket_label(le), 0)
+                buckets.append(("+Inf" if math.isinf(le) else str(float(le)), float(cumulative)))
+            duration.add_metric(labels, buckets, stats.duration_sum)
+        yield from (configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur,
+                    duration)
+
+        verdicts = evaluate(cfg, snap, now)
+        rule_state = GaugeMetricFamily("drwatch_asset_rule_state",
+                                       "3-2-1-1-0 rule state per asset (1 for the current state).",
+                                       labels=["asset", "rule", "state"])
+        compliant = GaugeMetricFamily("drwatch_asset_compliant",
+                                      "1 when every 3-2-1-1-0 rule passes for the asset.", labels=["asset"])
+        verified = GaugeMetricFamily("drwatch_asset_copies_verified",
+                                     "Copies (production included) proven to hold the newest recovery point.",
+                                     labels=["asset"])
+        rp = GaugeMetricFamily("drwatch_asset_recovery_point_timestamp_seconds",
+                               "Time of the newest recovery point observed.", labels=["asset"])
+        rpo = GaugeMetricFamily("drwatch_asset_rpo_seconds", "Recovery point objective.", labels=["asset"])
+        rto = GaugeMetricFamily("drwatch_asset_rto_seconds", "Recovery time objective.", labels=["asset"])
+        for name, verdict in verdicts.items():
+            for rule in RULES:
+                current = verdict.rules[rule].state.value
+                for st in STATES:
+                    rule_state.add_metric([name, rule, st], 1 if st == current else 0)
+            compliant.add_metric([name], 1 if verdict.compliant else 0)
+            verified.add_metric([name], verdict.copies_verified)
+            if verdict.recovery_point is not None:
+                rp.add_metric([name], verdict.recovery_point)
+            acfg = cfg.assets[name]
+            rpo.add_metric([name], acfg.rpo.total_seconds())
+            if acfg.rto is not None:
+                rto.add_metric([name], acfg.rto.total_seconds())
+        yield from (rule_state, compliant, verified, rp, rpo, rto)
+
+        objects = GaugeMetricFamily("drwatch_copy_objects", "Objects (files) of a copy by state at the last check.",
+                                    labels=["asset", "copy", "state"])
+        copy_verified = GaugeMetricFamily("drwatch_copy_verified",
+                                          "1 when the copy's latest check proved the recovery point.",
+                                          labels=["asset", "copy"])
+        copy_info = GaugeMetricFamily("drwatch_copy_info", "Observed facts about a copy (1).",
+                                      labels=["asset", "copy", "location", "region", "provider", "media"])
+        for name in cfg.assets:
+            for copy, fact in sorted(snap.copy_facts(name).items()):
+                rep = fact.report
+                for st in COPY_OBJECT_STATES:
+                    if st in rep.objects:
+                        objects.add_metric([name, copy, st], rep.objects[st])
+                copy_verified.add_metric([name, copy], 1 if rep.state.value == "verified" else 0)
+                copy_info.add_metric([name, copy, rep.location, rep.region, rep.provider, rep.media], 1)
+        yield from (objects, copy_verified, copy_info)
+
+
+def make_registry(snapshot: Callable[[], Snapshot], process: ProcessState,
+                  clock: Callable[[], float] = time.time) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, process, clock))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,163 @@
+"""Immutable result types shared by validators, the runner, the store and the snapshot."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"  # proven
+    FAILED = "failed"  # the backup is bad
+    ERROR = "error"  # we could not check
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class CopyState(enum.StrEnum):
+    VERIFIED = "verified"  # holds the reference recovery point with matching content
+    FAILED = "failed"  # missing/mismatching content, or stale
+    ERROR = "error"  # could not be checked
+    OFFLINE = "offline"  # declared offline and not mounted: attestation stands in
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str  # stable, machine-readable (bounded): e.g. missing_file, size_mismatch
+    message: str  # human text; never in metric labels
+    subject: str = ""  # what it is about: copy name, relative path...
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "subject": self.subject,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(Severity(data["severity"]), data["code"], data["message"], data.get("subject", ""))
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What one validator run observed about one copy (production included, as ``role='production'``)."""
+
+    copy: str
+    location: str
+    role: str  # "production" or "copy"
+    state: CopyState
+    recovery_point: float | None = None  # unix time of the recovery point this copy proved to hold
+    media: str = "unknown"  # effective media class used by compliance
+    media_observed: bool = False
+    site: str = ""
+    region: str = ""
+    provider: str = ""
+    immutable: bool | None = None  # None: not observable for this kind of copy
+    offline: bool = False
+    objects: dict[str, int] = field(default_factory=dict)  # verified/missing/mismatch/extra counts
+    bytes_verified: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "copy": self.copy,
+            "location": self.location,
+            "role": self.role,
+            "state": self.state.value,
+            "recovery_point": self.recovery_point,
+            "media": self.media,
+            "media_observed": self.media_observed,
+            "site": self.site,
+            "region": self.region,
+            "provider": self.provider,
+            "immutable": self.immutable,
+            "offline": self.offline,
+            "objects": dict(self.objects),
+            "bytes_verified": self.bytes_verified,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CopyReport:
+        return cls(
+            copy=data["copy"],
+            location=data["location"],
+            role=data["role"],
+            state=CopyState(data["state"]),
+            recovery_point=data.get("recovery_point"),
+            media=data.get("media", "unknown"),
+            media_observed=bool(data.get("media_observed", False)),
+            site=data.get("site", ""),
+            region=data.get("region", ""),
+            provider=data.get("provider", ""),
+            immutable=data.get("immutable"),
+            offline=bool(data.get("offline", False)),
+            objects={str(k): int(v) for k, v in data.get("objects", {}).items()},
+            bytes_verified=int(data.get("bytes_verified", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a validator returns; the runner adds identity, timing and maps exceptions."""
+
+    outcome: Outcome
+    findings: tuple[Finding, ...] = ()
+    figures: dict[str, float] = field(default_factory=dict)
+    copies: tuple[CopyReport, ...] = ()
+    recovery_point: float | None = None  # newest recovery point of the asset observed
+
+
+@dataclass(frozen=True)
+class Result:
+    run_id: str
+    asset: str
+    validator: str
+    kind: str
+    outcome: Outcome
+    started_at: float
+    finished_at: float
+    findings: tuple[Finding, ...] = ()
+    figures: dict[str, float] = field(default_factory=dict)
+    copies: tuple[CopyReport, ...] = ()
+    recovery_point: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.finished_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "asset": self.asset,
+            "validator": self.validator,
+            "kind": self.kind,
+            "outcome": self.outcome.value,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_seconds": self.duration,
+            "recovery_point": self.recovery_point,
+            "figures": dict(self.figures),
+            "findings": [f.to_dict() for f in self.findings],
+            "copies": [c.to_dict() for c in self.copies],
+        }
+
+
+@dataclass(frozen=True)
+class Attestation:
+    asset: str
+    copy: str
+    note: str
+    created_at: float
+    recovery_point: float | None = None

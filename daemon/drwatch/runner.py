@@ -1,0 +1,235 @@
+"""The runner: the only place that turns a validator run (and its exceptions) into a Result.
+
+It bounds concurrency globally and per location, enforces the timeout, records cancellation before
+re-raising it, writes every result to the store *before* it becomes visible in the snapshot, and keeps
+results in a bounded in-memory queue while the store is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import structlog
+
+from drwatch import validators
+from drwatch.config import Config
+from drwatch.errors import DrillFailed, ValidatorError
+from drwatch.metrics import ProcessState
+from drwatch.model import Finding, Outcome, Report, Result, Severity
+from drwatch.sandbox import SandboxManager
+from drwatch.snapshot import Snapshot
+from drwatch.store.base import Store
+from drwatch.validators.base import HashPool, RunContext
+from drwatch.validators.config import ValidatorConfig
+
+log = structlog.get_logger("drwatch.runner")
+MAX_PENDING = 10_000
+
+
+@dataclass
+class AppState:
+    """The current config and snapshot; both are replaced, never mutated."""
+
+    config: Config
+    snapshot: Snapshot
+    process: ProcessState
+    ready: bool = False
+    listeners: list[Callable[[Result], None]] = field(default_factory=list)
+
+
+class Limits:
+    def __init__(self, cfg: Config) -> None:
+        self.global_sem = asyncio.Semaphore(cfg.limits.max_concurrent)
+        self.per_location = {
+            name: asyncio.Semaphore(loc.max_concurrency or cfg.limits.per_location)
+            for name, loc in cfg.locations.items()
+        }
+
+    @asynccontextmanager
+    async def slots(self, locations: list[str]) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.global_sem)
+            for name in sorted(locations):  # one global order: no deadlock between validators
+                sem = self.per_location.get(name)
+                if sem is not None:
+                    await stack.enter_async_context(sem)
+            yield
+
+
+class Runner:
+    def __init__(self, state: AppState, store: Store, sandboxes: SandboxManager,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.store = store
+        self.sandboxes = sandboxes
+        self.clock = clock
+        self.hashes = HashPool(state.config.limits.hash_workers)
+        self.limits = Limits(state.config)
+        self.running: dict[tuple[str, str], asyncio.Task[Result | None]] = {}
+        self.pending: collections.deque[Result] = collections.deque()
+        self._store_lock = asyncio.Lock()
+        self.accepting = True
+
+    def apply_config(self, cfg: Config) -> None:
+        """New limits apply to runs that start after the reload; running ones keep their slots."""
+        if cfg.limits != self.state.config.limits or cfg.locations != self.state.config.locations:
+            self.limits = Limits(cfg)
+        if cfg.limits.hash_workers != self.hashes.workers:
+            old, self.hashes = self.hashes, HashPool(cfg.limits.hash_workers)
+            old.close()
+
+    def launch(self, asset: str, label: str) -> bool:
+        """Start a run unless the same validator is still running (a validator never overlaps itself)."""
+        key = (asset, label)
+        if not self.accepting:
+            return False
+        task = self.running.get(key)
+        if task is not None and not task.done():
+            log.info("run_skipped_overlap", asset=asset, validator=label)
+            return False
+        acfg = self.state.config.assets.get(asset)
+        vcfg = next((v for v in acfg.validators if v.label == label), None) if acfg else None
+        if vcfg is None:
+            return False
+        task = asyncio.create_task(self._run_logged(asset, vcfg), name=f"drwatch:{asset}/{label}")
+        self.running[key] = task
+        task.add_done_callback(lambda t: self.running.pop(key, None) if self.running.get(key) is t else None)
+        return True
+
+    async def _run_logged(self, asset: str, vcfg: ValidatorConfig) -> Result | None:
+        try:
+            return await self.execute(asset, vcfg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never lose the daemon to one run
+            log.exception("run_crashed", asset=asset, validator=vcfg.label)
+            return None
+
+    async def execute(self, asset_name: str, vcfg: ValidatorConfig) -> Result:
+        cfg = self.state.config
+        asset = cfg.assets[asset_name]
+        run_id = uuid.uuid4().hex
+        timeout = vcfg.effective_timeout(cfg)
+        with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
+            async with self.limits.slots(vcfg.locations(asset)):
+                started = self.clock()
+                log.info("run_started", kind=vcfg.kind)
+                loop = asyncio.get_running_loop()
+                report: Report
+                try:
+                    async with AsyncExitStack() as stack:
+                        ctx = RunContext(
+                            run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
+                            log=log.bind(), deadline=loop.time() + timeout, exit_stack=stack,
+                            hashes=self.hashes, sandboxes=self.sandboxes, clock=self.clock,
+                        )
+                        validator = validators.build(vcfg)
+                        async with asyncio.timeout(timeout) as cm:
+                            try:
+                                report = await validator.run(ctx)
+                            except TimeoutError:
+                                if cm.expired():
+                                    raise
+                                raise ValidatorError("timeout", "an operation inside the check timed out") \
+                                    from None
+                except DrillFailed as exc:
+                    report = Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),))
+                except ValidatorError as exc:
+                    report = Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),))
+                except TimeoutError:
+                    report = Report(Outcome.TIMEOUT, (Finding(Severity.WARNING, "timeout",
+                                                              f"run exceeded its timeout of {timeout:g}s"),))
+                except asyncio.CancelledError:
+                    result = self._result(run_id, asset_name, vcfg, started, Report(
+                        Outcome.CANCELLED, (Finding(Severity.INFO, "cancelled", "run was cancelled"),)))
+                    await asyncio.shield(self._record_bounded(result))
+                    log.info("run_cancelled")
+                    raise
+                except Exception as exc:
+                    log.exception("validator_bug", kind=vcfg.kind)
+                    report = Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
+                                                            f"validator crashed: {type(exc).__name__}"),))
+            result = self._result(run_id, asset_name, vcfg, started, report)
+            log.info("run_finished", outcome=result.outcome.value, duration=round(result.duration, 3),
+                     findings=len(result.findings))
+            await self.record(result)
+            return result
+
+    def _result(self, run_id: str, asset: str, vcfg: ValidatorConfig, started: float, report: Report) -> Result:
+        return Result(
+            run_id=run_id, asset=asset, validator=vcfg.label, kind=vcfg.kind, outcome=report.outcome,
+            started_at=started, finished_at=max(started, self.clock()), findings=report.findings,
+            figures=dict(report.figures), copies=report.copies, recovery_point=report.recovery_point,
+        )
+
+    async def _record_bounded(self, result: Result) -> None:
+        try:
+            await asyncio.wait_for(self.record(result), timeout=5)
+        except TimeoutError:
+            log.warning("cancelled_result_not_recorded")
+
+    async def record(self, result: Result) -> None:
+        """Durable first, then visible. If the store is down, queue (bounded) and retry later."""
+        async with self._store_lock:
+            self.pending.append(result)
+            while len(self.pending) > MAX_PENDING:
+                dropped = self.pending.popleft()
+                log.error("result_dropped_store_unavailable", asset=dropped.asset, validator=dropped.validator)
+            await self._flush_locked()
+
+    async def flush(self) -> None:
+        async with self._store_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        proc = self.state.process
+        while self.pending:
+            result = self.pending[0]
+            try:
+                await asyncio.wait_for(self.store.record(result), timeout=30)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                proc.store_errors += 1
+                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
+                break
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                proc.store_errors += 1
+                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
+                break
+            self.pending.popleft()
+            self.state.snapshot = self.state.snapshot.with_result(result)
+            for listener in list(self.state.listeners):
+                listener(result)
+        proc.results_pending = len(self.pending)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work, wait up to ``timeout`` for running validators, cancel the rest."""
+        self.accepting = False
+        tasks = [t for t in self.running.values() if not t.done()]
+        if not tasks:
+            return
+        log.info("draining", running=len(tasks), timeout=timeout)
+        done, still = await asyncio.wait(tasks, timeout=timeout)
+        for t in still:
+            t.cancel("drwatch is shutting down")
+        if still:
+            log.warning("drain_timeout_cancelling", cancelled=len(still))
+            await asyncio.wait(still, timeout=120)
+
+    def close(self) -> None:
+        self.hashes.close()
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__
+    return mod.startswith(("asyncpg", "sqlite3")) or type(exc).__name__ in ("OperationalError",
+                                                                             "InterfaceError")
+
+

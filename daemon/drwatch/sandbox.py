@@ -1,0 +1,91 @@
+"""Sandboxes: scratch directories drwatch creates for restores and always removes.
+
+Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the creating PID. Removal runs
+shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
+owner process is gone (a crash, SIGKILL) are swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+
+PREFIX = "drwatch-sbx-"
+OWNER = ".drwatch-owner"
+log = structlog.get_logger("drwatch.sandbox")
+
+
+def default_root() -> Path:
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if cache:
+        return Path(cache) / "sandboxes"
+    return Path(tempfile.gettempdir()) / f"drwatch-sandboxes-{os.getuid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SandboxManager:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+
+    @asynccontextmanager
+    async def directory(self, run_id: str) -> AsyncIterator[Path]:
+        path = self.root / f"{PREFIX}{run_id}"
+
+        def create() -> None:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.mkdir(mode=0o700)
+            (path / OWNER).write_text(str(os.getpid()))
+
+        await asyncio.to_thread(create)
+        try:
+            yield path
+        finally:
+            await self._remove(path)
+
+    async def _remove(self, path: Path) -> None:
+        task = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, path, ignore_errors=True))
+        try:
+            await asyncio.shield(asyncio.wait_for(asyncio.shield(task), timeout=60))
+        except (asyncio.CancelledError, TimeoutError):
+            # Removal keeps running in its thread; a leftover is swept on the next start.
+            log.warning("sandbox_removal_incomplete", path=str(path))
+            raise
+
+    def sweep_orphans(self) -> list[Path]:
+        """Remove sandboxes whose owner process is gone. Blocking: call at start or from a thread."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for child in self.root.iterdir():
+            if not child.name.startswith(PREFIX) or not child.is_dir():
+                continue
+            try:
+                owner = int((child / OWNER).read_text().strip())
+            except (OSError, ValueError):
+                owner = -1
+            if owner > 0 and owner != os.getpid() and _pid_alive(owner):
+                continue
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+        return removed
+
+    def existing(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.name.startswith(PREFIX))

@@ -1,0 +1,153 @@
+"""Filesystem locations: sorted streaming listings, hashing off the event loop, observed media.
+
+A listing is yielded in *component order* (``("a", "b")`` before ``("a.txt",)``) by a depth-first walk
+that sorts each directory: the same order the manifest is written in, so copies can be compared with a
+sorted merge whose memory does not grow with the number of files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST_NAME = ".drwatch-manifest.jsonl"
+CHUNK = 1024 * 1024
+_BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: tuple[str, ...]
+    size: int
+    mtime: float
+    sha256: str | None = None  # known only from manifests
+
+    @property
+    def relpath(self) -> str:
+        return "/".join(self.key)
+
+
+def _children(path: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    return iter(entries)
+
+
+def walk_sorted(
+    root: Path, skip_root_names: frozenset[str] = frozenset({MANIFEST_NAME})
+) -> Generator[Entry, None, None]:
+    """Yield regular files under root in component order. Symlinks are not followed.
+
+    Memory is bounded by the widest directory on the current path, not by the number of files.
+    """
+    pending: list[tuple[tuple[str, ...], Iterator[os.DirEntry[str]]]] = [((), _children(str(root)))]
+    while pending:
+        parent, it = pending[-1]
+        entry = next(it, None)
+        if entry is None:
+            pending.pop()
+            continue
+        if not parent and entry.name in skip_root_names:
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            pending.append(((*parent, entry.name), _children(entry.path)))
+        elif stat.S_ISREG(st.st_mode):
+            yield Entry((*parent, entry.name), st.st_size, st.st_mtime)
+
+
+async def alist(root: Path) -> AsyncIterator[Entry]:
+    """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk)."""
+    gen = walk_sorted(root)
+
+    def next_batch() -> list[Entry]:
+        batch: list[Entry] = []
+        for entry in gen:
+            batch.append(entry)
+            if len(batch) >= _BATCH:
+                break
+        return batch
+
+    try:
+        while True:
+            batch = await asyncio.to_thread(next_batch)
+            if not batch:
+                return
+            for entry in batch:
+                yield entry
+    finally:
+        await asyncio.to_thread(gen.close)
+
+
+def sha256_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
+    """Hash a file with bounded memory. Blocking: call from a worker thread."""
+    digest = hashlib.sha256()
+    total = 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            digest.update(view[:n])
+            total += n
+    return digest.hexdigest(), total
+
+
+# Filesystem type -> media class. Types that say nothing about the medium (overlay, fuse...) map to None.
+_MEDIA_BY_FSTYPE: dict[str, str] = {
+    **dict.fromkeys(
+        ["ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "jfs", "reiserfs", "vfat", "exfat",
+         "ntfs", "ntfs3", "fuseblk", "hfsplus", "apfs", "bcachefs"],
+        "disk",
+    ),
+    **dict.fromkeys(
+        ["nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "fuse.glusterfs", "fuse.sshfs",
+         "lustre", "beegfs", "gpfs", "9p", "fuse.cephfs", "fuse.s3fs", "fuse.rclone", "fuse.juicefs"],
+        "network",
+    ),
+    **dict.fromkeys(["ltfs", "fuse.ltfs"], "tape"),
+    **dict.fromkeys(["tmpfs", "ramfs"], "memory"),
+    **dict.fromkeys(["iso9660", "udf"], "optical"),
+}
+
+
+def _unescape_mount(text: str) -> str:
+    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem holding ``path`` (``statfs`` via mountinfo), or None if unknown."""
+    try:
+        dev = os.stat(path).st_dev
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    want = f"{os.major(dev)}:{os.minor(dev)}"
+    resolved = str(Path(path).resolve())
+    best: tuple[int, str] | None = None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        if len(fields) < 5 or fields[2] != want:
+            continue
+        mount_point = _unescape_mount(fields[4])
+        if resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/"):
+            fstype = right.split()[0]
+            if best is None or len(mount_point) > best[0]:
+                best = (len(mount_point), fstype)
+    return best[1] if best else None
+
+
+def media_class(fstype: str | None) -> str | None:
+    if fstype is None:
+        return None
+    return _MEDIA_BY_FSTYPE.get(fstype)

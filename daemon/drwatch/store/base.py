@@ -1,0 +1,157 @@
+"""The store protocol and the state it hands back to build a snapshot.
+
+Each result is written in one transaction together with the running counters it changes (runs per
+outcome, duration histogram, last run/success/failure times), so counters survive restarts and history
+pruning, and a crash never leaves a result without its counters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from drwatch.model import Attestation, CopyReport, Finding, Outcome, Result
+
+SCHEMA_VERSION = 1
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
+)
+
+
+def bucket_label(le: float) -> str:
+    return "+Inf" if math.isinf(le) else repr(float(le))
+
+
+def bucket_for(duration: float) -> str:
+    for le in DURATION_BUCKETS:
+        if duration <= le:
+            return bucket_label(le)
+    return "+Inf"
+
+
+@dataclass(frozen=True)
+class ValidatorStats:
+    asset: str
+    validator: str
+    last_run_at: float | None = None
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    runs: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    buckets: dict[str, int] = field(default_factory=dict)  # bucket label -> count (non-cumulative)
+    last_result: Result | None = None
+
+    def with_result(self, result: Result) -> ValidatorStats:
+        """The stats after ``result`` (mirrors what the store does in its transaction)."""
+        runs = dict(self.runs)
+        runs[result.outcome.value] = runs.get(result.outcome.value, 0) + 1
+        buckets = dict(self.buckets)
+        label = bucket_for(result.duration)
+        buckets[label] = buckets.get(label, 0) + 1
+        return ValidatorStats(
+            asset=self.asset,
+            validator=self.validator,
+            last_run_at=max(self.last_run_at or 0.0, result.finished_at),
+            last_success_at=max(self.last_success_at or 0.0, result.finished_at)
+            if result.outcome == Outcome.OK else self.last_success_at,
+            last_failure_at=max(self.last_failure_at or 0.0, result.finished_at)
+            if result.outcome == Outcome.FAILED else self.last_failure_at,
+            duration_sum=self.duration_sum + result.duration,
+            duration_count=self.duration_count + 1,
+            runs=runs,
+            buckets=buckets,
+            last_result=result,
+        )
+
+
+@dataclass(frozen=True)
+class StoredState:
+    validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
+    attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    backend: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def record(self, result: Result) -> None: ...
+    async def load_state(self) -> StoredState: ...
+    async def add_attestation(self, attestation: Attestation) -> None: ...
+    async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]: ...
+    async def prune(self, before: float) -> int: ...
+    async def ping(self) -> None: ...
+
+
+RESULT_COLUMNS = (
+    "run_id, asset, validator, kind, outcome, started_at, finished_at, recovery_point, figures, findings, copies"
+)
+
+
+def result_params(result: Result) -> tuple[Any, ...]:
+    return (
+        result.run_id,
+        result.asset,
+        result.validator,
+        result.kind,
+        result.outcome.value,
+        result.started_at,
+        result.finished_at,
+        result.recovery_point,
+        json.dumps(result.figures, sort_keys=True),
+        json.dumps([f.to_dict() for f in result.findings]),
+        json.dumps([c.to_dict() for c in result.copies]),
+    )
+
+
+def result_from_row(row: Any) -> Result:
+    return Result(
+        run_id=row[0],
+        asset=row[1],
+        validator=row[2],
+        kind=row[3],
+        outcome=Outcome(row[4]),
+        started_at=float(row[5]),
+        finished_at=float(row[6]),
+        recovery_point=None if row[7] is None else float(row[7]),
+        figures={str(k): float(v) for k, v in json.loads(row[8]).items()},
+        findings=tuple(Finding.from_dict(d) for d in json.loads(row[9])),
+        copies=tuple(CopyReport.from_dict(d) for d in json.loads(row[10])),
+    )
+
+
+def assemble_state(
+    state_rows: list[Any], count_rows: list[Any], bucket_rows: list[Any], result_rows: list[Any],
+    attestation_rows: list[Any],
+) -> StoredState:
+    """Build StoredState from rows shaped the same way by both backends."""
+    runs: dict[tuple[str, str], dict[str, int]] = {}
+    for asset, validator, outcome, count in count_rows:
+        runs.setdefault((asset, validator), {})[outcome] = int(count)
+    buckets: dict[tuple[str, str], dict[str, int]] = {}
+    for asset, validator, le, count in bucket_rows:
+        buckets.setdefault((asset, validator), {})[le] = int(count)
+    results = {(r[1], r[2]): result_from_row(r) for r in result_rows}
+    validators = {}
+    for asset, validator, last_run, last_success, last_failure, dsum, dcount in state_rows:
+        key = (asset, validator)
+        validators[key] = ValidatorStats(
+            asset=asset,
+            validator=validator,
+            last_run_at=last_run,
+            last_success_at=last_success,
+            last_failure_at=last_failure,
+            duration_sum=float(dsum),
+            duration_count=int(dcount),
+            runs=runs.get(key, {}),
+            buckets=buckets.get(key, {}),
+            last_result=results.get(key),
+        )
+    attestations = {
+        (a, c): Attestation(a, c, note, float(created), None if rp is None else float(rp))
+        for a, c, note, created, rp in attestation_rows
+    }
+    return StoredState(validators, attestations)

@@ -1,0 +1,199 @@
+"""PostgreSQL store (asyncpg) for teams and HA: the same schema and semantics as the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from drwatch.errors import ValidatorError
+from drwatch.model import Attestation, Result
+from drwatch.store.base import (
+    RESULT_COLUMNS,
+    SCHEMA_VERSION,
+    StoredState,
+    assemble_state,
+    bucket_for,
+    result_from_row,
+    result_params,
+)
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE results (
+            id BIGSERIAL PRIMARY KEY,
+            run_id TEXT NOT NULL UNIQUE,
+            asset TEXT NOT NULL, validator TEXT NOT NULL, kind TEXT NOT NULL, outcome TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION NOT NULL,
+            recovery_point DOUBLE PRECISION,
+            figures TEXT NOT NULL, findings TEXT NOT NULL, copies TEXT NOT NULL)""",
+        "CREATE INDEX results_asset_validator ON results (asset, validator, finished_at)",
+        "CREATE INDEX results_finished ON results (finished_at)",
+        """CREATE TABLE validator_state (
+            asset TEXT NOT NULL, validator TEXT NOT NULL,
+            last_run_at DOUBLE PRECISION, last_success_at DOUBLE PRECISION,
+            last_failure_at DOUBLE PRECISION,
+            duration_sum DOUBLE PRECISION NOT NULL DEFAULT 0, duration_count BIGINT NOT NULL DEFAULT 0,
+            last_result_id BIGINT,
+            PRIMARY KEY (asset, validator))""",
+        """CREATE TABLE run_counts (
+            asset TEXT NOT NULL, validator TEXT NOT NULL, outcome TEXT NOT NULL, count BIGINT NOT NULL,
+            PRIMARY KEY (asset, validator, outcome))""",
+        """CREATE TABLE duration_buckets (
+            asset TEXT NOT NULL, validator TEXT NOT NULL, le TEXT NOT NULL, count BIGINT NOT NULL,
+            PRIMARY KEY (asset, validator, le))""",
+        """CREATE TABLE attestations (
+            id BIGSERIAL PRIMARY KEY, asset TEXT NOT NULL, copy TEXT NOT NULL,
+            note TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, recovery_point DOUBLE PRECISION)""",
+    ],
+}
+
+_MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time
+
+_UPSERT_STATE = """
+INSERT INTO validator_state (asset, validator, last_run_at, last_success_at, last_failure_at,
+                             duration_sum, duration_count, last_result_id)
+VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+ON CONFLICT (asset, validator) DO UPDATE SET
+  last_run_at = GREATEST(validator_state.last_run_at, excluded.last_run_at),
+  last_success_at = GREATEST(validator_state.last_success_at, excluded.last_success_at),
+  last_failure_at = GREATEST(validator_state.last_failure_at, excluded.last_failure_at),
+  duration_sum = validator_state.duration_sum + excluded.duration_sum,
+  duration_count = validator_state.duration_count + 1,
+  last_result_id = excluded.last_result_id
+"""
+
+
+class PostgresStore:
+    backend = "postgres"
+
+    def __init__(self, dsn: str, pool_max: int = 5, connect_timeout: float = 10.0,
+                 command_timeout: float = 60.0) -> None:
+        self._dsn = dsn
+        self._pool_max = pool_max
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:  # never show the DSN (it may hold a password)
+        return "PostgresStore(<dsn hidden>)"
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_max, timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            # The message of a connection error never carries the password; still, name only the type.
+            raise ValidatorError("store_unavailable",
+                                 f"cannot connect to the PostgreSQL store ({type(exc).__name__})") from None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS drwatch_schema (version INTEGER NOT NULL)")
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM drwatch_schema")
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"store schema version {current} is newer than this drwatch ({SCHEMA_VERSION}): upgrade"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO drwatch_schema (version) VALUES ($1)", version)
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=10)
+            except TimeoutError:
+                pool.terminate()
+
+    async def ping(self) -> None:
+        await self._p().fetchval("SELECT 1")
+
+    async def record(self, result: Result) -> None:
+        async with self._p().acquire() as conn, conn.transaction():
+            rid = await conn.fetchval(
+                f"INSERT INTO results ({RESULT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
+                "ON CONFLICT (run_id) DO NOTHING RETURNING id",
+                *result_params(result),
+            )
+            if rid is None:  # a retried write of the same run changes nothing
+                return
+            ok = result.outcome.value == "ok"
+            failed = result.outcome.value == "failed"
+            await conn.execute(
+                _UPSERT_STATE, result.asset, result.validator, result.finished_at,
+                result.finished_at if ok else None, result.finished_at if failed else None,
+                result.duration, rid,
+            )
+            await conn.execute(
+                "INSERT INTO run_counts VALUES ($1,$2,$3,1) ON CONFLICT (asset, validator, outcome) "
+                "DO UPDATE SET count = run_counts.count + 1",
+                result.asset, result.validator, result.outcome.value,
+            )
+            await conn.execute(
+                "INSERT INTO duration_buckets VALUES ($1,$2,$3,1) ON CONFLICT (asset, validator, le) "
+                "DO UPDATE SET count = duration_buckets.count + 1",
+                result.asset, result.validator, bucket_for(result.duration),
+            )
+
+    async def load_state(self) -> StoredState:
+        async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            states = await conn.fetch(
+                "SELECT asset, validator, last_run_at, last_success_at, last_failure_at, duration_sum, "
+                "duration_count FROM validator_state"
+            )
+            counts = await conn.fetch("SELECT asset, validator, outcome, count FROM run_counts")
+            buckets = await conn.fetch("SELECT asset, validator, le, count FROM duration_buckets")
+            results = await conn.fetch(
+                f"SELECT {RESULT_COLUMNS} FROM results WHERE id IN "
+                "(SELECT last_result_id FROM validator_state)"
+            )
+            attestations = await conn.fetch(
+                "SELECT DISTINCT ON (asset, copy) asset, copy, note, created_at, recovery_point "
+                "FROM attestations ORDER BY asset, copy, id DESC"
+            )
+        return assemble_state(
+            [tuple(r) for r in states], [tuple(r) for r in counts], [tuple(r) for r in buckets],
+            [tuple(r) for r in results], [tuple(r) for r in attestations],
+        )
+
+    async def add_attestation(self, attestation: Attestation) -> None:
+        await self._p().execute(
+            "INSERT INTO attestations (asset, copy, note, created_at, recovery_point) VALUES ($1,$2,$3,$4,$5)",
+            attestation.asset, attestation.copy, attestation.note, attestation.created_at,
+            attestation.recovery_point,
+        )
+
+    async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]:
+        if validator is None:
+            rows = await self._p().fetch(
+                f"SELECT {RESULT_COLUMNS} FROM results WHERE asset = $1 ORDER BY id DESC LIMIT $2",
+                asset, limit,
+            )
+        else:
+            rows = await self._p().fetch(
+                f"SELECT {RESULT_COLUMNS} FROM results WHERE asset = $1 AND validator = $2 "
+                "ORDER BY id DESC LIMIT $3",
+                asset, validator, limit,
+            )
+        return [result_from_row(tuple(r)) for r in rows]
+
+    async def prune(self, before: float) -> int:
+        status: str = await self._p().execute(
+            "DELETE FROM results WHERE finished_at < $1 AND id NOT IN "
+            "(SELECT last_result_id FROM validator_state WHERE last_result_id IS NOT NULL)",
+            before,
+        )
+        return int(status.rsplit(maxsplit=1)[-1])
+
+    def raw(self) -> Any:
+        return self._pool

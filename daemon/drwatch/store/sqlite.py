@@ -1,0 +1,226 @@
+"""SQLite store (default): WAL, synchronous=FULL, one dedicated thread so the event loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from drwatch.model import Attestation, Result
+from drwatch.store.base import (
+    RESULT_COLUMNS,
+    SCHEMA_VERSION,
+    StoredState,
+    assemble_state,
+    bucket_for,
+    result_from_row,
+    result_params,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE results (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL UNIQUE,
+            asset TEXT NOT NULL, validator TEXT NOT NULL, kind TEXT NOT NULL, outcome TEXT NOT NULL,
+            started_at REAL NOT NULL, finished_at REAL NOT NULL, recovery_point REAL,
+            figures TEXT NOT NULL, findings TEXT NOT NULL, copies TEXT NOT NULL)""",
+        "CREATE INDEX results_asset_validator ON results (asset, validator, finished_at)",
+        "CREATE INDEX results_finished ON results (finished_at)",
+        """CREATE TABLE validator_state (
+            asset TEXT NOT NULL, validator TEXT NOT NULL,
+            last_run_at REAL, last_success_at REAL, last_failure_at REAL,
+            duration_sum REAL NOT NULL DEFAULT 0, duration_count INTEGER NOT NULL DEFAULT 0,
+            last_result_id INTEGER,
+            PRIMARY KEY (asset, validator))""",
+        """CREATE TABLE run_counts (
+            asset TEXT NOT NULL, validator TEXT NOT NULL, outcome TEXT NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (asset, validator, outcome))""",
+        """CREATE TABLE duration_buckets (
+            asset TEXT NOT NULL, validator TEXT NOT NULL, le TEXT NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (asset, validator, le))""",
+        """CREATE TABLE attestations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, copy TEXT NOT NULL,
+            note TEXT NOT NULL, created_at REAL NOT NULL, recovery_point REAL)""",
+    ],
+}
+
+
+def _later(column: str) -> str:
+    return (
+        f"{column} = CASE WHEN excluded.{column} IS NULL THEN validator_state.{column} "
+        f"WHEN validator_state.{column} IS NULL THEN excluded.{column} "
+        f"ELSE MAX(validator_state.{column}, excluded.{column}) END"
+    )
+
+
+_UPSERT_STATE = f"""
+INSERT INTO validator_state (asset, validator, last_run_at, last_success_at, last_failure_at,
+                             duration_sum, duration_count, last_result_id)
+VALUES (?, ?, ?, ?, ?, ?, 1, ?)
+ON CONFLICT (asset, validator) DO UPDATE SET
+  {_later("last_run_at")}, {_later("last_success_at")}, {_later("last_failure_at")},
+  duration_sum = validator_state.duration_sum + excluded.duration_sum,
+  duration_count = validator_state.duration_count + 1,
+  last_result_id = excluded.last_result_id
+"""
+
+
+class SqliteStore:
+    backend = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, conn)
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._migrate(conn)
+            return conn
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS drwatch_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM drwatch_schema").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"store schema version {current} is newer than this drwatch ({SCHEMA_VERSION}): upgrade"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO drwatch_schema (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, conn.close)
+        self._pool.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._call(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def record(self, result: Result) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    f"INSERT INTO results ({RESULT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (run_id) DO NOTHING",
+                    result_params(result),
+                )
+                if cur.rowcount == 1:  # a retried write of the same run changes nothing
+                    ok = result.outcome.value == "ok"
+                    failed = result.outcome.value == "failed"
+                    conn.execute(
+                        _UPSERT_STATE,
+                        (
+                            result.asset, result.validator, result.finished_at,
+                            result.finished_at if ok else None, result.finished_at if failed else None,
+                            result.duration, cur.lastrowid,
+                        ),
+                    )
+                    conn.execute(
+                        "INSERT INTO run_counts VALUES (?,?,?,1) ON CONFLICT (asset, validator, outcome) "
+                        "DO UPDATE SET count = run_counts.count + 1",
+                        (result.asset, result.validator, result.outcome.value),
+                    )
+                    conn.execute(
+                        "INSERT INTO duration_buckets VALUES (?,?,?,1) ON CONFLICT (asset, validator, le) "
+                        "DO UPDATE SET count = duration_buckets.count + 1",
+                        (result.asset, result.validator, bucket_for(result.duration)),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._call(write)
+
+    async def load_state(self) -> StoredState:
+        def read(conn: sqlite3.Connection) -> StoredState:
+            states = conn.execute(
+                "SELECT asset, validator, last_run_at, last_success_at, last_failure_at, duration_sum, "
+                "duration_count FROM validator_state"
+            ).fetchall()
+            counts = conn.execute("SELECT asset, validator, outcome, count FROM run_counts").fetchall()
+            buckets = conn.execute("SELECT asset, validator, le, count FROM duration_buckets").fetchall()
+            results = conn.execute(
+                f"SELECT {RESULT_COLUMNS} FROM results WHERE id IN "
+                "(SELECT last_result_id FROM validator_state)"
+            ).fetchall()
+            attestations = conn.execute(
+                "SELECT asset, copy, note, created_at, recovery_point FROM attestations a WHERE id = "
+                "(SELECT MAX(id) FROM attestations b WHERE b.asset = a.asset AND b.copy = a.copy)"
+            ).fetchall()
+            return assemble_state(states, counts, buckets, results, attestations)
+
+        return await self._call(read)
+
+    async def add_attestation(self, attestation: Attestation) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO attestations (asset, copy, note, created_at, recovery_point) VALUES (?,?,?,?,?)",
+                (attestation.asset, attestation.copy, attestation.note, attestation.created_at,
+                 attestation.recovery_point),
+            )
+
+        await self._call(write)
+
+    async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]:
+        def read(conn: sqlite3.Connection) -> list[Result]:
+            if validator is None:
+                rows = conn.execute(
+                    f"SELECT {RESULT_COLUMNS} FROM results WHERE asset = ? ORDER BY id DESC LIMIT ?",
+                    (asset, limit),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {RESULT_COLUMNS} FROM results WHERE asset = ? AND validator = ? "
+                    "ORDER BY id DESC LIMIT ?",
+                    (asset, validator, limit),
+                ).fetchall()
+            return [result_from_row(r) for r in rows]
+
+        return await self._call(read)
+
+    async def prune(self, before: float) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM results WHERE finished_at < ? AND id NOT IN "
+                "(SELECT last_result_id FROM validator_state WHERE last_result_id IS NOT NULL)",
+                (before,),
+            )
+            return cur.rowcount
+
+        return await self._call(delete)
+
+    def raw(self) -> Any:  # for tests and `drwatch status --debug`
+        return self._conn

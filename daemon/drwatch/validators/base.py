@@ -1,0 +1,152 @@
+"""The validator plug-in protocol, its run context and the config fields every validator shares."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drwatch.durations import Duration
+from drwatch.errors import ConfigProblem
+from drwatch.model import Report
+from drwatch.storage.filesystem import sha256_file
+
+if TYPE_CHECKING:
+    import structlog
+
+    from drwatch.config import AssetConfig, Config
+    from drwatch.sandbox import SandboxManager
+
+
+class Schedule(BaseModel):
+    """``{every: 1h, jitter: 5m}`` or ``{cron: "0 3 * * *", jitter: 10m}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: Duration | None = None
+    cron: str | None = None
+    jitter: Duration = timedelta(0)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"invalid cron expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("set exactly one of 'every' (e.g. 1h) or 'cron' (e.g. '0 3 * * *')")
+        if self.every is not None:
+            if self.every.total_seconds() < 1:
+                raise ValueError("'every' must be at least 1s")
+            if self.jitter > self.every:
+                raise ValueError("'jitter' cannot exceed 'every'")
+        return self
+
+    def interval_seconds(self) -> float:
+        """The nominal period (for cron: the gap between the next two fire times)."""
+        if self.every is not None:
+            return self.every.total_seconds()
+        assert self.cron is not None
+        trig = CronTrigger.from_crontab(self.cron, timezone="UTC")
+        now = datetime.now(tz=trig.timezone)
+        first = trig.get_next_fire_time(None, now)
+        second = trig.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+        if first is None or second is None:
+            return 86400.0
+        return max(1.0, float((second - first).total_seconds()))
+
+
+DEFAULT_SCHEDULE = Schedule(every=timedelta(hours=1), jitter=timedelta(minutes=5))
+
+
+class ValidatorConfigBase(BaseModel):
+    """Fields every validator has. Subclasses add ``kind: Literal[...]`` and their own options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    name: str | None = Field(default=None, description="label; defaults to the kind")
+    schedule: Schedule = DEFAULT_SCHEDULE
+    timeout: Duration | None = None
+    max_age: Duration | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    def locations(self, asset: AssetConfig) -> list[str]:
+        """Locations this validator reads (for per-location concurrency limits)."""
+        return sorted({asset.production.location, *(c.location for c in asset.copies)})
+
+    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+        """Problems only visible with the whole config (e.g. references). Paths are relative."""
+        return []
+
+    def effective_timeout(self, cfg: Config) -> float:
+        return (self.timeout or cfg.limits.default_timeout).total_seconds()
+
+    def effective_max_age(self, cfg: Config) -> float:
+        """Results older than this are stale: the rules they support become unknown."""
+        if self.max_age is not None:
+            return float(self.max_age.total_seconds())
+        if cfg.compliance.drill_max_age is not None:
+            return cfg.compliance.drill_max_age.total_seconds()
+        sched = self.schedule
+        return 2 * sched.interval_seconds() + sched.jitter.total_seconds() + self.effective_timeout(cfg)
+
+
+class HashPool:
+    """Bounded worker threads for hashing: shared by all validators (global bound)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-hash")
+
+    async def sha256(self, path: Path) -> tuple[str, int]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, sha256_file, path)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class RunContext:
+    """Everything a validator run may use. Resources join ``exit_stack`` the moment they exist."""
+
+    run_id: str
+    asset_name: str
+    asset: AssetConfig
+    config: Config
+    log: structlog.typing.FilteringBoundLogger
+    deadline: float  # loop.time() by which the run must end
+    exit_stack: AsyncExitStack
+    hashes: HashPool
+    sandboxes: SandboxManager
+    clock: Callable[[], float] = time.time
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+
+class Validator(Protocol):
+    """A check on one asset. ``run`` returns a Report or raises DrillFailed / ValidatorError."""
+
+    kind: ClassVar[str]
+
+    async def run(self, ctx: RunContext) -> Report: ...

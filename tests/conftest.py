@@ -1,0 +1,58 @@
+"""Fixtures shared by all tests: a real PostgreSQL server (session), store backends, event-loop guard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pgserver import PostgresServer
+
+_counter = 0
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (Debian's), started once per session on a free loopback port."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The `store:` section for each backend; postgres gets a fresh database per test (DSN via env)."""
+    global _counter
+    if request.param == "sqlite":
+        return {"sqlite": str(tmp_path / "state.sqlite")}
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    _counter += 1
+    dsn = server.create_database(f"drwatch_test_{os.getpid()}_{_counter}")
+    monkeypatch.setenv("DRWATCH_TEST_DSN", dsn)
+    return {"postgres": {"dsn_env": "DRWATCH_TEST_DSN"}}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and isinstance(item, pytest.Function):
+            item.fixturenames.append("_loop_guard")
+
+
+@pytest.fixture
+async def _loop_guard() -> AsyncIterator[None]:
+    """Fail a test when the event loop reports an unhandled exception (e.g. a task nobody awaited)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield
+    loop.set_exception_handler(previous)
+    if errors:
+        pytest.fail(f"unhandled event-loop errors: {errors!r}")

@@ -1,0 +1,205 @@
+"""Shared test helpers: configs written to disk, small estates of real files, daemon subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+    return path
+
+
+def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
+    for rel, data in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root
+
+
+def sample_files(n: int = 20, size: int = 4096, seed: int = 1) -> dict[str, bytes]:
+    import random
+
+    rng = random.Random(seed)
+    out = {}
+    for i in range(n):
+        sub = f"dir{i % 3}/" if i % 2 else ""
+        out[f"{sub}file-{i:04d}.bin"] = rng.randbytes(size + i)
+    return out
+
+
+def basic_config(
+    tmp: Path,
+    *,
+    store: Mapping[str, Any] | None = None,
+    copies: int = 2,
+    every: str = "1h",
+    sites: tuple[str, ...] = ("dc-a", "dc-b", "dc-c", "dc-d"),
+    http_port: int | None = None,
+    extra_assets: Mapping[str, Any] | None = None,
+    manifest: str | None = None,
+    validator: Mapping[str, Any] | None = None,
+    rpo: str = "7d",
+) -> dict[str, Any]:
+    """A config with one asset 'data' whose production is tmp/prod/data and copies tmp/copyN/data."""
+    locations: dict[str, Any] = {"prod": {"kind": "filesystem", "path": str(tmp / "prod"), "site": sites[0]}}
+    asset_copies = []
+    for i in range(1, copies + 1):
+        locations[f"copy{i}"] = {"kind": "filesystem", "path": str(tmp / f"copy{i}"), "site": sites[i % len(sites)]}
+        asset_copies.append({"location": f"copy{i}", "prefix": "data"})
+    asset: dict[str, Any] = {
+        "rpo": rpo,
+        "rto": "1h",
+        "production": {"location": "prod", "prefix": "data"},
+        "copies": asset_copies,
+        "validators": [dict(validator or {"kind": "replica", "schedule": {"every": every}})],
+    }
+    if manifest is not None:
+        asset["manifest"] = manifest
+    cfg: dict[str, Any] = {
+        "store": dict(store or {"sqlite": str(tmp / "state.sqlite")}),
+        "http": {"listen": f"127.0.0.1:{http_port if http_port is not None else 0}"},
+        "locations": locations,
+        "assets": {"data": asset, **(extra_assets or {})},
+    }
+    return cfg
+
+
+def populate(tmp: Path, copies: int = 2, files: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    files = dict(files or sample_files())
+    write_tree(tmp / "prod" / "data", files)
+    for i in range(1, copies + 1):
+        write_tree(tmp / f"copy{i}" / "data", files)
+    return files
+
+
+def drwatch_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "drwatch", *args]
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(drwatch_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env,
+                          check=False)
+
+
+class DaemonProcess:
+    """A real `drwatch run` subprocess."""
+
+    def __init__(self, config: Path, port: int, env: Mapping[str, str] | None = None,
+                 log_path: Path | None = None) -> None:
+        self.config = config
+        self.port = port
+        self.log_path = log_path or config.with_suffix(".log")
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True, timeout: float = 30) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(drwatch_cmd("run", "--config", str(self.config)), stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        if wait_ready:
+            self.wait_ready(timeout)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, timeout: float = 5) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def post(self, path: str, timeout: float = 10) -> tuple[int, str]:
+        req = urllib.request.Request(self.url(path), method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"drwatch exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if self.get("/-/ready", timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"drwatch not ready after {timeout}s:\n{self.log()}")
+
+    def wait_for(self, predicate: Any, timeout: float = 30, interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"condition not met in {timeout}s (last={last!r}):\n{self.log()[-4000:]}")
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[1]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text exposition (None if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
