@@ -175,6 +175,12 @@ class DaemonProcess:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
 
     def stop(self, timeout: float = 30) -> int:
         assert self.proc is not None
@@ -185,6 +191,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        self._close_log()
         return int(self.proc.returncode)
 
     def log(self) -> str:

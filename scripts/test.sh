@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian 12 machine, then run it.
+#   apt: PostgreSQL 15 (real server for store tests), Prometheus (promtool + real scrapes), rclone
+#   (benchmark baseline); pip: drwatch with its dev extra.
+# Runs as root (CI) or with sudo available. Exits non-zero on any failure, including "no tests ran".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+APT_PACKAGES=(postgresql prometheus rclone ca-certificates)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's postgresql package may start a cluster as a service; the tests start their own servers.
+
+PYTHON="${PYTHON:-python3}"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+"$PYTHON" -m ruff check daemon tests benchmarks
+"$PYTHON" -m mypy
+"$PYTHON" -m pytest "$@"

@@ -1,0 +1,150 @@
+"""The command line as an operator uses it: check, status, seal, attest, demo, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import basic_config, populate, run_cli, write_config
+
+
+def _cfg(tmp: Path, **kw: object) -> Path:
+    return write_config(tmp / "drwatch.yaml", basic_config(tmp, **kw))  # type: ignore[arg-type]
+
+
+def test_version() -> None:
+    """`drwatch --version` prints the version."""
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.startswith("drwatch ")
+
+
+def test_check_compliant_exits_0_and_json_shape(tmp_path: Path) -> None:
+    """Three verified copies on three sites... but one medium: media fails → exit 1; with media: 1 → exit 0."""
+    populate(tmp_path)
+    cfg = basic_config(tmp_path)
+    cfg["compliance"] = {"media": 1, "immutable": 0}
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    out = run_cli("check", "--config", str(path), "--output", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    asset = doc["assets"]["data"]
+    assert asset["compliant"] is True
+    assert set(asset["rules"]) == {"copies", "media", "offsite", "immutable", "restore_errors"}
+    assert all(r["state"] == "pass" and r["detail"] for r in asset["rules"].values())
+    [res] = doc["results"]
+    assert {"asset", "validator", "outcome", "findings"} <= set(res)
+    assert res["outcome"] == "ok"
+
+
+def test_check_bad_backup_exits_1(tmp_path: Path) -> None:
+    """A corrupted copy: exit 1 and the table names the finding."""
+    files = populate(tmp_path)
+    victim = tmp_path / "copy1" / "data" / sorted(files)[0]
+    victim.write_bytes(b"\0" * victim.stat().st_size)
+    out = run_cli("check", "--config", str(_cfg(tmp_path)))
+    assert out.returncode == 1
+    assert "content_mismatch" in out.stdout
+    assert "FAIL" in out.stdout
+
+
+def test_check_unreachable_exits_2(tmp_path: Path) -> None:
+    """A copy location that is not mounted: nothing bad proven, but not checked either → exit 2."""
+    populate(tmp_path, copies=1)
+    cfg = basic_config(tmp_path)
+    cfg["compliance"] = {"media": 1, "immutable": 0, "copies": 2}
+    out = run_cli("check", "--config", str(write_config(tmp_path / "d.yaml", cfg)))
+    assert out.returncode == 2, out.stdout
+    assert "location_unavailable" in out.stdout
+
+
+def test_check_bad_config_exits_78(tmp_path: Path) -> None:
+    """An invalid config: exit 78 with the field path, nothing run."""
+    cfg = basic_config(tmp_path)
+    cfg["assets"]["data"]["copies"][0]["location"] = "vault"
+    out = run_cli("check", "--config", str(write_config(tmp_path / "d.yaml", cfg)))
+    assert out.returncode == 78
+    assert "assets.data.copies[0].location: unknown location 'vault'" in out.stderr
+
+
+def test_check_results_go_to_the_store_and_status_reads_them(tmp_path: Path) -> None:
+    """`check` records results in the configured store; `status` shows them without running anything."""
+    files = populate(tmp_path)
+    path = _cfg(tmp_path)
+    assert run_cli("check", "--config", str(path)).returncode == 1  # media/immutable fail by default
+    (tmp_path / "copy1" / "data" / sorted(files)[0]).unlink()  # status must not notice: it runs nothing
+    out = run_cli("status", "--config", str(path), "--output", "json")
+    doc = json.loads(out.stdout)
+    assert doc["results"][0]["outcome"] == "ok"
+    assert doc["assets"]["data"]["rules"]["copies"]["state"] == "pass"
+
+
+def test_check_selects_validator(tmp_path: Path) -> None:
+    """--validator/--asset restrict what runs; an unmatched selection is a usage error."""
+    populate(tmp_path)
+    path = _cfg(tmp_path)
+    out = run_cli("check", "--config", str(path), "--validator", "replica", "--output", "json")
+    assert len(json.loads(out.stdout)["results"]) == 1
+    assert run_cli("check", "--config", str(path), "--validator", "nope").returncode == 78
+
+
+def test_seal_writes_manifest_and_reads_only(tmp_path: Path) -> None:
+    """`drwatch seal` writes a manifest (default inside DIR, or --out / stdout) covering every file."""
+    files = populate(tmp_path, copies=0)
+    root = tmp_path / "prod" / "data"
+    out = run_cli("seal", "--location-path", str(root), "--out", "-")
+    lines = out.stdout.splitlines()
+    head = json.loads(lines[0])
+    assert head["files"] == len(files) == len(lines) - 1
+    assert head["bytes"] == sum(len(v) for v in files.values())
+    assert run_cli("seal", "--location-path", str(root)).returncode == 0
+    assert (root / ".drwatch-manifest.jsonl").exists()
+
+
+def test_attest_makes_offline_copy_count(tmp_path: Path) -> None:
+    """An offline copy with a fresh attestation satisfies `immutable`; without one it fails."""
+    populate(tmp_path, copies=1)
+    cfg = basic_config(tmp_path)
+    cfg["locations"]["copy2"]["offline"] = True
+    cfg["locations"]["copy2"]["media"] = "tape"
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    out = run_cli("check", "--config", str(path), "--output", "json")
+    assert json.loads(out.stdout)["assets"]["data"]["rules"]["immutable"]["state"] == "fail"
+    att = run_cli("attest", "data", "copy2", "--note", "tape 7 restored by hand", "--config", str(path))
+    assert att.returncode == 0, att.stderr
+    out = run_cli("status", "--config", str(path), "--output", "json")
+    rules = json.loads(out.stdout)["assets"]["data"]["rules"]
+    assert rules["immutable"]["state"] == "pass"
+    assert rules["media"]["state"] == "pass"  # disk + tape
+    assert out.returncode == 0, rules
+    bad = run_cli("attest", "data", "nope", "--note", "x", "--config", str(path))
+    assert bad.returncode == 78
+
+
+def test_demo_estate_shows_compliant_and_failing_assets(tmp_path: Path) -> None:
+    """`drwatch demo` builds an estate whose check shows one compliant asset and the planted faults."""
+    demo = tmp_path / "demo"
+    assert run_cli("demo", "--dir", str(demo)).returncode == 0
+    cfg = yaml.safe_load((demo / "drwatch.yaml").read_text())
+    assert cfg["store"]["sqlite"] == "state/drwatch.sqlite"
+    out = run_cli("check", "--config", str(demo / "drwatch.yaml"), "--output", "json")
+    doc = json.loads(out.stdout)
+    assert out.returncode == 1
+    states = {name: a["compliant"] for name, a in doc["assets"].items()}
+    assert states == {"model-weights": True, "vector-index": False, "training-data": False,
+                      "feature-store": False, "terraform-state": False}
+    by_asset = {r["asset"]: r for r in doc["results"]}
+    assert by_asset["vector-index"]["outcome"] == "failed"
+    assert "content_mismatch" in {f["code"] for f in by_asset["vector-index"]["findings"]}
+    assert "missing_file" in {f["code"] for f in by_asset["training-data"]["findings"]}
+    assert "rpo_exceeded" in {f["code"] for f in by_asset["feature-store"]["findings"]}
+    assert by_asset["terraform-state"]["outcome"] == "error"
+    assert doc["assets"]["terraform-state"]["rules"]["copies"]["state"] == "unknown"
+    # refuses to clobber an existing demo without --force, and a foreign directory always
+    assert run_cli("demo", "--dir", str(demo)).returncode != 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep")
+    assert run_cli("demo", "--dir", str(tmp_path / "mine"), "--force").returncode != 0
+    assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"

@@ -1,0 +1,52 @@
+"""Documentation stays true: the metrics table equals a real scrape; README commands exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import REPO, DaemonProcess, free_port, run_cli
+
+
+def _documented(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\| `(drwatch_[a-z_]+)`", line)
+        if m:
+            names.add(m.group(1))
+    return names
+
+
+def _exposed(text: str) -> set[str]:
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def test_metrics_doc_matches_a_real_scrape(tmp_path: Path) -> None:
+    """docs/metrics.md lists exactly the metric families a daemon with results exposes."""
+    demo = tmp_path / "demo"
+    assert run_cli("demo", "--dir", str(demo)).returncode == 0
+    cfg_path = demo / "drwatch.yaml"
+    data = yaml.safe_load(cfg_path.read_text())
+    port = free_port()
+    data["http"]["listen"] = f"127.0.0.1:{port}"
+    cfg_path.write_text(yaml.safe_dump(data))
+    assert run_cli("check", "--config", str(cfg_path)).returncode == 1  # the demo has failing assets
+    daemon = DaemonProcess(cfg_path, port)
+    daemon.start()
+    try:
+        exposed = _exposed(daemon.metrics())
+    finally:
+        daemon.stop()
+    documented = _documented(REPO / "docs" / "metrics.md")
+    assert documented == exposed, {"undocumented": exposed - documented, "not exported": documented - exposed}
+    readme = {n for n in _documented(REPO / "README.md")}
+    readme |= set(re.findall(r"`(drwatch_[a-z_]+)`", (REPO / "README.md").read_text()))
+    assert readme <= exposed, readme - exposed
+
+
+def test_example_config_is_valid() -> None:
+    """config/example.yaml passes check-config."""
+    result = run_cli("check-config", str(REPO / "config" / "example.yaml"))
+    assert result.returncode == 0, result.stderr

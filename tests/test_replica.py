@@ -1,0 +1,347 @@
+"""The `replica` validator on real files: pass, each failure it detects, and "could not check"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drwatch.config import parse_config
+from drwatch.manifest import seal_directory
+from drwatch.metrics import ProcessState
+from drwatch.model import CopyState, Outcome, Result
+from drwatch.runner import AppState, Runner
+from drwatch.sandbox import SandboxManager
+from drwatch.snapshot import Snapshot
+from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted
+from drwatch.store import open_store
+from tests.helpers import basic_config, populate, sample_files, write_tree
+
+
+async def run_replica(tmp: Path, cfg_dict: dict[str, Any], asset: str = "data") -> Result:
+    cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp / "drwatch.yaml"))
+    store = open_store(cfg)
+    await store.open()
+    try:
+        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
+        runner = Runner(state, store, SandboxManager(tmp / "sandboxes"))
+        try:
+            return await runner.execute(asset, cfg.assets[asset].validators[0])
+        finally:
+            runner.close()
+    finally:
+        await store.close()
+
+
+def codes(result: Result) -> set[str]:
+    return {f.code for f in result.findings}
+
+
+def copy_report(result: Result, name: str) -> Any:
+    return next(c for c in result.copies if c.copy == name)
+
+
+async def seal(root: Path) -> None:
+    await seal_directory(root, out_path=root / MANIFEST_NAME)
+
+
+async def test_identical_copies_pass(tmp_path: Path) -> None:
+    """All copies identical to production: ok, every copy verified, every byte hashed."""
+    files = populate(tmp_path, copies=2)
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.OK, result.findings
+    assert [c.state for c in result.copies] == [CopyState.VERIFIED] * 3
+    total = sum(len(v) for v in files.values())
+    assert copy_report(result, "copy1").objects == {"verified": len(files), "missing": 0, "mismatch": 0, "extra": 0}
+    assert copy_report(result, "copy1").bytes_verified == total
+    assert result.figures["files_reference"] == len(files)
+    assert result.recovery_point is not None
+
+
+async def test_missing_file_fails(tmp_path: Path) -> None:
+    """A file deleted from one copy: failed, named, counted; the other copy stays verified."""
+    files = populate(tmp_path)
+    victim = sorted(files)[3]
+    (tmp_path / "copy2" / "data" / victim).unlink()
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    missing = [f for f in result.findings if f.code == "missing_file"]
+    assert [f.subject for f in missing] == [f"copy2:{victim}"]
+    assert copy_report(result, "copy2").state == CopyState.FAILED
+    assert copy_report(result, "copy2").objects["missing"] == 1
+    assert copy_report(result, "copy1").state == CopyState.VERIFIED
+
+
+async def test_same_size_corruption_fails(tmp_path: Path) -> None:
+    """One flipped byte (same size) is caught by sha256."""
+    files = populate(tmp_path)
+    victim = sorted(files)[-1]
+    path = tmp_path / "copy1" / "data" / victim
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert "content_mismatch" in codes(result)
+    assert copy_report(result, "copy1").objects["mismatch"] == 1
+
+
+async def test_truncated_file_fails_as_size_mismatch(tmp_path: Path) -> None:
+    """A truncated file is a size mismatch (found without hashing)."""
+    files = populate(tmp_path)
+    victim = sorted(files)[0]
+    path = tmp_path / "copy1" / "data" / victim
+    path.write_bytes(path.read_bytes()[:-1])
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert "size_mismatch" in codes(result)
+
+
+async def test_extra_file_is_a_finding_not_a_failure(tmp_path: Path) -> None:
+    """Files in a copy that are not in the recovery point are reported but do not fail the run."""
+    populate(tmp_path)
+    write_tree(tmp_path / "copy1" / "data", {"zz-stray.tmp": b"leftover"})
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.OK
+    assert "extra_file" in codes(result)
+    assert copy_report(result, "copy1").objects["extra"] == 1
+    assert copy_report(result, "copy1").state == CopyState.VERIFIED
+
+
+async def test_missing_copy_directory_fails(tmp_path: Path) -> None:
+    """The location is mounted but the copy's directory is gone: the copy is missing (failed)."""
+    populate(tmp_path, copies=1)
+    (tmp_path / "copy2").mkdir()
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert "copy_missing" in codes(result)
+
+
+async def test_unmounted_location_is_an_error_not_a_failure(tmp_path: Path) -> None:
+    """A location whose path does not exist could not be checked: error, never failed."""
+    populate(tmp_path, copies=1)  # copy2's location path does not exist at all
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.ERROR
+    assert "location_unavailable" in codes(result)
+    assert copy_report(result, "copy2").state == CopyState.ERROR
+    assert copy_report(result, "copy1").state == CopyState.VERIFIED
+
+
+async def test_offline_copy_not_mounted_is_neither_error_nor_failure(tmp_path: Path) -> None:
+    """A location declared offline that is not mounted is reported offline; the run stays ok."""
+    populate(tmp_path, copies=1)
+    cfg = basic_config(tmp_path)
+    cfg["locations"]["copy2"]["offline"] = True
+    result = await run_replica(tmp_path, cfg)
+    assert result.outcome == Outcome.OK
+    assert copy_report(result, "copy2").state == CopyState.OFFLINE
+
+
+async def test_offline_copy_when_mounted_is_verified(tmp_path: Path) -> None:
+    """An offline location that happens to be mounted is verified like any copy (and can fail)."""
+    files = populate(tmp_path, copies=2)
+    (tmp_path / "copy2" / "data" / sorted(files)[1]).unlink()
+    cfg = basic_config(tmp_path)
+    cfg["locations"]["copy2"]["offline"] = True
+    result = await run_replica(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
+    assert copy_report(result, "copy2").state == CopyState.FAILED
+
+
+async def test_stale_recovery_point_fails_rpo(tmp_path: Path) -> None:
+    """Production files older than the RPO: the newest recovery point is stale, the run fails."""
+    files = populate(tmp_path)
+    old = time.time() - 3 * 86400
+    for rel in files:
+        os.utime(tmp_path / "prod" / "data" / rel, (old, old))
+    result = await run_replica(tmp_path, basic_config(tmp_path, rpo="1d"))
+    assert result.outcome == Outcome.FAILED
+    assert "rpo_exceeded" in codes(result)
+    assert result.figures["recovery_point_age_seconds"] > 2 * 86400
+
+
+async def test_empty_recovery_point_fails(tmp_path: Path) -> None:
+    """A recovery point with no files at all is a bad backup."""
+    for d in ("prod/data", "copy1/data", "copy2/data"):
+        (tmp_path / d).mkdir(parents=True)
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert "empty_recovery_point" in codes(result)
+
+
+async def test_production_unavailable_without_manifest_is_error(tmp_path: Path) -> None:
+    """Without a manifest and without production there is no reference: could not check."""
+    populate(tmp_path)
+    (tmp_path / "prod" / "data").rename(tmp_path / "prod" / "moved")
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.ERROR
+
+
+async def test_manifest_is_the_reference(tmp_path: Path) -> None:
+    """With a seal, copies are checked against it; the recovery point is the seal time."""
+    files = populate(tmp_path)
+    await seal(tmp_path / "prod" / "data")
+    header = json.loads((tmp_path / "prod" / "data" / MANIFEST_NAME).read_text().splitlines()[0])
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.OK, result.findings
+    assert result.recovery_point == pytest.approx(header["sealed_at"])
+    assert copy_report(result, "copy2").objects["verified"] == len(files)
+
+
+async def test_manifest_catches_corruption_present_in_production_too(tmp_path: Path) -> None:
+    """Damage made in production *and* propagated to copies is caught against the seal."""
+    files = populate(tmp_path)
+    await seal(tmp_path / "prod" / "data")
+    victim = sorted(files)[2]
+    for side in ("prod", "copy1", "copy2"):
+        p = tmp_path / side / "data" / victim
+        data = bytearray(p.read_bytes())
+        data[0] ^= 1
+        p.write_bytes(bytes(data))
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert copy_report(result, "copy1").state == CopyState.FAILED
+    assert "production_drift" in codes(result)
+    assert copy_report(result, "production").state == CopyState.FAILED
+
+
+async def test_production_unavailable_with_manifest_still_verifies_copies(tmp_path: Path) -> None:
+    """With a seal kept outside production, copies are still proven while production is unreachable."""
+    populate(tmp_path)
+    seal_path = tmp_path / "seals" / "data.jsonl"
+    await seal_directory(tmp_path / "prod" / "data", out_path=seal_path)
+    (tmp_path / "prod" / "data").rename(tmp_path / "prod" / "gone")
+    result = await run_replica(tmp_path, basic_config(tmp_path, manifest=str(seal_path)))
+    assert copy_report(result, "copy1").state == CopyState.VERIFIED
+    assert copy_report(result, "production").state == CopyState.ERROR
+    assert result.outcome == Outcome.ERROR  # production could not be checked: not a bad backup
+
+
+async def test_truncated_manifest_fails(tmp_path: Path) -> None:
+    """A manifest that lost lines no longer matches its header totals: the seal is corrupt."""
+    populate(tmp_path)
+    await seal(tmp_path / "prod" / "data")
+    mpath = tmp_path / "prod" / "data" / MANIFEST_NAME
+    lines = mpath.read_text().splitlines()
+    mpath.write_text("\n".join(lines[:-1]) + "\n")
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED
+    assert "manifest_corrupt" in codes(result)
+
+
+async def test_configured_manifest_missing_fails(tmp_path: Path) -> None:
+    """A configured seal that does not exist: the recovery point was never sealed."""
+    populate(tmp_path)
+    result = await run_replica(tmp_path, basic_config(tmp_path, manifest="SEAL.jsonl"))
+    assert result.outcome == Outcome.FAILED
+    assert "manifest_missing" in codes(result)
+
+
+async def test_size_only_mode_does_not_hash(tmp_path: Path) -> None:
+    """verify_content: false compares sizes only (documented trade-off): same-size damage passes."""
+    files = populate(tmp_path)
+    p = tmp_path / "copy1" / "data" / sorted(files)[0]
+    data = bytearray(p.read_bytes())
+    data[5] ^= 1
+    p.write_bytes(bytes(data))
+    cfg = basic_config(tmp_path, validator={"kind": "replica", "verify_content": False})
+    result = await run_replica(tmp_path, cfg)
+    assert result.outcome == Outcome.OK
+    assert copy_report(result, "copy1").bytes_verified == 0
+
+
+async def test_many_files_one_missing_is_found(tmp_path: Path) -> None:
+    """10k files in nested directories, one missing deep inside: found by the sorted merge."""
+    files = {f"d{i % 7}/e{i % 11}/f{i:05d}": str(i).encode() for i in range(10_000)}
+    populate(tmp_path, copies=1, files=files)
+    victim = sorted(files)[5000]
+    (tmp_path / "copy1" / "data" / victim).unlink()
+    cfg = basic_config(tmp_path, copies=1)
+    result = await run_replica(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
+    assert [f.subject for f in result.findings if f.code == "missing_file"] == [f"copy1:{victim}"]
+    assert copy_report(result, "copy1").objects["verified"] == 9_999
+
+
+async def test_findings_are_capped_per_copy(tmp_path: Path) -> None:
+    """Thousands of missing files give a bounded number of findings; counts stay exact."""
+    files = {f"f{i:04d}": b"x" for i in range(300)}
+    populate(tmp_path, copies=1, files=files)
+    for rel in sorted(files)[:250]:
+        (tmp_path / "copy1" / "data" / rel).unlink()
+    result = await run_replica(tmp_path, basic_config(tmp_path, copies=1))
+    assert len([f for f in result.findings if f.code == "missing_file"]) == 10
+    assert copy_report(result, "copy1").objects["missing"] == 250
+
+
+async def test_timeout_outcome(tmp_path: Path) -> None:
+    """A run longer than its timeout ends as `timeout`, not failed or error."""
+    populate(tmp_path, files={f"f{i}": os.urandom(1 << 20) for i in range(40)})
+    cfg = basic_config(tmp_path, validator={"kind": "replica", "timeout": "1ms"})
+    result = await run_replica(tmp_path, cfg)
+    assert result.outcome == Outcome.TIMEOUT
+
+
+async def test_cancellation_is_recorded_then_reraised(tmp_path: Path) -> None:
+    """Cancelling a run records a `cancelled` result in the store and re-raises CancelledError."""
+    populate(tmp_path, files={f"f{i}": os.urandom(1 << 20) for i in range(60)})
+    cfg_dict = basic_config(tmp_path)
+    cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp_path / "drwatch.yaml"))
+    store = open_store(cfg)
+    await store.open()
+    try:
+        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
+        runner = Runner(state, store, SandboxManager(tmp_path / "sbx"))
+        task = asyncio.create_task(runner.execute("data", cfg.assets["data"].validators[0]))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        runner.close()
+        history = await store.history("data")
+        assert [r.outcome for r in history] == [Outcome.CANCELLED]
+    finally:
+        await store.close()
+
+
+def test_walk_is_in_component_order(tmp_path: Path) -> None:
+    """Listings sort by path components ('a/b' before 'a.txt'), the order manifests are written in."""
+    write_tree(tmp_path, {"a.txt": b"1", "a/b": b"2", "a-b": b"3", "b": b"4", "a/a/z": b"5"})
+    keys = [e.key for e in walk_sorted(tmp_path)]
+    assert keys == sorted(keys)
+    assert [e.relpath for e in walk_sorted(tmp_path)] == ["a/a/z", "a/b", "a-b", "a.txt", "b"]
+
+
+def test_media_observed_from_filesystem_type(tmp_path: Path) -> None:
+    """Media comes from the filesystem type in mountinfo (statfs), mapped to a media class."""
+    st = os.stat(tmp_path)
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        f"36 25 {os.major(st.st_dev)}:{os.minor(st.st_dev)} / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        f"37 36 {os.major(st.st_dev)}:{os.minor(st.st_dev)} / {tmp_path} rw - nfs4 server:/export rw\n"
+    )
+    assert filesystem_type(tmp_path, str(mountinfo)) == "nfs4"
+    assert media_class("nfs4") == "network"
+    assert media_class("ext4") == "disk"
+    assert media_class("ltfs") == "tape"
+    assert media_class("overlay") is None
+
+
+async def test_media_contradiction_is_reported(tmp_path: Path) -> None:
+    """A declared media that the observed filesystem contradicts is a finding; observed media wins."""
+    populate(tmp_path, files=sample_files(3))
+    cfg = basic_config(tmp_path)
+    cfg["locations"]["copy1"]["media"] = "tape"
+    result = await run_replica(tmp_path, cfg)
+    observed = media_class(filesystem_type(tmp_path))
+    if observed is None:  # an overlay/unknown filesystem: the declaration stands
+        assert copy_report(result, "copy1").media == "tape"
+    else:
+        assert "media_contradiction" in codes(result)
+        assert copy_report(result, "copy1").media == observed
