@@ -5,7 +5,7 @@
 {"path": "a/b.bin", "size": 100, "sha256": "..."}
 {"path": "c.txt", "size": 23, "sha256": "..."}
 ```
-Files are in component order (see :mod:`drwatch.storage.filesystem`), so a manifest can be merged
+Files are in string order of their paths (see :mod:`drwatch.storage.filesystem`), so a manifest can be merged
 against a listing as a stream. ``drwatch seal`` writes one at backup time; drwatch itself never writes
 into backup locations.
 """
@@ -41,11 +41,10 @@ class ManifestHeader:
     extra: dict[str, Any] | None = None
 
 
-def _key(path: str) -> tuple[str, ...]:
-    parts = tuple(path.split("/"))
-    if not path or any(p in ("", ".", "..") for p in parts):
+def _key(path: str) -> str:
+    if not path or any(p in ("", ".", "..") for p in path.split("/")):
         raise ManifestError(f"invalid path {path!r} in manifest")
-    return parts
+    return path
 
 
 def read_header(fh: IO[str]) -> ManifestHeader:
@@ -70,7 +69,7 @@ def read_header(fh: IO[str]) -> ManifestHeader:
 
 def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
     """Yield entries, checking order, format and the header's totals."""
-    prev: tuple[str, ...] | None = None
+    prev: str | None = None
     count = 0
     total = 0
     for lineno, line in enumerate(fh, start=2):
@@ -159,7 +158,7 @@ async def seal_directory(
                 total += size
 
         async for entry in alist(root):
-            fut = loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.key))
+            fut = loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
             inflight.append((entry, fut))
             await drain(window)
         await drain(0)

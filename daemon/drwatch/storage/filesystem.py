@@ -1,8 +1,9 @@
 """Filesystem locations: sorted streaming listings, hashing off the event loop, observed media.
 
-A listing is yielded in *component order* (``("a", "b")`` before ``("a.txt",)``) by a depth-first walk
-that sorts each directory: the same order the manifest is written in, so copies can be compared with a
-sorted merge whose memory does not grow with the number of files.
+A listing is yielded in plain string order of relative paths (``a.txt`` before ``a/b``: the byte order
+S3 lists keys in) by a depth-first walk that sorts each directory with directories keyed as ``name/``.
+Manifests are written in the same order, so copies in any kind of location can be compared with a sorted
+merge whose memory does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -22,19 +23,23 @@ _BATCH = 2000
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    key: tuple[str, ...]
+    key: str  # relative path with '/' separators; the sort key
     size: int
     mtime: float
     sha256: str | None = None  # known only from manifests
 
     @property
     def relpath(self) -> str:
-        return "/".join(self.key)
+        return self.key
+
+    @property
+    def parts(self) -> list[str]:
+        return self.key.split("/")
 
 
 def _children(path: str) -> Iterator[os.DirEntry[str]]:
     with os.scandir(path) as it:
-        entries = sorted(it, key=lambda e: e.name)
+        entries = sorted(it, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
     return iter(entries)
 
 
@@ -45,7 +50,7 @@ def walk_sorted(
 
     Memory is bounded by the widest directory on the current path, not by the number of files.
     """
-    pending: list[tuple[tuple[str, ...], Iterator[os.DirEntry[str]]]] = [((), _children(str(root)))]
+    pending: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", _children(str(root)))]
     while pending:
         parent, it = pending[-1]
         entry = next(it, None)
@@ -56,9 +61,9 @@ def walk_sorted(
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            pending.append(((*parent, entry.name), _children(entry.path)))
+            pending.append((f"{parent}{entry.name}/", _children(entry.path)))
         elif stat.S_ISREG(st.st_mode):
-            yield Entry((*parent, entry.name), st.st_size, st.st_mtime)
+            yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime)
 
 
 async def alist(root: Path) -> AsyncIterator[Entry]:

@@ -290,7 +290,7 @@ class ReplicaValidator:
             ref_digest = r.sha256
             if ref_digest is None:
                 try:
-                    ref_digest, _ = await ctx.hashes.sha256(prod.root.joinpath(*r.key))
+                    ref_digest, _ = await ctx.hashes.sha256(prod.root.joinpath(*r.parts))
                 except OSError as exc:
                     for s, _e in present:
                         s.errors += 1
@@ -299,7 +299,7 @@ class ReplicaValidator:
                     return
             for s, e in present:
                 try:
-                    digest, n = await ctx.hashes.sha256(s.root.joinpath(*e.key))
+                    digest, n = await ctx.hashes.sha256(s.root.joinpath(*e.parts))
                 except OSError as exc:
                     s.errors += 1
                     s.note("unreadable", f"cannot read: {exc.strerror}", r.relpath, limit, Severity.WARNING)
