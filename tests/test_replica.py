@@ -60,7 +60,7 @@ async def test_identical_copies_pass(tmp_path: Path) -> None:
     total = sum(len(v) for v in files.values())
     assert copy_report(result, "copy1").objects == {"verified": len(files), "missing": 0, "mismatch": 0, "extra": 0}
     assert copy_report(result, "copy1").bytes_verified == total
-    assert result.figures["files_reference"] == len(files)
+    assert result.figures["objects_reference"] == len(files)
     assert result.recovery_point is not None
 
 

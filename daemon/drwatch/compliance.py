@@ -72,7 +72,7 @@ def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact
     loc = cfg.locations[location]
     rpo = asset.rpo.total_seconds()
     offline_capable = loc.offline
-    base = {"name": name, "media": loc.media or "unknown", "site": loc.site, "region": loc.region,
+    base = {"name": name, "media": loc.media or "unknown", "site": loc.site, "region": loc.region or "",
             "provider": loc.provider}
     att = snap.attestations.get((asset_name, name))
     att_fresh = att is not None and now - att.created_at <= cfg.compliance.offline_attestation_max_age.total_seconds()

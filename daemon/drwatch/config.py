@@ -25,6 +25,12 @@ from drwatch.validators.config import VALIDATOR_KINDS, ValidatorConfig
 DEFAULT_PORT = 10099
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Set by drwatch, never by the file (see parse_config).
+_INTERNAL_FIELDS = ("source", "digest")
+
+# Counts are strict: YAML `yes`/`true` or `2.5` is a mistake, not a number.
+Count = Annotated[int, Field(strict=True)]
 
 
 class _Model(BaseModel):
@@ -42,8 +48,17 @@ def _check_name(value: str, what: str) -> str:
 class PostgresStoreConfig(_Model):
     dsn_env: str | None = None
     dsn_file: str | None = None
-    pool_max: int = Field(default=5, ge=1, le=100)
+    pool_max: Count = Field(default=5, ge=1, le=100)
     connect_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("dsn_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        # Never echo the value: a DSN pasted here by mistake is a secret.
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("dsn_env must be the name of an environment variable (letters, digits, '_'), "
+                             "not the DSN itself")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> PostgresStoreConfig:
@@ -88,11 +103,11 @@ class HttpConfig(_Model):
 
 
 class LimitsConfig(_Model):
-    max_concurrent: int = Field(default=4, ge=1, le=1000)
-    per_location: int = Field(default=2, ge=1, le=1000)
+    max_concurrent: Count = Field(default=4, ge=1, le=1000)
+    per_location: Count = Field(default=2, ge=1, le=1000)
     default_timeout: Duration = timedelta(hours=1)
     drain_timeout: Duration = timedelta(seconds=30)
-    hash_workers: int = Field(default=2, ge=1, le=64)
+    hash_workers: Count = Field(default=2, ge=1, le=64)
     sandbox_dir: str | None = None
 
 
@@ -128,23 +143,15 @@ class AssetConfig(_Model):
     manifest: str | None = None
     validators: list[ValidatorConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique(self) -> AssetConfig:
-        labels = [c.label for c in self.copies]
-        if "production" in labels:
-            raise ValueError("'production' is reserved: name the copy differently")
-        dupes = sorted({n for n in labels if labels.count(n) > 1})
-        if dupes:
-            raise ValueError(
-                f"copies {dupes} appear twice: give copies in the same location distinct 'name's"
-            )
-        for label in labels:
-            _check_name(label, "copy")
-        names = [v.label for v in self.validators]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"validators {dupes} appear twice: give each a distinct 'name'")
-        return self
+    # Copy and validator names (unique, valid, 'production' reserved) are checked on the raw data by
+    # _reference_problems, which can point at the offending list entry.
+
+    @field_validator("rpo")
+    @classmethod
+    def _rpo(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("rpo must be greater than zero")
+        return value
 
 
 class ConsistencyGroupConfig(_Model):
@@ -153,16 +160,17 @@ class ConsistencyGroupConfig(_Model):
 
 
 class ComplianceConfig(_Model):
-    copies: int = Field(default=3, ge=0)
-    media: int = Field(default=2, ge=0)
-    offsite: int = Field(default=1, ge=0)
-    immutable: int = Field(default=1, ge=0)
+    copies: Count = Field(default=3, ge=0)
+    media: Count = Field(default=2, ge=0)
+    offsite: Count = Field(default=1, ge=0)
+    immutable: Count = Field(default=1, ge=0)
     window: Duration = timedelta(days=7)
     drill_max_age: Duration | None = None
     offline_attestation_max_age: Duration = timedelta(days=30)
     allow_governance: bool = False
     min_retention_remaining: Duration = timedelta(days=7)
     require_independent_credentials: bool = False
+    provider_counts_as_media: bool = False
 
 
 class Config(_Model):
@@ -199,86 +207,240 @@ class Config(_Model):
         return [(a, v) for a, asset in self.assets.items() for v in asset.validators]
 
 
-def _semantic_problems(cfg: Config) -> list[ConfigProblem]:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # merge keys (`<<`) may legitimately be overridden
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1}); "
+                    "YAML would keep only the last: merge them",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _name_problem(value: str, what: str) -> str | None:
+    try:
+        _check_name(value, what)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _reference_problems(data: dict[Any, Any]) -> list[ConfigProblem]:
+    """Names and references, checked on the raw data so they are reported even beside type errors."""
     problems: list[ConfigProblem] = []
-    for name in cfg.locations:
-        try:
-            _check_name(name, "location")
-        except ValueError as exc:
-            problems.append(ConfigProblem(f"locations.{name}", str(exc)))
-    for aname, asset in cfg.assets.items():
-        try:
-            _check_name(aname, "asset")
-        except ValueError as exc:
-            problems.append(ConfigProblem(f"assets.{aname}", str(exc)))
-        refs = [("production", asset.production), *((f"copies[{i}]", c) for i, c in enumerate(asset.copies))]
+
+    def add(path: str, message: str | None) -> None:
+        if message is not None:
+            problems.append(ConfigProblem(path, message))
+
+    raw_locations = data.get("locations", {})
+    location_names: set[str] | None = None  # None: not a mapping (reported by pydantic); skip references
+    if isinstance(raw_locations, dict):
+        location_names = {n for n in raw_locations if isinstance(n, str)}
+        for name in sorted(location_names):
+            add(f"locations.{name}", _name_problem(name, "location"))
+    raw_assets = data.get("assets", {})
+    if not isinstance(raw_assets, dict):
+        raw_assets = {}
+    for aname, asset in raw_assets.items():
+        if not isinstance(aname, str):
+            continue  # pydantic reports the key
+        add(f"assets.{aname}", _name_problem(aname, "asset"))
+        if not isinstance(asset, dict):
+            continue
+        refs: list[tuple[str, Any]] = [("production", asset.get("production"))]
+        copies = asset.get("copies")
+        labels: dict[str, int] = {}
+        for i, ref in enumerate(copies if isinstance(copies, list) else []):
+            refs.append((f"copies[{i}]", ref))
+            if not isinstance(ref, dict):
+                continue
+            cname, where = ref.get("name"), f"assets.{aname}.copies[{i}]"
+            label: Any = cname if cname is not None else ref.get("location")
+            if not isinstance(label, str):
+                continue
+            if label == "production":
+                add(f"{where}.name" if cname is not None else where,
+                    "'production' is reserved for the production copy: name the copy differently")
+            elif label in labels:
+                add(where, f"copy {label!r} appears twice (also copies[{labels[label]}]): give copies in the "
+                           "same location distinct 'name's")
+            else:
+                labels[label] = i
+                if cname is not None:  # a location name is checked under locations
+                    add(f"{where}.name", _name_problem(label, "copy"))
         for where, ref in refs:
-            if ref.location not in cfg.locations:
-                known = ", ".join(sorted(cfg.locations)) or "none defined"
-                problems.append(
-                    ConfigProblem(
-                        f"assets.{aname}.{where}.location",
-                        f"unknown location {ref.location!r} (known: {known})",
-                    )
-                )
-        for i, v in enumerate(asset.validators):
-            try:
-                _check_name(v.label, "validator")
-            except ValueError as exc:
-                problems.append(ConfigProblem(f"assets.{aname}.validators[{i}].name", str(exc)))
-            problems.extend(
-                ConfigProblem(f"assets.{aname}.validators[{i}].{p.path}".rstrip("."), p.message)
-                for p in v.cross_check(aname, asset, cfg)
-            )
-    for gname, group in cfg.consistency_groups.items():
-        for i, member in enumerate(group.assets):
-            if member not in cfg.assets:
-                problems.append(
-                    ConfigProblem(f"consistency_groups.{gname}.assets[{i}]", f"unknown asset {member!r}")
-                )
+            target = ref.get("location") if isinstance(ref, dict) else None
+            if isinstance(target, str) and location_names is not None and target not in location_names:
+                known = ", ".join(sorted(location_names)) or "none defined"
+                add(f"assets.{aname}.{where}.location", f"unknown location {target!r} (known: {known})")
+        validators = asset.get("validators")
+        seen: dict[str, int] = {}
+        for i, vraw in enumerate(validators if isinstance(validators, list) else []):
+            if not isinstance(vraw, dict):
+                continue
+            where = f"assets.{aname}.validators[{i}]"
+            if "kind" not in vraw:
+                add(f"{where}.kind", "required field is missing")
+                continue
+            vlabel: Any = vraw.get("name") if vraw.get("name") is not None else vraw["kind"]
+            if not isinstance(vlabel, str):
+                continue
+            if vlabel in seen:
+                add(f"{where}.name", f"validator {vlabel!r} appears twice (also validators[{seen[vlabel]}]): "
+                                     "give each a distinct 'name'")
+            else:
+                seen[vlabel] = i
+                add(f"{where}.name", _name_problem(vlabel, "validator"))
+    groups = data.get("consistency_groups")
+    for gname, group in (groups.items() if isinstance(groups, dict) else []):
+        members = group.get("assets") if isinstance(group, dict) else None
+        for i, member in enumerate(members if isinstance(members, list) else []):
+            if isinstance(member, str) and member not in raw_assets:
+                add(f"consistency_groups.{gname}.assets[{i}]", f"unknown asset {member!r}")
     return problems
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
+def _cross_check_problems(cfg: Config) -> list[ConfigProblem]:
+    """Problems a validator can only see with the whole (typed) config."""
+    return [
+        ConfigProblem(f"assets.{aname}.validators[{i}].{p.path}".rstrip("."), p.message)
+        for aname, asset in cfg.assets.items()
+        for i, v in enumerate(asset.validators)
+        for p in v.cross_check(aname, asset, cfg)
+    ]
+
+
+# Steps pydantic inserts into error locations that are not part of the file.
+_INTERNAL_LOC = frozenset({"function-after", "function-before", "function-wrap", "function-plain", "[key]"})
+
+
+def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
+    """The path as an operator reads it, walking the raw data: ``assets.x.copies[0].bogus``.
+
+    Mapping keys render as ``.key`` (even numeric ones), list indices as ``[i]``; pydantic's own steps
+    (validator functions, discriminator tags, ``[key]``) are dropped.
+    """
     out = ""
-    prev: int | str | None = None
-    parent: int | str | None = None
+    node: Any = data
     for item in loc:
-        # pydantic puts the discriminator tag into the location of tagged unions: drop it.
-        is_tag = isinstance(item, str) and (
-            (isinstance(prev, int) and item in VALIDATOR_KINDS)
-            or (parent == "locations" and item in LOCATION_KINDS)
-        )
-        if is_tag or item in ("function-after", "function-before"):
-            prev = item
+        if isinstance(node, dict) and item in node:
+            out += f".{item}" if out else str(item)
+            node = node[item]
+            continue
+        if isinstance(node, list) and isinstance(item, int) and 0 <= item < len(node):
+            out += f"[{item}]"
+            node = node[item]
+            continue
+        if isinstance(item, str) and (
+            item in _INTERNAL_LOC
+            or (isinstance(node, dict) and node.get("kind") == item)  # discriminator tag
+        ):
             continue
         if isinstance(item, int):
             out += f"[{item}]"
         else:
-            out += f".{item}" if out else str(item)
-        parent, prev = prev, item
+            out += f".{item}" if out else item
+        node = None
     return out
 
 
-def _problems_from_validation(exc: ValidationError) -> list[ConfigProblem]:
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+_EXPECTED = {
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+    "list_type": "a list",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+}
+
+
+def _problem_message(err: Any, loc: tuple[int | str, ...]) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    if "[key]" in loc:
+        return "keys must be text"
+    if kind == "extra_forbidden":
+        return "unknown key (not allowed here)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_kind_of(value)}"
+    if kind == "union_tag_invalid" or (kind == "literal_error" and loc[-1:] == ("kind",)):
+        what, known = ("location", LOCATION_KINDS) if loc[:1] == ("locations",) else ("validator", VALIDATOR_KINDS)
+        tag = (err.get("ctx") or {}).get("tag", value)
+        return f"unknown {what} kind {tag!r} (known: {', '.join(sorted(known))})"
+    if kind == "union_tag_not_found":
+        return "required field is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error" and isinstance(value, str | int | float):
+        msg += f", got {value!r}"
+    return msg
+
+
+def _problems_from_validation(exc: ValidationError, data: Any) -> list[ConfigProblem]:
     problems = []
     for err in exc.errors(include_url=False):
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "union_tag_invalid":
-            ctx = err.get("ctx") or {}
-            msg = f"unknown kind {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
-        problems.append(ConfigProblem(_format_loc(tuple(err["loc"])), msg))
+        loc = tuple(err["loc"])
+        path = _format_loc(loc, data)
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path += ".kind"
+        problems.append(ConfigProblem(path, _problem_message(err, loc)))
     return problems
+
+
+def _salvage(data: dict[Any, Any], exc: ValidationError) -> Config | None:
+    """When every error lies inside some assets, the config without them (to cross-check the others)."""
+    locs = [tuple(e["loc"]) for e in exc.errors(include_url=False)]
+    if any(len(loc) < 2 or loc[0] != "assets" for loc in locs) or not isinstance(data.get("assets"), dict):
+        return None
+    bad = {loc[1] for loc in locs}
+    try:
+        return Config.model_validate({**data, "assets": {k: v for k, v in data["assets"].items() if k not in bad}})
+    except ValidationError:
+        return None
+
+
+def _unique(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return list(dict.fromkeys(problems))
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:
     """Parse and validate YAML text; raises ConfigError listing every problem with its path."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -288,14 +450,20 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, [ConfigProblem("", "the top level must be a mapping of keys")])
+    problems = [ConfigProblem(k, "unknown key (not allowed here)") for k in _INTERNAL_FIELDS if k in data]
+    data = {k: v for k, v in data.items() if k not in _INTERNAL_FIELDS}
     digest = hashlib.sha256(text.encode()).hexdigest()
     try:
-        cfg = Config.model_validate({**data, "source": source, "digest": digest})
+        cfg: Config | None = Config.model_validate({**data, "source": source, "digest": digest})
     except ValidationError as exc:
-        raise ConfigError(source, _problems_from_validation(exc)) from None
-    problems = _semantic_problems(cfg)
+        problems += _problems_from_validation(exc, data)
+        cfg = _salvage(data, exc)
+    problems += _reference_problems(data)
+    if cfg is not None:
+        problems += _cross_check_problems(cfg)
     if problems:
-        raise ConfigError(source, problems)
+        raise ConfigError(source, _unique(problems))
+    assert cfg is not None
     return cfg
 
 

@@ -69,6 +69,12 @@ class CopyReport:
     offline: bool = False
     objects: dict[str, int] = field(default_factory=dict)  # verified/missing/mismatch/extra counts
     bytes_verified: int = 0
+    region_observed: bool = False  # region read from the storage itself (S3 GetBucketLocation)
+    versioning: str = ""  # S3 bucket versioning status
+    lock: dict[str, int] = field(default_factory=dict)  # objects by lock mode: compliance/governance/none
+    retain_until_min: float | None = None  # earliest Object Lock retain-until among the recovery point
+    evidence: dict[str, int] = field(default_factory=dict)  # objects proven by checksum/etag/read/size
+    dependencies: tuple[str, ...] = ()  # independence findings: shared_credentials, kms_in_production_region
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +92,12 @@ class CopyReport:
             "offline": self.offline,
             "objects": dict(self.objects),
             "bytes_verified": self.bytes_verified,
+            "region_observed": self.region_observed,
+            "versioning": self.versioning,
+            "lock": dict(self.lock),
+            "retain_until_min": self.retain_until_min,
+            "evidence": dict(self.evidence),
+            "dependencies": list(self.dependencies),
         }
 
     @classmethod
@@ -105,6 +117,12 @@ class CopyReport:
             offline=bool(data.get("offline", False)),
             objects={str(k): int(v) for k, v in data.get("objects", {}).items()},
             bytes_verified=int(data.get("bytes_verified", 0)),
+            region_observed=bool(data.get("region_observed", False)),
+            versioning=str(data.get("versioning", "")),
+            lock={str(k): int(v) for k, v in data.get("lock", {}).items()},
+            retain_until_min=data.get("retain_until_min"),
+            evidence={str(k): int(v) for k, v in data.get("evidence", {}).items()},
+            dependencies=tuple(data.get("dependencies", ())),
         )
 
 

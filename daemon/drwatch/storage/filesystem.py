@@ -27,6 +27,8 @@ class Entry:
     size: int
     mtime: float
     sha256: str | None = None  # known only from manifests
+    etag: str | None = None  # S3 listings
+    storage_class: str | None = None  # S3 listings
 
     @property
     def relpath(self) -> str:

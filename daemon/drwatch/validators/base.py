@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from drwatch.config import AssetConfig, Config
     from drwatch.sandbox import SandboxManager
+    from drwatch.storage.s3 import S3Pool
 
 
 class Schedule(BaseModel):
@@ -138,6 +139,7 @@ class RunContext:
     hashes: HashPool
     sandboxes: SandboxManager
     clock: Callable[[], float] = time.time
+    s3: S3Pool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:

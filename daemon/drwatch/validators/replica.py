@@ -1,29 +1,41 @@
-"""Validator ``replica``: every copy of an asset holds the newest recovery point, file for file.
+"""Validator ``replica``: every copy of an asset holds the newest recovery point, object for object.
 
 The reference is the asset's manifest (``drwatch seal``) when there is one, else the production copy.
-Production and all copies are merged in one pass over sorted streams (memory independent of the file
-count). Per copy it reports missing files, size and content (sha256) mismatches, extra files (a finding,
-not a failure), and the observed media. A newest recovery point older than the RPO fails the run.
+Production and all copies are merged in one pass over key-ordered streams (memory independent of the
+object count). Content equality uses the strongest evidence available, cheapest first: identical
+full-object provider checksums (S3 SHA256 against the seal's sha256, or the same algorithm on both
+sides), identical ETags of S3 objects, otherwise a read that hashes the bytes (in threads, bounded
+memory). For S3 copies it also HEADs every object of the recovery point for its Object Lock state and
+reads the bucket's region, versioning and default encryption.
 
-Outcomes: ``failed`` when a copy is missing or differs, the seal is missing/corrupt, or the recovery
-point is stale or empty; ``error`` when a location could not be read; ``ok`` otherwise.
+Outcomes: ``failed`` when a copy is missing objects or differs, the seal is missing/corrupt, or the
+recovery point is stale or empty; ``error`` when a location could not be read (down, denied,
+throttled); ``ok`` otherwise. Lock posture, region and independence are findings and copy facts that the
+compliance rules judge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
 
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.storage.config import FilesystemLocationConfig
-from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, filesystem_type, media_class
+from drwatch.storage.filesystem import MANIFEST_NAME, Entry
+from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
+from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 
 if TYPE_CHECKING:
@@ -33,8 +45,9 @@ if TYPE_CHECKING:
 class ReplicaConfig(ValidatorConfigBase):
     kind: Literal["replica"] = "replica"
     verify_content: bool = True
+    read_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of objects without provider evidence read
     copies: list[str] | None = None  # check only these copies (default: all)
-    list_limit: int = 10  # findings listed one by one per copy and category, then summarised
+    list_limit: int = 10  # findings listed one by one per copy and code, then only counted
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
         known = {c.label for c in asset.copies}
@@ -47,21 +60,25 @@ class ReplicaConfig(ValidatorConfigBase):
 
 @dataclass
 class _Stream:
-    name: str
-    role: str  # production | copy
-    location: str
-    loc: FilesystemLocationConfig
-    base: Path  # the location's mount/root
-    root: Path  # base + prefix
-    state: CopyState | None = None  # set early when unavailable
+    src: Source
+    state: CopyState | None = None  # set early when the source is unavailable/missing/offline
     verified: int = 0
     missing: int = 0
     mismatch: int = 0
     extra: int = 0
     errors: int = 0
     bytes_verified: int = 0
+    evidence: dict[str, int] = field(default_factory=dict)
+    lock: dict[str, int] = field(default_factory=dict)
+    retain_until_min: float | None = None
+    storage_classes: set[str] = field(default_factory=set)
     findings: list[Finding] = field(default_factory=list)
     listed: dict[str, int] = field(default_factory=dict)
+    first_error: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.src.name
 
     def note(self, code: str, message: str, subject: str, limit: int, severity: Severity) -> None:
         shown = self.listed.get(code, 0)
@@ -69,26 +86,52 @@ class _Stream:
         if shown < limit:
             self.findings.append(Finding(severity, code, message, f"{self.name}:{subject}"))
 
-
-async def _probe(path: Path) -> str:
-    """'ok', 'absent' (path missing) or 'unreadable'."""
-
-    def check() -> str:
-        try:
-            if not path.is_dir():
-                return "absent"
-            with os.scandir(path):
-                return "ok"
-        except PermissionError:
-            return "unreadable"
-        except OSError:
-            return "absent"
-
-    return await asyncio.to_thread(check)
+    def proven(self, how: str, nbytes: int = 0) -> None:
+        self.verified += 1
+        self.evidence[how] = self.evidence.get(how, 0) + 1
+        self.bytes_verified += nbytes
 
 
 async def _nxt(it: AsyncIterator[Entry]) -> Entry | None:
     return await anext(it, None)
+
+
+class _Reference:
+    """The reference side of one key: its digest is computed at most once, only when needed."""
+
+    def __init__(self, entry: Entry, prod: Source | None) -> None:
+        self.entry = entry
+        self.prod = prod
+        self._digest: asyncio.Future[str] | None = None
+        self._head: ObjectHead | None = None
+        self._headed = False
+
+    async def head(self) -> ObjectHead | None:
+        if not self._headed and self.prod is not None:
+            self._headed = True
+            self._head = await self.prod.head(self.entry)
+        return self._head
+
+    async def sha256(self) -> str:
+        if self.entry.sha256 is not None:
+            return self.entry.sha256
+        if self._digest is None:
+            self._digest = asyncio.get_running_loop().create_future()
+            try:
+                assert self.prod is not None
+                head = await self.head()
+                value = head.checksums.get("SHA256") if head is not None else None
+                digest = (await self.prod.sha256(self.entry))[0] if value is None else _b64hex(value)
+                self._digest.set_result(digest)
+            except BaseException as exc:
+                self._digest.set_exception(exc)
+                self._digest.exception()  # mark retrieved; callers re-raise below
+                raise
+        return await self._digest
+
+
+def _b64hex(value: str) -> str:
+    return base64.b64decode(value).hex()
 
 
 class ReplicaValidator:
@@ -97,54 +140,51 @@ class ReplicaValidator:
     def __init__(self, cfg: ReplicaConfig) -> None:
         self.cfg = cfg
 
+    def _source(self, ctx: RunContext, name: str, role: str, location: str, prefix: str) -> Source:
+        loc = ctx.config.locations[location]
+        if isinstance(loc, FilesystemLocationConfig):
+            return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
+        if ctx.s3 is None:
+            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
+        return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
+
     async def run(self, ctx: RunContext) -> Report:
-        asset, cfg = ctx.asset, ctx.config
+        asset = ctx.asset
         findings: list[Finding] = []
         limit = self.cfg.list_limit
-
-        def stream_for(name: str, role: str, location: str, prefix: str) -> _Stream:
-            loc = cfg.locations[location]
-            base = cfg.resolve_path(loc.path)
-            return _Stream(name, role, location, loc, base, base.joinpath(*prefix.split("/")) if prefix else base)
-
-        prod = stream_for("production", "production", asset.production.location, asset.production.prefix)
+        prod = _Stream(self._source(ctx, "production", "production", asset.production.location,
+                                    asset.production.prefix))
         wanted = set(self.cfg.copies) if self.cfg.copies is not None else None
-        copies = [stream_for(c.label, "copy", c.location, c.prefix) for c in asset.copies
+        copies = [_Stream(self._source(ctx, c.label, "copy", c.location, c.prefix)) for c in asset.copies
                   if wanted is None or c.label in wanted]
+        streams = [prod, *copies]
 
-        # Availability: a missing mount is "could not check" (or offline); a missing prefix on a
-        # mounted location is a missing copy.
-        for s in [prod, *copies]:
-            base_state, root_state = await _probe(s.base), await _probe(s.root)
-            if base_state != "ok":
-                if s.loc.offline:
-                    s.state = CopyState.OFFLINE
-                    findings.append(Finding(Severity.INFO, "offline", "offline copy not mounted", s.name))
-                else:
-                    s.state = CopyState.ERROR
-                    findings.append(Finding(Severity.WARNING, "location_unavailable",
-                                            f"location {s.location!r} is not mounted or not readable "
-                                            f"({base_state})", s.name))
-            elif root_state == "unreadable":
+        async def probe(s: _Stream) -> None:
+            try:
+                state, message = await s.src.probe()
+            except S3Unavailable as exc:
+                state, message = Probe.UNAVAILABLE, exc.message
+            if state == Probe.OFFLINE:
+                s.state = CopyState.OFFLINE
+                findings.append(Finding(Severity.INFO, "offline", message, s.name))
+            elif state == Probe.UNAVAILABLE:
                 s.state = CopyState.ERROR
-                findings.append(Finding(Severity.WARNING, "permission_denied",
-                                        "copy directory is not readable", s.name))
-            elif root_state == "absent":
-                if s.role == "copy":
+                findings.append(Finding(Severity.WARNING, "location_unavailable", message, s.name))
+            elif state == Probe.ROOT_MISSING:
+                if s.src.role == "copy":
                     s.state = CopyState.FAILED
-                    findings.append(Finding(Severity.CRITICAL, "copy_missing",
-                                            "the copy's directory does not exist", s.name))
+                    findings.append(Finding(Severity.CRITICAL, "copy_missing", message, s.name))
                 else:
                     s.state = CopyState.ERROR
-                    findings.append(Finding(Severity.WARNING, "production_missing",
-                                            "the production directory does not exist", s.name))
+                    findings.append(Finding(Severity.WARNING, "production_missing", message, s.name))
+
+        await asyncio.gather(*(probe(s) for s in streams))
 
         # Reference: the seal if there is one, else the production listing.
-        manifest_path = self._manifest_path(ctx, prod)
+        manifest_path = self._manifest_path(ctx, prod.src)
         ref_stream: AsyncIterator[Entry] | None = None
         recovery_point: float | None = None
-        sealed = False
-        bad_seal = False
+        sealed = bad_seal = False
         if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
             try:
                 header, ref_stream = await aread(manifest_path)
@@ -156,58 +196,63 @@ class ReplicaValidator:
             else:
                 sealed = True
                 recovery_point = header.sealed_at
-        elif self._manifest_required(ctx):
-            if prod.state is None:
+        elif ctx.asset.manifest is not None:
+            if prod.state is None or manifest_path is not None and manifest_path.is_absolute():
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_missing",
                                         "the configured manifest does not exist: the recovery point was "
                                         "never sealed", "manifest"))
             else:
-                raise ValidatorError("manifest_unreadable", "production location unavailable; "
-                                     "cannot reach the configured manifest")
+                raise ValidatorError("manifest_unreadable",
+                                     "production location unavailable; cannot reach the configured manifest")
 
-        checked = [s for s in ([prod, *copies] if sealed else copies) if s.state is None]
+        checked = [s for s in (streams if sealed else copies) if s.state is None]
         if not sealed and not bad_seal and prod.state is None:
-            ref_stream = alist(prod.root)
+            ref_stream = prod.src.entries()
         if ref_stream is None and not bad_seal:
             raise ValidatorError("no_reference", "neither a manifest nor the production copy could be read")
 
-        ref_count = 0
-        ref_bytes = 0
-        newest_mtime = 0.0
+        ref_count = ref_bytes = 0
+        newest = 0.0
         if ref_stream is not None:
             try:
-                ref_count, ref_bytes, newest_mtime = await self._merge(ctx, ref_stream, prod, checked,
-                                                                       sealed, limit)
+                ref_count, ref_bytes, newest = await self._merge(
+                    ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit)
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
+            except S3Unavailable as exc:
+                raise ValidatorError(exc.code, exc.message) from None
             except PermissionError as exc:
                 raise ValidatorError("permission_denied", f"cannot list: {exc.strerror}") from None
             except FileNotFoundError as exc:
-                raise ValidatorError("location_changed", f"a directory vanished while listing: "
-                                     f"{exc.strerror}") from None
+                raise ValidatorError("location_changed",
+                                     f"a directory vanished while listing: {exc.strerror}") from None
         if not sealed and ref_stream is not None:
-            recovery_point = newest_mtime or None
+            recovery_point = newest or None
 
         now = ctx.clock()
         if bad_seal:
             recovery_point = None
         elif ref_count == 0 and ref_stream is not None:
             findings.append(Finding(Severity.CRITICAL, "empty_recovery_point",
-                                    "the recovery point holds no files", "production"))
-        stale = False
-        if recovery_point is not None and now - recovery_point > asset.rpo.total_seconds():
-            stale = True
+                                    "the recovery point holds no objects", "production"))
+        stale = recovery_point is not None and now - recovery_point > asset.rpo.total_seconds()
+        if stale:
+            assert recovery_point is not None
             findings.append(Finding(
                 Severity.CRITICAL, "rpo_exceeded",
                 f"newest recovery point is {format_duration(now - recovery_point)} old "
                 f"(RPO {format_duration(asset.rpo.total_seconds())})", "production"))
 
-        reports: list[CopyReport] = []
-        for s in [prod, *copies]:
-            reports.append(self._report(s, checked, sealed, bad_seal, recovery_point, findings))
+        provider_media = ctx.config.compliance.provider_counts_as_media
+        facts = {s.name: await self._facts(s, provider_media) for s in streams}
+        findings.extend(self._independence(ctx, prod, copies, facts))
+        reports = [self._report(ctx, s, checked, sealed, bad_seal, recovery_point, facts[s.name], findings)
+                   for s in streams]
+        for s in streams:
             findings.extend(s.findings)
+            findings.extend(facts[s.name].findings)
 
         copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy")
         any_error = any(r.state == CopyState.ERROR for r in reports)
@@ -219,40 +264,70 @@ class ReplicaValidator:
         else:
             outcome = Outcome.OK
         figures = {
-            "files_reference": float(ref_count),
+            "objects_reference": float(ref_count),
             "bytes_reference": float(ref_bytes),
-            "bytes_verified": float(sum(s.bytes_verified for s in [prod, *copies])),
-            "files_missing": float(sum(s.missing for s in copies)),
-            "files_mismatched": float(sum(s.mismatch for s in copies)),
-            "files_extra": float(sum(s.extra for s in copies)),
+            "bytes_verified": float(sum(s.bytes_verified for s in streams)),
+            "objects_missing": float(sum(s.missing for s in copies)),
+            "objects_mismatched": float(sum(s.mismatch for s in copies)),
+            "objects_extra": float(sum(s.extra for s in copies)),
             "copies_verified": float(sum(1 for r in reports if r.state == CopyState.VERIFIED)),
         }
         if recovery_point is not None:
             figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
         return Report(outcome, tuple(findings), figures, tuple(reports), recovery_point)
 
-    def _manifest_required(self, ctx: RunContext) -> bool:
-        return ctx.asset.manifest is not None
-
-    def _manifest_path(self, ctx: RunContext, prod: _Stream) -> Path | None:
+    def _manifest_path(self, ctx: RunContext, prod: Source) -> Path | None:
+        root = prod.root if isinstance(prod, FilesystemSource) else None
         if ctx.asset.manifest is None:
-            return prod.root / MANIFEST_NAME
+            return root / MANIFEST_NAME if root is not None else None
         path = Path(os.path.expanduser(ctx.asset.manifest))
-        return path if path.is_absolute() else prod.root / path
+        if path.is_absolute():
+            return path
+        return root / path if root is not None else ctx.config.resolve_path(ctx.asset.manifest)
 
-    def _report(self, s: _Stream, checked: list[_Stream], sealed: bool, bad_seal: bool,
-                recovery_point: float | None, findings: list[Finding]) -> CopyReport:
-        fstype = filesystem_type(s.root) if s.state is None else None
-        observed = media_class(fstype)
-        declared = s.loc.media
-        if observed is not None and declared is not None and declared != observed:
-            findings.append(Finding(Severity.WARNING, "media_contradiction",
-                                    f"declared media {declared!r} but the filesystem is {fstype} "
-                                    f"({observed}); using the observed media", s.name))
-        media = observed or declared or "unknown"
+    async def _facts(self, s: _Stream, provider_media: bool) -> Facts:
+        if s.state is not None and s.state != CopyState.FAILED:
+            if isinstance(s.src, FilesystemSource):
+                return Facts(media=s.src.cfg.media or "unknown", region=s.src.cfg.region,
+                             provider=s.src.cfg.provider)
+            assert isinstance(s.src, S3Source)
+            return Facts(media=s.src.cfg.media or "unknown", region=s.src.cfg.region or "",
+                         provider=s.src.cfg.provider)
+        try:
+            return await s.src.facts(s.storage_classes, provider_media)
+        except S3Unavailable:
+            return Facts(provider=getattr(getattr(s.src, "cfg", None), "provider", ""))
+
+    def _independence(self, ctx: RunContext, prod: _Stream, copies: list[_Stream],
+                      facts: dict[str, Facts]) -> list[Finding]:
+        out: list[Finding] = []
+        pf = facts[prod.name]
+        for s in copies:
+            f = facts[s.name]
+            deps = []
+            if f.credential_identity and pf.credential_identity and f.credential_identity == pf.credential_identity:
+                deps.append("shared_credentials")
+                out.append(Finding(Severity.WARNING, "shared_credentials",
+                                   "the copy is reachable with the same credentials as production: one leaked key "
+                                   "can destroy both", s.name))
+            kms_region = _arn_region(f.kms_key_arn)
+            if kms_region and pf.region and kms_region == pf.region:
+                deps.append("kms_in_production_region")
+                out.append(Finding(Severity.WARNING, "kms_in_production_region",
+                                   f"default encryption uses a KMS key in the production region {kms_region}",
+                                   s.name))
+            if s.src.site and pf.region and f.region_observed and f.region == pf.region and s.src.site != prod.src.site:
+                out.append(Finding(Severity.WARNING, "site_contradiction",
+                                   f"declared site {s.src.site!r} differs from production, but the bucket is in the "
+                                   f"production region {f.region!r}", s.name))
+            ctx.extras.setdefault("dependencies", {})[s.name] = tuple(deps)
+        return out
+
+    def _report(self, ctx: RunContext, s: _Stream, checked: list[_Stream], sealed: bool, bad_seal: bool,
+                recovery_point: float | None, facts: Facts, findings: list[Finding]) -> CopyReport:
         if s.state is not None:
             state = s.state
-        elif s.role == "production" and not sealed:
+        elif s.src.role == "production" and not sealed:
             state = CopyState.ERROR if bad_seal else CopyState.VERIFIED  # the reference itself
         elif s.missing or s.mismatch:
             state = CopyState.FAILED
@@ -260,57 +335,147 @@ class ReplicaValidator:
             state = CopyState.ERROR
         else:
             state = CopyState.VERIFIED
-        if s.role == "production" and sealed and state == CopyState.FAILED:
+        if s.src.role == "production" and sealed and state == CopyState.FAILED:
             findings.append(Finding(Severity.WARNING, "production_drift",
                                     "production no longer matches the sealed recovery point "
                                     f"({s.missing} missing, {s.mismatch} changed)", s.name))
+        immutable: bool | None = False
+        if isinstance(s.src, S3Source):
+            immutable = self._lock_verdict(ctx, s, facts, state, findings)
+        in_merge = s in checked or (s.src.role == "production" and not sealed and s.state is None)
         return CopyReport(
-            copy=s.name, location=s.location, role=s.role, state=state,
+            copy=s.name, location=s.src.location, role=s.src.role, state=state,
             recovery_point=recovery_point if state == CopyState.VERIFIED else None,
-            media=media, media_observed=observed is not None, site=s.loc.site, region=s.loc.region,
-            provider=s.loc.provider, immutable=False, offline=s.loc.offline,
+            media=facts.media, media_observed=facts.media_observed, site=s.src.site, region=facts.region,
+            provider=facts.provider, immutable=immutable, offline=s.src.offline,
             objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "extra": s.extra}
-            if s in checked or (s.role == "production" and not sealed) else {},
+            if in_merge else {},
             bytes_verified=s.bytes_verified,
+            region_observed=facts.region_observed,
+            versioning=facts.versioning,
+            lock=dict(s.lock),
+            retain_until_min=s.retain_until_min,
+            evidence=dict(s.evidence),
+            dependencies=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())),
         )
 
-    async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: _Stream, streams: list[_Stream],
+    def _lock_verdict(self, ctx: RunContext, s: _Stream, facts: Facts, state: CopyState,
+                      findings: list[Finding]) -> bool | None:
+        if state != CopyState.VERIFIED or s.src.role != "copy":
+            return None if state == CopyState.ERROR else False
+        comp = ctx.config.compliance
+        unlocked = s.lock.get("none", 0)
+        governance = s.lock.get("governance", 0)
+        ok = True
+        if facts.versioning != "Enabled":
+            ok = False
+            findings.append(Finding(Severity.WARNING, "bucket_not_versioned",
+                                    f"bucket versioning is {facts.versioning or 'unknown'}: locks cannot protect "
+                                    "overwrites", s.name))
+        if unlocked:
+            ok = False
+            findings.append(Finding(Severity.WARNING, "objects_not_locked",
+                                    f"{unlocked} object(s) of the recovery point carry no Object Lock retention",
+                                    s.name))
+        if governance and not comp.allow_governance:
+            ok = False
+            findings.append(Finding(Severity.WARNING, "governance_lock",
+                                    f"{governance} object(s) are GOVERNANCE-locked (removable with "
+                                    "s3:BypassGovernanceRetention); set compliance.allow_governance to accept",
+                                    s.name))
+        horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
+        if s.retain_until_min is not None and s.retain_until_min < horizon:
+            findings.append(Finding(Severity.WARNING, "retention_expiring",
+                                    f"a lock of the recovery point expires in "
+                                    f"{format_duration(max(0.0, s.retain_until_min - ctx.clock()))} "
+                                    f"(minimum {format_duration(comp.min_retention_remaining.total_seconds())})",
+                                    s.name))
+        return ok and s.verified > 0
+
+    async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: _Reference, limit: int) -> None:
+        """Prove one object of one copy against the reference with the strongest cheap evidence."""
+        try:
+            head = await s.src.head(e)
+        except FileNotFoundError:
+            s.missing += 1
+            s.note("missing_file", "object vanished during the check", e.key, limit, Severity.CRITICAL)
+            return
+        if head is not None:
+            self._record_lock(ctx, s, head)
+        verdict: bool | None = None
+        how = ""
+        if head is not None and head.checksums:
+            if "SHA256" in head.checksums and (ref.entry.sha256 is not None or ref.prod is not None):
+                verdict = checksum_matches_sha256(head, await ref.sha256())
+                how = "checksum"
+            else:
+                rhead = await ref.head()
+                common = [a for a in head.checksums if rhead is not None and a in rhead.checksums]
+                if common and rhead is not None:
+                    verdict = head.checksums[common[0]] == rhead.checksums[common[0]]
+                    how = "checksum"
+        if verdict is None and e.etag and ref.entry.etag and ref.prod is not None and e.etag == ref.entry.etag:
+            verdict, how = True, "etag"  # equal ETags (same content, or same part layout of it)
+        if verdict is None:
+            if not self.cfg.verify_content:
+                s.proven("size")
+                return
+            if self.cfg.read_sample < 1.0 and random.random() >= self.cfg.read_sample:
+                s.proven("size")
+                return
+            digest, n = await s.src.sha256(e)
+            verdict = digest == await ref.sha256() and n == ref.entry.size
+            how = "read"
+            s.bytes_verified += n
+        if verdict:
+            s.proven(how, e.size if how in ("checksum", "etag") else 0)
+        else:
+            s.mismatch += 1
+            s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
+                   Severity.CRITICAL)
+
+    def _record_lock(self, ctx: RunContext, s: _Stream, head: ObjectHead) -> None:
+        mode = (head.lock_mode or "").upper()
+        bucket = "compliance" if mode == "COMPLIANCE" else "governance" if mode == "GOVERNANCE" else "none"
+        if head.legal_hold and bucket == "none":
+            bucket = "legal_hold"
+        s.lock[bucket] = s.lock.get(bucket, 0) + 1
+        if bucket != "none" and head.retain_until is not None:
+            s.retain_until_min = head.retain_until if s.retain_until_min is None else min(
+                s.retain_until_min, head.retain_until)
+        if head.storage_class:
+            s.storage_classes.add(head.storage_class)
+
+    async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
                      sealed: bool, limit: int) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
-        iters = [alist(s.root) for s in streams]
+        iters = [s.src.entries() for s in streams]
         heads = [await _nxt(it) for it in iters]
         ref_head = await _nxt(ref)
         ref_count = ref_bytes = 0
         newest = 0.0
-        window = max(2, ctx.hashes.workers * 4)
+        window = max(4, ctx.hashes.workers * 8)
         tasks: set[asyncio.Task[None]] = set()
-        verify = self.cfg.verify_content
+        ref_prod = None if sealed else prod
 
-        async def check(r: Entry, present: list[tuple[_Stream, Entry]]) -> None:
-            ref_digest = r.sha256
-            if ref_digest is None:
-                try:
-                    ref_digest, _ = await ctx.hashes.sha256(prod.root.joinpath(*r.parts))
-                except OSError as exc:
-                    for s, _e in present:
-                        s.errors += 1
-                        s.note("reference_unreadable", f"cannot read the production file: {exc.strerror}",
-                               r.relpath, limit, Severity.WARNING)
-                    return
-            for s, e in present:
-                try:
-                    digest, n = await ctx.hashes.sha256(s.root.joinpath(*e.parts))
-                except OSError as exc:
-                    s.errors += 1
-                    s.note("unreadable", f"cannot read: {exc.strerror}", r.relpath, limit, Severity.WARNING)
-                    continue
-                s.bytes_verified += n
-                if digest == ref_digest and n == r.size:
-                    s.verified += 1
-                else:
-                    s.mismatch += 1
-                    s.note("content_mismatch", "content differs from the recovery point (sha256)",
-                           r.relpath, limit, Severity.CRITICAL)
+        async def guarded(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
+            try:
+                await work()
+            except FileNotFoundError:
+                s.missing += 1
+                s.note("missing_file", "object vanished during the check", key, limit, Severity.CRITICAL)
+            except (OSError, S3Unavailable) as exc:
+                s.errors += 1
+                msg = exc.message if isinstance(exc, S3Unavailable) else (exc.strerror or type(exc).__name__)
+                s.note("unreadable", f"cannot read: {msg}", key, limit, Severity.WARNING)
+
+        async def spawn(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
+            while len(tasks) >= window:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                tasks.difference_update(done)
+                for t in done:
+                    t.result()
+            tasks.add(asyncio.ensure_future(guarded(s, work, key)))
 
         try:
             while ref_head is not None or any(h is not None for h in heads):
@@ -319,39 +484,29 @@ class ReplicaValidator:
                     candidates.append(ref_head.key)
                 key = min(candidates)
                 r = ref_head if ref_head is not None and ref_head.key == key else None
-                present: list[tuple[_Stream, Entry]] = []
+                reference = _Reference(r, ref_prod) if r is not None else None
                 for i, s in enumerate(streams):
                     h = heads[i]
                     if h is not None and h.key == key:
-                        if r is None:
+                        if reference is None:
                             s.extra += 1
-                            s.note("extra_file", "file not in the recovery point", h.relpath, limit,
-                                   Severity.WARNING)
-                        elif h.size != r.size:
+                            s.note("extra_file", "object not in the recovery point", h.key, limit, Severity.WARNING)
+                        elif h.size != reference.entry.size:
                             s.mismatch += 1
-                            s.note("size_mismatch", f"size {h.size} != {r.size}", h.relpath, limit,
+                            s.note("size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit,
                                    Severity.CRITICAL)
-                        elif verify:
-                            present.append((s, h))
                         else:
-                            s.verified += 1
+                            await spawn(s, functools.partial(self._verify, ctx, s, h, reference, limit), h.key)
                         heads[i] = await _nxt(iters[i])
                     elif r is not None:
                         s.missing += 1
-                        s.note("missing_file", "file of the recovery point is missing", r.relpath, limit,
+                        s.note("missing_file", "object of the recovery point is missing", r.key, limit,
                                Severity.CRITICAL)
                 if r is not None:
                     ref_count += 1
                     ref_bytes += r.size
                     newest = max(newest, r.mtime)
                     ref_head = await _nxt(ref)
-                    if present:
-                        while len(tasks) >= window:
-                            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                            tasks.difference_update(done)
-                            for t in done:
-                                t.result()
-                        tasks.add(asyncio.create_task(check(r, present)))
             if tasks:
                 await asyncio.gather(*tasks)
                 tasks.clear()
@@ -364,3 +519,9 @@ class ReplicaValidator:
                 await it.aclose()  # type: ignore[attr-defined]
         return ref_count, ref_bytes, newest
 
+
+def _arn_region(arn: str | None) -> str | None:
+    if not arn or not arn.startswith("arn:"):
+        return None
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 4 and parts[3] else None

@@ -1,0 +1,373 @@
+"""S3 locations (aioboto3): one client per location, reused and closed on shutdown.
+
+Everything here reads. The only write drwatch ever makes to a backup location is the opt-in canary of
+the ``immutability_probe`` validator, under the location's ``canary_prefix`` (see that validator).
+
+Errors are mapped to honest outcomes by :func:`classify`: access denied, throttling, unreachable
+endpoints and timeouts are "could not check" (``ValidatorError``); a missing bucket or key is a fact
+about the backup that callers turn into findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from drwatch.errors import ValidatorError
+from drwatch.secrets import read_secret
+from drwatch.storage.config import S3LocationConfig
+
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"})
+FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
+_READ_CHUNK = 1024 * 1024
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+           "AllAccessDisabled", "AccountProblem", "403"}
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503",
+              "ServiceUnavailable", "InternalError", "500", "RequestTimeout"}
+_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchVersion"}
+
+
+@dataclass(frozen=True)
+class S3Object:
+    key: str  # relative to the copy's prefix
+    size: int
+    etag: str
+    last_modified: float
+    storage_class: str = "STANDARD"
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (full-object only)
+    composite: dict[str, str] = field(default_factory=dict)  # algorithm -> value (multipart composite)
+    lock_mode: str | None = None
+    retain_until: float | None = None
+    legal_hold: bool = False
+    version_id: str | None = None
+    storage_class: str = "STANDARD"
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class BucketFacts:
+    region: str | None  # observed (GetBucketLocation); None if not allowed to read it
+    versioning: str  # Enabled | Suspended | Disabled | unknown
+    object_lock: bool | None
+    default_lock_mode: str | None
+    kms_key_arn: str | None
+    encryption: str | None  # AES256 | aws:kms | None
+
+
+class S3Unavailable(ValidatorError):
+    """Could not talk to the S3 endpoint as needed (denied, throttled, unreachable, timed out)."""
+
+
+class S3Missing(Exception):
+    """The bucket or key does not exist."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(what)
+
+
+def _code(exc: ClientError) -> str:
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return code or status
+
+
+def classify(exc: BaseException, location: str) -> Exception:
+    """Map a botocore exception to S3Missing (a fact) or S3Unavailable (could not check)."""
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _MISSING or status == "404":
+            return S3Missing(code)
+        if code in _DENIED or status == "403":
+            return S3Unavailable("access_denied", f"S3 location {location!r} denied access ({code})")
+        if code in _THROTTLED or status.startswith("5"):
+            return S3Unavailable("throttled", f"S3 location {location!r} is throttling or failing ({code})")
+        return S3Unavailable("s3_error", f"S3 location {location!r} answered {code}")
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return S3Unavailable("unreachable", f"S3 location {location!r} is unreachable")
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return S3Unavailable("timeout", f"S3 location {location!r} timed out")
+    if isinstance(exc, NoCredentialsError):
+        return S3Unavailable("no_credentials", f"no credentials found for S3 location {location!r}")
+    if isinstance(exc, BotoCoreError | OSError):
+        return S3Unavailable("unreachable", f"S3 location {location!r}: {type(exc).__name__}")
+    raise exc
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str | None
+    secret_access_key: str | None
+    session_token: str | None
+    profile: str | None
+
+    @property
+    def identity(self) -> str:
+        """What makes two locations share credentials (never the secret itself)."""
+        if self.access_key_id:
+            return f"key:{self.access_key_id}"
+        if self.profile:
+            return f"profile:{self.profile}"
+        return "default-chain"
+
+
+def resolve_credentials(name: str, loc: S3LocationConfig, base_dir: Path) -> Credentials:
+    def get(field_name: str) -> str | None:
+        env = getattr(loc, f"{field_name}_env")
+        file = getattr(loc, f"{field_name}_file")
+        if env is None and file is None:
+            return None
+        return read_secret(f"locations.{name}.{field_name}", env=env, file=file, base_dir=base_dir)
+
+    return Credentials(get("access_key_id"), get("secret_access_key"), get("session_token"), loc.profile)
+
+
+def _b64_to_hex(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).hex()
+    except ValueError:
+        return None
+
+
+def sha256_hex_to_b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+class S3Location:
+    """A connected S3 location: bucket-level facts, streamed listings, HEADs and hashing reads."""
+
+    def __init__(self, name: str, cfg: S3LocationConfig, creds: Credentials) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.creds = creds
+        self._client: Any = None
+        self._stack = AsyncExitStack()
+        self._lock = asyncio.Lock()
+        self.head_sem = asyncio.Semaphore(cfg.head_concurrency)
+
+    def __repr__(self) -> str:
+        return f"S3Location({self.name!r}, bucket={self.cfg.bucket!r})"
+
+    async def client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                session = aioboto3.Session(
+                    aws_access_key_id=self.creds.access_key_id,
+                    aws_secret_access_key=self.creds.secret_access_key,
+                    aws_session_token=self.creds.session_token,
+                    profile_name=self.creds.profile,
+                    region_name=self.cfg.region,
+                )
+                boto_cfg = BotoConfig(
+                    connect_timeout=self.cfg.connect_timeout.total_seconds(),
+                    read_timeout=self.cfg.read_timeout.total_seconds(),
+                    retries={"mode": self.cfg.retry_mode, "max_attempts": self.cfg.max_attempts},
+                    s3={"addressing_style": self.cfg.addressing_style},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    max_pool_connections=max(10, self.cfg.head_concurrency),
+                )
+                try:
+                    self._client = await self._stack.enter_async_context(
+                        session.client("s3", endpoint_url=self.cfg.endpoint_url, config=boto_cfg)
+                    )
+                except Exception as exc:
+                    raise classify(exc, self.name) from None
+            return self._client
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._client = None
+            await self._stack.aclose()
+            self._stack = AsyncExitStack()
+
+    async def _call(self, op: str, **kwargs: Any) -> Any:
+        client = await self.client()
+        try:
+            return await getattr(client, op)(**kwargs)
+        except Exception as exc:
+            raise classify(exc, self.name) from None
+
+    async def bucket_exists(self) -> bool:
+        try:
+            await self._call("head_bucket", Bucket=self.cfg.bucket)
+        except S3Missing:
+            return False
+        return True
+
+    async def bucket_facts(self) -> BucketFacts:
+        bucket = self.cfg.bucket
+
+        async def optional(op: str) -> Any:
+            try:
+                return await self._call(op, Bucket=bucket)
+            except S3Missing:
+                return None
+            except S3Unavailable as exc:
+                if exc.code == "access_denied" or exc.code == "s3_error":
+                    return None  # not readable with this policy, or not configured on this server
+                raise
+
+        loc = await optional("get_bucket_location")
+        region: str | None = None
+        if loc is not None:
+            constraint = loc.get("LocationConstraint")
+            region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
+        ver = await optional("get_bucket_versioning")
+        versioning = "unknown" if ver is None else ver.get("Status", "Disabled")
+        lock = await optional("get_object_lock_configuration")
+        lock_cfg = (lock or {}).get("ObjectLockConfiguration", {})
+        object_lock = None if lock is None and ver is None else lock_cfg.get("ObjectLockEnabled") == "Enabled"
+        default_mode = lock_cfg.get("Rule", {}).get("DefaultRetention", {}).get("Mode")
+        enc = await optional("get_bucket_encryption")
+        kms = algo = None
+        for rule in (enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
+            default = rule.get("ApplyServerSideEncryptionByDefault", {})
+            algo = default.get("SSEAlgorithm", algo)
+            kms = default.get("KMSMasterKeyID", kms)
+        return BucketFacts(region, versioning, object_lock, default_mode, kms, algo)
+
+    async def objects(self, prefix: str) -> AsyncIterator[S3Object]:
+        """Stream objects under prefix in key order (ListObjectsV2), keys relative to the prefix."""
+        client = await self.client()
+        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=base):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"][len(base):]
+                    if not key or key.endswith("/"):
+                        continue  # the prefix itself or a "directory" marker
+                    yield S3Object(
+                        key=key,
+                        size=int(obj["Size"]),
+                        etag=str(obj.get("ETag", "")).strip('"'),
+                        last_modified=_ts(obj.get("LastModified")),
+                        storage_class=str(obj.get("StorageClass") or "STANDARD"),
+                    )
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise classify(exc, self.name) from None
+
+    async def head(self, key: str) -> ObjectHead:
+        async with self.head_sem:
+            resp = await self._call("head_object", Bucket=self.cfg.bucket, Key=key, ChecksumMode="ENABLED")
+        checksums: dict[str, str] = {}
+        composite: dict[str, str] = {}
+        ctype = str(resp.get("ChecksumType") or "")
+        for algo in FULL_OBJECT_ALGORITHMS:
+            value = resp.get(f"Checksum{algo}")
+            if not value:
+                continue
+            # A composite checksum of a multipart upload ends with "-N" and is not a whole-object value.
+            if ctype == "COMPOSITE" or "-" in str(value):
+                composite[algo] = str(value)
+            else:
+                checksums[algo] = str(value)
+        return ObjectHead(
+            checksums=checksums,
+            composite=composite,
+            lock_mode=resp.get("ObjectLockMode"),
+            retain_until=_ts(resp.get("ObjectLockRetainUntilDate")) if resp.get("ObjectLockRetainUntilDate") else None,
+            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+            version_id=resp.get("VersionId"),
+            storage_class=str(resp.get("StorageClass") or "STANDARD"),
+            etag=str(resp.get("ETag", "")).strip('"'),
+        )
+
+    async def sha256(self, key: str) -> tuple[str, int]:
+        """Read the whole object and hash it (hashing in a worker thread, bounded memory)."""
+        resp = await self._call("get_object", Bucket=self.cfg.bucket, Key=key)
+        digest = hashlib.sha256()
+        total = 0
+        body = resp["Body"]
+        try:
+            while True:
+                chunk = await body.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                total += len(chunk)
+                await asyncio.to_thread(digest.update, chunk)
+        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+            raise classify(exc, self.name) from None
+        finally:
+            body.close()
+        return digest.hexdigest(), total
+
+    # --- the canary (immutability_probe only) -------------------------------------------------
+
+    async def put_canary(self, key: str, body: bytes, retain_until: datetime) -> str:
+        resp = await self._call(
+            "put_object", Bucket=self.cfg.bucket, Key=key, Body=body, ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=retain_until, ChecksumAlgorithm="SHA256",
+        )
+        return str(resp.get("VersionId") or "")
+
+    async def delete_version(self, key: str, version_id: str) -> None:
+        await self._call("delete_object", Bucket=self.cfg.bucket, Key=key, VersionId=version_id)
+
+    async def list_versions(self, prefix: str) -> list[dict[str, Any]]:
+        resp = await self._call("list_object_versions", Bucket=self.cfg.bucket, Prefix=prefix)
+        return list(resp.get("Versions", []))
+
+
+def _ts(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return 0.0
+
+
+def checksum_matches_sha256(head: ObjectHead, sha256_hex: str) -> bool | None:
+    """True/False if the object's full-object SHA256 checksum decides it, None if it has none."""
+    value = head.checksums.get("SHA256")
+    if value is None:
+        return None
+    return _b64_to_hex(value) == sha256_hex
+
+
+class S3Pool:
+    """The S3 locations of a config, created lazily, closed together (one client per location)."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir
+        self._locations: dict[str, S3Location] = {}
+
+    def get(self, name: str, cfg: S3LocationConfig) -> S3Location:
+        have = self._locations.get(name)
+        if have is not None and have.cfg == cfg:
+            return have
+        creds = resolve_credentials(name, cfg, self.base_dir)
+        loc = S3Location(name, cfg, creds)
+        self._locations[name] = loc
+        if have is not None:
+            asyncio.get_running_loop().create_task(have.close())
+        return loc
+
+    async def close(self) -> None:
+        locations, self._locations = list(self._locations.values()), {}
+        for loc in locations:
+            await loc.close()
