@@ -67,13 +67,23 @@ def _tri(proven: int, possible: int, required: int) -> RuleState:
     return RuleState.UNKNOWN
 
 
+def _not_reported(snap: Snapshot, asset_name: str, asset: AssetConfig) -> str:
+    """Why a copy has no report: never checked, or the latest runs ended without reporting it."""
+    ran = [
+        f"{v.label}: {res.outcome.value}"
+        for v in asset.validators
+        if (stats := snap.stats(asset_name, v.label)) is not None and (res := stats.last_result) is not None
+    ]
+    return f"not reported by the latest check ({', '.join(ran)})" if ran else "never checked"
+
+
 def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact: CopyFact | None,
                  snap: Snapshot, asset_name: str, now: float) -> CopyStatus:
     loc = cfg.locations[location]
     rpo = asset.rpo.total_seconds()
     offline_capable = loc.offline
-    base = {"name": name, "media": loc.media or "unknown", "site": loc.site, "region": loc.region or "",
-            "provider": loc.provider}
+    base = {"name": name, "media": loc.media or "unknown", "site": loc.site or "", "region": loc.region or "",
+            "provider": loc.provider or ""}
     att = snap.attestations.get((asset_name, name))
     att_fresh = att is not None and now - att.created_at <= cfg.compliance.offline_attestation_max_age.total_seconds()
 
@@ -84,20 +94,22 @@ def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact
                           region=f["region"], provider=f["provider"], immutable=immutable,
                           could_be_immutable=could)
 
+    stale: CopyStatus | None = None
     if fact is not None:
         rep = fact.report
         over: dict[str, str] = {"media": rep.media, "site": rep.site, "region": rep.region, "provider": rep.provider}
         locked = bool(rep.immutable) or (rep.offline and att_fresh)
         if now > fact.fresh_until:
-            return status("unknown", f"last check {format_duration(now - fact.observed_at)} ago is stale",
-                          could=offline_capable or rep.immutable is not False, over=over)
-        if rep.state == CopyState.VERIFIED:
+            # Stale: proves nothing, not even that it is not locked. A fresh attestation may stand in (below).
+            stale = status("unknown", f"last check {format_duration(now - fact.observed_at)} ago is stale",
+                           could=True, over=over)
+        elif rep.state == CopyState.VERIFIED:
             if rep.recovery_point is None or now - rep.recovery_point > rpo:
                 return status("failed", "holds a recovery point older than the RPO", immutable=locked, over=over)
             return status("verified", "verified", immutable=locked, over=over)
-        if rep.state == CopyState.FAILED:
+        elif rep.state == CopyState.FAILED:
             return status("failed", "latest check found it bad", over=over)
-        if rep.state == CopyState.ERROR:
+        elif rep.state == CopyState.ERROR:
             return status("unknown", "latest check could not read it",
                           could=offline_capable or rep.immutable is not False, over=over)
         # OFFLINE: the attestation stands in.
@@ -107,7 +119,10 @@ def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact
                       f"offline, attested {format_duration(now - att.created_at)} ago", immutable=True)
     if offline_capable:
         return status("failed", "offline copy without a fresh attestation (drwatch attest)")
-    return status("unknown", "never checked")
+    if stale is not None:
+        return stale
+    # Not checked yet: nothing about it is known, its immutability included.
+    return status("unknown", _not_reported(snap, asset_name, asset), could=True)
 
 
 def _restore_errors(cfg: Config, snap: Snapshot, asset_name: str, asset: AssetConfig, now: float) -> RuleVerdict:
@@ -149,18 +164,25 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
     def names(items: list[CopyStatus]) -> str:
         return ", ".join(s.name for s in items) or "none"
 
-    bad = [f"{s.name}: {s.reason}" for s in statuses if s.status not in ("verified", "attested")]
+    def reasons(items: list[CopyStatus]) -> str:
+        return "".join(f"; {s.name}: {s.reason}" for s in items)
+
+    bad = [s for s in statuses if s.status not in ("verified", "attested")]
     rules: dict[str, RuleVerdict] = {}
     rules["copies"] = RuleVerdict(
         _tri(len(good), len(good) + len(unknown), req.copies),
-        f"{len(good)}/{req.copies} verified ({names(good)})" + (f"; {'; '.join(bad)}" if bad else ""),
+        f"{len(good)}/{req.copies} verified ({names(good)})" + reasons(bad),
     )
     media = {s.media for s in good if s.media != "unknown"}
     media_possible = media | {s.media for s in unknown if s.media != "unknown"}
     extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
+    media_state = _tri(len(media), len(media_possible) + extra_unknown_media, req.media)
+    unknown_media = [s.name for s in good if s.media == "unknown"]
     rules["media"] = RuleVerdict(
-        _tri(len(media), len(media_possible) + extra_unknown_media, req.media),
-        f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})",
+        media_state,
+        f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})"
+        + (f"; media not known for: {', '.join(unknown_media)}" if unknown_media else "")
+        + (reasons([s for s in unknown if s.media not in media]) if media_state == RuleState.UNKNOWN else ""),
     )
     prod = statuses[0]
 
@@ -172,17 +194,21 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
         return bool(s.site) and bool(prod.site) and s.site != prod.site
 
     off = [s for s in good if offsite(s)]
-    off_possible = off + [s for s in unknown if offsite(s)]
+    off_unknown = [s for s in unknown if offsite(s)]
+    off_state = _tri(len(off), len(off) + len(off_unknown), req.offsite)
     site_note = "" if prod.site or prod.region else "; production declares no site/region"
     rules["offsite"] = RuleVerdict(
-        _tri(len(off), len(off_possible), req.offsite),
-        f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}",
+        off_state,
+        f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}"
+        + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else ""),
     )
     imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")]
-    imm_possible = imm + [s for s in unknown if s.could_be_immutable]
+    imm_unknown = [s for s in unknown if s.could_be_immutable]
+    imm_state = _tri(len(imm), len(imm) + len(imm_unknown), req.immutable)
     rules["immutable"] = RuleVerdict(
-        _tri(len(imm), len(imm_possible), req.immutable),
-        f"{len(imm)}/{req.immutable} immutable or offline ({names(imm)})",
+        imm_state,
+        f"{len(imm)}/{req.immutable} immutable or offline ({names(imm)})"
+        + (reasons(imm_unknown) if imm_state == RuleState.UNKNOWN else ""),
     )
     rules["restore_errors"] = _restore_errors(cfg, snap, asset_name, asset, now)
     return AssetVerdict(asset_name, rules, tuple(statuses), len(good), snap.recovery_point(asset_name))

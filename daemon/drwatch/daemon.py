@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import structlog
 
@@ -56,12 +57,16 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.http_port = 0
         self._reload_lock = asyncio.Lock()
+        self._reload_requested = False
+        self._reloads: set[asyncio.Task[tuple[bool, list[str]]]] = set()
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def reload(self) -> tuple[bool, list[str]]:
         assert self.state is not None and self.runner is not None and self.scheduler is not None
+        if self._stop.is_set():
+            return False, ["drwatch is shutting down; the configuration is not reloaded"]
         async with self._reload_lock:
             self.notifier.reloading()
             new, err = await asyncio.to_thread(config_or_problem, self.config_path)
@@ -78,6 +83,11 @@ class Daemon:
                 if getattr(old, section) != getattr(new, section):
                     log.warning("restart_required", section=section,
                                 message=f"changes to '{section}' take effect after a restart")
+            if old.limits.sandbox_dir != new.limits.sandbox_dir:
+                log.warning("restart_required", section="limits.sandbox_dir",
+                            message="changes to 'limits.sandbox_dir' take effect after a restart")
+            if old.logging != new.logging:
+                logs.configure(new.logging.level, new.logging.format)
             self.state.config = new
             self.state.snapshot = self.state.snapshot.with_config(new)
             self.runner.apply_config(new)
@@ -91,11 +101,23 @@ class Daemon:
     async def run(self) -> int:
         cfg = self._initial
         loop = asyncio.get_running_loop()
-        sandboxes = sandbox_manager(cfg)
-        removed = await asyncio.to_thread(sandboxes.sweep_orphans)
-        if removed:
-            log.warning("orphaned_sandboxes_removed", count=len(removed))
         async with AsyncExitStack() as stack:
+            # Signals first: a SIGTERM during start-up stops cleanly, and an early SIGHUP (whose default
+            # action would kill the process) is remembered and applied once ready.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+                stack.callback(loop.remove_signal_handler, sig)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+            # Watchdog pings from the first moment to the last (drain included): they prove the loop runs.
+            watchdog = asyncio.create_task(self._watchdog())
+            stack.push_async_callback(_cancel_all, [watchdog])
+
+            sandboxes = sandbox_manager(cfg)
+            removed = await asyncio.to_thread(sandboxes.sweep_orphans)
+            if removed:
+                log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
+
             store = open_store(cfg)
             await store.open()
             stack.push_async_callback(store.close)
@@ -120,40 +142,39 @@ class Daemon:
             scheduler.start(cfg, state.snapshot)
             stack.callback(scheduler.shutdown)
 
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-                stack.callback(loop.remove_signal_handler, sig)
-            reloads: set[asyncio.Task[tuple[bool, list[str]]]] = set()
-
-            def on_hup() -> None:
-                task = asyncio.create_task(self.reload())
-                reloads.add(task)
-                task.add_done_callback(reloads.discard)
-
-            loop.add_signal_handler(signal.SIGHUP, on_hup)
-            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
-
-            background = [asyncio.create_task(self._maintenance(store, runner)),
-                          asyncio.create_task(self._watchdog())]
+            maintenance = asyncio.create_task(self._maintenance(store, runner))
             state.ready = True
             self.notifier.ready(summary(state, self.clock()))
             log.info("started", assets=len(cfg.assets), validators=len(cfg.iter_validators()),
                      store=store.backend)
+            if self._reload_requested and not self._stop.is_set():
+                self._on_hup()
             await self._stop.wait()
 
             log.info("stopping")
             self.notifier.stopping()
             state.ready = False
             scheduler.shutdown()
+            await _cancel_all(list(self._reloads))
             await runner.drain(state.config.limits.drain_timeout.total_seconds())
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await _cancel_all([maintenance])
             await runner.flush()
             if runner.pending:
                 log.error("results_not_persisted", count=len(runner.pending))
         log.info("stopped")
         return 0
+
+    def _on_hup(self) -> None:
+        if self._stop.is_set():
+            log.info("reload_ignored_stopping")
+            return
+        if self.state is None or not self.state.ready:
+            self._reload_requested = True
+            return
+        self._reload_requested = False
+        task = asyncio.create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def _maintenance(self, store: object, runner: Runner) -> None:
         assert self.state is not None
@@ -183,6 +204,12 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def run_daemon(cfg: Config, config_path: str) -> int:

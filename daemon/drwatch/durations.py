@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ def parse_duration(text: str) -> float:
     cleaned = text.strip().replace(" ", "")
     if not cleaned:
         raise ValueError("empty duration")
+    if cleaned.startswith("-"):
+        raise ValueError(f"a duration cannot be negative, got {text!r}")
     pos = 0
     total = 0.0
     for match in _PART.finditer(cleaned):
@@ -30,7 +33,9 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Render seconds the way they are written in configs (largest exact units)."""
+    """Render seconds for people (messages, tables): largest units, rounded to the second above 1s."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     if seconds < 1:
         return f"{round(seconds * 1000)}ms"
     remaining = round(seconds)
@@ -42,22 +47,51 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
+def serialize_duration(value: timedelta) -> str:
+    """Render a duration the way it is written in configs, exactly: parses back to the same value."""
+    micros = value // timedelta(microseconds=1)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    parts = []
+    for unit, size in (("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000)):
+        if micros >= size:
+            count, micros = divmod(micros, size)
+            parts.append(f"{count}{unit}")
+    if micros:
+        millis, rest = divmod(micros, 1000)
+        parts.append(f"{millis}.{rest:03d}".rstrip("0") + "ms" if rest else f"{millis}ms")
+    return sign + ("".join(parts) or "0s")
+
+
+_MAX_SECONDS = timedelta.max.total_seconds()
+
+
 def _coerce(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("a duration must be text like 30s, 15m, 24h, 7d")
-    if isinstance(value, int | float):
+    if isinstance(value, str):
+        seconds = parse_duration(value)
+    else:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        return timedelta(seconds=parse_duration(value))
-    raise ValueError("a duration must be text like 30s, 15m, 24h, 7d")
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    try:
+        if seconds > _MAX_SECONDS:
+            raise OverflowError
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError("duration too long (the maximum is 999999999d)") from None
 
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(_coerce),
-    PlainSerializer(lambda td: format_duration(td.total_seconds()), return_type=str),
+    PlainSerializer(serialize_duration, return_type=str),
 ]

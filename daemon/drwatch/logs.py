@@ -1,7 +1,10 @@
 """structlog, configured once at start: JSON lines when stderr is not a tty, console when it is.
 
-``run_id``, ``asset`` and ``validator`` are bound per run through contextvars. A final processor
-redacts every secret value drwatch has read (see :mod:`drwatch.secrets`).
+``run_id``, ``asset`` and ``validator`` are bound per run through contextvars. Records of other
+libraries' stdlib loggers (warnings and up) are rendered by the same chain, so the stream stays one
+format. Every secret value drwatch has read (see :mod:`drwatch.secrets`) is redacted: from each value
+before rendering (strings, containers, and the text of any other object, tracebacks included), and again
+from the rendered line.
 """
 
 from __future__ import annotations
@@ -16,40 +19,88 @@ import structlog
 from drwatch import secrets
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_PLAIN = (int, float, bool, type(None))
 
 
 def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return secrets.redact(value)
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, dict):
         return {k: _redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_redact(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return [_redact(v) for v in value]
+    # Anything else is rendered through repr()/str(): redact that text if it holds a secret.
+    for text in (repr(value), str(value)):
+        redacted = secrets.redact(text)
+        if redacted != text:
+            return redacted
     return value
+
+
+def _exception_text(exc_info: Any) -> str | None:
+    rendered = structlog.processors.format_exc_info(None, "", {"exc_info": exc_info})
+    text = rendered.get("exception")
+    return text if isinstance(text, str) else None
 
 
 def redact_secrets(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not secrets.registered():
         return event_dict
-    return {k: _redact(v) for k, v in event_dict.items()}
+    out = {k: _redact(v) for k, v in event_dict.items() if k not in ("exc_info", "_record", "_from_structlog")}
+    for key in ("_record", "_from_structlog"):  # stdlib bridge bookkeeping, not rendered
+        if key in event_dict:
+            out[key] = event_dict[key]
+    exc_info = event_dict.get("exc_info")
+    if exc_info:
+        text = _exception_text(exc_info)
+        if text is not None and secrets.redact(text) != text:
+            out["exception"] = secrets.redact(text)  # the renderer would print the secret from the traceback
+        else:
+            out["exc_info"] = exc_info
+    return out
+
+
+def redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
+    """Last step after the renderer: no secret survives in the final line."""
+    return secrets.redact(rendered) if isinstance(rendered, str) and secrets.registered() else rendered
+
+
+class _DrwatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler drwatch put on the root logger (replaced when configure() runs again)."""
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    tail: list[Any]
     if use_json:
-        processors += [structlog.processors.format_exc_info, redact_secrets,
-                       structlog.processors.JSONRenderer()]
+        tail = [structlog.processors.format_exc_info, redact_secrets, structlog.processors.JSONRenderer(),
+                redact_rendered]
     else:
-        processors += [redact_secrets, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        tail = [redact_secrets, structlog.dev.ConsoleRenderer(colors=stream.isatty()), redact_rendered]
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamper,
+                    *tail],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+    # Other libraries (aiohttp, apscheduler, asyncpg) log through stdlib logging: same format, same
+    # redaction, warnings and up (their info lines are noise for an operator).
+    handler = _DrwatchHandler(stream)
+    handler.setLevel(max(_LEVELS[level], logging.WARNING))
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.contextvars.merge_contextvars, structlog.stdlib.add_logger_name,
+                           structlog.stdlib.add_log_level, timestamper],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    ))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _DrwatchHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -70,19 +71,42 @@ class Runner:
         self.sandboxes = sandboxes
         self.clock = clock
         self.hashes = HashPool(state.config.limits.hash_workers)
+        self._hash_users: dict[HashPool, int] = {}  # runs holding each pool (a replaced pool closes when unused)
         self.limits = Limits(state.config)
+        self._limits_from = (state.config.limits, state.config.locations)
         self.running: dict[tuple[str, str], asyncio.Task[Result | None]] = {}
+        self._started: set[asyncio.Task[Any] | None] = set()  # runs past their slot wait (not queued)
         self.pending: collections.deque[Result] = collections.deque()
         self._store_lock = asyncio.Lock()
         self.accepting = True
 
     def apply_config(self, cfg: Config) -> None:
-        """New limits apply to runs that start after the reload; running ones keep their slots."""
-        if cfg.limits != self.state.config.limits or cfg.locations != self.state.config.locations:
+        """New limits apply to runs that start after the reload; running ones keep their slots and pool.
+
+        Compares with what the runner last applied, not with ``state.config``: the daemon may already
+        have swapped ``state.config`` to ``cfg`` before calling this.
+        """
+        if (cfg.limits, cfg.locations) != self._limits_from:
             self.limits = Limits(cfg)
+            self._limits_from = (cfg.limits, cfg.locations)
         if cfg.limits.hash_workers != self.hashes.workers:
             old, self.hashes = self.hashes, HashPool(cfg.limits.hash_workers)
-            old.close()
+            if not self._hash_users.get(old):
+                old.close()
+
+    def _hold_hashes(self) -> HashPool:
+        pool = self.hashes
+        self._hash_users[pool] = self._hash_users.get(pool, 0) + 1
+        return pool
+
+    def _release_hashes(self, pool: HashPool) -> None:
+        users = self._hash_users.get(pool, 0) - 1
+        if users > 0:
+            self._hash_users[pool] = users
+            return
+        self._hash_users.pop(pool, None)
+        if pool is not self.hashes:  # replaced by a reload while this run used it
+            pool.close()
 
     def launch(self, asset: str, label: str) -> bool:
         """Start a run unless the same validator is still running (a validator never overlaps itself)."""
@@ -112,22 +136,32 @@ class Runner:
             return None
 
     async def execute(self, asset_name: str, vcfg: ValidatorConfig) -> Result:
+        """Run one validator once (waiting for its concurrency slots) and record its result."""
+        current = asyncio.current_task()
+        try:
+            return await self._execute(asset_name, vcfg, current)
+        finally:
+            self._started.discard(current)
+
+    async def _execute(self, asset_name: str, vcfg: ValidatorConfig, current: asyncio.Task[Any] | None) -> Result:
         cfg = self.state.config
         asset = cfg.assets[asset_name]
         run_id = uuid.uuid4().hex
         timeout = vcfg.effective_timeout(cfg)
         with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
             async with self.limits.slots(vcfg.locations(asset)):
+                self._started.add(current)
                 started = self.clock()
                 log.info("run_started", kind=vcfg.kind)
                 loop = asyncio.get_running_loop()
                 report: Report
+                hashes = self._hold_hashes()
                 try:
                     async with AsyncExitStack() as stack:
                         ctx = RunContext(
                             run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
                             log=log.bind(), deadline=loop.time() + timeout, exit_stack=stack,
-                            hashes=self.hashes, sandboxes=self.sandboxes, clock=self.clock,
+                            hashes=hashes, sandboxes=self.sandboxes, clock=self.clock,
                         )
                         validator = validators.build(vcfg)
                         async with asyncio.timeout(timeout) as cm:
@@ -155,6 +189,8 @@ class Runner:
                     log.exception("validator_bug", kind=vcfg.kind)
                     report = Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
                                                             f"validator crashed: {type(exc).__name__}"),))
+                finally:
+                    self._release_hashes(hashes)
             result = self._result(run_id, asset_name, vcfg, started, report)
             log.info("run_finished", outcome=result.outcome.value, duration=round(result.duration, 3),
                      findings=len(result.findings))
@@ -213,6 +249,14 @@ class Runner:
         """Stop taking work, wait up to ``timeout`` for running validators, cancel the rest."""
         self.accepting = False
         tasks = [t for t in self.running.values() if not t.done()]
+        # Runs still waiting for a concurrency slot never start during a drain.
+        queued = [t for t in tasks if t not in self._started]
+        for t in queued:
+            t.cancel("drwatch is shutting down")
+        if queued:
+            log.info("queued_runs_dropped", count=len(queued))
+            await asyncio.wait(queued, timeout=5)
+        tasks = [t for t in tasks if t not in queued and not t.done()]
         if not tasks:
             return
         log.info("draining", running=len(tasks), timeout=timeout)
@@ -224,7 +268,9 @@ class Runner:
             await asyncio.wait(still, timeout=120)
 
     def close(self) -> None:
-        self.hashes.close()
+        for pool in {self.hashes, *self._hash_users}:
+            pool.close()
+        self._hash_users.clear()
 
 
 def _is_store_error(exc: BaseException) -> bool:

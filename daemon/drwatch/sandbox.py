@@ -49,17 +49,36 @@ class SandboxManager:
 
         def create() -> None:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.mkdir(mode=0o700)
-            (path / OWNER).write_text(str(os.getpid()))
+            path.mkdir(mode=0o700)  # FileExistsError: not ours, never removed here
+            try:
+                (path / OWNER).write_text(str(os.getpid()))
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
 
-        await asyncio.to_thread(create)
+        created = asyncio.ensure_future(asyncio.to_thread(create))
+        try:
+            await asyncio.shield(created)
+        except asyncio.CancelledError:
+            # The worker thread keeps creating the directory after the cancellation: let it finish,
+            # then remove what it made.
+            await self._remove(path, after=created)
+            raise
         try:
             yield path
         finally:
             await self._remove(path)
 
-    async def _remove(self, path: Path) -> None:
-        task = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, path, ignore_errors=True))
+    async def _remove(self, path: Path, after: asyncio.Future[None] | None = None) -> None:
+        async def remove() -> None:
+            if after is not None:
+                try:
+                    await after
+                except Exception:
+                    return  # the creation failed: nothing of ours to remove
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+        task = asyncio.ensure_future(remove())
         try:
             await asyncio.shield(asyncio.wait_for(asyncio.shield(task), timeout=60))
         except (asyncio.CancelledError, TimeoutError):

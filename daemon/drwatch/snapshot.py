@@ -30,6 +30,11 @@ class Snapshot:
     def from_state(cls, config: Config, state: StoredState) -> Snapshot:
         return cls(config, dict(state.validators), dict(state.attestations))
 
+    def refreshed(self, state: StoredState) -> Snapshot:
+        """The same config over a newer stored state (e.g. results or attestations another process wrote)."""
+        return replace(self, validators=dict(state.validators), attestations=dict(state.attestations),
+                       generation=self.generation + 1)
+
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)
 

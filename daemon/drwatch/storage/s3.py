@@ -320,14 +320,34 @@ class S3Location:
 
     # --- the canary (immutability_probe only) -------------------------------------------------
 
-    async def put_canary(self, key: str, body: bytes, retain_until: datetime) -> str:
+    async def put_canary(self, key: str, body: bytes, retain_until: datetime, content_md5: str) -> str:
+        """The one write drwatch makes, under the location's canary_prefix (immutability_probe)."""
+        prefix = (self.cfg.canary_prefix or "").strip("/")
+        if not prefix or not key.startswith(prefix + "/"):
+            raise ValueError("refusing to write outside the canary prefix")
         resp = await self._call(
             "put_object", Bucket=self.cfg.bucket, Key=key, Body=body, ObjectLockMode="COMPLIANCE",
-            ObjectLockRetainUntilDate=retain_until, ChecksumAlgorithm="SHA256",
+            ObjectLockRetainUntilDate=retain_until, ContentMD5=content_md5,
         )
         return str(resp.get("VersionId") or "")
 
+    async def head_version(self, key: str, version_id: str) -> ObjectHead | None:
+        try:
+            async with self.head_sem:
+                resp = await self._call("head_object", Bucket=self.cfg.bucket, Key=key, VersionId=version_id)
+        except S3Missing:
+            return None
+        return ObjectHead(
+            lock_mode=resp.get("ObjectLockMode"),
+            retain_until=_ts(resp.get("ObjectLockRetainUntilDate")) if resp.get("ObjectLockRetainUntilDate") else None,
+            version_id=resp.get("VersionId"),
+        )
+
     async def delete_version(self, key: str, version_id: str) -> None:
+        """Only ever called by the probe on its own canary, which COMPLIANCE lock must protect."""
+        prefix = (self.cfg.canary_prefix or "").strip("/")
+        if not prefix or not key.startswith(prefix + "/"):
+            raise ValueError("refusing to delete outside the canary prefix")
         await self._call("delete_object", Bucket=self.cfg.bucket, Key=key, VersionId=version_id)
 
     async def list_versions(self, prefix: str) -> list[dict[str, Any]]:

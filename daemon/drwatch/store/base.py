@@ -12,12 +12,26 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from drwatch.errors import ValidatorError
 from drwatch.model import Attestation, CopyReport, Finding, Outcome, Result
 
 SCHEMA_VERSION = 1
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
 )
+
+
+class StoreSchemaError(ValidatorError):
+    """The store was written by a newer drwatch: its schema version is ahead of this code."""
+
+    def __init__(self, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            "store_schema_newer",
+            f"store schema version {found} is newer than this drwatch supports ({supported}): "
+            "upgrade drwatch, or point it at another store",
+        )
 
 
 def bucket_label(le: float) -> str:
@@ -85,7 +99,16 @@ class Store(Protocol):
     async def prune(self, before: float) -> int: ...
     async def ping(self) -> None: ...
 
+    async def revision(self) -> tuple[int, int]:
+        """(results ever recorded, attestations ever added): changes exactly when ``load_state`` would
+        return something new, whoever wrote it (``drwatch check``/``attest`` share the daemon's store);
+        pruning and retried writes leave it unchanged."""
+        ...
 
+
+REVISION_QUERY = (
+    "SELECT (SELECT COALESCE(SUM(duration_count), 0) FROM validator_state), (SELECT COUNT(*) FROM attestations)"
+)
 RESULT_COLUMNS = (
     "run_id, asset, validator, kind, outcome, started_at, finished_at, recovery_point, figures, findings, copies"
 )

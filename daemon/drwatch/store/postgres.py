@@ -11,8 +11,10 @@ from drwatch.errors import ValidatorError
 from drwatch.model import Attestation, Result
 from drwatch.store.base import (
     RESULT_COLUMNS,
+    REVISION_QUERY,
     SCHEMA_VERSION,
     StoredState,
+    StoreSchemaError,
     assemble_state,
     bucket_for,
     result_from_row,
@@ -89,14 +91,20 @@ class PostgresStore:
             # The message of a connection error never carries the password; still, name only the type.
             raise ValidatorError("store_unavailable",
                                  f"cannot connect to the PostgreSQL store ({type(exc).__name__})") from None
-        async with self._pool.acquire() as conn, conn.transaction():
+        try:
+            await self._migrate(self._pool)
+        except BaseException:
+            await self.close()  # a store that failed to open holds no connections
+            raise
+
+    @staticmethod
+    async def _migrate(pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             await conn.execute("CREATE TABLE IF NOT EXISTS drwatch_schema (version INTEGER NOT NULL)")
             current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM drwatch_schema")
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"store schema version {current} is newer than this drwatch ({SCHEMA_VERSION}): upgrade"
-                )
+                raise StoreSchemaError(current, SCHEMA_VERSION)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     await conn.execute(statement)
@@ -194,6 +202,11 @@ class PostgresStore:
             before,
         )
         return int(status.rsplit(maxsplit=1)[-1])
+
+    async def revision(self) -> tuple[int, int]:
+        row = await self._p().fetchrow(REVISION_QUERY)
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     def raw(self) -> Any:
         return self._pool

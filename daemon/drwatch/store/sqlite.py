@@ -1,8 +1,16 @@
-"""SQLite store (default): WAL, synchronous=FULL, one dedicated thread so the event loop never blocks."""
+"""SQLite store (default): WAL, synchronous=FULL, one dedicated thread so the event loop never blocks.
+
+The connection stays bound to the file it opened. If that file is removed or replaced under the running
+daemon (a restore, a careless ``mv``), SQLite would go on writing into the detached inode and a restart
+would lose every result since; writes are refused instead (``StoreFileReplacedError``, an ``OSError``) so
+the runner keeps results pending until the original is back.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +20,10 @@ from typing import Any, TypeVar
 from drwatch.model import Attestation, Result
 from drwatch.store.base import (
     RESULT_COLUMNS,
+    REVISION_QUERY,
     SCHEMA_VERSION,
     StoredState,
+    StoreSchemaError,
     assemble_state,
     bucket_for,
     result_from_row,
@@ -71,13 +81,37 @@ ON CONFLICT (asset, validator) DO UPDATE SET
 """
 
 
+class StoreFileReplacedError(OSError):
+    """The database file at the store's path is not the one the store opened (removed or replaced)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.ESTALE, "the store file was removed or replaced since drwatch opened it; "
+                         "not writing to the detached file (put the original back, or restart drwatch)", str(path))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Undo the open transaction, if any (a failed BEGIN leaves none; ROLLBACK would hide its error)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 class SqliteStore:
     backend = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout  # how long a write waits for another process's lock
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file the connection opened
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn
@@ -88,12 +122,18 @@ class SqliteStore:
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._migrate(conn)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                self._migrate(conn)
+                self._identity = _identity(self.path)
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
@@ -106,16 +146,14 @@ class SqliteStore:
             row = conn.execute("SELECT MAX(version) FROM drwatch_schema").fetchone()
             current = row[0] or 0
             if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"store schema version {current} is newer than this drwatch ({SCHEMA_VERSION}): upgrade"
-                )
+                raise StoreSchemaError(current, SCHEMA_VERSION)
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO drwatch_schema (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     async def close(self) -> None:
@@ -124,13 +162,23 @@ class SqliteStore:
             await asyncio.get_running_loop().run_in_executor(self._pool, conn.close)
         self._pool.shutdown(wait=True)
 
+    def _check_file(self) -> None:
+        """Refuse to write unless the path still holds the file this connection opened."""
+        if _identity(self.path) != self._identity:
+            raise StoreFileReplacedError(self.path)
+
     async def ping(self) -> None:
-        await self._call(lambda c: c.execute("SELECT 1").fetchone())
+        def check(conn: sqlite3.Connection) -> None:
+            self._check_file()
+            conn.execute("SELECT 1").fetchone()
+
+        await self._call(check)
 
     async def record(self, result: Result) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                self._check_file()
                 cur = conn.execute(
                     f"INSERT INTO results ({RESULT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT (run_id) DO NOTHING",
@@ -159,13 +207,20 @@ class SqliteStore:
                     )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
         await self._call(write)
 
     async def load_state(self) -> StoredState:
         def read(conn: sqlite3.Connection) -> StoredState:
+            conn.execute("BEGIN")  # one read transaction: counters and latest results of the same moment
+            try:
+                return read_all(conn)
+            finally:
+                _rollback(conn)
+
+        def read_all(conn: sqlite3.Connection) -> StoredState:
             states = conn.execute(
                 "SELECT asset, validator, last_run_at, last_success_at, last_failure_at, duration_sum, "
                 "duration_count FROM validator_state"
@@ -186,6 +241,7 @@ class SqliteStore:
 
     async def add_attestation(self, attestation: Attestation) -> None:
         def write(conn: sqlite3.Connection) -> None:
+            self._check_file()
             conn.execute(
                 "INSERT INTO attestations (asset, copy, note, created_at, recovery_point) VALUES (?,?,?,?,?)",
                 (attestation.asset, attestation.copy, attestation.note, attestation.created_at,
@@ -213,6 +269,7 @@ class SqliteStore:
 
     async def prune(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
+            self._check_file()
             cur = conn.execute(
                 "DELETE FROM results WHERE finished_at < ? AND id NOT IN "
                 "(SELECT last_result_id FROM validator_state WHERE last_result_id IS NOT NULL)",
@@ -221,6 +278,13 @@ class SqliteStore:
             return cur.rowcount
 
         return await self._call(delete)
+
+    async def revision(self) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            results, attestations = conn.execute(REVISION_QUERY).fetchone()
+            return int(results), int(attestations)
+
+        return await self._call(read)
 
     def raw(self) -> Any:  # for tests and `drwatch status --debug`
         return self._conn

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drwatch.validators.base import Validator
+from drwatch.validators.immutability_probe import ImmutabilityProbeValidator
 from drwatch.validators.replica import ReplicaValidator
 
 
@@ -13,8 +14,13 @@ def _replica(cfg: Any) -> Validator:
     return ReplicaValidator(cfg)
 
 
+def _immutability_probe(cfg: Any) -> Validator:
+    return ImmutabilityProbeValidator(cfg)
+
+
 REGISTRY: dict[str, Callable[[Any], Validator]] = {
     "replica": _replica,
+    "immutability_probe": _immutability_probe,
 }
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field
+
+from drwatch.validators.immutability_probe import ImmutabilityProbeConfig
 from drwatch.validators.replica import ReplicaConfig
 
-# One entry per validator kind. With a single kind pydantic needs no discriminator; once there are
-# several this becomes ``Annotated[A | B, Field(discriminator="kind")]``.
-ValidatorConfig = ReplicaConfig
-VALIDATOR_KINDS: frozenset[str] = frozenset({"replica"})
+ValidatorConfig = Annotated[ReplicaConfig | ImmutabilityProbeConfig, Field(discriminator="kind")]
+VALIDATOR_KINDS: frozenset[str] = frozenset({"replica", "immutability_probe"})
