@@ -51,15 +51,6 @@ class PostgresStoreConfig(_Model):
     pool_max: Count = Field(default=5, ge=1, le=100)
     connect_timeout: Duration = timedelta(seconds=10)
 
-    @field_validator("dsn_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        # Never echo the value: a DSN pasted here by mistake is a secret.
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError("dsn_env must be the name of an environment variable (letters, digits, '_'), "
-                             "not the DSN itself")
-        return value
-
     @model_validator(mode="after")
     def _one_source(self) -> PostgresStoreConfig:
         if (self.dsn_env is None) == (self.dsn_file is None):
@@ -235,9 +226,31 @@ def _name_problem(value: str, what: str) -> str | None:
     return None
 
 
+def _secret_reference_problems(node: Any, path: str = "") -> list[ConfigProblem]:
+    """Every ``*_env`` field, at any depth, must name an environment variable.
+
+    A value that is not a variable name is most likely the secret itself pasted in: it is rejected (so
+    ``check-config --output json`` never prints it), and the message never repeats it.
+    """
+    problems: list[ConfigProblem] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                if not _ENV_NAME.match(value):
+                    problems.append(ConfigProblem(where, "must be the name of an environment variable (letters, "
+                                                         "digits, '_'), not the secret itself"))
+            else:
+                problems += _secret_reference_problems(value, where)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            problems += _secret_reference_problems(item, f"{path}[{i}]")
+    return problems
+
+
 def _reference_problems(data: dict[Any, Any]) -> list[ConfigProblem]:
     """Names and references, checked on the raw data so they are reported even beside type errors."""
-    problems: list[ConfigProblem] = []
+    problems: list[ConfigProblem] = _secret_reference_problems(data)
 
     def add(path: str, message: str | None) -> None:
         if message is not None:

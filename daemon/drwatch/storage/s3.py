@@ -20,7 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -176,6 +175,8 @@ class S3Location:
     async def client(self) -> Any:
         async with self._lock:
             if self._client is None:
+                import aioboto3  # heavy: imported on first use, not when loading a config
+
                 session = aioboto3.Session(
                     aws_access_key_id=self.creds.access_key_id,
                     aws_secret_access_key=self.creds.secret_access_key,

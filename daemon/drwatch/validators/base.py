@@ -51,6 +51,8 @@ class Schedule(BaseModel):
     def _one(self) -> Schedule:
         if (self.every is None) == (self.cron is None):
             raise ValueError("set exactly one of 'every' (e.g. 1h) or 'cron' (e.g. '0 3 * * *')")
+        if self.cron is not None and self.jitter.total_seconds() > self.interval_seconds():
+            raise ValueError("'jitter' cannot exceed the period of the cron schedule")
         if self.every is not None:
             if self.every.total_seconds() < 1:
                 raise ValueError("'every' must be at least 1s")

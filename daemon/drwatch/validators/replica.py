@@ -47,7 +47,7 @@ class ReplicaConfig(ValidatorConfigBase):
     verify_content: bool = True
     read_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of objects without provider evidence read
     copies: list[str] | None = None  # check only these copies (default: all)
-    list_limit: int = 10  # findings listed one by one per copy and code, then only counted
+    list_limit: int = Field(default=10, ge=1)  # findings listed one by one per copy and code, then only counted
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
         known = {c.label for c in asset.copies}
