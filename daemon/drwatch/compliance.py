@@ -44,6 +44,8 @@ class CopyStatus:
     provider: str
     immutable: bool
     could_be_immutable: bool
+    region_observed: bool = False
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,18 +89,24 @@ def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact
     att = snap.attestations.get((asset_name, name))
     att_fresh = att is not None and now - att.created_at <= cfg.compliance.offline_attestation_max_age.total_seconds()
 
+    observed = fact is not None and fact.report.region_observed
+    deps = fact.report.dependencies if fact is not None else ()
+
     def status(kind: str, reason: str, immutable: bool = False, could: bool = False,
                over: dict[str, str] | None = None) -> CopyStatus:
         f = {**base, **(over or {})}
         return CopyStatus(name=f["name"], status=kind, reason=reason, media=f["media"], site=f["site"],
                           region=f["region"], provider=f["provider"], immutable=immutable,
-                          could_be_immutable=could)
+                          could_be_immutable=could, region_observed=observed, dependencies=deps)
 
     stale: CopyStatus | None = None
     if fact is not None:
         rep = fact.report
         over: dict[str, str] = {"media": rep.media, "site": rep.site, "region": rep.region, "provider": rep.provider}
-        locked = bool(rep.immutable) or (rep.offline and att_fresh)
+        horizon = cfg.compliance.min_retention_remaining.total_seconds()
+        # Object Lock must still hold for the minimum horizon *now*, not only when it was observed.
+        lock_holds = rep.retain_until_min is None or rep.retain_until_min - now >= horizon
+        locked = (bool(rep.immutable) and lock_holds) or (rep.offline and att_fresh)
         if now > fact.fresh_until:
             # Stale: proves nothing, not even that it is not locked. A fresh attestation may stand in (below).
             stale = status("unknown", f"last check {format_duration(now - fact.observed_at)} ago is stale",
@@ -186,23 +194,32 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
     )
     prod = statuses[0]
 
+    independent = not req.require_independent_credentials
+
     def offsite(s: CopyStatus) -> bool:
-        if s.name == "production":
+        """A different failure domain: observed region (or provider) first, declared site otherwise."""
+        if s.name == "production" or (s.dependencies and not independent):
             return False
+        if s.region and prod.region and (s.region_observed or prod.region_observed):
+            return s.region != prod.region or (s.provider != prod.provider and bool(s.provider and prod.provider))
         if s.region and prod.region and s.region != prod.region:
             return True
         return bool(s.site) and bool(prod.site) and s.site != prod.site
 
     off = [s for s in good if offsite(s)]
     off_unknown = [s for s in unknown if offsite(s)]
+    dependent = [s for s in good if s.dependencies]
     off_state = _tri(len(off), len(off) + len(off_unknown), req.offsite)
     site_note = "" if prod.site or prod.region else "; production declares no site/region"
     rules["offsite"] = RuleVerdict(
         off_state,
         f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}"
-        + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else ""),
+        + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else "")
+        + "".join(f"; {s.name} depends on production ({', '.join(s.dependencies)})"
+                  + ("" if independent else ", not counted") for s in dependent),
     )
-    imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")]
+    imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")
+           and (independent or not s.dependencies)]
     imm_unknown = [s for s in unknown if s.could_be_immutable]
     imm_state = _tri(len(imm), len(imm) + len(imm_unknown), req.immutable)
     rules["immutable"] = RuleVerdict(
