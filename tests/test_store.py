@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sqlite3
 import time
 import uuid
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from drwatch.config import Config, parse_config
+from drwatch.errors import ValidatorError
 from drwatch.metrics import ProcessState
 from drwatch.model import Attestation, CopyReport, CopyState, Finding, Outcome, Result, Severity
 from drwatch.runner import AppState, Runner
@@ -243,6 +245,34 @@ async def test_empty_store_has_empty_state(store: Store) -> None:
     assert await store.load_state() == StoredState()
 
 
+async def test_revision_changes_exactly_when_stored_state_does(store: Store, store_config: dict[str, Any]) -> None:
+    """revision() moves when a result or an attestation is added, by this store or another process (`drwatch
+    check`/`attest` share the daemon's store), and stays put on a retried write and on pruning; a snapshot
+    refreshed from the store then equals one built at start."""
+    cfg = store_cfg(store_config)
+    assert await store.revision() == (0, 0)
+    await store.record(result("a", finished=T0))
+    await store.record(result("a", finished=T0))
+    assert await store.revision() == (1, 0)
+    live = Snapshot.from_state(cfg, await store.load_state())
+
+    async with opened(cfg) as other:  # another process, same store
+        await other.record(result("b", Outcome.FAILED, finished=T0 + 60))
+        await other.add_attestation(Attestation("data", "tape", "checked in the vault", T0 + 61))
+    assert await store.revision() == (2, 1)
+    state = await store.load_state()
+    refreshed = live.refreshed(state)
+    assert refreshed.validators == Snapshot.from_state(cfg, state).validators
+    assert refreshed.attestations == Snapshot.from_state(cfg, state).attestations
+    assert refreshed.generation == live.generation + 1
+    assert refreshed.stats("data", "replica") == folded([result("a", finished=T0),
+                                                         result("b", Outcome.FAILED, finished=T0 + 60)])[
+        ("data", "replica")]
+
+    assert await store.prune(T0 + 1000) == 1
+    assert await store.revision() == (2, 1)
+
+
 # ----------------------------------------------------------------------------------------------- schema
 
 
@@ -271,17 +301,32 @@ async def test_newer_schema_is_refused_untouched(store_config: dict[str, Any]) -
     store = open_store(cfg)
     with pytest.raises(StoreSchemaError, match=rf"version {SCHEMA_VERSION + 1} .*newer.*\({SCHEMA_VERSION}\)"):
         await store.open()
+    assert await connections_left(store_config) == 0
     await store.close()  # closing a store that failed to open is harmless
 
     assert await external_sql(store_config, "SELECT version FROM drwatch_schema ORDER BY version") == [
         (SCHEMA_VERSION,), (SCHEMA_VERSION + 1,)]
     assert await external_sql(store_config, "SELECT run_id FROM results") == [("kept",)]
-    if "postgres" in store_config:  # the pool opened for the check was closed again
-        sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        deadline = time.monotonic() + 5
-        while (await external_sql(store_config, sql))[0][0] and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert (await external_sql(store_config, sql))[0][0] == 0
+
+
+def _open_files_under(prefix: str) -> int:
+    targets = [os.path.realpath(fd) for fd in Path("/proc/self/fd").iterdir()]
+    return sum(1 for t in targets if t.startswith(os.path.realpath(prefix)))
+
+
+async def connections_left(store_config: dict[str, Any]) -> int:
+    """Connections this test process still holds to the store (open files for SQLite, sessions for
+    PostgreSQL, which may take a moment to end)."""
+    if "sqlite" in store_config:
+        return _open_files_under(store_config["sqlite"])
+    sql = "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    count = -1
+    for _ in range(100):
+        count = int((await external_sql(store_config, sql))[0][0])
+        if count == 0:
+            break
+        await asyncio.sleep(0.05)
+    return count
 
 
 def test_cli_reports_newer_schema_without_traceback(tmp_path: Path) -> None:
@@ -296,6 +341,43 @@ def test_cli_reports_newer_schema_without_traceback(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert f"schema version {SCHEMA_VERSION + 1}" in proc.stderr
+
+
+async def test_sqlite_path_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> None:
+    """A `store.sqlite` path pointing at something that is not a SQLite database (say, the config file) is
+    refused as an unavailable store naming the path, and the file is left as it was."""
+    wrong = write_config(tmp_path / "drwatch.yaml", {"store": {"sqlite": str(tmp_path / "drwatch.yaml")}})
+    content = wrong.read_bytes()
+    store = open_store(parse_config(content.decode(), str(wrong)))
+    with pytest.raises(ValidatorError, match=r"drwatch\.yaml") as info:
+        await store.open()
+    assert info.value.code == "store_unavailable"
+    await store.close()
+    assert wrong.read_bytes() == content
+    proc = run_cli("status", "--config", str(wrong), timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "drwatch.yaml" in proc.stderr
+
+
+async def test_postgres_role_without_create_rights_is_refused_clearly(
+    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DSN whose role may not create the schema (PostgreSQL 15 grants no CREATE on `public` to others) is
+    refused as an unavailable store with the server's reason, and the pool is closed again."""
+    suffix = uuid.uuid4().hex[:12]
+    dsn = pg_server.create_database(f"drwatch_priv_{suffix}")
+    role = f"drwatch_user_{suffix}"
+    pg_server.psql(f"CREATE ROLE {role} LOGIN")
+    monkeypatch.setenv("DRWATCH_TEST_DSN", dsn.replace("postgres@", f"{role}@", 1))
+    store_config = {"postgres": {"dsn_env": "DRWATCH_TEST_DSN"}}
+    store = open_store(store_cfg(store_config))
+    with pytest.raises(ValidatorError, match="permission denied") as info:
+        await store.open()
+    assert info.value.code == "store_unavailable"
+    monkeypatch.setenv("DRWATCH_TEST_DSN", dsn)
+    assert await connections_left(store_config) == 0
+    await store.close()
 
 
 # ------------------------------------------------------------------------------------------ real faults
@@ -389,3 +471,23 @@ async def test_runner_keeps_result_pending_while_sqlite_is_locked(tmp_path: Path
     finally:
         holder.close()
         await store.close()
+
+
+async def test_runner_keeps_result_pending_while_sqlite_file_is_replaced(tmp_path: Path) -> None:
+    """The SQLite file is swapped for a copy under the running daemon (a restore, a careless `mv`): results
+    are not written into the detached file, where a restart would lose them, but held until the original
+    is back, then written once."""
+    populate(tmp_path)
+    cfg = parse_config(yaml.safe_dump(basic_config(tmp_path)))
+    db = cfg.sqlite_path()
+    aside = db.with_name("aside.sqlite")
+
+    async def replace() -> None:
+        os.rename(db, aside)
+        shutil.copyfile(aside, db)
+
+    async def restore() -> None:
+        os.replace(aside, db)
+
+    async with opened(cfg) as store:
+        await _pending_until_store_returns(cfg, store, replace, restore)

@@ -134,7 +134,7 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
     from drwatch.store import open_store
 
     selected = [(a, v) for a, v in cfg.iter_validators()
-                if (args.validator is None or v.label == args.validator or v.kind == args.validator)
+                if (args.validator is None or args.validator in (v.label, v.kind))
                 and (args.asset is None or a == args.asset)]
     if not selected:
         print("drwatch: no validator matches the selection", file=sys.stderr)
@@ -290,6 +290,9 @@ def cmd_attest(args: argparse.Namespace) -> int:
         return asyncio.run(_attest(_load(path), args))
     except ConfigError as exc:
         return _print_config_error(exc)
+    except ValidatorError as exc:
+        print(f"drwatch attest: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except ValueError as exc:
         print(f"drwatch attest: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -57,7 +57,8 @@ def _populate(root: Path, rng: random.Random) -> dict[str, Path]:
     mw = prod / "model-weights"
     for shard in (1, 2):
         _write(mw / f"model-0000{shard}-of-00002.safetensors", _fake_safetensors(rng, 8, 256, 1024))
-    _write(mw / "model.safetensors.index.json", json.dumps({"weight_map": {"layers.0.weight": "model-00001-of-00002.safetensors"}}).encode())
+    index = {"weight_map": {"layers.0.weight": "model-00001-of-00002.safetensors"}}
+    _write(mw / "model.safetensors.index.json", json.dumps(index).encode())
     _write(mw / "config.json", b'{"architectures": ["DemoForCausalLM"], "hidden_size": 1024}\n')
     _write(mw / "tokenizer.json", json.dumps({"vocab": {f"tok{i}": i for i in range(2000)}}).encode())
     assets["model-weights"] = mw

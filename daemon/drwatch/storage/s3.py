@@ -230,7 +230,7 @@ class S3Location:
             except S3Missing:
                 return None
             except S3Unavailable as exc:
-                if exc.code == "access_denied" or exc.code == "s3_error":
+                if exc.code in {"access_denied", "s3_error"}:
                     return None  # not readable with this policy, or not configured on this server
                 raise
 

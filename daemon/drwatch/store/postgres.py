@@ -93,8 +93,14 @@ class PostgresStore:
                                  f"cannot connect to the PostgreSQL store ({type(exc).__name__})") from None
         try:
             await self._migrate(self._pool)
-        except BaseException:
+        except BaseException as exc:
             await self.close()  # a store that failed to open holds no connections
+            if isinstance(exc, asyncpg.PostgresError):  # the server's reason (no DSN, no password in it)
+                raise ValidatorError("store_unavailable",
+                                     f"cannot prepare the PostgreSQL store schema: {exc}") from None
+            if isinstance(exc, (OSError, asyncpg.InterfaceError, TimeoutError)):
+                raise ValidatorError("store_unavailable",
+                                     f"lost the PostgreSQL store while opening it ({type(exc).__name__})") from None
             raise
 
     @staticmethod

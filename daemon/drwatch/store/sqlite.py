@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from drwatch.errors import ValidatorError
 from drwatch.model import Attestation, Result
 from drwatch.store.base import (
     RESULT_COLUMNS,
@@ -136,7 +137,13 @@ class SqliteStore:
                 raise
             return conn
 
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        except sqlite3.Error as exc:  # not a database, locked past the timeout, read-only, corrupt...
+            raise ValidatorError("store_unavailable", f"cannot open the SQLite store {self.path}: {exc}") from None
+        except OSError as exc:  # the directory cannot be created
+            raise ValidatorError("store_unavailable",
+                                 f"cannot open the SQLite store {self.path}: {exc.strerror or exc}") from None
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
