@@ -59,7 +59,6 @@ def _populate(root: Path, rng: random.Random) -> dict[str, Path]:
         _write(mw / f"model-0000{shard}-of-00002.safetensors", _fake_safetensors(rng, 8, 256, 1024))
     index = {"weight_map": {"layers.0.weight": "model-00001-of-00002.safetensors"}}
     _write(mw / "model.safetensors.index.json", json.dumps(index).encode())
-    _write(mw / "model.safetensors.index.json", json.dumps(index).encode())
     _write(mw / "config.json", b'{"architectures": ["DemoForCausalLM"], "hidden_size": 1024}\n')
     _write(mw / "tokenizer.json", json.dumps({"vocab": {f"tok{i}": i for i in range(2000)}}).encode())
     assets["model-weights"] = mw
