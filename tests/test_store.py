@@ -286,7 +286,8 @@ async def test_reopening_keeps_data_and_migrates_once(store_config: dict[str, An
     for _ in range(2):
         async with opened(cfg) as s:
             assert await s.load_state() == first
-    assert await external_sql(store_config, "SELECT version FROM drwatch_schema") == [(SCHEMA_VERSION,)]
+    versions = await external_sql(store_config, "SELECT version FROM drwatch_schema ORDER BY version")
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     assert (await external_sql(store_config, "SELECT COUNT(*) FROM results"))[0][0] == 1
 
 
@@ -305,7 +306,7 @@ async def test_newer_schema_is_refused_untouched(store_config: dict[str, Any]) -
     await store.close()  # closing a store that failed to open is harmless
 
     assert await external_sql(store_config, "SELECT version FROM drwatch_schema ORDER BY version") == [
-        (SCHEMA_VERSION,), (SCHEMA_VERSION + 1,)]
+        (v,) for v in range(1, SCHEMA_VERSION + 2)]
     assert await external_sql(store_config, "SELECT run_id FROM results") == [("kept",)]
 
 
@@ -491,3 +492,29 @@ async def test_runner_keeps_result_pending_while_sqlite_file_is_replaced(tmp_pat
 
     async with opened(cfg) as store:
         await _pending_until_store_returns(cfg, store, replace, restore)
+
+
+async def test_copy_byte_counters_persist(store_config: dict[str, Any], tmp_path: Path) -> None:
+    """Bytes verified per copy accumulate across results and survive reopening (a persisted counter)."""
+    from drwatch.config import parse_config
+    from drwatch.model import CopyReport, CopyState, Outcome, Result
+    from drwatch.store import open_store
+    from tests.helpers import basic_config
+
+    cfg = parse_config(yaml.safe_dump(basic_config(tmp_path, store=store_config)))
+    store = open_store(cfg)
+    await store.open()
+    try:
+        for i, n in enumerate((100, 250)):
+            rep = CopyReport("copy1", "copy1", "copy", CopyState.VERIFIED, bytes_verified=n)
+            await store.record(Result(f"run-{i}", "data", "replica", "replica", Outcome.OK, 1.0 + i, 2.0 + i,
+                                      copies=(rep,)))
+    finally:
+        await store.close()
+    store = open_store(cfg)
+    await store.open()
+    try:
+        state = await store.load_state()
+    finally:
+        await store.close()
+    assert state.copy_bytes == {("data", "copy1"): 350}

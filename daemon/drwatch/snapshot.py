@@ -24,16 +24,17 @@ class Snapshot:
     config: Config
     validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
     attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
+    copy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
     generation: int = 0
 
     @classmethod
     def from_state(cls, config: Config, state: StoredState) -> Snapshot:
-        return cls(config, dict(state.validators), dict(state.attestations))
+        return cls(config, dict(state.validators), dict(state.attestations), dict(state.copy_bytes))
 
     def refreshed(self, state: StoredState) -> Snapshot:
         """The same config over a newer stored state (e.g. results or attestations another process wrote)."""
         return replace(self, validators=dict(state.validators), attestations=dict(state.attestations),
-                       generation=self.generation + 1)
+                       copy_bytes=dict(state.copy_bytes), generation=self.generation + 1)
 
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)
@@ -42,7 +43,12 @@ class Snapshot:
         key = (result.asset, result.validator)
         stats = self.validators.get(key) or ValidatorStats(result.asset, result.validator)
         validators = {**self.validators, key: stats.with_result(result)}
-        return replace(self, validators=validators, generation=self.generation + 1)
+        copy_bytes = dict(self.copy_bytes)
+        for rep in result.copies:
+            if rep.bytes_verified > 0:
+                k = (result.asset, rep.copy)
+                copy_bytes[k] = copy_bytes.get(k, 0) + rep.bytes_verified
+        return replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1)
 
     def with_attestation(self, att: Attestation) -> Snapshot:
         return replace(self, attestations={**self.attestations, (att.asset, att.copy): att},

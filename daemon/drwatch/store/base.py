@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from drwatch.errors import ValidatorError
 from drwatch.model import Attestation, CopyReport, Finding, Outcome, Result
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
 )
@@ -85,6 +85,7 @@ class ValidatorStats:
 class StoredState:
     validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
     attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
+    copy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (asset, copy) -> bytes verified
 
 
 class Store(Protocol):
@@ -146,9 +147,14 @@ def result_from_row(row: Any) -> Result:
     )
 
 
+def copy_byte_increments(result: Result) -> list[tuple[str, str, int]]:
+    """(asset, copy, bytes) for each copy of a result that verified bytes."""
+    return [(result.asset, c.copy, int(c.bytes_verified)) for c in result.copies if c.bytes_verified > 0]
+
+
 def assemble_state(
     state_rows: list[Any], count_rows: list[Any], bucket_rows: list[Any], result_rows: list[Any],
-    attestation_rows: list[Any],
+    attestation_rows: list[Any], copy_rows: list[Any] | None = None,
 ) -> StoredState:
     """Build StoredState from rows shaped the same way by both backends."""
     runs: dict[tuple[str, str], dict[str, int]] = {}
@@ -177,4 +183,5 @@ def assemble_state(
         (a, c): Attestation(a, c, note, float(created), None if rp is None else float(rp))
         for a, c, note, created, rp in attestation_rows
     }
-    return StoredState(validators, attestations)
+    copy_bytes = {(a, c): int(n) for a, c, n in (copy_rows or [])}
+    return StoredState(validators, attestations, copy_bytes)

@@ -17,6 +17,7 @@ from drwatch.store.base import (
     StoreSchemaError,
     assemble_state,
     bucket_for,
+    copy_byte_increments,
     result_from_row,
     result_params,
 )
@@ -48,6 +49,11 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE attestations (
             id BIGSERIAL PRIMARY KEY, asset TEXT NOT NULL, copy TEXT NOT NULL,
             note TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, recovery_point DOUBLE PRECISION)""",
+    ],
+    2: [
+        """CREATE TABLE copy_counters (
+            asset TEXT NOT NULL, copy TEXT NOT NULL, bytes_verified BIGINT NOT NULL,
+            PRIMARY KEY (asset, copy))""",
     ],
 }
 
@@ -158,6 +164,13 @@ class PostgresStore:
                 "DO UPDATE SET count = duration_buckets.count + 1",
                 result.asset, result.validator, bucket_for(result.duration),
             )
+            increments = copy_byte_increments(result)
+            if increments:
+                await conn.executemany(
+                    "INSERT INTO copy_counters VALUES ($1,$2,$3) ON CONFLICT (asset, copy) "
+                    "DO UPDATE SET bytes_verified = copy_counters.bytes_verified + excluded.bytes_verified",
+                    increments,
+                )
 
     async def load_state(self) -> StoredState:
         async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -175,9 +188,10 @@ class PostgresStore:
                 "SELECT DISTINCT ON (asset, copy) asset, copy, note, created_at, recovery_point "
                 "FROM attestations ORDER BY asset, copy, id DESC"
             )
+            copies = await conn.fetch("SELECT asset, copy, bytes_verified FROM copy_counters")
         return assemble_state(
             [tuple(r) for r in states], [tuple(r) for r in counts], [tuple(r) for r in buckets],
-            [tuple(r) for r in results], [tuple(r) for r in attestations],
+            [tuple(r) for r in results], [tuple(r) for r in attestations], [tuple(r) for r in copies],
         )
 
     async def add_attestation(self, attestation: Attestation) -> None:

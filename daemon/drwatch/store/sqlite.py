@@ -27,6 +27,7 @@ from drwatch.store.base import (
     StoreSchemaError,
     assemble_state,
     bucket_for,
+    copy_byte_increments,
     result_from_row,
     result_params,
 )
@@ -58,6 +59,11 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE attestations (
             id INTEGER PRIMARY KEY AUTOINCREMENT, asset TEXT NOT NULL, copy TEXT NOT NULL,
             note TEXT NOT NULL, created_at REAL NOT NULL, recovery_point REAL)""",
+    ],
+    2: [
+        """CREATE TABLE copy_counters (
+            asset TEXT NOT NULL, copy TEXT NOT NULL, bytes_verified INTEGER NOT NULL,
+            PRIMARY KEY (asset, copy))""",
     ],
 }
 
@@ -212,6 +218,11 @@ class SqliteStore:
                         "DO UPDATE SET count = duration_buckets.count + 1",
                         (result.asset, result.validator, bucket_for(result.duration)),
                     )
+                    conn.executemany(
+                        "INSERT INTO copy_counters VALUES (?,?,?) ON CONFLICT (asset, copy) "
+                        "DO UPDATE SET bytes_verified = copy_counters.bytes_verified + excluded.bytes_verified",
+                        copy_byte_increments(result),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -242,7 +253,8 @@ class SqliteStore:
                 "SELECT asset, copy, note, created_at, recovery_point FROM attestations a WHERE id = "
                 "(SELECT MAX(id) FROM attestations b WHERE b.asset = a.asset AND b.copy = a.copy)"
             ).fetchall()
-            return assemble_state(states, counts, buckets, results, attestations)
+            copies = conn.execute("SELECT asset, copy, bytes_verified FROM copy_counters").fetchall()
+            return assemble_state(states, counts, buckets, results, attestations, copies)
 
         return await self._call(read)
 
