@@ -197,7 +197,7 @@ class ReplicaValidator:
                 sealed = True
                 recovery_point = header.sealed_at
         elif ctx.asset.manifest is not None:
-            if prod.state is None or manifest_path is not None and manifest_path.is_absolute():
+            if prod.state is None or (manifest_path is not None and manifest_path.is_absolute()):
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_missing",
                                         "the configured manifest does not exist: the recovery point was "
