@@ -34,7 +34,7 @@ async def run_replica(tmp: Path, cfg_dict: dict[str, Any], asset: str = "data") 
         try:
             return await runner.execute(asset, cfg.assets[asset].validators[0])
         finally:
-            runner.close()
+            await runner.aclose()
     finally:
         await store.close()
 

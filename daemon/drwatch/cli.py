@@ -157,7 +157,7 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
             results = await asyncio.gather(*(one(a, v) for a, v in selected))
         finally:
             progress.close()
-            runner.close()
+            await runner.aclose()
         if runner.pending:
             print(f"drwatch: {len(runner.pending)} result(s) could not be written to the store",
                   file=sys.stderr)

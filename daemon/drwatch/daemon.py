@@ -125,7 +125,7 @@ class Daemon:
             process = ProcessState(started_at=self.clock())
             state = self.state = AppState(cfg, Snapshot.from_state(cfg, stored), process)
             runner = self.runner = Runner(state, store, sandboxes, self.clock)
-            stack.callback(runner.close)
+            stack.push_async_callback(runner.aclose)
 
             from drwatch.httpserver import HttpServer
 

@@ -24,6 +24,7 @@ from drwatch.errors import DrillFailed, ValidatorError
 from drwatch.metrics import ProcessState
 from drwatch.model import Finding, Outcome, Report, Result, Severity
 from drwatch.sandbox import SandboxManager
+from drwatch.storage.s3 import S3Pool
 from drwatch.snapshot import Snapshot
 from drwatch.store.base import Store
 from drwatch.validators.base import HashPool, RunContext
@@ -71,6 +72,7 @@ class Runner:
         self.sandboxes = sandboxes
         self.clock = clock
         self.hashes = HashPool(state.config.limits.hash_workers)
+        self.s3 = S3Pool(state.config.base_dir)  # one client per S3 location, reused by every run
         self._hash_users: dict[HashPool, int] = {}  # runs holding each pool (a replaced pool closes when unused)
         self.limits = Limits(state.config)
         self._limits_from = (state.config.limits, state.config.locations)
@@ -161,7 +163,7 @@ class Runner:
                         ctx = RunContext(
                             run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
                             log=log.bind(), deadline=loop.time() + timeout, exit_stack=stack,
-                            hashes=hashes, sandboxes=self.sandboxes, clock=self.clock,
+                            hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
                         )
                         validator = validators.build(vcfg)
                         async with asyncio.timeout(timeout) as cm:
@@ -245,8 +247,8 @@ class Runner:
                 listener(result)
         proc.results_pending = len(self.pending)
 
-    async def drain(self, timeout: float) -> None:
-        """Stop taking work, wait up to ``timeout`` for running validators, cancel the rest."""
+    async def drain(self, grace: float) -> None:
+        """Stop taking work, wait up to ``grace`` seconds for running validators, cancel the rest."""
         self.accepting = False
         tasks = [t for t in self.running.values() if not t.done()]
         # Runs still waiting for a concurrency slot never start during a drain.
@@ -259,8 +261,8 @@ class Runner:
         tasks = [t for t in tasks if t not in queued and not t.done()]
         if not tasks:
             return
-        log.info("draining", running=len(tasks), timeout=timeout)
-        done, still = await asyncio.wait(tasks, timeout=timeout)
+        log.info("draining", running=len(tasks), timeout=grace)
+        _done, still = await asyncio.wait(tasks, timeout=grace)
         for t in still:
             t.cancel("drwatch is shutting down")
         if still:
@@ -271,6 +273,11 @@ class Runner:
         for pool in {self.hashes, *self._hash_users}:
             pool.close()
         self._hash_users.clear()
+
+    async def aclose(self) -> None:
+        """Close the S3 clients, then the hash pools."""
+        await self.s3.close()
+        self.close()
 
 
 def _is_store_error(exc: BaseException) -> bool:
