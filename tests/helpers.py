@@ -210,3 +210,153 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A sparse file of ``size`` bytes (reads as zeros; costs no disk space)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.truncate(size)
+    return path
+
+
+def read_json_lines(text: str) -> list[dict[str, Any]]:
+    """Parse each line of a JSON-lines log (raises on a line that is not a JSON object)."""
+    import json
+
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            doc = json.loads(line)
+            assert isinstance(doc, dict), line
+            out.append(doc)
+    return out
+
+
+class NotifySocket:
+    """A bound AF_UNIX datagram socket standing in for systemd's ``$NOTIFY_SOCKET``.
+
+    The path lives in a short directory under /tmp (socket paths are limited to 108 bytes).
+    Every datagram is kept as ``(monotonic receive time, {KEY: VALUE})``.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="drw-sd-", dir="/tmp"))
+        self.path = self.dir / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.messages: list[tuple[float, dict[str, str]]] = []
+
+    def env(self, watchdog_usec: int | None = None) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": str(self.path)}
+        if watchdog_usec is not None:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        return env
+
+    def receive(self, timeout: float) -> bool:
+        """Receive at most one datagram within ``timeout``; True if one arrived."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        fields = dict(line.partition("=")[::2] for line in data.decode().split("\n") if line)
+        self.messages.append((time.monotonic(), fields))
+        return True
+
+    def collect(self, seconds: float) -> None:
+        """Keep receiving for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.receive(left)
+
+    def wait_for(self, key: str, value: str = "1", start: int = 0, timeout: float = 30) -> int:
+        """Index of the first message at or after ``start`` with ``key=value``; waits for it to arrive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(start, len(self.messages)):
+                if self.messages[i][1].get(key) == value:
+                    return i
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key}={value} after message {start} in {timeout}s: "
+                                     f"{[m for _, m in self.messages[start:]]}")
+            self.receive(left)
+
+    def close(self) -> None:
+        import shutil
+
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrometheusServer:
+    """A real Prometheus (``/usr/bin/prometheus``) on a free loopback port with a temporary TSDB."""
+
+    def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s",
+                 binary: str = "/usr/bin/prometheus") -> None:
+        self.workdir = workdir
+        self.targets = targets
+        self.scrape_interval = scrape_interval
+        self.binary = binary
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "prometheus.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [{"job_name": "drwatch", "static_configs": [{"targets": self.targets}]}],
+        }))
+        self.port = free_port()
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Instant query through the HTTP API; [] while Prometheus is not up yet."""
+        import json
+        import urllib.parse
+
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                doc = json.load(resp)
+        except OSError:
+            return []
+        assert doc["status"] == "success", doc
+        return list(doc["data"]["result"])
+
+    def wait_query(self, expr: str, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.log()}")
+            result = self.query(expr)
+            if result:
+                return result
+            time.sleep(0.25)
+        raise AssertionError(f"no result for {expr!r} within {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""

@@ -2,7 +2,8 @@
 
 Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the creating PID. Removal runs
 shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
-owner process is gone (a crash, SIGKILL) are swept.
+owner process is gone (a crash, SIGKILL) are swept - also when its PID now belongs to a process that
+started after the sandbox was made (PID reuse).
 """
 
 from __future__ import annotations
@@ -37,6 +38,26 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _process_start_time(pid: int) -> float | None:
+    """Unix time the process started (Linux /proc), or None when it cannot be known."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22 (starttime), counted after "comm"
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _owned_by_live_process(owner: int, created: float) -> bool:
+    """The owner still runs, and is the same process: a PID reused after a crash does not count."""
+    if owner <= 0 or owner == os.getpid() or not _pid_alive(owner):
+        return False
+    started = _process_start_time(owner)
+    return started is None or started <= created + 2.0  # 2 s: start times are rounded to ticks and boot
 
 
 class SandboxManager:
@@ -95,10 +116,12 @@ class SandboxManager:
             if not child.name.startswith(PREFIX) or not child.is_dir():
                 continue
             try:
-                owner = int((child / OWNER).read_text().strip())
+                owner_file = child / OWNER
+                owner = int(owner_file.read_text().strip())
+                created = owner_file.stat().st_mtime
             except (OSError, ValueError):
-                owner = -1
-            if owner > 0 and owner != os.getpid() and _pid_alive(owner):
+                owner, created = -1, 0.0
+            if _owned_by_live_process(owner, created):
                 continue
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
