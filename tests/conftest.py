@@ -12,7 +12,7 @@ import pytest
 
 from tests.pgserver import PostgresServer
 
-_counter = 0
+_counter = iter(range(1, 1_000_000))
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +29,10 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_config(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The `store:` section for each backend; postgres gets a fresh database per test (DSN via env)."""
-    global _counter
     if request.param == "sqlite":
         return {"sqlite": str(tmp_path / "state.sqlite")}
     server: PostgresServer = request.getfixturevalue("pg_server")
-    _counter += 1
-    dsn = server.create_database(f"drwatch_test_{os.getpid()}_{_counter}")
+    dsn = server.create_database(f"drwatch_test_{os.getpid()}_{next(_counter)}")
     monkeypatch.setenv("DRWATCH_TEST_DSN", dsn)
     return {"postgres": {"dsn_env": "DRWATCH_TEST_DSN"}}
 

@@ -851,3 +851,28 @@ def test_console_format_on_a_tty_also_redacts(tmp_path: Path, monkeypatch: pytes
     assert secret not in output
     with pytest.raises(json.JSONDecodeError):
         json.loads(output.splitlines()[0])
+
+
+def test_daemon_sees_attestations_and_results_written_by_other_processes(tmp_path: Path) -> None:
+    """`drwatch attest` (another process, same store) changes the running daemon's metrics without a
+    restart: the daemon notices the store's revision changed and rebuilds its snapshot."""
+    from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, run_cli, write_config
+
+    populate(tmp_path, copies=1)
+    port = free_port()
+    cfg = basic_config(tmp_path, http_port=port)
+    cfg["locations"]["copy2"]["offline"] = True
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    assert run_cli("check", "--config", str(path)).returncode in (1, 2)
+    daemon = DaemonProcess(path, port)
+    daemon.start()
+    try:
+        def immutable_state() -> float | None:
+            return metric_value(daemon.metrics(), "drwatch_asset_rule_state", asset="data", rule="immutable",
+                                state="pass")
+
+        assert immutable_state() == 0
+        assert run_cli("attest", "data", "copy2", "--note", "tape verified", "--config", str(path)).returncode == 0
+        daemon.wait_for(lambda: immutable_state() == 1, timeout=25)
+    finally:
+        daemon.stop()

@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(cfg.logging.level, cfg.logging.format)
 
     def listening(port: int) -> None:
+        if not sys.stderr.isatty():
+            return  # the structured `listening` log line says it; keep stderr pure JSON lines
         host = cfg.http.host
         print(f"drwatch: serving metrics on http://{host}:{port}/metrics "
               f"(status: http://{host}:{port}/api/v1/status)", file=sys.stderr, flush=True)

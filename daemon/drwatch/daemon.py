@@ -184,6 +184,8 @@ class Daemon:
             try:
                 if runner.pending:
                     await runner.flush()
+                if await runner.refresh():
+                    log.debug("snapshot_refreshed_from_store")
                 now = self.clock()
                 if now - last_prune >= PRUNE_INTERVAL:
                     cutoff = now - self.state.config.store.retention.total_seconds()

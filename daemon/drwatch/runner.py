@@ -24,8 +24,8 @@ from drwatch.errors import DrillFailed, ValidatorError
 from drwatch.metrics import ProcessState
 from drwatch.model import Finding, Outcome, Report, Result, Severity
 from drwatch.sandbox import SandboxManager
-from drwatch.storage.s3 import S3Pool
 from drwatch.snapshot import Snapshot
+from drwatch.storage.s3 import S3Pool
 from drwatch.store.base import Store
 from drwatch.validators.base import HashPool, RunContext
 from drwatch.validators.config import ValidatorConfig
@@ -73,6 +73,7 @@ class Runner:
         self.clock = clock
         self.hashes = HashPool(state.config.limits.hash_workers)
         self.s3 = S3Pool(state.config.base_dir)  # one client per S3 location, reused by every run
+        self._revision: tuple[int, int] | None = None
         self._hash_users: dict[HashPool, int] = {}  # runs holding each pool (a replaced pool closes when unused)
         self.limits = Limits(state.config)
         self._limits_from = (state.config.limits, state.config.locations)
@@ -236,9 +237,14 @@ class Runner:
                 log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
                 break
             except Exception as exc:
-                if not _is_store_error(exc):
-                    raise
                 proc.store_errors += 1
+                if not _is_store_error(exc):
+                    # Not the store being away: this result can never be written. Drop it (loudly) so it
+                    # does not block every later result behind it.
+                    self.pending.popleft()
+                    log.exception("result_not_storable", asset=result.asset, validator=result.validator,
+                                  run_id=result.run_id)
+                    continue
                 log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
                 break
             self.pending.popleft()
@@ -246,6 +252,20 @@ class Runner:
             for listener in list(self.state.listeners):
                 listener(result)
         proc.results_pending = len(self.pending)
+
+    async def refresh(self) -> bool:
+        """Reload the snapshot when another process (``drwatch check``, ``drwatch attest``, another node)
+        wrote to the shared store. Cheap when nothing changed: one small query."""
+        async with self._store_lock:
+            if self.pending:
+                return False
+            revision = await self.store.revision()
+            if revision == self._revision:
+                return False
+            state = await self.store.load_state()
+            self.state.snapshot = self.state.snapshot.refreshed(state)
+            self._revision = revision
+            return True
 
     async def drain(self, grace: float) -> None:
         """Stop taking work, wait up to ``grace`` seconds for running validators, cancel the rest."""

@@ -23,6 +23,23 @@ def register(value: str) -> None:
         _KNOWN.add(value)
 
 
+def register_dsn_password(dsn: str) -> None:
+    """Register the password inside a DSN too (URL or key=value form), not only the whole DSN."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(dsn)
+        if parts.password:
+            register(parts.password)
+            register(unquote(parts.password))
+    except ValueError:
+        pass
+    for token in dsn.split():
+        key, sep, value = token.partition("=")
+        if sep and key.strip().lower() == "password":
+            register(value.strip("'\""))
+
+
 def redact(text: str) -> str:
     for value in sorted(_KNOWN, key=len, reverse=True):
         if value in text:

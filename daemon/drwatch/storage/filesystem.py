@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,24 @@ async def alist(root: Path) -> AsyncIterator[Entry]:
         await asyncio.to_thread(gen.close)
 
 
-def sha256_file(path: Path, chunk: int = CHUNK) -> tuple[str, int]:
-    """Hash a file with bounded memory. Blocking: call from a worker thread."""
+class HashCancelled(Exception):
+    """The hash was abandoned (its run was cancelled or drwatch is stopping)."""
+
+
+def sha256_file(path: Path, chunk: int = CHUNK, stop: threading.Event | None = None) -> tuple[str, int]:
+    """Hash a file with bounded memory. Blocking: call from a worker thread.
+
+    ``stop`` is checked between chunks so a cancelled run (or shutdown) does not keep a thread busy
+    until a huge file is fully read.
+    """
     digest = hashlib.sha256()
     total = 0
     buf = bytearray(chunk)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as fh:
         while True:
+            if stop is not None and stop.is_set():
+                raise HashCancelled(str(path))
             n = fh.readinto(buf)
             if not n:
                 break

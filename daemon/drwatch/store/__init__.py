@@ -15,11 +15,12 @@ __all__ = ["Store", "StoredState", "ValidatorStats", "open_store"]
 def open_store(cfg: Config) -> Store:
     """The store backend the config asks for (not yet opened)."""
     if cfg.store.postgres is not None:
-        from drwatch.secrets import read_secret
+        from drwatch.secrets import read_secret, register_dsn_password
         from drwatch.store.postgres import PostgresStore
 
         pg = cfg.store.postgres
         dsn = read_secret("store.postgres", env=pg.dsn_env, file=pg.dsn_file, base_dir=cfg.base_dir)
+        register_dsn_password(dsn)
         return PostgresStore(dsn, pool_max=pg.pool_max, connect_timeout=pg.connect_timeout.total_seconds())
     from drwatch.store.sqlite import SqliteStore
 

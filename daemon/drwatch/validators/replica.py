@@ -230,6 +230,7 @@ class ReplicaValidator:
                                      f"a directory vanished while listing: {exc.strerror}") from None
         if not sealed and ref_stream is not None:
             recovery_point = newest or None
+            prod.verified = ref_count  # production is the reference: it holds every object by definition
 
         now = ctx.clock()
         if bad_seal:
