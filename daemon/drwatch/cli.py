@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -228,22 +229,72 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_UNCHECKED
 
 
+async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
+    """Seal a recovery point in S3: sizes and sha256 (from full-object SHA256 checksums where the store
+    keeps them, else by reading). Reads only; the manifest goes to a local file or stdout."""
+    from drwatch.manifest import seal_entries
+    from drwatch.storage.config import S3LocationConfig
+    from drwatch.storage.s3 import S3Pool
+    from drwatch.storage.sources import S3Source
+
+    path = _config_path(args)
+    if path is None or not args.location:
+        raise SystemExit("drwatch seal: an s3:// URL needs --config FILE and --location NAME (endpoint, credentials)")
+    cfg = _load(path)
+    loc = cfg.locations.get(args.location)
+    if not isinstance(loc, S3LocationConfig):
+        raise SystemExit(f"drwatch seal: location {args.location!r} is not an S3 location in {path}")
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if bucket != loc.bucket:
+        raise SystemExit(f"drwatch seal: {url} is not in bucket {loc.bucket!r} of location {args.location!r}")
+    pool = S3Pool(cfg.base_dir)
+    try:
+        source = S3Source(args.location, "production", args.location, loc, pool.get(args.location, loc), prefix)
+
+        async def digest(entry: Any) -> tuple[str, int]:
+            head = await source.head(entry)
+            value = head.checksums.get("SHA256") if head is not None else None
+            if value is not None:  # the store's own full-object SHA256: no need to read the object
+                return base64.b64decode(value).hex(), int(entry.size)
+            return await source.sha256(entry)
+
+        out_path = Path(args.out) if args.out not in (None, "-") else None
+        return await seal_entries(source.entries(), digest, 16, out=sys.stdout if out_path is None else None,
+                                  out_path=out_path, extra={"source": url})
+    finally:
+        await pool.close()
+
+
 def cmd_seal(args: argparse.Namespace) -> int:
     from drwatch.manifest import seal_directory
     from drwatch.storage.filesystem import MANIFEST_NAME
 
-    root = Path(args.location_path)
-    if not root.is_dir():
-        print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
+    target = args.target or args.location_path
+    if target is None:
+        print("drwatch seal: give a directory (--location-path DIR) or s3://bucket/prefix", file=sys.stderr)
         return EXIT_CONFIG
-    if args.out == "-":
-        header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers))
-        dest = "stdout"
+    if target.startswith("s3://"):
+        try:
+            header = asyncio.run(_seal_s3(args, target))
+        except ConfigError as exc:
+            return _print_config_error(exc)
+        except ValidatorError as exc:
+            print(f"drwatch seal: {exc.message}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        dest = args.out if args.out not in (None, "-") else "stdout"
     else:
-        out = Path(args.out) if args.out else root / MANIFEST_NAME
-        header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers))
-        dest = str(out)
-    print(f"sealed {header.files} files, {header.bytes} bytes -> {dest}", file=sys.stderr)
+        root = Path(target)
+        if not root.is_dir():
+            print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
+            return EXIT_CONFIG
+        if args.out == "-":
+            header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers))
+            dest = "stdout"
+        else:
+            out = Path(args.out) if args.out else root / MANIFEST_NAME
+            header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers))
+            dest = str(out)
+    print(f"sealed {header.files} objects, {header.bytes} bytes -> {dest}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -336,8 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("seal", help="write a manifest (sizes, sha256) of a recovery point")
-    p.add_argument("--location-path", required=True, help="directory holding the recovery point")
+    p = sub.add_parser("seal", help="write a manifest (sizes, sha256) of a recovery point (reads only)")
+    p.add_argument("target", nargs="?", help="s3://bucket/prefix (with --config and --location) or a directory")
+    p.add_argument("--location-path", help="directory holding the recovery point")
+    p.add_argument("--location", help="S3 location name in --config (endpoint, credentials)")
+    p.add_argument("--config", "-c")
     p.add_argument("--out", help="manifest file (default DIR/.drwatch-manifest.jsonl; '-' for stdout)")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     p.set_defaults(func=cmd_seal)

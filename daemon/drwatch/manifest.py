@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,39 +130,57 @@ async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
     return header, entries()
 
 
+DigestFn = Callable[[Entry], Awaitable[tuple[str, int]]]
+
+
 async def seal_directory(
     root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
     extra: dict[str, Any] | None = None,
 ) -> ManifestHeader:
-    """Write a manifest of every regular file under root. Hashing runs in ``workers`` threads.
+    """Write a manifest of every regular file under root. Hashing runs in ``workers`` threads."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
 
-    Entries are written to a temporary file first (the header needs the totals), then the header and
-    body go to ``out`` or atomically to ``out_path``.
+        async def digest(entry: Entry) -> tuple[str, int]:
+            return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
+
+        return await seal_entries(alist(root), digest, max(2, workers * 4), out, out_path, extra)
+
+
+async def seal_entries(
+    entries: AsyncIterator[Entry], digest: DigestFn, window: int, out: IO[str] | None = None,
+    out_path: Path | None = None, extra: dict[str, Any] | None = None,
+) -> ManifestHeader:
+    """Write a manifest of a key-ordered stream of entries; ``digest`` gives (sha256 hex, size).
+
+    Up to ``window`` digests run at once; entries are written in stream order. The body goes to a
+    temporary file first (the header needs the totals), then header and body go to ``out`` or
+    atomically to ``out_path``.
     """
     sealed_at = time.time()
     files = 0
     total = 0
-    loop = asyncio.get_running_loop()
-    window = max(2, workers * 4)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool, \
-            tempfile.TemporaryFile("w+", encoding="utf-8") as body:
-        inflight: list[tuple[Entry, asyncio.Future[tuple[str, int]]]] = []
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as body:
+        inflight: list[tuple[Entry, asyncio.Task[tuple[str, int]]]] = []
 
         async def drain(limit: int) -> None:
             nonlocal files, total
             while len(inflight) > limit:
-                entry, fut = inflight.pop(0)
-                digest, size = await fut
-                body.write(json.dumps({"path": entry.relpath, "size": size, "sha256": digest}) + "\n")
+                entry, task = inflight.pop(0)
+                sha, size = await task
+                body.write(json.dumps({"path": entry.relpath, "size": size, "sha256": sha}) + "\n")
                 files += 1
                 total += size
 
-        async for entry in alist(root):
-            fut = loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
-            inflight.append((entry, fut))
-            await drain(window)
-        await drain(0)
-        header = {
+        try:
+            async for entry in entries:
+                inflight.append((entry, asyncio.ensure_future(digest(entry))))
+                await drain(window)
+            await drain(0)
+        finally:
+            for _, task in inflight:
+                task.cancel()
+        header: dict[str, Any] = {
             "drwatch_manifest": FORMAT_VERSION,
             "sealed_at": sealed_at,
             "algorithm": "sha256",

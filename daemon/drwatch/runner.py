@@ -25,9 +25,10 @@ from drwatch.metrics import ProcessState
 from drwatch.model import Finding, Outcome, Report, Result, Severity
 from drwatch.sandbox import SandboxManager
 from drwatch.snapshot import Snapshot
+from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
 from drwatch.store.base import Store
-from drwatch.validators.base import HashPool, RunContext
+from drwatch.validators.base import RunContext
 from drwatch.validators.config import ValidatorConfig
 
 log = structlog.get_logger("drwatch.runner")

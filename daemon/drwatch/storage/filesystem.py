@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 from collections.abc import AsyncIterator, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +170,36 @@ def media_class(fstype: str | None) -> str | None:
     if fstype is None:
         return None
     return _MEDIA_BY_FSTYPE.get(fstype)
+
+
+class HashPool:
+    """Bounded worker threads for hashing: shared by all validators (global bound).
+
+    A hash whose awaiting task is cancelled, and every hash once the pool is closed, stops at the next
+    chunk, so cancelled runs and shutdown do not wait for huge files to be read to the end.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-hash")
+        self._closed = threading.Event()
+        self._active: set[threading.Event] = set()
+
+    async def sha256(self, path: Path) -> tuple[str, int]:
+        stop = threading.Event()
+        if self._closed.is_set():
+            stop.set()
+        self._active.add(stop)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, sha256_file, path, CHUNK, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        finally:
+            self._active.discard(stop)
+
+    def close(self) -> None:
+        self._closed.set()
+        for stop in list(self._active):
+            stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

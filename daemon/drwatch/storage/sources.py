@@ -16,9 +16,8 @@ from typing import Protocol
 
 from drwatch.model import Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
-from drwatch.storage.filesystem import Entry, alist, filesystem_type, media_class
+from drwatch.storage.filesystem import Entry, HashPool, alist, filesystem_type, media_class
 from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, S3Location, S3Missing
-from drwatch.validators.base import HashPool
 
 
 class Probe:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from apscheduler.triggers.cron import CronTrigger
@@ -19,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drwatch.durations import Duration
 from drwatch.errors import ConfigProblem
 from drwatch.model import Report
-from drwatch.storage.filesystem import CHUNK, sha256_file
+from drwatch.storage.filesystem import HashPool
 
 if TYPE_CHECKING:
     import structlog
@@ -112,39 +109,6 @@ class ValidatorConfigBase(BaseModel):
             return cfg.compliance.drill_max_age.total_seconds()
         sched = self.schedule
         return 2 * sched.interval_seconds() + sched.jitter.total_seconds() + self.effective_timeout(cfg)
-
-
-class HashPool:
-    """Bounded worker threads for hashing: shared by all validators (global bound).
-
-    A hash whose awaiting task is cancelled, and every hash once the pool is closed, stops at the next
-    chunk, so cancelled runs and shutdown do not wait for huge files to be read to the end.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-hash")
-        self._closed = threading.Event()
-        self._active: set[threading.Event] = set()
-
-    async def sha256(self, path: Path) -> tuple[str, int]:
-        stop = threading.Event()
-        if self._closed.is_set():
-            stop.set()
-        self._active.add(stop)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, sha256_file, path, CHUNK, stop)
-        except asyncio.CancelledError:
-            stop.set()
-            raise
-        finally:
-            self._active.discard(stop)
-
-    def close(self) -> None:
-        self._closed.set()
-        for stop in list(self._active):
-            stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
