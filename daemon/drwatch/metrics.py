@@ -159,6 +159,12 @@ class SnapshotCollector(Collector):
         copy_verified = GaugeMetricFamily("drwatch_copy_verified",
                                           "1 when the copy's latest check proved the recovery point.",
                                           labels=["asset", "copy"])
+        retain = GaugeMetricFamily("drwatch_copy_lock_retain_until_min_timestamp_seconds",
+                                   "Earliest Object Lock retain-until among the objects of the copy's recovery point.",
+                                   labels=["asset", "copy"])
+        copy_bytes = CounterMetricFamily("drwatch_copy_bytes_verified",
+                                         "Bytes of the copy proven equal to the recovery point (persisted).",
+                                         labels=["asset", "copy"])
         copy_info = GaugeMetricFamily("drwatch_copy_info", "Observed facts about a copy (1).",
                                       labels=["asset", "copy", "location", "region", "provider", "media"])
         for name in cfg.assets:
@@ -169,7 +175,13 @@ class SnapshotCollector(Collector):
                         objects.add_metric([name, copy, st], rep.objects[st])
                 copy_verified.add_metric([name, copy], 1 if rep.state.value == "verified" else 0)
                 copy_info.add_metric([name, copy, rep.location, rep.region, rep.provider, rep.media], 1)
-        yield from (objects, copy_verified, copy_info)
+                if rep.retain_until_min is not None:
+                    retain.add_metric([name, copy], rep.retain_until_min)
+            for copy_ref in ["production", *(c.label for c in cfg.assets[name].copies)]:
+                verified_bytes = snap.copy_bytes.get((name, copy_ref))
+                if verified_bytes is not None:
+                    copy_bytes.add_metric([name, copy_ref], float(verified_bytes))
+        yield from (objects, copy_verified, copy_info, retain, copy_bytes)
 
 
 def make_registry(snapshot: Callable[[], Snapshot], process: ProcessState,
