@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian 12 machine, then run it.
 #   apt: PostgreSQL 15 (real server for store tests), Prometheus (promtool + real scrapes), rclone
-#   (benchmark baseline); pip: drwatch with its dev extra.
+#   (benchmark baseline), Ceph mon/osd/radosgw (real S3 with Object Lock); pip: drwatch[dev] (moto[server]).
 # Runs as root (CI) or with sudo available. Exits non-zero on any failure, including "no tests ran".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's postgresql package may start a cluster as a service; the tests start their own servers.
+# Ceph (mon, osd, radosgw): the S3 tests run a throwaway one-host cluster for exact Object Lock semantics.
+bash scripts/ceph-rgw-deps.sh
 
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
