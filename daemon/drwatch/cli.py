@@ -354,9 +354,13 @@ def cmd_attest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from drwatch.demo import create_demo
 
-    cfg_path = create_demo(Path(args.dir), force=args.force)
+    cfg_path = create_demo(Path(args.dir), force=args.force, s3_endpoint=args.s3_endpoint,
+                           s3_key_env=args.s3_access_key_env, s3_secret_env=args.s3_secret_key_env,
+                           s3_region=args.s3_region, s3_provider=args.s3_provider)
     print(f"demo estate written to {args.dir}\nrun it:   drwatch run --config {cfg_path}\n"
           f"check it: drwatch check --config {cfg_path}")
+    if args.s3_endpoint:
+        print(f"(the S3 part reads its keys from ${args.s3_access_key_env} and ${args.s3_secret_key_env})")
     return EXIT_OK
 
 
@@ -408,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="create a realistic local demo estate and its drwatch.yaml")
     p.add_argument("--dir", required=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing demo in DIR")
+    p.add_argument("--s3-endpoint", help="also create an S3 part (buckets on this S3-compatible endpoint)")
+    p.add_argument("--s3-access-key-env", default="AWS_ACCESS_KEY_ID")
+    p.add_argument("--s3-secret-key-env", default="AWS_SECRET_ACCESS_KEY")
+    p.add_argument("--s3-region", default="us-east-1")
+    p.add_argument("--s3-provider", default="aws")
     p.set_defaults(func=cmd_demo)
     return parser
 

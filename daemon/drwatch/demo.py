@@ -8,11 +8,14 @@ and media, some compliant and some not, with the reasons visible in ``drwatch ch
 | training-data  | two files missing from the DR copy                                             |
 | feature-store  | newest recovery point older than its 1h RPO                                    |
 | terraform-state| its USB copy is not mounted: could not check (unknown, not failed)             |
+| checkpoints    | (with --s3-endpoint) S3 production, COMPLIANCE-locked S3 vault, disk DR copy  |
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import random
@@ -168,7 +171,83 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, dirs_exist_ok=True, copy_function=shutil.copy2)
 
 
-def create_demo(root: Path, force: bool = False, seed: int = 7) -> Path:
+S3_PART = """\
+  s3-prod:
+    kind: s3
+    bucket: {prod_bucket}
+    endpoint_url: {endpoint}
+    region: {region}
+    addressing_style: path
+    provider: {provider}
+    site: dc-a
+    access_key_id_env: {key_env}
+    secret_access_key_env: {secret_env}
+  s3-vault:
+    kind: s3
+    bucket: {vault_bucket}
+    endpoint_url: {endpoint}
+    region: {region}
+    addressing_style: path
+    provider: {provider}
+    site: vault-c
+    access_key_id_env: {key_env}
+    secret_access_key_env: {secret_env}
+    canary_prefix: drwatch-canary/
+"""
+
+S3_ASSET = """\
+  checkpoints:
+    description: training checkpoints in S3, vaulted in an Object Lock bucket
+    rpo: 7d
+    rto: 2h
+    production: {location: s3-prod, prefix: checkpoints}
+    copies:
+      - {location: s3-vault, prefix: checkpoints, name: vault}
+      - {location: dr-b, prefix: checkpoints}
+    validators:
+      - {kind: replica, schedule: {every: 2m, jitter: 15s}}
+      - {kind: immutability_probe, schedule: {every: 10m, jitter: 1m}}
+"""
+
+
+def _add_s3(root: Path, rng: random.Random, endpoint: str, key_env: str, secret_env: str, region: str,
+            provider: str) -> tuple[str, str]:
+    """Create the demo buckets on an S3 endpoint (versioned production, COMPLIANCE-locked vault)."""
+    from datetime import UTC, datetime, timedelta
+
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config as BotoConfig
+
+    key, secret = os.environ.get(key_env), os.environ.get(secret_env)
+    if not key or not secret:
+        raise SystemExit(f"drwatch demo: set {key_env} and {secret_env} for the S3 endpoint")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=key, aws_secret_access_key=secret,
+        config=BotoConfig(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required", retries={"max_attempts": 3}),
+    )
+    suffix = rng.randbytes(3).hex()
+    prod_bucket, vault_bucket = f"drwatch-demo-prod-{suffix}", f"drwatch-demo-vault-{suffix}"
+    client.create_bucket(Bucket=prod_bucket)
+    client.put_bucket_versioning(Bucket=prod_bucket, VersioningConfiguration={"Status": "Enabled"})
+    client.create_bucket(Bucket=vault_bucket, ObjectLockEnabledForBucket=True)
+    client.put_bucket_versioning(Bucket=vault_bucket, VersioningConfiguration={"Status": "Enabled"})
+    until = datetime.now(UTC) + timedelta(days=30)
+    dr = root / "sites" / "dc-b" / "backup" / "checkpoints"
+    for step in (1000, 2000, 3000):
+        body = rng.randbytes(256 * 1024)
+        name = f"step-{step:06d}/model.safetensors"
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        client.put_object(Bucket=prod_bucket, Key=f"checkpoints/{name}", Body=body, ContentMD5=md5)
+        client.put_object(Bucket=vault_bucket, Key=f"checkpoints/{name}", Body=body, ContentMD5=md5,
+                          ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+        _write(dr / name, body)
+    return prod_bucket, vault_bucket
+
+
+def create_demo(root: Path, force: bool = False, seed: int = 7, s3_endpoint: str | None = None,
+                s3_key_env: str = "AWS_ACCESS_KEY_ID", s3_secret_env: str = "AWS_SECRET_ACCESS_KEY",
+                s3_region: str = "us-east-1", s3_provider: str = "aws") -> Path:
     """Create the demo estate under root; returns the config path. Refuses to overwrite foreign dirs."""
     root = root.resolve()
     if root.exists() and any(root.iterdir()):
@@ -204,8 +283,16 @@ def create_demo(root: Path, force: bool = False, seed: int = 7) -> Path:
         (sites / "dc-b" / "backup" / "training-data" / victim).unlink()
     # tape-vault and usb-drive are intentionally absent: the vault is offline (attested below), the USB
     # drive is simply not mounted (drwatch cannot check it: unknown, not failed).
+    text = CONFIG
+    if s3_endpoint is not None:
+        prod_bucket, vault_bucket = _add_s3(root, rng, s3_endpoint, s3_key_env, s3_secret_env, s3_region,
+                                            s3_provider)
+        text = text.replace("assets:\n", S3_PART.format(
+            prod_bucket=prod_bucket, vault_bucket=vault_bucket, endpoint=s3_endpoint, region=s3_region,
+            provider=s3_provider, key_env=s3_key_env, secret_env=s3_secret_env) + "assets:\n", 1)
+        text = text.replace("compliance:\n", S3_ASSET + "compliance:\n", 1)
     cfg_path = root / "drwatch.yaml"
-    cfg_path.write_text(CONFIG)
+    cfg_path.write_text(text)
     _attest_vault(cfg_path)
     return cfg_path
 
