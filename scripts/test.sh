@@ -21,6 +21,10 @@ fi
 # Debian's postgresql package may start a cluster as a service; the tests start their own servers.
 # Ceph (mon, osd, radosgw): the S3 tests run a throwaway one-host cluster for exact Object Lock semantics.
 bash scripts/ceph-rgw-deps.sh
+# Prometheus Alertmanager (end-to-end paging test), node/npm + systemd-analyze + strace (dashboard schema
+# check, unit checks).
+bash scripts/ops-deps.sh
+bash scripts/ops-ui-deps.sh
 
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'

@@ -74,6 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from drwatch.daemon import Daemon
 
     path = _config_path(args)
+    if path is None and (os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET")):
+        # Under systemd a missing --config is a deployment mistake, not a wish to run the demo.
+        print("drwatch: no --config given (and DRWATCH_CONFIG unset); refusing to run the demo estate as a "
+              "service", file=sys.stderr)
+        return EXIT_CONFIG
     if path is None:
         from drwatch.demo import default_demo_dir, ensure_demo
 
