@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from drwatch import __version__
 from drwatch.compliance import RULES, STATES, evaluate
+from drwatch.config import Config
 from drwatch.model import OUTCOMES
 from drwatch.snapshot import Snapshot
 from drwatch.store.base import DURATION_BUCKETS, bucket_label
@@ -125,6 +126,7 @@ class SnapshotCollector(Collector):
             duration.add_metric(labels, buckets, stats.duration_sum)
         yield from (configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur,
                     duration)
+        yield from _figure_families(cfg, snap)
 
         verdicts = evaluate(cfg, snap, now)
         rule_state = GaugeMetricFamily("drwatch_asset_rule_state",
@@ -182,6 +184,46 @@ class SnapshotCollector(Collector):
                 if verified_bytes is not None:
                     copy_bytes.add_metric([name, copy_ref], float(verified_bytes))
         yield from (objects, copy_verified, copy_info, retain, copy_bytes)
+
+
+def _latest_figures(snap: Snapshot, asset: str, validator: str) -> dict[str, float]:
+    stats = snap.stats(asset, validator)
+    return dict(stats.last_result.figures) if stats is not None and stats.last_result is not None else {}
+
+
+def _figure_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
+    """Measurements of validators (restore drills, ...), projected from the figures of each one's latest result."""
+    av = ["asset", "validator"]
+    drill_seconds = GaugeMetricFamily("drwatch_drill_restore_duration_seconds",
+                                      "Restore time of the latest restore drill (fetch + restore).", labels=av)
+    drill_rows = GaugeMetricFamily("drwatch_drill_rows_restored",
+                                   "Rows in the database the latest restore drill restored.", labels=av)
+    replica_lag = GaugeMetricFamily("drwatch_replica_lag_seconds",
+                                    "Replication lag of the asset's standby at the latest check (the largest when "
+                                    "several are checked).", labels=["asset"])
+    rds = GaugeMetricFamily("drwatch_rds_snapshot_timestamp_seconds",
+                            "Creation time of the newest available RDS snapshot per region at the latest check.",
+                            labels=["asset", "region"])
+    lags: dict[str, float] = {}
+    snapshots: dict[tuple[str, str], float] = {}
+    for asset_name, vcfg in cfg.iter_validators():
+        figures = _latest_figures(snap, asset_name, vcfg.label)
+        if "restore_seconds" in figures:
+            drill_seconds.add_metric([asset_name, vcfg.label], figures["restore_seconds"])
+        if "rows_restored" in figures:
+            drill_rows.add_metric([asset_name, vcfg.label], figures["rows_restored"])
+        if vcfg.kind == "postgres_replica_lag" and "lag_seconds" in figures:
+            lags[asset_name] = max(lags.get(asset_name, 0.0), figures["lag_seconds"])
+        if vcfg.kind == "rds_snapshot":
+            for key, value in figures.items():
+                name, _, region = key.partition(".")
+                if name == "snapshot_timestamp_seconds" and region:
+                    snapshots[(asset_name, region)] = max(snapshots.get((asset_name, region), 0.0), value)
+    for asset_name, lag in lags.items():
+        replica_lag.add_metric([asset_name], lag)
+    for (asset_name, region), ts in sorted(snapshots.items()):
+        rds.add_metric([asset_name, region], ts)
+    yield from (drill_seconds, drill_rows, replica_lag, rds)
 
 
 def make_registry(snapshot: Callable[[], Snapshot], process: ProcessState,

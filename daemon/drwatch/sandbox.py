@@ -3,15 +3,20 @@
 Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the creating PID. Removal runs
 shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
 owner process is gone (a crash, SIGKILL) are swept - also when its PID now belongs to a process that
-started after the sandbox was made (PID reuse).
+started after the sandbox was made (PID reuse). A PostgreSQL server a crashed restore drill left running
+inside such a sandbox (its ``postmaster.pid`` up to three levels down) is stopped before the removal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,11 +49,11 @@ def _process_start_time(pid: int) -> float | None:
     """Unix time the process started (Linux /proc), or None when it cannot be known."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                     if line.startswith("btime "))
+        # Boot time from the clocks, not /proc/stat (hidden under systemd's ProcSubset=pid).
+        btime = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         ticks = int(stat.rpartition(")")[2].split()[19])  # field 22 (starttime), counted after "comm"
         return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -58,6 +63,48 @@ def _owned_by_live_process(owner: int, created: float) -> bool:
         return False
     started = _process_start_time(owner)
     return started is None or started <= created + 2.0  # 2 s: start times are rounded to ticks and boot
+
+
+_POSTMASTER_PID_GLOBS = ("postmaster.pid", "*/postmaster.pid", "*/*/postmaster.pid")
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (exited, or a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return not _pid_alive(pid)
+    return state in ("Z", "X")
+
+
+def stop_postmaster(pid_file: Path, wait: float = 10.0) -> bool:
+    """Stop the PostgreSQL server that ``pid_file`` (a data directory's ``postmaster.pid``) names.
+
+    Only when that PID still runs *in that data directory* (``/proc/PID/cwd``; a postmaster changes into
+    its data directory): a PID reused by an unrelated process is never signalled. SIGQUIT first (immediate
+    shutdown: the server stops its backends and releases shared memory), then SIGKILL to its process group
+    (a postmaster started by ``pg_ctl`` leads its own session). Blocking, bounded by ``wait``. True when a
+    running server was found and signalled.
+    """
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        cwd = os.readlink(f"/proc/{pid}/cwd") if pid > 1 and pid != os.getpid() else ""
+    except (OSError, ValueError):
+        return False  # no file, not a PID, the process is gone, or not ours to see
+    if not cwd or cwd != os.path.realpath(pid_file.parent):
+        return False
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sig == signal.SIGKILL and os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait / 2
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _gone(pid):
+            break
+    return True
 
 
 class SandboxManager:
@@ -123,6 +170,9 @@ class SandboxManager:
                 owner, created = -1, 0.0
             if _owned_by_live_process(owner, created):
                 continue
+            for pid_file in itertools.chain(*(child.glob(p) for p in _POSTMASTER_PID_GLOBS)):
+                if stop_postmaster(pid_file):
+                    log.warning("orphaned_postmaster_stopped", sandbox=str(child))
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
         return removed

@@ -7,6 +7,9 @@ from typing import Any
 
 from drwatch.validators.base import Validator
 from drwatch.validators.immutability_probe import ImmutabilityProbeValidator
+from drwatch.validators.postgres_replica_lag import PostgresReplicaLagValidator
+from drwatch.validators.postgres_restore import PostgresRestoreValidator
+from drwatch.validators.rds_snapshot import RdsSnapshotValidator
 from drwatch.validators.replica import ReplicaValidator
 
 
@@ -18,9 +21,24 @@ def _immutability_probe(cfg: Any) -> Validator:
     return ImmutabilityProbeValidator(cfg)
 
 
+def _postgres_restore(cfg: Any) -> Validator:
+    return PostgresRestoreValidator(cfg)
+
+
+def _postgres_replica_lag(cfg: Any) -> Validator:
+    return PostgresReplicaLagValidator(cfg)
+
+
+def _rds_snapshot(cfg: Any) -> Validator:
+    return RdsSnapshotValidator(cfg)
+
+
 REGISTRY: dict[str, Callable[[Any], Validator]] = {
     "replica": _replica,
     "immutability_probe": _immutability_probe,
+    "postgres_restore": _postgres_restore,
+    "postgres_replica_lag": _postgres_replica_lag,
+    "rds_snapshot": _rds_snapshot,
 }
 
 
