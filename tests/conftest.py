@@ -1,4 +1,5 @@
-"""Fixtures shared by all tests: a real PostgreSQL server (session), store backends, event-loop guard."""
+"""Fixtures shared by all tests: real PostgreSQL, moto and Ceph RGW servers (session), store backends,
+event-loop guard."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.pgserver import PostgresServer
+from tests.s3servers import CephRGW, MotoServer, ceph_rgw, moto_server
 
 _counter = iter(range(1, 1_000_000))
 
@@ -24,6 +26,22 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[CephRGW]:
+    """One throwaway Ceph RGW for the whole session (exact Object Lock semantics); ~4 s to start.
+
+    Tests that stop it must ``restart()`` it in a ``finally`` (data survives a restart)."""
+    with ceph_rgw() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """A moto S3 server (us-east-1) for the whole session. Never stop it: a restarted moto is empty."""
+    with moto_server("us-east-1") as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

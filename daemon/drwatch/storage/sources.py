@@ -124,6 +124,7 @@ class S3Source:
         self.offline = cfg.offline
         self.site = cfg.site
         self.bucket: BucketFacts | None = None
+        self.listed_classes: set[str] = set()  # storage classes in the listing (production is never HEADed)
 
     async def probe(self) -> tuple[str, str]:
         if not await self.client.bucket_exists():
@@ -132,8 +133,17 @@ class S3Source:
         return Probe.OK, ""
 
     async def entries(self) -> AsyncIterator[Entry]:
-        async for obj in self.client.objects(self.prefix):
-            yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag, storage_class=obj.storage_class)
+        base = self.prefix.strip("/")
+        canary = (self.cfg.canary_prefix or "").strip("/")
+        try:
+            async for obj in self.client.objects(self.prefix):
+                if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
+                    continue  # the immutability probe's own canary is no part of any recovery point
+                self.listed_classes.add(obj.storage_class)
+                yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag, storage_class=obj.storage_class)
+        except S3Missing:
+            # The bucket vanished while it was listed (it existed at the probe): like a directory that went.
+            raise FileNotFoundError(f"bucket {self.cfg.bucket!r}") from None
 
     def _key(self, entry: Entry) -> str:
         base = self.prefix.strip("/")
@@ -153,6 +163,7 @@ class S3Source:
 
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts:
         bucket = self.bucket
+        storage_classes = storage_classes or self.listed_classes
         archive = bool(storage_classes) and storage_classes <= ARCHIVE_CLASSES
         media = "archive" if archive else "object-storage"
         if provider_media:

@@ -14,6 +14,8 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from pydantic import model_validator
+
 from drwatch.durations import Duration, format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import Finding, Outcome, Report, Severity
@@ -32,6 +34,13 @@ class ImmutabilityProbeConfig(ValidatorConfigBase):
     copies: list[str] | None = None  # default: every copy whose location has a canary_prefix
     retention: Duration = timedelta(days=1)  # lock length of a new canary
     renew_before: Duration = timedelta(hours=1)  # write a new canary when the lock has less than this
+
+    @model_validator(mode="after")
+    def _renewal(self) -> ImmutabilityProbeConfig:
+        # Otherwise every run finds the canary "expiring" and writes (and locks) a new one.
+        if self.renew_before >= self.retention:
+            raise ValueError("renew_before must be shorter than retention")
+        return self
 
     def locations(self, asset: AssetConfig) -> list[str]:
         names = set(self.copies or [c.label for c in asset.copies])
@@ -98,7 +107,9 @@ class ImmutabilityProbeValidator:
                 version = await client.put_canary(key, body, retain,
                                                   base64.b64encode(hashlib.md5(body).digest()).decode())
             except S3Unavailable as exc:
-                if exc.code == "access_denied":
+                # Only a refusal of the locked write itself (a 4xx such as InvalidRequest) says the bucket
+                # cannot lock; denied, unreachable, throttled or timed out means we could not check.
+                if exc.code != "s3_error":
                     raise
                 return Finding(Severity.CRITICAL, "lock_unsupported",
                                f"a COMPLIANCE-locked canary could not be written ({exc.message}): the bucket "

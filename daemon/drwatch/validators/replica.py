@@ -24,7 +24,7 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
@@ -75,6 +75,14 @@ class _Stream:
     findings: list[Finding] = field(default_factory=list)
     listed: dict[str, int] = field(default_factory=dict)
     first_error: str = ""
+    broken: bool = False  # the location failed mid-run: dropped from the merge, reported as error
+
+    def break_off(self, code: str, message: str) -> None:
+        """Stop checking this stream (its location failed): one finding, no further requests."""
+        self.errors += 1
+        if not self.broken:
+            self.broken = True
+            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
 
     @property
     def name(self) -> str:
@@ -96,6 +104,34 @@ async def _nxt(it: AsyncIterator[Entry]) -> Entry | None:
     return await anext(it, None)
 
 
+_T = TypeVar("_T")
+
+# S3 failures after which a location is not asked again in this run (it is down, not one object).
+_LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
+
+
+class _ReferenceFailed(Exception):
+    """The reference (production) could not be read while proving a copy object: not the copy's fault."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+async def _from_reference(work: Awaitable[_T]) -> _T:
+    """Await a read of the reference, turning its failures into _ReferenceFailed (never a copy's fault)."""
+    try:
+        return await work
+    except S3Unavailable as exc:
+        raise _ReferenceFailed(exc.code, f"production: {exc.message}") from None
+    except FileNotFoundError:
+        raise _ReferenceFailed("location_changed", "a production object vanished during the check") from None
+    except OSError as exc:
+        raise _ReferenceFailed("unreadable", f"cannot read production: {exc.strerror or type(exc).__name__}") \
+            from None
+
+
 class _Reference:
     """The reference side of one key: its digest is computed at most once, only when needed."""
 
@@ -103,14 +139,21 @@ class _Reference:
         self.entry = entry
         self.prod = prod
         self._digest: asyncio.Future[str] | None = None
-        self._head: ObjectHead | None = None
-        self._headed = False
+        self._head: asyncio.Future[ObjectHead | None] | None = None
 
     async def head(self) -> ObjectHead | None:
-        if not self._headed and self.prod is not None:
-            self._headed = True
-            self._head = await self.prod.head(self.entry)
-        return self._head
+        """The reference object's HEAD, requested once even when several copies ask at the same time."""
+        if self.prod is None:
+            return None
+        if self._head is None:
+            self._head = asyncio.get_running_loop().create_future()
+            try:
+                self._head.set_result(await _from_reference(self.prod.head(self.entry)))
+            except BaseException as exc:
+                self._head.set_exception(exc)
+                self._head.exception()  # mark retrieved; callers re-raise below
+                raise
+        return await self._head
 
     async def sha256(self) -> str:
         if self.entry.sha256 is not None:
@@ -121,7 +164,8 @@ class _Reference:
                 assert self.prod is not None
                 head = await self.head()
                 value = head.checksums.get("SHA256") if head is not None else None
-                digest = (await self.prod.sha256(self.entry))[0] if value is None else _b64hex(value)
+                digest = (await _from_reference(self.prod.sha256(self.entry)))[0] if value is None \
+                    else _b64hex(value)
                 self._digest.set_result(digest)
             except BaseException as exc:
                 self._digest.set_exception(exc)
@@ -160,16 +204,18 @@ class ReplicaValidator:
         streams = [prod, *copies]
 
         async def probe(s: _Stream) -> None:
+            code = "location_unavailable"
             try:
                 state, message = await s.src.probe()
             except S3Unavailable as exc:
-                state, message = Probe.UNAVAILABLE, exc.message
+                # Keep the S3 reason (access_denied, unreachable, throttled...): it says what to fix.
+                state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
             if state == Probe.OFFLINE:
                 s.state = CopyState.OFFLINE
                 findings.append(Finding(Severity.INFO, "offline", message, s.name))
             elif state == Probe.UNAVAILABLE:
                 s.state = CopyState.ERROR
-                findings.append(Finding(Severity.WARNING, "location_unavailable", message, s.name))
+                findings.append(Finding(Severity.WARNING, code, message, s.name))
             elif state == Probe.ROOT_MISSING:
                 if s.src.role == "copy":
                     s.state = CopyState.FAILED
@@ -210,7 +256,10 @@ class ReplicaValidator:
         if not sealed and not bad_seal and prod.state is None:
             ref_stream = prod.src.entries()
         if ref_stream is None and not bad_seal:
-            raise ValidatorError("no_reference", "neither a manifest nor the production copy could be read")
+            why = next((f for f in findings if f.subject == prod.name), None)
+            raise ValidatorError(why.code if why is not None else "no_reference",
+                                 "neither a manifest nor the production copy could be read"
+                                 + (f": {why.message}" if why is not None else ""))
 
         ref_count = ref_bytes = 0
         newest = 0.0
@@ -221,7 +270,7 @@ class ReplicaValidator:
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
-            except S3Unavailable as exc:
+            except (S3Unavailable, _ReferenceFailed) as exc:
                 raise ValidatorError(exc.code, exc.message) from None
             except PermissionError as exc:
                 raise ValidatorError("permission_denied", f"cannot list: {exc.strerror}") from None
@@ -317,7 +366,8 @@ class ReplicaValidator:
                 out.append(Finding(Severity.WARNING, "kms_in_production_region",
                                    f"default encryption uses a KMS key in the production region {kms_region}",
                                    s.name))
-            if s.src.site and pf.region and f.region_observed and f.region == pf.region and s.src.site != prod.src.site:
+            same_domain = f.region == pf.region and (f.provider == pf.provider or not (f.provider and pf.provider))
+            if s.src.site and pf.region and f.region_observed and same_domain and s.src.site != prod.src.site:
                 out.append(Finding(Severity.WARNING, "site_contradiction",
                                    f"declared site {s.src.site!r} differs from production, but the bucket is in the "
                                    f"production region {f.region!r}", s.name))
@@ -332,7 +382,7 @@ class ReplicaValidator:
             state = CopyState.ERROR if bad_seal else CopyState.VERIFIED  # the reference itself
         elif s.missing or s.mismatch:
             state = CopyState.FAILED
-        elif s.errors or bad_seal:
+        elif s.errors or s.broken or bad_seal:
             state = CopyState.ERROR
         else:
             state = CopyState.VERIFIED
@@ -366,6 +416,7 @@ class ReplicaValidator:
             return None if state == CopyState.ERROR else False
         comp = ctx.config.compliance
         unlocked = s.lock.get("none", 0)
+        held = s.lock.get("legal_hold", 0)
         governance = s.lock.get("governance", 0)
         ok = True
         if facts.versioning != "Enabled":
@@ -378,6 +429,12 @@ class ReplicaValidator:
             findings.append(Finding(Severity.WARNING, "objects_not_locked",
                                     f"{unlocked} object(s) of the recovery point carry no Object Lock retention",
                                     s.name))
+        if held:
+            # A legal hold has no retain-until and is lifted by anyone allowed s3:PutObjectLegalHold.
+            ok = False
+            findings.append(Finding(Severity.WARNING, "objects_not_locked",
+                                    f"{held} object(s) of the recovery point carry only a legal hold, no Object "
+                                    "Lock retention", s.name))
         if governance and not comp.allow_governance:
             ok = False
             findings.append(Finding(Severity.WARNING, "governance_lock",
@@ -386,6 +443,7 @@ class ReplicaValidator:
                                     s.name))
         horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
         if s.retain_until_min is not None and s.retain_until_min < horizon:
+            ok = False
             findings.append(Finding(Severity.WARNING, "retention_expiring",
                                     f"a lock of the recovery point expires in "
                                     f"{format_duration(max(0.0, s.retain_until_min - ctx.clock()))} "
@@ -451,7 +509,22 @@ class ReplicaValidator:
                      sealed: bool, limit: int) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
         iters = [s.src.entries() for s in streams]
-        heads = [await _nxt(it) for it in iters]
+
+        async def advance(i: int) -> Entry | None:
+            """The next entry of a checked stream; a listing that fails drops only that stream."""
+            s = streams[i]
+            if s.broken:
+                return None
+            try:
+                return await _nxt(iters[i])
+            except S3Unavailable as exc:
+                s.break_off(exc.code, f"listing failed: {exc.message}")
+            except OSError as exc:
+                s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
+                            f"listing failed: {exc.strerror or type(exc).__name__}")
+            return None
+
+        heads = [await advance(i) for i in range(len(streams))]
         ref_head = await _nxt(ref)
         ref_count = ref_bytes = 0
         newest = 0.0
@@ -465,10 +538,21 @@ class ReplicaValidator:
             except FileNotFoundError:
                 s.missing += 1
                 s.note("missing_file", "object vanished during the check", key, limit, Severity.CRITICAL)
-            except (OSError, S3Unavailable) as exc:
+            except _ReferenceFailed as exc:
+                if exc.code in _LOCATION_DOWN:
+                    raise  # production is down: nothing more can be proven (the run ends as error)
+                s.errors += 1  # this object of this copy could not be proven: never a failure of the copy
+                s.note(exc.code, exc.message, key, limit, Severity.WARNING)
+            except S3Unavailable as exc:
+                if exc.code in _LOCATION_DOWN:
+                    s.break_off(exc.code, exc.message)
+                else:
+                    s.errors += 1
+                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
+            except OSError as exc:
                 s.errors += 1
-                msg = exc.message if isinstance(exc, S3Unavailable) else (exc.strerror or type(exc).__name__)
-                s.note("unreadable", f"cannot read: {msg}", key, limit, Severity.WARNING)
+                s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
+                       Severity.WARNING)
 
         async def spawn(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
             while len(tasks) >= window:
@@ -487,6 +571,9 @@ class ReplicaValidator:
                 r = ref_head if ref_head is not None and ref_head.key == key else None
                 reference = _Reference(r, ref_prod) if r is not None else None
                 for i, s in enumerate(streams):
+                    if s.broken:
+                        heads[i] = None
+                        continue
                     h = heads[i]
                     if h is not None and h.key == key:
                         if reference is None:
@@ -498,7 +585,7 @@ class ReplicaValidator:
                                    Severity.CRITICAL)
                         else:
                             await spawn(s, functools.partial(self._verify, ctx, s, h, reference, limit), h.key)
-                        heads[i] = await _nxt(iters[i])
+                        heads[i] = await advance(i)
                     elif r is not None:
                         s.missing += 1
                         s.note("missing_file", "object of the recovery point is missing", r.key, limit,
