@@ -344,3 +344,16 @@ async def test_media_contradiction_is_reported(tmp_path: Path) -> None:
     else:
         assert "media_contradiction" in codes(result)
         assert copy_report(result, "copy1").media == observed
+
+
+async def test_bytes_verified_counts_only_matching_content(tmp_path: Path) -> None:
+    """A copy with one corrupted file reports the bytes of its good files as verified, not the bad one's."""
+    files = populate(tmp_path, copies=1)
+    victim = sorted(files)[0]
+    p = tmp_path / "copy1" / "data" / victim
+    data = bytearray(p.read_bytes())
+    data[0] ^= 1
+    p.write_bytes(bytes(data))
+    result = await run_replica(tmp_path, basic_config(tmp_path, copies=1))
+    good = sum(len(v) for k, v in files.items() if k != victim)
+    assert copy_report(result, "copy1").bytes_verified == good

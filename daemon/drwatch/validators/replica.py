@@ -485,9 +485,9 @@ class ReplicaValidator:
             digest, n = await s.src.sha256(e)
             verdict = digest == await ref.sha256() and n == ref.entry.size
             how = "read"
-            s.bytes_verified += n
         if verdict:
-            s.proven(how, e.size if how in ("checksum", "etag") else 0)
+            # Bytes proven equal (by any evidence but size); bytes read and found different do not count.
+            s.proven(how, e.size if how in ("checksum", "etag", "read") else 0)
         else:
             s.mismatch += 1
             s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
