@@ -129,6 +129,7 @@ def test_paging_policy() -> None:
         "DrwatchBackupBad": ("critical", "data-owners"),
         "DrwatchImmutabilityProbeFailed": ("critical", "data-owners"),
         "DrwatchRPOBreached": ("critical", "data-owners"),
+        "DrwatchRTOBreached": ("critical", "data-owners"),
         "DrwatchRuleCopiesFailing": ("critical", "data-owners"),
         "DrwatchRuleRestoreErrorsFailing": ("critical", "data-owners"),
         "DrwatchRuleMediaFailing": ("warning", "data-owners"),
