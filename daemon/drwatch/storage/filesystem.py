@@ -31,6 +31,7 @@ class Entry:
     sha256: str | None = None  # known only from manifests
     etag: str | None = None  # S3 listings
     storage_class: str | None = None  # S3 listings
+    checksum_listed: bool = False  # S3 listings: the object carries an additional checksum
 
     @property
     def relpath(self) -> str:

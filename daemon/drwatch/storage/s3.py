@@ -54,6 +54,7 @@ class S3Object:
     last_modified: float
     storage_class: str = "STANDARD"
     version_id: str | None = None
+    checksum_listed: bool = False  # the listing names an additional checksum algorithm for the object
 
 
 @dataclass(frozen=True)
@@ -263,9 +264,18 @@ class S3Location:
             region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
         ver = await optional("get_bucket_versioning")
         versioning = "unknown" if ver is None else ver.get("Status", "Disabled")
-        lock = await optional("get_object_lock_configuration")
+        # Object Lock: "not configured" (a 404) is a fact (False); "not allowed to read it" stays unknown (None),
+        # so per-object HEADs are never skipped on a guess.
+        try:
+            lock = await self._call("get_object_lock_configuration", Bucket=bucket)
+        except S3Missing:
+            lock = {}
+        except S3Unavailable as exc:
+            if exc.code not in {"access_denied", "s3_error"}:
+                raise
+            lock = None
         lock_cfg = (lock or {}).get("ObjectLockConfiguration", {})
-        object_lock = None if lock is None and ver is None else lock_cfg.get("ObjectLockEnabled") == "Enabled"
+        object_lock = None if lock is None else lock_cfg.get("ObjectLockEnabled") == "Enabled"
         default_mode = lock_cfg.get("Rule", {}).get("DefaultRetention", {}).get("Mode")
         enc = await optional("get_bucket_encryption")
         kms = algo = None
@@ -292,6 +302,7 @@ class S3Location:
                         etag=str(obj.get("ETag", "")).strip('"'),
                         last_modified=_ts(obj.get("LastModified")),
                         storage_class=str(obj.get("StorageClass") or "STANDARD"),
+                        checksum_listed=bool(obj.get("ChecksumAlgorithm")),
                     )
         except (ClientError, BotoCoreError, OSError, TimeoutError, HTTPClientError) as exc:
             raise classify(exc, self.name) from None

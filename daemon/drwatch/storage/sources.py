@@ -140,7 +140,8 @@ class S3Source:
                 if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
                     continue  # the immutability probe's own canary is no part of any recovery point
                 self.listed_classes.add(obj.storage_class)
-                yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag, storage_class=obj.storage_class)
+                yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag, storage_class=obj.storage_class,
+                            checksum_listed=obj.checksum_listed)
         except S3Missing:
             # The bucket vanished while it was listed (it existed at the probe): like a directory that went.
             raise FileNotFoundError(f"bucket {self.cfg.bucket!r}") from None
@@ -156,6 +157,12 @@ class S3Source:
             raise FileNotFoundError(entry.key) from None
 
     async def head(self, entry: Entry) -> ObjectHead | None:
+        """The object's lock state and checksums. Skipped (answered from the listing) when it cannot add
+        anything: the bucket is known to have no Object Lock and the listing shows no checksum — then no
+        object can be locked and the ETag is already the best evidence (saves one request per object)."""
+        bucket = self.bucket
+        if bucket is not None and bucket.object_lock is False and not entry.checksum_listed:
+            return ObjectHead(etag=entry.etag or "", storage_class=entry.storage_class or "STANDARD")
         try:
             return await self.client.head(self._key(entry))
         except S3Missing:
