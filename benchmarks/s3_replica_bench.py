@@ -538,7 +538,10 @@ class Bench:
                             f"drwatch, clean copy of {count}: rc {run.rc}, {res['outcome']}, "
                             f"{figs.get('objects_reference', 0):.0f} objects, copy {cp.get('objects')}"
                             + (f", rules not passed {rules_not_passed(run)}" if run.rc else ""))
-                self.expect(heads == count, f"drwatch HEADs every copy object once: {heads} HEAD for {count} objects")
+                # The copy bucket has no Object Lock and RGW lists no checksums: a HEAD could add nothing, so
+                # drwatch answers from the listing (ETag evidence) and sends none.
+                self.expect(heads == 0, f"drwatch skips useless HEADs (no Object Lock, no checksums): "
+                                        f"{heads} HEAD for {count} objects")
             res = drwatch_result(d_runs[0])
             cp = copy_report(res)
             evidence = ", ".join(f"{k} {v}" for k, v in sorted(cp.get("evidence", {}).items())) or "none"
