@@ -134,10 +134,10 @@ class _Progress:
 
 
 async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
-    from drwatch.daemon import sandbox_manager
     from drwatch.metrics import ProcessState
     from drwatch.report import document, exit_code, table
     from drwatch.runner import AppState, Runner
+    from drwatch.sandbox import SandboxManager
     from drwatch.snapshot import Snapshot
     from drwatch.store import open_store
 
@@ -147,7 +147,7 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
     if not selected:
         print("drwatch: no validator matches the selection", file=sys.stderr)
         return EXIT_CONFIG
-    sandboxes = sandbox_manager(cfg)
+    sandboxes = SandboxManager(cfg.resolve_path(cfg.limits.sandbox_dir) if cfg.limits.sandbox_dir else None)
     await asyncio.to_thread(sandboxes.sweep_orphans)
     store = open_store(cfg)
     await store.open()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientError as HTTPClientError
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import (
     BotoCoreError,
@@ -34,6 +34,15 @@ from botocore.exceptions import (
 from drwatch.errors import ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp errors botocore does not wrap (a body cut off by a dying server). aiohttp is imported by
+    aioboto3 with the first client, so no such error can exist before; importing it here would cost every
+    command (check-config included) ~0.3 s."""
+    mod = sys.modules.get("aiohttp")
+    return (mod.ClientError,) if mod is not None else ()
+
 
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"})
 FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
@@ -120,7 +129,7 @@ def classify(exc: BaseException, location: str) -> Exception:
         return S3Unavailable("timeout", f"S3 location {location!r} timed out")
     if isinstance(exc, NoCredentialsError):
         return S3Unavailable("no_credentials", f"no credentials found for S3 location {location!r}")
-    if isinstance(exc, BotoCoreError | OSError | HTTPClientError):
+    if isinstance(exc, (BotoCoreError, OSError, *_http_errors())):
         # HTTPClientError: aiohttp errors botocore does not wrap, e.g. a body cut off by a dying server
         return S3Unavailable("unreachable", f"S3 location {location!r}: {type(exc).__name__}")
     raise exc
@@ -304,7 +313,7 @@ class S3Location:
                         storage_class=str(obj.get("StorageClass") or "STANDARD"),
                         checksum_listed=bool(obj.get("ChecksumAlgorithm")),
                     )
-        except (ClientError, BotoCoreError, OSError, TimeoutError, HTTPClientError) as exc:
+        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None
 
     async def head(self, key: str) -> ObjectHead:
@@ -346,7 +355,7 @@ class S3Location:
                     break
                 total += len(chunk)
                 await asyncio.to_thread(digest.update, chunk)
-        except (ClientError, BotoCoreError, OSError, TimeoutError, HTTPClientError) as exc:
+        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None
         finally:
             body.close()
