@@ -27,14 +27,19 @@ report both. Every clean run must pass too. The script exits 1 if any of these c
 Page cache: everything fits in RAM; by default one unmeasured warm-up round of every command precedes
 the measured rounds (``--quick`` skips it: the data was just written). ``--cold`` instead drops the page
 cache (root only) before every measured run. Rounds are interleaved (a b c d, a b c d, ...) so that load
-from other processes hits every tool alike; the ``bg`` column shows that load (CPU cores busy outside
-the measured process, from /proc/stat), and CPU seconds are reported next to wall time because they
-suffer far less from it.
+from other processes hits every tool alike; tables show the fastest round (the least disturbed) and the
+median, the ``bg`` column shows that load (CPU cores busy outside the measured process, from /proc/stat),
+and CPU seconds are reported next to wall time (less sensitive to other load, not immune to it on a
+shared VM).
+
+``--quick``: 0.2 GiB per side, 10k tiny files in two steps (N/4, N), one round, no warm-up, without the
+N-thread hashlib and ``--checkers N`` rclone rows and the tiny-file hashlib pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -110,12 +115,18 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> Run:
             tempfile.NamedTemporaryFile("r", suffix=".time") as tfile:
         full = [TIME, "-f", "%M", "-o", tfile.name, *cmd] if TIME else cmd
         busy0, t0 = system_busy(), time.perf_counter()
-        proc = subprocess.Popen(full, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(full, stdout=out, stderr=err, env=env, start_new_session=True)
         hwm = [0]
         poller = None if TIME else threading.Thread(target=poll_hwm, args=(proc.pid, hwm), daemon=True)
         if poller:
             poller.start()
-        _pid, status, usage = os.wait4(proc.pid, 0)  # CPU: the command's (time's children included)
+        try:
+            _pid, status, usage = os.wait4(proc.pid, 0)  # CPU: the command's (time's children included)
+        except BaseException:  # Ctrl-C / SIGTERM: stop the tool (and GNU time's child) too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         wall, busy = time.perf_counter() - t0, system_busy() - busy0
         proc.returncode = os.waitstatus_to_exitcode(status)
         cpu = usage.ru_utime + usage.ru_stime
@@ -631,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="smoke test: 0.2 GiB, 10000 files, 1 round, no warm-up, fewer baselines (< 1 min)")
     p.add_argument("--hash-workers", type=int, default=os.cpu_count() or 2,
                    help="drwatch limits.hash_workers, seal --workers, baseline threads (default: CPU cores)")
-    p.add_argument("--repeat", type=int, default=3, help="measured throughput rounds; medians are shown (3)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="measured throughput rounds; the best and the median are shown (3)")
     p.add_argument("--cold", action="store_true", help="drop the page cache before each measured run (root)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-small", action="store_true")
