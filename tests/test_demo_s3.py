@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import run_cli
 from tests.s3servers import MotoServer
-
-
-@pytest.fixture
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def test_demo_with_s3_part(moto: MotoServer, tmp_path: Path) -> None:

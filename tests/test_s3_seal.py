@@ -5,23 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.helpers import run_cli, write_config
 from tests.s3servers import MotoServer
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def _versions(client: object, bucket: str) -> list[tuple[str, str]]:
