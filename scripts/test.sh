@@ -27,7 +27,10 @@ bash scripts/ops-deps.sh
 bash scripts/ops-ui-deps.sh
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev]'
+# torch first, pinned to the CPU build that lies on the machine: sentence-transformers (ml extra) would
+# otherwise resolve a multi-GB CUDA build.
+"$PYTHON" -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[dev,ml]'
 
 "$PYTHON" -m ruff check daemon tests benchmarks
 "$PYTHON" -m mypy
