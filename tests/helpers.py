@@ -296,8 +296,11 @@ class PrometheusServer:
     """A real Prometheus (``/usr/bin/prometheus``) on a free loopback port with a temporary TSDB."""
 
     def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s",
-                 binary: str = "/usr/bin/prometheus") -> None:
+                 binary: str = "/usr/bin/prometheus", scrape_overrides: list[dict[str, Any]] | None = None) -> None:
+        """``scrape_overrides``: one scrape job per entry (its ``job_name``, ``scheme``, ``tls_config``,
+        ``basic_auth``...), each scraping ``targets``; default one plain job named ``drwatch``."""
         self.workdir = workdir
+        self.jobs = scrape_overrides or [{"job_name": "drwatch"}]
         self.targets = targets
         self.scrape_interval = scrape_interval
         self.binary = binary
@@ -310,7 +313,7 @@ class PrometheusServer:
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [{"job_name": "drwatch", "static_configs": [{"targets": self.targets}]}],
+            "scrape_configs": [{**job, "static_configs": [{"targets": self.targets}]} for job in self.jobs],
         }))
         self.port = free_port()
         with self.log_path.open("wb") as log:

@@ -135,13 +135,17 @@ def test_demo_estate_shows_compliant_and_failing_assets(tmp_path: Path) -> None:
     states = {name: a["compliant"] for name, a in doc["assets"].items()}
     assert states == {"model-weights": True, "vector-index": False, "training-data": False,
                       "feature-store": False, "terraform-state": False}
-    by_asset = {r["asset"]: r for r in doc["results"]}
+    by_asset = {r["asset"]: r for r in doc["results"] if r["validator"] == "replica"}
     assert by_asset["vector-index"]["outcome"] == "failed"
     assert "content_mismatch" in {f["code"] for f in by_asset["vector-index"]["findings"]}
     assert "missing_file" in {f["code"] for f in by_asset["training-data"]["findings"]}
     assert "rpo_exceeded" in {f["code"] for f in by_asset["feature-store"]["findings"]}
     assert by_asset["terraform-state"]["outcome"] == "error"
     assert doc["assets"]["terraform-state"]["rules"]["copies"]["state"] == "unknown"
+    # the index was embedded with the backed-up model, on the same day: the RAG pair restores consistently
+    [group] = [r for r in doc["results"] if r["validator"] == "consistency_group"]
+    assert group["outcome"] == "ok", group
+    assert doc["consistency_groups"]["rag"]["state"] == "consistent"
     # refuses to clobber an existing demo without --force, and a foreign directory always
     assert run_cli("demo", "--dir", str(demo)).returncode != 0
     (tmp_path / "mine").mkdir()

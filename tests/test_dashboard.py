@@ -35,6 +35,12 @@ DS_REF = {"type": "prometheus", "uid": "${datasource}"}
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m"}
 PANEL_TYPES = {"row", "stat", "table", "state-timeline", "timeseries", "bargauge"}
 ASSET_WITH_EVERYTHING = "checkpoints"  # the demo's S3 asset: RTO, Object Lock, two validators
+# Metrics only restore drills produce (vector index, model inference, database): the demo estate has none of
+# those drills (they need PostgreSQL with pgvector and torch), so the panels that show only these metrics are
+# checked against real drills in tests/test_dashboard_drills.py instead.
+DRILL_METRICS = {"drwatch_vector_recall", "drwatch_vector_recall_threshold", "drwatch_vector_exact_match_ratio",
+                 "drwatch_model_golden_similarity", "drwatch_model_golden_similarity_threshold",
+                 "drwatch_drill_restore_duration_seconds", "drwatch_drill_rows_restored"}
 # What Grafana puts in for a multi-value selection of two assets: together they have a failed run and a lock.
 TWO_ASSETS = "(checkpoints|vector-index)"
 
@@ -400,15 +406,20 @@ def test_every_panel_query_returns_series(stack: Stack, asset: str) -> None:
     targets Grafana runs as ranges."""
     empty = []
     count = 0
+    skipped = 0
     for title, target in _targets(_dashboard()):
         expr = _substitute(target["expr"], asset)
         count += 1
+        if _metric_names(expr) & DRILL_METRICS:
+            stack.query(expr)  # valid PromQL without warnings; its data comes from test_dashboard_drills.py
+            skipped += 1
+            continue
         if not stack.query(expr):
             empty.append((title, target["refId"], "instant", expr))
         if target.get("range") and not stack.query_range(expr):
             empty.append((title, target["refId"], "range", expr))
     assert not empty, empty
-    assert count >= 40
+    assert count >= 40 and skipped <= 8, (count, skipped)
     print(f"{count} panel queries returned data for asset=~{asset!r}")
 
 

@@ -47,17 +47,23 @@ def _load(path: str) -> Any:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config import reference_data
+    from drwatch.webconfig import describe, exposed_files, for_config
 
     try:
         cfg = _load(args.file)
+        web_cfg = for_config(cfg)
     except ConfigError as exc:
         return _print_config_error(exc)
+    for warning in exposed_files(cfg, web_cfg):  # a warning, not an error: the exit code stays 0
+        print(f"drwatch: warning: {warning}", file=sys.stderr)
     if args.output == "json":
         print(json.dumps(reference_data(cfg), indent=2))
         return EXIT_OK
+    web = describe(web_cfg)
     print(f"{args.file}: OK")
     print(f"  store: {'postgres' if cfg.store.postgres else f'sqlite {cfg.sqlite_path()}'}")
-    print(f"  http: {cfg.http.listen if cfg.http.enabled else 'disabled'}")
+    print(f"  http: {cfg.http.listen if cfg.http.enabled else 'disabled'}"
+          f"{' tls' if web['tls'] else ''}{' basic-auth' if web['basic_auth'] else ''}")
     print(f"  locations: {len(cfg.locations)}")
     for name, loc in cfg.locations.items():
         print(f"    {name}: {loc.kind} site={loc.site or '-'} media={loc.media or '-'}"
@@ -162,13 +168,17 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
                 progress.update(f"{asset}/{vcfg.label}: {res.outcome.value}")
                 return res
 
-            results = await asyncio.gather(*(one(a, v) for a, v in selected))
+            # Checks across assets (consistency groups) judge the results of the others: run them last.
+            results = await asyncio.gather(*(one(a, v) for a, v in selected if not v.reads_results))
+            results += await asyncio.gather(*(one(a, v) for a, v in selected if v.reads_results))
         finally:
             progress.close()
             await runner.aclose()
         if runner.pending:
             print(f"drwatch: {len(runner.pending)} result(s) could not be written to the store",
                   file=sys.stderr)
+        else:  # the verification ledger's summaries are written by the runs themselves: read them back
+            state.snapshot = state.snapshot.refreshed(await store.load_state())
         now = time.time()
         doc = document(state.snapshot, now, results)
         if args.output == "json":
@@ -238,6 +248,7 @@ async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
     """Seal a recovery point in S3: sizes and sha256 (from full-object SHA256 checksums where the store
     keeps them, else by reading). Reads only; the manifest goes to a local file or stdout."""
     from drwatch.manifest import seal_entries
+    from drwatch.parquet_facts import ParquetFacts, available, fetch_facts, s3_fetcher
     from drwatch.storage.config import S3LocationConfig
     from drwatch.storage.s3 import S3Pool
     from drwatch.storage.sources import S3Source
@@ -263,11 +274,35 @@ async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
                 return base64.b64decode(value).hex(), int(entry.size)
             return await source.sha256(entry)
 
+        async def footer(entry: Any) -> ParquetFacts:  # a Parquet file's footer facts, by ranged GETs
+            return await fetch_facts(s3_fetcher(source.client, prefix, entry.key), int(entry.size))
+
         out_path = Path(args.out) if args.out not in (None, "-") else None
         return await seal_entries(source.entries(), digest, 16, out=sys.stdout if out_path is None else None,
-                                  out_path=out_path, extra={"source": url})
+                                  out_path=out_path, extra={"source": url, **_seal_extra(args)},
+                                  parquet=footer if available() else None)
     finally:
         await pool.close()
+
+
+def _seal_extra(args: argparse.Namespace) -> dict[str, str]:
+    """Header fields from ``--meta KEY=VALUE`` and ``--stamp KEY=MANIFEST`` (the seal digest of MANIFEST)."""
+    from drwatch.manifest import ManifestError
+    from drwatch.seals import seal_digest_sync
+
+    extra: dict[str, str] = {}
+    for opt, items in (("--meta", args.meta or []), ("--stamp", args.stamp or [])):
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep or not key or not value or key == "source":
+                raise SystemExit(f"drwatch seal: {opt} expects KEY=VALUE, got {item!r}")
+            if opt == "--stamp":
+                try:
+                    value = seal_digest_sync(Path(value))
+                except (ManifestError, OSError) as exc:
+                    raise SystemExit(f"drwatch seal: --stamp {key}: cannot read manifest {value}: {exc}") from None
+            extra[key] = value
+    return extra
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
@@ -278,6 +313,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     if target is None:
         print("drwatch seal: give a directory (--location-path DIR) or s3://bucket/prefix", file=sys.stderr)
         return EXIT_CONFIG
+    extra = _seal_extra(args) or None
     if target.startswith("s3://"):
         try:
             header = asyncio.run(_seal_s3(args, target))
@@ -293,11 +329,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
             print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
             return EXIT_CONFIG
         if args.out == "-":
-            header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers))
+            header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers, extra=extra))
             dest = "stdout"
         else:
             out = Path(args.out) if args.out else root / MANIFEST_NAME
-            header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers))
+            header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers, extra=extra))
             dest = str(out)
     print(f"sealed {header.files} objects, {header.bytes} bytes -> {dest}", file=sys.stderr)
     return EXIT_OK
@@ -369,6 +405,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_golden(args: argparse.Namespace) -> int:
+    """``golden record``: goldens for a model_weights validator's inference, from a known-good copy."""
+    from drwatch.errors import DrillFailed
+    from drwatch.inference.record import record_goldens
+
+    path = _config_path(args)
+    if path is None:
+        print("drwatch: pass --config FILE (or set DRWATCH_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        cfg = _load(path)
+        out, gold = asyncio.run(record_goldens(cfg, args.asset, args.copy, args.validator))
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValueError as exc:
+        print(f"drwatch golden: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except DrillFailed as exc:
+        print(f"drwatch golden: {exc.message}", file=sys.stderr)
+        return 1
+    except ValidatorError as exc:
+        print(f"drwatch golden: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_UNCHECKED
+    print(f"recorded {len(gold.inputs)} goldens ({gold.engine}, {gold.recorded_from}, {gold.seal_digest}) -> {out}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def _add_golden_parser(sub: Any) -> None:
+    p = sub.add_parser("golden", help="record goldens for inference smoke tests of model_weights")
+    p.add_argument("action", choices=["record"])
+    p.add_argument("--config", "-c")
+    p.add_argument("--asset", required=True)
+    p.add_argument("--copy", help="known-good copy to restore (default: the validator's inference copy)")
+    p.add_argument("--validator", help="the model_weights validator's name (when the asset has several)")
+    p.set_defaults(func=cmd_golden)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drwatch", description="Continuously prove that backups restore.")
     parser.add_argument("--version", action="version", version=f"drwatch {__version__}")
@@ -403,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c")
     p.add_argument("--out", help="manifest file (default DIR/.drwatch-manifest.jsonl; '-' for stdout)")
     p.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="record a field in the seal's header")
+    p.add_argument("--stamp", action="append", metavar="KEY=MANIFEST",
+                   help="record another seal's digest (e.g. embedding_model=model/.drwatch-manifest.jsonl)")
     p.set_defaults(func=cmd_seal)
 
     p = sub.add_parser("attest", help="record that an offline copy was verified by hand")
@@ -423,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-region", default="us-east-1")
     p.add_argument("--s3-provider", default="aws")
     p.set_defaults(func=cmd_demo)
+    _add_golden_parser(sub)
     return parser
 
 

@@ -17,10 +17,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drwatch.cluster.config import ClusterConfig, cluster_problems
 from drwatch.durations import Duration
 from drwatch.errors import ConfigError, ConfigProblem
+from drwatch.ledger import VerificationPolicy
 from drwatch.storage.config import LOCATION_KINDS, LocationConfig
 from drwatch.validators.config import VALIDATOR_KINDS, ValidatorConfig
+from drwatch.validators.consistency_group import DocumentsCheck, EmbeddingModelCheck, group_problems
 
 DEFAULT_PORT = 10099
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -73,6 +76,7 @@ class StoreConfig(_Model):
 class HttpConfig(_Model):
     listen: str = DEFAULT_LISTEN
     enabled: bool = True
+    web_config_file: str | None = None  # TLS / basic auth, exporter-toolkit format (drwatch.webconfig)
 
     @field_validator("listen")
     @classmethod
@@ -133,6 +137,7 @@ class AssetConfig(_Model):
     copies: list[CopyRef] = Field(default_factory=list)
     manifest: str | None = None
     validators: list[ValidatorConfig] = Field(default_factory=list)
+    verification: VerificationPolicy | None = None  # rolling read coverage under a budget (drwatch.ledger)
 
     # Copy and validator names (unique, valid, 'production' reserved) are checked on the raw data by
     # _reference_problems, which can point at the offending list entry.
@@ -146,8 +151,13 @@ class AssetConfig(_Model):
 
 
 class ConsistencyGroupConfig(_Model):
+    """Assets restored together (a RAG system: index, model, documents); checked by a ``consistency_group``
+    validator on one member."""
+
     assets: list[str] = Field(min_length=2)
     max_skew: Duration
+    embedding_model: EmbeddingModelCheck | None = None
+    documents: DocumentsCheck | None = None
 
 
 class ComplianceConfig(_Model):
@@ -173,6 +183,7 @@ class Config(_Model):
     assets: dict[str, AssetConfig] = Field(default_factory=dict)
     consistency_groups: dict[str, ConsistencyGroupConfig] = Field(default_factory=dict)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # several nodes, one store (drwatch.cluster)
 
     # Not part of the file: where it came from (relative paths resolve against its directory).
     source: Annotated[str, Field(exclude=True)] = ""
@@ -198,8 +209,52 @@ class Config(_Model):
         return [(a, v) for a, asset in self.assets.items() for v in asset.validators]
 
 
+_MAX_DEPTH = 64  # nesting; a real config is under 10 deep
+_MAX_EXPANDED = 1_000_000  # values after alias expansion, when aliases multiply the document over 10x
+
+
+def _check_shape(root: yaml.Node) -> None:
+    """Refuse what would hang or crash the validation: nesting deeper than _MAX_DEPTH (or a recursive
+    alias) and alias bombs ("billion laughs": a few lines that expand to billions of values)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        if done:
+            sizes[id(node)] = size = 1 + sum(sizes[id(c)] for c in children)
+            if size > _MAX_EXPANDED and size > 10 * len(sizes):
+                raise yaml.composer.ComposerError(None, None, f"aliases expand this document to over "
+                                                  f"{_MAX_EXPANDED:,} values", node.start_mark)
+            continue
+        if depth > _MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {_MAX_DEPTH} levels (or an "
+                                              "alias refers to itself)", node.start_mark)
+        if id(node) not in sizes:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (plain YAML silently keeps the last)."""
+    """SafeLoader that rejects a key given twice in one mapping (plain YAML silently keeps the last), and
+    documents nested too deeply or inflated by aliases (see _check_shape)."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        super().fetch_flow_collection_start(TokenClass)
+        if self.flow_level > _MAX_DEPTH:  # the scanner slows down quadratically with [[[[...: stop early
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {_MAX_DEPTH} levels",
+                                            self.get_mark())
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            _check_shape(node)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -325,13 +380,31 @@ def _reference_problems(data: dict[Any, Any]) -> list[ConfigProblem]:
 
 
 def _cross_check_problems(cfg: Config) -> list[ConfigProblem]:
-    """Problems a validator can only see with the whole (typed) config."""
+    """Problems a validator (or a consistency group) can only see with the whole (typed) config."""
     return [
         ConfigProblem(f"assets.{aname}.validators[{i}].{p.path}".rstrip("."), p.message)
         for aname, asset in cfg.assets.items()
         for i, v in enumerate(asset.validators)
         for p in v.cross_check(aname, asset, cfg)
-    ]
+    ] + [
+        ConfigProblem(f"consistency_groups.{gname}.{p.path}", p.message)
+        for gname, group in cfg.consistency_groups.items()
+        for p in group_problems(gname, group)
+    ] + cluster_problems(cfg)
+
+
+
+def _web_config_problems(cfg: Config) -> list[ConfigProblem]:
+    """``http.web_config_file`` is loaded (certificates included) so that a bad one fails like the config."""
+    if cfg.http.web_config_file is None:
+        return []
+    from drwatch.webconfig import for_config
+
+    try:
+        for_config(cfg)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 # Steps pydantic inserts into error locations that are not part of the file.
@@ -454,6 +527,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     """Parse and validate YAML text; raises ConfigError listing every problem with its path."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except RecursionError:  # the YAML parser itself recurses per nesting level
+        raise ConfigError(source, [ConfigProblem("", f"malformed YAML: nested deeper than {_MAX_DEPTH} levels")]) \
+            from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -473,7 +549,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         cfg = _salvage(data, exc)
     problems += _reference_problems(data)
     if cfg is not None:
-        problems += _cross_check_problems(cfg)
+        problems += _cross_check_problems(cfg) + _web_config_problems(cfg)
     if problems:
         raise ConfigError(source, _unique(problems))
     assert cfg is not None

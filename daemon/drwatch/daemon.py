@@ -12,13 +12,14 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from drwatch import logs
 from drwatch.compliance import RuleState, evaluate
-from drwatch.config import Config, config_or_problem
+from drwatch.config import Config, HttpConfig, config_or_problem
+from drwatch.errors import ConfigError
 from drwatch.metrics import ProcessState
 from drwatch.runner import AppState, Runner
 from drwatch.sandbox import SandboxManager
@@ -26,6 +27,10 @@ from drwatch.scheduler import Scheduler
 from drwatch.sdnotify import Notifier
 from drwatch.snapshot import Snapshot
 from drwatch.store import open_store
+from drwatch.webconfig import WebConfig, WebGuard, describe, exposed_files, for_config
+
+if TYPE_CHECKING:
+    from drwatch.cluster.engine import ClusterEngine
 
 log = structlog.get_logger("drwatch.daemon")
 MAINTENANCE_INTERVAL = 10.0
@@ -55,7 +60,9 @@ class Daemon:
         self.state: AppState | None = None
         self.runner: Runner | None = None
         self.scheduler: Scheduler | None = None
+        self.cluster: ClusterEngine | None = None  # cluster mode: a job engine instead of the scheduler
         self.http_port = 0
+        self.web_guard: WebGuard | None = None
         self._reload_lock = asyncio.Lock()
         self._reload_requested = False
         self._reloads: set[asyncio.Task[tuple[bool, list[str]]]] = set()
@@ -64,12 +71,16 @@ class Daemon:
         self._stop.set()
 
     async def reload(self) -> tuple[bool, list[str]]:
-        assert self.state is not None and self.runner is not None and self.scheduler is not None
+        assert self.state is not None and self.runner is not None
         if self._stop.is_set():
             return False, ["drwatch is shutting down; the configuration is not reloaded"]
         async with self._reload_lock:
             self.notifier.reloading()
             new, err = await asyncio.to_thread(config_or_problem, self.config_path)
+            web_cfg: WebConfig | None = None
+            if new is not None:  # the web config is re-read on every reload (certificate rotation)
+                web_cfg, err = await asyncio.to_thread(_web_config_or_problem, new)
+                new = new if err is None else None
             proc = self.state.process
             if new is None:
                 assert err is not None
@@ -78,9 +89,14 @@ class Daemon:
                 log.error("reload_rejected", problems=problems, config=self.config_path)
                 self.notifier.ready(f"reload rejected; {summary(self.state, self.clock())}")
                 return False, problems
+            if self.cluster is not None and not self.cluster.stage(new):
+                # Cluster mode: applied (by a reload the engine triggers) once every live node has loaded it.
+                proc.reload_successful = True
+                self.notifier.ready(f"reload staged until every node has it; {summary(self.state, self.clock())}")
+                return True, []
             old = self.state.config
             for section in ("store", "http"):
-                if getattr(old, section) != getattr(new, section):
+                if _without_web_file(getattr(old, section)) != _without_web_file(getattr(new, section)):
                     log.warning("restart_required", section=section,
                                 message=f"changes to '{section}' take effect after a restart")
             if old.limits.sandbox_dir != new.limits.sandbox_dir:
@@ -89,9 +105,14 @@ class Daemon:
             if old.logging != new.logging:
                 logs.configure(new.logging.level, new.logging.format)
             self.state.config = new
+            if self.web_guard is not None:
+                for problem in self.web_guard.apply(web_cfg):
+                    log.warning("restart_required", section="http.web_config_file", message=problem)
+            await _warn_exposed(new, web_cfg)
             self.state.snapshot = self.state.snapshot.with_config(new)
             self.runner.apply_config(new)
-            self.scheduler.apply(new, self.state.snapshot)
+            if self.scheduler is not None:
+                self.scheduler.apply(new, self.state.snapshot)
             proc.reload_successful = True
             proc.reload_success_at = self.clock()
             log.info("reload_applied", assets=len(new.assets), validators=len(new.iter_validators()))
@@ -117,6 +138,12 @@ class Daemon:
             removed = await asyncio.to_thread(sandboxes.sweep_orphans)
             if removed:
                 log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
+            # Temporary Pinecone indexes a crash left behind: swept in the background (never delays readiness;
+            # every drill sweeps again before it starts).
+            from drwatch.validators.vector_pinecone import sweep_pinecone_orphans
+
+            remote_sweep = asyncio.create_task(sweep_pinecone_orphans(cfg, log, budget=60))
+            stack.push_async_callback(_cancel_all, [remote_sweep])
 
             store = open_store(cfg)
             await store.open()
@@ -129,18 +156,32 @@ class Daemon:
 
             from drwatch.httpserver import HttpServer
 
+            web_cfg = await asyncio.to_thread(for_config, cfg)
+            await _warn_exposed(cfg, web_cfg)
             if cfg.http.enabled:
-                http = HttpServer(state, self.reload, self.clock)
+                http = HttpServer(state, self.reload, self.clock, web_cfg)
                 await http.start(cfg.http.host, cfg.http.port)
                 stack.push_async_callback(http.stop)
                 self.http_port = http.port
-                log.info("listening", address=f"http://{cfg.http.host}:{http.port}/metrics")
+                self.web_guard = http.guard
+                log.info("listening", address=f"{http.guard.scheme}://{cfg.http.host}:{http.port}/metrics",
+                         **describe(web_cfg))
                 if self._on_listening is not None:
                     self._on_listening(http.port)
 
-            scheduler = self.scheduler = Scheduler(runner, self.clock)
-            scheduler.start(cfg, state.snapshot)
-            stack.callback(scheduler.shutdown)
+            if cfg.cluster.enabled:  # several nodes share the store: a job engine instead of the scheduler
+                from drwatch.cluster.engine import cluster_dsn, open_engine
+                from drwatch.metrics_cluster import ClusterCollector
+
+                cluster = self.cluster = open_engine(state, runner, cluster_dsn(cfg), self._on_hup, self.clock)
+                stack.push_async_callback(cluster.close)
+                await cluster.start()
+                if cfg.http.enabled:
+                    http.registry.register(ClusterCollector(lambda: cluster.view))
+            else:
+                scheduler = self.scheduler = Scheduler(runner, self.clock)
+                scheduler.start(cfg, state.snapshot)
+                stack.callback(scheduler.shutdown)
 
             maintenance = asyncio.create_task(self._maintenance(store, runner))
             state.ready = True
@@ -154,9 +195,13 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
             state.ready = False
-            scheduler.shutdown()
+            if self.scheduler is not None:
+                self.scheduler.shutdown()
             await _cancel_all(list(self._reloads))
-            await runner.drain(state.config.limits.drain_timeout.total_seconds())
+            if self.cluster is not None:
+                await self.cluster.drain(state.config.limits.drain_timeout.total_seconds())
+            else:
+                await runner.drain(state.config.limits.drain_timeout.total_seconds())
             await _cancel_all([maintenance])
             await runner.flush()
             if runner.pending:
@@ -206,6 +251,23 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _web_config_or_problem(cfg: Config) -> tuple[WebConfig | None, ConfigError | None]:
+    try:
+        return for_config(cfg), None
+    except ConfigError as exc:
+        return None, exc
+
+
+def _without_web_file(section: object) -> object:
+    """A config section, ignoring ``http.web_config_file`` (a reload applies that one)."""
+    return section.model_copy(update={"web_config_file": None}) if isinstance(section, HttpConfig) else section
+
+
+async def _warn_exposed(cfg: Config, web_cfg: WebConfig | None) -> None:
+    for warning in await asyncio.to_thread(exposed_files, cfg, web_cfg):
+        log.warning("secret_file_readable_by_others", problem=warning)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

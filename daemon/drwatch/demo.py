@@ -4,7 +4,8 @@ and media, some compliant and some not, with the reasons visible in ``drwatch ch
 | asset          | what it shows                                                                 |
 |----------------|-------------------------------------------------------------------------------|
 | model-weights  | compliant: off-site disk copy + attested offline tape vault (3-2-1-1-0 pass)   |
-| vector-index   | a shard in the DR copy has one flipped byte (same size): content mismatch      |
+| vector-index   | a shard in the DR copy has one flipped byte (same size): content mismatch;     |
+|                | with model-weights a consistency group (same day, stamped embedding model)     |
 | training-data  | two files missing from the DR copy                                             |
 | feature-store  | newest recovery point older than its 1h RPO                                    |
 | terraform-state| its USB copy is not mounted: could not check (unknown, not failed)             |
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 from drwatch.manifest import seal_directory
+from drwatch.seals import seal_digest_sync
 from drwatch.storage.filesystem import MANIFEST_NAME
 
 MARKER = ".drwatch-demo"
@@ -41,16 +43,19 @@ def _write(path: Path, data: bytes, mtime: float | None = None) -> None:
         os.utime(path, (mtime, mtime))
 
 
-def _fake_safetensors(rng: random.Random, tensors: int, rows: int, cols: int) -> bytes:
+def _fake_safetensors(rng: random.Random, first: int, tensors: int, rows: int, cols: int) -> tuple[bytes, list[str]]:
+    """A structurally valid safetensors shard (BF16 tensors ``layers.<first..>.weight``) and its tensor names."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
-    for i in range(tensors):
+    names = []
+    for i in range(first, first + tensors):
         size = rows * cols * 2
-        header[f"layers.{i}.weight"] = {"dtype": "BF16", "shape": [rows, cols], "data_offsets": [offset, offset + size]}
+        names.append(f"layers.{i}.weight")
+        header[names[-1]] = {"dtype": "BF16", "shape": [rows, cols], "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw + rng.randbytes(offset)
+    return len(raw).to_bytes(8, "little") + raw + rng.randbytes(offset), names
 
 
 def _populate(root: Path, rng: random.Random) -> dict[str, Path]:
@@ -58,9 +63,13 @@ def _populate(root: Path, rng: random.Random) -> dict[str, Path]:
     assets: dict[str, Path] = {}
 
     mw = prod / "model-weights"
+    weight_map: dict[str, str] = {}
     for shard in (1, 2):
-        _write(mw / f"model-0000{shard}-of-00002.safetensors", _fake_safetensors(rng, 8, 256, 1024))
-    index = {"weight_map": {"layers.0.weight": "model-00001-of-00002.safetensors"}}
+        name = f"model-0000{shard}-of-00002.safetensors"
+        data, tensors = _fake_safetensors(rng, (shard - 1) * 8, 8, 256, 1024)
+        _write(mw / name, data)
+        weight_map.update(dict.fromkeys(tensors, name))
+    index = {"metadata": {"total_size": 2 * 8 * 256 * 1024 * 2}, "weight_map": weight_map}
     _write(mw / "model.safetensors.index.json", json.dumps(index).encode())
     _write(mw / "config.json", b'{"architectures": ["DemoForCausalLM"], "hidden_size": 1024}\n')
     _write(mw / "tokenizer.json", json.dumps({"vocab": {f"tok{i}": i for i in range(2000)}}).encode())
@@ -119,6 +128,7 @@ assets:
       - {location: tape-vault, prefix: model-weights, name: vault}
     validators:
       - {kind: replica, schedule: {every: 1m, jitter: 10s}}
+      - {kind: model_weights, schedule: {every: 5m, jitter: 30s}}  # safetensors structure + sha256
   vector-index:
     description: RAG vector index export (JSONL shards)
     rpo: 1d
@@ -129,6 +139,7 @@ assets:
       - {location: nas-a, prefix: vector-index}
     validators:
       - {kind: replica, schedule: {every: 2m, jitter: 15s}}
+      - {kind: consistency_group, group: rag, schedule: {every: 2m, jitter: 15s}}
   training-data:
     description: training corpus (CSV parts)
     rpo: 7d
@@ -158,6 +169,11 @@ assets:
       - {location: usb-drive, prefix: terraform-state, name: usb}
     validators:
       - {kind: replica, schedule: {every: 1m, jitter: 10s}}
+consistency_groups:
+  rag:  # the index was embedded with exactly the backed-up model, and both come from the same day
+    assets: [vector-index, model-weights]
+    max_skew: 1d
+    embedding_model: {vectors: vector-index, model: model-weights}
 compliance:
   copies: 3
   media: 2
@@ -262,7 +278,10 @@ def create_demo(root: Path, force: bool = False, seed: int = 7, s3_endpoint: str
     assets = _populate(root, rng)
     now = time.time()
     for asset, path in assets.items():
-        asyncio.run(seal_directory(path, out_path=path / MANIFEST_NAME))
+        extra = None
+        if asset == "vector-index":  # embedded with the model sealed just before (see consistency_groups)
+            extra = {"embedding_model": seal_digest_sync(assets["model-weights"] / MANIFEST_NAME)}
+        asyncio.run(seal_directory(path, out_path=path / MANIFEST_NAME, extra=extra))
         if asset == "feature-store":  # a backup job that stopped running six hours ago
             lines = (path / MANIFEST_NAME).read_text().splitlines()
             head = json.loads(lines[0])

@@ -1,10 +1,13 @@
 """HTTP endpoints on the event loop (aiohttp): /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/status.
 
-``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store.
+``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
+``http.web_config_file`` every path is served over TLS and/or behind basic authentication
+(:mod:`drwatch.webconfig`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,8 +19,10 @@ from drwatch import __version__
 from drwatch.metrics import make_registry, render
 from drwatch.report import document
 from drwatch.runner import AppState
+from drwatch.webconfig import WebConfig, WebGuard
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
 <h1>drwatch {version}</h1><p>Disaster-recovery watch: continuously proving recoverability.</p>
@@ -26,8 +31,10 @@ _INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
 
 
 class HttpServer:
-    def __init__(self, state: AppState, reload: ReloadFn, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state: AppState, reload: ReloadFn, clock: Callable[[], float] = time.time,
+                 web_config: WebConfig | None = None) -> None:
         self.state = state
+        self.guard = WebGuard(web_config)
         self._reload = reload
         self._clock = clock
         self.registry = make_registry(lambda: self.state.snapshot, state.process, clock)
@@ -35,7 +42,11 @@ class HttpServer:
         self.port = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self.guard.handle(request, handler)
+
+        app = web.Application(middlewares=[guard])
         app.router.add_get("/", self._index)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/-/healthy", self._healthy)
@@ -48,7 +59,7 @@ class HttpServer:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=self.guard.ssl_context)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -83,4 +94,7 @@ class HttpServer:
 
     async def _status(self, _req: web.Request) -> web.Response:
         doc = document(self.state.snapshot, self._clock())
+        # Process figures for soak tests and debugging (bounded: counts only).
+        doc["runtime"] = {"asyncio_tasks": len(asyncio.all_tasks()),
+                          "results_pending": self.state.process.results_pending}
         return web.Response(text=json.dumps(doc, indent=2), content_type="application/json")

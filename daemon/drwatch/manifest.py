@@ -1,12 +1,19 @@
 """Manifests (seals) of recovery points: JSON Lines, one header line then one line per file in key order.
 
 ```
-{"drwatch_manifest": 1, "sealed_at": 1732780800.0, "algorithm": "sha256", "files": 2, "bytes": 123}
-{"path": "a/b.bin", "size": 100, "sha256": "..."}
+{"drwatch_manifest": 1, "sealed_at": 1732780800.0, "algorithm": "sha256", "files": 2, "bytes": 123, \
+ "parquet_facts": true}
+{"path": "a/b.parquet", "size": 100, "sha256": "...", "parquet": {"rows": 5000, "row_groups": 3, "schema": "..."}}
 {"path": "c.txt", "size": 23, "sha256": "..."}
 ```
 Files are in string order of their paths (see :mod:`drwatch.storage.filesystem`), so a manifest can be merged
-against a listing as a stream. ``drwatch seal`` writes one at backup time; drwatch itself never writes
+against a listing as a stream.
+
+``parquet`` (optional, per ``*.parquet`` entry) holds the file's row count, row-group count and schema
+fingerprint (:mod:`drwatch.parquet_facts`), or ``{"error": ...}`` when its footer was unreadable at seal time.
+The header's ``parquet_facts`` says whether they were recorded (false: pyarrow was not installed where the
+seal was made); manifests without it predate the field. Both are optional, so older manifests stay valid and
+older readers ignore them. ``drwatch seal`` writes one at backup time; drwatch itself never writes
 into backup locations.
 """
 
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from drwatch.parquet_facts import FooterError, ParquetFacts, available, is_parquet, read_file_facts
 from drwatch.storage.filesystem import Entry, alist, sha256_file
 
 FORMAT_VERSION = 1
@@ -39,6 +47,7 @@ class ManifestHeader:
     bytes: int
     algorithm: str = "sha256"
     extra: dict[str, Any] | None = None
+    parquet_facts: bool | None = None  # Parquet facts recorded (False: pyarrow missing; None: older seal)
 
 
 def _key(path: str) -> str:
@@ -55,6 +64,9 @@ def read_header(fh: IO[str]) -> ManifestHeader:
         raise ManifestError("first line is not a drwatch manifest header") from None
     if not isinstance(head, dict) or head.get("drwatch_manifest") != FORMAT_VERSION:
         raise ManifestError("not a drwatch manifest (version 1 header expected)")
+    facts = head.get("parquet_facts")
+    if facts is not None and not isinstance(facts, bool):
+        raise ManifestError("manifest header: parquet_facts must be true or false")
     try:
         return ManifestHeader(
             sealed_at=float(head["sealed_at"]),
@@ -62,6 +74,7 @@ def read_header(fh: IO[str]) -> ManifestHeader:
             bytes=int(head["bytes"]),
             algorithm=str(head.get("algorithm", "sha256")),
             extra=head.get("extra"),
+            parquet_facts=facts,
         )
     except (KeyError, TypeError, ValueError):
         raise ManifestError("manifest header lacks sealed_at/files/bytes") from None
@@ -80,6 +93,7 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
             key = _key(str(rec["path"]))
             size = int(rec["size"])
             digest = str(rec["sha256"])
+            parquet = ParquetFacts.from_json(rec["parquet"]) if "parquet" in rec else None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"line {lineno}: malformed entry ({type(exc).__name__})") from None
         if len(digest) != 64 or size < 0:
@@ -89,7 +103,7 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
         prev = key
         count += 1
         total += size
-        yield Entry(key, size, header.sealed_at, digest)
+        yield Entry(key, size, header.sealed_at, digest, parquet=parquet)
     if count != header.files or total != header.bytes:
         raise ManifestError(
             f"manifest is truncated or altered: header says {header.files} files/{header.bytes} bytes, "
@@ -131,27 +145,36 @@ async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
 
 
 DigestFn = Callable[[Entry], Awaitable[tuple[str, int]]]
+ParquetFn = Callable[[Entry], Awaitable[ParquetFacts]]  # footer facts of a *.parquet entry (FooterError if bad)
 
 
 async def seal_directory(
     root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, parquet: bool = True,
 ) -> ManifestHeader:
-    """Write a manifest of every regular file under root. Hashing runs in ``workers`` threads."""
+    """Write a manifest of every regular file under root. Hashing and footer parsing run in ``workers``
+    threads. Parquet facts are recorded when ``parquet`` and pyarrow is installed."""
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
 
         async def digest(entry: Entry) -> tuple[str, int]:
             return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
 
-        return await seal_entries(alist(root), digest, max(2, workers * 4), out, out_path, extra)
+        async def footer(entry: Entry) -> ParquetFacts:
+            return await loop.run_in_executor(pool, read_file_facts, root.joinpath(*entry.parts))
+
+        return await seal_entries(alist(root), digest, max(2, workers * 4), out, out_path, extra,
+                                  parquet=footer if parquet and available() else None)
 
 
 async def seal_entries(
     entries: AsyncIterator[Entry], digest: DigestFn, window: int, out: IO[str] | None = None,
-    out_path: Path | None = None, extra: dict[str, Any] | None = None,
+    out_path: Path | None = None, extra: dict[str, Any] | None = None, parquet: ParquetFn | None = None,
 ) -> ManifestHeader:
     """Write a manifest of a key-ordered stream of entries; ``digest`` gives (sha256 hex, size).
+
+    With ``parquet``, every ``*.parquet`` entry also gets its footer facts (an unreadable footer is recorded
+    as such: the seal describes the recovery point as it is) and the header says ``parquet_facts: true``.
 
     Up to ``window`` digests run at once; entries are written in stream order. The body goes to a
     temporary file first (the header needs the totals), then header and body go to ``out`` or
@@ -161,20 +184,33 @@ async def seal_entries(
     files = 0
     total = 0
     with tempfile.TemporaryFile("w+", encoding="utf-8") as body:
-        inflight: list[tuple[Entry, asyncio.Task[tuple[str, int]]]] = []
+        inflight: list[tuple[Entry, asyncio.Task[tuple[str, int, ParquetFacts | None]]]] = []
+
+        async def describe(entry: Entry) -> tuple[str, int, ParquetFacts | None]:
+            sha, size = await digest(entry)
+            facts: ParquetFacts | None = None
+            if parquet is not None and is_parquet(entry.key):
+                try:
+                    facts = await parquet(entry)
+                except FooterError as exc:
+                    facts = ParquetFacts(error=str(exc))
+            return sha, size, facts
 
         async def drain(limit: int) -> None:
             nonlocal files, total
             while len(inflight) > limit:
                 entry, task = inflight.pop(0)
-                sha, size = await task
-                body.write(json.dumps({"path": entry.relpath, "size": size, "sha256": sha}) + "\n")
+                sha, size, facts = await task
+                rec: dict[str, Any] = {"path": entry.relpath, "size": size, "sha256": sha}
+                if facts is not None:
+                    rec["parquet"] = facts.to_json()
+                body.write(json.dumps(rec) + "\n")
                 files += 1
                 total += size
 
         try:
             async for entry in entries:
-                inflight.append((entry, asyncio.ensure_future(digest(entry))))
+                inflight.append((entry, asyncio.ensure_future(describe(entry))))
                 await drain(window)
             await drain(0)
         finally:
@@ -186,6 +222,7 @@ async def seal_entries(
             "algorithm": "sha256",
             "files": files,
             "bytes": total,
+            "parquet_facts": parquet is not None,
         }
         if extra:
             header["extra"] = extra
@@ -213,4 +250,5 @@ async def seal_entries(
             await asyncio.to_thread(write_atomic)
         elif out is not None:
             await asyncio.to_thread(emit, out)
-    return ManifestHeader(sealed_at=sealed_at, files=files, bytes=total, extra=extra)
+    return ManifestHeader(sealed_at=sealed_at, files=files, bytes=total, extra=extra,
+                          parquet_facts=parquet is not None)

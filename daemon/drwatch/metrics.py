@@ -19,11 +19,13 @@ from prometheus_client.registry import Collector
 from drwatch import __version__
 from drwatch.compliance import RULES, STATES, evaluate
 from drwatch.config import Config
+from drwatch.metrics_ml import ml_families
+from drwatch.metrics_verify import verify_families
 from drwatch.model import OUTCOMES
 from drwatch.snapshot import Snapshot
 from drwatch.store.base import DURATION_BUCKETS, bucket_label
 
-COPY_OBJECT_STATES = ("verified", "missing", "mismatch", "extra")
+COPY_OBJECT_STATES = ("verified", "missing", "mismatch", "corrupt", "extra")
 
 
 @dataclass
@@ -127,6 +129,8 @@ class SnapshotCollector(Collector):
         yield from (configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur,
                     duration)
         yield from _figure_families(cfg, snap)
+        yield from ml_families(cfg, snap, now)
+        yield from verify_families(cfg, snap)
 
         verdicts = evaluate(cfg, snap, now)
         rule_state = GaugeMetricFamily("drwatch_asset_rule_state",

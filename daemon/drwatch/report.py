@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from drwatch.compliance import RULES, AssetVerdict, RuleState, evaluate
+from drwatch.consistency import group_state
 from drwatch.errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNCHECKED
 from drwatch.model import Outcome, Result
 from drwatch.snapshot import Snapshot
@@ -48,13 +49,49 @@ def latest_results(snap: Snapshot) -> list[Result]:
     return out
 
 
+def verification_doc(snap: Snapshot) -> dict[str, Any]:
+    """Per asset and copy under a verification policy: coverage, oldest read and monthly cost."""
+    from drwatch.metrics_verify import copy_costs
+
+    out: dict[str, Any] = {}
+    for (asset, copy), summary in sorted(snap.verify.items()):
+        acfg = snap.config.assets.get(asset)
+        if acfg is None or acfg.verification is None or copy not in {c.label for c in acfg.copies}:
+            continue
+        costs = copy_costs(snap.config, summary)
+        out.setdefault(asset, {})[copy] = {
+            "objects": summary.objects, "bytes": summary.bytes,
+            "coverage": {e: round(summary.coverage(e), 6) for e in ("read", "checksum", "etag")},
+            "oldest_read": _iso(summary.oldest_read) if summary.oldest_read else None,
+            "as_of": _iso(summary.computed_at),
+            "cost_monthly": None if costs is None else {k: round(v, 4) for k, v in costs[0].items()},
+            "currency": None if costs is None else costs[1],
+        }
+    return out
+
+
 def document(snap: Snapshot, now: float, results: Iterable[Result] | None = None) -> dict[str, Any]:
     verdicts = evaluate(snap.config, snap, now)
     return {
         "generated_at": _iso(now),
         "assets": {name: asset_doc(v) for name, v in verdicts.items()},
         "results": [result_doc(r) for r in (latest_results(snap) if results is None else results)],
+        "verification": verification_doc(snap),
+        "consistency_groups": {name: group_doc(snap, name, now) for name in snap.config.consistency_groups},
     }
+
+
+def group_doc(snap: Snapshot, name: str, now: float) -> dict[str, Any]:
+    state, res = group_state(snap.config, snap, name, now)
+    doc: dict[str, Any] = {"state": state.value,
+                           "max_skew_seconds": snap.config.consistency_groups[name].max_skew.total_seconds()}
+    if res is not None:
+        doc["checked_at"] = _iso(res.finished_at)
+        for key in ("skew_seconds", "consistent_set_age_seconds", "documents_missing"):
+            if key in res.figures:
+                doc[key] = res.figures[key]
+        doc["findings"] = [f.to_dict() for f in res.findings]
+    return doc
 
 
 def exit_code(snap: Snapshot, now: float, results: Iterable[Result] | None = None) -> int:
@@ -100,4 +137,24 @@ def table(doc: dict[str, Any]) -> str:
                 problems.append(f"      ... {len(res['findings']) - 8} more findings")
     if problems:
         lines += ["", "Checks that did not pass:", *problems]
+    lines += _verification_lines(doc.get("verification") or {})
     return "\n".join(lines)
+
+
+def _verification_lines(verification: dict[str, Any]) -> list[str]:
+    rows = [["asset/copy", "read", "checksum", "etag", "oldest read", "cost/month (storage+egress+requests)"]]
+    for asset, copies in verification.items():
+        for copy, v in copies.items():
+            cov = v["coverage"]
+            cost = v["cost_monthly"]
+            rows.append([
+                f"{asset}/{copy}", *(f"{cov[e]:.1%}" for e in ("read", "checksum", "etag")),
+                (v["oldest_read"] or "never (some object)")[:19],
+                "-" if cost is None else f"{sum(cost.values()):.2f} {v['currency']} "
+                f"({cost['storage']:.2f}+{cost['egress']:.2f}+{cost['requests']:.2f})",
+            ])
+    if len(rows) == 1:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["", "Verification coverage (within read_every) and cost:",
+            *("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)]

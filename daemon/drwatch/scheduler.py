@@ -46,10 +46,15 @@ def _cron_fields(expr: str) -> dict[str, str]:
 
 
 def first_run(schedule: Schedule, last_run: float | None, now: float, rng: random.Random) -> float | None:
-    """When a validator should first run after (re)start; None lets a cron trigger decide."""
+    """When a validator should first run after (re)start; None lets a cron trigger decide.
+
+    A last run stamped in the future means the clock was stepped back since (or another host's clock is
+    ahead): waiting for ``last_run + period`` would pause the check for the size of the step, so it counts
+    as overdue.
+    """
     period = schedule.interval_seconds()
     spread = schedule.jitter.total_seconds() or min(STARTUP_SPREAD, period)
-    if last_run is None or now - last_run >= period:
+    if last_run is None or last_run > now or now - last_run >= period:
         return now + rng.uniform(0, spread)
     if schedule.cron is not None:
         return None

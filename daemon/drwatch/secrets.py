@@ -7,7 +7,10 @@ then next to the config. Every value read is registered so log output can redact
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from drwatch.errors import ConfigError, ConfigProblem
 
@@ -74,3 +77,49 @@ def read_secret(field: str, env: str | None, file: str | None, base_dir: Path) -
             return value
         raise ConfigError("secrets", [ConfigProblem(field, f"secret file {file} not found")])
     raise ConfigError("secrets", [ConfigProblem(field, "no secret source configured")])
+
+
+def secret_file(file: str, base_dir: Path) -> Path | None:
+    """Where ``read_secret`` would read a ``*_file`` secret from (None: no such file)."""
+    path = Path(file)
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidates = [Path(creds) / path] if creds and not path.is_absolute() else []
+    candidates.append(path if path.is_absolute() else base_dir / path)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _secret_file_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and key.endswith("_file") and key != "web_config_file" and isinstance(value, str):
+                out.append((where, value))
+            else:
+                out += _secret_file_fields(value, where)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            out += _secret_file_fields(item, f"{path}[{i}]")
+    return out
+
+
+def exposed_files(config_data: Any, base_dir: Path, extra: Iterable[tuple[str, Path]] = ()) -> list[str]:
+    """Warnings for secret files every user on the host can read (mode ``o+r``).
+
+    ``config_data`` is the configuration as data: every ``*_file`` field names a secret (read like
+    :func:`read_secret` does); ``extra`` adds (field, path) pairs such as the web config and its TLS key.
+    Blocking (stat calls): run it in a thread on the event loop.
+    """
+    found = [(field, secret_file(name, base_dir)) for field, name in _secret_file_fields(config_data)]
+    warnings = []
+    for field, path in [*found, *extra]:
+        if path is None:
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IROTH:
+            warnings.append(f"{field}: {path} is readable by every user on this host (mode "
+                            f"{stat.S_IMODE(mode):04o}); restrict it (chmod o-r) or use systemd LoadCredential=")
+    return warnings

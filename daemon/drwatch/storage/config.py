@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drwatch.durations import Duration
+from drwatch.pricing import PriceTable
 
 
 class FilesystemLocationConfig(BaseModel):
@@ -23,6 +24,7 @@ class FilesystemLocationConfig(BaseModel):
     media: str | None = None
     offline: bool = False
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
 
 class S3LocationConfig(BaseModel):
@@ -53,6 +55,7 @@ class S3LocationConfig(BaseModel):
     head_concurrency: int = Field(default=16, ge=1, le=256)
     canary_prefix: str | None = None
     offline: bool = False
+    pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
     @model_validator(mode="after")
     def _credentials(self) -> S3LocationConfig:

@@ -17,6 +17,10 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from drwatch.parquet_facts import ParquetFacts
 
 MANIFEST_NAME = ".drwatch-manifest.jsonl"
 CHUNK = 1024 * 1024
@@ -32,6 +36,7 @@ class Entry:
     etag: str | None = None  # S3 listings
     storage_class: str | None = None  # S3 listings
     checksum_listed: bool = False  # S3 listings: the object carries an additional checksum
+    parquet: ParquetFacts | None = None  # manifests: rows/row groups/schema fingerprint of a sealed Parquet file
 
     @property
     def relpath(self) -> str:

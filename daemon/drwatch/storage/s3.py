@@ -88,6 +88,37 @@ class BucketFacts:
     encryption: str | None  # AES256 | aws:kms | None
 
 
+# API operations -> the bounded ``operation`` label of the request counters.
+_OPERATIONS = {"list_objects_v2": "list", "head_object": "head", "get_object": "get"}
+
+
+class RequestMeter:
+    """What drwatch sent to one location for one source of one run: HTTP requests by operation (retries
+    included, as botocore reports them) and object bytes received (GET bodies). Listing and HEAD responses
+    carry a few hundred bytes of XML/headers each and are not counted as egress; they are counted as
+    requests."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.requests: dict[str, int] = {}
+        self.egress_bytes = 0
+
+    def count(self, op: str, attempts: int) -> None:
+        label = _OPERATIONS.get(op, "bucket")
+        self.requests[label] = self.requests.get(label, 0) + attempts
+
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+
+def _attempts(meta: Any) -> int:
+    """HTTP requests one API call sent: the first plus botocore's retries."""
+    try:
+        return 1 + int((meta or {}).get("RetryAttempts", 0))
+    except (TypeError, ValueError):
+        return 1
+
+
 class S3Unavailable(ValidatorError):
     """Could not talk to the S3 endpoint as needed (denied, throttled, unreachable, timed out)."""
 
@@ -239,26 +270,32 @@ class S3Location:
             await self._stack.aclose()
             self._stack = AsyncExitStack()
 
-    async def _call(self, op: str, **kwargs: Any) -> Any:
+    async def _call(self, op: str, meter: RequestMeter | None = None, **kwargs: Any) -> Any:
         client = await self.client()
         try:
-            return await getattr(client, op)(**kwargs)
+            resp = await getattr(client, op)(**kwargs)
         except Exception as exc:
+            if meter is not None:
+                meta = exc.response.get("ResponseMetadata") if isinstance(exc, ClientError) else None
+                meter.count(op, _attempts(meta))
             raise classify(exc, self.name) from None
+        if meter is not None:
+            meter.count(op, _attempts(resp.get("ResponseMetadata")))
+        return resp
 
-    async def bucket_exists(self) -> bool:
+    async def bucket_exists(self, meter: RequestMeter | None = None) -> bool:
         try:
-            await self._call("head_bucket", Bucket=self.cfg.bucket)
+            await self._call("head_bucket", meter, Bucket=self.cfg.bucket)
         except S3Missing:
             return False
         return True
 
-    async def bucket_facts(self) -> BucketFacts:
+    async def bucket_facts(self, meter: RequestMeter | None = None) -> BucketFacts:
         bucket = self.cfg.bucket
 
         async def optional(op: str) -> Any:
             try:
-                return await self._call(op, Bucket=bucket)
+                return await self._call(op, meter, Bucket=bucket)
             except S3Missing:
                 return None
             except S3Unavailable as exc:
@@ -276,7 +313,7 @@ class S3Location:
         # Object Lock: "not configured" (a 404) is a fact (False); "not allowed to read it" stays unknown (None),
         # so per-object HEADs are never skipped on a guess.
         try:
-            lock = await self._call("get_object_lock_configuration", Bucket=bucket)
+            lock = await self._call("get_object_lock_configuration", meter, Bucket=bucket)
         except S3Missing:
             lock = {}
         except S3Unavailable as exc:
@@ -294,13 +331,16 @@ class S3Location:
             kms = default.get("KMSMasterKeyID", kms)
         return BucketFacts(region, versioning, object_lock, default_mode, kms, algo)
 
-    async def objects(self, prefix: str) -> AsyncIterator[S3Object]:
-        """Stream objects under prefix in key order (ListObjectsV2), keys relative to the prefix."""
-        client = await self.client()
+    async def objects(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[S3Object]:
+        """Stream objects under prefix in key order (ListObjectsV2 pages), keys relative to the prefix."""
         base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        paginator = client.get_paginator("list_objects_v2")
+        token: str | None = None
         try:
-            async for page in paginator.paginate(Bucket=self.cfg.bucket, Prefix=base):
+            while True:
+                kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": base}
+                if token is not None:
+                    kwargs["ContinuationToken"] = token
+                page = await self._call("list_objects_v2", meter, **kwargs)
                 for obj in page.get("Contents", []):
                     key = obj["Key"][len(base):]
                     if not key or key.endswith("/"):
@@ -313,12 +353,15 @@ class S3Location:
                         storage_class=str(obj.get("StorageClass") or "STANDARD"),
                         checksum_listed=bool(obj.get("ChecksumAlgorithm")),
                     )
+                token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+                if not token:
+                    break
         except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None
 
-    async def head(self, key: str) -> ObjectHead:
+    async def head(self, key: str, meter: RequestMeter | None = None) -> ObjectHead:
         async with self.head_sem:
-            resp = await self._call("head_object", Bucket=self.cfg.bucket, Key=key, ChecksumMode="ENABLED")
+            resp = await self._call("head_object", meter, Bucket=self.cfg.bucket, Key=key, ChecksumMode="ENABLED")
         checksums: dict[str, str] = {}
         composite: dict[str, str] = {}
         ctype = str(resp.get("ChecksumType") or "")
@@ -342,9 +385,9 @@ class S3Location:
             etag=str(resp.get("ETag", "")).strip('"'),
         )
 
-    async def sha256(self, key: str) -> tuple[str, int]:
+    async def sha256(self, key: str, meter: RequestMeter | None = None) -> tuple[str, int]:
         """Read the whole object and hash it (hashing in a worker thread, bounded memory)."""
-        resp = await self._call("get_object", Bucket=self.cfg.bucket, Key=key)
+        resp = await self._call("get_object", meter, Bucket=self.cfg.bucket, Key=key)
         digest = hashlib.sha256()
         total = 0
         body = resp["Body"]
@@ -354,6 +397,8 @@ class S3Location:
                 if not chunk:
                     break
                 total += len(chunk)
+                if meter is not None:
+                    meter.egress_bytes += len(chunk)
                 await asyncio.to_thread(digest.update, chunk)
         except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None

@@ -17,7 +17,7 @@ from typing import Protocol
 from drwatch.model import Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.filesystem import Entry, HashPool, alist, filesystem_type, media_class
-from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, S3Location, S3Missing
+from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, RequestMeter, S3Location, S3Missing
 
 
 class Probe:
@@ -125,18 +125,19 @@ class S3Source:
         self.site = cfg.site
         self.bucket: BucketFacts | None = None
         self.listed_classes: set[str] = set()  # storage classes in the listing (production is never HEADed)
+        self.meter = RequestMeter(location)  # what this source sent in this run (verification economy)
 
     async def probe(self) -> tuple[str, str]:
-        if not await self.client.bucket_exists():
+        if not await self.client.bucket_exists(self.meter):
             return Probe.ROOT_MISSING, f"bucket {self.cfg.bucket!r} does not exist"
-        self.bucket = await self.client.bucket_facts()
+        self.bucket = await self.client.bucket_facts(self.meter)
         return Probe.OK, ""
 
     async def entries(self) -> AsyncIterator[Entry]:
         base = self.prefix.strip("/")
         canary = (self.cfg.canary_prefix or "").strip("/")
         try:
-            async for obj in self.client.objects(self.prefix):
+            async for obj in self.client.objects(self.prefix, self.meter):
                 if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
                     continue  # the immutability probe's own canary is no part of any recovery point
                 self.listed_classes.add(obj.storage_class)
@@ -152,7 +153,7 @@ class S3Source:
 
     async def sha256(self, entry: Entry) -> tuple[str, int]:
         try:
-            return await self.client.sha256(self._key(entry))
+            return await self.client.sha256(self._key(entry), self.meter)
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
 
@@ -164,7 +165,7 @@ class S3Source:
         if bucket is not None and bucket.object_lock is False and not entry.checksum_listed:
             return ObjectHead(etag=entry.etag or "", storage_class=entry.storage_class or "STANDARD")
         try:
-            return await self.client.head(self._key(entry))
+            return await self.client.head(self._key(entry), self.meter)
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
 

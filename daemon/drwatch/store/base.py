@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from drwatch.errors import ValidatorError
+from drwatch.ledger import CopySummary, LedgerRow, Totals
 from drwatch.model import Attestation, CopyReport, Finding, Outcome, Result
+from drwatch.store.verify import LedgerBatch, LedgerEntry, counters, summaries
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
 )
@@ -86,6 +88,10 @@ class StoredState:
     validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
     attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
     copy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (asset, copy) -> bytes verified
+    # Verification economy (drwatch.ledger): per (asset, copy) the ledger summary of its latest run, and the
+    # persisted request/egress counters per (location, name) (name: "requests:<operation>" or "egress_bytes").
+    verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
+    verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -99,6 +105,14 @@ class Store(Protocol):
     async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]: ...
     async def prune(self, before: float) -> int: ...
     async def ping(self) -> None: ...
+
+    # --- the verification ledger (drwatch.ledger; statements in store/verify.py) ---
+    async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]: ...
+    async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]: ...
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]: ...
+    async def ledger_write(self, batch: LedgerBatch) -> None: ...
+    async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]: ...
+    async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary: ...
 
     async def revision(self) -> tuple[int, int]:
         """(results ever recorded, attestations ever added): changes exactly when ``load_state`` would
@@ -155,6 +169,7 @@ def copy_byte_increments(result: Result) -> list[tuple[str, str, int]]:
 def assemble_state(
     state_rows: list[Any], count_rows: list[Any], bucket_rows: list[Any], result_rows: list[Any],
     attestation_rows: list[Any], copy_rows: list[Any] | None = None,
+    summary_rows: list[Any] | None = None, counter_rows: list[Any] | None = None,
 ) -> StoredState:
     """Build StoredState from rows shaped the same way by both backends."""
     runs: dict[tuple[str, str], dict[str, int]] = {}
@@ -184,4 +199,5 @@ def assemble_state(
         for a, c, note, created, rp in attestation_rows
     }
     copy_bytes = {(a, c): int(n) for a, c, n in (copy_rows or [])}
-    return StoredState(validators, attestations, copy_bytes)
+    return StoredState(validators, attestations, copy_bytes, summaries(summary_rows or []),
+                       counters(counter_rows or []))

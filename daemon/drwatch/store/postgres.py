@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import asyncpg
 
 from drwatch.errors import ValidatorError
+from drwatch.ledger import CopySummary, LedgerRow, Totals
 from drwatch.model import Attestation, Result
+from drwatch.store import verify as v
 from drwatch.store.base import (
     RESULT_COLUMNS,
     REVISION_QUERY,
@@ -55,6 +58,7 @@ MIGRATIONS: dict[int, list[str]] = {
             asset TEXT NOT NULL, copy TEXT NOT NULL, bytes_verified BIGINT NOT NULL,
             PRIMARY KEY (asset, copy))""",
     ],
+    3: v.SCHEMA_V3_POSTGRES,
 }
 
 _MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time
@@ -189,9 +193,12 @@ class PostgresStore:
                 "FROM attestations ORDER BY asset, copy, id DESC"
             )
             copies = await conn.fetch("SELECT asset, copy, bytes_verified FROM copy_counters")
+            verify = await conn.fetch(v.LOAD_SUMMARIES)
+            counters = await conn.fetch(v.LOAD_COUNTERS)
         return assemble_state(
             [tuple(r) for r in states], [tuple(r) for r in counts], [tuple(r) for r in buckets],
             [tuple(r) for r in results], [tuple(r) for r in attestations], [tuple(r) for r in copies],
+            [tuple(r) for r in verify], [tuple(r) for r in counters],
         )
 
     async def add_attestation(self, attestation: Attestation) -> None:
@@ -222,6 +229,45 @@ class PostgresStore:
             before,
         )
         return int(status.rsplit(maxsplit=1)[-1])
+
+    # --- the verification ledger ---
+
+    async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]:
+        rows = await self._p().fetch(v.pg(v.TOTALS), stale_before, asset)
+        return {str(r[0]): Totals(int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]:
+        return [v.queue_row(tuple(r)) for r in await self._p().fetch(v.pg(v.QUEUE), asset, limit, offset)]
+
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[v.LedgerEntry]:
+        rows = await self._p().fetch(v.pg(v.PAGE), asset, copy, after, limit)
+        return [v.entry_from_row(tuple(r)) for r in rows]
+
+    async def ledger_write(self, batch: v.LedgerBatch) -> None:
+        async with self._p().acquire() as conn, conn.transaction():
+            if batch.upserts:
+                await conn.executemany(v.pg(v.UPSERT_LEDGER), batch.upsert_params())
+            if batch.deletes:
+                await conn.executemany(v.pg(v.DELETE_LEDGER), batch.delete_params())
+            if batch.egress_bytes or batch.requests:
+                await conn.execute(v.pg(v.ADD_SPENT), batch.asset, batch.day, batch.egress_bytes, batch.requests)
+                await conn.execute(v.pg(v.PRUNE_SPENT), batch.asset, batch.day - 1)
+            params = batch.counter_params()
+            if params:
+                await conn.executemany(v.pg(v.ADD_COUNTER), params)
+
+    async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]:
+        row = await self._p().fetchrow(v.pg(v.GET_SPENT), asset, day)
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary:
+        async with self._p().acquire() as conn, conn.transaction():
+            agg = await conn.fetchrow(v.pg(v.SUMMARY), since, since, since, asset, copy)
+            classes = await conn.fetch(v.pg(v.BY_CLASS), asset, copy)
+            summary = v.summary_from_rows(tuple(agg or ()), [tuple(r) for r in classes], base)
+            await conn.execute(v.pg(v.PUT_SUMMARY), asset, copy, json.dumps(summary.to_dict(), sort_keys=True))
+        return summary
 
     async def revision(self) -> tuple[int, int]:
         row = await self._p().fetchrow(REVISION_QUERY)

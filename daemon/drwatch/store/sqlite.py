@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drwatch.errors import ValidatorError
+from drwatch.ledger import CopySummary, LedgerRow, Totals
 from drwatch.model import Attestation, Result
+from drwatch.store import verify as v
 from drwatch.store.base import (
     RESULT_COLUMNS,
     REVISION_QUERY,
@@ -65,6 +68,7 @@ MIGRATIONS: dict[int, list[str]] = {
             asset TEXT NOT NULL, copy TEXT NOT NULL, bytes_verified INTEGER NOT NULL,
             PRIMARY KEY (asset, copy))""",
     ],
+    3: v.SCHEMA_V3_SQLITE,
 }
 
 
@@ -254,7 +258,9 @@ class SqliteStore:
                 "(SELECT MAX(id) FROM attestations b WHERE b.asset = a.asset AND b.copy = a.copy)"
             ).fetchall()
             copies = conn.execute("SELECT asset, copy, bytes_verified FROM copy_counters").fetchall()
-            return assemble_state(states, counts, buckets, results, attestations, copies)
+            verify = conn.execute(v.LOAD_SUMMARIES).fetchall()
+            counters = conn.execute(v.LOAD_COUNTERS).fetchall()
+            return assemble_state(states, counts, buckets, results, attestations, copies, verify, counters)
 
         return await self._call(read)
 
@@ -297,6 +303,69 @@ class SqliteStore:
             return cur.rowcount
 
         return await self._call(delete)
+
+    # --- the verification ledger ---
+
+    async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]:
+        def read(conn: sqlite3.Connection) -> dict[str, Totals]:
+            rows = conn.execute(v.TOTALS, (stale_before, asset)).fetchall()
+            return {str(c): Totals(int(n), int(b), int(d)) for c, n, b, d in rows}
+
+        return await self._call(read)
+
+    async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]:
+        def read(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [v.queue_row(r) for r in conn.execute(v.QUEUE, (asset, limit, offset)).fetchall()]
+
+        return await self._call(read)
+
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[v.LedgerEntry]:
+        def read(conn: sqlite3.Connection) -> list[v.LedgerEntry]:
+            return [v.entry_from_row(r) for r in conn.execute(v.PAGE, (asset, copy, after, limit)).fetchall()]
+
+        return await self._call(read)
+
+    async def ledger_write(self, batch: v.LedgerBatch) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_file()
+                conn.executemany(v.UPSERT_LEDGER, batch.upsert_params())
+                conn.executemany(v.DELETE_LEDGER, batch.delete_params())
+                if batch.egress_bytes or batch.requests:
+                    conn.execute(v.ADD_SPENT, (batch.asset, batch.day, batch.egress_bytes, batch.requests))
+                    conn.execute(v.PRUNE_SPENT, (batch.asset, batch.day - 1))
+                conn.executemany(v.ADD_COUNTER, batch.counter_params())
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._call(write)
+
+    async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]:
+        def read(conn: sqlite3.Connection) -> tuple[int, int]:
+            b, r = conn.execute(v.GET_SPENT, (asset, day)).fetchone()
+            return int(b), int(r)
+
+        return await self._call(read)
+
+    async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary:
+        def compute(conn: sqlite3.Connection) -> CopySummary:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_file()
+                agg = conn.execute(v.SUMMARY, (since, since, since, asset, copy)).fetchone()
+                classes = conn.execute(v.BY_CLASS, (asset, copy)).fetchall()
+                summary = v.summary_from_rows(agg, classes, base)
+                conn.execute(v.PUT_SUMMARY, (asset, copy, json.dumps(summary.to_dict(), sort_keys=True)))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return summary
+
+        return await self._call(compute)
 
     async def revision(self) -> tuple[int, int]:
         def read(conn: sqlite3.Connection) -> tuple[int, int]:

@@ -6,11 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from drwatch.validators.base import Validator
+from drwatch.validators.consistency_group import ConsistencyGroupValidator
+from drwatch.validators.dataset import DatasetValidator
 from drwatch.validators.immutability_probe import ImmutabilityProbeValidator
+from drwatch.validators.model_weights import ModelWeightsValidator
 from drwatch.validators.postgres_replica_lag import PostgresReplicaLagValidator
 from drwatch.validators.postgres_restore import PostgresRestoreValidator
 from drwatch.validators.rds_snapshot import RdsSnapshotValidator
 from drwatch.validators.replica import ReplicaValidator
+from drwatch.validators.vector_restore import VectorRestoreValidator
 
 
 def _replica(cfg: Any) -> Validator:
@@ -33,12 +37,32 @@ def _rds_snapshot(cfg: Any) -> Validator:
     return RdsSnapshotValidator(cfg)
 
 
+def _consistency_group(cfg: Any) -> Validator:
+    return ConsistencyGroupValidator(cfg)
+
+
+def _vector_restore(cfg: Any) -> Validator:
+    return VectorRestoreValidator(cfg)
+
+
+def _dataset(cfg: Any) -> Validator:
+    return DatasetValidator(cfg)
+
+
+def _model_weights(cfg: Any) -> Validator:
+    return ModelWeightsValidator(cfg)
+
+
 REGISTRY: dict[str, Callable[[Any], Validator]] = {
     "replica": _replica,
+    "dataset": _dataset,
     "immutability_probe": _immutability_probe,
     "postgres_restore": _postgres_restore,
     "postgres_replica_lag": _postgres_replica_lag,
     "rds_snapshot": _rds_snapshot,
+    "consistency_group": _consistency_group,
+    "vector_restore": _vector_restore,
+    "model_weights": _model_weights,
 }
 
 

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
     from drwatch.config import AssetConfig, Config
     from drwatch.sandbox import SandboxManager
+    from drwatch.snapshot import Snapshot
     from drwatch.storage.s3 import S3Pool
+    from drwatch.store.base import Store
 
 
 class Schedule(BaseModel):
@@ -80,6 +82,8 @@ class ValidatorConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    reads_results: ClassVar[bool] = False  # judges other validators' stored results (runs after them)
+
     kind: str
     name: str | None = Field(default=None, description="label; defaults to the kind")
     schedule: Schedule = DEFAULT_SCHEDULE
@@ -126,6 +130,8 @@ class RunContext:
     sandboxes: SandboxManager
     clock: Callable[[], float] = time.time
     s3: S3Pool | None = None
+    store: Store | None = None  # the durable store (the verification ledger of the replica validator)
+    snapshot: Callable[[], Snapshot] | None = None  # the current stored state (checks across assets)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:

@@ -6,13 +6,19 @@ from typing import Annotated
 
 from pydantic import Field
 
+from drwatch.validators.consistency_group import ConsistencyGroupValidatorConfig
+from drwatch.validators.dataset import DatasetConfig
 from drwatch.validators.immutability_probe import ImmutabilityProbeConfig
+from drwatch.validators.model_weights import ModelWeightsConfig
 from drwatch.validators.postgres_replica_lag import PostgresReplicaLagConfig
 from drwatch.validators.postgres_restore import PostgresRestoreConfig
 from drwatch.validators.rds_snapshot import RdsSnapshotConfig
 from drwatch.validators.replica import ReplicaConfig
+from drwatch.validators.vector_restore import VectorRestoreConfig
 
-ValidatorConfig = Annotated[ReplicaConfig | ImmutabilityProbeConfig | PostgresRestoreConfig
-                            | PostgresReplicaLagConfig | RdsSnapshotConfig, Field(discriminator="kind")]
-VALIDATOR_KINDS: frozenset[str] = frozenset({"replica", "immutability_probe", "postgres_restore",
-                                             "postgres_replica_lag", "rds_snapshot"})
+ValidatorConfig = Annotated[ReplicaConfig | DatasetConfig | ImmutabilityProbeConfig | PostgresRestoreConfig
+                            | PostgresReplicaLagConfig | RdsSnapshotConfig | ConsistencyGroupValidatorConfig
+                            | VectorRestoreConfig | ModelWeightsConfig, Field(discriminator="kind")]
+VALIDATOR_KINDS: frozenset[str] = frozenset({"replica", "dataset", "immutability_probe", "postgres_restore",
+                                             "postgres_replica_lag", "rds_snapshot", "consistency_group",
+                                             "vector_restore", "model_weights"})

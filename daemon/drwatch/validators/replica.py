@@ -30,13 +30,16 @@ from pydantic import Field
 
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
+from drwatch.ledger import composite_matches
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
+from drwatch.store.verify import LedgerEntry
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.verification import VerifySession
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -155,6 +158,14 @@ class _Reference:
                 raise
         return await self._head
 
+    async def read_cost(self) -> int:
+        """Bytes of egress proving a read against this reference would add: the reference's own bytes when
+        they must be read (no seal, no provider SHA256, an S3 production not read yet), else 0."""
+        if self.entry.sha256 is not None or self._digest is not None or not isinstance(self.prod, S3Source):
+            return 0
+        head = await self.head()
+        return 0 if head is not None and "SHA256" in head.checksums else self.entry.size
+
     async def sha256(self) -> str:
         if self.entry.sha256 is not None:
             return self.entry.sha256
@@ -263,10 +274,11 @@ class ReplicaValidator:
 
         ref_count = ref_bytes = 0
         newest = 0.0
+        session = await self._session(ctx, streams, checked) if ref_stream is not None else None
         if ref_stream is not None:
             try:
                 ref_count, ref_bytes, newest = await self._merge(
-                    ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit)
+                    ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit, session)
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
@@ -295,6 +307,10 @@ class ReplicaValidator:
                 f"newest recovery point is {format_duration(now - recovery_point)} old "
                 f"(RPO {format_duration(asset.rpo.total_seconds())})", "production"))
 
+        if session is not None:
+            findings.extend(await session.finish(
+                {s.name: dict(s.src.meter.requests) for s in checked if isinstance(s.src, S3Source)},
+                [s.name for s in checked if s.name in session.copies and not s.broken]))
         provider_media = ctx.config.compliance.provider_counts_as_media
         facts = {s.name: await self._facts(s, provider_media) for s in streams}
         findings.extend(self._independence(ctx, prod, copies, facts))
@@ -324,7 +340,32 @@ class ReplicaValidator:
         }
         if recovery_point is not None:
             figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
+        if session is not None:
+            figures.update({
+                "verify_objects_read": float(session.reads), "verify_bytes_read": float(session.read_bytes),
+                "verify_reads_deferred": float(session.skipped_for_budget),
+                "verify_allowance_bytes": float(session.allowance()),
+                "verify_spent_bytes_today": float(session.spent_bytes + session.taken_bytes),
+            })
         return Report(outcome, tuple(findings), figures, tuple(reports), recovery_point)
+
+    async def _session(self, ctx: RunContext, streams: list[_Stream], checked: list[_Stream]) -> VerifySession | None:
+        """The verification ledger of this run, when the asset has a ``verification`` policy."""
+        policy = ctx.asset.verification
+        if policy is None:
+            return None
+        if ctx.store is None:
+            raise ValidatorError("no_store", "the verification policy needs the store (run through the daemon)")
+        session = VerifySession(ctx.store, ctx.asset_name, policy, ctx.clock(),
+                                86400.0 / self.cfg.schedule.interval_seconds())
+        for s in streams:
+            if isinstance(s.src, S3Source):
+                session.add_meter(s.src.meter)
+        for s in checked:
+            if s.src.role == "copy":
+                session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None)
+        await session.start()
+        return session
 
     def _manifest_path(self, ctx: RunContext, prod: Source) -> Path | None:
         root = prod.root if isinstance(prod, FilesystemSource) else None
@@ -451,7 +492,8 @@ class ReplicaValidator:
                                     s.name))
         return ok and s.verified > 0
 
-    async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: _Reference, limit: int) -> None:
+    async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: _Reference, limit: int,
+                      session: VerifySession | None = None, prior: LedgerEntry | None = None) -> None:
         """Prove one object of one copy against the reference with the strongest cheap evidence."""
         try:
             head = await s.src.head(e)
@@ -462,19 +504,31 @@ class ReplicaValidator:
         if head is not None:
             self._record_lock(ctx, s, head)
         verdict: bool | None = None
-        how = ""
+        how = value = ""
+        # Under a budget, a SHA256 is compared with the reference only where that costs no read of it.
+        cheap_sha = session is None or await ref.read_cost() == 0
         if head is not None and head.checksums:
-            if "SHA256" in head.checksums and (ref.entry.sha256 is not None or ref.prod is not None):
+            if "SHA256" in head.checksums and (ref.entry.sha256 is not None or ref.prod is not None) and cheap_sha:
                 verdict = checksum_matches_sha256(head, await ref.sha256())
-                how = "checksum"
+                how, value = "checksum", f"SHA256:{head.checksums['SHA256']}"
             else:
                 rhead = await ref.head()
                 common = [a for a in head.checksums if rhead is not None and a in rhead.checksums]
                 if common and rhead is not None:
                     verdict = head.checksums[common[0]] == rhead.checksums[common[0]]
-                    how = "checksum"
+                    how, value = "checksum", f"{common[0]}:{head.checksums[common[0]]}"
+        if verdict is None and head is not None and head.composite and ref.prod is not None:
+            rhead = await ref.head()
+            for algo, mine in head.composite.items():
+                theirs = rhead.composite.get(algo) if rhead is not None else None
+                if theirs is not None and composite_matches(mine, theirs):
+                    verdict, how, value = True, "checksum", f"{algo}:{mine}"  # equal part layouts
+                    break
         if verdict is None and e.etag and ref.entry.etag and ref.prod is not None and e.etag == ref.entry.etag:
-            verdict, how = True, "etag"  # equal ETags (same content, or same part layout of it)
+            verdict, how, value = True, "etag", e.etag  # equal ETags (same content, or same part layout of it)
+        if session is not None and s.name in session.copies:
+            await self._verify_ledger(s, e, ref, limit, session, prior, verdict, how, value)
+            return
         if verdict is None:
             if not self.cfg.verify_content:
                 s.proven("size")
@@ -493,6 +547,32 @@ class ReplicaValidator:
             s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
                    Severity.CRITICAL)
 
+    async def _verify_ledger(self, s: _Stream, e: Entry, ref: _Reference, limit: int, session: VerifySession,
+                             prior: LedgerEntry | None, verdict: bool | None, how: str, value: str) -> None:
+        """Under a verification policy: metadata evidence always; a read when the ledger's plan or the
+        budget says so (never because metadata was missing: that object waits for its turn)."""
+        read = False
+        if verdict is not False and session.candidate(s.name, e, prior):
+            cost = await ref.read_cost()
+            if session.take(s.name, e, prior, cost):
+                n = 0
+                try:
+                    digest, n = await s.src.sha256(e)
+                    read_ok = digest == await ref.sha256() and n == ref.entry.size
+                finally:
+                    session.read_done(s.name, e, cost, n)
+                read = True
+                if not read_ok:
+                    verdict, how = False, "read"
+        if verdict is False:
+            s.mismatch += 1
+            s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
+                   Severity.CRITICAL)
+            session.record(s.name, e, prior, how, value, read, ok=False)
+            return
+        s.proven("read" if read else how or "size", e.size if read or how else 0)
+        session.record(s.name, e, prior, how or "size", value, read, ok=True)
+
     def _record_lock(self, ctx: RunContext, s: _Stream, head: ObjectHead) -> None:
         mode = (head.lock_mode or "").upper()
         bucket = "compliance" if mode == "COMPLIANCE" else "governance" if mode == "GOVERNANCE" else "none"
@@ -506,7 +586,7 @@ class ReplicaValidator:
             s.storage_classes.add(head.storage_class)
 
     async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
-                     sealed: bool, limit: int) -> tuple[int, int, float]:
+                     sealed: bool, limit: int, session: VerifySession | None = None) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
         iters = [s.src.entries() for s in streams]
 
@@ -576,6 +656,11 @@ class ReplicaValidator:
                         continue
                     h = heads[i]
                     if h is not None and h.key == key:
+                        prior = None
+                        if session is not None and s.name in session.copies:
+                            prior = await session.seek(s.name, h.key)
+                            if reference is not None and h.size == reference.entry.size:
+                                session.note_seen(s.name, h, prior)
                         if reference is None:
                             s.extra += 1
                             s.note("extra_file", "object not in the recovery point", h.key, limit, Severity.WARNING)
@@ -584,7 +669,8 @@ class ReplicaValidator:
                             s.note("size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit,
                                    Severity.CRITICAL)
                         else:
-                            await spawn(s, functools.partial(self._verify, ctx, s, h, reference, limit), h.key)
+                            await spawn(s, functools.partial(self._verify, ctx, s, h, reference, limit, session,
+                                                             prior), h.key)
                         heads[i] = await advance(i)
                     elif r is not None:
                         s.missing += 1
@@ -595,14 +681,21 @@ class ReplicaValidator:
                     ref_bytes += r.size
                     newest = max(newest, r.mtime)
                     ref_head = await _nxt(ref)
+                if session is not None and session.due_flush():
+                    await session.flush()
             if tasks:
                 await asyncio.gather(*tasks)
                 tasks.clear()
+            for s in streams:
+                if session is not None and s.name in session.copies and not s.broken:
+                    await session.end_of_listing(s.name)  # rows past the last listed key: deleted objects
         finally:
             for t in tasks:
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if session is not None:
+                await session.flush_bounded()  # keep the progress of an interrupted run
             for it in iters:
                 await it.aclose()  # type: ignore[attr-defined]
         return ref_count, ref_bytes, newest

@@ -1,0 +1,25 @@
+"""The hash of the cluster-wide part of a configuration.
+
+Every node loads the same file, but some sections are legitimately per node: ``cluster.node`` (its
+name), ``http`` (its listen address), ``limits`` (its hardware) and ``logging``. Everything else decides
+what runs and how results are judged, and must be identical on every node before a reload applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drwatch.config import Config
+
+NODE_LOCAL = ("http", "limits", "logging")
+HASH_LENGTH = 12  # hex digits shown in drwatch_config_hash_info (48 bits: collisions are not a concern)
+
+
+def config_hash(cfg: Config) -> str:
+    data: dict[str, Any] = cfg.model_dump(mode="json", exclude=set(NODE_LOCAL))
+    data["cluster"].pop("node", None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]

@@ -1,0 +1,653 @@
+"""Validator ``dataset``: datasets, feature stores and experiment artifacts, proven against their seal.
+
+Production and every copy (filesystem or S3) must hold every file of the sealed recovery point with the
+sealed size and sha256 (an S3 full-object SHA256 checksum counts; otherwise the bytes are read and hashed in
+threads). Every ``*.parquet`` file must also have a readable footer (PAR1 at both ends, footer length in
+bounds, metadata parses, column chunks inside the file; on S3 by ranged GETs of the footer only) whose row
+count, row-group count and schema fingerprint equal the seal's (:mod:`drwatch.parquet_facts`). So a damaged
+data page is caught by the hash, a truncated file by its footer, and a rewrite with another schema or other
+rows by precise codes even where only sizes are compared (``verify_content: false``).
+
+``layout: mlflow`` treats the tree as an MLflow file store (``<experiment>/<run>/{meta.yaml, params/,
+metrics/, tags/, artifacts/}``) and also proves, in every location, that each experiment and run has a
+``meta.yaml`` that parses and names its own directory (run id and experiment id), and that every model the
+run logged (tag ``mlflow.log-model.history``) exists under ``artifacts/`` with its ``MLmodel`` file.
+
+The seal is the only reference (row counts and schemas have no other): a seal that is missing or corrupt
+fails the run, as the replica validator does for a configured seal; one that cannot be read (production
+not mounted, permission) is an error. Copy reports carry the same posture facts as ``replica`` (media,
+region, Object Lock per object, independence), so 3-2-1-1-0 is judged for datasets the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import yaml
+from pydantic import Field
+
+from drwatch.durations import format_duration
+from drwatch.errors import ConfigProblem, ValidatorError
+from drwatch.manifest import ManifestError, ManifestHeader, aread
+from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
+from drwatch.parquet_facts import (
+    FooterError,
+    ParquetFacts,
+    available,
+    fetch_facts,
+    is_parquet,
+    read_file_facts,
+    s3_fetcher,
+)
+from drwatch.storage.config import FilesystemLocationConfig
+from drwatch.storage.filesystem import MANIFEST_NAME, Entry
+from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
+from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
+from drwatch.validators.base import RunContext, ValidatorConfigBase
+
+if TYPE_CHECKING:
+    from drwatch.config import AssetConfig, Config
+
+_LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
+_SMALL_READ = 1024 * 1024  # MLflow meta files are read whole up to this size
+_RUN_ITEMS = frozenset({"meta.yaml", "params", "metrics", "tags", "artifacts"})
+_EXPERIMENT_DIRS = frozenset({"tags", "datasets"})  # experiment-level directories that are not runs
+_MODEL_HISTORY = "tags/mlflow.log-model.history"
+
+
+class DatasetConfig(ValidatorConfigBase):
+    kind: Literal["dataset"] = "dataset"
+    verify_content: bool = True  # false: sizes and Parquet structure only (no sha256 reads)
+    read_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of files without a provider checksum read
+    layout: Literal["files", "mlflow"] = "files"
+    copies: list[str] | None = None  # check only these copies (default: all)
+    list_limit: int = Field(default=10, ge=1)  # findings listed one by one per location and code
+
+    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+        known = {c.label for c in asset.copies}
+        problems = [ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")
+                    for i, name in enumerate(self.copies or []) if name not in known]
+        prod = cfg.locations.get(asset.production.location)
+        if asset.manifest is None and prod is not None and not isinstance(prod, FilesystemLocationConfig):
+            problems.append(ConfigProblem("", f"the dataset validator verifies against a seal: production is in "
+                                          f"S3, so set assets.{asset_name}.manifest (drwatch seal s3://... --out)"))
+        return problems
+
+
+@dataclass
+class _Loc:
+    """One location's tallies: production or a copy."""
+
+    src: Source
+    state: CopyState | None = None  # set early when unavailable/missing/offline
+    verified: int = 0
+    missing: int = 0
+    mismatch: int = 0
+    corrupt: int = 0
+    extra: int = 0
+    errors: int = 0
+    layout: int = 0
+    bytes_verified: int = 0
+    bytes_hashed: int = 0
+    rows: int = 0
+    evidence: dict[str, int] = field(default_factory=dict)
+    lock: dict[str, int] = field(default_factory=dict)
+    retain_until_min: float | None = None
+    storage_classes: set[str] = field(default_factory=set)
+    findings: list[Finding] = field(default_factory=list)
+    listed: dict[str, int] = field(default_factory=dict)
+    broken: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.src.name
+
+    def note(self, code: str, message: str, subject: str, limit: int, severity: Severity = Severity.CRITICAL) -> None:
+        shown = self.listed.get(code, 0)
+        self.listed[code] = shown + 1
+        if shown < limit:
+            self.findings.append(Finding(severity, code, message, f"{self.name}:{subject}"))
+
+    def break_off(self, code: str, message: str) -> None:
+        self.errors += 1
+        if not self.broken:
+            self.broken = True
+            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
+
+
+@dataclass
+class _Seal:
+    files: int = 0
+    bytes: int = 0
+    parquet: int = 0
+    unsealed_parquet: int = 0  # Parquet files the seal holds no facts for
+    broken_parquet: int = 0  # Parquet files whose footer was already unreadable when sealed
+    keys: set[str] | None = None  # every key (layout: mlflow only)
+
+
+class DatasetValidator:
+    kind: ClassVar[str] = "dataset"
+
+    def __init__(self, cfg: DatasetConfig) -> None:
+        self.cfg = cfg
+
+    def _source(self, ctx: RunContext, name: str, role: str, location: str, prefix: str) -> Source:
+        loc = ctx.config.locations[location]
+        if isinstance(loc, FilesystemLocationConfig):
+            return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
+        if ctx.s3 is None:
+            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
+        return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
+
+    async def run(self, ctx: RunContext) -> Report:
+        if not available():
+            raise ValidatorError("pyarrow_missing", "the dataset validator reads Parquet footers with pyarrow: "
+                                 "install drwatch[ml]")
+        asset, limit = ctx.asset, self.cfg.list_limit
+        findings: list[Finding] = []
+        prod = _Loc(self._source(ctx, "production", "production", asset.production.location, asset.production.prefix))
+        wanted = set(self.cfg.copies) if self.cfg.copies is not None else None
+        copies = [_Loc(self._source(ctx, c.label, "copy", c.location, c.prefix)) for c in asset.copies
+                  if wanted is None or c.label in wanted]
+        locs = [prod, *copies]
+        await asyncio.gather(*(self._probe(s, findings) for s in locs))
+
+        opened = await self._open_seal(ctx, prod, findings)
+        checked = [s for s in locs if s.state is None]
+        seal = _Seal(keys=set() if self.cfg.layout == "mlflow" else None)
+        header: ManifestHeader | None = None
+        if opened is not None:
+            header, entries = opened
+            try:
+                await self._merge(ctx, entries, checked, seal, limit)
+            except ManifestError as exc:
+                opened = None
+                findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
+        bad_seal = opened is None
+        recovery_point = header.sealed_at if header is not None and not bad_seal else None
+
+        broken_rp = False
+        if not bad_seal:
+            if seal.unsealed_parquet:
+                why = "pyarrow was not installed where it was sealed" if header and header.parquet_facts is False \
+                    else "it was sealed by a drwatch that did not record them"
+                findings.append(Finding(Severity.WARNING, "parquet_not_sealed",
+                                        f"the seal holds no row counts or schemas for {seal.unsealed_parquet} Parquet "
+                                        f"file(s) ({why}): their footers are checked for readability only", "manifest"))
+            if seal.broken_parquet:
+                broken_rp = True
+                findings.append(Finding(Severity.CRITICAL, "parquet_sealed_unreadable",
+                                        f"{seal.broken_parquet} Parquet file(s) already had an unreadable footer when "
+                                        "the recovery point was sealed", "manifest"))
+            if seal.files == 0:
+                broken_rp = True
+                findings.append(Finding(Severity.CRITICAL, "empty_recovery_point",
+                                        "the recovery point holds no files", "production"))
+            if seal.keys is not None and seal.files:
+                broken_rp |= await self._mlflow(checked, seal.keys, findings, limit)
+
+        now = ctx.clock()
+        stale = recovery_point is not None and now - recovery_point > asset.rpo.total_seconds()
+        if stale:
+            assert recovery_point is not None
+            findings.append(Finding(Severity.CRITICAL, "rpo_exceeded",
+                                    f"newest recovery point is {format_duration(now - recovery_point)} old "
+                                    f"(RPO {format_duration(asset.rpo.total_seconds())})", "production"))
+
+        provider_media = ctx.config.compliance.provider_counts_as_media
+        facts = {s.name: await self._facts(s, provider_media) for s in locs}
+        findings.extend(self._independence(ctx, prod, copies, facts))
+        reports = [self._report(ctx, s, bad_seal, recovery_point, facts[s.name], findings) for s in locs]
+        for s in locs:
+            findings.extend(s.findings)
+            findings.extend(facts[s.name].findings)
+
+        copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy")
+        if copy_failed or bad_seal or stale or broken_rp:
+            outcome = Outcome.FAILED
+        elif any(r.state == CopyState.ERROR for r in reports):
+            outcome = Outcome.ERROR
+        else:
+            outcome = Outcome.OK
+        figures = {
+            "files_reference": float(seal.files),
+            "bytes_reference": float(seal.bytes),
+            "files_verified": float(sum(s.verified for s in locs)),
+            "parquet_files": float(seal.parquet),
+            "rows_verified": float(sum(s.rows for s in locs)),
+            "bytes_hashed": float(sum(s.bytes_hashed for s in locs)),
+            "copies_verified": float(sum(1 for r in reports if r.state == CopyState.VERIFIED)),
+        }
+        if recovery_point is not None:
+            figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
+        return Report(outcome, tuple(findings), figures, tuple(reports), recovery_point)
+
+    # --- seal and locations -------------------------------------------------------------------------
+
+    async def _probe(self, s: _Loc, findings: list[Finding]) -> None:
+        code = "location_unavailable"
+        try:
+            state, message = await s.src.probe()
+        except S3Unavailable as exc:
+            state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
+        if state == Probe.OFFLINE:
+            s.state = CopyState.OFFLINE
+            findings.append(Finding(Severity.INFO, "offline", message, s.name))
+        elif state == Probe.UNAVAILABLE:
+            s.state = CopyState.ERROR
+            findings.append(Finding(Severity.WARNING, code, message, s.name))
+        elif state == Probe.ROOT_MISSING:
+            copy = s.src.role == "copy"
+            s.state = CopyState.FAILED if copy else CopyState.ERROR
+            findings.append(Finding(Severity.CRITICAL if copy else Severity.WARNING,
+                                    "copy_missing" if copy else "production_missing", message, s.name))
+
+    async def _open_seal(self, ctx: RunContext, prod: _Loc, findings: list[Finding]
+                         ) -> tuple[ManifestHeader, AsyncIterator[Entry]] | None:
+        """The seal's header and entries; None (with a finding) when it is missing or corrupt."""
+        root = prod.src.root if isinstance(prod.src, FilesystemSource) else None
+        path = self._seal_path(ctx, root)
+        if path is None:  # refused by cross_check; kept for configs built in code
+            raise ValidatorError("no_seal", "production is in S3 and no manifest is configured")
+        try:
+            if await asyncio.to_thread(path.is_file):
+                return await aread(path)
+        except ManifestError as exc:
+            findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
+            return None
+        except OSError as exc:
+            raise ValidatorError("manifest_unreadable", f"cannot read the seal: {exc.strerror}") from None
+        if root is not None and path.is_relative_to(root) and prod.state is not None:
+            raise ValidatorError("manifest_unreadable", "the production location is unavailable: the seal "
+                                 "inside it cannot be read")
+        findings.append(Finding(Severity.CRITICAL, "manifest_missing",
+                                f"no seal at {path}: the recovery point was never sealed (drwatch seal)", "manifest"))
+        return None
+
+    def _seal_path(self, ctx: RunContext, root: Path | None) -> Path | None:
+        """The asset's seal: ``manifest`` if configured (absolute, or relative to production), else the default
+        file in production."""
+        if ctx.asset.manifest is None:
+            return root / MANIFEST_NAME if root is not None else None
+        configured = Path(os.path.expanduser(ctx.asset.manifest))
+        if configured.is_absolute():
+            return configured
+        return root / configured if root is not None else ctx.config.resolve_path(ctx.asset.manifest)
+
+    # --- the merge ----------------------------------------------------------------------------------
+
+    async def _merge(self, ctx: RunContext, seal_entries: AsyncIterator[Entry], locs: list[_Loc], seal: _Seal,
+                     limit: int) -> None:
+        """One pass over the seal and every checked location in key order (memory independent of file count)."""
+        iters = [s.src.entries() for s in locs]
+
+        async def advance(i: int) -> Entry | None:
+            s = locs[i]
+            while not s.broken:
+                try:
+                    entry = await anext(iters[i], None)
+                except S3Unavailable as exc:
+                    s.break_off(exc.code, f"listing failed: {exc.message}")
+                    return None
+                except OSError as exc:
+                    s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
+                                f"listing failed: {exc.strerror or type(exc).__name__}")
+                    return None
+                if entry is None or entry.key != MANIFEST_NAME:
+                    return entry  # a seal stored next to the data (S3) is no part of the recovery point
+            return None
+
+        heads = [await advance(i) for i in range(len(locs))]
+        ref = await anext(seal_entries, None)
+        window = max(4, ctx.hashes.workers * 8)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def guarded(s: _Loc, work: Callable[[], Awaitable[None]], key: str) -> None:
+            try:
+                await work()
+            except FileNotFoundError:
+                s.missing += 1
+                s.note("missing_file", "file vanished during the check", key, limit)
+            except S3Unavailable as exc:
+                if exc.code in _LOCATION_DOWN:
+                    s.break_off(exc.code, exc.message)
+                else:
+                    s.errors += 1
+                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
+            except OSError as exc:
+                s.errors += 1
+                s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
+                       Severity.WARNING)
+
+        async def spawn(s: _Loc, work: Callable[[], Awaitable[None]], key: str) -> None:
+            while len(tasks) >= window:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                tasks.difference_update(done)
+                for t in done:
+                    t.result()
+            tasks.add(asyncio.ensure_future(guarded(s, work, key)))
+
+        try:
+            while ref is not None or any(h is not None for h in heads):
+                key = min([h.key for h in heads if h is not None] + ([ref.key] if ref is not None else []))
+                r = ref if ref is not None and ref.key == key else None
+                if r is not None:
+                    self._count(seal, r, limit)
+                for i, s in enumerate(locs):
+                    if s.broken:
+                        heads[i] = None
+                        continue
+                    h = heads[i]
+                    if h is None or h.key != key:
+                        if r is not None:
+                            s.missing += 1
+                            s.note("missing_file", "file of the recovery point is missing", key, limit)
+                        continue
+                    if r is None:
+                        s.extra += 1
+                        s.note("extra_file", "file not in the recovery point", key, limit, Severity.WARNING)
+                    elif h.size != r.size and not is_parquet(key):
+                        s.mismatch += 1
+                        s.note("size_mismatch", f"size {h.size} != sealed {r.size}", key, limit)
+                    else:
+                        await spawn(s, functools.partial(self._verify, s, h, r, limit), key)
+                    heads[i] = await advance(i)
+                if r is not None:
+                    ref = await anext(seal_entries, None)
+            if tasks:
+                await asyncio.gather(*tasks)
+                tasks.clear()
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for it in iters:
+                await it.aclose()  # type: ignore[attr-defined]
+
+    def _count(self, seal: _Seal, r: Entry, limit: int) -> None:
+        seal.files += 1
+        seal.bytes += r.size
+        if seal.keys is not None:
+            seal.keys.add(r.key)
+        if is_parquet(r.key):
+            seal.parquet += 1
+            if r.parquet is None:
+                seal.unsealed_parquet += 1
+            elif r.parquet.error is not None:
+                seal.broken_parquet += 1
+
+    async def _verify(self, s: _Loc, e: Entry, r: Entry, limit: int) -> None:
+        """Prove one file of one location: Parquet structure first, then content with the cheapest evidence."""
+        head = await s.src.head(e)  # S3: lock state and checksums (skipped where it cannot add anything)
+        if head is not None:
+            self._record_lock(s, head)
+        facts: ParquetFacts | None = None
+        if is_parquet(e.key):
+            try:
+                facts = await self._footer(s, e)
+            except FooterError as exc:
+                s.corrupt += 1
+                if e.size != r.size:
+                    s.note("size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
+                s.note("parquet_footer_unreadable", str(exc), e.key, limit)
+                return
+            same = self._same_facts(s, e.key, facts, r.parquet, limit)
+            if e.size != r.size:
+                s.mismatch += 1
+                s.note("size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
+                return
+            if not same:
+                s.mismatch += 1
+                return
+        verdict: bool | None = None
+        how = "size"
+        if head is not None and r.sha256 is not None:
+            verdict = checksum_matches_sha256(head, r.sha256)
+            how = "checksum" if verdict is not None else how
+        if verdict is None and self.cfg.verify_content and (
+                self.cfg.read_sample >= 1.0 or random.random() < self.cfg.read_sample):
+            digest, n = await s.src.sha256(e)
+            s.bytes_hashed += n
+            verdict, how = digest == r.sha256 and n == r.size, "read"
+        if verdict is False:
+            s.mismatch += 1
+            s.note("content_mismatch", f"content differs from the seal ({how})", e.key, limit)
+            return
+        s.verified += 1
+        s.evidence[how] = s.evidence.get(how, 0) + 1
+        s.bytes_verified += e.size if how != "size" else 0
+        s.rows += facts.rows if facts is not None else 0
+
+    async def _footer(self, s: _Loc, e: Entry) -> ParquetFacts:
+        if isinstance(s.src, FilesystemSource):
+            return await asyncio.to_thread(read_file_facts, s.src.root.joinpath(*e.parts))
+        assert isinstance(s.src, S3Source)
+        return await fetch_facts(s3_fetcher(s.src.client, s.src.prefix, e.key), e.size)
+
+    def _same_facts(self, s: _Loc, key: str, facts: ParquetFacts, sealed: ParquetFacts | None, limit: int) -> bool:
+        if sealed is None or sealed.error is not None:
+            return True  # nothing to compare with (reported once for the seal)
+        same = True
+        if facts.schema != sealed.schema:
+            same = False
+            s.note("parquet_schema_mismatch", f"schema fingerprint {facts.schema[:12]} != sealed {sealed.schema[:12]}",
+                   key, limit)
+        if facts.rows != sealed.rows:
+            same = False
+            s.note("parquet_rows_mismatch", f"{facts.rows} rows != sealed {sealed.rows}", key, limit)
+        elif facts.row_groups != sealed.row_groups:
+            same = False
+            s.note("parquet_row_groups_mismatch", f"{facts.row_groups} row groups != sealed {sealed.row_groups}",
+                   key, limit)
+        return same
+
+    # --- MLflow layout ------------------------------------------------------------------------------
+
+    async def _mlflow(self, locs: list[_Loc], keys: set[str], findings: list[Finding], limit: int) -> bool:
+        """Check every run directory in every checked location; True when the recovery point has no run."""
+        experiments: set[str] = set()
+        runs: set[tuple[str, str]] = set()
+        for key in keys:
+            p = key.split("/")
+            if p[0].startswith(".") or p[0] == "models":  # .trash, the model registry
+                continue
+            if len(p) == 2 and p[1] == "meta.yaml":
+                experiments.add(p[0])
+            elif len(p) >= 3 and p[2] in _RUN_ITEMS and p[1] not in _EXPERIMENT_DIRS:
+                experiments.add(p[0])
+                runs.add((p[0], p[1]))
+        if not runs:
+            findings.append(Finding(Severity.CRITICAL, "mlflow_no_runs",
+                                    "layout: mlflow, but the recovery point holds no MLflow run directory", "manifest"))
+            return True
+        await asyncio.gather(*(self._mlflow_loc(s, keys, experiments, runs, limit) for s in locs if not s.broken))
+        return False
+
+    async def _mlflow_loc(self, s: _Loc, keys: set[str], experiments: set[str], runs: set[tuple[str, str]],
+                          limit: int) -> None:
+        sem = asyncio.Semaphore(8)
+
+        def bad(code: str, message: str, subject: str) -> None:
+            s.layout += 1
+            s.note(code, message, subject, limit)
+
+        async def load(key: str, parse: Callable[[bytes], Any]) -> tuple[bool, Any]:
+            """(True, document) or (False, None) when it could not be read (already reported)."""
+            async with sem:
+                try:
+                    data = await self._read_small(s, key)
+                except FileNotFoundError:
+                    return False, None  # reported by the merge as missing_file
+                except ValueError as exc:
+                    bad("mlflow_meta_invalid", str(exc), key)
+                    return False, None
+                except S3Unavailable as exc:
+                    s.errors += 1
+                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
+                    return False, None
+                except OSError as exc:
+                    s.errors += 1
+                    s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
+                           Severity.WARNING)
+                    return False, None
+            try:
+                return True, await asyncio.to_thread(parse, data)
+            except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+                bad("mlflow_meta_invalid", f"does not parse ({type(exc).__name__})", key)
+                return False, None
+
+        async def experiment(exp: str) -> None:
+            meta = f"{exp}/meta.yaml"
+            if meta not in keys:
+                bad("mlflow_meta_missing", "experiment directory without meta.yaml", exp)
+                return
+            ok, doc = await load(meta, yaml.safe_load)
+            if ok and (not isinstance(doc, dict) or str(doc.get("experiment_id")) != exp):
+                bad("mlflow_meta_invalid", f"experiment_id is not {exp!r}", meta)
+
+        async def run(exp: str, run_id: str) -> None:
+            base = f"{exp}/{run_id}"
+            if f"{base}/meta.yaml" not in keys:
+                bad("mlflow_meta_missing", "run directory without meta.yaml", base)
+            else:
+                ok, doc = await load(f"{base}/meta.yaml", yaml.safe_load)
+                if ok and not isinstance(doc, dict):
+                    bad("mlflow_meta_invalid", "meta.yaml is not a mapping", f"{base}/meta.yaml")
+                elif ok and str(doc.get("run_id") or doc.get("run_uuid")) != run_id:
+                    bad("mlflow_run_id_mismatch", f"run id {doc.get('run_id')!r} is not the directory name",
+                        f"{base}/meta.yaml")
+                elif ok and str(doc.get("experiment_id")) != exp:
+                    bad("mlflow_run_id_mismatch", f"experiment_id {doc.get('experiment_id')!r} is not {exp!r}",
+                        f"{base}/meta.yaml")
+            if f"{base}/{_MODEL_HISTORY}" in keys:
+                ok, models = await load(f"{base}/{_MODEL_HISTORY}", json.loads)
+                if ok and not (isinstance(models, list) and all(isinstance(m, dict) for m in models)):
+                    bad("mlflow_meta_invalid", "the logged-model history is not a list of models",
+                        f"{base}/{_MODEL_HISTORY}")
+                elif ok:
+                    for m in models:
+                        path = str(m.get("artifact_path", "")).strip("/")
+                        if not path or f"{base}/artifacts/{path}/MLmodel" not in keys:
+                            bad("mlflow_artifact_missing",
+                                f"logged model {path!r} has no artifacts/{path}/MLmodel", base)
+
+        await asyncio.gather(*(experiment(e) for e in sorted(experiments)), *(run(e, r) for e, r in sorted(runs)))
+
+    async def _read_small(self, s: _Loc, key: str) -> bytes:
+        if isinstance(s.src, FilesystemSource):
+            path = s.src.root.joinpath(*key.split("/"))
+
+            def read() -> bytes:
+                with open(path, "rb") as fh:
+                    return fh.read(_SMALL_READ + 1)
+
+            data = await asyncio.to_thread(read)
+        else:
+            assert isinstance(s.src, S3Source)
+            data = await s3_fetcher(s.src.client, s.src.prefix, key)(0, _SMALL_READ + 1)
+        if len(data) > _SMALL_READ:
+            raise ValueError(f"larger than {_SMALL_READ} bytes")
+        return data
+
+    # --- posture and reports (the same facts the replica validator reports) ------------------------
+
+    def _record_lock(self, s: _Loc, head: ObjectHead) -> None:
+        mode = (head.lock_mode or "").upper()
+        kind = "compliance" if mode == "COMPLIANCE" else "governance" if mode == "GOVERNANCE" else "none"
+        if head.legal_hold and kind == "none":
+            kind = "legal_hold"
+        s.lock[kind] = s.lock.get(kind, 0) + 1
+        if kind != "none" and head.retain_until is not None:
+            s.retain_until_min = head.retain_until if s.retain_until_min is None \
+                else min(s.retain_until_min, head.retain_until)
+        if head.storage_class:
+            s.storage_classes.add(head.storage_class)
+
+    async def _facts(self, s: _Loc, provider_media: bool) -> Facts:
+        if s.state is not None and s.state != CopyState.FAILED:
+            cfg = s.src.cfg if isinstance(s.src, FilesystemSource | S3Source) else None
+            if cfg is not None:
+                return Facts(media=cfg.media or "unknown", region=cfg.region or "", provider=cfg.provider)
+        try:
+            return await s.src.facts(s.storage_classes, provider_media)
+        except S3Unavailable:
+            return Facts(provider=getattr(getattr(s.src, "cfg", None), "provider", ""))
+
+    def _independence(self, ctx: RunContext, prod: _Loc, copies: list[_Loc], facts: dict[str, Facts]) -> list[Finding]:
+        out: list[Finding] = []
+        pf = facts[prod.name]
+        for s in copies:
+            f, deps = facts[s.name], []
+            if f.credential_identity and f.credential_identity == pf.credential_identity:
+                deps.append("shared_credentials")
+                out.append(Finding(Severity.WARNING, "shared_credentials", "the copy is reachable with the same "
+                                   "credentials as production: one leaked key can destroy both", s.name))
+            arn = (f.kms_key_arn or "").split(":")
+            if len(arn) > 4 and arn[0] == "arn" and arn[3] and arn[3] == pf.region:
+                deps.append("kms_in_production_region")
+                out.append(Finding(Severity.WARNING, "kms_in_production_region",
+                                   f"default encryption uses a KMS key in the production region {arn[3]}", s.name))
+            ctx.extras.setdefault("dependencies", {})[s.name] = tuple(deps)
+        return out
+
+    def _report(self, ctx: RunContext, s: _Loc, bad_seal: bool, recovery_point: float | None, facts: Facts,
+                findings: list[Finding]) -> CopyReport:
+        if s.state is not None:
+            state = s.state
+        elif s.missing or s.mismatch or s.corrupt or s.layout:
+            state = CopyState.FAILED
+        elif s.errors or s.broken or bad_seal:
+            state = CopyState.ERROR
+        else:
+            state = CopyState.VERIFIED
+        if s.src.role == "production" and state == CopyState.FAILED and s.state is None:
+            findings.append(Finding(Severity.WARNING, "production_drift",
+                                    "production no longer matches the sealed recovery point "
+                                    f"({s.missing} missing, {s.mismatch} changed, {s.corrupt} corrupt)", s.name))
+        immutable: bool | None = False
+        if isinstance(s.src, S3Source):
+            immutable = self._lock_verdict(ctx, s, facts, state, findings)
+        return CopyReport(
+            copy=s.name, location=s.src.location, role=s.src.role, state=state,
+            recovery_point=recovery_point if state == CopyState.VERIFIED else None,
+            media=facts.media, media_observed=facts.media_observed, site=s.src.site, region=facts.region,
+            provider=facts.provider, immutable=immutable, offline=s.src.offline,
+            objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "corrupt": s.corrupt,
+                     "extra": s.extra} if s.state is None and not bad_seal else {},
+            bytes_verified=s.bytes_verified, region_observed=facts.region_observed, versioning=facts.versioning,
+            lock=dict(s.lock), retain_until_min=s.retain_until_min, evidence=dict(s.evidence),
+            dependencies=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())),
+        )
+
+    def _lock_verdict(self, ctx: RunContext, s: _Loc, facts: Facts, state: CopyState,
+                      findings: list[Finding]) -> bool | None:
+        """Immutable only if versioned and every file is COMPLIANCE-locked (GOVERNANCE if allowed) long enough."""
+        if state != CopyState.VERIFIED or s.src.role != "copy":
+            return None if state == CopyState.ERROR else False
+        comp = ctx.config.compliance
+        problems: list[tuple[str, str]] = []
+        if facts.versioning != "Enabled":
+            problems.append(("bucket_not_versioned", f"bucket versioning is {facts.versioning or 'unknown'}: "
+                             "locks cannot protect overwrites"))
+        unlocked = s.lock.get("none", 0) + s.lock.get("legal_hold", 0)
+        if unlocked:
+            problems.append(("objects_not_locked", f"{unlocked} file(s) of the recovery point carry no Object Lock "
+                             "retention"))
+        if s.lock.get("governance", 0) and not comp.allow_governance:
+            problems.append(("governance_lock", f"{s.lock['governance']} file(s) are GOVERNANCE-locked; set "
+                             "compliance.allow_governance to accept"))
+        horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
+        if s.retain_until_min is not None and s.retain_until_min < horizon:
+            problems.append(("retention_expiring", "a lock of the recovery point expires in "
+                             f"{format_duration(max(0.0, s.retain_until_min - ctx.clock()))}"))
+        findings.extend(Finding(Severity.WARNING, code, message, s.name) for code, message in problems)
+        return not problems and s.verified > 0

