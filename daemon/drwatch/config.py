@@ -1,7 +1,7 @@
 """Configuration: YAML validated by pydantic v2 (``extra="forbid"``), every problem reported with its path.
 
 Top-level keys: ``store``, ``http``, ``limits``, ``locations``, ``assets``, ``consistency_groups``,
-``compliance``, ``logging``. Secrets are never inline: fields ending in ``_env`` or ``_file`` name where
+``compliance``, ``logging``, ``cluster``. Secrets are never inline: fields ending in ``_env`` or ``_file`` name where
 they are (see :mod:`drwatch.secrets`).
 """
 

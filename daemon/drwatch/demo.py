@@ -309,7 +309,7 @@ def create_demo(root: Path, force: bool = False, seed: int = 7, s3_endpoint: str
         text = text.replace("assets:\n", S3_PART.format(
             prod_bucket=prod_bucket, vault_bucket=vault_bucket, endpoint=s3_endpoint, region=s3_region,
             provider=s3_provider, key_env=s3_key_env, secret_env=s3_secret_env) + "assets:\n", 1)
-        text = text.replace("compliance:\n", S3_ASSET + "compliance:\n", 1)
+        text = text.replace("consistency_groups:\n", S3_ASSET + "consistency_groups:\n", 1)
     cfg_path = root / "drwatch.yaml"
     cfg_path.write_text(text)
     _attest_vault(cfg_path)

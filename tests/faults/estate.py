@@ -206,7 +206,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "postgres_restore_s3": ("db_s3", "postgres_restore"), "postgres_replica_lag": ("standby", "lag"),
          "rds_snapshot": ("rds", "rds_snapshot"), "consistency_group": ("cg_a", "consistency_group"),
          "dataset": ("dataset", "dataset"), "model_weights": ("model", "model_weights"),
-         "vector_restore": ("index", "vector_restore"),
+         "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "healthy": ("healthy", "replica")}
 
 
@@ -224,6 +224,7 @@ class Endpoints:
     vector_port: int
     pg_user: str = "postgres"
     rds_url: str | None = None  # default: s3_url (moto serves both)
+    target_dsn: str | None = None  # staging server for target-mode drills
 
 
 @dataclass
@@ -388,6 +389,19 @@ class Scenario:
         self.buckets["model"] = name
         self.s3_location("s3model", name)
         self.assets["model"] = self._asset("model", [{"kind": "model_weights"}], copies=["s3model"])
+
+    def _add_postgres_restore_target(self) -> None:
+        """A drill in target mode: ``drwatch_drill_<run_id>`` on a staging server (``ends.target_dsn``)."""
+        dumps = self.dir / "tdumps"
+        dumps.mkdir()
+        shutil.copy(self.world.dump, dumps / "app.dump")
+        self.locations["tdumps"] = {"kind": "filesystem", "path": str(dumps), "site": "dc-b"}
+        assert self.ends.target_dsn is not None
+        self.env["DRW_FAULT_TARGET_DSN"] = self.ends.target_dsn
+        self.assets["db_target"] = self._asset("", [{
+            "kind": "postgres_restore", "location": "tdumps", "pattern": "*.dump", "jobs": 1,
+            "sandbox": {"mode": "target", "dsn_env": "DRW_FAULT_TARGET_DSN"},
+            "expect": {"tables": ["items", "chunks"], "row_counts": {"items": 3000}}}], production="tdumps")
 
     def _add_vector_restore(self) -> None:
         from tests.test_vector_pgvector import pgvector_bin

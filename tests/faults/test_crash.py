@@ -34,7 +34,8 @@ from tests.s3servers import MotoServer
 N = int(os.environ.get("DRWATCH_CRASH_N", "3"))
 SEEDS = [int(s) for s in os.environ.get("DRWATCH_CRASH_SEEDS", "").split(",") if s.strip()] or \
     [random.SystemRandom().randrange(1, 10**6) for _ in range(N)]
-DRILLS = ["postgres_restore", "vector_restore"]  # drill kinds that restore into a sandbox cluster
+# Drills that restore into something drwatch creates: a sandbox cluster, or a drill database on a staging server.
+DRILLS = ["postgres_restore", "postgres_restore_target", "vector_restore"]
 
 
 class StoreView:
@@ -78,9 +79,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict
         server.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def scenario(world: World, moto: MotoServer, kind: str) -> Scenario:
+def drill_databases(server: PostgresServer) -> list[str]:
+    out = server.psql(r"SELECT datname FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%' ORDER BY 1")
+    return out.split()
+
+
+def scenario(world: World, moto: MotoServer, kind: str, target: PostgresServer) -> Scenario:
     ends = Endpoints(moto, moto.endpoint_url, moto.access_key, moto.secret_key, world.primary.host,
-                     world.primary.port, world.standby.port, world.vector.port)
+                     world.primary.port, world.standby.port, world.vector.port, target_dsn=target.dsn())
     sc = Scenario(world, f"crash-{kind}", (kind,), ends)
     sc.build()
     del sc.assets["healthy"]  # only drills: no result can land between the restart and the first scrape
@@ -119,6 +125,7 @@ def assert_whole_results(state: dict[str, Any]) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, kind: str, seed: int,
                                                 store: tuple[dict[str, Any], dict[str, str], StoreView],
+                                                pg_server: PostgresServer,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL at a random moment of back-to-back drills; the restarted daemon sweeps the orphan, its metrics
     equal the stored state, no result is partial, and the next drill runs and passes."""
@@ -127,16 +134,18 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
     kill_after = rng.uniform(0.3, 9.0)
     with capsys.disabled():
         print(f"\ncrash: kind={kind} store={next(iter(store_cfg))} seed={seed} kill_after={kill_after:.2f}s")
-    sc = scenario(world, moto, kind)
+    sc = scenario(world, moto, kind, pg_server)
     try:
         first = sc.daemon(store_cfg, store_env)
         first.start(timeout=60)
         time.sleep(kill_after)
         first.kill()  # SIGKILL to the daemon's process group; drill subprocesses lead their own groups
         left = list(sc.sandbox_dir.glob("drwatch-sbx-*"))
+        dead_dbs = drill_databases(pg_server)
         with capsys.disabled():
             running = sum(1 for p in left if list(p.glob("**/postmaster.pid")))
             print(f"crash: killed with {len(left)} sandbox(es) left ({running} with a PostgreSQL cluster), "
+                  f"{len(dead_dbs)} drill database(s), "
                   f"{len(view.state()['run_ids'])} result(s) stored")
         assert_whole_results(view.state())
 
@@ -162,10 +171,13 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
                 return fresh[0] if fresh else None
             result = second.wait_for(new_result, timeout=120)
             assert result["outcome"] == "ok", result["findings"]
+            # The dead run's drill database is dropped by the new run's sweep (its run lock died with it).
+            assert not set(dead_dbs) & set(drill_databases(pg_server)), dead_dbs
         finally:
             assert second.stop(timeout=60) == 0
         assert_whole_results(view.state())
         assert not list(sc.sandbox_dir.glob("drwatch-sbx-*"))
+        assert drill_databases(pg_server) == []
         wait_until(lambda: not processes_mentioning(str(sc.sandbox_dir)), 15, "sandbox processes to end")
     finally:
         for proc in processes_mentioning(str(sc.sandbox_dir)):
