@@ -750,3 +750,20 @@ def test_check_config_cli_never_prints_a_secret(cli_runs: CliRuns) -> None:
         "pool_max": 5,
         "connect_timeout": "10s",
     }
+
+
+def test_a_secret_pasted_into_a_reference_field_is_not_echoed(tmp_path: Path) -> None:
+    """`access_key_id_env: AKIA...` (the key itself instead of a variable name) or a token pasted into a `*_file`
+    field: the error names the field but never repeats the value."""
+    from drwatch.errors import ConfigError
+    from drwatch.secrets import read_secret
+
+    for env, file in (("AKIAIOSFODNN7EXAMPLE", None), (None, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")):
+        with pytest.raises(ConfigError) as info:
+            read_secret("locations.s3.secret_access_key", env=env, file=file, base_dir=tmp_path)
+        text = str(info.value) + repr(info.value.problems)
+        assert "locations.s3.secret_access_key" in text
+        assert "AKIAIOSFODNN7EXAMPLE" not in text and "wJalrXUtnFEMI" not in text
+    with pytest.raises(ConfigError) as info:
+        read_secret("x", env="DRWATCH_SURELY_UNSET_VAR", file=None, base_dir=tmp_path)
+    assert "DRWATCH_SURELY_UNSET_VAR" in str(info.value.problems)  # a real variable name is shown

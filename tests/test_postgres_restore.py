@@ -622,6 +622,11 @@ def test_dsn_parsing_and_libpq_environment() -> None:
         "host": "/run/pg", "port": "5432", "password": "a b'c"}
     with pytest.raises(ValueError, match="unsupported"):
         pgtools.parse_dsn("postgresql://h/db?bogus=1")
+    for bad in ("postgresql://app:secret@db:abc/prod", "host=db port=x", "postgresql://db:70000/prod"):
+        with pytest.raises(ValueError, match="port") as info:  # dsn_invalid, not a crash in asyncpg
+            pgtools.parse_dsn(bad)
+        assert "secret" not in str(info.value)
+    assert pgtools.parse_dsn("postgresql://a:5432,b:5433/x")["port"] == "5432,5433"
 
 
 def test_config_problems_are_reported_with_paths(tmp_path: Path) -> None:

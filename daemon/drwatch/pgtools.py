@@ -258,6 +258,10 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     unknown = sorted(set(params) - set(_LIBPQ_ENV))
     if unknown:
         raise ValueError(f"unsupported connection parameter(s): {', '.join(unknown)}")
+    if any(not p.isdigit() or not 0 < int(p) < 65536 for p in params.get("port", "").split(",") if p):
+        raise ValueError("port must be a number between 1 and 65535")
+    if any(":" in h and not h.count(":") > 1 for h in params.get("host", "").split(",")):
+        raise ValueError("malformed host:port (the port must be a number)")
     return params
 
 

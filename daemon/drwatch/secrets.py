@@ -7,6 +7,7 @@ then next to the config. Every value read is registered so log output can redact
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,12 +51,25 @@ def redact(text: str) -> str:
     return text
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_KEY_LIKE = re.compile(r"(AKIA|ASIA|AIDA|AROA)[A-Z0-9]{12,}|[A-Za-z0-9+/=_-]{32,}")
+
+
+def _shown(value: str) -> str:
+    """A config reference as it may appear in an error: a secret pasted into a ``*_env``/``*_file`` field by
+    mistake (an access key, a long token) is not echoed."""
+    if _KEY_LIKE.fullmatch(value) or not value.isprintable():
+        return "<the configured value: it looks like a secret, not a name>"
+    return value
+
+
 def read_secret(field: str, env: str | None, file: str | None, base_dir: Path) -> str:
     """Read a secret; raises ConfigError naming the field (never the value)."""
     if env is not None:
         value = os.environ.get(env)
         if value is None or value == "":
-            raise ConfigError("environment", [ConfigProblem(field, f"environment variable {env} is not set")])
+            shown = _shown(env) if _ENV_NAME.fullmatch(env) else "<not a variable name>"
+            raise ConfigError("environment", [ConfigProblem(field, f"environment variable {shown} is not set")])
         register(value)
         return value
     if file is not None:
@@ -75,7 +89,7 @@ def read_secret(field: str, env: str | None, file: str | None, base_dir: Path) -
                     from None
             register(value)
             return value
-        raise ConfigError("secrets", [ConfigProblem(field, f"secret file {file} not found")])
+        raise ConfigError("secrets", [ConfigProblem(field, f"secret file {_shown(file)} not found")])
     raise ConfigError("secrets", [ConfigProblem(field, "no secret source configured")])
 
 
