@@ -179,7 +179,9 @@ async def test_interrupted_run_keeps_its_progress(
     finally:
         await store.close()
     recorded = {r.key for r in rows if r.read_at is not None}
-    assert len(recorded) >= 8  # progress was kept
+    # progress was kept: every read that completed before the cancel (reads go one at a time, so at most the one
+    # in flight when the run was cancelled is not proven)
+    assert len(recorded) >= len(first) - 1 >= 7
     proxy.get_delay = 0.0
     proxy.clear()
     result, _ = await run(tmp_path, cfg, clock=clock)

@@ -111,13 +111,27 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
         )
 
 
-async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
-    """Open a manifest; return its header and an async stream of its entries (read in a thread)."""
-    fh = await asyncio.to_thread(open, path, encoding="utf-8")
+def _open_manifest(path: Path) -> tuple[IO[str], ManifestHeader]:
+    fh = open(path, encoding="utf-8")  # noqa: SIM115 - handed to the entry stream, which closes it
     try:
-        header = await asyncio.to_thread(read_header, fh)
+        return fh, read_header(fh)
     except BaseException:
         fh.close()
+        raise
+
+
+def _close_opened(fut: asyncio.Future[tuple[IO[str], ManifestHeader]]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result()[0].close()
+
+
+async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
+    """Open a manifest; return its header and an async stream of its entries (read in a thread)."""
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_manifest, path))
+    try:
+        fh, header = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)  # the thread still opens the file: close it when it has
         raise
 
     async def entries() -> AsyncIterator[Entry]:

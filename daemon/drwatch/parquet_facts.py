@@ -175,28 +175,36 @@ async def fetch_facts(fetch: Fetch, size: int) -> ParquetFacts:
     return await asyncio.to_thread(parse_footer, head, tail, size)
 
 
+async def s3_range(loc: S3Location, key: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of the object ``key`` by one ranged GET (errors classified like
+    every S3 call: S3Missing, S3Unavailable)."""
+    from drwatch.storage.s3 import classify
+
+    client = await loc.client()
+    try:
+        resp = await client.get_object(Bucket=loc.cfg.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        body = resp["Body"]
+        try:
+            return bytes(await body.read())
+        finally:
+            body.close()
+    except Exception as exc:
+        raise classify(exc, loc.name) from None
+
+
 def s3_fetcher(loc: S3Location, prefix: str, relkey: str) -> Fetch:
     """Ranged GETs of the object ``relkey`` under ``prefix`` (errors classified like every S3 call; a missing
     key is FileNotFoundError)."""
-    from drwatch.storage.s3 import S3Missing, classify
+    from drwatch.storage.s3 import S3Missing
 
     base = prefix.strip("/")
     key = f"{base}/{relkey}" if base else relkey
 
     async def fetch(start: int, end: int) -> bytes:
-        client = await loc.client()
         try:
-            resp = await client.get_object(Bucket=loc.cfg.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-            body = resp["Body"]
-            try:
-                return bytes(await body.read())
-            finally:
-                body.close()
-        except Exception as exc:
-            mapped = classify(exc, loc.name)
-            if isinstance(mapped, S3Missing):
-                raise FileNotFoundError(key) from None
-            raise mapped from None
+            return await s3_range(loc, key, start, end)
+        except S3Missing:
+            raise FileNotFoundError(key) from None
 
     return fetch
 

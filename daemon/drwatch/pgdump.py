@@ -12,12 +12,17 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import AfterValidator
 
 from drwatch.errors import ValidatorError
-from drwatch.storage.s3 import S3Location, S3Missing, classify
+from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
+from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify
+
+if TYPE_CHECKING:
+    from drwatch.config import Config
 
 _CHUNK = 1024 * 1024
 
@@ -171,6 +176,35 @@ def choose(points: list[RecoveryPoint], pick: str, window: float,
 
 
 # --- where dumps are ------------------------------------------------------------------------------
+
+
+def _prefix(value: str) -> str:
+    parts = [p for p in value.strip("/").split("/") if p]
+    if ".." in parts:
+        raise ValueError("prefix may not contain '..'")
+    return "/".join(parts)
+
+
+def _pattern(value: str) -> str:
+    if not value or "/" in value:
+        raise ValueError("pattern matches names directly under the prefix (no '/'): put folders in 'prefix'")
+    return value
+
+
+# Config fields saying where dumps are: folders below the location (normalised), a name pattern under them.
+DumpPrefix = Annotated[str, AfterValidator(_prefix)]
+DumpPattern = Annotated[str, AfterValidator(_pattern)]
+
+
+def dumps_at(config: Config, s3: S3Pool | None, location: str, prefix: str, pattern: str) -> FilesystemDumps | S3Dumps:
+    """The dumps under ``prefix`` of ``location`` whose name matches ``pattern``."""
+    loc = config.locations[location]
+    if isinstance(loc, FilesystemLocationConfig):
+        return FilesystemDumps(config.resolve_path(loc.path), prefix, pattern)
+    assert isinstance(loc, S3LocationConfig)
+    if s3 is None:
+        raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
+    return S3Dumps(s3.get(location, loc), prefix, pattern)
 
 
 class FilesystemDumps:

@@ -56,8 +56,8 @@ def test_clock_stepped_back_does_not_pause_checks_or_hide_results(tmp_path: Path
     flip_byte(tmp_path / "copy1" / "data" / "file-0004.bin")
     daemon = DaemonProcess(path, port)
     started = time.monotonic()
-    daemon.start()
     try:
+        daemon.start()
         def outcome() -> float | None:
             return metric_value(daemon.metrics(), "drwatch_validator_outcome", asset="data", validator="replica",
                                 outcome="failed")
@@ -81,8 +81,8 @@ def test_clock_jumped_forward_turns_evidence_stale_then_fresh(tmp_path: Path) ->
     assert rules["restore_errors"] == "unknown", rules
     assert "fail" not in rules.values() and doc["assets"]["data"]["compliant"] is False
     daemon = DaemonProcess(path, port)
-    daemon.start()
     try:
+        daemon.start()
         daemon.wait_for(lambda: metric_value(daemon.metrics(), "drwatch_asset_compliant", asset="data") == 1,
                         timeout=40)
         text = daemon.metrics()

@@ -137,7 +137,11 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
     sc = scenario(world, moto, kind, pg_server)
     try:
         first = sc.daemon(store_cfg, store_env)
-        first.start(timeout=60)
+        try:
+            first.start(timeout=60)
+        except BaseException:
+            first.stop()  # closes its log
+            raise
         time.sleep(kill_after)
         first.kill()  # SIGKILL to the daemon's process group; drill subprocesses lead their own groups
         left = list(sc.sandbox_dir.glob("drwatch-sbx-*"))
@@ -151,8 +155,8 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
 
         second = DaemonProcess(first.config, first.port, env={**sc.env, **store_env},
                                log_path=sc.dir / "second.log")
-        second.start(timeout=60)
         try:
+            second.start(timeout=60)
             # The orphan sweep runs before the daemon reports ready.
             assert not [p for p in left if p.exists()], left
             wait_until(lambda: not any(processes_mentioning(str(p)) for p in left), 15,

@@ -170,8 +170,8 @@ def test_fault(scenario: Scenario) -> None:
     /metrics keeps answering, and no sandbox (directory or process) is left behind."""
     fault = scenario.fault
     daemon = scenario.daemon()
-    daemon.start(timeout=60)
     try:
+        daemon.start(timeout=60)
         watch = Watch(daemon)
         keys = {c: WHERE[c] for c in (*scenario.columns, "healthy")}
         after = {WHERE["consistency_group"]: [("cg_a", "replica"), ("cg_b", "replica")]}
@@ -195,3 +195,11 @@ def test_fault(scenario: Scenario) -> None:
         code = daemon.stop(timeout=60)
     assert code == 0, daemon.log()[-3000:]
     assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
+
+
+def test_every_registered_kind_is_in_the_matrix() -> None:
+    """A validator kind added to the registry fails this until it has a column in the fault matrix."""
+    from drwatch.validators import REGISTRY
+    from tests.faults.estate import COLUMN_KIND
+
+    assert set(REGISTRY) <= {COLUMN_KIND.get(c, c) for c in COLUMNS}

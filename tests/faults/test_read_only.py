@@ -67,8 +67,8 @@ def test_a_full_run_of_every_validator_writes_only_canaries(world: World, moto: 
         servers = {"app": world.primary, "vec_prod": world.vector}
         offsets = {db: server.log_path.stat().st_size for db, server in servers.items()}
         daemon = sc.daemon()
-        daemon.start(timeout=60)
         try:
+            daemon.start(timeout=60)
             keys = [WHERE[c] for c in (*COLUMNS, "healthy")]
             got = Watch(daemon).wait(keys, {WHERE["consistency_group"]: [("cg_a", "replica"), ("cg_b", "replica")]})
             assert {k: r["outcome"] for k, r in got.items()} == dict.fromkeys(keys, "ok"), \
@@ -76,6 +76,9 @@ def test_a_full_run_of_every_validator_writes_only_canaries(world: World, moto: 
         finally:
             assert daemon.stop(timeout=60) == 0
         records = proxy.snapshot()
+    except BaseException:
+        sc.cleanup()
+        raise
     finally:
         proxy.stop()
         wait_until(lambda: not processes_mentioning(str(sc.sandbox_dir)), 15, "sandbox processes to end")

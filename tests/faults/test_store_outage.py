@@ -66,8 +66,8 @@ def test_results_wait_in_memory_while_the_store_is_down_and_nothing_is_lost_or_d
                    for a in ASSETS},
     })
     daemon = DaemonProcess(cfg, port, env={"DRW_OUTAGE_DSN": store_server.dsn("drwatch_store")})
-    daemon.start()
     try:
+        daemon.start()
         daemon.wait_for(lambda: total_runs(daemon.metrics()) >= 2 * len(ASSETS), timeout=60)
         store_server.stop("immediate")
         daemon.wait_for(lambda: process_figure(daemon, "drwatch_store_pending_results") >= 1, timeout=60)

@@ -16,7 +16,7 @@ import asyncio
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -25,7 +25,9 @@ from drwatch.inference import engines, goldens
 from drwatch.inference.launch import WorkerResult, run_worker
 from drwatch.model import Finding, Severity
 from drwatch.seals import seal_digest
-from drwatch.validators.base import RunContext
+
+if TYPE_CHECKING:  # validators/__init__ imports model_weights, which imports this module
+    from drwatch.validators.base import RunContext
 
 GiB = 1024**3
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,

@@ -26,8 +26,8 @@ import functools
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -49,9 +49,20 @@ from drwatch.parquet_facts import (
 )
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
-from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
-from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
+from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
+from drwatch.storage.sources import Facts, FilesystemSource, S3Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.copies import (
+    LockText,
+    copy_facts,
+    copy_report,
+    copy_sources,
+    dependencies,
+    probe_location,
+    production_source,
+    record_lock,
+)
+from drwatch.validators.merge import Tally, Window, guard, next_entry
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -61,6 +72,12 @@ _SMALL_READ = 1024 * 1024  # MLflow meta files are read whole up to this size
 _RUN_ITEMS = frozenset({"meta.yaml", "params", "metrics", "tags", "artifacts"})
 _EXPERIMENT_DIRS = frozenset({"tags", "datasets"})  # experiment-level directories that are not runs
 _MODEL_HISTORY = "tags/mlflow.log-model.history"
+_LOCK_TEXT = LockText(
+    unversioned="bucket versioning is {versioning}: locks cannot protect overwrites",
+    unlocked="{n} file(s) of the recovery point carry no Object Lock retention",
+    governance="{n} file(s) are GOVERNANCE-locked; set compliance.allow_governance to accept",
+    expiring="a lock of the recovery point expires in {left}",
+)
 
 
 class DatasetConfig(ValidatorConfigBase):
@@ -83,44 +100,13 @@ class DatasetConfig(ValidatorConfigBase):
 
 
 @dataclass
-class _Loc:
+class _Loc(Tally):
     """One location's tallies: production or a copy."""
 
-    src: Source
-    state: CopyState | None = None  # set early when unavailable/missing/offline
-    verified: int = 0
-    missing: int = 0
-    mismatch: int = 0
     corrupt: int = 0
-    extra: int = 0
-    errors: int = 0
     layout: int = 0
-    bytes_verified: int = 0
     bytes_hashed: int = 0
     rows: int = 0
-    evidence: dict[str, int] = field(default_factory=dict)
-    lock: dict[str, int] = field(default_factory=dict)
-    retain_until_min: float | None = None
-    storage_classes: set[str] = field(default_factory=set)
-    findings: list[Finding] = field(default_factory=list)
-    listed: dict[str, int] = field(default_factory=dict)
-    broken: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.src.name
-
-    def note(self, code: str, message: str, subject: str, limit: int, severity: Severity = Severity.CRITICAL) -> None:
-        shown = self.listed.get(code, 0)
-        self.listed[code] = shown + 1
-        if shown < limit:
-            self.findings.append(Finding(severity, code, message, f"{self.name}:{subject}"))
-
-    def break_off(self, code: str, message: str) -> None:
-        self.errors += 1
-        if not self.broken:
-            self.broken = True
-            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
 
 
 @dataclass
@@ -139,24 +125,14 @@ class DatasetValidator:
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
 
-    def _source(self, ctx: RunContext, name: str, role: str, location: str, prefix: str) -> Source:
-        loc = ctx.config.locations[location]
-        if isinstance(loc, FilesystemLocationConfig):
-            return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
-        if ctx.s3 is None:
-            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
-        return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
-
     async def run(self, ctx: RunContext) -> Report:
         if not available():
             raise ValidatorError("pyarrow_missing", "the dataset validator reads Parquet footers with pyarrow: "
                                  "install drwatch[ml]")
         asset, limit = ctx.asset, self.cfg.list_limit
         findings: list[Finding] = []
-        prod = _Loc(self._source(ctx, "production", "production", asset.production.location, asset.production.prefix))
-        wanted = set(self.cfg.copies) if self.cfg.copies is not None else None
-        copies = [_Loc(self._source(ctx, c.label, "copy", c.location, c.prefix)) for c in asset.copies
-                  if wanted is None or c.label in wanted]
+        prod = _Loc(production_source(ctx))
+        copies = [_Loc(src) for src in copy_sources(ctx, self.cfg.copies)]
         locs = [prod, *copies]
         await asyncio.gather(*(self._probe(s, findings) for s in locs))
 
@@ -203,7 +179,7 @@ class DatasetValidator:
                                     f"(RPO {format_duration(asset.rpo.total_seconds())})", "production"))
 
         provider_media = ctx.config.compliance.provider_counts_as_media
-        facts = {s.name: await self._facts(s, provider_media) for s in locs}
+        facts = {s.name: await copy_facts(s.src, s.state, s.storage_classes, provider_media) for s in locs}
         findings.extend(self._independence(ctx, prod, copies, facts))
         reports = [self._report(ctx, s, bad_seal, recovery_point, facts[s.name], findings) for s in locs]
         for s in locs:
@@ -233,22 +209,9 @@ class DatasetValidator:
     # --- seal and locations -------------------------------------------------------------------------
 
     async def _probe(self, s: _Loc, findings: list[Finding]) -> None:
-        code = "location_unavailable"
-        try:
-            state, message = await s.src.probe()
-        except S3Unavailable as exc:
-            state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
-        if state == Probe.OFFLINE:
-            s.state = CopyState.OFFLINE
-            findings.append(Finding(Severity.INFO, "offline", message, s.name))
-        elif state == Probe.UNAVAILABLE:
-            s.state = CopyState.ERROR
-            findings.append(Finding(Severity.WARNING, code, message, s.name))
-        elif state == Probe.ROOT_MISSING:
-            copy = s.src.role == "copy"
-            s.state = CopyState.FAILED if copy else CopyState.ERROR
-            findings.append(Finding(Severity.CRITICAL if copy else Severity.WARNING,
-                                    "copy_missing" if copy else "production_missing", message, s.name))
+        s.state, finding = await probe_location(s.src)
+        if finding is not None:
+            findings.append(finding)
 
     async def _open_seal(self, ctx: RunContext, prod: _Loc, findings: list[Finding]
                          ) -> tuple[ManifestHeader, AsyncIterator[Entry]] | None:
@@ -292,48 +255,14 @@ class DatasetValidator:
         async def advance(i: int) -> Entry | None:
             s = locs[i]
             while not s.broken:
-                try:
-                    entry = await anext(iters[i], None)
-                except S3Unavailable as exc:
-                    s.break_off(exc.code, f"listing failed: {exc.message}")
-                    return None
-                except OSError as exc:
-                    s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
-                                f"listing failed: {exc.strerror or type(exc).__name__}")
-                    return None
+                entry = await next_entry(s, iters[i])
                 if entry is None or entry.key != MANIFEST_NAME:
                     return entry  # a seal stored next to the data (S3) is no part of the recovery point
             return None
 
         heads = [await advance(i) for i in range(len(locs))]
         ref = await anext(seal_entries, None)
-        window = max(4, ctx.hashes.workers * 8)
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def guarded(s: _Loc, work: Callable[[], Awaitable[None]], key: str) -> None:
-            try:
-                await work()
-            except FileNotFoundError:
-                s.missing += 1
-                s.note("missing_file", "file vanished during the check", key, limit)
-            except S3Unavailable as exc:
-                if exc.code in _LOCATION_DOWN:
-                    s.break_off(exc.code, exc.message)
-                else:
-                    s.errors += 1
-                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
-            except OSError as exc:
-                s.errors += 1
-                s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
-                       Severity.WARNING)
-
-        async def spawn(s: _Loc, work: Callable[[], Awaitable[None]], key: str) -> None:
-            while len(tasks) >= window:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                tasks.difference_update(done)
-                for t in done:
-                    t.result()
-            tasks.add(asyncio.ensure_future(guarded(s, work, key)))
+        window = Window(max(4, ctx.hashes.workers * 8))
 
         try:
             while ref is not None or any(h is not None for h in heads):
@@ -358,18 +287,15 @@ class DatasetValidator:
                         s.mismatch += 1
                         s.note("size_mismatch", f"size {h.size} != sealed {r.size}", key, limit)
                     else:
-                        await spawn(s, functools.partial(self._verify, s, h, r, limit), key)
+                        await window.spawn(functools.partial(guard, s, functools.partial(self._verify, s, h, r, limit),
+                                                             key, limit, "file vanished during the check",
+                                                             _LOCATION_DOWN))
                     heads[i] = await advance(i)
                 if r is not None:
                     ref = await anext(seal_entries, None)
-            if tasks:
-                await asyncio.gather(*tasks)
-                tasks.clear()
+            await window.join()
         finally:
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await window.cancel()
             for it in iters:
                 await it.aclose()  # type: ignore[attr-defined]
 
@@ -389,7 +315,7 @@ class DatasetValidator:
         """Prove one file of one location: Parquet structure first, then content with the cheapest evidence."""
         head = await s.src.head(e)  # S3: lock state and checksums (skipped where it cannot add anything)
         if head is not None:
-            self._record_lock(s, head)
+            record_lock(s, head)
         facts: ParquetFacts | None = None
         if is_parquet(e.key):
             try:
@@ -560,43 +486,13 @@ class DatasetValidator:
 
     # --- posture and reports (the same facts the replica validator reports) ------------------------
 
-    def _record_lock(self, s: _Loc, head: ObjectHead) -> None:
-        mode = (head.lock_mode or "").upper()
-        kind = "compliance" if mode == "COMPLIANCE" else "governance" if mode == "GOVERNANCE" else "none"
-        if head.legal_hold and kind == "none":
-            kind = "legal_hold"
-        s.lock[kind] = s.lock.get(kind, 0) + 1
-        if kind != "none" and head.retain_until is not None:
-            s.retain_until_min = head.retain_until if s.retain_until_min is None \
-                else min(s.retain_until_min, head.retain_until)
-        if head.storage_class:
-            s.storage_classes.add(head.storage_class)
-
-    async def _facts(self, s: _Loc, provider_media: bool) -> Facts:
-        if s.state is not None and s.state != CopyState.FAILED:
-            cfg = s.src.cfg if isinstance(s.src, FilesystemSource | S3Source) else None
-            if cfg is not None:
-                return Facts(media=cfg.media or "unknown", region=cfg.region or "", provider=cfg.provider)
-        try:
-            return await s.src.facts(s.storage_classes, provider_media)
-        except S3Unavailable:
-            return Facts(provider=getattr(getattr(s.src, "cfg", None), "provider", ""))
-
     def _independence(self, ctx: RunContext, prod: _Loc, copies: list[_Loc], facts: dict[str, Facts]) -> list[Finding]:
         out: list[Finding] = []
         pf = facts[prod.name]
         for s in copies:
-            f, deps = facts[s.name], []
-            if f.credential_identity and f.credential_identity == pf.credential_identity:
-                deps.append("shared_credentials")
-                out.append(Finding(Severity.WARNING, "shared_credentials", "the copy is reachable with the same "
-                                   "credentials as production: one leaked key can destroy both", s.name))
-            arn = (f.kms_key_arn or "").split(":")
-            if len(arn) > 4 and arn[0] == "arn" and arn[3] and arn[3] == pf.region:
-                deps.append("kms_in_production_region")
-                out.append(Finding(Severity.WARNING, "kms_in_production_region",
-                                   f"default encryption uses a KMS key in the production region {arn[3]}", s.name))
-            ctx.extras.setdefault("dependencies", {})[s.name] = tuple(deps)
+            deps, found = dependencies(s.name, facts[s.name], pf)
+            out.extend(found)
+            ctx.extras.setdefault("dependencies", {})[s.name] = deps
         return out
 
     def _report(self, ctx: RunContext, s: _Loc, bad_seal: bool, recovery_point: float | None, facts: Facts,
@@ -613,41 +509,9 @@ class DatasetValidator:
             findings.append(Finding(Severity.WARNING, "production_drift",
                                     "production no longer matches the sealed recovery point "
                                     f"({s.missing} missing, {s.mismatch} changed, {s.corrupt} corrupt)", s.name))
-        immutable: bool | None = False
-        if isinstance(s.src, S3Source):
-            immutable = self._lock_verdict(ctx, s, facts, state, findings)
-        return CopyReport(
-            copy=s.name, location=s.src.location, role=s.src.role, state=state,
-            recovery_point=recovery_point if state == CopyState.VERIFIED else None,
-            media=facts.media, media_observed=facts.media_observed, site=s.src.site, region=facts.region,
-            provider=facts.provider, immutable=immutable, offline=s.src.offline,
+        return copy_report(
+            ctx, s.src, state, facts, s, verified=s.verified, text=_LOCK_TEXT, recovery_point=recovery_point,
             objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "corrupt": s.corrupt,
                      "extra": s.extra} if s.state is None and not bad_seal else {},
-            bytes_verified=s.bytes_verified, region_observed=facts.region_observed, versioning=facts.versioning,
-            lock=dict(s.lock), retain_until_min=s.retain_until_min, evidence=dict(s.evidence),
-            dependencies=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())),
-        )
-
-    def _lock_verdict(self, ctx: RunContext, s: _Loc, facts: Facts, state: CopyState,
-                      findings: list[Finding]) -> bool | None:
-        """Immutable only if versioned and every file is COMPLIANCE-locked (GOVERNANCE if allowed) long enough."""
-        if state != CopyState.VERIFIED or s.src.role != "copy":
-            return None if state == CopyState.ERROR else False
-        comp = ctx.config.compliance
-        problems: list[tuple[str, str]] = []
-        if facts.versioning != "Enabled":
-            problems.append(("bucket_not_versioned", f"bucket versioning is {facts.versioning or 'unknown'}: "
-                             "locks cannot protect overwrites"))
-        unlocked = s.lock.get("none", 0) + s.lock.get("legal_hold", 0)
-        if unlocked:
-            problems.append(("objects_not_locked", f"{unlocked} file(s) of the recovery point carry no Object Lock "
-                             "retention"))
-        if s.lock.get("governance", 0) and not comp.allow_governance:
-            problems.append(("governance_lock", f"{s.lock['governance']} file(s) are GOVERNANCE-locked; set "
-                             "compliance.allow_governance to accept"))
-        horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
-        if s.retain_until_min is not None and s.retain_until_min < horizon:
-            problems.append(("retention_expiring", "a lock of the recovery point expires in "
-                             f"{format_duration(max(0.0, s.retain_until_min - ctx.clock()))}"))
-        findings.extend(Finding(Severity.WARNING, code, message, s.name) for code, message in problems)
-        return not problems and s.verified > 0
+            bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
+            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)

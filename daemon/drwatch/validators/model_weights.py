@@ -39,12 +39,23 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.inference.drill import InferenceConfig, smoke_test
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
+from drwatch.parquet_facts import s3_range
 from drwatch.seals import asset_manifest_path
-from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled
-from drwatch.storage.s3 import S3Location, S3Unavailable, classify
-from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
+from drwatch.storage.s3 import S3Unavailable, classify
+from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.copies import (
+    LockText,
+    copy_facts,
+    copy_report,
+    copy_sources,
+    dependencies,
+    open_source,
+    probe_location,
+    production_source,
+    record_lock,
+)
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -53,6 +64,12 @@ STATES = ("verified", "missing", "mismatch", "corrupt", "extra")
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials", "access_denied"})
 _INDEX_SUFFIX = ".safetensors.index.json"
 _INDEX_MAX = 64 * 1024**2
+_LOCK_TEXT = LockText(
+    unversioned="bucket versioning is {versioning}",
+    unlocked="{n} file(s) of the model carry no Object Lock retention",
+    governance="{n} file(s) are only GOVERNANCE-locked",
+    expiring="a lock of the model expires in {left}",
+)
 
 
 class ModelWeightsConfig(ValidatorConfigBase):
@@ -131,19 +148,6 @@ def _s3_key(src: S3Source, key: str) -> str:
     return f"{base}/{key}" if base else key
 
 
-async def _s3_range(loc: S3Location, key: str, start: int, length: int) -> bytes:
-    client = await loc.client()
-    try:
-        resp = await client.get_object(Bucket=loc.cfg.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
-        body = resp["Body"]
-        try:
-            return bytes(await body.read())
-        finally:
-            body.close()
-    except Exception as exc:
-        raise classify(exc, loc.name) from None
-
-
 def _copy_file(src: Path, dest: Path, stop: threading.Event) -> tuple[str, int]:
     """Copy while hashing (blocking; stops at the next chunk once ``stop`` is set)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -167,21 +171,11 @@ class ModelWeightsValidator:
     def __init__(self, cfg: ModelWeightsConfig) -> None:
         self.cfg = cfg
 
-    def source(self, ctx: RunContext, name: str, role: str, location: str, prefix: str) -> Source:
-        loc = ctx.config.locations[location]
-        if isinstance(loc, FilesystemLocationConfig):
-            return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
-        if ctx.s3 is None:
-            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
-        return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
+    source = staticmethod(open_source)  # one location (``drwatch golden`` restores from any)
 
     def sources(self, ctx: RunContext) -> list[Source]:
-        asset = ctx.asset
-        wanted = set(self.cfg.copies) if self.cfg.copies is not None else None
-        out = [self.source(ctx, "production", "production", asset.production.location, asset.production.prefix)] \
-            if self.cfg.production else []
-        return out + [self.source(ctx, c.label, "copy", c.location, c.prefix) for c in asset.copies
-                      if wanted is None or c.label in wanted]
+        prod = [production_source(ctx)] if self.cfg.production else []
+        return prod + copy_sources(ctx, self.cfg.copies)
 
     async def read_seal(self, ctx: RunContext) -> tuple[float, list[Entry], Path]:
         path = asset_manifest_path(ctx.config, ctx.asset)
@@ -238,7 +232,7 @@ class ModelWeightsValidator:
                                     f"the newest seal is {format_duration(now - sealed_at)} old "
                                     f"(RPO {format_duration(ctx.asset.rpo.total_seconds())})", "manifest"))
         provider_media = ctx.config.compliance.provider_counts_as_media
-        facts = [await self._facts(c, provider_media) for c in copies]
+        facts = [await copy_facts(c.src, c.state, c.storage_classes, provider_media) for c in copies]
         prod = next((f for c, f in zip(copies, facts, strict=True) if c.src.role == "production"), None)
         reports = []
         for c, fact in zip(copies, facts, strict=True):
@@ -259,23 +253,9 @@ class ModelWeightsValidator:
     # --- one copy ------------------------------------------------------------------------------
 
     async def _probe(self, c: CopyCheck) -> bool:
-        try:
-            state, message = await c.src.probe()
-        except S3Unavailable as exc:
-            state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
-        else:
-            code = "location_unavailable"
-        if state == Probe.OFFLINE:
-            c.state = CopyState.OFFLINE
-            c.findings.append(Finding(Severity.INFO, "offline", message, c.name))
-        elif state == Probe.UNAVAILABLE:
-            c.state = CopyState.ERROR
-            c.findings.append(Finding(Severity.WARNING, code, message, c.name))
-        elif state == Probe.ROOT_MISSING:
-            c.state = CopyState.FAILED if c.src.role == "copy" else CopyState.ERROR
-            c.findings.append(Finding(Severity.CRITICAL if c.src.role == "copy" else Severity.WARNING,
-                                      "copy_missing" if c.src.role == "copy" else "production_missing", message,
-                                      c.name))
+        c.state, finding = await probe_location(c.src)
+        if finding is not None:
+            c.findings.append(finding)
         return c.state is None
 
     async def check_copy(self, ctx: RunContext, c: CopyCheck, seal: dict[str, Entry], restore: Path | None) -> None:
@@ -338,7 +318,7 @@ class ModelWeightsValidator:
             if isinstance(c.src, S3Source):
                 head = await c.src.head(entry)
                 if head is not None:
-                    self._record_lock(c, head.lock_mode, head.retain_until, head.legal_hold, head.storage_class)
+                    record_lock(c, head)
             if key in corrupt:
                 return
             if restore is None and entry.size != ref.size:
@@ -388,7 +368,7 @@ class ModelWeightsValidator:
             return await asyncio.to_thread(st.check_file, c.src.root.joinpath(*entry.parts))
         if isinstance(c.src, S3Source):
             loc, key = c.src.client, _s3_key(c.src, entry.key)
-            return await st.check_reader(lambda off, n: _s3_range(loc, key, off, n), entry.size)
+            return await st.check_reader(lambda off, n: s3_range(loc, key, off, off + n), entry.size)
         return None
 
     async def _index(self, c: CopyCheck, entry: Entry, tensors: dict[str, frozenset[str] | None]) -> list[st.Problem]:
@@ -397,7 +377,7 @@ class ModelWeightsValidator:
         if isinstance(c.src, FilesystemSource):
             data = await asyncio.to_thread(c.src.root.joinpath(*entry.parts).read_bytes)
         elif isinstance(c.src, S3Source):
-            data = await _s3_range(c.src.client, _s3_key(c.src, entry.key), 0, entry.size) if entry.size else b""
+            data = await s3_range(c.src.client, _s3_key(c.src, entry.key), 0, entry.size) if entry.size else b""
         else:
             return []
         base = PurePosixPath(entry.key).parent
@@ -449,44 +429,16 @@ class ModelWeightsValidator:
             await asyncio.to_thread(fh.close)
         return digest.hexdigest(), total
 
-    def _record_lock(self, c: CopyCheck, mode: str | None, until: float | None, hold: bool, sclass: str) -> None:
-        kind = {"COMPLIANCE": "compliance", "GOVERNANCE": "governance"}.get((mode or "").upper(), "none")
-        kind = "legal_hold" if kind == "none" and hold else kind
-        c.lock[kind] = c.lock.get(kind, 0) + 1
-        if kind in ("compliance", "governance") and until is not None:
-            c.retain_until_min = until if c.retain_until_min is None else min(c.retain_until_min, until)
-        if sclass:
-            c.storage_classes.add(sclass)
-
     # --- reports -------------------------------------------------------------------------------
-
-    async def _facts(self, c: CopyCheck, provider_media: bool) -> Facts:
-        cfg = getattr(c.src, "cfg", None)
-        declared = Facts(media=getattr(cfg, "media", None) or "unknown", region=getattr(cfg, "region", None) or "",
-                         provider=getattr(cfg, "provider", ""))
-        if c.state is not None and c.state != CopyState.FAILED:
-            return declared
-        try:
-            return await c.src.facts(c.storage_classes, provider_media)
-        except S3Unavailable:
-            return declared
 
     @staticmethod
     def _dependencies(c: CopyCheck, fact: Facts, prod: Facts | None, findings: list[Finding]) -> tuple[str, ...]:
         """What makes an S3 copy depend on production (shared credentials, a KMS key in its region)."""
         if c.src.role != "copy" or prod is None:
             return ()
-        deps = []
-        if fact.credential_identity and fact.credential_identity == prod.credential_identity:
-            deps.append("shared_credentials")
-            findings.append(Finding(Severity.WARNING, "shared_credentials", "the copy is reachable with the same "
-                                    "credentials as production: one leaked key can destroy both", c.name))
-        parts = (fact.kms_key_arn or "").split(":")
-        if len(parts) > 4 and parts[0] == "arn" and parts[3] and parts[3] == prod.region:
-            deps.append("kms_in_production_region")
-            findings.append(Finding(Severity.WARNING, "kms_in_production_region",
-                                    f"default encryption uses a KMS key in the production region {parts[3]}", c.name))
-        return tuple(deps)
+        deps, found = dependencies(c.name, fact, prod)
+        findings.extend(found)
+        return deps
 
     def _report(self, ctx: RunContext, c: CopyCheck, sealed_at: float, facts: Facts, deps: tuple[str, ...],
                 findings: list[Finding]) -> CopyReport:
@@ -503,41 +455,11 @@ class ModelWeightsValidator:
                                     "production no longer matches the sealed model "
                                     f"({c.counts['missing']} missing, {c.counts['mismatch']} changed, "
                                     f"{c.counts['corrupt']} corrupt)", c.name))
-        immutable: bool | None = False
-        if isinstance(c.src, S3Source):
-            immutable = self._immutable(ctx, c, facts, state, findings)
-        return CopyReport(
-            copy=c.name, location=c.src.location, role=c.src.role, state=state,
-            recovery_point=sealed_at if state == CopyState.VERIFIED else None,
-            media=facts.media, media_observed=facts.media_observed, site=c.src.site, region=facts.region,
-            provider=facts.provider, immutable=immutable, offline=c.src.offline,
+        return copy_report(
+            ctx, c.src, state, facts, c, verified=c.counts["verified"], text=_LOCK_TEXT, recovery_point=sealed_at,
             objects=dict(c.counts) if c.state is None else {}, bytes_verified=c.bytes_verified,
-            region_observed=facts.region_observed, versioning=facts.versioning, lock=dict(c.lock),
-            retain_until_min=c.retain_until_min,
             evidence={"read": c.hashed, "structure": c.structure_checked} if c.state is None else {},
-            dependencies=deps,
-        )
-
-    def _immutable(self, ctx: RunContext, c: CopyCheck, facts: Facts, state: CopyState,
-                   findings: list[Finding]) -> bool | None:
-        """Object Lock per object, judged as the ``replica`` validator does."""
-        if state != CopyState.VERIFIED or c.src.role != "copy":
-            return None if state == CopyState.ERROR else False
-        comp = ctx.config.compliance
-        problems = []
-        if facts.versioning != "Enabled":
-            problems.append(("bucket_not_versioned", f"bucket versioning is {facts.versioning or 'unknown'}"))
-        unlocked = c.lock.get("none", 0) + c.lock.get("legal_hold", 0)
-        if unlocked:
-            problems.append(("objects_not_locked", f"{unlocked} file(s) of the model carry no Object Lock retention"))
-        if c.lock.get("governance", 0) and not comp.allow_governance:
-            problems.append(("governance_lock", f"{c.lock['governance']} file(s) are only GOVERNANCE-locked"))
-        horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
-        if c.retain_until_min is not None and c.retain_until_min < horizon:
-            problems.append(("retention_expiring", "a lock of the model expires in "
-                                                   f"{format_duration(max(0.0, c.retain_until_min - ctx.clock()))}"))
-        findings.extend(Finding(Severity.WARNING, code, msg, c.name) for code, msg in problems)
-        return not problems and c.counts["verified"] > 0
+            deps=deps, findings=findings)
 
     # --- inference -----------------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ from drwatch.durations import Duration, format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import Finding, Outcome, Report, Severity
 from drwatch.secrets import redact
-from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 
 if TYPE_CHECKING:
@@ -143,29 +142,14 @@ class ExpectConfig(_Model):
 class PostgresRestoreConfig(ValidatorConfigBase):
     kind: Literal["postgres_restore"] = "postgres_restore"
     location: str
-    prefix: str = ""
-    pattern: str = "*"
+    prefix: pgdump.DumpPrefix = ""
+    pattern: pgdump.DumpPattern = "*"
     pick: Literal["newest", "random"] = "newest"
     random_window: Duration = timedelta(days=7)
     sandbox: SandboxConfig = Field(default_factory=lambda: EphemeralSandbox(mode="ephemeral"))
     jobs: int = Field(default=2, ge=1, le=64)
     production: pgtools.DsnRef | None = None
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        parts = [p for p in value.strip("/").split("/") if p]
-        if ".." in parts:
-            raise ValueError("prefix may not contain '..'")
-        return "/".join(parts)
-
-    @field_validator("pattern")
-    @classmethod
-    def _pattern(cls, value: str) -> str:
-        if not value or "/" in value:
-            raise ValueError("pattern matches names directly under the prefix (no '/'): put folders in 'prefix'")
-        return value
 
     def locations(self, asset: AssetConfig) -> list[str]:
         return [self.location]
@@ -217,7 +201,7 @@ class PostgresRestoreValidator:
 
     async def run(self, ctx: RunContext) -> Report:
         cfg = self.cfg
-        dumps = self._dumps(ctx)
+        dumps = pgdump.dumps_at(ctx.config, ctx.s3, cfg.location, cfg.prefix, cfg.pattern)
         points = await dumps.list()
         where = f"{cfg.location}:{cfg.prefix or '/'}"
         if not points:
@@ -300,15 +284,6 @@ class PostgresRestoreValidator:
             raise ValidatorError(code, f"{res.tool}: {lines[0]}")
         findings += [Finding(Severity.CRITICAL, code, line, f"{chosen.name}:{res.tool}") for line in lines[:_LISTED]]
         return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=chosen.mtime)
-
-    def _dumps(self, ctx: RunContext) -> pgdump.FilesystemDumps | pgdump.S3Dumps:
-        loc = ctx.config.locations[self.cfg.location]
-        if isinstance(loc, FilesystemLocationConfig):
-            return pgdump.FilesystemDumps(ctx.config.resolve_path(loc.path), self.cfg.prefix, self.cfg.pattern)
-        assert isinstance(loc, S3LocationConfig)
-        if ctx.s3 is None:
-            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
-        return pgdump.S3Dumps(ctx.s3.get(self.cfg.location, loc), self.cfg.prefix, self.cfg.pattern)
 
     @staticmethod
     def _version_check(info: pgdump.DumpInfo, server_major: int, where: str) -> None:

@@ -22,7 +22,7 @@ import functools
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
@@ -33,12 +33,22 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.ledger import composite_matches
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
-from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
-from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
+from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.store.verify import LedgerEntry
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.copies import (
+    LockText,
+    copy_facts,
+    copy_report,
+    copy_sources,
+    dependencies,
+    probe_location,
+    production_source,
+    record_lock,
+)
+from drwatch.validators.merge import Tally, Window, guard, next_entry
 from drwatch.validators.verification import VerifySession
 
 if TYPE_CHECKING:
@@ -62,40 +72,8 @@ class ReplicaConfig(ValidatorConfigBase):
 
 
 @dataclass
-class _Stream:
-    src: Source
-    state: CopyState | None = None  # set early when the source is unavailable/missing/offline
-    verified: int = 0
-    missing: int = 0
-    mismatch: int = 0
-    extra: int = 0
-    errors: int = 0
-    bytes_verified: int = 0
-    evidence: dict[str, int] = field(default_factory=dict)
-    lock: dict[str, int] = field(default_factory=dict)
-    retain_until_min: float | None = None
-    storage_classes: set[str] = field(default_factory=set)
-    findings: list[Finding] = field(default_factory=list)
-    listed: dict[str, int] = field(default_factory=dict)
+class _Stream(Tally):
     first_error: str = ""
-    broken: bool = False  # the location failed mid-run: dropped from the merge, reported as error
-
-    def break_off(self, code: str, message: str) -> None:
-        """Stop checking this stream (its location failed): one finding, no further requests."""
-        self.errors += 1
-        if not self.broken:
-            self.broken = True
-            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
-
-    @property
-    def name(self) -> str:
-        return self.src.name
-
-    def note(self, code: str, message: str, subject: str, limit: int, severity: Severity) -> None:
-        shown = self.listed.get(code, 0)
-        self.listed[code] = shown + 1
-        if shown < limit:
-            self.findings.append(Finding(severity, code, message, f"{self.name}:{subject}"))
 
     def proven(self, how: str, nbytes: int = 0) -> None:
         self.verified += 1
@@ -111,6 +89,15 @@ _T = TypeVar("_T")
 
 # S3 failures after which a location is not asked again in this run (it is down, not one object).
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
+
+_LOCK_TEXT = LockText(
+    unversioned="bucket versioning is {versioning}: locks cannot protect overwrites",
+    unlocked="{n} object(s) of the recovery point carry no Object Lock retention",
+    held="{n} object(s) of the recovery point carry only a legal hold, no Object Lock retention",
+    governance="{n} object(s) are GOVERNANCE-locked (removable with s3:BypassGovernanceRetention); set "
+               "compliance.allow_governance to accept",
+    expiring="a lock of the recovery point expires in {left} (minimum {minimum})",
+)
 
 
 class _ReferenceFailed(Exception):
@@ -195,45 +182,18 @@ class ReplicaValidator:
     def __init__(self, cfg: ReplicaConfig) -> None:
         self.cfg = cfg
 
-    def _source(self, ctx: RunContext, name: str, role: str, location: str, prefix: str) -> Source:
-        loc = ctx.config.locations[location]
-        if isinstance(loc, FilesystemLocationConfig):
-            return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
-        if ctx.s3 is None:
-            raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
-        return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
-
     async def run(self, ctx: RunContext) -> Report:
         asset = ctx.asset
         findings: list[Finding] = []
         limit = self.cfg.list_limit
-        prod = _Stream(self._source(ctx, "production", "production", asset.production.location,
-                                    asset.production.prefix))
-        wanted = set(self.cfg.copies) if self.cfg.copies is not None else None
-        copies = [_Stream(self._source(ctx, c.label, "copy", c.location, c.prefix)) for c in asset.copies
-                  if wanted is None or c.label in wanted]
+        prod = _Stream(production_source(ctx))
+        copies = [_Stream(src) for src in copy_sources(ctx, self.cfg.copies)]
         streams = [prod, *copies]
 
         async def probe(s: _Stream) -> None:
-            code = "location_unavailable"
-            try:
-                state, message = await s.src.probe()
-            except S3Unavailable as exc:
-                # Keep the S3 reason (access_denied, unreachable, throttled...): it says what to fix.
-                state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
-            if state == Probe.OFFLINE:
-                s.state = CopyState.OFFLINE
-                findings.append(Finding(Severity.INFO, "offline", message, s.name))
-            elif state == Probe.UNAVAILABLE:
-                s.state = CopyState.ERROR
-                findings.append(Finding(Severity.WARNING, code, message, s.name))
-            elif state == Probe.ROOT_MISSING:
-                if s.src.role == "copy":
-                    s.state = CopyState.FAILED
-                    findings.append(Finding(Severity.CRITICAL, "copy_missing", message, s.name))
-                else:
-                    s.state = CopyState.ERROR
-                    findings.append(Finding(Severity.WARNING, "production_missing", message, s.name))
+            s.state, finding = await probe_location(s.src)
+            if finding is not None:
+                findings.append(finding)
 
         await asyncio.gather(*(probe(s) for s in streams))
 
@@ -312,7 +272,7 @@ class ReplicaValidator:
                 {s.name: dict(s.src.meter.requests) for s in checked if isinstance(s.src, S3Source)},
                 [s.name for s in checked if s.name in session.copies and not s.broken]))
         provider_media = ctx.config.compliance.provider_counts_as_media
-        facts = {s.name: await self._facts(s, provider_media) for s in streams}
+        facts = {s.name: await copy_facts(s.src, s.state, s.storage_classes, provider_media) for s in streams}
         findings.extend(self._independence(ctx, prod, copies, facts))
         reports = [self._report(ctx, s, checked, sealed, bad_seal, recovery_point, facts[s.name], findings)
                    for s in streams]
@@ -376,43 +336,20 @@ class ReplicaValidator:
             return path
         return root / path if root is not None else ctx.config.resolve_path(ctx.asset.manifest)
 
-    async def _facts(self, s: _Stream, provider_media: bool) -> Facts:
-        if s.state is not None and s.state != CopyState.FAILED:
-            if isinstance(s.src, FilesystemSource):
-                return Facts(media=s.src.cfg.media or "unknown", region=s.src.cfg.region,
-                             provider=s.src.cfg.provider)
-            assert isinstance(s.src, S3Source)
-            return Facts(media=s.src.cfg.media or "unknown", region=s.src.cfg.region or "",
-                         provider=s.src.cfg.provider)
-        try:
-            return await s.src.facts(s.storage_classes, provider_media)
-        except S3Unavailable:
-            return Facts(provider=getattr(getattr(s.src, "cfg", None), "provider", ""))
-
     def _independence(self, ctx: RunContext, prod: _Stream, copies: list[_Stream],
                       facts: dict[str, Facts]) -> list[Finding]:
         out: list[Finding] = []
         pf = facts[prod.name]
         for s in copies:
             f = facts[s.name]
-            deps = []
-            if f.credential_identity and pf.credential_identity and f.credential_identity == pf.credential_identity:
-                deps.append("shared_credentials")
-                out.append(Finding(Severity.WARNING, "shared_credentials",
-                                   "the copy is reachable with the same credentials as production: one leaked key "
-                                   "can destroy both", s.name))
-            kms_region = _arn_region(f.kms_key_arn)
-            if kms_region and pf.region and kms_region == pf.region:
-                deps.append("kms_in_production_region")
-                out.append(Finding(Severity.WARNING, "kms_in_production_region",
-                                   f"default encryption uses a KMS key in the production region {kms_region}",
-                                   s.name))
+            deps, found = dependencies(s.name, f, pf)
+            out.extend(found)
             same_domain = f.region == pf.region and (f.provider == pf.provider or not (f.provider and pf.provider))
             if s.src.site and pf.region and f.region_observed and same_domain and s.src.site != prod.src.site:
                 out.append(Finding(Severity.WARNING, "site_contradiction",
                                    f"declared site {s.src.site!r} differs from production, but the bucket is in the "
                                    f"production region {f.region!r}", s.name))
-            ctx.extras.setdefault("dependencies", {})[s.name] = tuple(deps)
+            ctx.extras.setdefault("dependencies", {})[s.name] = deps
         return out
 
     def _report(self, ctx: RunContext, s: _Stream, checked: list[_Stream], sealed: bool, bad_seal: bool,
@@ -431,66 +368,13 @@ class ReplicaValidator:
             findings.append(Finding(Severity.WARNING, "production_drift",
                                     "production no longer matches the sealed recovery point "
                                     f"({s.missing} missing, {s.mismatch} changed)", s.name))
-        immutable: bool | None = False
-        if isinstance(s.src, S3Source):
-            immutable = self._lock_verdict(ctx, s, facts, state, findings)
         in_merge = s in checked or (s.src.role == "production" and not sealed and s.state is None)
-        return CopyReport(
-            copy=s.name, location=s.src.location, role=s.src.role, state=state,
-            recovery_point=recovery_point if state == CopyState.VERIFIED else None,
-            media=facts.media, media_observed=facts.media_observed, site=s.src.site, region=facts.region,
-            provider=facts.provider, immutable=immutable, offline=s.src.offline,
+        return copy_report(
+            ctx, s.src, state, facts, s, verified=s.verified, text=_LOCK_TEXT, recovery_point=recovery_point,
             objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "extra": s.extra}
             if in_merge else {},
-            bytes_verified=s.bytes_verified,
-            region_observed=facts.region_observed,
-            versioning=facts.versioning,
-            lock=dict(s.lock),
-            retain_until_min=s.retain_until_min,
-            evidence=dict(s.evidence),
-            dependencies=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())),
-        )
-
-    def _lock_verdict(self, ctx: RunContext, s: _Stream, facts: Facts, state: CopyState,
-                      findings: list[Finding]) -> bool | None:
-        if state != CopyState.VERIFIED or s.src.role != "copy":
-            return None if state == CopyState.ERROR else False
-        comp = ctx.config.compliance
-        unlocked = s.lock.get("none", 0)
-        held = s.lock.get("legal_hold", 0)
-        governance = s.lock.get("governance", 0)
-        ok = True
-        if facts.versioning != "Enabled":
-            ok = False
-            findings.append(Finding(Severity.WARNING, "bucket_not_versioned",
-                                    f"bucket versioning is {facts.versioning or 'unknown'}: locks cannot protect "
-                                    "overwrites", s.name))
-        if unlocked:
-            ok = False
-            findings.append(Finding(Severity.WARNING, "objects_not_locked",
-                                    f"{unlocked} object(s) of the recovery point carry no Object Lock retention",
-                                    s.name))
-        if held:
-            # A legal hold has no retain-until and is lifted by anyone allowed s3:PutObjectLegalHold.
-            ok = False
-            findings.append(Finding(Severity.WARNING, "objects_not_locked",
-                                    f"{held} object(s) of the recovery point carry only a legal hold, no Object "
-                                    "Lock retention", s.name))
-        if governance and not comp.allow_governance:
-            ok = False
-            findings.append(Finding(Severity.WARNING, "governance_lock",
-                                    f"{governance} object(s) are GOVERNANCE-locked (removable with "
-                                    "s3:BypassGovernanceRetention); set compliance.allow_governance to accept",
-                                    s.name))
-        horizon = ctx.clock() + comp.min_retention_remaining.total_seconds()
-        if s.retain_until_min is not None and s.retain_until_min < horizon:
-            ok = False
-            findings.append(Finding(Severity.WARNING, "retention_expiring",
-                                    f"a lock of the recovery point expires in "
-                                    f"{format_duration(max(0.0, s.retain_until_min - ctx.clock()))} "
-                                    f"(minimum {format_duration(comp.min_retention_remaining.total_seconds())})",
-                                    s.name))
-        return ok and s.verified > 0
+            bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
+            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
 
     async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: _Reference, limit: int,
                       session: VerifySession | None = None, prior: LedgerEntry | None = None) -> None:
@@ -502,7 +386,7 @@ class ReplicaValidator:
             s.note("missing_file", "object vanished during the check", e.key, limit, Severity.CRITICAL)
             return
         if head is not None:
-            self._record_lock(ctx, s, head)
+            record_lock(s, head)
         verdict: bool | None = None
         how = value = ""
         # Under a budget, a SHA256 is compared with the reference only where that costs no read of it.
@@ -573,18 +457,6 @@ class ReplicaValidator:
         s.proven("read" if read else how or "size", e.size if read or how else 0)
         session.record(s.name, e, prior, how or "size", value, read, ok=True)
 
-    def _record_lock(self, ctx: RunContext, s: _Stream, head: ObjectHead) -> None:
-        mode = (head.lock_mode or "").upper()
-        bucket = "compliance" if mode == "COMPLIANCE" else "governance" if mode == "GOVERNANCE" else "none"
-        if head.legal_hold and bucket == "none":
-            bucket = "legal_hold"
-        s.lock[bucket] = s.lock.get(bucket, 0) + 1
-        if bucket != "none" and head.retain_until is not None:
-            s.retain_until_min = head.retain_until if s.retain_until_min is None else min(
-                s.retain_until_min, head.retain_until)
-        if head.storage_class:
-            s.storage_classes.add(head.storage_class)
-
     async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
                      sealed: bool, limit: int, session: VerifySession | None = None) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
@@ -593,54 +465,23 @@ class ReplicaValidator:
         async def advance(i: int) -> Entry | None:
             """The next entry of a checked stream; a listing that fails drops only that stream."""
             s = streams[i]
-            if s.broken:
-                return None
-            try:
-                return await _nxt(iters[i])
-            except S3Unavailable as exc:
-                s.break_off(exc.code, f"listing failed: {exc.message}")
-            except OSError as exc:
-                s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
-                            f"listing failed: {exc.strerror or type(exc).__name__}")
-            return None
+            return None if s.broken else await next_entry(s, iters[i])
 
         heads = [await advance(i) for i in range(len(streams))]
         ref_head = await _nxt(ref)
         ref_count = ref_bytes = 0
         newest = 0.0
-        window = max(4, ctx.hashes.workers * 8)
-        tasks: set[asyncio.Task[None]] = set()
+        window = Window(max(4, ctx.hashes.workers * 8))
         ref_prod = None if sealed else prod
 
         async def guarded(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
             try:
-                await work()
-            except FileNotFoundError:
-                s.missing += 1
-                s.note("missing_file", "object vanished during the check", key, limit, Severity.CRITICAL)
+                await guard(s, work, key, limit, "object vanished during the check", _LOCATION_DOWN)
             except _ReferenceFailed as exc:
                 if exc.code in _LOCATION_DOWN:
                     raise  # production is down: nothing more can be proven (the run ends as error)
                 s.errors += 1  # this object of this copy could not be proven: never a failure of the copy
                 s.note(exc.code, exc.message, key, limit, Severity.WARNING)
-            except S3Unavailable as exc:
-                if exc.code in _LOCATION_DOWN:
-                    s.break_off(exc.code, exc.message)
-                else:
-                    s.errors += 1
-                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
-            except OSError as exc:
-                s.errors += 1
-                s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
-                       Severity.WARNING)
-
-        async def spawn(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
-            while len(tasks) >= window:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                tasks.difference_update(done)
-                for t in done:
-                    t.result()
-            tasks.add(asyncio.ensure_future(guarded(s, work, key)))
 
         try:
             while ref_head is not None or any(h is not None for h in heads):
@@ -669,8 +510,8 @@ class ReplicaValidator:
                             s.note("size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit,
                                    Severity.CRITICAL)
                         else:
-                            await spawn(s, functools.partial(self._verify, ctx, s, h, reference, limit, session,
-                                                             prior), h.key)
+                            await window.spawn(functools.partial(guarded, s, functools.partial(
+                                self._verify, ctx, s, h, reference, limit, session, prior), h.key))
                         heads[i] = await advance(i)
                     elif r is not None:
                         s.missing += 1
@@ -683,26 +524,14 @@ class ReplicaValidator:
                     ref_head = await _nxt(ref)
                 if session is not None and session.due_flush():
                     await session.flush()
-            if tasks:
-                await asyncio.gather(*tasks)
-                tasks.clear()
+            await window.join()
             for s in streams:
                 if session is not None and s.name in session.copies and not s.broken:
                     await session.end_of_listing(s.name)  # rows past the last listed key: deleted objects
         finally:
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await window.cancel()
             if session is not None:
                 await session.flush_bounded()  # keep the progress of an interrupted run
             for it in iters:
                 await it.aclose()  # type: ignore[attr-defined]
         return ref_count, ref_bytes, newest
-
-
-def _arn_region(arn: str | None) -> str | None:
-    if not arn or not arn.startswith("arn:"):
-        return None
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 4 and parts[3] else None

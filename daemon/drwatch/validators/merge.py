@@ -1,0 +1,119 @@
+"""The bookkeeping of a key-ordered merge over several locations, shared by ``replica`` and ``dataset``.
+
+Each location is listed in key order and merged with the reference in one pass; the objects that need a
+read are proven by tasks, at most a window of them at a time. A listing that fails drops only its location;
+a read that fails costs only its object, or its location when that location is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from drwatch.model import CopyState, Finding, Severity
+from drwatch.storage.filesystem import Entry
+from drwatch.storage.s3 import S3Unavailable
+from drwatch.storage.sources import Source
+
+
+@dataclass
+class Tally:
+    """One location's tallies (production or a copy); validators add their own counts in a subclass."""
+
+    src: Source
+    state: CopyState | None = None  # set early when the location is unavailable/missing/offline
+    verified: int = 0
+    missing: int = 0
+    mismatch: int = 0
+    extra: int = 0
+    errors: int = 0
+    bytes_verified: int = 0
+    evidence: dict[str, int] = field(default_factory=dict)  # objects proven, by evidence
+    lock: dict[str, int] = field(default_factory=dict)  # objects by Object Lock state (copies.record_lock)
+    retain_until_min: float | None = None
+    storage_classes: set[str] = field(default_factory=set)
+    findings: list[Finding] = field(default_factory=list)
+    listed: dict[str, int] = field(default_factory=dict)  # findings per code so far (listed up to a limit)
+    broken: bool = False  # the location failed mid-run: dropped from the merge, reported as error
+
+    @property
+    def name(self) -> str:
+        return self.src.name
+
+    def note(self, code: str, message: str, subject: str, limit: int, severity: Severity = Severity.CRITICAL) -> None:
+        """A finding about one object; past ``limit`` of one code they are only counted."""
+        shown = self.listed.get(code, 0)
+        self.listed[code] = shown + 1
+        if shown < limit:
+            self.findings.append(Finding(severity, code, message, f"{self.name}:{subject}"))
+
+    def break_off(self, code: str, message: str) -> None:
+        """Stop checking this location (it failed): one finding, no further requests."""
+        self.errors += 1
+        if not self.broken:
+            self.broken = True
+            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
+
+
+async def next_entry(s: Tally, listing: AsyncIterator[Entry]) -> Entry | None:
+    """The next entry of a location's listing; None at its end or when it failed (the location is dropped)."""
+    try:
+        return await anext(listing, None)
+    except S3Unavailable as exc:
+        s.break_off(exc.code, f"listing failed: {exc.message}")
+    except OSError as exc:
+        s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
+                    f"listing failed: {exc.strerror or type(exc).__name__}")
+    return None
+
+
+async def guard(s: Tally, work: Callable[[], Awaitable[None]], key: str, limit: int, vanished: str,
+                down: frozenset[str]) -> None:
+    """Run one object's proof: an object gone since the listing is missing (finding ``vanished``), a read
+    that fails is an error of that object, or of the whole location when its S3 code is in ``down``."""
+    try:
+        await work()
+    except FileNotFoundError:
+        s.missing += 1
+        s.note("missing_file", vanished, key, limit, Severity.CRITICAL)
+    except S3Unavailable as exc:
+        if exc.code in down:
+            s.break_off(exc.code, exc.message)
+        else:
+            s.errors += 1
+            s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
+    except OSError as exc:
+        s.errors += 1
+        s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit, Severity.WARNING)
+
+
+class Window:
+    """At most ``size`` proofs in flight; one that raises (a bug, or the reference down) ends the merge."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start ``work()`` once a place is free (the coroutine is created only then)."""
+        while len(self.tasks) >= self.size:
+            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            self.tasks.difference_update(done)
+            for t in done:
+                t.result()
+        self.tasks.add(asyncio.ensure_future(work()))
+
+    async def join(self) -> None:
+        """Wait for every proof in flight."""
+        if self.tasks:
+            await asyncio.gather(*self.tasks)
+            self.tasks.clear()
+
+    async def cancel(self) -> None:
+        """Cancel what is still in flight (the merge ends early) and wait until it has stopped."""
+        for t in self.tasks:
+            t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
