@@ -34,4 +34,6 @@ PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" -m ruff check daemon tests benchmarks
 "$PYTHON" -m mypy
-"$PYTHON" -m pytest "$@"
+# Test files run in parallel (pytest-xdist, whole files per worker: module fixtures are built once); most tests
+# wait on real servers and subprocesses, so three workers keep two cores busy. PYTEST_WORKERS=0 runs serially.
+"$PYTHON" -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadfile "$@"

@@ -499,3 +499,230 @@ class socket_closed:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# --- target mode: a throwaway database on a configured server ---------------------------------------
+
+
+def target_sandbox(env: str = "DRW_VEC_TARGET") -> dict[str, Any]:
+    return {"mode": "target", "dsn_env": env, "bin_dir": str(pgvector_bin())}
+
+
+async def drill_databases(server: PostgresServer) -> list[str]:
+    out = await asyncio.to_thread(server.psql, "SELECT datname FROM pg_database WHERE datname LIKE "
+                                                r"'drwatch\_drill\_%' ORDER BY 1")
+    return out.split()
+
+
+@pytest.fixture
+def target_env(prod_env: Estate, monkeypatch: pytest.MonkeyPatch) -> Estate:
+    """The restore target is the same PostgreSQL 18 + pgvector server as production (another database)."""
+    monkeypatch.setenv("DRW_VEC_TARGET", prod_env.dsn("postgres"))
+    return prod_env
+
+
+async def test_target_mode_restores_into_a_drill_database_and_drops_it(target_env: Estate, tmp_path: Path,
+                                                                      sandbox_root: Path) -> None:
+    """``sandbox.mode: target`` restores the dump into ``drwatch_drill_<run id>`` on the configured server
+    (which offers pgvector), matches production like the ephemeral mode does, then drops that database; the
+    run first sweeps a drill database left by a dead run (no advisory lock holds it)."""
+    server = target_env.server
+    server.psql('CREATE DATABASE "drwatch_drill_deadrun"')
+    result = await drill(tmp_path, sandbox_root, config(tmp_path, target_env.dumps / "good",
+                                                        {"sandbox": target_sandbox()}))
+    assert result.outcome == Outcome.OK, result.findings
+    assert result.findings == ()
+    f = result.figures
+    assert f["rows_restored"] == 1200 and f["id_coverage_ratio"] == 1.0
+    assert f["vector_checksum_mismatches"] == 0 and f["exact_match_ratio"] == 1.0
+    assert f["recall_at_k"] >= 0.9 and f["queries"] == 20
+    assert f["index_rebuilt"] == 0  # the dump's HNSW index was restored on the target
+    assert await drill_databases(server) == []  # the orphan swept, the run's own dropped
+    assert_nothing_left(sandbox_root)
+
+
+async def test_target_mode_fails_missing_rows_and_drops_the_database(target_env: Estate, tmp_path: Path,
+                                                                      sandbox_root: Path) -> None:
+    """A backup lacking 1% of production's rows fails in target mode exactly as in ephemeral mode
+    (``missing_rows``), and the drill database is dropped all the same."""
+    result = await drill(tmp_path, sandbox_root, config(tmp_path, target_env.dumps / "missing",
+                                                        {"sandbox": target_sandbox()}))
+    assert result.outcome == Outcome.FAILED
+    assert "missing_rows" in codes(result, Severity.CRITICAL)
+    finding = next(f for f in result.findings if f.code == "missing_rows")
+    assert finding.message.startswith(f"{N_MISSING} of 1200 production rows (1.00%) are not in the backup")
+    assert result.figures["rows_restored"] == 1200 - N_MISSING
+    assert await drill_databases(target_env.server) == []
+
+
+async def test_target_server_down_is_error(prod_env: Estate, tmp_path: Path, sandbox_root: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The restore target refuses connections: error ``restore_target_unavailable`` (we could not check),
+    never failed; the password of its DSN is not in the message."""
+    with socket_closed() as port:
+        monkeypatch.setenv("DRW_VEC_TARGET", f"postgresql://postgres:s3cret-pw@127.0.0.1:{port}/postgres")
+        result = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good",
+                                                            {"sandbox": target_sandbox()}))
+    assert result.outcome == Outcome.ERROR
+    assert codes(result) == {"restore_target_unavailable"}
+    assert "s3cret-pw" not in result.findings[0].message
+    assert await drill_databases(prod_env.server) == []
+    assert_nothing_left(sandbox_root)
+
+
+async def test_target_without_pgvector_is_error(prod_env: Estate, pg_server: PostgresServer, tmp_path: Path,
+                                                sandbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore target that does not offer the vector extension (Debian's PostgreSQL, no pgvector):
+    error ``pgvector_missing`` before any database is created on it."""
+    monkeypatch.setenv("DRW_VEC_TARGET", pg_server.dsn("postgres"))
+    result = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good",
+                                                        {"sandbox": target_sandbox()}))
+    assert result.outcome == Outcome.ERROR
+    assert codes(result) == {"pgvector_missing"}
+    assert "pg_available_extensions" in result.findings[0].message
+    assert await drill_databases(pg_server) == []
+    assert_nothing_left(sandbox_root)
+
+
+async def test_cancelled_target_drill_drops_the_drill_database(target_env: Estate, tmp_path: Path,
+                                                              sandbox_root: Path) -> None:
+    """Cancelled while its drill database exists on the target: the database is dropped, the result is
+    ``cancelled``."""
+    cfg = parse_config(yaml.safe_dump(config(tmp_path, target_env.dumps / "good", {"sandbox": target_sandbox()})),
+                       source=str(tmp_path / "d.yaml"))
+    store = open_store(cfg)
+    await store.open()
+    watch = await asyncpg.connect(target_env.dsn("postgres"))
+    try:
+        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
+        runner = Runner(state, store, SandboxManager(sandbox_root), time.time)
+        try:
+            task = asyncio.create_task(runner.execute("index", cfg.assets["index"].validators[0]))
+            deadline = time.monotonic() + 120
+            while not await watch.fetchval(r"SELECT count(*) FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%'"):
+                assert not task.done(), task.result()
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await runner.aclose()
+        assert [r.outcome for r in await store.history("index")] == [Outcome.CANCELLED]
+    finally:
+        await watch.close()
+        await store.close()
+    assert await drill_databases(target_env.server) == []
+    assert_nothing_left(sandbox_root)
+
+
+# --- configured query vectors -----------------------------------------------------------------------
+
+QUERY_TEXTS = ("Parse command line options and arguments.", "Create a temporary directory and remove it later.",
+               "Return the greatest common divisor of two integers.", "Write rows to a CSV file.",
+               "Compress files into a ZIP archive.")
+
+
+def query_embeddings() -> Any:
+    """Real queries embedded by the corpus's model (all-MiniLM-L6-v2, normalised), cached on disk."""
+    import hashlib
+    import os
+
+    from tests.vectorcorpus import model_dir
+
+    weights = model_dir() / "model.safetensors"
+    key = hashlib.sha256("\n".join(QUERY_TEXTS).encode() + str(weights.stat().st_size).encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / f"drwatch-queries-{key}.npy"
+    if not cache.exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(model_dir()), device="cpu")
+        vectors = np.asarray(model.encode(list(QUERY_TEXTS), normalize_embeddings=True), dtype=np.float32)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(cache)
+    vectors = np.load(cache)
+    assert vectors.shape == (len(QUERY_TEXTS), 384)
+    return vectors
+
+
+def write_query_files(where: Path, vectors: Any) -> tuple[Path, Path]:
+    import json
+
+    jsonl = where / "queries.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": f"q{i}", "vector": [float(x) for x in v]}) + "\n"
+                             for i, v in enumerate(vectors)))
+    npy = where / "queries.npy"
+    np.save(npy, vectors)
+    return jsonl, npy
+
+
+async def test_configured_query_vectors_from_jsonl_and_npy(prod_env: Estate, tmp_path: Path,
+                                                          sandbox_root: Path) -> None:
+    """``query_vectors`` (a path relative to the config file) replaces the drawn queries with real
+    application queries: 5 embedded questions as JSON Lines, and the same matrix as .npy, give the same
+    exact top-10 on both sides and the same recall: ok, ``queries`` = 5 (not the 20 drawn by default)."""
+    write_query_files(tmp_path, query_embeddings())
+    by_jsonl = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good",
+                                                          query_vectors="queries.jsonl"))
+    assert by_jsonl.outcome == Outcome.OK, by_jsonl.findings
+    f = by_jsonl.figures
+    assert f["queries"] == 5 and f["exact_match_ratio"] == 1.0 and f["recall_at_k"] >= 0.9
+    by_npy = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good",
+                                                        query_vectors=str(tmp_path / "queries.npy")))
+    assert by_npy.outcome == Outcome.OK, by_npy.findings
+    for name in ("queries", "exact_match_ratio", "recall_at_k"):
+        assert by_npy.figures[name] == f[name], name
+    assert_nothing_left(sandbox_root)
+
+
+async def test_configured_queries_find_a_backup_missing_their_answers(prod_env: Estate, tmp_path: Path,
+                                                                      sandbox_root: Path) -> None:
+    """The configured queries' true neighbours deleted from a backup (0.4% of the rows, under the
+    missing-rows allowance): every exact top-10 differs from production's: failed, ``exact_topk_mismatch``."""
+    vectors = query_embeddings()
+    write_query_files(tmp_path, vectors)
+    sims = prod_env.corpus.vectors @ vectors.T  # cosine similarity (unit vectors)
+    best = sorted({int(prod_env.corpus.ids[i]) for i in np.argmax(sims, axis=0)})
+    server = prod_env.server
+    server.psql("CREATE DATABASE vec_noanswers TEMPLATE vec_prod")
+    try:
+        server.psql(f"DELETE FROM docs WHERE id IN ({', '.join(map(str, best))})", "vec_noanswers")
+        prod_env.dump("vec_noanswers", tmp_path / "noanswers" / "docs.dump", "-Fc")
+    finally:
+        server.psql("DROP DATABASE vec_noanswers WITH (FORCE)")
+    result = await drill(tmp_path, sandbox_root, config(tmp_path, tmp_path / "noanswers",
+                                                        query_vectors="queries.jsonl", max_missing_ratio=0.01))
+    assert result.outcome == Outcome.FAILED
+    assert codes(result, Severity.CRITICAL) == {"exact_topk_mismatch"}
+    assert result.figures["exact_match_ratio"] == 0.0 and result.figures["queries"] == 5
+
+
+async def test_configured_queries_of_another_model_or_malformed_are_error(prod_env: Estate, tmp_path: Path,
+                                                                          sandbox_root: Path) -> None:
+    """A query file of 383-dimension vectors against production's 384 (another embedding model) is our
+    configuration's fault: error ``query_dimension_mismatch``, found before anything is restored. A JSON
+    Lines file with a broken line: error ``query_vectors_invalid`` naming the line."""
+    np.save(tmp_path / "other.npy", query_embeddings()[:, :383])
+    other = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good", query_vectors="other.npy"))
+    assert other.outcome == Outcome.ERROR
+    assert codes(other) == {"query_dimension_mismatch"}
+    assert "383-dimension" in other.findings[0].message and "384 dimensions" in other.findings[0].message
+    assert "restore_seconds" not in other.figures
+    jsonl, _ = write_query_files(tmp_path, query_embeddings())
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text("\n".join([lines[0], '{"id": "q1", "vector": [0.1, "x"]}', *lines[2:]]) + "\n")
+    broken = await drill(tmp_path, sandbox_root, config(tmp_path, prod_env.dumps / "good",
+                                                        query_vectors="queries.jsonl"))
+    assert broken.outcome == Outcome.ERROR
+    assert codes(broken) == {"query_vectors_invalid"}
+    assert "line 2" in broken.findings[0].message
+    assert_nothing_left(sandbox_root)
+
+
+def test_missing_query_file_is_a_config_error(tmp_path: Path) -> None:
+    """A ``query_vectors`` file that does not exist is reported at start with its field path."""
+    with pytest.raises(ConfigError, match="query_vectors"):
+        parse_config(yaml.safe_dump(config(tmp_path, tmp_path, query_vectors="nowhere.jsonl")),
+                     source=str(tmp_path / "drwatch.yaml"))

@@ -569,3 +569,35 @@ async def test_live_pinecone_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             if backup_id is not None:
                 await call("DELETE", f"{api}/backups/{backup_id}")
             await call("DELETE", f"{api}/indexes/{name}")
+
+
+async def test_configured_query_vectors_are_used_and_checked_before_restoring(
+        tmp_path: Path, standin: PineconeStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``query_vectors`` (JSON Lines, relative to the config file) replaces the drawn queries: 7 queries
+    near stored vectors give ok with ``queries`` = 7. A file whose vectors have another dimension than the
+    index (real 384-dimension embeddings against this 8-dimension index) is error
+    ``query_dimension_mismatch`` before any restore is started (nothing billed)."""
+    import json
+
+    import numpy as np
+
+    from tests.vectorcorpus import corpus
+
+    rng = random.Random(5)
+    stored = list(vectors().values())
+    queries = [[x + rng.gauss(0.0, 0.05) for x in stored[i * 40]] for i in range(7)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps({"id": i, "vector": q}) + "\n"
+                                              for i, q in enumerate(queries)))
+    seed_production(standin)
+    result = await check(tmp_path, standin, monkeypatch, v_query_vectors="q.jsonl")
+    assert result.outcome == Outcome.OK, result.findings
+    f = result.figures
+    assert f["queries"] == 7 and f["exact_match_ratio"] == 1.0 and f["recall_at_k"] == 1.0
+    assert len([p for m, p in standin.requests if m == "POST" and p.endswith("/query")]) == 7  # one per query
+    np.save(tmp_path / "other.npy", corpus().vectors[:3])
+    created = len(standin.requests_matching("POST", "/create-index"))
+    other = await check(tmp_path, standin, monkeypatch, v_query_vectors="other.npy")
+    assert other.outcome == Outcome.ERROR
+    assert {f.code for f in other.findings} == {"query_dimension_mismatch"}
+    assert "384-dimension" in other.findings[0].message and "8 dimensions" in other.findings[0].message
+    assert len(standin.requests_matching("POST", "/create-index")) == created

@@ -4,7 +4,9 @@ Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the c
 shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
 owner process is gone (a crash, SIGKILL) are swept - also when its PID now belongs to a process that
 started after the sandbox was made (PID reuse). A PostgreSQL server a crashed restore drill left running
-inside such a sandbox (its ``postmaster.pid`` up to three levels down) is stopped before the removal.
+inside such a sandbox (its ``postmaster.pid`` up to three levels down) is stopped before the removal, and
+any other process still working inside it (an inference worker, which leads its own process group and so
+outlives a SIGKILLed daemon) is killed.
 """
 
 from __future__ import annotations
@@ -107,6 +109,46 @@ def stop_postmaster(pid_file: Path, wait: float = 10.0) -> bool:
     return True
 
 
+def _inside(cwd: str, root: str) -> bool:
+    cwd = cwd.removesuffix(" (deleted)")
+    return cwd == root or cwd.startswith(root + "/")
+
+
+def kill_processes_inside(sandbox: Path, wait: float = 5.0) -> list[int]:
+    """SIGKILL every process whose working directory is inside ``sandbox`` (Linux ``/proc``); returns their PIDs.
+
+    PID-reuse safe: each process is pinned with a pidfd *before* its working directory is read, and the signal
+    goes through that pidfd, so it reaches the process that was checked, never a later owner of the PID.
+    Processes we may not inspect are left alone. Blocking, waits up to ``wait`` seconds for them to end.
+    """
+    root = os.path.realpath(sandbox)
+    killed: list[int] = []
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return killed
+    for name in entries:
+        pid = int(name)
+        if pid == os.getpid():
+            continue
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone, or not ours to see
+        try:
+            if _inside(os.readlink(f"/proc/{pid}/cwd"), root):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                killed.append(pid)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    deadline = time.monotonic() + wait
+    while any(not _gone(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return killed
+
+
 class SandboxManager:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_root()
@@ -173,6 +215,8 @@ class SandboxManager:
             for pid_file in itertools.chain(*(child.glob(p) for p in _POSTMASTER_PID_GLOBS)):
                 if stop_postmaster(pid_file):
                     log.warning("orphaned_postmaster_stopped", sandbox=str(child))
+            if kill_processes_inside(child):
+                log.warning("orphaned_sandbox_processes_killed", sandbox=str(child))
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
         return removed

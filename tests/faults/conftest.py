@@ -22,6 +22,13 @@ def world(moto: MotoServer) -> Iterator[World]:
         yield w
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Rows recorded by test_matrix.py in a pytest-xdist worker reach the controller with the test's report."""
+    for name, value in report.user_properties:
+        if name == "fault_matrix_row" and isinstance(value, dict):
+            MATRIX[value["fault"]] = {c: (got, frozenset(want)) for c, (got, want) in value["cells"].items()}
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not MATRIX:
         return

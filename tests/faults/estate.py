@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.manifest import seal_directory
-from tests.helpers import DaemonProcess, free_port, sample_files, write_config, write_tree
+from tests.helpers import DaemonProcess, free_port, run_cli, sample_files, write_config, write_tree
 from tests.pgserver import PostgresServer
 from tests.s3helpers import Server, bucket, until, upload
 from tests.s3helpers import client as s3client
@@ -207,7 +207,33 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "rds_snapshot": ("rds", "rds_snapshot"), "consistency_group": ("cg_a", "consistency_group"),
          "dataset": ("dataset", "dataset"), "model_weights": ("model", "model_weights"),
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
+         "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "healthy": ("healthy", "replica")}
+PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
+
+
+def minilm_estate(root: Path) -> tuple[Path, Path]:
+    """The real all-MiniLM-L6-v2 sealed with `drwatch seal` under ``root/prod/model``, and goldens recorded from it
+    with `drwatch golden record` (loads the model once, ~10 s): (sealed model directory, goldens file)."""
+    from tests.test_model_weights import minilm_dir
+
+    model = root / "prod" / "model"
+    shutil.copytree(minilm_dir(), model)
+    sealed = run_cli("seal", "--location-path", str(model))
+    assert sealed.returncode == 0, sealed.stderr
+    gold = root / "goldens.json"
+    cfg = write_config(root / "record.yaml", {
+        "store": {"sqlite": str(root / "record.sqlite")},
+        "limits": {"sandbox_dir": str(root / "sbx")},
+        "locations": {"prod": {"kind": "filesystem", "path": str(root / "prod")}},
+        "assets": {"weights": {"rpo": "1d", "production": {"location": "prod", "prefix": "model"},
+                               "copies": [{"location": "prod", "prefix": "model"}],
+                               "validators": [{"kind": "model_weights", "inference": {
+                                   "engine": "sentence_transformers", "goldens": str(gold)}}]}},
+    })
+    recorded = run_cli("golden", "record", "--config", str(cfg), "--asset", "weights", "--copy", "prod", timeout=300)
+    assert recorded.returncode == 0, recorded.stderr
+    return model, gold
 
 
 @dataclass
@@ -225,6 +251,8 @@ class Endpoints:
     pg_user: str = "postgres"
     rds_url: str | None = None  # default: s3_url (moto serves both)
     target_dsn: str | None = None  # staging server for target-mode drills
+    minilm: tuple[Path, Path] | None = None  # (sealed MiniLM directory, goldens) for model_weights_inference
+    pinecone: Any = None  # a tests.pinecone_standin.PineconeStandIn (running outside drwatch) for the Pinecone drill
 
 
 @dataclass
@@ -415,6 +443,30 @@ class Scenario:
             "type": "pgvector", "production": {"dsn_env": "DRW_FAULT_VEC_DSN"}, "table": "docs",
             "location": "vecdumps", "sandbox": {"mode": "ephemeral", "bin_dir": str(pgvector_bin())}}}],
             production="vecdumps")
+
+    def _add_model_weights_inference(self) -> None:
+        """The real MiniLM in two filesystem locations; each run restores the ``dr`` copy into a sandbox and runs
+        it in an inference worker subprocess (its own process group) against the recorded goldens."""
+        assert self.ends.minilm is not None
+        model, goldens = self.ends.minilm
+        for loc in ("local", "dr"):
+            shutil.copytree(model, self.dir / loc / "mwi")  # the seal (.drwatch-manifest.jsonl) comes along
+        self.assets["mwi"] = self._asset("mwi", [{
+            "kind": "model_weights", "timeout": "180s",
+            "inference": {"engine": "sentence_transformers", "copy": "dr", "goldens": str(goldens)}}],
+            copies=["dr"])
+
+    def _add_vector_restore_pinecone(self) -> None:
+        """Pinecone backend against the stand-in: each run restores the production index's backup into a temporary
+        ``drwatch-drill-*`` index, compares it with production and deletes it."""
+        server = self.ends.pinecone
+        assert server is not None
+        self.env["DRW_FAULT_PINECONE_KEY"] = server.api_key
+        self.assets["pcindex"] = self._asset("", [{
+            "kind": "vector_restore", "k": 10, "queries": 20, "sample": 100, "min_recall": 0.9, "timeout": "60s",
+            "backend": {"type": "pinecone", "index": PINECONE_PROD, "api_key_env": "DRW_FAULT_PINECONE_KEY",
+                        "control_url": server.url, "poll_interval": "50ms", "request_timeout": "5s",
+                        "max_attempts": 3, "max_drills_per_day": 1000}}])
 
     # --- bad backups: the same kind of damage for every column that holds backups ---
 

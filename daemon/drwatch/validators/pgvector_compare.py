@@ -114,6 +114,7 @@ class Comparison:
         self.findings: list[Finding] = []
         self.figures: dict[str, float] = {"k": float(cfg.k), "recall_threshold": cfg.min_recall}
         self.label = pgtools.table_label(self.sides.table)
+        self.configured: list[list[float]] | None = None  # the query_vectors file's, when configured
 
     def bad(self, code: str, message: str, subject: str = "") -> None:
         self.findings.append(Finding(Severity.CRITICAL, code, message, subject or self.label))
@@ -169,7 +170,7 @@ class Comparison:
         """Sorted merge of both id lists: coverage figures and findings. Returns (a sample of the ids on both
         sides and unchanged since the backup, the restore's ids to leave out of exact comparisons)."""
         cfg = self.cfg
-        want = max(cfg.sample, cfg.queries)
+        want = max(cfg.sample, cfg.queries if self.configured is None else 0)
         sample: list[str] = []
         matched_batch: list[str] = []
         missing: list[str] = []
@@ -253,6 +254,8 @@ class Comparison:
                      f"from production's (allowed {cfg.max_mismatch_ratio:.2%}); e.g. ids {_examples(sorted(bad))}")
 
     async def _query_vectors(self, prod: Any, sample: list[str]) -> list[list[float]]:
+        if self.configured is not None:
+            return self.configured
         chosen = sample[:self.cfg.queries]
         found = await self.sides.vectors(prod, chosen, query_limit(self.ctx))
         return [v for i in chosen if (v := found.get(i)) is not None]

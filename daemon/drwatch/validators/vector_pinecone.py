@@ -18,7 +18,9 @@ client; the ``pinecone`` SDK is not needed). One run:
    (``recall_low``). The exact top-k needs every vector: it is computed (numpy, in a thread) when the
    namespace holds at most ``exact_scan_max_vectors`` on each side; above that the sample and queries are
    drawn from production's id listing, recall is the restored index's answers against production's, and
-   the exact comparison is reported as skipped (``exact_check_skipped``, warning);
+   the exact comparison is reported as skipped (``exact_check_skipped``, warning). With ``query_vectors``
+   the queries are that file's vectors (read, and checked against the index's dimension, before the restore
+   is started: a bad file is ``error`` and costs nothing);
 6. deletes the temporary index: explicitly at the end, and from ``ctx.exit_stack`` on any failure, timeout
    or cancellation (shielded, with its own time budget).
 
@@ -53,6 +55,7 @@ from drwatch.durations import Duration, format_duration
 from drwatch.errors import ConfigError, DrillFailed, ValidatorError
 from drwatch.model import Finding, Outcome, Report, Severity
 from drwatch.validators.base import RunContext
+from drwatch.validators.vector_queries import configured_queries
 
 if TYPE_CHECKING:
     from array import array
@@ -322,7 +325,7 @@ def _digests(vectors: dict[str, array[float]], ids: Sequence[str]) -> dict[str, 
 
 async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeClient, prod: IndexInfo,
                    temp: IndexInfo, backup: Backup, bad: Any, findings: list[Finding],
-                   figures: dict[str, float]) -> None:
+                   figures: dict[str, float], configured: list[list[float]] | None) -> None:
     from drwatch import vectormath as vm
 
     backend: PineconeBackend = cfg.backend  # type: ignore[assignment]
@@ -352,7 +355,7 @@ async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeCl
         coverage = len(set(prod_ids) & tv.keys()) / len(prod_ids)
         sample, qids = await asyncio.to_thread(lambda: (vm.sample_ids(prod_ids, cfg.sample, cfg.seed),
                                                          vm.sample_ids(prod_ids, cfg.queries, cfg.seed + 1)))
-        qvecs = [pv[i] for i in qids]
+        qvecs: Sequence[Sequence[float]] = configured if configured is not None else [pv[i] for i in qids]
         ann = await _query_all(client, temp.host, qvecs, k, ns)
         temp_ids = sorted(tv)
 
@@ -369,15 +372,18 @@ async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeCl
         recall = vm.recall_at_k_ties(ann_hits, [h[:k] for h in prod_exact], k, cfg.distance_tolerance)
         figures["exact_match_ratio"] = ratio
         if ratio < cfg.min_exact_match:
-            bad("exact_topk_mismatch", f"exact top-{k} agree with production for {ratio:.1%} of {len(qids)} "
+            bad("exact_topk_mismatch", f"exact top-{k} agree with production for {ratio:.1%} of {len(qvecs)} "
                                        f"queries (at least {cfg.min_exact_match:.1%} required)")
     else:
-        sample, qids = await _stream_samples(client, prod.host, ns, [(cfg.sample, cfg.seed),
-                                                                     (cfg.queries, cfg.seed + 1)])
+        sample, qids = await _stream_samples(client, prod.host, ns, [
+            (cfg.sample, cfg.seed), (cfg.queries if configured is None else 0, cfg.seed + 1)])
         pv, tv = await client.fetch(prod.host, sample, ns), await client.fetch(temp.host, sample, ns)
         coverage = len(pv.keys() & tv.keys()) / len(pv) if pv else 1.0
-        qsrc = await client.fetch(prod.host, qids, ns)
-        qvecs = [qsrc[i] for i in qids if i in qsrc]
+        if configured is not None:
+            qvecs = configured
+        else:
+            qsrc = await client.fetch(prod.host, qids, ns)
+            qvecs = [qsrc[i] for i in qids if i in qsrc]
         prod_ann = await _query_all(client, prod.host, qvecs, k, ns)
         ann = await _query_all(client, temp.host, qvecs, k, ns)
         recall = vm.recall_at_k(ann, prod_ann, k) if qvecs else 1.0
@@ -421,6 +427,8 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     prod = await client.describe_index(backend.index)
     if prod is None:
         raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
+    # Before anything is billed: a bad query file is our error, found without a restore.
+    configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
     backups = await client.list_backups(backend.index)
     usable = sorted((b for b in backups if b.usable), key=lambda b: b.created or 0.0)
     if not usable:
@@ -455,7 +463,7 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     if rto is not None and restore_seconds > rto.total_seconds():
         findings.append(Finding(Severity.WARNING, "rto_exceeded", f"restore took {format_duration(restore_seconds)}"
                                 f" (RTO {format_duration(rto.total_seconds())})", backend.index))
-    await _compare(ctx, cfg, client, prod, temp, newest, bad, findings, figures)
+    await _compare(ctx, cfg, client, prod, temp, newest, bad, findings, figures, configured)
     removed = await _remove_temp(client, name, ctx.log)
     if not removed:
         findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "

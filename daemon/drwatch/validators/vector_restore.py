@@ -9,7 +9,8 @@ Parquet export restored into a sandbox PostgreSQL with the ``vector`` extension)
   ``max_missing_ratio`` missing fails, ``missing_rows``);
 - **vector checksums** (:func:`drwatch.vectormath.vector_digest`) on a deterministic sample of ``sample``
   ids; more than ``max_mismatch_ratio`` of them differing fails (``vector_mismatch``);
-- for ``queries`` query vectors (drawn from stored vectors by ``seed``), the **exact** top-``k`` on both
+- for ``queries`` query vectors (drawn from stored vectors by ``seed``; or every vector of the
+  ``query_vectors`` file, :mod:`drwatch.validators.vector_queries`), the **exact** top-``k`` on both
   sides must agree (ties within ``distance_tolerance`` are interchangeable): a ratio below
   ``min_exact_match`` fails (``exact_topk_mismatch``);
 - the restored ANN index's **recall@k** against the exact top-k must be at least ``min_recall``
@@ -48,6 +49,9 @@ class VectorRestoreConfig(ValidatorConfigBase):
     backend: VectorBackend
     k: int = Field(default=10, ge=1, le=1000, description="neighbours per query")
     queries: int = Field(default=20, ge=1, le=10_000, description="query vectors drawn from stored vectors")
+    query_vectors: str | None = Field(default=None, min_length=1,
+                                      description="a JSON Lines or .npy file of query vectors used instead of "
+                                                  "drawn ones (relative to the config file)")
     min_recall: float = Field(default=0.9, ge=0.0, le=1.0, description="least recall@k of the restored ANN index")
     min_exact_match: float = Field(default=1.0, ge=0.0, le=1.0,
                                    description="least share of queries whose exact top-k equal production's")
@@ -67,9 +71,10 @@ class VectorRestoreConfig(ValidatorConfigBase):
         return super().locations(asset)
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
-        if isinstance(self.backend, PgvectorBackend):
-            return self.backend.cross_check(cfg)
-        return []
+        problems = self.backend.cross_check(cfg) if isinstance(self.backend, PgvectorBackend) else []
+        if self.query_vectors is not None and not cfg.resolve_path(self.query_vectors).is_file():
+            problems.append(ConfigProblem("query_vectors", f"no such file: {cfg.resolve_path(self.query_vectors)}"))
+        return problems
 
 
 class VectorRestoreValidator:
