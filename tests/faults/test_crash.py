@@ -2,8 +2,8 @@
 
 For each drill kind and store backend (SQLite, PostgreSQL), N times (``DRWATCH_CRASH_N``, default 1: new seeds
 on every run; the seed of each kill point is printed so a failure can be replayed with
-``DRWATCH_CRASH_SEEDS=s1,s2``): the daemon runs drills back to back and is killed at a random moment (before, during or after the restore, while the
-result is written). After a restart:
+``DRWATCH_CRASH_SEEDS=s1,s2``): the daemon runs drills back to back and is killed at a random moment (before,
+during or after the restore, while the result is written). After a restart:
 
 * no orphan: the crashed run's sandbox directory is gone and no process (cluster, pg_restore, psql) runs under
   it any more;
