@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,44 @@ async def _loop_guard() -> AsyncIterator[None]:
     loop.set_exception_handler(previous)
     if errors:
         pytest.fail(f"unhandled event-loop errors: {errors!r}")
+
+
+# --- the fault matrix's table (rows come from tests/faults/test_matrix*.py, also from xdist workers) ---
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Rows recorded by test_matrix.py in a pytest-xdist worker reach the controller with the test's report."""
+    for name, value in report.user_properties:
+        if name == "fault_matrix_row" and isinstance(value, dict):
+            from tests.faults.conftest import MATRIX
+
+            MATRIX[value["fault"]] = {c: (got, frozenset(want)) for c, (got, want) in value["cells"].items()}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    faults = sys.modules.get("tests.faults.conftest")  # loaded only when fault tests ran (or reported a row)
+    if faults is None or not faults.MATRIX:
+        return
+    from tests.faults.estate import COLUMNS
+
+    MATRIX, NOTES = faults.MATRIX, faults.NOTES
+    cols = [c for c in (*COLUMNS, "healthy") if any(c in row for row in MATRIX.values())]
+    width = max(len(f) for f in MATRIX) + 2
+    tr = terminalreporter
+    tr.section("fault matrix: fault x validator -> outcome (expected in brackets where it differs)")
+    tr.write_line("fault".ljust(width) + " ".join(c.ljust(20) for c in cols))
+    mismatches = 0
+    for fault, row in MATRIX.items():
+        cells = []
+        for c in cols:
+            if c not in row:
+                cells.append("-".ljust(20))
+                continue
+            got, want = row[c]
+            ok = got in want
+            mismatches += not ok
+            cells.append((got if ok else f"{got}!=[{'|'.join(sorted(want))}]").ljust(20))
+        tr.write_line(fault.ljust(width) + " ".join(cells))
+    tr.write_line(f"mismatches: {mismatches}")
+    for note in NOTES:
+        tr.write_line(note)
