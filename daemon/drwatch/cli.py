@@ -97,20 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _print_config_error(exc)
     logs.configure(cfg.logging.level, cfg.logging.format)
 
-    def listening(port: int) -> None:
+    def listening(port: int, scheme: str) -> None:
         if not sys.stderr.isatty():
             return  # the structured `listening` log line says it; keep stderr pure JSON lines
         host = cfg.http.host
-        # https when the web config sets up TLS (read again here only for this hint; the server has its own)
-        scheme = "http"
-        if cfg.http.web_config_file:
-            try:
-                from drwatch.webconfig import for_config
-
-                web = for_config(cfg)
-                scheme = "https" if web is not None and web.model.tls_server_config is not None else "http"
-            except Exception:  # a hint only; the daemon validated the file already
-                pass
         print(f"drwatch: serving metrics on {scheme}://{host}:{port}/metrics "
               f"(status: {scheme}://{host}:{port}/api/v1/status)", file=sys.stderr, flush=True)
 

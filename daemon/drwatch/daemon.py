@@ -50,7 +50,8 @@ def summary(state: AppState, now: float) -> str:
 
 class Daemon:
     def __init__(self, config: Config, config_path: str, notifier: Notifier | None = None,
-                 clock: Callable[[], float] = time.time, on_listening: Callable[[int], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_listening: Callable[[int, str], None] | None = None) -> None:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.clock = clock
@@ -167,7 +168,7 @@ class Daemon:
                 log.info("listening", address=f"{http.guard.scheme}://{cfg.http.host}:{http.port}/metrics",
                          **describe(web_cfg))
                 if self._on_listening is not None:
-                    self._on_listening(http.port)
+                    self._on_listening(http.port, http.guard.scheme)
 
             if cfg.cluster.enabled:  # several nodes share the store: a job engine instead of the scheduler
                 from drwatch.cluster.engine import cluster_dsn, open_engine
