@@ -12,15 +12,18 @@ Object Lock findings (:class:`LockText`); the codes and severities are the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from drwatch.durations import format_duration
-from drwatch.errors import ValidatorError
+from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import CopyReport, CopyState, Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
 from drwatch.validators.base import RunContext
+
+if TYPE_CHECKING:
+    from drwatch.config import AssetConfig
 
 # --- locations ---------------------------------------------------------------------------------------
 
@@ -189,3 +192,10 @@ def copy_report(ctx: RunContext, src: Source, state: CopyState, facts: Facts, t:
         bytes_verified=bytes_verified, region_observed=facts.region_observed, versioning=facts.versioning,
         lock=dict(t.lock), retain_until_min=t.retain_until_min, evidence=evidence, dependencies=deps,
     )
+
+
+def unknown_copies(selected: list[str] | None, asset: AssetConfig) -> list[ConfigProblem]:
+    """Config problems for a validator's ``copies:`` selection naming copies the asset does not have."""
+    known = {c.label for c in asset.copies}
+    return [ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")
+            for i, name in enumerate(selected or []) if name not in known]

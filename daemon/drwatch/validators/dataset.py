@@ -61,6 +61,7 @@ from drwatch.validators.copies import (
     probe_location,
     production_source,
     record_lock,
+    unknown_copies,
 )
 from drwatch.validators.merge import Tally, Window, guard, next_entry
 
@@ -89,9 +90,7 @@ class DatasetConfig(ValidatorConfigBase):
     list_limit: int = Field(default=10, ge=1)  # findings listed one by one per location and code
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
-        known = {c.label for c in asset.copies}
-        problems = [ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")
-                    for i, name in enumerate(self.copies or []) if name not in known]
+        problems = unknown_copies(self.copies, asset)
         prod = cfg.locations.get(asset.production.location)
         if asset.manifest is None and prod is not None and not isinstance(prod, FilesystemLocationConfig):
             problems.append(ConfigProblem("", f"the dataset validator verifies against a seal: production is in "

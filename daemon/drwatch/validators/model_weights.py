@@ -55,6 +55,7 @@ from drwatch.validators.copies import (
     probe_location,
     production_source,
     record_lock,
+    unknown_copies,
 )
 
 if TYPE_CHECKING:
@@ -89,8 +90,7 @@ class ModelWeightsConfig(ValidatorConfigBase):
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
         known = {c.label for c in asset.copies}
-        problems = [ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")
-                    for i, name in enumerate(self.copies or []) if name not in known]
+        problems = unknown_copies(self.copies, asset)
         if self.inference is not None:
             name = self.inference_copy(asset)
             if name is None:

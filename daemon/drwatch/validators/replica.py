@@ -47,6 +47,7 @@ from drwatch.validators.copies import (
     probe_location,
     production_source,
     record_lock,
+    unknown_copies,
 )
 from drwatch.validators.merge import Tally, Window, guard, next_entry
 from drwatch.validators.verification import VerifySession
@@ -63,12 +64,7 @@ class ReplicaConfig(ValidatorConfigBase):
     list_limit: int = Field(default=10, ge=1)  # findings listed one by one per copy and code, then only counted
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
-        known = {c.label for c in asset.copies}
-        return [
-            ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")
-            for i, name in enumerate(self.copies or [])
-            if name not in known
-        ]
+        return unknown_copies(self.copies, asset)
 
 
 @dataclass
