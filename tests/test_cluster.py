@@ -353,3 +353,73 @@ def test_reload_applies_cluster_wide_only_when_every_node_has_the_same_config(cl
         cl.stop_all()
     assert duplicate_slots(results(cluster_db)) == []
     assert os.environ.get(DSN_ENV) is None  # the DSN only ever went to the daemons' environment
+
+
+HOLD_FINISH = """
+CREATE TABLE drwatch_test_hold (held BOOLEAN NOT NULL);
+CREATE FUNCTION drwatch_test_hold_finish() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.last_done > OLD.last_done THEN
+        INSERT INTO drwatch_test_hold (held) VALUES (true);  -- visible to others only if this commits
+        WHILE EXISTS (SELECT 1 FROM drwatch_test_hold_switch) LOOP
+            PERFORM pg_sleep(0.05);
+        END LOOP;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TABLE drwatch_test_hold_switch (on_ BOOLEAN NOT NULL);
+INSERT INTO drwatch_test_hold_switch VALUES (true);
+CREATE TRIGGER drwatch_test_hold_finish BEFORE UPDATE ON drwatch_cluster.slots
+    FOR EACH ROW EXECUTE FUNCTION drwatch_test_hold_finish();
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_node_killed_after_storing_its_result_is_not_run_again(cluster_db: str, tmp_path: Path) -> None:
+    """The at-least-once window closed: a node is held (by a trigger on the cluster's slots table) after it
+    stored a run's result and before it marked the slot done, and is SIGKILLed there. Another node picks the
+    job up, finds the stored result under the run id the slot names, and completes the slot from it: the
+    validator does not run again for that slot, and the run row and counter go to the node that ran it."""
+    from drwatch.cluster.schema import install
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(cluster_db, timeout=10)
+        try:
+            await install(conn)
+            await conn.execute(HOLD_FINISH)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    est = make_estate(tmp_path / "estate", fast=1)  # one validator, schedule 1 h: one slot in this test
+    cl = Cluster(est, cluster_db, tmp_path, {"every": "1h", "lease": "3s", "heartbeat": "1s", "poll": "1s",
+                                                "rerun_after": "10s"})
+    try:
+        n1 = cl.add("n1").proc
+        stored = _wait(lambda: query(cluster_db, "SELECT run_id, outcome FROM results"), 60, "n1 stores its result")
+        assert [r["outcome"] for r in stored] == ["ok"]
+        # n1 is now inside the transaction that marks the slot done, held by the trigger.
+        _wait(lambda: query(cluster_db, "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"), 30,
+              "n1 held in its finishing transaction")
+        n1.kill()
+        query(cluster_db, "DELETE FROM drwatch_test_hold_switch")  # the held transaction ends (rolled back)
+        slot_row = query(cluster_db, "SELECT attempt_slot, last_done, running_run_id, running_node "
+                                     "FROM drwatch_cluster.slots")
+        assert len(slot_row) == 1 and slot_row[0]["last_done"] < slot_row[0]["attempt_slot"]
+        assert slot_row[0]["running_run_id"] == stored[0]["run_id"] and slot_row[0]["running_node"] == "n1"
+
+        n2 = cl.add("n2").proc
+        n2.wait_for(lambda: "slot_completed_from_stored_result" in n2.log(), timeout=60)
+        done = query(cluster_db, "SELECT last_done, attempt_slot, running_run_id FROM drwatch_cluster.slots")
+        assert done[0]["last_done"] == done[0]["attempt_slot"] and done[0]["running_run_id"] is None
+        runs = query(cluster_db, "SELECT run_id, node, outcome FROM drwatch_cluster.runs")
+        assert runs == [{"run_id": stored[0]["run_id"], "node": "n1", "outcome": "ok"}]
+        counts = query(cluster_db, "SELECT node, outcome, count FROM drwatch_cluster.node_runs")
+        assert counts == [{"node": "n1", "outcome": "ok", "count": 1}]
+        time.sleep(3)  # n2 had every chance to run it again
+        assert [r["run_id"] for r in query(cluster_db, "SELECT run_id FROM results")] == [stored[0]["run_id"]]
+        n2.wait_for(lambda: metric_value(n2.metrics(), "drwatch_node_runs_total", node="n1", outcome="ok") == 1,
+                    timeout=30)
+    finally:
+        cl.stop_all()

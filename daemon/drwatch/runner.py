@@ -139,18 +139,19 @@ class Runner:
             log.exception("run_crashed", asset=asset, validator=vcfg.label)
             return None
 
-    async def execute(self, asset_name: str, vcfg: ValidatorConfig) -> Result:
-        """Run one validator once (waiting for its concurrency slots) and record its result."""
+    async def execute(self, asset_name: str, vcfg: ValidatorConfig, run_id: str | None = None) -> Result:
+        """Run one validator once (waiting for its concurrency slots) and record its result (under ``run_id``
+        when given: the cluster engine names a run before it starts, to find its result after a crash)."""
         current = asyncio.current_task()
         try:
-            return await self._execute(asset_name, vcfg, current)
+            return await self._execute(asset_name, vcfg, current, run_id or uuid.uuid4().hex)
         finally:
             self._started.discard(current)
 
-    async def _execute(self, asset_name: str, vcfg: ValidatorConfig, current: asyncio.Task[Any] | None) -> Result:
+    async def _execute(self, asset_name: str, vcfg: ValidatorConfig, current: asyncio.Task[Any] | None,
+                       run_id: str) -> Result:
         cfg = self.state.config
         asset = cfg.assets[asset_name]
-        run_id = uuid.uuid4().hex
         timeout = vcfg.effective_timeout(cfg)
         with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
             async with self.limits.slots(vcfg.locations(asset)):

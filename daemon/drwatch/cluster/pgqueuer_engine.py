@@ -13,8 +13,10 @@ How a scheduled run happens exactly once, never overlapping itself (docs/scaling
    under it, checks ``slots.last_done``: a frozen owner still holds the lock, so the new owner waits; when
    the owner resumes and finishes, the slot is done and nothing runs twice. A killed owner's lock is gone
    at once, so the slot runs again here.
-4. **Record.** ``Runner.execute`` runs and stores the result as on one node; then ``last_done``, the run
-   row and the per-node counter are written in one transaction, still under the fence.
+4. **Record.** The run's id is written to ``slots`` before it starts; ``Runner.execute`` runs and stores the
+   result under that id as on one node; then ``last_done``, the run row and the per-node counter are
+   written in one transaction, still under the fence. A node killed between those two writes leaves a
+   stored result whose id ``slots`` still names: the next owner completes the slot from it, no re-run.
 
 pgqueuer's pitfalls and how they are avoided: its cron scheduler (which reclaims a dead node's schedule only
 after a hard-coded 30 s and wakes late) is not used; re-picked jobs do not count attempts, so ``slots``
@@ -391,16 +393,17 @@ class PgQueuerEngine:
                 return
             await asyncio.sleep(min(1.0, self.ccfg.poll.total_seconds()))
         try:
-            attempts = await self._begin(asset, label, slot)
-            if attempts is None:
+            begun = await self._begin(asset, label, slot, due)
+            if begun is None:
                 log.info("slot_already_done", asset=asset, validator=label, slot=slot)
                 return
+            attempts, run_id = begun
             self._running[task] = True
             if attempts > self.ccfg.max_attempts:
-                result = self._abandoned(asset, vcfg, attempts - 1)
+                result = self._abandoned(asset, vcfg, attempts - 1, run_id)
                 await self.runner.record(result)
             else:
-                result = await self.runner.execute(asset, vcfg)
+                result = await self.runner.execute(asset, vcfg, run_id=run_id)
             await self._finish(asset, label, slot, due, result)
         except asyncio.CancelledError:
             await asyncio.shield(self._finish_cancelled(asset, label, slot))
@@ -414,27 +417,57 @@ class PgQueuerEngine:
                                          "WHERE asset = $1 AND validator = $2", asset, label, slot)
         return bool(done)
 
-    async def _begin(self, asset: str, label: str, slot: int) -> int | None:
-        """Under the fence: None if the slot is done, else how many times it has been started."""
+    async def _begin(self, asset: str, label: str, slot: int, due: float) -> tuple[int, str] | None:
+        """Under the fence: None if the slot is done, else (how many times it has been started, the run id
+        of this start).
+
+        The run id is written before the run starts. If the previous start of this slot stored its result
+        under its run id and its node died before marking the slot done, that result is the slot's run: the
+        slot is completed here (run row and counter credited to that node) instead of running it again."""
         assert self._pool is not None
-        row = await self._pool.fetchrow(
-            f"""UPDATE {SCHEMA}.slots SET
-                  attempts = CASE WHEN attempt_slot = $3 THEN attempts + 1 ELSE 1 END,
-                  attempt_slot = $3, running_node = $4, running_since = now()
-                WHERE asset = $1 AND validator = $2 AND last_done < $3
-                RETURNING attempts""", asset, label, slot, self.node)
-        return int(row["attempts"]) if row is not None else None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(f"SELECT last_done, attempt_slot, attempts, running_run_id, running_node "
+                                      f"FROM {SCHEMA}.slots WHERE asset = $1 AND validator = $2 FOR UPDATE",
+                                      asset, label)
+            if row is None or row["last_done"] >= slot:
+                return None
+            previous = row["running_run_id"] if row["attempt_slot"] == slot else None
+            if previous is not None:
+                stored = await conn.fetchrow("SELECT outcome, started_at, finished_at FROM results WHERE run_id = $1",
+                                             previous)
+                if stored is not None:
+                    node = str(row["running_node"] or self.node)
+                    await self._complete(conn, asset, label, slot, due, previous, node, str(stored["outcome"]),
+                                         float(stored["started_at"]), float(stored["finished_at"]))
+                    log.info("slot_completed_from_stored_result", asset=asset, validator=label, slot=slot,
+                             run_id=previous, node=node,
+                             message="the previous owner stored this run's result and died before marking the "
+                                     "slot done; not run again")
+                    return None
+            run_id = uuid.uuid4().hex
+            attempts = int(row["attempts"]) + 1 if row["attempt_slot"] == slot else 1
+            await conn.execute(f"UPDATE {SCHEMA}.slots SET attempts = $3, attempt_slot = $4, running_node = $5, "
+                               "running_since = now(), running_run_id = $6 WHERE asset = $1 AND validator = $2",
+                               asset, label, attempts, slot, self.node, run_id)
+        return attempts, run_id
 
     async def _finish(self, asset: str, label: str, slot: int, due: float, result: Result) -> None:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"UPDATE {SCHEMA}.slots SET last_done = GREATEST(last_done, $3), running_node = NULL, "
-                               "running_since = NULL WHERE asset = $1 AND validator = $2", asset, label, slot)
-            await conn.execute(f"INSERT INTO {SCHEMA}.runs (run_id, asset, validator, slot, node, outcome, due, "
-                               "started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                               "ON CONFLICT (run_id) DO NOTHING", result.run_id, asset, label, slot, self.node,
-                               result.outcome.value, due, result.started_at, result.finished_at)
-            await self._count(conn, result.outcome.value)
+            await self._complete(conn, asset, label, slot, due, result.run_id, self.node, result.outcome.value,
+                                 result.started_at, result.finished_at)
+
+    async def _complete(self, conn: asyncpg.Connection, asset: str, label: str, slot: int, due: float,
+                        run_id: str, node: str, outcome: str, started_at: float, finished_at: float) -> None:
+        """Mark the slot done with its run row and the per-node counter (inside the caller's transaction)."""
+        await conn.execute(f"UPDATE {SCHEMA}.slots SET last_done = GREATEST(last_done, $3), running_node = NULL, "
+                           "running_since = NULL, running_run_id = NULL WHERE asset = $1 AND validator = $2",
+                           asset, label, slot)
+        await conn.execute(f"INSERT INTO {SCHEMA}.runs (run_id, asset, validator, slot, node, outcome, due, "
+                           "started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                           "ON CONFLICT (run_id) DO NOTHING", run_id, asset, label, slot, node, outcome, due,
+                           started_at, finished_at)
+        await self._count(conn, outcome, node)
 
     async def _finish_cancelled(self, asset: str, label: str, slot: int) -> None:
         """A cancelled run (shutdown, lost fence) is recorded by the runner; its slot is over."""
@@ -443,21 +476,22 @@ class PgQueuerEngine:
         try:
             async with asyncio.timeout(5), self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(f"UPDATE {SCHEMA}.slots SET last_done = GREATEST(last_done, $3), "
-                                   "running_node = NULL, running_since = NULL WHERE asset = $1 AND validator = $2 "
-                                   "AND running_node = $4", asset, label, slot, self.node)
-                await self._count(conn, Outcome.CANCELLED.value)
+                                   "running_node = NULL, running_since = NULL, running_run_id = NULL "
+                                   "WHERE asset = $1 AND validator = $2 AND running_node = $4",
+                                   asset, label, slot, self.node)
+                await self._count(conn, Outcome.CANCELLED.value, self.node)
         except Exception as exc:
             log.warning("cancelled_slot_not_recorded", error_type=type(exc).__name__)
 
-    async def _count(self, conn: asyncpg.Connection, outcome: str) -> None:
+    async def _count(self, conn: asyncpg.Connection, outcome: str, node: str) -> None:
         await conn.execute(f"INSERT INTO {SCHEMA}.node_runs (node, outcome, count) VALUES ($1, $2, 1) "
-                           "ON CONFLICT (node, outcome) DO UPDATE SET count = node_runs.count + 1", self.node, outcome)
+                           "ON CONFLICT (node, outcome) DO UPDATE SET count = node_runs.count + 1", node, outcome)
 
-    def _abandoned(self, asset: str, vcfg: ValidatorConfig, attempts: int) -> Result:
+    def _abandoned(self, asset: str, vcfg: ValidatorConfig, attempts: int, run_id: str) -> Result:
         now = self.clock()
         message = (f"this run was started {attempts} times and each time its node died before it finished; "
                    "it is not started again (cluster.max_attempts)")
-        return Result(run_id=uuid.uuid4().hex, asset=asset, validator=vcfg.label, kind=vcfg.kind,
+        return Result(run_id=run_id, asset=asset, validator=vcfg.label, kind=vcfg.kind,
                       outcome=Outcome.ERROR, started_at=now, finished_at=now,
                       findings=(Finding(Severity.WARNING, "run_abandoned", message),))
 

@@ -2,7 +2,9 @@
 
 - ``nodes``: one row per node: heartbeat (database time, so host clocks do not matter) and config hashes;
 - ``slots``: per validator, the last slot taken (enqueued) and done: the compare-and-set that makes each
-  slot run once, and the attempt counter that stops a run which kills its node from looping forever;
+  slot run once, the attempt counter that stops a run which kills its node from looping forever, and the
+  run id of the attempt in progress (a node killed after storing that run's result but before marking the
+  slot done leaves it there: the next owner finds the stored result and completes the slot without a re-run);
 - ``runs``: one row per completed run (run id of the stored result, slot, node, due and start times);
 - ``node_runs``: per-node run counters (``drwatch_node_runs_total``), kept beside the run rows.
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 SCHEMA = "drwatch_cluster"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INSTALL_LOCK = (0x64727763, 0)  # advisory lock ("drwc", 0): one node installs or upgrades at a time
 
 DDL = [
@@ -37,6 +39,7 @@ DDL = [
         run_id TEXT PRIMARY KEY, asset TEXT NOT NULL, validator TEXT NOT NULL, slot BIGINT NOT NULL,
         node TEXT NOT NULL, outcome TEXT NOT NULL, due DOUBLE PRECISION NOT NULL,
         started_at DOUBLE PRECISION NOT NULL, finished_at DOUBLE PRECISION NOT NULL)""",
+    f"ALTER TABLE {SCHEMA}.slots ADD COLUMN IF NOT EXISTS running_run_id TEXT",  # version 2
     f"CREATE INDEX IF NOT EXISTS runs_finished ON {SCHEMA}.runs (finished_at)",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.node_runs (
         node TEXT NOT NULL, outcome TEXT NOT NULL, count BIGINT NOT NULL, PRIMARY KEY (node, outcome))""",
@@ -59,6 +62,8 @@ async def install(conn: asyncpg.Connection) -> None:
         elif version > SCHEMA_VERSION:
             raise RuntimeError(f"the cluster schema is version {version}, newer than this drwatch "
                                f"({SCHEMA_VERSION}): upgrade drwatch on this node")
+        elif version < SCHEMA_VERSION:  # the DDL above is additive and idempotent: record the upgrade
+            await conn.execute(f"UPDATE {SCHEMA}.meta SET version = $1", SCHEMA_VERSION)
         queries = make_queries(AsyncpgDriver(conn))
         if await queries.schema_is_installed():
             await queries.apply_upgrade()
