@@ -229,7 +229,7 @@ def rules(cfg: Config, *results: Result, now: float | None = None) -> dict[str, 
     """The 3-2-1-1-0 rule states of asset ``data`` for a snapshot holding these results."""
     snap = Snapshot(cfg)
     for res in results:
-        snap = snap.with_result(res)
+        snap = snap.with_result(res, time.time())
     verdict = evaluate(cfg, snap, time.time() if now is None else now)["data"]
     return {name: v.state for name, v in verdict.rules.items()}
 

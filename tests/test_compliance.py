@@ -7,6 +7,7 @@ into ``ValidatorStats`` the way the store does it. ``now`` is fixed, so nothing 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -124,7 +125,7 @@ def snapshot(cfg: Config, *results: Result, attestations: Iterable[Attestation] 
     stats: dict[tuple[str, str], ValidatorStats] = {}
     for res in results:
         key = (res.asset, res.validator)
-        stats[key] = stats.get(key, ValidatorStats(res.asset, res.validator)).with_result(res)
+        stats[key] = stats.get(key, ValidatorStats(res.asset, res.validator)).with_result(res, time.time())
     return Snapshot(cfg, validators=stats, attestations={(a.asset, a.copy): a for a in attestations})
 
 

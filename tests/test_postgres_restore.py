@@ -662,12 +662,12 @@ def test_drill_figures_are_projected_as_metrics(tmp_path: Path) -> None:
     cfg = parse_config(yaml.safe_dump(drill_config(tmp_path, tmp_path, {})))
     snap = Snapshot(cfg).with_result(Result(
         run_id="r1", asset="db", validator="postgres_restore", kind="postgres_restore", outcome=Outcome.OK,
-        started_at=1.0, finished_at=9.0, figures={"restore_seconds": 3.5, "rows_restored": 201022.0}))
+        started_at=1.0, finished_at=9.0, figures={"restore_seconds": 3.5, "rows_restored": 201022.0}), time.time())
     text = render(make_registry(lambda: snap, ProcessState(0.0))).decode()
     labels = {"asset": "db", "validator": "postgres_restore"}
     assert metric_value(text, "drwatch_drill_restore_duration_seconds", **labels) == 3.5
     assert metric_value(text, "drwatch_drill_rows_restored", **labels) == 201022
     snap = snap.with_result(Result(run_id="r2", asset="db", validator="postgres_restore", kind="postgres_restore",
-                                   outcome=Outcome.CANCELLED, started_at=10.0, finished_at=11.0))
+                                   outcome=Outcome.CANCELLED, started_at=10.0, finished_at=11.0), time.time())
     text = render(make_registry(lambda: snap, ProcessState(0.0))).decode()
     assert metric_value(text, "drwatch_drill_restore_duration_seconds", **labels) is None  # latest has none

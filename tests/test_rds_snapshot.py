@@ -92,7 +92,7 @@ async def test_fresh_encrypted_snapshot_with_dr_copy_passes(tmp_path: Path, moto
     cfg = parse_config(yaml.safe_dump({"locations": {"p": {"kind": "filesystem", "path": str(tmp_path)}},
                                        "assets": {"db": {"rpo": "1d", "production": {"location": "p"},
                                                          "validators": [{"kind": "rds_snapshot", "instance": name}]}}}))
-    snap = Snapshot(cfg).with_result(result)
+    snap = Snapshot(cfg).with_result(result, time.time())
     text = render(make_registry(lambda: snap, ProcessState(0.0))).decode()
     assert metric_value(text, "drwatch_rds_snapshot_timestamp_seconds", asset="db", region="us-east-1") == source_ts
     assert metric_value(text, "drwatch_rds_snapshot_timestamp_seconds", asset="db", region=DR) is not None

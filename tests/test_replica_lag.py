@@ -176,6 +176,6 @@ def test_lag_is_projected_per_asset(tmp_path: Path) -> None:
     for name, lag in (("dr", 2.5), ("reporting", 40.0)):
         snap = snap.with_result(Result(run_id=name, asset="db", validator=name, kind="postgres_replica_lag",
                                        outcome=Outcome.OK, started_at=1.0, finished_at=2.0,
-                                       figures={"lag_seconds": lag}))
+                                       figures={"lag_seconds": lag}), time.time())
     text = render(make_registry(lambda: snap, ProcessState(0.0))).decode()
     assert metric_value(text, "drwatch_replica_lag_seconds", asset="db") == 40.0

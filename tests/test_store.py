@@ -60,7 +60,7 @@ def folded(results: list[Result]) -> dict[tuple[str, str], ValidatorStats]:
     """What the live snapshot shows after these results (what /metrics served before a restart)."""
     snap = Snapshot(parse_config("{}"))
     for r in results:
-        snap = snap.with_result(r)
+        snap = snap.with_result(r, time.time())
     return snap.validators
 
 
@@ -166,6 +166,23 @@ async def test_last_run_success_and_failure_timestamps(store: Store) -> None:
     await store.record(result("late", Outcome.OK, finished=T0 - 500))
     stats = (await store.load_state()).validators[("data", "replica")]
     assert (stats.last_run_at, stats.last_success_at, stats.last_failure_at) == (T0 + 120, T0, T0 + 60)
+
+
+async def test_stamps_in_the_future_give_way_after_the_clock_was_stepped_back(store: Store) -> None:
+    """Stamps written while the wall clock ran a day ahead lie in the future once it is stepped back: the
+    next run's stamps replace them (staleness and evidence age count from real runs again) instead of the
+    future ones holding until the clock catches up; a stamp of a kind the new run does not set stays.
+    The live snapshot does exactly what the store does."""
+    ahead = time.time() + 86400
+    first = [result("ok-ahead", Outcome.OK, finished=ahead), result("fail-ahead", Outcome.FAILED, finished=ahead + 1)]
+    for r in first:
+        await store.record(r)
+    now = time.time()
+    again = result("ok-now", Outcome.OK, finished=now)
+    await store.record(again)
+    stats = (await store.load_state()).validators[("data", "replica")]
+    assert (stats.last_run_at, stats.last_success_at, stats.last_failure_at) == (now, now, ahead + 1)
+    assert stats == folded([*first, again])["data", "replica"]
 
 
 async def test_never_successful_validator_has_no_success_timestamp(store: Store) -> None:

@@ -251,7 +251,7 @@ class Runner:
                 log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
                 break
             self.pending.popleft()
-            self.state.snapshot = self.state.snapshot.with_result(result)
+            self.state.snapshot = self.state.snapshot.with_result(result, time.time())
             for listener in list(self.state.listeners):
                 listener(result)
         proc.results_pending = len(self.pending)

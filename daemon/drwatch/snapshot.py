@@ -46,10 +46,11 @@ class Snapshot:
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)
 
-    def with_result(self, result: Result) -> Snapshot:
+    def with_result(self, result: Result, now: float) -> Snapshot:
+        """The snapshot after ``result`` was stored at wall-clock ``now``."""
         key = (result.asset, result.validator)
         stats = self.validators.get(key) or ValidatorStats(result.asset, result.validator)
-        validators = {**self.validators, key: stats.with_result(result)}
+        validators = {**self.validators, key: stats.with_result(result, now)}
         copy_bytes = dict(self.copy_bytes)
         for rep in result.copies:
             if rep.bytes_verified > 0:

@@ -6,7 +6,8 @@ stored history relative to "now". Results are written through drwatch's own stor
 
 * clock stepped **back** (NTP correction, VM restore): the stored last run lies in the future. The validator
   must still run soon after start (not after the size of the step), and its new result - here a real
-  corruption, so ``failed`` - must be the latest outcome in /metrics, not hidden behind the future-stamped one.
+  corruption, so ``failed`` - must be the latest outcome in /metrics, not hidden behind the future-stamped one;
+  its last-run stamp replaces the future one (else a staleness alert would wait out the step).
 * clock jumped **forward** (or the daemon was down that long): the stored result is older than its max age.
   Before anything runs the check is *unknown* (stale), never pass and never fail; the validator then runs
   soon after start and the rule passes again on fresh evidence. RPO and staleness are measured against the
@@ -66,6 +67,10 @@ def test_clock_stepped_back_does_not_pause_checks_or_hide_results(tmp_path: Path
         status = json.loads(daemon.get("/api/v1/status")[1])
         [res] = [r for r in status["results"] if r["validator"] == "replica"]
         assert res["outcome"] == "failed" and "content_mismatch" in {f["code"] for f in res["findings"]}
+        # The future-stamped last run gave way to the real one: staleness alerts count from it again.
+        last = metric_value(daemon.metrics(), "drwatch_validator_last_run_timestamp_seconds", asset="data",
+                            validator="replica")
+        assert last is not None and abs(last - time.time()) < 60, last - time.time()
     finally:
         assert daemon.stop() == 0
 

@@ -47,6 +47,26 @@ def bucket_for(duration: float) -> str:
     return "+Inf"
 
 
+def newer(stored: float | None, new: float | None, now: float) -> float | None:
+    """A last-run/success/failure stamp after recording ``new`` at wall-clock ``now``: the later of the two
+    (a late-arriving older result moves nothing back), except that a stored stamp lying in the future (the
+    wall clock was stepped back since it was written) gives way to the new one, so staleness and evidence
+    age are measured from real runs again instead of waiting out the size of the step. The stores' upserts
+    do the same in SQL (``stamp_sql``)."""
+    if new is None:
+        return stored
+    if stored is None or stored > now:
+        return new
+    return max(stored, new)
+
+
+def stamp_sql(column: str, now: str, greatest: str) -> str:
+    """``newer`` as an upsert assignment (``now``: the parameter; ``greatest``: MAX or GREATEST)."""
+    return (f"{column} = CASE WHEN excluded.{column} IS NULL THEN validator_state.{column} "
+            f"WHEN validator_state.{column} IS NULL OR validator_state.{column} > {now} THEN excluded.{column} "
+            f"ELSE {greatest}(validator_state.{column}, excluded.{column}) END")
+
+
 @dataclass(frozen=True)
 class ValidatorStats:
     asset: str
@@ -60,8 +80,8 @@ class ValidatorStats:
     buckets: dict[str, int] = field(default_factory=dict)  # bucket label -> count (non-cumulative)
     last_result: Result | None = None
 
-    def with_result(self, result: Result) -> ValidatorStats:
-        """The stats after ``result`` (mirrors what the store does in its transaction)."""
+    def with_result(self, result: Result, now: float) -> ValidatorStats:
+        """The stats after ``result`` recorded at wall-clock ``now`` (mirrors the store's transaction)."""
         runs = dict(self.runs)
         runs[result.outcome.value] = runs.get(result.outcome.value, 0) + 1
         buckets = dict(self.buckets)
@@ -70,11 +90,11 @@ class ValidatorStats:
         return ValidatorStats(
             asset=self.asset,
             validator=self.validator,
-            last_run_at=max(self.last_run_at or 0.0, result.finished_at),
-            last_success_at=max(self.last_success_at or 0.0, result.finished_at)
-            if result.outcome == Outcome.OK else self.last_success_at,
-            last_failure_at=max(self.last_failure_at or 0.0, result.finished_at)
-            if result.outcome == Outcome.FAILED else self.last_failure_at,
+            last_run_at=newer(self.last_run_at, result.finished_at, now),
+            last_success_at=newer(self.last_success_at, result.finished_at if result.outcome == Outcome.OK
+                                  else None, now),
+            last_failure_at=newer(self.last_failure_at, result.finished_at if result.outcome == Outcome.FAILED
+                                  else None, now),
             duration_sum=self.duration_sum + result.duration,
             duration_count=self.duration_count + 1,
             runs=runs,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from drwatch.store.base import (
     copy_byte_increments,
     result_from_row,
     result_params,
+    stamp_sql,
 )
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -63,14 +65,14 @@ MIGRATIONS: dict[int, list[str]] = {
 
 _MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time
 
-_UPSERT_STATE = """
+_UPSERT_STATE = f"""
 INSERT INTO validator_state (asset, validator, last_run_at, last_success_at, last_failure_at,
                              duration_sum, duration_count, last_result_id)
 VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
 ON CONFLICT (asset, validator) DO UPDATE SET
-  last_run_at = GREATEST(validator_state.last_run_at, excluded.last_run_at),
-  last_success_at = GREATEST(validator_state.last_success_at, excluded.last_success_at),
-  last_failure_at = GREATEST(validator_state.last_failure_at, excluded.last_failure_at),
+  {stamp_sql("last_run_at", "$8::double precision", "GREATEST")},
+  {stamp_sql("last_success_at", "$8::double precision", "GREATEST")},
+  {stamp_sql("last_failure_at", "$8::double precision", "GREATEST")},
   duration_sum = validator_state.duration_sum + excluded.duration_sum,
   duration_count = validator_state.duration_count + 1,
   last_result_id = excluded.last_result_id
@@ -156,7 +158,7 @@ class PostgresStore:
             await conn.execute(
                 _UPSERT_STATE, result.asset, result.validator, result.finished_at,
                 result.finished_at if ok else None, result.finished_at if failed else None,
-                result.duration, rid,
+                result.duration, rid, time.time(),
             )
             await conn.execute(
                 "INSERT INTO run_counts VALUES ($1,$2,$3,1) ON CONFLICT (asset, validator, outcome) "

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +34,7 @@ from drwatch.store.base import (
     copy_byte_increments,
     result_from_row,
     result_params,
+    stamp_sql,
 )
 
 T = TypeVar("T")
@@ -72,20 +74,13 @@ MIGRATIONS: dict[int, list[str]] = {
 }
 
 
-def _later(column: str) -> str:
-    return (
-        f"{column} = CASE WHEN excluded.{column} IS NULL THEN validator_state.{column} "
-        f"WHEN validator_state.{column} IS NULL THEN excluded.{column} "
-        f"ELSE MAX(validator_state.{column}, excluded.{column}) END"
-    )
-
-
 _UPSERT_STATE = f"""
 INSERT INTO validator_state (asset, validator, last_run_at, last_success_at, last_failure_at,
                              duration_sum, duration_count, last_result_id)
-VALUES (?, ?, ?, ?, ?, ?, 1, ?)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7)
 ON CONFLICT (asset, validator) DO UPDATE SET
-  {_later("last_run_at")}, {_later("last_success_at")}, {_later("last_failure_at")},
+  {stamp_sql("last_run_at", "?8", "MAX")}, {stamp_sql("last_success_at", "?8", "MAX")},
+  {stamp_sql("last_failure_at", "?8", "MAX")},
   duration_sum = validator_state.duration_sum + excluded.duration_sum,
   duration_count = validator_state.duration_count + 1,
   last_result_id = excluded.last_result_id
@@ -209,7 +204,7 @@ class SqliteStore:
                         (
                             result.asset, result.validator, result.finished_at,
                             result.finished_at if ok else None, result.finished_at if failed else None,
-                            result.duration, cur.lastrowid,
+                            result.duration, cur.lastrowid, time.time(),
                         ),
                     )
                     conn.execute(
