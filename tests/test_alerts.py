@@ -148,6 +148,7 @@ def test_paging_policy() -> None:
         "DrwatchRuleUnknown": ("warning", "platform"),
         "DrwatchConfigReloadFailed": ("warning", "platform"),
         "DrwatchStoreWritesFailing": ("critical", "platform"),
+        "DrwatchStoreResultsDropped": ("critical", "platform"),
     }
     assert set(alerts) == set(expected)
     for name, (severity, route) in expected.items():

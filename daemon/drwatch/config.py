@@ -104,6 +104,7 @@ class LimitsConfig(_Model):
     drain_timeout: Duration = timedelta(seconds=30)
     hash_workers: Count = Field(default=2, ge=1, le=64)
     sandbox_dir: str | None = None
+    pending_results: Count = Field(default=10_000, ge=1, le=1_000_000)  # memory queue while the store is away
 
 
 class LoggingConfig(_Model):

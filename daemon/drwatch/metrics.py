@@ -37,6 +37,7 @@ class ProcessState:
     reload_success_at: float | None = None
     store_errors: int = 0
     results_pending: int = 0
+    results_dropped: int = 0
 
 
 class SnapshotCollector(Collector):
@@ -76,6 +77,11 @@ class SnapshotCollector(Collector):
                               "Results held in memory waiting for the store to accept them.")
         g.add_metric([], proc.results_pending)
         yield g
+        c = CounterMetricFamily("drwatch_store_dropped_results",
+                                "Results dropped (oldest first) because the store stayed away while the memory "
+                                "queue was full (limits.pending_results).")
+        c.add_metric([], proc.results_dropped)
+        yield c
 
         av = ["asset", "validator"]
         configured = GaugeMetricFamily("drwatch_validator_info", "A configured validator (1).",

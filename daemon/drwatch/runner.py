@@ -32,7 +32,6 @@ from drwatch.validators.base import RunContext
 from drwatch.validators.config import ValidatorConfig
 
 log = structlog.get_logger("drwatch.runner")
-MAX_PENDING = 10_000
 
 
 @dataclass
@@ -220,9 +219,12 @@ class Runner:
         """Durable first, then visible. If the store is down, queue (bounded) and retry later."""
         async with self._store_lock:
             self.pending.append(result)
-            while len(self.pending) > MAX_PENDING:
+            while len(self.pending) > self.state.config.limits.pending_results:
                 dropped = self.pending.popleft()
-                log.error("result_dropped_store_unavailable", asset=dropped.asset, validator=dropped.validator)
+                self.state.process.results_dropped += 1
+                log.error("result_dropped_store_unavailable", asset=dropped.asset, validator=dropped.validator,
+                          run_id=dropped.run_id, outcome=dropped.outcome.value,
+                          pending=len(self.pending), limit=self.state.config.limits.pending_results)
             await self._flush_locked()
 
     async def flush(self) -> None:

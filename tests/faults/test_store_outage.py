@@ -41,11 +41,8 @@ def process_figure(daemon: DaemonProcess, name: str) -> float:
     return value
 
 
-@pytest.mark.slow
-def test_results_wait_in_memory_while_the_store_is_down_and_nothing_is_lost_or_doubled(
-        tmp_path: Path, store_server: PostgresServer) -> None:
-    """Stop the store mid-run for ~10 s of validator runs every second, start it again: all results arrive,
-    exactly once; meanwhile the daemon stays up and metrics show only durable results."""
+def outage_daemon(tmp_path: Path, store_server: PostgresServer, **limits: Any) -> DaemonProcess:
+    """A daemon on ``store_server`` checking three assets every second (not started)."""
     files = sample_files(4, 1024)
     locations: dict[str, Any] = {
         "prod": {"kind": "filesystem", "path": str(tmp_path / "prod"), "site": "dc-a"},
@@ -58,14 +55,22 @@ def test_results_wait_in_memory_while_the_store_is_down_and_nothing_is_lost_or_d
         "store": {"postgres": {"dsn_env": "DRW_OUTAGE_DSN", "connect_timeout": "2s"}},
         "http": {"listen": f"127.0.0.1:{port}"},
         "logging": {"level": "info", "format": "json"},
-        "limits": {"sandbox_dir": str(tmp_path / "sandboxes")},
+        "limits": {"sandbox_dir": str(tmp_path / "sandboxes"), **limits},
         "locations": locations,
         "assets": {a: {"rpo": "7d", "production": {"location": "prod", "prefix": a},
                        "copies": [{"location": "dr", "prefix": a}],
                        "validators": [{"kind": "replica", "schedule": {"every": "1s", "jitter": "0s"}}]}
                    for a in ASSETS},
     })
-    daemon = DaemonProcess(cfg, port, env={"DRW_OUTAGE_DSN": store_server.dsn("drwatch_store")})
+    return DaemonProcess(cfg, port, env={"DRW_OUTAGE_DSN": store_server.dsn("drwatch_store")})
+
+
+@pytest.mark.slow
+def test_results_wait_in_memory_while_the_store_is_down_and_nothing_is_lost_or_doubled(
+        tmp_path: Path, store_server: PostgresServer) -> None:
+    """Stop the store mid-run for ~10 s of validator runs every second, start it again: all results arrive,
+    exactly once; meanwhile the daemon stays up and metrics show only durable results."""
+    daemon = outage_daemon(tmp_path, store_server)
     try:
         daemon.start()
         daemon.wait_for(lambda: total_runs(daemon.metrics()) >= 2 * len(ASSETS), timeout=60)
@@ -93,3 +98,37 @@ def test_results_wait_in_memory_while_the_store_is_down_and_nothing_is_lost_or_d
     counted = store_server.psql("SELECT asset, outcome, count FROM run_counts WHERE count > 0 ORDER BY 1, 2",
                                 "drwatch_store")
     assert per_outcome == counted
+
+
+@pytest.mark.slow
+def test_a_full_memory_queue_drops_the_oldest_results_and_says_so(tmp_path: Path,
+                                                                    store_server: PostgresServer) -> None:
+    """With ``limits.pending_results: 4`` and the store down for longer than four results: the oldest waiting
+    results are dropped (logged with their run ids, counted in drwatch_store_dropped_results_total), at most
+    four wait, and when the store returns exactly the finished runs that were not dropped are stored, once."""
+    daemon = outage_daemon(tmp_path, store_server, pending_results=4)
+    try:
+        daemon.start()
+        daemon.wait_for(lambda: total_runs(daemon.metrics()) >= len(ASSETS), timeout=60)
+        store_server.stop("immediate")
+        daemon.wait_for(lambda: process_figure(daemon, "drwatch_store_dropped_results_total") >= 3, timeout=90)
+        text = daemon.metrics()
+        assert metric_value(text, "drwatch_store_pending_results") == 4
+        store_server.start()
+        daemon.wait_for(lambda: process_figure(daemon, "drwatch_store_pending_results") == 0, timeout=90)
+        dropped_metric = process_figure(daemon, "drwatch_store_dropped_results_total")
+    finally:
+        code = daemon.stop(timeout=60)
+    assert code == 0
+    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    finished = [line["run_id"] for line in lines if line.get("event") == "run_finished"]
+    dropped = [line["run_id"] for line in lines if line.get("event") == "result_dropped_store_unavailable"]
+    assert len(dropped) == dropped_metric >= 3
+    stored = store_server.psql("SELECT run_id FROM results ORDER BY id", "drwatch_store").split()
+    assert len(stored) == len(set(stored)), "a result was written twice"
+    assert not set(stored) & set(dropped)
+    assert sorted([*stored, *dropped]) == sorted(finished), "a finished run is neither stored nor reported dropped"
+    # Oldest first: every dropped run finished before every run that waited and was then stored.
+    order = {run_id: i for i, run_id in enumerate(finished)}
+    waited = [r for r in stored if order[r] > min(order[d] for d in dropped)]
+    assert max(order[d] for d in dropped) < min(order[r] for r in waited)
