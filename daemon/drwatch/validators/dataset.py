@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import yaml
 from pydantic import Field
 
 from drwatch.durations import format_duration
@@ -49,8 +47,9 @@ from drwatch.parquet_facts import (
 )
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
-from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
+from drwatch.storage.s3 import checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source
+from drwatch.validators import mlflow_layout
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies import (
     LockText,
@@ -69,10 +68,6 @@ if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
 
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
-_SMALL_READ = 1024 * 1024  # MLflow meta files are read whole up to this size
-_RUN_ITEMS = frozenset({"meta.yaml", "params", "metrics", "tags", "artifacts"})
-_EXPERIMENT_DIRS = frozenset({"tags", "datasets"})  # experiment-level directories that are not runs
-_MODEL_HISTORY = "tags/mlflow.log-model.history"
 _LOCK_TEXT = LockText(
     unversioned="bucket versioning is {versioning}: locks cannot protect overwrites",
     unlocked="{n} file(s) of the recovery point carry no Object Lock retention",
@@ -116,6 +111,24 @@ class _Seal:
     unsealed_parquet: int = 0  # Parquet files the seal holds no facts for
     broken_parquet: int = 0  # Parquet files whose footer was already unreadable when sealed
     keys: set[str] | None = None  # every key (layout: mlflow only)
+
+
+class _LocSink:
+    """What the MLflow layout check reads from and reports to: one location's tallies and notes."""
+
+    def __init__(self, loc: _Loc, limit: int) -> None:
+        self.loc, self.limit = loc, limit
+
+    async def read(self, key: str) -> bytes:
+        return await mlflow_layout.read_small(self.loc.src, key)
+
+    def bad(self, code: str, message: str, subject: str) -> None:
+        self.loc.layout += 1
+        self.loc.note(code, message, subject, self.limit)
+
+    def unreadable(self, message: str, subject: str) -> None:
+        self.loc.errors += 1
+        self.loc.note("unreadable", message, subject, self.limit, Severity.WARNING)
 
 
 class DatasetValidator:
@@ -375,113 +388,17 @@ class DatasetValidator:
                    key, limit)
         return same
 
-    # --- MLflow layout ------------------------------------------------------------------------------
+    # --- MLflow layout (drwatch.validators.mlflow_layout) ------------------------------------------
 
     async def _mlflow(self, locs: list[_Loc], keys: set[str], findings: list[Finding], limit: int) -> bool:
         """Check every run directory in every checked location; True when the recovery point has no run."""
-        experiments: set[str] = set()
-        runs: set[tuple[str, str]] = set()
-        for key in keys:
-            p = key.split("/")
-            if p[0].startswith(".") or p[0] == "models":  # .trash, the model registry
-                continue
-            if len(p) == 2 and p[1] == "meta.yaml":
-                experiments.add(p[0])
-            elif len(p) >= 3 and p[2] in _RUN_ITEMS and p[1] not in _EXPERIMENT_DIRS:
-                experiments.add(p[0])
-                runs.add((p[0], p[1]))
-        if not runs:
+        layout = mlflow_layout.of(keys)
+        if not layout.runs:
             findings.append(Finding(Severity.CRITICAL, "mlflow_no_runs",
                                     "layout: mlflow, but the recovery point holds no MLflow run directory", "manifest"))
             return True
-        await asyncio.gather(*(self._mlflow_loc(s, keys, experiments, runs, limit) for s in locs if not s.broken))
+        await asyncio.gather(*(mlflow_layout.check(keys, layout, _LocSink(s, limit)) for s in locs if not s.broken))
         return False
-
-    async def _mlflow_loc(self, s: _Loc, keys: set[str], experiments: set[str], runs: set[tuple[str, str]],
-                          limit: int) -> None:
-        sem = asyncio.Semaphore(8)
-
-        def bad(code: str, message: str, subject: str) -> None:
-            s.layout += 1
-            s.note(code, message, subject, limit)
-
-        async def load(key: str, parse: Callable[[bytes], Any]) -> tuple[bool, Any]:
-            """(True, document) or (False, None) when it could not be read (already reported)."""
-            async with sem:
-                try:
-                    data = await self._read_small(s, key)
-                except FileNotFoundError:
-                    return False, None  # reported by the merge as missing_file
-                except ValueError as exc:
-                    bad("mlflow_meta_invalid", str(exc), key)
-                    return False, None
-                except S3Unavailable as exc:
-                    s.errors += 1
-                    s.note("unreadable", f"cannot read: {exc.message}", key, limit, Severity.WARNING)
-                    return False, None
-                except OSError as exc:
-                    s.errors += 1
-                    s.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, limit,
-                           Severity.WARNING)
-                    return False, None
-            try:
-                return True, await asyncio.to_thread(parse, data)
-            except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
-                bad("mlflow_meta_invalid", f"does not parse ({type(exc).__name__})", key)
-                return False, None
-
-        async def experiment(exp: str) -> None:
-            meta = f"{exp}/meta.yaml"
-            if meta not in keys:
-                bad("mlflow_meta_missing", "experiment directory without meta.yaml", exp)
-                return
-            ok, doc = await load(meta, yaml.safe_load)
-            if ok and (not isinstance(doc, dict) or str(doc.get("experiment_id")) != exp):
-                bad("mlflow_meta_invalid", f"experiment_id is not {exp!r}", meta)
-
-        async def run(exp: str, run_id: str) -> None:
-            base = f"{exp}/{run_id}"
-            if f"{base}/meta.yaml" not in keys:
-                bad("mlflow_meta_missing", "run directory without meta.yaml", base)
-            else:
-                ok, doc = await load(f"{base}/meta.yaml", yaml.safe_load)
-                if ok and not isinstance(doc, dict):
-                    bad("mlflow_meta_invalid", "meta.yaml is not a mapping", f"{base}/meta.yaml")
-                elif ok and str(doc.get("run_id") or doc.get("run_uuid")) != run_id:
-                    bad("mlflow_run_id_mismatch", f"run id {doc.get('run_id')!r} is not the directory name",
-                        f"{base}/meta.yaml")
-                elif ok and str(doc.get("experiment_id")) != exp:
-                    bad("mlflow_run_id_mismatch", f"experiment_id {doc.get('experiment_id')!r} is not {exp!r}",
-                        f"{base}/meta.yaml")
-            if f"{base}/{_MODEL_HISTORY}" in keys:
-                ok, models = await load(f"{base}/{_MODEL_HISTORY}", json.loads)
-                if ok and not (isinstance(models, list) and all(isinstance(m, dict) for m in models)):
-                    bad("mlflow_meta_invalid", "the logged-model history is not a list of models",
-                        f"{base}/{_MODEL_HISTORY}")
-                elif ok:
-                    for m in models:
-                        path = str(m.get("artifact_path", "")).strip("/")
-                        if not path or f"{base}/artifacts/{path}/MLmodel" not in keys:
-                            bad("mlflow_artifact_missing",
-                                f"logged model {path!r} has no artifacts/{path}/MLmodel", base)
-
-        await asyncio.gather(*(experiment(e) for e in sorted(experiments)), *(run(e, r) for e, r in sorted(runs)))
-
-    async def _read_small(self, s: _Loc, key: str) -> bytes:
-        if isinstance(s.src, FilesystemSource):
-            path = s.src.root.joinpath(*key.split("/"))
-
-            def read() -> bytes:
-                with open(path, "rb") as fh:
-                    return fh.read(_SMALL_READ + 1)
-
-            data = await asyncio.to_thread(read)
-        else:
-            assert isinstance(s.src, S3Source)
-            data = await s3_fetcher(s.src.client, s.src.prefix, key)(0, _SMALL_READ + 1)
-        if len(data) > _SMALL_READ:
-            raise ValueError(f"larger than {_SMALL_READ} bytes")
-        return data
 
     # --- posture and reports (the same facts the replica validator reports) ------------------------
 
