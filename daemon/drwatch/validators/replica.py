@@ -17,14 +17,13 @@ compliance rules judge.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -34,7 +33,7 @@ from drwatch.ledger import composite_matches
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
-from drwatch.storage.s3 import ObjectHead, S3Unavailable, checksum_matches_sha256
+from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.store.verify import LedgerEntry
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -50,6 +49,7 @@ from drwatch.validators.copies import (
     unknown_copies,
 )
 from drwatch.validators.merge import Tally, Window, guard, next_entry
+from drwatch.validators.replica_reference import Reference, ReferenceFailed
 from drwatch.validators.verification import VerifySession
 
 if TYPE_CHECKING:
@@ -81,8 +81,6 @@ async def _nxt(it: AsyncIterator[Entry]) -> Entry | None:
     return await anext(it, None)
 
 
-_T = TypeVar("_T")
-
 # S3 failures after which a location is not asked again in this run (it is down, not one object).
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
 
@@ -94,82 +92,6 @@ _LOCK_TEXT = LockText(
                "compliance.allow_governance to accept",
     expiring="a lock of the recovery point expires in {left} (minimum {minimum})",
 )
-
-
-class _ReferenceFailed(Exception):
-    """The reference (production) could not be read while proving a copy object: not the copy's fault."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
-
-
-async def _from_reference(work: Awaitable[_T]) -> _T:
-    """Await a read of the reference, turning its failures into _ReferenceFailed (never a copy's fault)."""
-    try:
-        return await work
-    except S3Unavailable as exc:
-        raise _ReferenceFailed(exc.code, f"production: {exc.message}") from None
-    except FileNotFoundError:
-        raise _ReferenceFailed("location_changed", "a production object vanished during the check") from None
-    except OSError as exc:
-        raise _ReferenceFailed("unreadable", f"cannot read production: {exc.strerror or type(exc).__name__}") \
-            from None
-
-
-class _Reference:
-    """The reference side of one key: its digest is computed at most once, only when needed."""
-
-    def __init__(self, entry: Entry, prod: Source | None) -> None:
-        self.entry = entry
-        self.prod = prod
-        self._digest: asyncio.Future[str] | None = None
-        self._head: asyncio.Future[ObjectHead | None] | None = None
-
-    async def head(self) -> ObjectHead | None:
-        """The reference object's HEAD, requested once even when several copies ask at the same time."""
-        if self.prod is None:
-            return None
-        if self._head is None:
-            self._head = asyncio.get_running_loop().create_future()
-            try:
-                self._head.set_result(await _from_reference(self.prod.head(self.entry)))
-            except BaseException as exc:
-                self._head.set_exception(exc)
-                self._head.exception()  # mark retrieved; callers re-raise below
-                raise
-        return await self._head
-
-    async def read_cost(self) -> int:
-        """Bytes of egress proving a read against this reference would add: the reference's own bytes when
-        they must be read (no seal, no provider SHA256, an S3 production not read yet), else 0."""
-        if self.entry.sha256 is not None or self._digest is not None or not isinstance(self.prod, S3Source):
-            return 0
-        head = await self.head()
-        return 0 if head is not None and "SHA256" in head.checksums else self.entry.size
-
-    async def sha256(self) -> str:
-        if self.entry.sha256 is not None:
-            return self.entry.sha256
-        if self._digest is None:
-            self._digest = asyncio.get_running_loop().create_future()
-            try:
-                assert self.prod is not None
-                head = await self.head()
-                value = head.checksums.get("SHA256") if head is not None else None
-                digest = (await _from_reference(self.prod.sha256(self.entry)))[0] if value is None \
-                    else _b64hex(value)
-                self._digest.set_result(digest)
-            except BaseException as exc:
-                self._digest.set_exception(exc)
-                self._digest.exception()  # mark retrieved; callers re-raise below
-                raise
-        return await self._digest
-
-
-def _b64hex(value: str) -> str:
-    return base64.b64decode(value).hex()
 
 
 class ReplicaValidator:
@@ -238,7 +160,7 @@ class ReplicaValidator:
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
-            except (S3Unavailable, _ReferenceFailed) as exc:
+            except (S3Unavailable, ReferenceFailed) as exc:
                 raise ValidatorError(exc.code, exc.message) from None
             except PermissionError as exc:
                 raise ValidatorError("permission_denied", f"cannot list: {exc.strerror}") from None
@@ -372,7 +294,7 @@ class ReplicaValidator:
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
             deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
 
-    async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: _Reference, limit: int,
+    async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: Reference, limit: int,
                       session: VerifySession | None = None, prior: LedgerEntry | None = None) -> None:
         """Prove one object of one copy against the reference with the strongest cheap evidence."""
         try:
@@ -427,7 +349,7 @@ class ReplicaValidator:
             s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
                    Severity.CRITICAL)
 
-    async def _verify_ledger(self, s: _Stream, e: Entry, ref: _Reference, limit: int, session: VerifySession,
+    async def _verify_ledger(self, s: _Stream, e: Entry, ref: Reference, limit: int, session: VerifySession,
                              prior: LedgerEntry | None, verdict: bool | None, how: str, value: str) -> None:
         """Under a verification policy: metadata evidence always; a read when the ledger's plan or the
         budget says so (never because metadata was missing: that object waits for its turn)."""
@@ -473,7 +395,7 @@ class ReplicaValidator:
         async def guarded(s: _Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
             try:
                 await guard(s, work, key, limit, "object vanished during the check", _LOCATION_DOWN)
-            except _ReferenceFailed as exc:
+            except ReferenceFailed as exc:
                 if exc.code in _LOCATION_DOWN:
                     raise  # production is down: nothing more can be proven (the run ends as error)
                 s.errors += 1  # this object of this copy could not be proven: never a failure of the copy
@@ -486,7 +408,7 @@ class ReplicaValidator:
                     candidates.append(ref_head.key)
                 key = min(candidates)
                 r = ref_head if ref_head is not None and ref_head.key == key else None
-                reference = _Reference(r, ref_prod) if r is not None else None
+                reference = Reference(r, ref_prod) if r is not None else None
                 for i, s in enumerate(streams):
                     if s.broken:
                         heads[i] = None
