@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -81,6 +85,37 @@ def test_check_results_go_to_the_store_and_status_reads_them(tmp_path: Path) -> 
     assert doc["assets"]["data"]["rules"]["copies"]["state"] == "pass"
 
 
+def test_status_survives_a_stored_recovery_point_no_calendar_holds(tmp_path: Path) -> None:
+    """A result stored by an older drwatch from a seal dated in milliseconds (recovery point 1e12) or NaN:
+    `status` still prints the whole report (that time shown as invalid) instead of a traceback."""
+    import asyncio
+
+    from drwatch.config import load_config
+    from drwatch.model import Outcome, Result
+    from drwatch.store import open_store
+
+    populate(tmp_path)
+    path = _cfg(tmp_path)
+
+    async def store_results() -> None:
+        store = open_store(load_config(path))
+        await store.open()
+        try:
+            for i, rp in enumerate((1e12, float("nan"))):
+                await store.record(Result(run_id=f"legacy{i}", asset="data", validator="replica", kind="replica",
+                                          outcome=Outcome.OK, started_at=1.0 + i, finished_at=2.0 + i,
+                                          recovery_point=rp))
+        finally:
+            await store.close()
+
+    asyncio.run(store_results())
+    for output in ("json", "table"):
+        out = run_cli("status", "--config", str(path), "--output", output)
+        assert "Traceback" not in out.stderr and out.stdout, out.stderr
+    doc = json.loads(run_cli("status", "--config", str(path), "--output", "json").stdout)
+    assert doc["assets"]["data"]
+
+
 def test_check_selects_validator(tmp_path: Path) -> None:
     """--validator/--asset restrict what runs; an unmatched selection is a usage error."""
     populate(tmp_path)
@@ -101,6 +136,37 @@ def test_seal_writes_manifest_and_reads_only(tmp_path: Path) -> None:
     assert head["bytes"] == sum(len(v) for v in files.values())
     assert run_cli("seal", "--location-path", str(root)).returncode == 0
     assert (root / ".drwatch-manifest.jsonl").exists()
+
+
+def test_seal_and_goldens_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    """A seal written by a backup job (another user than the drwatch service) must stay readable by drwatch:
+    `drwatch seal` gives a new file 0666 less the umask (not mkstemp's 0600) and keeps the mode of a file it
+    replaces; goldens are written the same way."""
+    from drwatch.inference.goldens import Goldens, save
+
+    populate(tmp_path, copies=0)
+    root = tmp_path / "prod" / "data"
+    seal_path = root / ".drwatch-manifest.jsonl"
+    script = "import os, sys; os.umask(int(sys.argv[1], 8)); from drwatch.cli import main; sys.exit(main(sys.argv[2:]))"
+    for umask, mode in (("022", 0o644), ("027", 0o640)):
+        seal_path.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, "-c", script, umask, "seal", "--location-path", str(root)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE(seal_path.stat().st_mode) == mode, (umask, oct(seal_path.stat().st_mode))
+    seal_path.chmod(0o604)  # chosen by the operator: a new seal over it keeps it
+    assert run_cli("seal", "--location-path", str(root)).returncode == 0
+    assert stat.S_IMODE(seal_path.stat().st_mode) == 0o604
+    goldens = tmp_path / "goldens.json"
+    save(goldens, Goldens(engine="sentence_transformers", seal_digest="sha256:" + "0" * 64, inputs=("a",),
+                          outputs=([1.0],), recorded_at=1.0))
+    assert stat.S_IMODE(goldens.stat().st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_attest_makes_offline_copy_count(tmp_path: Path) -> None:

@@ -235,6 +235,49 @@ async def test_truncated_manifest_fails(tmp_path: Path) -> None:
     assert "manifest_corrupt" in codes(result)
 
 
+def _bitflip_high(data: bytes, at: int) -> bytes:
+    out = bytearray(data)
+    out[at] |= 0x80  # an ASCII byte becomes invalid UTF-8: realistic bit rot of a text file
+    return bytes(out)
+
+
+def _seal_damage(kind: str, text: bytes) -> bytes:
+    head, _, body = text.partition(b"\n")
+    doc = json.loads(head)
+    if kind == "bitflip_header":
+        return _bitflip_high(text, head.index(b"sealed_at"))
+    if kind == "bitflip_entry":
+        return _bitflip_high(text, len(head) + 1 + body.index(b"sha256"))
+    if kind == "deep_header":
+        return b"[" * 100_000 + b"]" * 100_000 + b"\n" + body
+    if kind == "huge_int_entry":
+        first, _, rest = body.partition(b"\n")
+        return head + b"\n" + first.replace(b'"size": ', b'"size": ' + b"9" * 5000 + b"") + b"\n" + rest
+    if kind in ("sealed_at_ms", "sealed_at_nan", "sealed_at_inf", "sealed_at_zero"):
+        doc["sealed_at"] = {"sealed_at_ms": doc["sealed_at"] * 1000, "sealed_at_nan": float("nan"),
+                            "sealed_at_inf": float("inf"), "sealed_at_zero": 0}[kind]
+        return json.dumps(doc).encode() + b"\n" + body
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["bitflip_header", "bitflip_entry", "deep_header", "huge_int_entry",
+                                  "sealed_at_ms", "sealed_at_nan", "sealed_at_inf", "sealed_at_zero"])
+async def test_damaged_or_implausible_seal_fails_as_corrupt(tmp_path: Path, kind: str) -> None:
+    """A seal is untrusted input: a flipped bit (invalid UTF-8), nesting past the parser's stack, an integer past
+    Python's digit limit, or a seal time that is no time or lies in the future (milliseconds written as seconds)
+    is a corrupt seal - ``failed`` with manifest_corrupt and every copy still reported - never a crash of the
+    validator (``internal_error``) and never an RPO that can no longer be exceeded."""
+    populate(tmp_path)
+    await seal(tmp_path / "prod" / "data")
+    mpath = tmp_path / "prod" / "data" / MANIFEST_NAME
+    mpath.write_bytes(_seal_damage(kind, mpath.read_bytes()))
+    result = await run_replica(tmp_path, basic_config(tmp_path))
+    assert result.outcome == Outcome.FAILED, result.findings
+    assert "manifest_corrupt" in codes(result) and "internal_error" not in codes(result)
+    assert {c.copy for c in result.copies} >= {"copy1", "copy2"}
+    assert result.recovery_point is None or result.recovery_point < time.time() + 60
+
+
 async def test_configured_manifest_missing_fails(tmp_path: Path) -> None:
     """A configured seal that does not exist: the recovery point was never sealed."""
     populate(tmp_path)

@@ -79,6 +79,9 @@ def test_file_shorter_than_length_field(tmp_path: Path) -> None:
     (b'{"a": {"dtype": "F32", "shape": [1]}}', "exactly dtype, shape, data_offsets"),
     (b'{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', "non-negative integers"),
     (b'{"__metadata__": {"k": 1}}', "__metadata__"),
+    (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "RecursionError"),  # nesting past the parser's stack
+    (b'{"a": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 4]}}',
+     "ValueError"),  # an integer past Python's digit limit
 ])
 def test_bad_header_json(tmp_path: Path, raw: bytes, why: str) -> None:
     """Malformed JSON, a non-object, non-UTF-8 bytes or a wrong schema: header_invalid, with the reason."""
@@ -190,6 +193,8 @@ def test_index_checks() -> None:
     assert [p.code for p in st.check_index(b"{not json", shards)] == [st.INDEX_INVALID]
     assert [p.code for p in st.check_index(b'{"weight_map": {"a": "../x.safetensors"}}', shards)] == [
         st.INDEX_INVALID]
+    for hostile in (b"[" * 100_000 + b"]" * 100_000, b'{"weight_map": {"a": ' + b"9" * 5000 + b"}}", b"\xff{}"):
+        assert [p.code for p in st.check_index(hostile, shards)] == [st.INDEX_INVALID]
 
 
 def test_real_minilm_matches_the_reference_implementation() -> None:

@@ -370,7 +370,9 @@ async def _attest(cfg: Any, args: argparse.Namespace) -> int:
         await store.add_attestation(Attestation(args.asset, args.copy, args.note, time.time(), rp))
     finally:
         await store.close()
-    rp_text = datetime.fromtimestamp(rp, tz=UTC).isoformat(timespec="seconds") if rp else "unspecified"
+    from drwatch.report import iso_time
+
+    rp_text = (iso_time(rp) or "unspecified") if rp else "unspecified"
     print(f"attested {args.asset}/{args.copy} (recovery point {rp_text})", file=sys.stderr)
     return EXIT_OK
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
+import math
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from drwatch.atomicfile import write_text_atomic
 from drwatch.parquet_facts import FooterError, ParquetFacts, available, is_parquet, read_file_facts
 from drwatch.storage.filesystem import Entry, alist, sha256_file
 
@@ -56,11 +57,17 @@ def _key(path: str) -> str:
     return path
 
 
+# JSON that cannot be decoded: bad UTF-8 and bad JSON (ValueError subclasses), integers past Python's digit
+# limit (ValueError), nesting deeper than the parser's recursion limit (RecursionError). A seal is untrusted
+# input: every one of these is a corrupt seal, never a crash.
+UNDECODABLE = (ValueError, RecursionError)
+FUTURE_TOLERANCE = 86400.0  # a seal dated further ahead of this host's clock is not believed
+
+
 def read_header(fh: IO[str]) -> ManifestHeader:
-    line = fh.readline()
     try:
-        head = json.loads(line)
-    except json.JSONDecodeError:
+        head = json.loads(fh.readline())
+    except UNDECODABLE:
         raise ManifestError("first line is not a drwatch manifest header") from None
     if not isinstance(head, dict) or head.get("drwatch_manifest") != FORMAT_VERSION:
         raise ManifestError("not a drwatch manifest (version 1 header expected)")
@@ -68,7 +75,7 @@ def read_header(fh: IO[str]) -> ManifestHeader:
     if facts is not None and not isinstance(facts, bool):
         raise ManifestError("manifest header: parquet_facts must be true or false")
     try:
-        return ManifestHeader(
+        header = ManifestHeader(
             sealed_at=float(head["sealed_at"]),
             files=int(head["files"]),
             bytes=int(head["bytes"]),
@@ -76,8 +83,14 @@ def read_header(fh: IO[str]) -> ManifestHeader:
             extra=head.get("extra"),
             parquet_facts=facts,
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ManifestError("manifest header lacks sealed_at/files/bytes") from None
+    if not math.isfinite(header.sealed_at) or header.sealed_at <= 0:
+        raise ManifestError(f"manifest header: sealed_at {head['sealed_at']!r} is not a time")
+    if header.sealed_at > time.time() + FUTURE_TOLERANCE:
+        raise ManifestError(f"manifest header: sealed_at {header.sealed_at:.0f} lies more than a day ahead of this "
+                            "host's clock (seconds since the epoch expected; milliseconds?)")
+    return header
 
 
 def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
@@ -85,7 +98,15 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
     prev: str | None = None
     count = 0
     total = 0
-    for lineno, line in enumerate(fh, start=2):
+    lineno = 1
+    while True:
+        lineno += 1
+        try:
+            line = fh.readline()
+        except UNDECODABLE:
+            raise ManifestError(f"line {lineno}: not UTF-8") from None
+        if not line:
+            break
         if not line.strip():
             continue
         try:
@@ -94,7 +115,7 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
             size = int(rec["size"])
             digest = str(rec["sha256"])
             parquet = ParquetFacts.from_json(rec["parquet"]) if "parquet" in rec else None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (*UNDECODABLE, KeyError, TypeError, OverflowError) as exc:
             raise ManifestError(f"line {lineno}: malformed entry ({type(exc).__name__})") from None
         if len(digest) != 64 or size < 0:
             raise ManifestError(f"line {lineno}: bad size or sha256")
@@ -248,20 +269,7 @@ async def seal_entries(
                 dest.write(chunk)
 
         if out_path is not None:
-            def write_atomic() -> None:
-                out_path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=".drwatch-manifest.", dir=out_path.parent)
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as dest:
-                        emit(dest)
-                        dest.flush()
-                        os.fsync(dest.fileno())
-                    os.replace(tmp, out_path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
-
-            await asyncio.to_thread(write_atomic)
+            await asyncio.to_thread(write_text_atomic, out_path, emit)
         elif out is not None:
             await asyncio.to_thread(emit, out)
     return ManifestHeader(sealed_at=sealed_at, files=files, bytes=total, extra=extra,

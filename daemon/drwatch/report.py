@@ -14,8 +14,15 @@ from drwatch.model import Outcome, Result
 from drwatch.snapshot import Snapshot
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+def iso_time(ts: float | None) -> str | None:
+    """ISO 8601 of a stored time; a value no calendar holds (a corrupt source, stored earlier) is shown as
+    it is rather than failing the whole report."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return f"invalid time {ts!r}"
 
 
 def asset_doc(verdict: AssetVerdict) -> dict[str, Any]:
@@ -23,7 +30,7 @@ def asset_doc(verdict: AssetVerdict) -> dict[str, Any]:
         "compliant": verdict.compliant,
         "rules": {r: {"state": verdict.rules[r].state.value, "detail": verdict.rules[r].detail} for r in RULES},
         "copies_verified": verdict.copies_verified,
-        "recovery_point": _iso(verdict.recovery_point),
+        "recovery_point": iso_time(verdict.recovery_point),
         "copies": [
             {"copy": c.name, "status": c.status, "reason": c.reason, "media": c.media, "site": c.site,
              "region": c.region, "provider": c.provider, "immutable": c.immutable}
@@ -34,9 +41,9 @@ def asset_doc(verdict: AssetVerdict) -> dict[str, Any]:
 
 def result_doc(result: Result) -> dict[str, Any]:
     doc = result.to_dict()
-    doc["started_at"] = _iso(result.started_at)
-    doc["finished_at"] = _iso(result.finished_at)
-    doc["recovery_point"] = _iso(result.recovery_point)
+    doc["started_at"] = iso_time(result.started_at)
+    doc["finished_at"] = iso_time(result.finished_at)
+    doc["recovery_point"] = iso_time(result.recovery_point)
     return doc
 
 
@@ -62,8 +69,8 @@ def verification_doc(snap: Snapshot) -> dict[str, Any]:
         out.setdefault(asset, {})[copy] = {
             "objects": summary.objects, "bytes": summary.bytes,
             "coverage": {e: round(summary.coverage(e), 6) for e in ("read", "checksum", "etag")},
-            "oldest_read": _iso(summary.oldest_read) if summary.oldest_read else None,
-            "as_of": _iso(summary.computed_at),
+            "oldest_read": iso_time(summary.oldest_read) if summary.oldest_read else None,
+            "as_of": iso_time(summary.computed_at),
             "cost_monthly": None if costs is None else {k: round(v, 4) for k, v in costs[0].items()},
             "currency": None if costs is None else costs[1],
         }
@@ -73,7 +80,7 @@ def verification_doc(snap: Snapshot) -> dict[str, Any]:
 def document(snap: Snapshot, now: float, results: Iterable[Result] | None = None) -> dict[str, Any]:
     verdicts = evaluate(snap.config, snap, now)
     return {
-        "generated_at": _iso(now),
+        "generated_at": iso_time(now),
         "assets": {name: asset_doc(v) for name, v in verdicts.items()},
         "results": [result_doc(r) for r in (latest_results(snap) if results is None else results)],
         "verification": verification_doc(snap),
@@ -86,7 +93,7 @@ def group_doc(snap: Snapshot, name: str, now: float) -> dict[str, Any]:
     doc: dict[str, Any] = {"state": state.value,
                            "max_skew_seconds": snap.config.consistency_groups[name].max_skew.total_seconds()}
     if res is not None:
-        doc["checked_at"] = _iso(res.finished_at)
+        doc["checked_at"] = iso_time(res.finished_at)
         for key in ("skew_seconds", "consistent_set_age_seconds", "documents_missing"):
             if key in res.figures:
                 doc[key] = res.figures[key]

@@ -131,6 +131,9 @@ def check_header(header_len: int, header: bytes, size: int) -> Layout:
     except json.JSONDecodeError as exc:
         return Layout(size, header_len, problems=(Problem(HEADER_INVALID, f"header is not JSON ({exc.msg} at "
                                                                           f"byte {exc.pos})"),))
+    except (ValueError, RecursionError) as exc:  # an integer past the digit limit, nesting past the stack
+        return Layout(size, header_len, problems=(Problem(HEADER_INVALID, "header is not JSON a parser accepts "
+                                                                          f"({type(exc).__name__})"),))
     if not isinstance(doc, dict):
         return Layout(size, header_len, problems=(Problem(HEADER_INVALID, "header is not a JSON object"),))
     problems: list[Problem] = []
@@ -240,7 +243,7 @@ def index_shards(index: bytes) -> tuple[dict[str, str], list[Problem]]:
     """Parse an index file: its ``weight_map`` (tensor -> shard file) and the problems of the file itself."""
     try:
         doc = json.loads(index.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, digits past the limit, nesting past the stack
         return {}, [Problem(INDEX_INVALID, "the index is not UTF-8 JSON")]
     wmap = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(wmap, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wmap.items()):

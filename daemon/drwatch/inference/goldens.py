@@ -13,11 +13,11 @@ recorded again (``drwatch golden record``). Written atomically by ``drwatch gold
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from drwatch.atomicfile import write_text_atomic
 
 FORMAT_VERSION = 1
 
@@ -49,6 +49,8 @@ def parse(text: str) -> Goldens:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GoldensError(f"not JSON ({exc.msg}, line {exc.lineno})") from None
+    except (ValueError, RecursionError) as exc:  # digits past the limit, nesting past the stack
+        raise GoldensError(f"not JSON a parser accepts ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or doc.get("drwatch_goldens") != FORMAT_VERSION:
         raise GoldensError(f"not a drwatch goldens file (version {FORMAT_VERSION} expected)")
     inputs, outputs = doc.get("inputs"), doc.get("outputs")
@@ -79,15 +81,8 @@ def load(path: Path) -> Goldens:
 
 def save(path: Path, goldens: Goldens) -> None:
     """Write atomically (temporary file in the same directory, fsync, rename). Blocking."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".drwatch-goldens.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(goldens.to_dict(), fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def write(fh: IO[str]) -> None:
+        json.dump(goldens.to_dict(), fh, indent=1)
+        fh.write("\n")
+
+    write_text_atomic(path, write)

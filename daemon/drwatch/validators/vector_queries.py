@@ -58,7 +58,7 @@ def _read_jsonl(path: Path) -> list[list[float]]:
                 continue
             try:
                 doc: Any = json.loads(line)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise _invalid(path.name, f"line {n} is not JSON ({exc.__class__.__name__})") from None
             vector = doc.get("vector") if isinstance(doc, dict) else None
             if not isinstance(vector, list) or not all(isinstance(x, int | float) and not isinstance(x, bool)
