@@ -128,24 +128,28 @@ async def _seed(cfg: Config, results: list[Result]) -> None:
 def test_overdue_validator_runs_soon_after_start_recent_one_waits(store_config: dict[str, Any],
                                                                   tmp_path: Path) -> None:
     """On start, a validator whose stored last run is older than its interval runs within its jitter, while
-    one whose last run is recent keeps its stored result until its interval has passed."""
+    one whose last run is recent keeps its stored result until its interval has passed. A run cancelled by
+    the restart (SIGTERM mid-run) is not a run: that validator also runs soon, not a whole period later."""
     populate(tmp_path)
     port = free_port()
     hourly = {"every": "1h", "jitter": "1s"}
     config = estate(tmp_path, store_config, port, [
         {"kind": "replica", "name": "recent", "schedule": hourly},
         {"kind": "replica", "name": "overdue", "schedule": hourly},
+        {"kind": "replica", "name": "interrupted", "schedule": hourly},
     ])
     now = time.time()
     recent = Result("seed-recent", "data", "recent", "replica", Outcome.OK, now - 62.0, now - 60.0)
     overdue = Result("seed-overdue", "data", "overdue", "replica", Outcome.OK, now - 7202.0, now - 7200.0)
-    asyncio.run(_seed(parse_config(config.read_text(), str(config)), [recent, overdue]))
+    before = Result("seed-before", "data", "interrupted", "replica", Outcome.OK, now - 7202.0, now - 7200.0)
+    cut = Result("seed-cut", "data", "interrupted", "replica", Outcome.CANCELLED, now - 90.0, now - 30.0)
+    asyncio.run(_seed(parse_config(config.read_text(), str(config)), [recent, overdue, before, cut]))
 
     daemon = DaemonProcess(config, port, env=daemon_env(store_config))
     started = time.time()
     daemon.start()
     try:
-        text = daemon.wait_for(lambda: metrics_once(daemon, overdue=2), timeout=15)
+        text = daemon.wait_for(lambda: metrics_once(daemon, overdue=2, interrupted=3), timeout=15)
         last = metric_value(text, "drwatch_validator_last_run_timestamp_seconds", validator="overdue")
         assert last is not None and last >= started
         time.sleep(1.5)  # the recent one would have run by now had the daemon ignored its stored result

@@ -185,6 +185,21 @@ async def test_stamps_in_the_future_give_way_after_the_clock_was_stepped_back(st
     assert stats == folded([*first, again])["data", "replica"]
 
 
+async def test_cancelled_runs_move_no_stamp(store: Store) -> None:
+    """A cancelled run did not finish: it counts as a run (runs_total, latest outcome) but moves neither
+    last_run nor last_success/last_failure, so staleness and the first run after a restart ignore it."""
+    done = result("done", Outcome.OK, finished=T0)
+    cut = result("cut", Outcome.CANCELLED, finished=T0 + 600)
+    await store.record(done)
+    await store.record(cut)
+    stats = (await store.load_state()).validators[("data", "replica")]
+    assert (stats.last_run_at, stats.last_success_at, stats.last_failure_at) == (T0, T0, None)
+    assert stats.runs == {"ok": 1, "cancelled": 1} and stats.last_result == cut
+    assert stats == folded([done, cut])["data", "replica"]
+    await store.record(result("only-cut", Outcome.CANCELLED, finished=T0, validator="drill"))
+    assert (await store.load_state()).validators[("data", "drill")].last_run_at is None
+
+
 async def test_never_successful_validator_has_no_success_timestamp(store: Store) -> None:
     """A validator that only ever failed has no last_success (not 0, not the failure time)."""
     await store.record(result("f1", Outcome.FAILED, finished=T0))

@@ -60,6 +60,18 @@ def newer(stored: float | None, new: float | None, now: float) -> float | None:
     return max(stored, new)
 
 
+def stamps(result: Result) -> tuple[float | None, float | None, float | None]:
+    """The (last run, last success, last failure) stamps a result sets; None leaves a stamp as it is.
+
+    A cancelled run (shutdown, drain timeout, lost cluster fence) did not finish: it is not a run for
+    staleness or for scheduling, so a validator whose runs keep being cancelled goes stale and runs soon
+    after the next start instead of a whole period later."""
+    if result.outcome == Outcome.CANCELLED:
+        return None, None, None
+    return (result.finished_at, result.finished_at if result.outcome == Outcome.OK else None,
+            result.finished_at if result.outcome == Outcome.FAILED else None)
+
+
 def stamp_sql(column: str, now: str, greatest: str) -> str:
     """``newer`` as an upsert assignment (``now``: the parameter; ``greatest``: MAX or GREATEST)."""
     return (f"{column} = CASE WHEN excluded.{column} IS NULL THEN validator_state.{column} "
@@ -82,6 +94,7 @@ class ValidatorStats:
 
     def with_result(self, result: Result, now: float) -> ValidatorStats:
         """The stats after ``result`` recorded at wall-clock ``now`` (mirrors the store's transaction)."""
+        run, success, failure = stamps(result)
         runs = dict(self.runs)
         runs[result.outcome.value] = runs.get(result.outcome.value, 0) + 1
         buckets = dict(self.buckets)
@@ -90,11 +103,9 @@ class ValidatorStats:
         return ValidatorStats(
             asset=self.asset,
             validator=self.validator,
-            last_run_at=newer(self.last_run_at, result.finished_at, now),
-            last_success_at=newer(self.last_success_at, result.finished_at if result.outcome == Outcome.OK
-                                  else None, now),
-            last_failure_at=newer(self.last_failure_at, result.finished_at if result.outcome == Outcome.FAILED
-                                  else None, now),
+            last_run_at=newer(self.last_run_at, run, now),
+            last_success_at=newer(self.last_success_at, success, now),
+            last_failure_at=newer(self.last_failure_at, failure, now),
             duration_sum=self.duration_sum + result.duration,
             duration_count=self.duration_count + 1,
             runs=runs,

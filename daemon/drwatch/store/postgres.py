@@ -25,6 +25,7 @@ from drwatch.store.base import (
     result_from_row,
     result_params,
     stamp_sql,
+    stamps,
 )
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -153,12 +154,8 @@ class PostgresStore:
             )
             if rid is None:  # a retried write of the same run changes nothing
                 return
-            ok = result.outcome.value == "ok"
-            failed = result.outcome.value == "failed"
             await conn.execute(
-                _UPSERT_STATE, result.asset, result.validator, result.finished_at,
-                result.finished_at if ok else None, result.finished_at if failed else None,
-                result.duration, rid, time.time(),
+                _UPSERT_STATE, result.asset, result.validator, *stamps(result), result.duration, rid, time.time(),
             )
             await conn.execute(
                 "INSERT INTO run_counts VALUES ($1,$2,$3,1) ON CONFLICT (asset, validator, outcome) "

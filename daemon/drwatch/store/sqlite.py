@@ -35,6 +35,7 @@ from drwatch.store.base import (
     result_from_row,
     result_params,
     stamp_sql,
+    stamps,
 )
 
 T = TypeVar("T")
@@ -197,15 +198,10 @@ class SqliteStore:
                     result_params(result),
                 )
                 if cur.rowcount == 1:  # a retried write of the same run changes nothing
-                    ok = result.outcome.value == "ok"
-                    failed = result.outcome.value == "failed"
                     conn.execute(
                         _UPSERT_STATE,
-                        (
-                            result.asset, result.validator, result.finished_at,
-                            result.finished_at if ok else None, result.finished_at if failed else None,
-                            result.duration, cur.lastrowid, time.time(),
-                        ),
+                        (result.asset, result.validator, *stamps(result), result.duration, cur.lastrowid,
+                         time.time()),
                     )
                     conn.execute(
                         "INSERT INTO run_counts VALUES (?,?,?,1) ON CONFLICT (asset, validator, outcome) "
