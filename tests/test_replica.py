@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,44 @@ async def test_extra_file_is_a_finding_not_a_failure(tmp_path: Path) -> None:
 
 
 async def test_missing_copy_directory_fails(tmp_path: Path) -> None:
-    """The location is mounted but the copy's directory is gone: the copy is missing (failed)."""
+    """The location is there (it holds another asset's copy) but this copy's directory is gone: the copy is
+    missing (failed)."""
     populate(tmp_path, copies=1)
-    (tmp_path / "copy2").mkdir()
+    write_tree(tmp_path / "copy2" / "other-asset", {"x.bin": b"x"})
     result = await run_replica(tmp_path, basic_config(tmp_path))
     assert result.outcome == Outcome.FAILED
     assert "copy_missing" in codes(result)
+
+
+@pytest.mark.parametrize("offline", [False, True])
+async def test_empty_mount_point_is_not_mounted_not_a_missing_copy(tmp_path: Path, offline: bool) -> None:
+    """An unmounted disk, tape or USB drive leaves its mount point: an empty directory that is not a mount
+    point. That is "not mounted" - offline for an offline location, could-not-check otherwise - never a bad
+    backup paged to the data owners."""
+    populate(tmp_path, copies=1)
+    (tmp_path / "copy2").mkdir()
+    cfg = basic_config(tmp_path)
+    cfg["locations"]["copy2"]["offline"] = offline
+    result = await run_replica(tmp_path, cfg)
+    assert copy_report(result, "copy2").state == (CopyState.OFFLINE if offline else CopyState.ERROR)
+    assert result.outcome == (Outcome.OK if offline else Outcome.ERROR)
+    assert "copy_missing" not in codes(result)
+
+
+async def test_wiped_mounted_location_is_a_missing_copy(tmp_path: Path) -> None:
+    """The same empty directory when it *is* a mount point (a real tmpfs mounted there): the disk is mounted
+    and holds nothing, so the copy is missing (failed)."""
+    populate(tmp_path, copies=1)
+    mnt = tmp_path / "copy2"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "drwatch-test", str(mnt)], check=True,
+                   capture_output=True, timeout=30)
+    try:
+        result = await run_replica(tmp_path, basic_config(tmp_path))
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=30)
+    assert result.outcome == Outcome.FAILED
+    assert copy_report(result, "copy2").state == CopyState.FAILED and "copy_missing" in codes(result)
 
 
 async def test_unmounted_location_is_an_error_not_a_failure(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ implement it; later location kinds add a class here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -55,6 +56,23 @@ class Source(Protocol):
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts: ...
 
 
+def _dir_state(path: Path) -> str:
+    """``ok``, ``empty``, ``absent`` (no such directory), ``unmounted`` (a stale or disconnected mount),
+    ``unreadable`` (permission) or the errno name of another failure (EMFILE, EIO...): never a guess that
+    turns "cannot look" into "not there" (blocking)."""
+    try:
+        with os.scandir(path) as it:
+            return "ok" if next(it, None) is not None else "empty"
+    except (FileNotFoundError, NotADirectoryError):
+        return "absent"
+    except PermissionError:
+        return "unreadable"
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ESTALE):
+            return "unmounted"
+        return errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+
+
 class FilesystemSource:
     kind = "filesystem"
 
@@ -68,26 +86,28 @@ class FilesystemSource:
         self.site = cfg.site
 
     async def probe(self) -> tuple[str, str]:
-        def check(path: Path) -> str:
-            try:
-                if not path.is_dir():
-                    return "absent"
-                with os.scandir(path):
-                    return "ok"
-            except PermissionError:
-                return "unreadable"
-            except OSError:
-                return "absent"
+        """Whether the location is there, and this copy's directory in it.
 
-        base, root = await asyncio.to_thread(check, self.base), await asyncio.to_thread(check, self.root)
-        if base != "ok":
+        An existing but empty location directory that is not a mount point is what an unmounted disk, tape
+        or USB drive looks like (its mount point): that is "not mounted" (offline for an offline location,
+        else could not check), never a missing copy. A wiped location that is itself mounted (a mount
+        point) is a missing copy (the backup is bad)."""
+        base, root = await asyncio.to_thread(_dir_state, self.base), await asyncio.to_thread(_dir_state, self.root)
+        if base == "empty" and root in ("absent", "empty") and not await asyncio.to_thread(os.path.ismount, self.base):
+            if self.offline:
+                return Probe.OFFLINE, "offline copy not mounted (its mount point is empty)"
+            return Probe.UNAVAILABLE, (f"location {self.location!r} is an empty directory and not a mount point: "
+                                       "not mounted?")
+        if base in ("absent", "unmounted"):
             if self.offline:
                 return Probe.OFFLINE, "offline copy not mounted"
             return Probe.UNAVAILABLE, f"location {self.location!r} is not mounted or not readable ({base})"
-        if root == "unreadable":
-            return Probe.UNAVAILABLE, "copy directory is not readable"
+        if base not in ("ok", "empty"):
+            return Probe.UNAVAILABLE, f"location {self.location!r} cannot be read ({base})"
         if root == "absent":
             return Probe.ROOT_MISSING, "the copy's directory does not exist"
+        if root not in ("ok", "empty"):
+            return Probe.UNAVAILABLE, f"the copy's directory cannot be read ({root})"
         return Probe.OK, ""
 
     def entries(self) -> AsyncIterator[Entry]:
