@@ -157,11 +157,21 @@ def test_top_level_must_be_a_mapping(text: str) -> None:
     assert "top level must be a mapping" in message
 
 
-def test_empty_document_is_a_valid_config_with_defaults() -> None:
-    """An empty file means 'all defaults' (no assets) rather than an error."""
+def test_empty_document_parses_to_defaults_but_a_file_must_define_assets(tmp_path: Path) -> None:
+    """An empty document parses to all defaults (no assets); a configuration *file* that is empty (a truncated
+    deploy) or defines no asset is refused with a clear problem: drwatch would watch nothing, and a reload to it
+    would silently clear every asset's series (and with them every alert)."""
     cfg = parse_config("", source="empty.yaml")
     assert cfg.assets == {}
     assert cfg.http.listen == "127.0.0.1:10099"
+    for text, where, words in (("", "", "empty"), ("  \n\n", "", "empty"),
+                               ("http: {listen: '127.0.0.1:9'}\n", "assets", "no assets")):
+        path = tmp_path / "drwatch.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        [problem] = info.value.problems
+        assert problem.path == where and words in problem.message
 
 
 @pytest.mark.parametrize(

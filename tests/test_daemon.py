@@ -387,6 +387,16 @@ def test_reload_applies_valid_and_rejects_invalid_configs(tmp_path: Path) -> Non
         ts2 = metric_value(m, "drwatch_config_last_reload_success_timestamp_seconds")
         assert ts2 is not None and ts2 > ts1
 
+        # 3b. a truncated (empty) file via POST: rejected, every asset keeps being watched
+        path.write_text("")
+        code, body = daemon.post("/-/reload")
+        assert code == 500 and "empty" in body, body
+        m = daemon.metrics()
+        assert metric_value(m, "drwatch_config_last_reload_successful") == 0
+        assert metric_value(m, "drwatch_validator_info", asset="extra") == 1
+        write_config(path, changed)
+        assert daemon.post("/-/reload")[0] == 200
+
         # 4. malformed YAML via POST: 500 with line/column
         path.write_text("assets: [unclosed\n  data: {\n")
         code, body = daemon.post("/-/reload")

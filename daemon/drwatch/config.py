@@ -566,7 +566,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(source, [ConfigProblem("", f"cannot read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(source, [ConfigProblem("", "not UTF-8 text")]) from None
-    return parse_config(text, str(Path(source).resolve()))
+    if not text.strip():
+        raise ConfigError(source, [ConfigProblem("", "the file is empty (a truncated deploy?): drwatch would "
+                                                     "watch nothing")])
+    cfg = parse_config(text, str(Path(source).resolve()))
+    if not cfg.assets:
+        raise ConfigError(source, [ConfigProblem("assets", "no assets: a configuration file must define at least one "
+                                                           "asset (drwatch would watch nothing)")])
+    return cfg
 
 
 def config_or_problem(path: str) -> tuple[Config | None, ConfigError | None]:
