@@ -777,3 +777,15 @@ def test_a_secret_pasted_into_a_reference_field_is_not_echoed(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         read_secret("x", env="DRWATCH_SURELY_UNSET_VAR", file=None, base_dir=tmp_path)
     assert "DRWATCH_SURELY_UNSET_VAR" in str(info.value.problems)  # a real variable name is shown
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("assets", "weights", "validators", 0, "timeout"), "0s"),
+    (("assets", "weights", "validators", 0, "max_age"), "0s"),
+    (("limits", "default_timeout"), "0s"),
+])
+def test_zero_timeouts_are_refused(path: Sequence[Key], value: str) -> None:
+    """A timeout of zero is not 'no timeout' (there is none) nor silently the default: it is an error."""
+    where, message = only_problem(modified(path, value))
+    assert where == ".".join(str(p) for p in path).replace(".0.", "[0].")
+    assert "above zero" in message

@@ -106,6 +106,13 @@ class LimitsConfig(_Model):
     sandbox_dir: str | None = None
     pending_results: Count = Field(default=10_000, ge=1, le=1_000_000)  # memory queue while the store is away
 
+    @field_validator("default_timeout")
+    @classmethod
+    def _timeout_above_zero(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be above zero")
+        return value
+
 
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"

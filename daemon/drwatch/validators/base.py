@@ -90,6 +90,13 @@ class ValidatorConfigBase(BaseModel):
     timeout: Duration | None = None
     max_age: Duration | None = None
 
+    @field_validator("timeout", "max_age")
+    @classmethod
+    def _above_zero(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be above zero (leave it out for the default)")
+        return value
+
     @property
     def label(self) -> str:
         return self.name or self.kind
