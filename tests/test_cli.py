@@ -187,6 +187,9 @@ def test_attest_makes_offline_copy_count(tmp_path: Path) -> None:
     assert out.returncode == 0, rules
     bad = run_cli("attest", "data", "nope", "--note", "x", "--config", str(path))
     assert bad.returncode == 78
+    future = run_cli("attest", "data", "copy2", "--note", "x", "--recovery-point", "2099-01-01T00:00:00Z",
+                     "--config", str(path))
+    assert future.returncode == 78 and "future" in future.stderr
 
 
 def test_demo_estate_shows_compliant_and_failing_assets(tmp_path: Path) -> None:

@@ -356,15 +356,21 @@ async def _attest(cfg: Any, args: argparse.Namespace) -> int:
     if not cfg.locations[copy.location].offline:
         print(f"drwatch attest: warning: location {copy.location!r} is not declared offline; the "
               "attestation is recorded but only offline copies use it", file=sys.stderr)
+    given: float | None = None
+    if args.recovery_point and args.recovery_point != "none":
+        when = datetime.fromisoformat(args.recovery_point)
+        given = (when.replace(tzinfo=UTC) if when.tzinfo is None else when).timestamp()
+        if given > time.time() + 300:
+            print(f"drwatch attest: --recovery-point {args.recovery_point} lies in the future: a copy cannot "
+                  "hold a recovery point that has not happened", file=sys.stderr)
+            return EXIT_CONFIG
     store = open_store(cfg)
     await store.open()
     try:
         if args.recovery_point == "none":
             rp = None
-        elif args.recovery_point:
-            rp = datetime.fromisoformat(args.recovery_point).replace(tzinfo=UTC).timestamp() \
-                if datetime.fromisoformat(args.recovery_point).tzinfo is None \
-                else datetime.fromisoformat(args.recovery_point).timestamp()
+        elif given is not None:
+            rp = given
         else:
             rp = Snapshot.from_state(cfg, await store.load_state()).recovery_point(args.asset)
         await store.add_attestation(Attestation(args.asset, args.copy, args.note, time.time(), rp))
