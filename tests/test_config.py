@@ -789,3 +789,29 @@ def test_zero_timeouts_are_refused(path: Sequence[Key], value: str) -> None:
     where, message = only_problem(modified(path, value))
     assert where == ".".join(str(p) for p in path).replace(".0.", "[0].")
     assert "above zero" in message
+
+
+@pytest.mark.parametrize(("copy", "words"), [
+    ({"location": "prod", "prefix": "models/llm"}, "production itself"),
+    ({"location": "alias", "prefix": "models/llm"}, "production itself"),  # /srv/x/../prod: the same directory
+    ({"location": "far", "prefix": "models/llm/", "name": "far-again"}, "the same place as copy 'far'"),
+])
+def test_a_copy_that_is_production_or_another_copy_is_refused(copy: dict[str, Any], words: str) -> None:
+    """A copy resolving to production's directory (same location and prefix, or a path that normalises to it)
+    or to another copy's is no copy: 3-2-1 would count one place twice."""
+    data = estate()
+    data["locations"]["alias"] = {"kind": "filesystem", "path": "/srv/x/../prod", "site": "dc-c"}
+    data["assets"]["weights"]["copies"].append(copy)
+    where, message = only_problem(data)
+    assert where == "assets.weights.copies[2]" and words in message, (where, message)
+
+
+def test_a_symlinked_copy_of_production_is_refused(tmp_path: Path) -> None:
+    """The same through a symbolic link: the real directories are compared."""
+    (tmp_path / "prod" / "models" / "llm").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "prod")
+    data = estate()
+    data["locations"]["prod"]["path"] = str(tmp_path / "prod")
+    data["locations"]["near"]["path"] = str(tmp_path / "link")
+    where, message = only_problem(data)
+    assert where == "assets.weights.copies[0]" and "production itself" in message

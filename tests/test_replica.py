@@ -146,12 +146,12 @@ async def test_wiped_mounted_location_is_a_missing_copy(tmp_path: Path) -> None:
     populate(tmp_path, copies=1)
     mnt = tmp_path / "copy2"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "drwatch-test", str(mnt)], check=True,
-                   capture_output=True, timeout=30)
+    await asyncio.to_thread(subprocess.run, ["mount", "-t", "tmpfs", "-o", "size=1m", "drwatch-test", str(mnt)],
+                            check=True, capture_output=True, timeout=30)
     try:
         result = await run_replica(tmp_path, basic_config(tmp_path))
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=30)
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(mnt)], check=False, timeout=30)
     assert result.outcome == Outcome.FAILED
     assert copy_report(result, "copy2").state == CopyState.FAILED and "copy_missing" in codes(result)
 

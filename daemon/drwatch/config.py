@@ -21,7 +21,7 @@ from drwatch.cluster.config import ClusterConfig, cluster_problems
 from drwatch.durations import Duration
 from drwatch.errors import ConfigError, ConfigProblem
 from drwatch.ledger import VerificationPolicy
-from drwatch.storage.config import LOCATION_KINDS, LocationConfig
+from drwatch.storage.config import LOCATION_KINDS, LocationConfig, S3LocationConfig
 from drwatch.validators.config import VALIDATOR_KINDS, ValidatorConfig
 from drwatch.validators.consistency_group import DocumentsCheck, EmbeddingModelCheck, group_problems
 
@@ -398,7 +398,37 @@ def _cross_check_problems(cfg: Config) -> list[ConfigProblem]:
         ConfigProblem(f"consistency_groups.{gname}.{p.path}", p.message)
         for gname, group in cfg.consistency_groups.items()
         for p in group_problems(gname, group)
-    ] + cluster_problems(cfg)
+    ] + cluster_problems(cfg) + _alias_problems(cfg)
+
+
+def _place(cfg: Config, location: str, prefix: str) -> tuple[str, ...]:
+    """Where a copy's bytes are: the real directory (symlinks resolved) or the S3 endpoint, bucket and prefix."""
+    loc = cfg.locations[location]
+    if isinstance(loc, S3LocationConfig):
+        return "s3", loc.endpoint_url or "aws", loc.bucket, prefix.strip("/")
+    root = cfg.resolve_path(loc.path)
+    return ("filesystem", os.path.realpath(root.joinpath(*prefix.split("/")) if prefix else root))
+
+
+def _alias_problems(cfg: Config) -> list[ConfigProblem]:
+    """A copy that is production itself, or the same place as another copy, is no copy: the 3 in 3-2-1 would
+    count one place twice (``./prod/../prod``, a symlink, the production location with the same prefix)."""
+    problems = []
+    for aname, asset in cfg.assets.items():
+        if asset.production.location not in cfg.locations:
+            continue
+        seen = {_place(cfg, asset.production.location, asset.production.prefix): "production"}
+        for i, ref in enumerate(asset.copies):
+            if ref.location not in cfg.locations:
+                continue
+            place = _place(cfg, ref.location, ref.prefix)
+            if place in seen:
+                what = "production itself" if seen[place] == "production" else f"the same place as copy {seen[place]!r}"
+                problems.append(ConfigProblem(f"assets.{aname}.copies[{i}]", f"is {what} ({'/'.join(place[1:])}): "
+                                              "a copy must be another place"))
+            else:
+                seen[place] = ref.label
+    return problems
 
 
 
