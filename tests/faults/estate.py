@@ -25,6 +25,7 @@ from typing import Any
 from drwatch.manifest import seal_directory
 from tests.helpers import DaemonProcess, free_port, run_cli, sample_files, write_config, write_tree
 from tests.pgserver import PostgresServer
+from tests.pinecone_standin import BackupFault, PineconeStandIn
 from tests.s3helpers import Server, bucket, until, upload
 from tests.s3helpers import client as s3client
 
@@ -193,13 +194,16 @@ def make_world(moto: Server) -> Iterator[World]:
 # --- validator columns ---------------------------------------------------------------------------
 
 COLUMNS = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
-           "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore")
-COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore"}
-# Which side each column reaches over the network (S3 faults hit "s3", PostgreSQL faults hit "pg").
+           "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
+           "vector_pinecone")
+COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
+               "vector_pinecone": "vector_restore"}
+# Which side each column reaches over the network (S3 faults hit "s3", PostgreSQL faults hit "pg", faults of the
+# Pinecone API, i.e. of the stand-in, hit "pc").
 SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}, "postgres_restore": {"pg"},
          "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
-         "vector_restore": {"pg"}}
+         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
          "immutability_probe": ("vault", "immutability_probe"), "postgres_restore": ("db", "postgres_restore"),
@@ -208,8 +212,27 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "dataset": ("dataset", "dataset"), "model_weights": ("model", "model_weights"),
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
-         "healthy": ("healthy", "replica")}
+         "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica")}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
+PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (drwatch.pinecone_api.TEMP_PREFIX)
+# Bad Pinecone backups of the matrix's ``vector_pinecone`` column (``missing_object``: no backup at all): the index
+# restored from the backup has every vector changed by 1e-4 per component (checksums: ``vector_mismatch``), or
+# half of its vectors missing (``missing_rows``, ``count_mismatch``).
+PINECONE_BAD_BACKUPS = {"corrupt_byte": BackupFault(perturb=300, noise=1e-4), "truncated_file": BackupFault(drop=150)}
+
+
+class MatrixPinecone(PineconeStandIn):
+    """The Pinecone stand-in of the fault matrix. ``advertised`` (a fault proxy in front of it) replaces its own
+    address in the data-plane ``host`` of every index, so that a proxied fault hits both planes, as a fault of
+    Pinecone's endpoint would."""
+
+    advertised: str | None = None
+
+    def host(self, name: str) -> str:
+        return f"{self.advertised or self.url}/data/{name}"
+
+    def temporary_indexes(self) -> list[str]:
+        return [n for n in self.index_names() if n.startswith(PINECONE_TEMP_PREFIX)]
 
 
 def minilm_estate(root: Path) -> tuple[Path, Path]:
@@ -253,6 +276,8 @@ class Endpoints:
     target_dsn: str | None = None  # staging server for target-mode drills
     minilm: tuple[Path, Path] | None = None  # (sealed MiniLM directory, goldens) for model_weights_inference
     pinecone: Any = None  # a tests.pinecone_standin.PineconeStandIn (running outside drwatch) for the Pinecone drill
+    pinecone_url: str | None = None  # the control plane drwatch is given (default: the stand-in's own URL)
+    pinecone_key: str | None = None  # the API key drwatch is given (default: the stand-in's)
 
 
 @dataclass
@@ -268,6 +293,7 @@ class Scenario:
     groups: dict[str, Any] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
     timeout: str = "25s"  # each validator's run timeout
+    owned: list[Callable[[], None]] = field(default_factory=list)  # stops what the scenario started itself
 
     @property
     def sandbox_dir(self) -> Path:
@@ -461,12 +487,33 @@ class Scenario:
         ``drwatch-drill-*`` index, compares it with production and deletes it."""
         server = self.ends.pinecone
         assert server is not None
-        self.env["DRW_FAULT_PINECONE_KEY"] = server.api_key
+        self._pinecone_asset(server, timeout="60s", request_timeout="5s", max_attempts=3)
+
+    def _add_vector_pinecone(self) -> None:
+        """The fault matrix's Pinecone column: the same drill, against a stand-in seeded here with the production
+        index (300 vectors) and a backup of it 60 s old, or a bad one (:data:`PINECONE_BAD_BACKUPS`; none at all
+        for ``missing_object``). Timeouts like the S3 locations': a stalled API ends inside the run's timeout."""
+        from tests.test_vector_pinecone import vectors
+
+        server = self.ends.pinecone
+        if server is None:  # a scenario of another suite (test_read_only.py): its own stand-in, stopped by cleanup()
+            server = self.ends.pinecone = MatrixPinecone()
+            server.start()
+            self.owned.append(server.stop)
+        server.create_index(PINECONE_PROD, 8, "cosine", vectors())
+        if self.fault != "missing_object":
+            server.create_backup(PINECONE_PROD, created=time.time() - 60, fault=PINECONE_BAD_BACKUPS.get(self.fault))
+        self._pinecone_asset(server, timeout=self.timeout, request_timeout="4s", max_attempts=2)
+
+    def _pinecone_asset(self, server: PineconeStandIn, *, timeout: str, request_timeout: str,
+                        max_attempts: int) -> None:
+        self.env["DRW_FAULT_PINECONE_KEY"] = self.ends.pinecone_key or server.api_key
         self.assets["pcindex"] = self._asset("", [{
-            "kind": "vector_restore", "k": 10, "queries": 20, "sample": 100, "min_recall": 0.9, "timeout": "60s",
+            "kind": "vector_restore", "k": 10, "queries": 20, "sample": 100, "min_recall": 0.9, "timeout": timeout,
             "backend": {"type": "pinecone", "index": PINECONE_PROD, "api_key_env": "DRW_FAULT_PINECONE_KEY",
-                        "control_url": server.url, "poll_interval": "50ms", "request_timeout": "5s",
-                        "max_attempts": 3, "max_drills_per_day": 1000}}])
+                        "control_url": self.ends.pinecone_url or server.url, "poll_interval": "50ms",
+                        "request_timeout": request_timeout, "max_attempts": max_attempts,
+                        "max_drills_per_day": 1000}}])
 
     # --- bad backups: the same kind of damage for every column that holds backups ---
 
@@ -529,6 +576,8 @@ class Scenario:
         return DaemonProcess(self.config(port, store), port, env={**self.env, **(env or {})})
 
     def cleanup(self) -> None:
+        while self.owned:
+            self.owned.pop()()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

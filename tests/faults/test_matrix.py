@@ -3,14 +3,21 @@
 One real ``drwatch run`` per fault, holding every validator the fault applies to plus one asset no fault
 touches. Faults are injected for real: servers stopped, a loopback TCP proxy (tests/faults/proxy.py) adding
 latency, stalling answers, resetting connections or answering S3 ``503 SlowDown``; wrong credentials (Ceph RGW
-checks signatures; PostgreSQL refuses an unknown role); a host name under ``.invalid``; a 1 MiB tmpfs mounted
-on the sandbox directory; a flipped byte, a file cut in half, a deleted object; and validator-specific bad
-backups (a bucket without Object Lock, a standby whose replay is paused, skewed recovery points).
+checks signatures; PostgreSQL refuses an unknown role; the Pinecone stand-in refuses a wrong API key with 401);
+Pinecone throttling (the stand-in answers ``429``); a host name under ``.invalid``; a 1 MiB tmpfs mounted on the
+sandbox directory; a flipped byte, a file cut in half, a deleted object; and validator-specific bad backups (a
+bucket without Object Lock, a standby whose replay is paused, skewed recovery points; for Pinecone, a backup whose
+restore has changed or missing vectors, or no backup at all).
+
+Pinecone (``vector_pinecone``: ``vector_restore`` on the Pinecone backend) has no local server: it runs against
+the stand-in of tests/pinecone_standin.py (NOT Pinecone), one per case, in this process; a "pc" fault hits its
+control and data planes alike.
 
 Each case asserts (a) the outcome per validator is the expected one: ``failed`` for a bad backup, ``error`` /
 ``timeout`` for a broken path to it, ``ok`` for a slow server that still answers (never the other way round);
 (b) the daemon stays up and answers /metrics throughout; (c) the untouched asset stays ``ok``; (d) no sandbox
-directory and no process under it is left. The session prints the table fault x validator -> outcome and the
+directory and no process under it is left, and no temporary ``drwatch-drill-*`` index on the Pinecone stand-in
+(whose production index was never deleted). The session prints the table fault x validator -> outcome and the
 number of mismatches.
 """
 
@@ -28,9 +35,12 @@ from tests.faults.conftest import MATRIX
 from tests.faults.estate import (
     COLUMNS,
     DNS_INVALID,
+    PINECONE_BAD_BACKUPS,
+    PINECONE_PROD,
     SIDES,
     WHERE,
     Endpoints,
+    MatrixPinecone,
     Scenario,
     Watch,
     World,
@@ -51,8 +61,9 @@ FAILED = frozenset({"failed"})
 
 S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c]]
 PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
+PC_COLS = [c for c in COLUMNS if "pc" in SIDES[c]]
 BACKUP_COLS = ["replica_fs", "replica_s3", "postgres_restore", "postgres_restore_s3", "dataset", "model_weights",
-               "vector_restore"]
+               "vector_restore", "vector_pinecone"]
 
 
 def _row(cols: list[str], want: frozenset[str]) -> dict[str, frozenset[str]]:
@@ -63,18 +74,24 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "none": _row(list(COLUMNS), OK),
     "s3_stopped": _row(S3_COLS, ERR),
     "pg_stopped": _row(PG_COLS, ERR),
+    "pc_stopped": _row(PC_COLS, ERR),
     "s3_slow": _row(S3_COLS, OK),
     "pg_slow": _row(PG_COLS, OK),
+    "pc_slow": _row(PC_COLS, OK),
     "s3_stall": _row(S3_COLS, ERR_OR_TIMEOUT),
     "pg_stall": _row(PG_COLS, ERR_OR_TIMEOUT),
+    "pc_stall": _row(PC_COLS, ERR_OR_TIMEOUT),
     "s3_reset": _row(S3_COLS, ERR),
     "pg_reset": _row(PG_COLS, ERR),
+    "pc_reset": _row(PC_COLS, ERR),
     "s3_slowdown": _row(S3_COLS, ERR),
+    "pc_throttled": _row(PC_COLS, ERR),  # the stand-in answers every request 429 RESOURCE_EXHAUSTED
     # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
     "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
                         "model_weights"], ERR),
     "pg_denied": _row(PG_COLS, ERR),
-    "dns_unresolvable": _row(S3_COLS + PG_COLS, ERR),
+    "pc_denied": _row(PC_COLS, ERR),  # a wrong API key: the stand-in answers 401 UNAUTHENTICATED, like Pinecone
+    "dns_unresolvable": _row(S3_COLS + PG_COLS + PC_COLS, ERR),
     "disk_full_sandbox": _row(["postgres_restore", "postgres_restore_s3", "vector_restore"], ERR)
     | {"replica_fs": OK},
     "corrupt_byte": _row(BACKUP_COLS, FAILED),
@@ -85,6 +102,11 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "skew": _row(["consistency_group"], FAILED),
 }
 SLOW_LATENCY = 0.05  # seconds per chunk: slow, but inside every timeout
+# The finding the Pinecone drill must report per fault (an outcome for the right reason: a bad backup is found by
+# the check meant for it, a broken path is named as such).
+PINECONE_CODES = {"pc_stopped": "unreachable", "pc_stall": "timeout", "pc_reset": "unreachable",
+                  "pc_throttled": "throttled", "pc_denied": "access_denied", "dns_unresolvable": "unreachable",
+                  "corrupt_byte": "vector_mismatch", "truncated_file": "missing_rows", "missing_object": "no_backup"}
 
 
 @pytest.fixture
@@ -94,6 +116,11 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
     with ExitStack() as stack:
         ends = Endpoints(moto, moto.endpoint_url, moto.access_key, moto.secret_key, world.primary.host,
                          world.primary.port, world.standby.port, world.vector.port)
+        pinecone = MatrixPinecone()  # the Pinecone stand-in (seeded by Scenario.build), started if a column uses it
+        if "vector_pinecone" in columns:
+            ends.pinecone = pinecone
+            pinecone.start()
+            stack.callback(pinecone.stop)
         side, _, mode = fault.partition("_")
         proxy_fault = {"slow": Fault.LATENCY, "stall": Fault.STALL, "reset": Fault.RESET,
                        "slowdown": Fault.SLOWDOWN}.get(mode)
@@ -105,6 +132,8 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
                 return p
             if side == "s3":
                 ends.s3_url = proxy("127.0.0.1", moto.port).endpoint_url
+            elif side == "pc":  # control plane and (advertised index hosts) data plane
+                ends.pinecone_url = pinecone.advertised = proxy("127.0.0.1", pinecone.port).endpoint_url
             else:
                 ends.pg_port = proxy(world.primary.host, world.primary.port).port
                 ends.standby_port = proxy(world.standby.host, world.standby.port).port
@@ -118,11 +147,19 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
             rgw = request.getfixturevalue("rgw")
             ends.s3_server, ends.s3_url = rgw, rgw.endpoint_url
             ends.s3_access_key, ends.s3_secret_key = rgw.access_key, "not-the-secret-key"
+        elif fault == "pc_stopped":
+            stopped_pc = MatrixPinecone()
+            stopped_pc.start()
+            ends.pinecone_url = stopped_pc.url
+            stopped_pc.stop()  # the endpoint now refuses connections: a stopped server
         elif fault == "pg_denied":
             ends.pg_user = "drwatch_nobody"
+        elif fault == "pc_denied":
+            ends.pinecone_key = "pcsk-not-the-api-key-0000"
         elif fault == "dns_unresolvable":
             ends.s3_url = f"http://{DNS_INVALID}:9000"
             ends.pg_host = DNS_INVALID
+            ends.pinecone_url = f"http://{DNS_INVALID}:443"
         sc = Scenario(world, fault, columns, ends)
         if mode == "stall":
             sc.timeout = "10s"  # a stalled answer ends in the client's timeout or ours: either is "error"-side
@@ -133,7 +170,9 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
         elif fault == "truncated_file":
             sc.damage(truncate)
         elif fault == "missing_object":
-            sc.damage(None)
+            sc.damage(None)  # (Pinecone: the stand-in was seeded without a backup)
+        elif fault == "pc_throttled":
+            pinecone.fail("/", 429, times=10**6)
         elif fault == "disk_full_sandbox":
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "drwatch-faults", str(sc.sandbox_dir)],
                            check=True, capture_output=True, timeout=30)
@@ -205,10 +244,29 @@ def check_fault(scenario: Scenario, record_property: Any) -> None:
         # (d) every run has finished: nothing of theirs may remain.
         assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
         wait_until(lambda: not processes_mentioning(str(scenario.sandbox_dir)), 15, "sandbox processes to end")
+        if "vector_pinecone" in keys:
+            want = PINECONE_CODES.get(fault)
+            assert want is None or want in {c for c, _ in details["vector_pinecone"]}, \
+                f"{fault}: vector_pinecone {observed['vector_pinecone']} without {want}: {details['vector_pinecone']}"
+            check_pinecone(scenario, drilled=observed["vector_pinecone"] == "ok" or fault in PINECONE_BAD_BACKUPS)
     finally:
         code = daemon.stop(timeout=60)
     assert code == 0, daemon.log()[-3000:]
     assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
+    if "vector_pinecone" in scenario.columns:
+        check_pinecone(scenario)
+
+
+def check_pinecone(scenario: Scenario, drilled: bool = False) -> None:
+    """No temporary ``drwatch-drill-*`` index is left on the stand-in and production was never deleted; a drill
+    that got as far as a restore (it passed, or found a bad backup's damage) did restore one and delete it."""
+    server: MatrixPinecone = scenario.ends.pinecone
+    assert server.temporary_indexes() == [], f"{scenario.fault}: temporary Pinecone indexes left behind"
+    assert PINECONE_PROD in server.index_names()
+    assert not server.requests_matching("DELETE", f"/indexes/{PINECONE_PROD}")
+    if drilled:
+        assert server.requests_matching("POST", "/create-index"), "no temporary index was restored"
+        assert server.requests_matching("DELETE", "/indexes/drwatch-drill-"), "the temporary index was not deleted"
 
 
 def test_every_registered_kind_is_in_the_matrix() -> None:
