@@ -165,8 +165,8 @@ class Daemon:
                 stack.push_async_callback(http.stop)
                 self.http_port = http.port
                 self.web_guard = http.guard
-                log.info("listening", address=f"{http.guard.scheme}://{cfg.http.host}:{http.port}/metrics",
-                         **describe(web_cfg))
+                base = f"{http.guard.scheme}://{cfg.http.host}:{http.port}"
+                log.info("listening", address=f"{base}/metrics", status=f"{base}/api/v1/status", **describe(web_cfg))
                 if self._on_listening is not None:
                     self._on_listening(http.port, http.guard.scheme)
 
