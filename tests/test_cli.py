@@ -221,3 +221,28 @@ def test_demo_estate_shows_compliant_and_failing_assets(tmp_path: Path) -> None:
     (tmp_path / "mine" / "precious.txt").write_text("keep")
     assert run_cli("demo", "--dir", str(tmp_path / "mine"), "--force").returncode != 0
     assert (tmp_path / "mine" / "precious.txt").read_text() == "keep"
+
+
+def test_check_config_warns_about_secrets_missing_here_and_speaks_json_when_invalid(tmp_path: Path) -> None:
+    """check-config runs in an admin's shell, not the service's environment: a secret it cannot find (unset
+    *_env variable, missing *_file) is a warning naming the field (exit 0), never the value; an invalid file
+    with --output json also puts its problems on stdout as JSON (exit 78)."""
+    populate(tmp_path)
+    cfg = basic_config(tmp_path)
+    cfg["store"] = {"postgres": {"dsn_env": "DRW_TEST_DSN_UNSET"}}
+    path = write_config(tmp_path / "pg.yaml", cfg)
+    env = {k: v for k, v in os.environ.items() if k != "DRW_TEST_DSN_UNSET"}
+    done = subprocess.run([sys.executable, "-m", "drwatch", "check-config", str(path)], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "store.postgres.dsn_env: environment variable DRW_TEST_DSN_UNSET is not set here" in done.stderr
+    cfg["store"] = {"postgres": {"dsn_file": "no-such-secret"}}
+    done = run_cli("check-config", str(write_config(tmp_path / "pgf.yaml", cfg)))
+    assert done.returncode == 0 and "store.postgres.dsn_file: secret file no-such-secret is not found" in done.stderr
+    cfg["assets"]["data"]["production"]["location"] = "nowhere"
+    bad = run_cli("check-config", str(write_config(tmp_path / "bad.yaml", cfg)), "--output", "json")
+    assert bad.returncode == 78
+    doc = json.loads(bad.stdout)
+    assert doc["valid"] is False
+    assert any(p["path"] == "assets.data.production.location" and "unknown location 'nowhere'" in p["message"]
+               for p in doc["problems"]), doc

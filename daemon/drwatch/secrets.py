@@ -117,6 +117,33 @@ def _secret_file_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
     return out
 
 
+def _secret_env_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                out.append((where, value))
+            else:
+                out += _secret_env_fields(value, where)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            out += _secret_env_fields(item, f"{path}[{i}]")
+    return out
+
+
+def missing_here(config_data: Any, base_dir: Path) -> list[str]:
+    """Warnings for secrets this process could not read (an unset ``*_env`` variable, a ``*_file`` not found):
+    ``check-config`` runs in an admin's shell, the service gets its environment and credentials from its unit,
+    so these are warnings, not errors. Blocking (stat calls)."""
+    warnings = [f"{field}: environment variable {_shown(name)} is not set here (`drwatch run`/`check` in this "
+                f"environment would refuse to start; the service may get it from its unit)"
+                for field, name in _secret_env_fields(config_data) if not os.environ.get(name)]
+    warnings += [f"{field}: secret file {_shown(name)} is not found here (nor in $CREDENTIALS_DIRECTORY)"
+                 for field, name in _secret_file_fields(config_data) if secret_file(name, base_dir) is None]
+    return warnings
+
+
 def exposed_files(config_data: Any, base_dir: Path, extra: Iterable[tuple[str, Path]] = ()) -> list[str]:
     """Warnings for secret files every user on the host can read (mode ``o+r``).
 
