@@ -365,7 +365,7 @@ async def connections_left(store_config: dict[str, Any]) -> int:
 def test_cli_reports_newer_schema_without_traceback(tmp_path: Path) -> None:
     """`drwatch status` on a store written by a newer drwatch exits with a one-line explanation."""
     db = tmp_path / "state.sqlite"
-    cfg_path = write_config(tmp_path / "drwatch.yaml", {"store": {"sqlite": str(db)}})
+    cfg_path = write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, store={"sqlite": str(db)}))
     with contextlib.closing(sqlite3.connect(db)) as conn:
         conn.execute("CREATE TABLE drwatch_schema (version INTEGER NOT NULL)")
         conn.execute("INSERT INTO drwatch_schema VALUES (?)", (SCHEMA_VERSION + 1,))
@@ -379,7 +379,8 @@ def test_cli_reports_newer_schema_without_traceback(tmp_path: Path) -> None:
 async def test_sqlite_path_that_is_not_a_database_is_refused_clearly(tmp_path: Path) -> None:
     """A `store.sqlite` path pointing at something that is not a SQLite database (say, the config file) is
     refused as an unavailable store naming the path, and the file is left as it was."""
-    wrong = write_config(tmp_path / "drwatch.yaml", {"store": {"sqlite": str(tmp_path / "drwatch.yaml")}})
+    wrong = write_config(tmp_path / "drwatch.yaml",
+                         basic_config(tmp_path, store={"sqlite": str(tmp_path / "drwatch.yaml")}))
     content = wrong.read_bytes()
     store = open_store(parse_config(content.decode(), str(wrong)))
     with pytest.raises(ValidatorError, match=r"drwatch\.yaml") as info:
@@ -388,7 +389,7 @@ async def test_sqlite_path_that_is_not_a_database_is_refused_clearly(tmp_path: P
     await store.close()
     assert wrong.read_bytes() == content
     proc = run_cli("status", "--config", str(wrong), timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 69  # the store is unavailable (not a config error)
     assert "Traceback" not in proc.stderr
     assert "drwatch.yaml" in proc.stderr
 

@@ -39,25 +39,32 @@ def _print_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-def _load(path: str) -> Any:
+def _load(path: str, require_assets: bool = True) -> Any:
     from drwatch.config import load_config
 
-    return load_config(path)
+    return load_config(path, require_assets)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config import reference_data
+    from drwatch.secrets import missing_here
     from drwatch.webconfig import describe, exposed_files, for_config
 
     try:
-        cfg = _load(args.file)
+        cfg = _load(args.file, require_assets=False)
         web_cfg = for_config(cfg)
     except ConfigError as exc:
+        if args.output == "json":  # machine-readable on stdout too (the text goes to stderr as always)
+            print(json.dumps({"valid": False, "source": exc.source,
+                              "problems": [{"path": p.path, "message": p.message} for p in exc.problems]}, indent=2))
         return _print_config_error(exc)
-    for warning in exposed_files(cfg, web_cfg):  # a warning, not an error: the exit code stays 0
-        print(f"drwatch: warning: {warning}", file=sys.stderr)
+    data = reference_data(cfg)
+    no_assets = [] if cfg.assets else ["assets: none defined: `drwatch seal` can use this file, `drwatch run` and "
+                                       "`drwatch check` refuse it (they would watch nothing)"]
+    for warning in [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir)]:
+        print(f"drwatch: warning: {warning}", file=sys.stderr)  # warnings, not errors: the exit code stays 0
     if args.output == "json":
-        print(json.dumps(reference_data(cfg), indent=2))
+        print(json.dumps(data, indent=2))
         return EXIT_OK
     web = describe(web_cfg)
     print(f"{args.file}: OK")
@@ -204,9 +211,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         return asyncio.run(_check(cfg, path, args))
     except ConfigError as exc:
         return _print_config_error(exc)
-    except ValidatorError as exc:
+    except ValidatorError as exc:  # the store (or another service check needs) is unavailable: not a verdict
         print(f"drwatch: {exc.message}", file=sys.stderr)
-        return EXIT_UNCHECKED
+        return EXIT_UNAVAILABLE
 
 
 async def _status(cfg: Any, args: argparse.Namespace) -> int:
@@ -214,6 +221,20 @@ async def _status(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.snapshot import Snapshot
     from drwatch.store import open_store
 
+    if cfg.store.postgres is None:  # opening a SQLite store creates it: status only reads one that exists
+        path = cfg.sqlite_path()
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            hint = ("" if cfg.store.sqlite is not None or os.environ.get("STATE_DIRECTORY") else
+                    " (the service keeps it in its state directory: run with STATE_DIRECTORY=/var/lib/drwatch, "
+                    "or set store.sqlite)")
+            print(f"drwatch status: no store at {path}: drwatch has not run with this configuration{hint}",
+                  file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        except OSError as exc:
+            print(f"drwatch status: cannot read the store {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
     store = open_store(cfg)
     await store.open()
     try:
@@ -239,9 +260,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return asyncio.run(_status(cfg, args))
     except ConfigError as exc:
         return _print_config_error(exc)
-    except ValidatorError as exc:
-        print(f"drwatch: {exc.message}", file=sys.stderr)
-        return EXIT_UNCHECKED
+    except ValidatorError as exc:  # status runs no validator: this is the store
+        print(f"drwatch status: {exc.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
@@ -256,7 +277,7 @@ async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
     path = _config_path(args)
     if path is None or not args.location:
         raise SystemExit("drwatch seal: an s3:// URL needs --config FILE and --location NAME (endpoint, credentials)")
-    cfg = _load(path)
+    cfg = _load(path, require_assets=False)
     loc = cfg.locations.get(args.location)
     if not isinstance(loc, S3LocationConfig):
         raise SystemExit(f"drwatch seal: location {args.location!r} is not an S3 location in {path}")
@@ -305,8 +326,100 @@ def _seal_extra(args: argparse.Namespace) -> dict[str, str]:
     return extra
 
 
+# `drwatch seal` refuses, writing nothing, with the sysexits.h status that says why.
+_EXIT_DATAERR = 65  # EX_DATAERR: nothing to seal but entries that are not regular files
+_EXIT_NOINPUT = 66  # EX_NOINPUT: a file or directory under DIR cannot be read
+_EXIT_CANTCREAT = 73  # EX_CANTCREAT: the seal cannot be written
+
+
+class _SealRefused(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+class _Skipped:
+    """Entries the walk passed over (not regular files): counted by kind, the first few named."""
+
+    SHOWN = 5
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kinds: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def __call__(self, path: str, kind: str) -> None:  # from the walk's worker thread
+        self.count += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if len(self.names) < self.SHOWN:
+            self.names.append(f"{path} ({kind})")
+
+    def warn(self, root: Path) -> None:
+        if not self.count:
+            return
+        kinds = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(self.kinds.items()))
+        more = f", and {self.count - len(self.names)} more" if self.count > len(self.names) else ""
+        what = "entry that is not a regular file" if self.count == 1 else "entries that are not regular files"
+        print(f"drwatch seal: warning: skipped {self.count} {what} under {root} ({kinds}): {', '.join(self.names)}"
+              f"{more}. drwatch verifies regular files only and does not follow symlinks: back up and seal the "
+              "files themselves (e.g. copy with `cp -rL`)", file=sys.stderr)
+
+
+async def _seal_local(root: Path, workers: int, extra: dict[str, str] | None, out_path: Path | None,
+                      skipped: _Skipped) -> Any:
+    """``manifest.seal_directory`` over the same walk the validators use (regular files, symlinks not followed),
+    reporting what it passes over to ``skipped``. Raises _SealRefused, before anything is written, when a file
+    or directory cannot be read or when nothing but skipped entries was found."""
+    from collections.abc import AsyncIterator
+    from concurrent.futures import ThreadPoolExecutor
+
+    from drwatch.manifest import seal_entries
+    from drwatch.parquet_facts import ParquetFacts, available, read_file_facts
+    from drwatch.storage.filesystem import Entry, alist, sha256_file
+
+    loop = asyncio.get_running_loop()
+
+    def unreadable(exc: OSError) -> _SealRefused:
+        return _SealRefused(_EXIT_NOINPUT, f"cannot read {exc.filename or root}: {exc.strerror or exc}")
+
+    async def entries() -> AsyncIterator[Entry]:
+        found = 0
+        try:
+            async for entry in alist(root, on_skipped=skipped):
+                found += 1
+                yield entry
+        except OSError as exc:
+            raise unreadable(exc) from None
+        if not found and skipped.count:
+            raise _SealRefused(_EXIT_DATAERR, f"refusing to write a seal of 0 objects: every entry under {root} "
+                               "was skipped, and a recovery point without regular files fails its check "
+                               "(empty_recovery_point)")
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
+
+        async def digest(entry: Entry) -> tuple[str, int]:
+            try:
+                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
+            except OSError as exc:
+                raise unreadable(exc) from None
+
+        async def footer(entry: Entry) -> ParquetFacts:
+            try:
+                return await loop.run_in_executor(pool, read_file_facts, root.joinpath(*entry.parts))
+            except OSError as exc:
+                raise unreadable(exc) from None
+
+        try:
+            return await seal_entries(entries(), digest, max(2, workers * 4), sys.stdout if out_path is None else None,
+                                      out_path, extra, parquet=footer if available() else None)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # reading raised _SealRefused already: this is writing the seal
+            raise _SealRefused(_EXIT_CANTCREAT, f"cannot write {out_path or 'stdout'}: {exc.strerror or exc}") from None
+
+
 def cmd_seal(args: argparse.Namespace) -> int:
-    from drwatch.manifest import seal_directory
     from drwatch.storage.filesystem import MANIFEST_NAME
 
     target = args.target or args.location_path
@@ -328,13 +441,16 @@ def cmd_seal(args: argparse.Namespace) -> int:
         if not root.is_dir():
             print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
             return EXIT_CONFIG
-        if args.out == "-":
-            header = asyncio.run(seal_directory(root, out=sys.stdout, workers=args.workers, extra=extra))
-            dest = "stdout"
-        else:
-            out = Path(args.out) if args.out else root / MANIFEST_NAME
-            header = asyncio.run(seal_directory(root, out_path=out, workers=args.workers, extra=extra))
-            dest = str(out)
+        out = None if args.out == "-" else Path(args.out) if args.out else root / MANIFEST_NAME
+        skipped = _Skipped()
+        try:
+            header = asyncio.run(_seal_local(root, args.workers, extra, out, skipped))
+        except _SealRefused as exc:
+            skipped.warn(root)
+            print(f"drwatch seal: {exc.message}; nothing written", file=sys.stderr)
+            return exc.code
+        skipped.warn(root)
+        dest = str(out) if out is not None else "stdout"
     print(f"sealed {header.files} objects, {header.bytes} bytes -> {dest}", file=sys.stderr)
     return EXIT_OK
 

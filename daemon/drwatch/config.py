@@ -594,8 +594,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return cfg
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read a config file. Raises ConfigError (also for unreadable files)."""
+def load_config(path: str | os.PathLike[str], require_assets: bool = True) -> Config:
+    """Read a config file. Raises ConfigError (also for unreadable files, an empty file, and - unless
+    ``require_assets`` is False, for commands that only need locations such as ``seal`` - no assets)."""
     source = os.fspath(path)
     try:
         text = Path(source).read_text(encoding="utf-8")
@@ -607,7 +608,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(source, [ConfigProblem("", "the file is empty (a truncated deploy?): drwatch would "
                                                      "watch nothing")])
     cfg = parse_config(text, str(Path(source).resolve()))
-    if not cfg.assets:
+    if require_assets and not cfg.assets:
         raise ConfigError(source, [ConfigProblem("assets", "no assets: a configuration file must define at least one "
                                                            "asset (drwatch would watch nothing)")])
     return cfg

@@ -2,7 +2,8 @@
 
 ``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
 ``http.web_config_file`` every path is served over TLS and/or behind basic authentication
-(:mod:`drwatch.webconfig`).
+(:mod:`drwatch.webconfig`). Every connection has a deadline to send its request header, an idle timeout,
+and a place under a cap on open connections (:mod:`drwatch.httpconn`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from drwatch import __version__
+from drwatch import __version__, httpconn
 from drwatch.metrics import make_registry, render
 from drwatch.report import document
 from drwatch.runner import AppState
@@ -32,21 +33,46 @@ _INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
 
 class HttpServer:
     def __init__(self, state: AppState, reload: ReloadFn, clock: Callable[[], float] = time.time,
-                 web_config: WebConfig | None = None) -> None:
+                 web_config: WebConfig | None = None, *, header_timeout: float = httpconn.HEADER_TIMEOUT,
+                 idle_timeout: float = httpconn.IDLE_TIMEOUT, max_connections: int | None = None) -> None:
         self.state = state
         self.guard = WebGuard(web_config)
         self._reload = reload
         self._clock = clock
         self.registry = make_registry(lambda: self.state.snapshot, state.process, clock)
         self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
+        self.connections: httpconn.ConnectionGuard | None = None
+        self._limits = (header_timeout, idle_timeout, max_connections)
         self.port = 0
 
     def app(self) -> web.Application:
+        def connection(request: web.Request) -> httpconn.Connection | None:
+            return self.connections.connection(request.transport) if self.connections is not None else None
+
+        @web.middleware
+        async def finished(request: web.Request, handler: Handler) -> web.StreamResponse:
+            conn = connection(request)
+            try:
+                return await handler(request)
+            finally:
+                if conn is not None:
+                    conn.request_finished()  # idle (keep-alive) from here
+
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             return await self.guard.handle(request, handler)
 
-        app = web.Application(middlewares=[guard])
+        @web.middleware
+        async def started(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # Past rate limit and authentication: no deadline, never pushed out, while our handler runs.
+            # Before, a request waiting for its bcrypt check keeps its header deadline and can be pushed out.
+            conn = connection(request)
+            if conn is not None:
+                conn.request_started()
+            return await handler(request)
+
+        app = web.Application(middlewares=[finished, guard, started])
         app.router.add_get("/", self._index)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/-/healthy", self._healthy)
@@ -57,18 +83,43 @@ class HttpServer:
         return app
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        header_timeout, idle_timeout, max_connections = self._limits
+        # aiohttp's own keep-alive timer (also armed at accept) stays as a backstop; a body the handler left
+        # unread is drained for at most the header deadline.
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=idle_timeout, lingering_time=header_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=self.guard.ssl_context)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        server = self._runner.server
+        assert server is not None
+        self.connections = httpconn.ConnectionGuard(
+            server, ssl_context=self.guard.ssl_context, header_timeout=header_timeout, idle_timeout=idle_timeout,
+            max_connections=max_connections)
+        loop = asyncio.get_running_loop()
+        socks: list[httpconn.ListenSocket] = []
+        try:
+            socks = await httpconn.bind(host, port)
+            for sock in socks:
+                sock.guard = self.connections
+                self._servers.append(await loop.create_server(self.connections, sock=sock,
+                                                              backlog=httpconn.LISTEN_BACKLOG))
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            await self.stop()
+            raise
+        self.port = self._servers[0].sockets[0].getsockname()[1] if self._servers else port
 
     async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        self._servers.clear()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # finishes running handlers, closes keep-alive connections
             self._runner = None
+        if self.connections is not None:
+            self.connections.close()  # and whatever aiohttp did not know about (TLS handshakes)
+            self.connections = None
+            await asyncio.sleep(0)  # let the transports report connection_lost
 
     async def _index(self, _req: web.Request) -> web.Response:
         return web.Response(text=_INDEX.format(version=__version__), content_type="text/html")
@@ -96,5 +147,6 @@ class HttpServer:
         doc = document(self.state.snapshot, self._clock())
         # Process figures for soak tests and debugging (bounded: counts only).
         doc["runtime"] = {"asyncio_tasks": len(asyncio.all_tasks()),
-                          "results_pending": self.state.process.results_pending}
+                          "results_pending": self.state.process.results_pending,
+                          "http_connections": self.connections.stats() if self.connections is not None else {}}
         return web.Response(text=json.dumps(doc, indent=2), content_type="application/json")

@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,11 +53,23 @@ def _children(path: str) -> Iterator[os.DirEntry[str]]:
     return iter(entries)
 
 
+def entry_kind(mode: int) -> str:
+    """What a non-regular directory entry is, for messages: symlink, fifo, socket, device..."""
+    for test, kind in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "fifo"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 def walk_sorted(
-    root: Path, skip_root_names: frozenset[str] = frozenset({MANIFEST_NAME})
+    root: Path, skip_root_names: frozenset[str] = frozenset({MANIFEST_NAME}),
+    on_skipped: Callable[[str, str], None] | None = None,
 ) -> Generator[Entry, None, None]:
     """Yield regular files under root in component order. Symlinks are not followed.
 
+    Anything else (symlinks, FIFOs, sockets, devices) is not an object of a recovery point: it is passed
+    over, and reported to ``on_skipped(relative path, kind)`` when given (``drwatch seal`` says so).
     Memory is bounded by the widest directory on the current path, not by the number of files.
     """
     pending: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", _children(str(root)))]
@@ -74,11 +86,13 @@ def walk_sorted(
             pending.append((f"{parent}{entry.name}/", _children(entry.path)))
         elif stat.S_ISREG(st.st_mode):
             yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime)
+        elif on_skipped is not None:
+            on_skipped(f"{parent}{entry.name}", entry_kind(st.st_mode))
 
 
-async def alist(root: Path) -> AsyncIterator[Entry]:
+async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None) -> AsyncIterator[Entry]:
     """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk)."""
-    gen = walk_sorted(root)
+    gen = walk_sorted(root, on_skipped=on_skipped)
 
     def next_batch() -> list[Entry]:
         batch: list[Entry] = []
