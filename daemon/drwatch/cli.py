@@ -368,55 +368,20 @@ class _Skipped:
 
 async def _seal_local(root: Path, workers: int, extra: dict[str, str] | None, out_path: Path | None,
                       skipped: _Skipped) -> Any:
-    """``manifest.seal_directory`` over the same walk the validators use (regular files, symlinks not followed),
-    reporting what it passes over to ``skipped``. Raises _SealRefused, before anything is written, when a file
-    or directory cannot be read or when nothing but skipped entries was found."""
-    from collections.abc import AsyncIterator
-    from concurrent.futures import ThreadPoolExecutor
+    """``manifest.seal_directory`` with its refusals turned into _SealRefused (nothing is written)."""
+    from drwatch.manifest import SealEmptyError, SealInputError, seal_directory
 
-    from drwatch.manifest import seal_entries
-    from drwatch.parquet_facts import ParquetFacts, available, read_file_facts
-    from drwatch.storage.filesystem import Entry, alist, sha256_file
-
-    loop = asyncio.get_running_loop()
-
-    def unreadable(exc: OSError) -> _SealRefused:
-        return _SealRefused(_EXIT_NOINPUT, f"cannot read {exc.filename or root}: {exc.strerror or exc}")
-
-    async def entries() -> AsyncIterator[Entry]:
-        found = 0
-        try:
-            async for entry in alist(root, on_skipped=skipped):
-                found += 1
-                yield entry
-        except OSError as exc:
-            raise unreadable(exc) from None
-        if not found and skipped.count:
-            raise _SealRefused(_EXIT_DATAERR, f"refusing to write a seal of 0 objects: every entry under {root} "
-                               "was skipped, and a recovery point without regular files fails its check "
-                               "(empty_recovery_point)")
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
-
-        async def digest(entry: Entry) -> tuple[str, int]:
-            try:
-                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
-            except OSError as exc:
-                raise unreadable(exc) from None
-
-        async def footer(entry: Entry) -> ParquetFacts:
-            try:
-                return await loop.run_in_executor(pool, read_file_facts, root.joinpath(*entry.parts))
-            except OSError as exc:
-                raise unreadable(exc) from None
-
-        try:
-            return await seal_entries(entries(), digest, max(2, workers * 4), sys.stdout if out_path is None else None,
-                                      out_path, extra, parquet=footer if available() else None)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:  # reading raised _SealRefused already: this is writing the seal
-            raise _SealRefused(_EXIT_CANTCREAT, f"cannot write {out_path or 'stdout'}: {exc.strerror or exc}") from None
+    try:
+        return await seal_directory(root, sys.stdout if out_path is None else None, out_path, workers, extra,
+                                    on_skipped=skipped)
+    except SealInputError as exc:
+        raise _SealRefused(_EXIT_NOINPUT, str(exc)) from None
+    except SealEmptyError as exc:
+        raise _SealRefused(_EXIT_DATAERR, str(exc)) from None
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # reading raised SealInputError already: this is writing the seal
+        raise _SealRefused(_EXIT_CANTCREAT, f"cannot write {out_path or 'stdout'}: {exc.strerror or exc}") from None
 
 
 def cmd_seal(args: argparse.Namespace) -> int:

@@ -183,22 +183,64 @@ DigestFn = Callable[[Entry], Awaitable[tuple[str, int]]]
 ParquetFn = Callable[[Entry], Awaitable[ParquetFacts]]  # footer facts of a *.parquet entry (FooterError if bad)
 
 
+class SealInputError(Exception):
+    """A file or directory under the sealed root cannot be read (nothing is written)."""
+
+
+class SealEmptyError(Exception):
+    """The root holds nothing but entries that are not regular files (nothing is written)."""
+
+
 async def seal_directory(
     root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
     extra: dict[str, Any] | None = None, parquet: bool = True,
+    on_skipped: Callable[[str, str], None] | None = None,
 ) -> ManifestHeader:
-    """Write a manifest of every regular file under root. Hashing and footer parsing run in ``workers``
-    threads. Parquet facts are recorded when ``parquet`` and pyarrow is installed."""
+    """Write a manifest of every regular file under root: the same walk the validators use (symlinks and
+    special files are passed over, reported to ``on_skipped(path, kind)`` from the walk's thread). Hashing
+    and footer parsing run in ``workers`` threads; Parquet facts are recorded when ``parquet`` and pyarrow is
+    installed. Raises SealInputError (unreadable input) or SealEmptyError (only skipped entries) before
+    anything is written; OSError when the seal itself cannot be written."""
     loop = asyncio.get_running_loop()
+    skipped = 0
+
+    def skip(path: str, kind: str) -> None:
+        nonlocal skipped
+        skipped += 1
+        if on_skipped is not None:
+            on_skipped(path, kind)
+
+    def unreadable(exc: OSError) -> SealInputError:
+        return SealInputError(f"cannot read {exc.filename or root}: {exc.strerror or exc}")
+
+    async def entries() -> AsyncIterator[Entry]:
+        found = 0
+        try:
+            async for entry in alist(root, on_skipped=skip):
+                found += 1
+                yield entry
+        except OSError as exc:
+            raise unreadable(exc) from None
+        if not found and skipped:
+            raise SealEmptyError(f"refusing to write a seal of 0 objects: every entry under {root} was skipped, "
+                                 "and a recovery point without regular files fails its check "
+                                 "(empty_recovery_point)")
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
 
         async def digest(entry: Entry) -> tuple[str, int]:
-            return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
+            try:
+                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
+            except OSError as exc:
+                raise unreadable(exc) from None
 
         async def footer(entry: Entry) -> ParquetFacts:
-            return await loop.run_in_executor(pool, read_file_facts, root.joinpath(*entry.parts))
+            try:
+                return await loop.run_in_executor(pool, read_file_facts, root.joinpath(*entry.parts))
+            except OSError as exc:
+                raise unreadable(exc) from None
 
-        return await seal_entries(alist(root), digest, max(2, workers * 4), out, out_path, extra,
+        return await seal_entries(entries(), digest, max(2, workers * 4), out, out_path, extra,
                                   parquet=footer if parquet and available() else None)
 
 
