@@ -32,6 +32,7 @@ from drwatch.ledger import (
     Totals,
     VerificationPolicy,
     daily_allowance,
+    due_cutoff,
     format_size,
     select_reads,
     shortfall,
@@ -71,10 +72,12 @@ def simulate(args: argparse.Namespace) -> None:
         for i, (fday, obj) in enumerate(faults):
             if fday == day:
                 corrupt_since.setdefault(obj, []).append(i)
-        due = sum(s for s, r in zip(sizes, read_at, strict=True) if r is None or r < now - period)
+        stale = due_cutoff(policy, now)  # one run a day: due = stale by tomorrow's run
+        due = sum(s for s, r in zip(sizes, read_at, strict=True) if r is None or r < stale)
         allowance = daily_allowance(policy, Totals(len(sizes), total, due), 0)
         order = sorted(range(len(sizes)), key=lambda i: (read_at[i] is not None, read_at[i] or 0.0, i))
-        plan = select_reads((LedgerRow("copy", str(i), sizes[i], read_at[i]) for i in order), allowance, None)
+        plan = select_reads((LedgerRow("copy", str(i), sizes[i], read_at[i]) for i in order), allowance, None,
+                            day_budget=budget, due_before=stale)
         for copy_key in plan.reads:
             obj = int(copy_key[1])
             read_at[obj] = now

@@ -4,6 +4,7 @@ ledger tables on both backends (real SQLite file, real PostgreSQL server)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,16 @@ import yaml
 from drwatch.config import parse_config
 from drwatch.errors import ConfigError
 from drwatch.ledger import (
+    DAY,
     CopySummary,
     LedgerRow,
+    OverBudget,
     Totals,
     VerificationPolicy,
     composite_matches,
     daily_allowance,
+    due_cutoff,
+    over_day_budget,
     parse_size,
     select_reads,
     shortfall,
@@ -53,9 +58,10 @@ def test_allowance_catches_up_then_keeps_the_pace() -> None:
     assert daily_allowance(policy("10d"), Totals(10, 1000, due_bytes=1000)) == 1000  # no budget
 
 
-def test_select_reads_takes_least_recently_read_first_and_stops_at_the_first_misfit() -> None:
-    """Rows come least recently read first; the plan stops at the first row that does not fit (a large
-    object is never starved by smaller ones behind it) and charges reference reads once per key."""
+def test_select_reads_takes_least_recently_read_first_and_a_due_misfit_reserves_the_day() -> None:
+    """Rows come least recently read first; a due row that does not fit what is left today ends the plan
+    (it reserves the day: a large object is never starved by smaller ones behind it) and reference reads
+    are charged once per key."""
     rows = [LedgerRow("a", "k1", 100, None), LedgerRow("b", "k1", 100, None), LedgerRow("a", "k2", 300, 5.0),
             LedgerRow("a", "k3", 10, 6.0)]
     plan = select_reads(rows, 250, None)
@@ -64,6 +70,63 @@ def test_select_reads_takes_least_recently_read_first_and_stops_at_the_first_mis
     assert list(plan.reads) == [("a", "k1"), ("b", "k1")] and plan.egress_bytes == 300 and plan.requests == 3
     plan = select_reads(rows, None, 2)
     assert list(plan.reads) == [("a", "k1"), ("b", "k1")]
+    # k2 (read at 5) is due before 10 and fits a whole day (400): it reserves the rest of today
+    plan = select_reads(rows, 250, None, day_budget=400, due_before=10.0)
+    assert list(plan.reads) == [("a", "k1"), ("b", "k1")] and plan.over_budget == 0
+
+
+def test_select_reads_passes_over_rows_no_day_can_read_and_rows_read_ahead() -> None:
+    """A row costing more than a whole day's budget is passed over and counted (it can never be read, so it
+    must not block the rows behind it); a row that is not due yet and does not fit today is passed over too
+    (it becomes due in time and then reserves); a due row that fits a whole day still ends the plan."""
+    rows = [LedgerRow("c", "big", 300, None), LedgerRow("c", "a", 100, None), LedgerRow("c", "b", 100, None)]
+    plan = select_reads(rows, 200, None, day_budget=200, due_before=10.0)
+    assert list(plan.reads) == [("c", "a"), ("c", "b")] and plan.over_budget == 1
+    plan = select_reads(rows, 200, None, day_budget=599, due_before=10.0, reference_read=True)
+    assert plan.over_budget == 1 and list(plan.reads) == [("c", "a")]  # 200 each with their reference
+    ahead = [LedgerRow("c", "x", 150, 50.0), LedgerRow("c", "y", 100, 60.0), LedgerRow("c", "z", 80, 70.0)]
+    plan = select_reads(ahead, 200, None, day_budget=400, due_before=10.0)  # none due: read ahead at pace
+    assert list(plan.reads) == [("c", "x")]
+    plan = select_reads(ahead, 120, None, day_budget=400, due_before=10.0)
+    assert list(plan.reads) == [("c", "y")]  # x does not fit and is not due: y behind it may use the room
+    plan = select_reads(ahead, 120, None, day_budget=400, due_before=55.0)
+    assert not plan.reads  # x is due and fits a whole day: it reserves, y and z wait for their turn
+    assert over_day_budget(201, 200) and not over_day_budget(200, 200) and not over_day_budget(10**12, None)
+    assert over_day_budget(101, 200, reference_read=True)
+
+
+def test_no_object_starves_under_a_daily_budget() -> None:
+    """Day after day with the planner alone (a fresh budget each day, least recently read first, new
+    objects arriving): every object that fits a day's budget is read within a bounded time, large ones
+    included, and objects over the budget never are and never hold the others up."""
+    cap, read_every = 1000, 10
+    sizes = {"big": 900, "huge": 5000, **{f"s{i:02d}": 60 + 7 * i for i in range(20)}}
+    read_at: dict[str, float | None] = dict.fromkeys(sizes)
+    p = policy(f"{read_every}d", egress_bytes_per_day=cap)
+    worst: dict[str, float] = {}
+    for day in range(60):
+        now = day * DAY
+        if day % 3 == 0:  # a new object every third day, sorting before the others
+            key = f"a{day:03d}"
+            sizes[key] = 120
+            read_at[key] = None
+        order = sorted(sizes, key=lambda k: (read_at[k] is not None, read_at[k] or 0.0, k))
+        stale = due_cutoff(p, now)
+        readable = [k for k in sizes if sizes[k] <= cap]
+        due = sum(sizes[k] for k in readable if (t := read_at[k]) is None or t < stale)
+        allowance = daily_allowance(p, Totals(len(readable), sum(sizes[k] for k in readable), due))
+        plan = select_reads((LedgerRow("c", k, sizes[k], read_at[k]) for k in order), allowance, None,
+                            day_budget=cap, due_before=stale)
+        assert plan.egress_bytes <= cap
+        for _copy, key in plan.reads:
+            read_at[key] = now
+        if day >= 2 * read_every:
+            for k in readable:
+                t = read_at[k]
+                age = math.inf if t is None else now - t
+                worst[k] = max(worst.get(k, 0.0), age)
+    assert read_at["huge"] is None
+    assert max(worst.values()) <= read_every * DAY, {k: v / DAY for k, v in worst.items() if v > read_every * DAY}
 
 
 def test_shortfall_says_what_full_coverage_would_take() -> None:
@@ -77,6 +140,12 @@ def test_shortfall_says_what_full_coverage_would_take() -> None:
     gap = shortfall(policy("30d", requests_per_day=150), totals, metadata_requests_per_day=100)
     assert gap is not None and gap.requests_short and gap.needed_requests_per_day == 200
     assert gap.days_for_full_read == 60  # 3000 GETs at 50 spare requests a day
+
+
+def test_over_budget_objects_add_up_and_name_the_largest() -> None:
+    """The over-budget tally counts objects and bytes and keeps the largest read cost and its subject."""
+    over = OverBudget().add("c:a", 300, 300).add("c:b", 500, 500).add("d:a", 300, 300)
+    assert over == OverBudget(3, 1100, 500, "c:b")
 
 
 def test_composite_checksums_compare_only_with_equal_part_layouts() -> None:

@@ -19,12 +19,15 @@ from typing import Any
 import pytest
 
 from drwatch.config import Config
+from drwatch.ledger import day_of
+from drwatch.manifest import seal_directory
 from drwatch.metrics_verify import verify_families
 from drwatch.model import Outcome, Result
 from drwatch.pricing import GB
 from drwatch.snapshot import Snapshot
 from drwatch.store import open_store
 from drwatch.store.base import StoredState
+from tests.helpers import write_tree
 from tests.s3helpers import Locations, bucket, codes, config, parse, run, subjects, upload
 from tests.s3helpers import client as s3
 from tests.s3proxy import RecordingProxy, s3_operation
@@ -217,6 +220,48 @@ async def test_changed_objects_are_requeued_and_a_corrupt_one_fails(
     assert sorted(gets(proxy, copy)) == ["part-003.bin", "part-010.bin", "part-017.bin"]
     assert result.outcome == Outcome.FAILED
     assert subjects(result, "content_mismatch") == ["copy:part-010.bin"]
+
+
+async def test_sealed_production_is_verified_within_the_budget(
+        tmp_path: Path, moto: MotoServer, proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a seal as the reference, production on S3 is proven like the copy (it has no provider checksum
+    here, so by planned reads), not read in full on every run: per day the GETs of production and copy
+    together read exactly the budget (6 objects of 48; read_every 8d), the run's spending figure equals the
+    store's record and the bytes the server sent, and in 8 days every object of both is read exactly once."""
+    prod, copy = bucket(moto, "econ-sprod"), bucket(moto, "econ-scopy")
+    files = objects()
+    upload(moto, prod, files)  # no additional checksums: only a read proves production against the seal
+    upload(moto, copy, files)
+    write_tree(tmp_path / "mirror", files)
+    await seal_directory(tmp_path / "mirror", out_path=tmp_path / "seal.jsonl")
+    locs = Locations(monkeypatch)
+    locs.s3("prod", moto, prod, site="a", endpoint_url=proxy.endpoint_url)
+    locs.s3("copy", moto, copy, site="b", endpoint_url=proxy.endpoint_url)
+    cfg = config(tmp_path, locs, ("prod", "data/"), [("copy", "data/")], rpo="3650d",
+                 validators=[{"kind": "replica", "schedule": {"every": "1d"}}])
+    cfg["assets"]["data"]["manifest"] = str(tmp_path / "seal.jsonl")
+    cfg["assets"]["data"]["verification"] = {"read_every": "8d", "budget": {"egress_bytes_per_day": 6 * SIZE}}
+    clock = Clock(T0)
+    read: dict[str, list[str]] = {prod: [], copy: []}
+    for day in range(8):
+        proxy.clear()
+        clock.t = T0 + day * DAY
+        result, _ = await run(tmp_path, cfg, clock=clock)
+        assert result.outcome == Outcome.OK, result.findings
+        sent = sum(r.response_bytes for b in (prod, copy) for r in proxy.snapshot(b) if s3_operation(r) == "get")
+        assert sent == 6 * SIZE, (day, gets(proxy, prod), gets(proxy, copy))
+        store = open_store(parse(tmp_path, cfg))
+        await store.open()
+        try:
+            stored = (await store.ledger_spent("data", day_of(clock.t)))[0]
+        finally:
+            await store.close()
+        assert result.figures["verify_spent_bytes_today"] == stored == sent
+        for b in (prod, copy):
+            read[b].extend(gets(proxy, b))
+    assert sorted(read[prod]) == sorted(files) and sorted(read[copy]) == sorted(files)  # each once
+    _, st = await state(tmp_path, cfg)
+    assert st.verify[("data", "production")].coverage("read") == 1.0
 
 
 async def test_budget_too_small_is_a_finding(

@@ -7,8 +7,11 @@ object by metadata (no egress) and reads the least-recently-read objects up to t
 
     allowance = min(budget.egress_bytes_per_day, max(read today + due bytes, total bytes / read_every in days))
 
-where *due* bytes are those never read or read longer than ``read_every`` ago. Reading ahead at the pace
-``total / read_every`` spreads reads evenly; reading all due bytes at once catches up after a change.
+where *due* bytes are those never read or that will have been read longer than ``read_every`` ago by the
+next run (:func:`due_cutoff`). Reading ahead at the pace ``total / read_every`` spreads reads evenly;
+reading all due bytes at once catches up after a change.
+An object whose read costs more than a whole day's egress budget can never be read: it is left out of the
+plan, of the due bytes and of the pace, and reported (:class:`OverBudget`) instead of blocking the queue.
 Nothing here does I/O: the store feeds rows in, the planner answers which objects to read today.
 """
 
@@ -92,6 +95,13 @@ def day_of(ts: float) -> int:
     return int(ts // DAY)
 
 
+def due_cutoff(policy: VerificationPolicy, now: float, run_interval: float = DAY) -> float:
+    """Objects last read before this time are *due*: they go stale (read longer than ``read_every`` ago)
+    before the next run, ``run_interval`` from now, so this run is the last to read them in time. An object
+    too large for the day's pace is not read ahead; it is read when due, still within ``read_every``."""
+    return now - policy.read_every.total_seconds() + run_interval
+
+
 @dataclass(frozen=True)
 class LedgerRow:
     """One object of one copy as the planner sees it."""
@@ -108,7 +118,7 @@ class Totals:
 
     objects: int = 0
     bytes: int = 0
-    due_bytes: int = 0  # never read or read longer than read_every ago
+    due_bytes: int = 0  # never read or stale by the next run (see due_cutoff)
 
 
 def daily_allowance(policy: VerificationPolicy, totals: Totals, spent_today: int = 0) -> int:
@@ -127,29 +137,54 @@ class Plan:
     reads: dict[tuple[str, str], int] = field(default_factory=dict)  # (copy, key) -> size
     egress_bytes: int = 0  # bytes the plan expects to read (copies + reference reads)
     requests: int = 0  # GET requests the plan expects to send
+    over_budget: int = 0  # rows passed over because one read costs more than a whole day's budget
 
     def __contains__(self, item: tuple[str, str]) -> bool:
         return item in self.reads
 
 
+def over_day_budget(size: int, day_budget: int | None, reference_read: bool = False) -> bool:
+    """Whether reading one object (and its reference, when that must be read too) costs more than a whole
+    day's egress budget: such an object can never be read-verified at this budget."""
+    return day_budget is not None and size * (2 if reference_read else 1) > day_budget
+
+
 def select_reads(rows: Iterable[LedgerRow], egress_left: int | None, requests_left: int | None,
-                 reference_read: bool = False) -> Plan:
-    """Take rows in the order given (least recently read first) while they fit what is left.
+                 reference_read: bool = False, *, day_budget: int | None = None,
+                 due_before: float | None = None) -> Plan:
+    """Take rows in the order given (least recently read first) while they fit what is left today.
 
     ``reference_read``: proving a read also reads the reference object (no seal and no provider SHA256
-    on production), so the first read of each key costs its size twice and one more request. A row that
-    does not fit ends the plan: skipping it for smaller later rows would starve large objects forever.
+    on production), so the first read of each key costs its size twice and one more request.
+
+    A row that does not fit today's egress left:
+
+    * costs more than ``day_budget`` (a whole day's budget): it can never be read; passed over and counted
+      (``Plan.over_budget``), so it cannot block the objects behind it;
+    * is due (never read, or read before ``due_before``; every row when that is None): the plan ends there.
+      It reserves the rest of the day: at the front of the queue it fits the next day's budget, so a large
+      due object is never starved by smaller ones behind it;
+    * is not due (read ahead of its time): passed over; smaller rows behind it may use the room. It becomes
+      due in time and then reserves as above.
+
+    A row that does not fit the requests left ends the plan (every read needs one or two requests).
     """
     plan = Plan()
     charged: set[str] = set()
     for row in rows:
+        if over_day_budget(row.size, day_budget, reference_read):
+            plan.over_budget += 1
+            continue
         cost = row.size
         reqs = 1
         if reference_read and row.key not in charged:
             cost += row.size
             reqs += 1
         if egress_left is not None and plan.egress_bytes + cost > egress_left:
-            break
+            due = due_before is None or row.read_at is None or row.read_at < due_before
+            if due:
+                break
+            continue
         if requests_left is not None and plan.requests + reqs > requests_left:
             break
         plan.reads[(row.copy, row.key)] = row.size
@@ -161,19 +196,37 @@ def select_reads(rows: Iterable[LedgerRow], egress_left: int | None, requests_le
 
 
 @dataclass(frozen=True)
+class OverBudget:
+    """Objects whose read costs more than a whole day's egress budget: never read-verified at this budget."""
+
+    objects: int = 0
+    bytes: int = 0
+    largest: int = 0  # the largest single read cost: the least daily budget that could read each of them
+    example: str = ""  # ``copy:key`` of the object with that cost
+
+    def add(self, subject: str, size: int, cost: int) -> OverBudget:
+        bigger = cost > self.largest
+        return OverBudget(self.objects + 1, self.bytes + size, cost if bigger else self.largest,
+                          subject if bigger else self.example)
+
+
+@dataclass(frozen=True)
 class BudgetShortfall:
-    """What reading every byte within ``read_every`` needs per day, against the budget."""
+    """What reading every readable byte within ``read_every`` needs per day, against the budget (objects
+    larger than a day's budget are left out: they are never read at any pace, see :class:`OverBudget`)."""
 
     needed_bytes_per_day: int
     needed_requests_per_day: int
     bytes_short: bool
     requests_short: bool
-    days_for_full_read: float  # at the budget's pace
+    days_for_full_read: float  # at the budget's pace, for the readable bytes
 
 
 def shortfall(policy: VerificationPolicy, totals: Totals, metadata_requests_per_day: float,
               reference_read: bool = False) -> BudgetShortfall | None:
-    """None when the budget allows reading every byte within ``read_every``; else what it would take."""
+    """None when the budget allows reading every byte of ``totals`` within ``read_every``; else what it
+    would take. ``totals`` should hold only objects that fit a day's budget (the caller leaves out the
+    :class:`OverBudget` ones)."""
     factor = 2 if reference_read else 1
     need_bytes = math.ceil(factor * totals.bytes / policy.read_every_days)
     need_reqs = math.ceil(factor * totals.objects / policy.read_every_days + metadata_requests_per_day)

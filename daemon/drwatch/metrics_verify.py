@@ -1,8 +1,10 @@
 """Metric families of the verification economy, projected from the snapshot (no I/O at scrape).
 
-Coverage and oldest read come from each copy's ledger summary as of its latest replica run; the request
-and egress counters from the store's persisted totals; the monthly cost from the summary and the price
-table of the copy's location (:mod:`drwatch.pricing`). Labels: asset, copy, evidence, location,
+Coverage and oldest read come from each copy's ledger summary as of its latest replica run (production's
+too, ``copy="production"``, when a seal is the reference and production is verified under the ledger); the
+request and egress counters from the store's persisted totals; the monthly cost from the summary and the
+price table of the copy's location (:mod:`drwatch.pricing`; for production only the verification's egress
+and requests: its storage is not a cost of the recovery posture). Labels: asset, copy, evidence, location,
 operation, kind — all bounded by the configuration.
 """
 
@@ -16,6 +18,8 @@ from drwatch.config import Config
 from drwatch.ledger import EVIDENCE, CopySummary
 from drwatch.pricing import COST_KINDS, monthly_cost
 from drwatch.snapshot import Snapshot
+
+PRODUCTION = "production"  # the ledger's name for production (a copy label can never be this)
 
 
 def copy_costs(cfg: Config, summary: CopySummary) -> tuple[dict[str, float], str] | None:
@@ -47,7 +51,8 @@ def verify_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
                              "egress and requests at the current pace.", labels=["asset", "copy", "kind"])
     for (asset, copy), summary in sorted(snap.verify.items()):
         acfg = cfg.assets.get(asset)
-        if acfg is None or acfg.verification is None or copy not in {c.label for c in acfg.copies}:
+        if acfg is None or acfg.verification is None or (
+                copy != PRODUCTION and copy not in {c.label for c in acfg.copies}):
             continue
         for evidence in EVIDENCE:
             coverage.add_metric([asset, copy, evidence], summary.coverage(evidence))
@@ -55,7 +60,8 @@ def verify_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
         costs = copy_costs(cfg, summary)
         if costs is not None:
             for kind in COST_KINDS:
-                cost.add_metric([asset, copy, kind], costs[0][kind])
+                if copy != PRODUCTION or kind != "storage":
+                    cost.add_metric([asset, copy, kind], costs[0][kind])
     for (location, name), value in sorted(snap.verify_counters.items()):
         if location not in cfg.locations:
             continue

@@ -77,9 +77,9 @@ TOTALS = (
     "COALESCE(SUM(CASE WHEN read_at IS NULL OR read_at < ? THEN size ELSE 0 END), 0) "
     "FROM verify_ledger WHERE asset = ? GROUP BY copy"
 )
-SUMMARY = (
+SUMMARY = (  # a row found bad (evidence 'mismatch') is proven by nothing, whenever it was read
     "SELECT COUNT(*), COALESCE(SUM(size), 0), "
-    "COALESCE(SUM(CASE WHEN read_at >= ? THEN size ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN read_at >= ? AND evidence <> 'mismatch' THEN size ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN evidence = 'checksum' AND checked_at >= ? THEN size ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN evidence = 'etag' AND checked_at >= ? THEN size ELSE 0 END), 0), "
     "MIN(read_at), COUNT(read_at) "
@@ -112,8 +112,10 @@ class LedgerEntry:
     size: int
     version: str
     storage_class: str
-    evidence: str  # the cheap evidence of the last metadata check: checksum, etag or size
-    value: str  # the value that evidence proved (checksum, ETag; sha256 after a read)
+    evidence: str  # the cheap evidence of the last metadata check: checksum, etag or size; or mismatch
+    value: str  # the value that evidence proved (checksum, ETag); for a mismatch "HOW|REFERENCE|CHECKSUM": how
+    # it was found bad (read, checksum, size...), the reference it was compared with (seal sha256 or version)
+    # and the object's own checksum or ETag then (empty when it had none)
     checked_at: float
     read_at: float | None
 

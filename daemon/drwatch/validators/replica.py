@@ -50,7 +50,7 @@ from drwatch.validators.copies import (
 )
 from drwatch.validators.merge import Tally, Window, guard, next_entry
 from drwatch.validators.replica_reference import Reference, ReferenceFailed
-from drwatch.validators.verification import VerifySession
+from drwatch.validators.verification import VerifySession, reference_id
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -141,7 +141,8 @@ class ReplicaValidator:
                 raise ValidatorError("manifest_unreadable",
                                      "production location unavailable; cannot reach the configured manifest")
 
-        checked = [s for s in (streams if sealed else copies) if s.state is None]
+        # Copies before production: per key, with equal claims on the verification budget, backups are read first.
+        checked = [s for s in ([*copies, prod] if sealed else copies) if s.state is None]
         if not sealed and not bad_seal and prod.state is None:
             ref_stream = prod.src.entries()
         if ref_stream is None and not bad_seal:
@@ -223,12 +224,14 @@ class ReplicaValidator:
                 "verify_objects_read": float(session.reads), "verify_bytes_read": float(session.read_bytes),
                 "verify_reads_deferred": float(session.skipped_for_budget),
                 "verify_allowance_bytes": float(session.allowance()),
-                "verify_spent_bytes_today": float(session.spent_bytes + session.taken_bytes),
+                "verify_spent_bytes_today": float(session.spent_today()),
             })
         return Report(outcome, tuple(findings), figures, tuple(reports), recovery_point)
 
     async def _session(self, ctx: RunContext, streams: list[_Stream], checked: list[_Stream]) -> VerifySession | None:
-        """The verification ledger of this run, when the asset has a ``verification`` policy."""
+        """The verification ledger of this run, when the asset has a ``verification`` policy. It covers
+        every checked stream: the copies, and production when a seal is the reference (production is then
+        verified like a copy, within the same budget)."""
         policy = ctx.asset.verification
         if policy is None:
             return None
@@ -240,8 +243,7 @@ class ReplicaValidator:
             if isinstance(s.src, S3Source):
                 session.add_meter(s.src.meter)
         for s in checked:
-            if s.src.role == "copy":
-                session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None)
+            session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None)
         await session.start()
         return session
 
@@ -352,11 +354,13 @@ class ReplicaValidator:
     async def _verify_ledger(self, s: _Stream, e: Entry, ref: Reference, limit: int, session: VerifySession,
                              prior: LedgerEntry | None, verdict: bool | None, how: str, value: str) -> None:
         """Under a verification policy: metadata evidence always; a read when the ledger's plan or the
-        budget says so (never because metadata was missing: that object waits for its turn)."""
+        budget says so (never because metadata was missing: that object waits for its turn). An object the
+        ledger found bad stays bad, unless a read proves it good or it or its reference changed."""
         read = False
+        ref_id = reference_id(ref.entry)
         if verdict is not False and session.candidate(s.name, e, prior):
             cost = await ref.read_cost()
-            if session.take(s.name, e, prior, cost):
+            if session.take(s.name, e, cost, priority=session.requeued(e, prior, ref_id, value)):
                 n = 0
                 try:
                     digest, n = await s.src.sha256(e)
@@ -366,11 +370,13 @@ class ReplicaValidator:
                 read = True
                 if not read_ok:
                     verdict, how = False, "read"
+        if verdict is not False and not read and prior is not None and session.known_bad(e, prior, ref_id, value):
+            verdict, how = False, session.bad_evidence(prior)
         if verdict is False:
             s.mismatch += 1
             s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
                    Severity.CRITICAL)
-            session.record(s.name, e, prior, how, value, read, ok=False)
+            session.record(s.name, e, prior, how, value, read, ok=False, ref=ref_id)
             return
         s.proven("read" if read else how or "size", e.size if read or how else 0)
         session.record(s.name, e, prior, how or "size", value, read, ok=True)
@@ -427,6 +433,9 @@ class ReplicaValidator:
                             s.mismatch += 1
                             s.note("size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit,
                                    Severity.CRITICAL)
+                            if session is not None and s.name in session.copies:
+                                session.record(s.name, h, prior, "size", "", False, ok=False,
+                                               ref=reference_id(reference.entry))
                         else:
                             await window.spawn(functools.partial(guarded, s, functools.partial(
                                 self._verify, ctx, s, h, reference, limit, session, prior), h.key))

@@ -1,18 +1,25 @@
 """The verification ledger inside one ``replica`` run: which objects to read, and what was proven, kept.
 
-The pure planning lives in :mod:`drwatch.ledger`; this module talks to the store. A run:
+The pure planning lives in :mod:`drwatch.ledger`; this module talks to the store. The ledger covers every
+stream the run proves: the copies, and production too when a seal is the reference (production is then
+verified like a copy: provider checksums against the seal first, reads within the same budget). A run:
 
 1. ``start``: the asset's ledger totals and today's spending give the day's allowance; the least-recently
-   read objects that fit it are planned (:func:`drwatch.ledger.select_reads`).
-2. During the merge, per copy object in key order, ``seek`` returns its ledger row (rows passed over are
+   read objects that fit it are planned (:func:`drwatch.ledger.select_reads`). Objects whose read costs
+   more than a whole day's budget are left out of the plan, the due bytes and the pace (never readable).
+2. During the merge, per object in key order, ``seek`` returns its ledger row (rows passed over are
    objects that no longer exist: deleted from the ledger). ``take`` decides whether to read it: planned
    objects, or new/changed ones (re-queued: never read) while the allowance has room beyond what the plan
-   reserved. Each read is charged at its real cost (a second time when the reference must be read too).
-3. ``record`` buffers the ledger row; ``flush`` writes rows, today's spending and the request/egress
-   counters in one transaction every few hundred objects or second, so an interrupted run keeps its
-   progress (a cancelled run flushes on its way out; a killed one loses at most the last batch).
-4. ``finish`` writes each copy's summary (coverage, oldest read, bytes by storage class, cost inputs) and
-   says when the budget cannot read every byte within ``read_every``.
+   reserved; a changed object that was found bad goes first (it may use the plan's reservation). Each
+   read is charged at its real cost (a second time when the reference must be read too).
+3. ``record`` buffers the ledger row. A mismatch is kept as evidence ``mismatch`` with how it was found and
+   against which reference; while the object and the reference are unchanged it stays bad in later runs
+   (``known_bad``), whatever cheaper evidence says, until a read proves it good. ``flush`` writes rows,
+   today's spending and the request/egress counters in one transaction every few hundred objects or
+   second, so an interrupted run keeps its progress (a cancelled run flushes on its way out; a killed one
+   loses at most the last batch).
+4. ``finish`` writes each stream's summary (coverage, oldest read, bytes by storage class, cost inputs) and
+   says when the budget cannot read every byte within ``read_every`` or can never read some object.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from drwatch.durations import format_duration
@@ -31,12 +39,16 @@ from drwatch.errors import ValidatorError
 from drwatch.ledger import (
     DAY,
     CopySummary,
+    LedgerRow,
+    OverBudget,
     Plan,
     Totals,
     VerificationPolicy,
     daily_allowance,
     day_of,
+    due_cutoff,
     format_size,
+    over_day_budget,
     select_reads,
     shortfall,
 )
@@ -62,9 +74,21 @@ _PAGE = 1000
 _QUEUE_PAGE = 2000
 
 
+MISMATCH = "mismatch"  # the evidence of a ledger row whose object was found to differ from the reference
+
+
 def version_of(entry: Entry) -> str:
     """What changes when an object's content is replaced: the S3 ETag, else the file's mtime."""
     return f"etag:{entry.etag}" if entry.etag else f"mtime:{entry.mtime!r}"
+
+
+def reference_id(entry: Entry) -> str:
+    """What changes when the reference of a key changes: the seal's sha256, else production's version."""
+    return f"sha256:{entry.sha256}" if entry.sha256 else version_of(entry)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Cursor:
@@ -121,7 +145,7 @@ class VerifySession:
         self.store, self.asset, self.policy, self.now = store, asset, policy, now
         self.day = day_of(now)
         self.runs_per_day = runs_per_day
-        self.copies: dict[str, _CopyRun] = {}
+        self.copies: dict[str, _CopyRun] = {}  # every stream under the ledger (production too when sealed)
         self.meters: list[RequestMeter] = []  # every S3 meter of the run (production included)
         self.plan = Plan()
         self.totals = Totals()
@@ -134,7 +158,11 @@ class VerifySession:
         self.reads = 0
         self.read_bytes = 0
         self.skipped_for_budget = 0
-        self.reference_reads = False
+        self.reference_reads = False  # some read needed the reference's bytes too (it costs twice)
+        self.over_seen = Totals()  # over-budget objects met in the queue at start (left out of the allowance)
+        self._over1 = OverBudget()  # objects recorded this run whose read alone costs more than a day's budget
+        self._over2 = OverBudget()  # ... or whose read and the reference's cost more
+        self._unsettled: set[tuple[str, str]] = set()  # planned reads neither taken nor given up yet
         self._buffer: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
         self._flushed: dict[tuple[str, str], int] = {}  # counter values already written
@@ -146,45 +174,71 @@ class VerifySession:
     def add_meter(self, meter: RequestMeter) -> None:
         self.meters.append(meter)
 
+    def _stale_before(self) -> float:
+        """Objects last read before this are due: stale by the next run."""
+        return due_cutoff(self.policy, self.now, DAY / self.runs_per_day)
+
     async def start(self) -> None:
         try:
-            per_copy = await self.store.ledger_totals(self.asset, self.now - self.policy.read_every.total_seconds())
+            per_copy = await self.store.ledger_totals(self.asset, self._stale_before())
             self.spent_bytes, self.spent_requests = await self.store.ledger_spent(self.asset, self.day)
             totals = [t for c, t in per_copy.items() if c in self.copies]
             self.totals = Totals(sum(t.objects for t in totals), sum(t.bytes for t in totals),
                                  sum(t.due_bytes for t in totals))
-            self.plan = await self._plan()
+            rows = await self._queue()
         except _store_errors() as exc:  # the monitor's own store: could not check, never a bad backup
             raise ValidatorError("ledger_unavailable",
                                  f"cannot read the verification ledger ({type(exc).__name__})") from None
+        left = self.allowance() - self.spent_bytes
+        if left > 0:
+            self.plan = select_reads(rows, left, None, day_budget=self.policy.budget.egress_bytes_per_day,
+                                     due_before=self._stale_before())
         self.reserved = sum(self.plan.reads.values())
+        self._unsettled = set(self.plan.reads)
 
     def allowance(self) -> int:
         """Bytes today's verification may read in all, earlier runs of the day included (this run's new and
-        changed objects count as due)."""
-        totals = Totals(self.totals.objects, self.totals.bytes, self.totals.due_bytes + self.due_extra)
+        changed objects count as due; objects over a day's budget count neither as due nor in the pace)."""
+        totals = Totals(self.totals.objects, max(0, self.totals.bytes - self.over_seen.bytes),
+                        max(0, self.totals.due_bytes - self.over_seen.due_bytes) + self.due_extra)
         return daily_allowance(self.policy, totals, self.spent_bytes)
+
+    def spent_today(self) -> int:
+        """Bytes verification read today, this run's reads as counted so far included (what the store adds)."""
+        return self.spent_bytes + self._spent_values()[0]
 
     def _left(self) -> int:
         return self.allowance() - self.spent_bytes - self.taken_bytes
 
-    async def _plan(self) -> Plan:
-        left = self.allowance() - self.spent_bytes
-        if left <= 0:
-            return Plan()
-        offset = 0
-        rows = []
-        budget = 0
-        while budget < left:
+    async def _queue(self) -> list[LedgerRow]:
+        """The head of the queue (least recently read first) of this run's streams, enough to fill what is
+        left of today's budget; over-budget rows met on the way are counted in ``over_seen``, not returned.
+
+        Due rows come first in the queue, so the over-budget due bytes are all counted whenever the rows
+        returned do not already fill the day (and then the allowance is the budget anyway)."""
+        cap = self.policy.budget.egress_bytes_per_day
+        want = (cap if cap is not None else self.allowance()) - self.spent_bytes
+        stale = self._stale_before()
+        rows: list[LedgerRow] = []
+        offset = fitting = 0
+        over = [0, 0, 0]
+        while fitting < want:
             page = await self.store.ledger_queue(self.asset, _QUEUE_PAGE, offset)
             offset += len(page)
             for row in page:
-                if row.copy in self.copies:
-                    rows.append(row)
-                    budget += row.size
+                if row.copy not in self.copies:
+                    continue
+                if over_day_budget(row.size, cap):
+                    over[0] += 1
+                    over[1] += row.size
+                    over[2] += row.size if row.read_at is None or row.read_at < stale else 0
+                    continue
+                rows.append(row)
+                fitting += row.size
             if len(page) < _QUEUE_PAGE:
                 break
-        return select_reads(rows, left, None)
+        self.over_seen = Totals(over[0], over[1], over[2])
+        return rows
 
     def _requests_now(self) -> int:
         return sum(m.total() for m in self.meters)
@@ -193,12 +247,40 @@ class VerifySession:
         cap = self.policy.budget.requests_per_day
         return cap is None or self.spent_requests + self._requests_now() + self.inflight + need <= cap
 
+    def _settle(self, copy: str, key: str) -> None:
+        """A planned read is taken or given up: its bytes are no longer reserved."""
+        if (copy, key) in self._unsettled:
+            self._unsettled.discard((copy, key))
+            self.reserved -= self.plan.reads[(copy, key)]
+
     def changed(self, entry: Entry, prior: LedgerEntry | None) -> bool:
         return prior is None or prior.size != entry.size or prior.version != version_of(entry)
 
+    def known_bad(self, entry: Entry, prior: LedgerEntry | None, ref: str, meta: str = "") -> bool:
+        """The ledger found this object different from the reference, and neither it (size, version, and
+        its provider checksum ``meta`` when both runs saw one) nor the reference changed since: it is still
+        bad, whatever cheaper evidence says, until a read proves it good. Rows written before the reference
+        was recorded count as the same reference."""
+        if prior is None or prior.evidence != MISMATCH or self.changed(entry, prior):
+            return False
+        _how, ref_before, meta_before = [*prior.value.split("|", 2), "", ""][:3]
+        return (not ref_before or ref_before == ref) and (not meta_before or not meta or meta_before == meta)
+
+    def requeued(self, entry: Entry, prior: LedgerEntry | None, ref: str, meta: str = "") -> bool:
+        """Found bad before, but the object or the reference changed since: read it first."""
+        return prior is not None and prior.evidence == MISMATCH and not self.known_bad(entry, prior, ref, meta)
+
+    @staticmethod
+    def bad_evidence(prior: LedgerEntry) -> str:
+        """How the ledger found a known-bad object bad, for the finding that repeats it."""
+        how = prior.value.partition("|")[0]
+        if how == "read" and prior.read_at is not None:
+            return f"read {_iso(prior.read_at)}, unchanged since"
+        return f"{how or 'an earlier check'}, unchanged since"
+
     def note_seen(self, copy: str, entry: Entry, prior: LedgerEntry | None) -> None:
         """Count a new or changed object as due today (it joins the queue at the front)."""
-        if self.changed(entry, prior):
+        if self.changed(entry, prior) and not over_day_budget(entry.size, self.policy.budget.egress_bytes_per_day):
             self.due_extra += entry.size
 
     def candidate(self, copy: str, entry: Entry, prior: LedgerEntry | None) -> bool:
@@ -206,17 +288,22 @@ class VerifySession:
         return (copy, entry.key) in self.plan or self.changed(entry, prior) or (
             prior is not None and prior.read_at is None)
 
-    def take(self, copy: str, entry: Entry, prior: LedgerEntry | None, reference_cost: int) -> bool:
-        """Whether to read this candidate now; when yes its cost is charged to today's allowance."""
+    def take(self, copy: str, entry: Entry, reference_cost: int, priority: bool = False) -> bool:
+        """Whether to read this candidate now; when yes its cost is charged to today's allowance.
+
+        Planned reads and ``priority`` ones (changed objects found bad before) may use the whole room left;
+        others only what the plan does not reserve."""
         cost = entry.size + reference_cost
         requests = 1 + (1 if reference_cost else 0)
-        planned = (copy, entry.key) in self.plan
-        room = self._left() - (0 if planned else self.reserved)
+        if reference_cost:
+            self.reference_reads = True
+        planned = (copy, entry.key) in self._unsettled
+        room = self._left() - (0 if planned or priority else self.reserved)
         if cost > room or not self._requests_ok(requests):
             self.skipped_for_budget += 1
+            self._settle(copy, entry.key)
             return False
-        if planned:
-            self.reserved -= self.plan.reads[(copy, entry.key)]
+        self._settle(copy, entry.key)
         self.taken_bytes += cost
         self.inflight += requests
         return True
@@ -225,26 +312,47 @@ class VerifySession:
         self.inflight -= 1 + (1 if reference_cost else 0)
         self.reads += 1
         self.read_bytes += nbytes
-        if reference_cost:
-            self.reference_reads = True
         run = self.copies.get(copy)
         if run is not None and run.meter is None:
             run.fs_bytes_read += nbytes
 
     def record(self, copy: str, entry: Entry, prior: LedgerEntry | None, evidence: str, value: str,
-               read: bool, ok: bool) -> None:
-        """Buffer the ledger row of one object after its check (``ok``: proven, not a mismatch)."""
+               read: bool, ok: bool, ref: str = "") -> None:
+        """Buffer the ledger row of one object after its check (``ok``: proven, not a mismatch).
+
+        A mismatch row's value is ``HOW|REFERENCE|CHECKSUM``: how it was found (``evidence``), the reference
+        (``ref``) and the object's provider checksum or ETag (``value``) then; its read time is that of the
+        read that found it. A known-bad object not read again keeps its row's evidence."""
+        if not read:
+            self._settle(copy, entry.key)
+        cap = self.policy.budget.egress_bytes_per_day
+        if over_day_budget(entry.size, cap, reference_read=True):
+            subject = f"{copy}:{entry.key}"
+            self._over2 = self._over2.add(subject, entry.size, 2 * entry.size)
+            if over_day_budget(entry.size, cap):
+                self._over1 = self._over1.add(subject, entry.size, entry.size)
         if not ok:
-            read_at: float | None = None  # a bad object stays at the front of the queue
-            evidence, value = "mismatch", ""
+            if read:
+                read_at: float | None = self.now
+                value = f"{evidence}|{ref}|{value}"
+            elif prior is not None and self.known_bad(entry, prior, ref, value):
+                read_at, value = prior.read_at, prior.value
+            else:
+                read_at, value = None, f"{evidence}|{ref}|{value}"
+            evidence = MISMATCH
         elif read:
             read_at = self.now
-        elif self.changed(entry, prior) or prior is None:
-            read_at = None
+        elif prior is None or self.changed(entry, prior) or prior.evidence == MISMATCH:
+            read_at = None  # new, changed, or found bad against another reference: (re-)queued for a read
         else:
             read_at = prior.read_at
         self._buffer.append((copy, entry.key, entry.size, version_of(entry), entry.storage_class or "",
                              evidence, value, self.now, read_at))
+
+    def over_budget(self) -> OverBudget:
+        """Objects recorded this run that no day's budget can read (twice their size when reads need the
+        reference's bytes too)."""
+        return self._over2 if self.reference_reads else self._over1
 
     def due_flush(self) -> bool:
         return len(self._buffer) >= FLUSH_ROWS or (
@@ -300,7 +408,7 @@ class VerifySession:
         await run.cursor.rest(run.gone)
 
     async def finish(self, metadata_requests: dict[str, dict[str, int]], completed: Iterable[str]) -> list[Finding]:
-        """Write the last batch and each completed copy's summary; findings about the budget."""
+        """Write the last batch and each completed stream's summary; findings about the budget."""
         await self.flush()
         period = self.policy.read_every.total_seconds()
         per_copy = await self.store.ledger_totals(self.asset, self.now - period)
@@ -326,9 +434,22 @@ class VerifySession:
             await self.store.ledger_summary(self.asset, name, self.now - period, base)
         meta_per_day = sum(n for per in metadata_requests.values() for op, n in per.items() if op != "get") \
             * self.runs_per_day
-        gap = shortfall(self.policy, Totals(asset_objects, asset_bytes, 0), meta_per_day, self.reference_reads)
+        over = self.over_budget()
+        findings = []
+        if over.objects:
+            factor = 2 if self.reference_reads else 1
+            need_all = max(over.largest, math.ceil(factor * asset_bytes / days))
+            findings.append(Finding(
+                Severity.WARNING, "verify_object_over_budget",
+                f"{over.objects} object(s) ({format_size(over.bytes)}) each cost more to read than the whole "
+                f"daily budget of {format_size(cap_b or 0)}: they are never read-verified (largest {over.example}, "
+                f"{format_size(over.largest)}). Reading them needs a budget of at least "
+                f"{format_size(over.largest)}/day; reading every byte within {format_duration(period)} needs "
+                f"{format_size(need_all)}/day", "verification"))
+        readable = Totals(max(0, asset_objects - over.objects), max(0, asset_bytes - over.bytes), 0)
+        gap = shortfall(self.policy, readable, meta_per_day, self.reference_reads)
         if gap is None:
-            return []
+            return findings
         what = []
         if gap.bytes_short:
             what.append(f"{format_size(gap.needed_bytes_per_day)}/day of reads (budget "
@@ -337,6 +458,9 @@ class VerifySession:
             what.append(f"{gap.needed_requests_per_day} requests/day (budget {cap_r}/day)")
         days_full = gap.days_for_full_read
         full = "never" if math.isinf(days_full) else f"every {format_duration(days_full * DAY)}"
-        return [Finding(Severity.WARNING, "verify_budget_too_small",
-                        f"reading every byte within {format_duration(self.policy.read_every.total_seconds())} "
-                        f"needs {' and '.join(what)}; at this budget each byte is read {full}", "verification")]
+        which, each = ("byte", "byte") if not over.objects else (
+            f"other byte (all but the {over.objects} object(s) over the daily budget)", "of those bytes")
+        findings.append(Finding(Severity.WARNING, "verify_budget_too_small",
+                                f"reading every {which} within {format_duration(period)} needs "
+                                f"{' and '.join(what)}; at this budget each {each} is read {full}", "verification"))
+        return findings
