@@ -419,7 +419,7 @@ def test_config_schema() -> None:
     default = ModelWeightsConfig.model_validate({"inference": {"engine": "vllm", "goldens": "g.json"}})
     assert default.inference is not None and default.inference.effective_memory_limit() is None
     base = {"store": {"sqlite": "/tmp/x.sqlite"},
-            "locations": {"p": {"kind": "filesystem", "path": "/tmp"}, "c": {"kind": "filesystem", "path": "/tmp"}},
+            "locations": {"p": {"kind": "filesystem", "path": "/tmp/p"}, "c": {"kind": "filesystem", "path": "/tmp/c"}},
             "assets": {"m": {"rpo": "1d", "production": {"location": "p"}, "copies": [{"location": "c"}]}}}
 
     def problems(validator: dict[str, Any]) -> list[str]:

@@ -248,13 +248,17 @@ def minilm_estate(root: Path) -> tuple[Path, Path]:
     cfg = write_config(root / "record.yaml", {
         "store": {"sqlite": str(root / "record.sqlite")},
         "limits": {"sandbox_dir": str(root / "sbx")},
-        "locations": {"prod": {"kind": "filesystem", "path": str(root / "prod")}},
+        "locations": {"prod": {"kind": "filesystem", "path": str(root / "prod")},
+                      "known-good": {"kind": "filesystem", "path": str(root / "known-good")}},
         "assets": {"weights": {"rpo": "1d", "production": {"location": "prod", "prefix": "model"},
-                               "copies": [{"location": "prod", "prefix": "model"}],
+                               "copies": [{"location": "known-good", "prefix": "model"}],
                                "validators": [{"kind": "model_weights", "inference": {
                                    "engine": "sentence_transformers", "goldens": str(gold)}}]}},
     })
-    recorded = run_cli("golden", "record", "--config", str(cfg), "--asset", "weights", "--copy", "prod", timeout=300)
+    # The copy goldens are recorded from: the sealed files, hard-linked (a copy must be another directory).
+    shutil.copytree(model, root / "known-good" / "model", copy_function=os.link)
+    recorded = run_cli("golden", "record", "--config", str(cfg), "--asset", "weights", "--copy", "known-good",
+                       timeout=300)
     assert recorded.returncode == 0, recorded.stderr
     return model, gold
 
