@@ -2,6 +2,8 @@
 
 Exit codes: 0 ok/compliant; 1 a rule fails or a check failed (bad backup); 2 something could not be
 checked; 69 a service drwatch needs (store, listen port) is unavailable; 78 invalid configuration.
+``seal`` also: 65 nothing but entries that are not regular files, 66 an unreadable input, 73 the seal cannot
+be written (nothing is written in each case).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from typing import Any
 
 from drwatch import __version__
 from drwatch.errors import (
+    EXIT_CANTCREAT,
     EXIT_CONFIG,
+    EXIT_DATAERR,
+    EXIT_NOINPUT,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_UNCHECKED,
@@ -326,12 +331,6 @@ def _seal_extra(args: argparse.Namespace) -> dict[str, str]:
     return extra
 
 
-# `drwatch seal` refuses, writing nothing, with the sysexits.h status that says why.
-_EXIT_DATAERR = 65  # EX_DATAERR: nothing to seal but entries that are not regular files
-_EXIT_NOINPUT = 66  # EX_NOINPUT: a file or directory under DIR cannot be read
-_EXIT_CANTCREAT = 73  # EX_CANTCREAT: the seal cannot be written
-
-
 class _SealRefused(Exception):
     def __init__(self, code: int, message: str) -> None:
         self.code = code
@@ -375,13 +374,13 @@ async def _seal_local(root: Path, workers: int, extra: dict[str, str] | None, ou
         return await seal_directory(root, sys.stdout if out_path is None else None, out_path, workers, extra,
                                     on_skipped=skipped)
     except SealInputError as exc:
-        raise _SealRefused(_EXIT_NOINPUT, str(exc)) from None
+        raise _SealRefused(EXIT_NOINPUT, str(exc)) from None
     except SealEmptyError as exc:
-        raise _SealRefused(_EXIT_DATAERR, str(exc)) from None
+        raise _SealRefused(EXIT_DATAERR, str(exc)) from None
     except BrokenPipeError:
         raise
     except OSError as exc:  # reading raised SealInputError already: this is writing the seal
-        raise _SealRefused(_EXIT_CANTCREAT, f"cannot write {out_path or 'stdout'}: {exc.strerror or exc}") from None
+        raise _SealRefused(EXIT_CANTCREAT, f"cannot write {out_path or 'stdout'}: {exc.strerror or exc}") from None
 
 
 def cmd_seal(args: argparse.Namespace) -> int:

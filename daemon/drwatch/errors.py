@@ -17,6 +17,10 @@ EXIT_NONCOMPLIANT = 1
 EXIT_UNCHECKED = 2
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a needed service (store, port) is unavailable at start
+# `drwatch seal` refuses, writing nothing, with the sysexits.h status that says why:
+EXIT_DATAERR = 65  # EX_DATAERR: nothing to seal but entries that are not regular files
+EXIT_NOINPUT = 66  # EX_NOINPUT: a file or directory under DIR cannot be read
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: the seal cannot be written
 
 
 @dataclass(frozen=True)
