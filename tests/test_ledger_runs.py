@@ -277,3 +277,15 @@ async def test_sealed_production_is_read_within_the_budget_like_a_copy(tmp_path:
     assert sorted(prod_rows) == sorted(files) and all(r.read_at is not None for r in prod_rows.values())
     found = await samples(tmp_path, cfg)
     assert coverage(found, "production") == 1.0 and coverage(found, "copy1") == 1.0
+    # `drwatch status` shows production's coverage beside the copy's.
+    from drwatch.report import verification_doc
+
+    config = parse(tmp_path, cfg)
+    store = open_store(config)
+    await store.open()
+    try:
+        doc = verification_doc(Snapshot.from_state(config, await store.load_state()))
+    finally:
+        await store.close()
+    assert set(doc["data"]) == {"production", "copy1"}
+    assert doc["data"]["production"]["coverage"]["read"] == 1.0

@@ -57,15 +57,19 @@ def latest_results(snap: Snapshot) -> list[Result]:
 
 
 def verification_doc(snap: Snapshot) -> dict[str, Any]:
-    """Per asset and copy under a verification policy: coverage, oldest read and monthly cost."""
-    from drwatch.metrics_verify import copy_costs
+    """Per asset and copy under a verification policy: coverage, oldest read and monthly cost (production too,
+    when it is verified against a seal: its cost is verification egress and requests, not storage)."""
+    from drwatch.metrics_verify import PRODUCTION, copy_costs
 
     out: dict[str, Any] = {}
     for (asset, copy), summary in sorted(snap.verify.items()):
         acfg = snap.config.assets.get(asset)
-        if acfg is None or acfg.verification is None or copy not in {c.label for c in acfg.copies}:
+        if acfg is None or acfg.verification is None or (
+                copy != PRODUCTION and copy not in {c.label for c in acfg.copies}):
             continue
         costs = copy_costs(snap.config, summary)
+        if costs is not None and copy == PRODUCTION:
+            costs = ({k: v for k, v in costs[0].items() if k != "storage"}, costs[1])
         out.setdefault(asset, {})[copy] = {
             "objects": summary.objects, "bytes": summary.bytes,
             "coverage": {e: round(summary.coverage(e), 6) for e in ("read", "checksum", "etag")},
@@ -158,7 +162,7 @@ def _verification_lines(verification: dict[str, Any]) -> list[str]:
                 f"{asset}/{copy}", *(f"{cov[e]:.1%}" for e in ("read", "checksum", "etag")),
                 (v["oldest_read"] or "never (some object)")[:19],
                 "-" if cost is None else f"{sum(cost.values()):.2f} {v['currency']} "
-                f"({cost['storage']:.2f}+{cost['egress']:.2f}+{cost['requests']:.2f})",
+                f"({cost.get('storage', 0.0):.2f}+{cost['egress']:.2f}+{cost['requests']:.2f})",
             ])
     if len(rows) == 1:
         return []
