@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -505,3 +506,53 @@ async def test_stale_empty_or_vanished_copy_fails(tmp_path: Path, locs: Location
     cfg["assets"]["data"]["copies"] = []
     result, _ = await run(tmp_path, cfg)
     assert result.outcome == Outcome.FAILED and "empty_recovery_point" in codes(result)
+
+
+# Root without the capabilities that let it read any file: what a backup job running as a normal user sees.
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.parametrize("also_missing", [True, False])
+def test_unreadable_directory_is_could_not_check_and_the_rest_is_still_proven(
+        tmp_path: Path, files: dict[str, bytes], also_missing: bool) -> None:
+    """A NAS copy whose events/ cannot be listed (mode 000; as root with CAP_DAC_* dropped): its files are
+    "could not check" (one `unreadable` finding naming the directory, never missing_file) while the rest is
+    still proven: a file missing from features/ fails the copy and the run; without it the run is an error."""
+    prefix = NO_DAC if os.geteuid() == 0 else []
+    if prefix and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop CAP_DAC_OVERRIDE")
+    for root in (tmp_path / "prod" / "data", tmp_path / "nas" / "data"):
+        write_tree(root, files)
+    asyncio.run(seal_directory(tmp_path / "prod" / "data", out_path=tmp_path / "prod" / "data" / MANIFEST_NAME))
+    if also_missing:
+        (tmp_path / "nas" / "data" / "features" / "user.parquet").unlink()
+    path = write_config(tmp_path / "drwatch.yaml", {
+        "store": {"sqlite": str(tmp_path / "s.sqlite")},
+        "locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "prod"), "site": "a"},
+                      "nas": {"kind": "filesystem", "path": str(tmp_path / "nas"), "site": "b"}},
+        "assets": {"data": {"rpo": "1d", "production": {"location": "prod", "prefix": "data"},
+                            "copies": [{"location": "nas", "prefix": "data"}],
+                            "validators": [{"kind": "dataset"}]}},
+    })
+    bad = tmp_path / "nas" / "data" / "events"
+    bad.chmod(0)
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-m", "drwatch", "check", "--config", str(path),
+                              "--output", "json"], capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+    finally:
+        bad.chmod(0o755)
+    [res] = json.loads(out.stdout)["results"]
+    found = {f["code"]: sorted(g["subject"] for g in res["findings"] if g["code"] == f["code"])
+             for f in res["findings"]}
+    assert found.get("unreadable") == ["nas:events/"], res["findings"]
+    nas = next(c for c in res["copies"] if c["copy"] == "nas")
+    if also_missing:
+        assert res["outcome"] == "failed", res["findings"]
+        assert found.get("missing_file") == ["nas:features/user.parquet"]
+        assert nas["state"] == "failed" and nas["objects"]["missing"] == 1
+    else:
+        assert res["outcome"] == "error", res["findings"]
+        assert "missing_file" not in found
+        assert nas["state"] == "error"
+    assert nas["objects"]["verified"] == 3 - also_missing  # labels.csv, README.txt, features/user.parquet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from drwatch.sandbox import SandboxManager
 from drwatch.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted
 from drwatch.store import open_store
-from tests.helpers import basic_config, populate, sample_files, write_tree
+from tests.helpers import REPO, basic_config, drwatch_cmd, populate, sample_files, write_config, write_tree
 
 
 async def run_replica(tmp: Path, cfg_dict: dict[str, Any], asset: str = "data") -> Result:
@@ -433,3 +434,77 @@ async def test_bytes_verified_counts_only_matching_content(tmp_path: Path) -> No
     result = await run_replica(tmp_path, basic_config(tmp_path, copies=1))
     good = sum(len(v) for k, v in files.items() if k != victim)
     assert copy_report(result, "copy1").bytes_verified == good
+
+
+# Root without the capabilities that let it read any file: what a backup job running as a normal user sees.
+NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search", "--"]
+
+
+def check_unprivileged(config: Path) -> dict[str, Any]:
+    """`drwatch check --output json` where mode 000 means unreadable (as root: with CAP_DAC_* dropped)."""
+    prefix = NO_DAC if os.geteuid() == 0 else []
+    if prefix and shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv to drop CAP_DAC_OVERRIDE")
+    proc = subprocess.run([*prefix, *drwatch_cmd("check", "--config", str(config), "--output", "json")],
+                          capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+    [res] = json.loads(proc.stdout)["results"]
+    return dict(res)
+
+
+def split_files() -> dict[str, bytes]:
+    return {f"{d}/part-{i:05d}.csv": f"{d},{i}\n".encode() * 50 for d in ("train", "validation") for i in range(5)}
+
+
+def json_subjects(res: dict[str, Any], code: str) -> list[str]:
+    return sorted(f["subject"] for f in res["findings"] if f["code"] == code)
+
+
+def json_states(res: dict[str, Any]) -> dict[str, str]:
+    return {c["copy"]: c["state"] for c in res["copies"]}
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+@pytest.mark.parametrize("also_missing", [True, False])
+def test_unreadable_directory_is_could_not_check_and_the_rest_is_still_proven(
+        tmp_path: Path, sealed: bool, also_missing: bool) -> None:
+    """A copy whose train/ cannot be listed (mode 000): its files are "could not check" (one `unreadable`
+    finding naming the directory, never missing_file), while the rest of the copy is still proven: a file
+    missing from validation/ fails the copy and the run; without it the run is only an error."""
+    populate(tmp_path, copies=1, files=split_files())
+    if sealed:
+        asyncio.run(seal(tmp_path / "prod" / "data"))
+    if also_missing:
+        (tmp_path / "copy1" / "data" / "validation" / "part-00003.csv").unlink()
+    bad = tmp_path / "copy1" / "data" / "train"
+    bad.chmod(0)
+    try:
+        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
+    finally:
+        bad.chmod(0o755)
+    assert json_subjects(res, "unreadable") == ["copy1:train/"], res["findings"]
+    copy1 = next(c for c in res["copies"] if c["copy"] == "copy1")
+    assert copy1["objects"]["verified"] == 5 - also_missing
+    if also_missing:
+        assert res["outcome"] == "failed", res["findings"]
+        assert json_subjects(res, "missing_file") == ["copy1:validation/part-00003.csv"]
+        assert json_states(res) == {"production": "verified", "copy1": "failed"}
+        assert res["figures"]["objects_missing"] == 1
+    else:
+        assert res["outcome"] == "error", res["findings"]
+        assert "missing_file" not in {f["code"] for f in res["findings"]}
+        assert json_states(res) == {"production": "verified", "copy1": "error"}
+
+
+def test_unreadable_production_directory_without_seal_is_an_error(tmp_path: Path) -> None:
+    """Without a seal production is the reference: a directory of it that cannot be listed leaves keys that
+    cannot be referenced, so the run is an error (permission_denied), never files "missing" from the copies."""
+    populate(tmp_path, copies=1, files=split_files())
+    bad = tmp_path / "prod" / "data" / "train"
+    bad.chmod(0)
+    try:
+        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
+    finally:
+        bad.chmod(0o755)
+    assert res["outcome"] == "error", res["findings"]
+    assert [f["code"] for f in res["findings"]] == ["permission_denied"]

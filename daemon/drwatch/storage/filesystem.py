@@ -65,11 +65,15 @@ def entry_kind(mode: int) -> str:
 def walk_sorted(
     root: Path, skip_root_names: frozenset[str] = frozenset({MANIFEST_NAME}),
     on_skipped: Callable[[str, str], None] | None = None,
+    on_unreadable: Callable[[str, OSError], None] | None = None,
 ) -> Generator[Entry, None, None]:
     """Yield regular files under root in component order. Symlinks are not followed.
 
     Anything else (symlinks, FIFOs, sockets, devices) is not an object of a recovery point: it is passed
     over, and reported to ``on_skipped(relative path, kind)`` when given (``drwatch seal`` says so).
+    A subdirectory that cannot be listed (permission denied) raises, unless ``on_unreadable`` is given:
+    then it is passed over and reported as ``on_unreadable(relative path + "/", error)`` at its place in
+    the order, before any entry that sorts after it is yielded (the root itself always raises).
     Memory is bounded by the widest directory on the current path, not by the number of files.
     """
     pending: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", _children(str(root)))]
@@ -83,16 +87,28 @@ def walk_sorted(
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            pending.append((f"{parent}{entry.name}/", _children(entry.path)))
+            prefix = f"{parent}{entry.name}/"
+            try:
+                children = _children(entry.path)
+            except PermissionError as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(prefix, exc)
+                continue
+            pending.append((prefix, children))
         elif stat.S_ISREG(st.st_mode):
             yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime)
         elif on_skipped is not None:
             on_skipped(f"{parent}{entry.name}", entry_kind(st.st_mode))
 
 
-async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None) -> AsyncIterator[Entry]:
-    """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk)."""
-    gen = walk_sorted(root, on_skipped=on_skipped)
+async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None,
+                on_unreadable: Callable[[str, OSError], None] | None = None) -> AsyncIterator[Entry]:
+    """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk).
+
+    The callbacks run in that thread, before the batch holding the entries after them is yielded.
+    """
+    gen = walk_sorted(root, on_skipped=on_skipped, on_unreadable=on_unreadable)
 
     def next_batch() -> list[Entry]:
         batch: list[Entry] = []

@@ -62,7 +62,7 @@ from drwatch.validators.copies import (
     record_lock,
     unknown_copies,
 )
-from drwatch.validators.merge import Tally, Window, guard, next_entry
+from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -262,12 +262,12 @@ class DatasetValidator:
     async def _merge(self, ctx: RunContext, seal_entries: AsyncIterator[Entry], locs: list[_Loc], seal: _Seal,
                      limit: int) -> None:
         """One pass over the seal and every checked location in key order (memory independent of file count)."""
-        iters = [s.src.entries() for s in locs]
+        iters = [listing(s) for s in locs]
 
         async def advance(i: int) -> Entry | None:
             s = locs[i]
             while not s.broken:
-                entry = await next_entry(s, iters[i])
+                entry = await next_entry(s, iters[i], limit)
                 if entry is None or entry.key != MANIFEST_NAME:
                     return entry  # a seal stored next to the data (S3) is no part of the recovery point
             return None
@@ -288,7 +288,7 @@ class DatasetValidator:
                         continue
                     h = heads[i]
                     if h is None or h.key != key:
-                        if r is not None:
+                        if r is not None and not s.unchecked(key):  # under an unlistable directory: error
                             s.missing += 1
                             s.note("missing_file", "file of the recovery point is missing", key, limit)
                         continue

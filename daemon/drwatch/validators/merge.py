@@ -2,7 +2,9 @@
 
 Each location is listed in key order and merged with the reference in one pass; the objects that need a
 read are proven by tasks, at most a window of them at a time. A listing that fails drops only its location;
-a read that fails costs only its object, or its location when that location is down.
+a read that fails costs only its object, or its location when that location is down. A directory of a
+filesystem location that cannot be listed (permission) costs only the objects under it: "could not check",
+never missing, while the rest of that location is still proven.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drwatch.model import CopyState, Finding, Severity
-from drwatch.storage.filesystem import Entry
+from drwatch.storage.filesystem import Entry, alist
 from drwatch.storage.s3 import S3Unavailable
-from drwatch.storage.sources import Source
+from drwatch.storage.sources import FilesystemSource, Source
 
 
 @dataclass
@@ -37,10 +39,34 @@ class Tally:
     findings: list[Finding] = field(default_factory=list)
     listed: dict[str, int] = field(default_factory=dict)  # findings per code so far (listed up to a limit)
     broken: bool = False  # the location failed mid-run: dropped from the merge, reported as error
+    # Directories that could not be listed ("a/b/", reason), appended by the walk's thread; the first
+    # ``unlisted_noted`` of them have their finding.
+    unlisted: list[tuple[str, str]] = field(default_factory=list)
+    unlisted_noted: int = 0
 
     @property
     def name(self) -> str:
         return self.src.name
+
+    def unlistable(self, prefix: str, exc: OSError) -> None:
+        """Walk callback (runs in the walk's thread): a directory of this location cannot be listed."""
+        self.unlisted.append((prefix, exc.strerror or type(exc).__name__))
+
+    def note_unlisted(self, limit: int) -> None:
+        """One ``unreadable`` finding (an error of this location) per directory reported since the last call."""
+        while self.unlisted_noted < len(self.unlisted):
+            prefix, reason = self.unlisted[self.unlisted_noted]
+            self.unlisted_noted += 1
+            self.errors += 1
+            self.note("unreadable", f"cannot list directory: {reason}; the objects under it could not be checked",
+                      prefix, limit, Severity.WARNING)
+
+    def unchecked(self, key: str) -> bool:
+        """Whether ``key`` lies under a directory that could not be listed: counted as could-not-check."""
+        if any(key.startswith(prefix) for prefix, _ in self.unlisted):
+            self.errors += 1
+            return True
+        return False
 
     def note(self, code: str, message: str, subject: str, limit: int, severity: Severity = Severity.CRITICAL) -> None:
         """A finding about one object; past ``limit`` of one code they are only counted."""
@@ -57,8 +83,20 @@ class Tally:
             self.findings.append(Finding(Severity.WARNING, code, message, self.name))
 
 
-async def next_entry(s: Tally, listing: AsyncIterator[Entry]) -> Entry | None:
-    """The next entry of a location's listing; None at its end or when it failed (the location is dropped)."""
+def listing(s: Tally) -> AsyncIterator[Entry]:
+    """A location's listing in key order. On a filesystem, a subdirectory that cannot be listed is passed over
+    and recorded in ``s.unlisted`` (see ``Tally.unchecked``) instead of ending the listing."""
+    if isinstance(s.src, FilesystemSource):
+        return alist(s.src.root, on_unreadable=s.unlistable)
+    return s.src.entries()
+
+
+async def next_entry(s: Tally, listing: AsyncIterator[Entry], limit: int = 10) -> Entry | None:
+    """The next entry of a location's listing; None at its end or when it failed (the location is dropped).
+
+    Directories that could not be listed are reported before the entry after them is returned, so a key
+    the merge finds absent from this location can be checked with ``s.unchecked(key)``.
+    """
     try:
         return await anext(listing, None)
     except S3Unavailable as exc:
@@ -66,6 +104,8 @@ async def next_entry(s: Tally, listing: AsyncIterator[Entry]) -> Entry | None:
     except OSError as exc:
         s.break_off("location_changed" if isinstance(exc, FileNotFoundError) else "unreadable",
                     f"listing failed: {exc.strerror or type(exc).__name__}")
+    finally:
+        s.note_unlisted(limit)
     return None
 
 

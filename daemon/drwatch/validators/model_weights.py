@@ -41,7 +41,7 @@ from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import s3_range
 from drwatch.seals import asset_manifest_path
-from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled
+from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist
 from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -268,8 +268,16 @@ class ModelWeightsValidator:
 
     async def _check_files(self, ctx: RunContext, c: CopyCheck, seal: dict[str, Entry], restore: Path | None) -> None:
         listing: dict[str, Entry] = {}
+        # Filesystem directories that cannot be listed (permission): their files could not be checked.
+        unlisted: list[tuple[str, str]] = []
+
+        def unlistable(prefix: str, exc: OSError) -> None:  # runs in the walk's thread
+            unlisted.append((prefix, exc.strerror or type(exc).__name__))
+
+        entries = (alist(c.src.root, on_unreadable=unlistable) if isinstance(c.src, FilesystemSource)
+                   else c.src.entries())
         try:
-            async for e in c.src.entries():
+            async for e in entries:
                 if e.key != MANIFEST_NAME:
                     listing[e.key] = e
         except S3Unavailable as exc:
@@ -278,7 +286,14 @@ class ModelWeightsValidator:
         except OSError as exc:
             c.break_off("unreadable", f"listing failed: {exc.strerror or type(exc).__name__}")
             return
+        for prefix, reason in unlisted:
+            c.errors += 1
+            c.note("unreadable", f"cannot list directory: {reason}; the files under it could not be checked", prefix,
+                   Severity.WARNING)
         for key in sorted(seal.keys() - listing.keys()):
+            if any(key.startswith(prefix) for prefix, _ in unlisted):
+                c.errors += 1  # under an unlistable directory: could not check, never missing
+                continue
             c.counts["missing"] += 1
             c.note("missing_file", "file of the sealed model is missing", key)
         for key in sorted(listing.keys() - seal.keys()):

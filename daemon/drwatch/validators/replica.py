@@ -48,7 +48,7 @@ from drwatch.validators.copies import (
     record_lock,
     unknown_copies,
 )
-from drwatch.validators.merge import Tally, Window, guard, next_entry
+from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
 from drwatch.validators.replica_reference import Reference, ReferenceFailed
 from drwatch.validators.verification import VerifySession, reference_id
 
@@ -384,12 +384,12 @@ class ReplicaValidator:
     async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
                      sealed: bool, limit: int, session: VerifySession | None = None) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
-        iters = [s.src.entries() for s in streams]
+        iters = [listing(s) for s in streams]
 
         async def advance(i: int) -> Entry | None:
             """The next entry of a checked stream; a listing that fails drops only that stream."""
             s = streams[i]
-            return None if s.broken else await next_entry(s, iters[i])
+            return None if s.broken else await next_entry(s, iters[i], limit)
 
         heads = [await advance(i) for i in range(len(streams))]
         ref_head = await _nxt(ref)
@@ -440,7 +440,7 @@ class ReplicaValidator:
                             await window.spawn(functools.partial(guarded, s, functools.partial(
                                 self._verify, ctx, s, h, reference, limit, session, prior), h.key))
                         heads[i] = await advance(i)
-                    elif r is not None:
+                    elif r is not None and not s.unchecked(r.key):  # under an unlistable directory: error
                         s.missing += 1
                         s.note("missing_file", "object of the recovery point is missing", r.key, limit,
                                Severity.CRITICAL)
