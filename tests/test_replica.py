@@ -508,3 +508,34 @@ def test_unreadable_production_directory_without_seal_is_an_error(tmp_path: Path
         bad.chmod(0o755)
     assert res["outcome"] == "error", res["findings"]
     assert [f["code"] for f in res["findings"]] == ["permission_denied"]
+
+
+def test_ledger_keeps_the_rows_of_a_directory_that_could_not_be_listed(tmp_path: Path) -> None:
+    """Under a verification policy, objects under a directory that cannot be listed this run are not "gone":
+    their ledger rows (and so their read history) stay, and the rest is proven as usual."""
+    populate(tmp_path, copies=1, files=split_files())
+    cfg = basic_config(tmp_path, copies=1)
+    cfg["assets"]["data"]["verification"] = {"read_every": "30d", "budget": {"egress_bytes_per_day": "1GB"}}
+    config = write_config(tmp_path / "drwatch.yaml", cfg)
+
+    def copy_rows() -> list[str]:
+        async def go() -> list[str]:
+            store = open_store(parse_config(config.read_text(), str(config)))
+            await store.open()
+            try:
+                return [e.key for e in await store.ledger_page("data", "copy1", "", 1000)]
+            finally:
+                await store.close()
+        return asyncio.run(go())
+
+    assert check_unprivileged(config)["outcome"] == "ok"
+    before = copy_rows()
+    assert len(before) == 10
+    bad = tmp_path / "copy1" / "data" / "train"
+    bad.chmod(0)
+    try:
+        res = check_unprivileged(config)
+    finally:
+        bad.chmod(0o755)
+    assert res["outcome"] == "error" and json_subjects(res, "unreadable") == ["copy1:train/"]
+    assert copy_rows() == before

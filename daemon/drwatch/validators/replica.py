@@ -243,7 +243,8 @@ class ReplicaValidator:
             if isinstance(s.src, S3Source):
                 session.add_meter(s.src.meter)
         for s in checked:
-            session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None)
+            session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None,
+                             s.unlisted)
         await session.start()
         return session
 

@@ -135,6 +135,12 @@ class _CopyRun:
     cursor: _Cursor
     fs_bytes_read: int = 0  # filesystem copies: file bytes read (S3 bytes are in the meter)
     gone: list[str] = field(default_factory=list)
+    # Directories of the listing that could not be read ("a/b/", reason), appended as the walk finds them:
+    # rows under them were not listed because they could not be, not because the objects are gone.
+    unlisted: list[tuple[str, str]] = field(default_factory=list)
+
+    def deleted(self) -> list[str]:
+        return [k for k in self.gone if not any(k.startswith(prefix) for prefix, _ in self.unlisted)]
 
 
 class VerifySession:
@@ -168,8 +174,12 @@ class VerifySession:
         self._flushed: dict[tuple[str, str], int] = {}  # counter values already written
         self._flushed_spent = (0, 0)
 
-    def add_copy(self, name: str, location: str, meter: RequestMeter | None) -> None:
-        self.copies[name] = _CopyRun(name, location, meter, _Cursor(self.store, self.asset, name))
+    def add_copy(self, name: str, location: str, meter: RequestMeter | None,
+                 unlisted: list[tuple[str, str]] | None = None) -> None:
+        """A stream under the ledger; ``unlisted``: the (shared, growing) list of its directories that could
+        not be listed, whose rows are kept rather than deleted."""
+        self.copies[name] = _CopyRun(name, location, meter, _Cursor(self.store, self.asset, name),
+                                     unlisted=unlisted if unlisted is not None else [])
 
     def add_meter(self, meter: RequestMeter) -> None:
         self.meters.append(meter)
@@ -373,7 +383,7 @@ class VerifySession:
     async def flush(self) -> None:
         """Write buffered rows, deletions and the spending/counters since the last flush (one transaction)."""
         rows, self._buffer = self._buffer, []
-        gone = [(c.name, k) for c in self.copies.values() for k in c.gone]
+        gone = [(c.name, k) for c in self.copies.values() for k in c.deleted()]
         for c in self.copies.values():
             c.gone = []
         values = self._counter_values()
