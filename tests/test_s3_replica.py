@@ -40,6 +40,7 @@ from tests.s3helpers import (
     versions,
 )
 from tests.s3helpers import client as s3
+from tests.s3proxy import RecordingProxy
 from tests.s3servers import CephRGW, MotoServer
 
 PASS, FAIL, UNKNOWN = RuleState.PASS, RuleState.FAIL, RuleState.UNKNOWN
@@ -711,12 +712,16 @@ async def test_production_object_vanishing_mid_run_is_error_not_failed(
     upload(moto, prod, {**files, victim: body})
     upload(moto_eu, copy, files)
     upload(moto_eu, copy, {victim: body}, **SHA256)  # production has no SHA256: it must be read for this one
-    moto_s3(locs, "prod", moto, prod, site="dc-a")
-    moto_s3(locs, "vault", moto_eu, copy, site="dc-b", head_concurrency=1)  # the victim (last key) comes late
-    running = asyncio.create_task(run(tmp_path, config(tmp_path, locs, ("prod", "data"), [("vault", "data")])))
-    await when_logged(moto, f'"GET /{prod}?list-type=2', 1,
-                      lambda: s3(moto).delete_object(Bucket=prod, Key=f"data/{victim}"))
-    result, _ = await running
+    # Production's object GETs (only the victim's: the others are proven by equal ETags) wait 2 s in a proxy, so
+    # the deletion, made as soon as production was listed, surely lands before that read, however loaded the
+    # machine is.
+    with RecordingProxy("127.0.0.1", moto.port, get_delay=2.0) as proxy:
+        moto_s3(locs, "prod", moto, prod, site="dc-a", endpoint_url=proxy.endpoint_url)
+        moto_s3(locs, "vault", moto_eu, copy, site="dc-b", head_concurrency=1)  # the victim (last key) comes late
+        running = asyncio.create_task(run(tmp_path, config(tmp_path, locs, ("prod", "data"), [("vault", "data")])))
+        await when_logged(moto, f'"GET /{prod}?list-type=2', 1,
+                          lambda: s3(moto).delete_object(Bucket=prod, Key=f"data/{victim}"))
+        result, _ = await running
 
     assert result.outcome == Outcome.ERROR, result.findings
     assert subjects(result, "location_changed") == [f"vault:{victim}"]
