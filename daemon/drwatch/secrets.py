@@ -102,33 +102,20 @@ def secret_file(file: str, base_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _secret_file_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
+def _secret_fields(node: Any, suffix: str, path: str = "") -> list[tuple[str, str]]:
+    """(field path, value) of every secret reference ``*<suffix>`` (``_file`` or ``_env``) in the config data;
+    ``http.web_config_file`` is a config file, not a secret."""
     out: list[tuple[str, str]] = []
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and key.endswith("_file") and key != "web_config_file" and isinstance(value, str):
+            if isinstance(key, str) and key.endswith(suffix) and key != "web_config_file" and isinstance(value, str):
                 out.append((where, value))
             else:
-                out += _secret_file_fields(value, where)
+                out += _secret_fields(value, suffix, where)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            out += _secret_file_fields(item, f"{path}[{i}]")
-    return out
-
-
-def _secret_env_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
-                out.append((where, value))
-            else:
-                out += _secret_env_fields(value, where)
-    elif isinstance(node, list):
-        for i, item in enumerate(node):
-            out += _secret_env_fields(item, f"{path}[{i}]")
+            out += _secret_fields(item, suffix, f"{path}[{i}]")
     return out
 
 
@@ -138,9 +125,9 @@ def missing_here(config_data: Any, base_dir: Path) -> list[str]:
     so these are warnings, not errors. Blocking (stat calls)."""
     warnings = [f"{field}: environment variable {_shown(name)} is not set here (`drwatch run`/`check` in this "
                 f"environment would refuse to start; the service may get it from its unit)"
-                for field, name in _secret_env_fields(config_data) if not os.environ.get(name)]
+                for field, name in _secret_fields(config_data, "_env") if not os.environ.get(name)]
     warnings += [f"{field}: secret file {_shown(name)} is not found here (nor in $CREDENTIALS_DIRECTORY)"
-                 for field, name in _secret_file_fields(config_data) if secret_file(name, base_dir) is None]
+                 for field, name in _secret_fields(config_data, "_file") if secret_file(name, base_dir) is None]
     return warnings
 
 
@@ -151,7 +138,7 @@ def exposed_files(config_data: Any, base_dir: Path, extra: Iterable[tuple[str, P
     :func:`read_secret` does); ``extra`` adds (field, path) pairs such as the web config and its TLS key.
     Blocking (stat calls): run it in a thread on the event loop.
     """
-    found = [(field, secret_file(name, base_dir)) for field, name in _secret_file_fields(config_data)]
+    found = [(field, secret_file(name, base_dir)) for field, name in _secret_fields(config_data, "_file")]
     warnings = []
     for field, path in [*found, *extra]:
         if path is None:
