@@ -520,8 +520,7 @@ def test_unreadable_directory_is_could_not_check_and_the_rest_is_still_proven(
     "could not check" (one `unreadable` finding naming the directory, never missing_file) while the rest is
     still proven: a file missing from features/ fails the copy and the run; without it the run is an error."""
     prefix = NO_DAC if os.geteuid() == 0 else []
-    if prefix and shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv to drop CAP_DAC_OVERRIDE")
+    assert not prefix or shutil.which("setpriv"), "needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE"
     for root in (tmp_path / "prod" / "data", tmp_path / "nas" / "data"):
         write_tree(root, files)
     asyncio.run(seal_directory(tmp_path / "prod" / "data", out_path=tmp_path / "prod" / "data" / MANIFEST_NAME))
