@@ -4,14 +4,14 @@
 # with pip-audit.
 #
 #   bash scripts/audit.sh                    # audit the environment of $PYTHON (default: python3)
-#   PYTHON=/opt/drwatch/bin/python bash scripts/audit.sh   # audit an installed drwatch (see README)
+#   PYTHON=/opt/drwatch/bin/python bash scripts/audit.sh   # audit an installed drwatch (see docs/deployment.md)
 #   bash scripts/audit.sh -r requirements.txt               # audit a pinned requirements/lock file instead
 #
 # Needs network access to the vulnerability service (pypi.org or osv.dev): it is NOT part of the test
 # command (scripts/test.sh), which must pass offline. pip-audit runs from a throwaway virtual environment,
 # so the audited environment is not changed.
 #
-# Policy (README, "Dependency audit"): any known vulnerability fails the audit (exit 1). A finding that does
+# Policy (docs/deployment.md, "Dependency audit"): any known vulnerability fails the audit (exit 1). A finding that does
 # not affect drwatch may be accepted for a limited time in scripts/audit-ignore.txt, one advisory id per line
 # with a comment saying why and until when (e.g. "PYSEC-2024-1  # only the CLI of X, unused; review 2025-01").
 # Exit codes: 0 no known vulnerability; 1 vulnerabilities found; 2 the audit could not run (no network...).

@@ -1,6 +1,6 @@
 """The cost of the DR posture, the pure part: a per-location price table and the monthly cost model.
 
-Prices are configuration, never built in: the README lists published list prices of the big clouds as
+Prices are configuration, never built in: docs/verification.md lists published list prices of the big clouds as
 examples to copy, with their date. One GB here is 2^30 bytes (how S3 bills), one month 30 days.
 
 Monthly cost of one copy:
