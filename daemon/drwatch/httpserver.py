@@ -1,5 +1,9 @@
 """HTTP endpoints on the event loop (aiohttp): /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/status.
 
+``GET`` (and ``HEAD``) for every path but ``/-/reload``, which takes ``POST`` only; any other method is answered
+405 with an ``Allow`` header. Responses name the server ``drwatch``, without a version. A malformed request is
+answered 400 and counted, not logged with a traceback (:meth:`httpconn.ConnectionGuard.bad_request`).
+
 ``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
 ``http.web_config_file`` every path is served over TLS and/or behind basic authentication
 (:mod:`drwatch.webconfig`). Every connection has a deadline to send its request header, an idle timeout,
@@ -13,22 +17,57 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from drwatch import __version__, httpconn
-from drwatch.metrics import make_registry, render
+from drwatch.exposition import Exposition
+from drwatch.metrics import make_registry
 from drwatch.report import document
 from drwatch.runner import AppState
 from drwatch.webconfig import WebConfig, WebGuard
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVER_NAME = "drwatch"  # the Server header: no version (aiohttp's default names its own and Python's)
 
 _INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
 <h1>drwatch {version}</h1><p>Disaster-recovery watch: continuously proving recoverability.</p>
 <ul><li><a href="metrics">/metrics</a></li><li><a href="api/v1/status">/api/v1/status</a></li>
 <li><a href="-/healthy">/-/healthy</a></li><li><a href="-/ready">/-/ready</a></li></ul></body></html>"""
+
+
+class _Protocol(web.RequestHandler):
+    """aiohttp's per-connection protocol, but a request its parser refuses (the client's fault) is answered 400
+    with a one-line reason and counted through ``on_malformed``, where aiohttp would log an error with a traceback
+    for each: any local client could flood the journal. Errors of drwatch's own handlers are still logged."""
+
+    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, keepalive_timeout: float,
+                 lingering_time: float, on_malformed: Callable[[str], None]) -> None:
+        super().__init__(manager, loop=loop, keepalive_timeout=keepalive_timeout, lingering_time=lingering_time,
+                         access_log=None)  # type: ignore[arg-type]  # None: no access log (aiohttp's documented off)
+        self._on_malformed = on_malformed
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            response = super().handle_error(request, status, exc, message)
+            response.headers[hdrs.SERVER] = SERVER_NAME
+            return response
+        self._on_malformed(type(exc).__name__)
+        if request.writer.output_size > 0:  # as aiohttp: a response is under way, the connection is broken
+            raise ConnectionError("malformed request after a response was started")
+        # The parser's reason quotes the client's bytes: the client may see its first line, the log never.
+        reason = exc.message.splitlines()[0][:200].rstrip(" :") if exc.message else ""
+        response = web.Response(status=400, text=f"400 Bad Request{': ' + reason if reason else ''}\n",
+                                headers={hdrs.SERVER: SERVER_NAME})
+        response.force_close()
+        return response
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME
 
 
 class HttpServer:
@@ -40,6 +79,7 @@ class HttpServer:
         self._reload = reload
         self._clock = clock
         self.registry = make_registry(lambda: self.state.snapshot, state.process, clock)
+        self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock)
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.connections: httpconn.ConnectionGuard | None = None
@@ -73,28 +113,34 @@ class HttpServer:
             return await handler(request)
 
         app = web.Application(middlewares=[finished, guard, started])
+        app.on_response_prepare.append(_server_header)
         app.router.add_get("/", self._index)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/-/healthy", self._healthy)
         app.router.add_get("/-/ready", self._ready)
-        app.router.add_post("/-/reload", self._reload_handler)
-        app.router.add_put("/-/reload", self._reload_handler)
+        app.router.add_post("/-/reload", self._reload_handler)  # documented as POST (as Prometheus); no PUT
         app.router.add_get("/api/v1/status", self._status)
         return app
 
     async def start(self, host: str, port: int) -> None:
         header_timeout, idle_timeout, max_connections = self._limits
-        # aiohttp's own keep-alive timer (also armed at accept) stays as a backstop; a body the handler left
-        # unread is drained for at most the header deadline.
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                     keepalive_timeout=idle_timeout, lingering_time=header_timeout)
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         server = self._runner.server
         assert server is not None
-        self.connections = httpconn.ConnectionGuard(
-            server, ssl_context=self.guard.ssl_context, header_timeout=header_timeout, idle_timeout=idle_timeout,
-            max_connections=max_connections)
         loop = asyncio.get_running_loop()
+        guard: httpconn.ConnectionGuard | None = None
+
+        def protocol() -> _Protocol:
+            # aiohttp's own keep-alive timer (also armed at accept) stays as a backstop; a body the handler left
+            # unread is drained for at most the header deadline.
+            assert server is not None and guard is not None
+            return _Protocol(server, loop=loop, keepalive_timeout=idle_timeout, lingering_time=header_timeout,
+                             on_malformed=guard.bad_request)
+
+        guard = self.connections = httpconn.ConnectionGuard(
+            protocol, ssl_context=self.guard.ssl_context, header_timeout=header_timeout, idle_timeout=idle_timeout,
+            max_connections=max_connections)
         socks: list[httpconn.ListenSocket] = []
         try:
             socks = await httpconn.bind(host, port)
@@ -124,9 +170,9 @@ class HttpServer:
     async def _index(self, _req: web.Request) -> web.Response:
         return web.Response(text=_INDEX.format(version=__version__), content_type="text/html")
 
-    async def _metrics(self, _req: web.Request) -> web.Response:
-        body = render(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _metrics(self, req: web.Request) -> web.Response:
+        body, headers = await self.exposition.body(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **headers})
 
     async def _healthy(self, _req: web.Request) -> web.Response:
         return web.Response(text="drwatch is Healthy.\n")
@@ -144,9 +190,10 @@ class HttpServer:
                             + "\n".join(problems) + "\n")
 
     async def _status(self, _req: web.Request) -> web.Response:
-        doc = document(self.state.snapshot, self._clock())
+        doc = await asyncio.to_thread(document, self.state.snapshot, self._clock())  # thousands of assets: off the loop
         # Process figures for soak tests and debugging (bounded: counts only).
         doc["runtime"] = {"asyncio_tasks": len(asyncio.all_tasks()),
                           "results_pending": self.state.process.results_pending,
                           "http_connections": self.connections.stats() if self.connections is not None else {}}
-        return web.Response(text=json.dumps(doc, indent=2), content_type="application/json")
+        text = await asyncio.to_thread(json.dumps, doc, indent=2)
+        return web.Response(text=text, content_type="application/json")

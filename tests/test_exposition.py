@@ -1,0 +1,138 @@
+"""/metrics is rendered off the event loop, once per change of what it projects, and gzipped on request."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from drwatch.exposition import Exposition, accepts_gzip
+from drwatch.metrics import ProcessState
+from tests.helpers import DaemonProcess, basic_config, free_port, populate, write_config
+
+
+class _SlowCollector(Collector):
+    """A collector whose rendering takes ``delay`` seconds of blocking work, and records the rendering thread."""
+
+    def __init__(self, snapshot: list[object], delay: float) -> None:
+        self.snapshot = snapshot
+        self.delay = delay
+        self.threads: list[int] = []
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)  # blocking on purpose: it must not block the event loop
+        g = GaugeMetricFamily("drwatch_test_value", "A test value.")
+        g.add_metric([], float(len(str(self.snapshot[0]))))
+        yield g
+
+
+def _exposition(delay: float, clock_value: list[float]) -> tuple[Exposition, _SlowCollector, list[object],
+                                                                   ProcessState]:
+    snapshot: list[object] = [object()]
+    collector = _SlowCollector(snapshot, delay)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    process = ProcessState(started_at=0.0)
+    return Exposition(registry, lambda: snapshot[0], process, lambda: clock_value[0]), collector, snapshot, process
+
+
+async def test_render_runs_in_a_thread_and_the_loop_keeps_ticking() -> None:
+    """A 0.5 s render leaves the event loop free: a ticker on the loop keeps running at its pace."""
+    expo, collector, _, _ = _exposition(0.5, [100.0])
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0.02)
+        rendered = await expo.get()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert b"drwatch_test_value" in rendered.plain
+    assert collector.threads and threading.get_ident() not in collector.threads
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert len(ticks) > 20 and max(gaps) < 0.2, max(gaps)
+
+
+async def test_concurrent_scrapes_share_one_render_and_the_cache_serves_until_a_change() -> None:
+    """Ten scrapes at once render once; the next scrape is served from the cache; a new snapshot, a changed
+    process figure or the next wall-clock second render again."""
+    clock = [100.2]
+    expo, _, snapshot, process = _exposition(0.2, clock)
+    results = await asyncio.gather(*(expo.get() for _ in range(10)))
+    assert expo.renders == 1 and all(r is results[0] for r in results)
+    assert await expo.get() is results[0] and expo.renders == 1
+    snapshot[0] = object()
+    await expo.get()
+    assert expo.renders == 2
+    process.results_pending += 1
+    await expo.get()
+    assert expo.renders == 3
+    clock[0] = 100.9  # same second: cached
+    await expo.get()
+    assert expo.renders == 3
+    clock[0] = 101.0
+    await expo.get()
+    assert expo.renders == 4
+
+
+async def test_gzip_only_when_accepted() -> None:
+    """gzip is served when Accept-Encoding admits it and decompresses to the plain exposition."""
+    expo, _, _, _ = _exposition(0.0, [5.0])
+    plain, headers = await expo.body("")
+    assert "Content-Encoding" not in headers
+    zipped, headers = await expo.body("br;q=1.0, gzip;q=0.8")
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == plain
+    _, headers = await expo.body("gzip;q=0")
+    assert "Content-Encoding" not in headers
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("gzip", True), ("GZIP", True), ("deflate, gzip", True), ("*", True), ("gzip;q=0", False),
+    ("gzip; q=0.001", True), ("identity", False), ("", False), ("gzip;q=x", False), ("x-gzip", False),
+])
+def test_accepts_gzip(value: str, expected: bool) -> None:
+    """Accept-Encoding parsing: gzip or * with a positive q-value."""
+    assert accepts_gzip(value) is expected
+
+
+def test_daemon_serves_gzip_equal_to_plain(tmp_path: Path) -> None:
+    """A real daemon answers a gzip-accepting scrape compressed; decompressed it carries the same series."""
+    populate(tmp_path)
+    port = free_port()
+    cfg = write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, http_port=port))
+    daemon = DaemonProcess(cfg, port)
+    daemon.start()
+    try:
+        daemon.wait_for(lambda: "outcome=\"ok\"" in daemon.metrics())
+        req = urllib.request.Request(daemon.url("/metrics"), headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            zipped_text = gzip.decompress(resp.read()).decode()
+        plain_text = daemon.metrics()
+    finally:
+        daemon.stop()
+
+    def series(text: str) -> set[str]:
+        return {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+    assert series(zipped_text) == series(plain_text)
+    assert "drwatch_validator_runs_total" in zipped_text
