@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import threading
 import time
 import urllib.request
@@ -68,7 +69,7 @@ async def test_render_runs_in_a_thread_and_the_loop_keeps_ticking() -> None:
         await asyncio.gather(task, return_exceptions=True)
     assert b"drwatch_test_value" in rendered.plain
     assert collector.threads and threading.get_ident() not in collector.threads
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert len(ticks) > 20 and max(gaps) < 0.2, max(gaps)
 
 
