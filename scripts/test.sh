@@ -28,6 +28,14 @@ bash scripts/ops-deps.sh
 bash scripts/ops-ui-deps.sh
 
 PYTHON="${PYTHON:-python3}"
+# Debian's own python3 is externally managed (PEP 668): pip refuses to install into it. There the tests run in
+# a virtual environment of the checkout (.venv, reused by the next run); a python that pip may install into
+# (a venv, pyenv, the CI image's) is used as it is.
+if "$PYTHON" -c 'import sys, sysconfig, pathlib; sys.exit(0 if sys.prefix == sys.base_prefix and pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists() else 1)'; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  PYTHON="$PWD/.venv/bin/python"
+  export PATH="$PWD/.venv/bin:$PATH"  # tests start `drwatch`, promtool helpers etc. by name
+fi
 # torch first, pinned to the CPU build that lies on the machine: sentence-transformers (ml extra) would
 # otherwise resolve a multi-GB CUDA build.
 "$PYTHON" -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
