@@ -31,6 +31,7 @@ from drwatch.errors import (
     ConfigError,
     ValidatorError,
 )
+from drwatch.textsafe import escape
 
 
 def _config_path(args: argparse.Namespace) -> str | None:
@@ -38,9 +39,9 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 
 def _print_config_error(exc: ConfigError) -> int:
-    print(f"drwatch: invalid configuration {exc.source}:", file=sys.stderr)
+    print(f"drwatch: invalid configuration {escape(exc.source)}:", file=sys.stderr)
     for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
+        print(f"  {escape(problem)}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -67,7 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     no_assets = [] if cfg.assets else ["assets: none defined: `drwatch seal` can use this file, `drwatch run` and "
                                        "`drwatch check` refuse it (they would watch nothing)"]
     for warning in [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir)]:
-        print(f"drwatch: warning: {warning}", file=sys.stderr)  # warnings, not errors: the exit code stays 0
+        print(f"drwatch: warning: {escape(warning)}", file=sys.stderr)  # warnings, not errors: the exit code stays 0
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -121,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_config_error(exc)
     except ValidatorError as exc:
-        print(f"drwatch: {exc.message}", file=sys.stderr)
+        print(f"drwatch: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except OSError as exc:
         print(f"drwatch: cannot start: {exc.strerror or exc} "
@@ -142,7 +143,7 @@ class _Progress:
         self.done += 1
         if self.enabled:
             elapsed = time.monotonic() - self.started
-            sys.stderr.write(f"\r\033[K[{self.done}/{self.total}] {elapsed:5.1f}s {label}")
+            sys.stderr.write(f"\r\033[K[{self.done}/{self.total}] {elapsed:5.1f}s {escape(label)}")
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -217,7 +218,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_config_error(exc)
     except ValidatorError as exc:  # the store (or another service check needs) is unavailable: not a verdict
-        print(f"drwatch: {exc.message}", file=sys.stderr)
+        print(f"drwatch: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
 
@@ -266,7 +267,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_config_error(exc)
     except ValidatorError as exc:  # status runs no validator: this is the store
-        print(f"drwatch status: {exc.message}", file=sys.stderr)
+        print(f"drwatch status: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
 
@@ -360,7 +361,8 @@ class _Skipped:
         kinds = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(self.kinds.items()))
         more = f", and {self.count - len(self.names)} more" if self.count > len(self.names) else ""
         what = "entry that is not a regular file" if self.count == 1 else "entries that are not regular files"
-        print(f"drwatch seal: warning: skipped {self.count} {what} under {root} ({kinds}): {', '.join(self.names)}"
+        print(f"drwatch seal: warning: skipped {self.count} {what} under {escape(root)} ({kinds}): "
+              f"{escape(', '.join(self.names))}"
               f"{more}. drwatch verifies regular files only and does not follow symlinks: back up and seal the "
               "files themselves (e.g. copy with `cp -rL`)", file=sys.stderr)
 
@@ -397,13 +399,13 @@ def cmd_seal(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             return _print_config_error(exc)
         except ValidatorError as exc:
-            print(f"drwatch seal: {exc.message}", file=sys.stderr)
+            print(f"drwatch seal: {escape(exc.message)}", file=sys.stderr)
             return EXIT_UNAVAILABLE
         dest = args.out if args.out not in (None, "-") else "stdout"
     else:
         root = Path(target)
         if not root.is_dir():
-            print(f"drwatch seal: {root} is not a directory", file=sys.stderr)
+            print(f"drwatch seal: {escape(root)} is not a directory", file=sys.stderr)
             return EXIT_CONFIG
         out = None if args.out == "-" else Path(args.out) if args.out else root / MANIFEST_NAME
         skipped = _Skipped()
@@ -411,7 +413,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
             header = asyncio.run(_seal_local(root, args.workers, extra, out, skipped))
         except _SealRefused as exc:
             skipped.warn(root)
-            print(f"drwatch seal: {exc.message}; nothing written", file=sys.stderr)
+            print(f"drwatch seal: {escape(exc.message)}; nothing written", file=sys.stderr)
             return exc.code
         skipped.warn(root)
         dest = str(out) if out is not None else "stdout"
@@ -473,7 +475,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_config_error(exc)
     except ValidatorError as exc:
-        print(f"drwatch attest: {exc.message}", file=sys.stderr)
+        print(f"drwatch attest: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except ValueError as exc:
         print(f"drwatch attest: {exc}", file=sys.stderr)
@@ -508,13 +510,13 @@ def cmd_golden(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _print_config_error(exc)
     except ValueError as exc:
-        print(f"drwatch golden: {exc}", file=sys.stderr)
+        print(f"drwatch golden: {escape(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except DrillFailed as exc:
-        print(f"drwatch golden: {exc.message}", file=sys.stderr)
+        print(f"drwatch golden: {escape(exc.message)}", file=sys.stderr)
         return 1
     except ValidatorError as exc:
-        print(f"drwatch golden: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"drwatch golden: {exc.code}: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNCHECKED
     print(f"recorded {len(gold.inputs)} goldens ({gold.engine}, {gold.recorded_from}, {gold.seal_digest}) -> {out}",
           file=sys.stderr)

@@ -18,7 +18,9 @@ sent nothing yet, else the oldest whose request waits for its basic-auth check, 
 keep-alive one. A scrape sends its whole header at once, so it is never in the first group, and it is the
 newest of the others: it gets through a flood of stalled connections. When every connection is inside a
 handler, the new one is closed at once. Nothing is logged per connection: timeouts and shed connections are counted and
-summarised at most once a minute (``http_connections_shed``).
+summarised at most once a minute (``http_connections_shed``). So are malformed requests (a garbage request line,
+an invalid header, broken chunked encoding, an oversized header): aiohttp answers them 400 and drwatch counts them
+by kind in one ``http_bad_requests`` info line a minute at most, without a traceback or the client's bytes.
 
 A connection pushed out releases its descriptor on the next turn of the event loop, so :class:`ListenSocket`
 accepts at most ``ACCEPT_BURST`` connections per turn. Should the process still run out of file descriptors
@@ -206,6 +208,35 @@ class Connection(asyncio.Protocol):
         self.abort()
 
 
+class _Summary:
+    """Counts by reason, logged as one line at once and then at most once per ``SUMMARY_INTERVAL``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, emit: Callable[[dict[str, int]], None]) -> None:
+        self._loop = loop
+        self._emit = emit
+        self._unreported: Counter[str] = Counter()
+        self._next = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def count(self, reason: str) -> None:
+        self._unreported[reason] += 1
+        if self._loop.time() >= self._next:
+            self.flush()
+        elif self._handle is None:
+            self._handle = self._loop.call_at(self._next, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if not self._unreported:
+            return
+        counts = dict(self._unreported)
+        self._unreported.clear()
+        self._next = self._loop.time() + SUMMARY_INTERVAL
+        self._emit(counts)
+
+
 class ConnectionGuard:
     """The protocol factory for the listening sockets: admits, times and sheds :class:`Connection` objects.
 
@@ -225,9 +256,8 @@ class ConnectionGuard:
         self._by_transport: dict[asyncio.BaseTransport, Connection] = {}
         self._tls_tasks: set[asyncio.Task[None]] = set()
         self.totals: Counter[str] = Counter()
-        self._unreported: Counter[str] = Counter()
-        self._next_summary = 0.0
-        self._summary_handle: asyncio.TimerHandle | None = None
+        self._shed = _Summary(self.loop, self._log_shed)
+        self._bad = _Summary(self.loop, self._log_bad_requests)
         self._fd_quiet_until = 0.0
         self._spare: int | None = self._reserve()
         self._accepted = 0  # accept()s in this turn of the event loop
@@ -347,21 +377,20 @@ class ConnectionGuard:
     # --- summaries ---------------------------------------------------------------------------------------
     def count(self, reason: str) -> None:
         self.totals[reason] += 1
-        self._unreported[reason] += 1
-        if self.loop.time() >= self._next_summary:
-            self._summarise()
-        elif self._summary_handle is None:
-            self._summary_handle = self.loop.call_at(self._next_summary, self._summarise)
+        self._shed.count(reason)
 
-    def _summarise(self) -> None:
-        self._summary_handle = None
-        if not self._unreported:
-            return
-        log.warning("http_connections_shed", **dict(self._unreported), open=self.open,
-                    max_connections=self.max_connections, header_timeout=self.header_timeout,
-                    interval=SUMMARY_INTERVAL)
-        self._unreported.clear()
-        self._next_summary = self.loop.time() + SUMMARY_INTERVAL
+    def bad_request(self, kind: str) -> None:
+        """aiohttp refused a request as malformed (``kind``: the parser's exception class, e.g. ``LineTooLong``)."""
+        self.totals["bad_requests"] += 1
+        self._bad.count(kind)
+
+    def _log_shed(self, counts: dict[str, int]) -> None:
+        log.warning("http_connections_shed", **counts, open=self.open, max_connections=self.max_connections,
+                    header_timeout=self.header_timeout, interval=SUMMARY_INTERVAL)
+
+    @staticmethod
+    def _log_bad_requests(counts: dict[str, int]) -> None:
+        log.info("http_bad_requests", count=sum(counts.values()), kinds=counts, interval=SUMMARY_INTERVAL)
 
     def close(self) -> None:
         """Drop whatever is still open (after aiohttp's own shutdown) and release the reserve descriptor."""
@@ -370,9 +399,8 @@ class ConnectionGuard:
         for conns in self._phases.values():
             for conn in list(conns):
                 conn.abort()
-        if self._summary_handle is not None:
-            self._summary_handle.cancel()
-            self._summarise()
+        self._shed.flush()
+        self._bad.flush()
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None

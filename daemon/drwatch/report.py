@@ -12,6 +12,7 @@ from drwatch.consistency import group_state
 from drwatch.errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNCHECKED
 from drwatch.model import Outcome, Result
 from drwatch.snapshot import Snapshot
+from drwatch.textsafe import escape
 
 
 def iso_time(ts: float | None) -> str | None:
@@ -149,7 +150,9 @@ def table(doc: dict[str, Any]) -> str:
     if problems:
         lines += ["", "Checks that did not pass:", *problems]
     lines += _verification_lines(doc.get("verification") or {})
-    return "\n".join(lines)
+    # File names and messages that quote them come from outside: no control character reaches the terminal,
+    # and a name with a newline cannot forge a row (each element of ``lines`` stays one line).
+    return "\n".join(escape(line) for line in lines)
 
 
 def _verification_lines(verification: dict[str, Any]) -> list[str]:
