@@ -3,6 +3,7 @@ what CI runs, its example configs are valid, it stays an entry point (size), and
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -11,16 +12,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import yaml
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, sample_files, write_config, write_tree
+from tests.s3helpers import until, upload
+from tests.s3servers import moto_server
 
 README = REPO / "README.md"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -218,6 +224,97 @@ def test_readme_configs_are_the_example_files_and_valid(name: str) -> None:
     result = run_cli("check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{path}: OK" in result.stdout
+
+
+def _check_json(config: Path, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    result = run_cli("check", "--config", str(config), "--output", "json", env=env)
+    assert result.stdout, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _findings(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(r["validator"], f["code"], f["subject"]) for r in doc["results"] for f in r["findings"]}
+
+
+def test_minimal_config_proves_a_real_copy_and_finds_a_missing_file(tmp_path: Path) -> None:
+    """config/minimal.yaml, with its two paths pointed at real directories on two filesystems (the copy on
+    /dev/shm, as a backup disk is another filesystem than production's): `drwatch check` proves the copy and
+    calls the asset compliant (exit 0); a file of the recovery point deleted from the copy makes the run
+    `failed` (exit 1)."""
+    prod = tmp_path / "prod"
+    files = write_tree(prod / "app", {**sample_files(5), "sub/readme.txt": b"restore me\n"})
+    now = time.time()
+    for path in files.rglob("*"):  # the recovery point (newest mtime) is 1 h old; the file deleted below older
+        age = 7200 if path.name == "readme.txt" else 3600
+        os.utime(path, (now - age, now - age))
+    shm = Path("/dev/shm")
+    assert shm.is_dir() and shm.stat().st_dev != tmp_path.stat().st_dev, (
+        "this test needs /dev/shm as a filesystem other than the one holding pytest's tmp_path")
+    backup = Path(tempfile.mkdtemp(prefix="drwatch-quickstart-", dir=shm))
+    try:
+        shutil.copytree(files, backup / "app")
+        cfg = yaml.safe_load((REPO / "config" / "minimal.yaml").read_text())
+        assert set(cfg["locations"]) == {"prod", "backup-disk"}
+        cfg["locations"]["prod"]["path"] = str(prod)
+        cfg["locations"]["backup-disk"]["path"] = str(backup)
+        config = write_config(tmp_path / "drwatch.yaml", cfg)
+
+        rc, doc = _check_json(config)
+        assert rc == 0, doc
+        assert doc["assets"]["app-data"]["compliant"] is True, doc["assets"]
+        assert [r["outcome"] for r in doc["results"]] == ["ok"]
+
+        (backup / "app" / "sub" / "readme.txt").unlink()
+        rc, doc = _check_json(config)
+        assert rc == 1, doc
+        assert [r["outcome"] for r in doc["results"]] == ["failed"]
+        assert ("replica", "missing_file", "backup-disk:sub/readme.txt") in _findings(doc), _findings(doc)
+        assert doc["assets"]["app-data"]["compliant"] is False
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def test_s3_locked_config_proves_a_locked_copy_and_finds_a_deleted_object(tmp_path: Path) -> None:
+    """config/s3-locked.yaml against a real S3 endpoint (moto) holding its two buckets: production in
+    eu-central-1, the vault in eu-west-1 with Object Lock and every object COMPLIANCE-locked for 30 days, each
+    reached with its own profile. Only endpoint_url is added. `drwatch check` proves the copy (off-site by the
+    observed region, immutable per object, the canary's delete refused) and calls the asset compliant; an object
+    deleted from the vault (a delete marker) is `missing_file`, exit 1."""
+    cfg = yaml.safe_load((REPO / "config" / "s3-locked.yaml").read_text())
+    prod, vault = cfg["locations"]["prod-s3"], cfg["locations"]["vault-s3"]
+    dumps = {f"orders-{day}.dump": os.urandom(4096 + day) for day in range(1, 4)}
+    prefix = cfg["assets"]["orders-dumps"]["production"]["prefix"]
+    with moto_server() as moto:
+        s3 = moto.client()
+        s3.create_bucket(Bucket=prod["bucket"], CreateBucketConfiguration={"LocationConstraint": prod["region"]})
+        s3.create_bucket(Bucket=vault["bucket"], ObjectLockEnabledForBucket=True,
+                         CreateBucketConfiguration={"LocationConstraint": vault["region"]})
+        upload(moto, prod["bucket"], dumps, prefix=prefix, ChecksumAlgorithm="SHA256")
+        upload(moto, vault["bucket"], dumps, prefix=prefix, ChecksumAlgorithm="SHA256",
+               ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until(30))
+        for loc in cfg["locations"].values():
+            loc["endpoint_url"] = moto.endpoint_url
+        config = write_config(tmp_path / "drwatch.yaml", cfg)
+        credentials = tmp_path / "aws-credentials"
+        credentials.write_text(f"[{prod['profile']}]\naws_access_key_id = AKIDPRODUCTIONREAD\n"
+                               "aws_secret_access_key = production-secret\n"
+                               f"[{vault['profile']}]\naws_access_key_id = AKIDVAULTREAD\n"
+                               "aws_secret_access_key = vault-secret\n")
+        env = {"AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config")}
+
+        rc, doc = _check_json(config, env)
+        assert rc == 0, doc
+        rules = doc["assets"]["orders-dumps"]["rules"]
+        assert {rule: r["state"] for rule, r in rules.items()} == dict.fromkeys(
+            ("copies", "media", "offsite", "immutable", "restore_errors"), "pass"), rules
+        assert sorted((r["validator"], r["outcome"]) for r in doc["results"]) == [
+            ("immutability_probe", "ok"), ("replica", "ok")]
+
+        s3.delete_object(Bucket=vault["bucket"], Key=f"{prefix}orders-2.dump")
+        rc, doc = _check_json(config, env)
+        assert rc == 1, doc
+        assert ("replica", "missing_file", "vault-s3:orders-2.dump") in _findings(doc), _findings(doc)
+        assert doc["assets"]["orders-dumps"]["rules"]["copies"]["state"] == "fail"
 
 
 def test_readme_is_an_entry_point() -> None:
