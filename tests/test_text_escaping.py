@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 from drwatch.textsafe import escape
@@ -104,3 +108,44 @@ def test_configuration_errors_escape_what_the_file_says(tmp_path: Path) -> None:
     proc = run_cli("check-config", str(write_config(tmp_path / "drwatch.yaml", cfg)))
     assert proc.returncode == 78, proc.stdout + proc.stderr
     assert not RAW.search(proc.stderr) and "\\x1b[2J" in proc.stderr and "\\nforged" in proc.stderr, proc.stderr
+
+
+_CONSOLE_LOG = """
+import logging, os, sys, structlog
+from drwatch import logs
+evil = sys.argv[1]
+with os.fdopen(int(sys.argv[2]), "w") as tty:
+    logs.configure("info", "auto", tty)  # a terminal: the console renderer
+    structlog.get_logger("drwatch.test").warning("copy_problem " + evil, subject=evil, subjects=[evil])
+    logging.getLogger("somelib").warning("stdlib says %s", evil)
+"""
+
+
+def test_console_log_lines_on_a_terminal_escape_names() -> None:
+    """On a terminal the log is rendered for eyes (not JSON): a field holding a crafted file name is escaped,
+    through structlog and through the stdlib bridge alike. The stream is a real pseudo-terminal."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CONSOLE_LOG, EVIL, str(slave)], pass_fds=(slave,),
+                              capture_output=True, text=True, timeout=60, check=False)
+        os.close(slave)
+        slave = -1
+        out = b""
+        while select.select([master], [], [], 1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the writer is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0, proc.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.decode())  # the renderer's own colours
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    assert len(lines) == 2, lines
+    assert all(escape(EVIL) in line for line in lines), lines
+    assert not RAW.search(text.replace("\r\n", "\n")), repr(text)

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from drwatch import secrets
+from drwatch.textsafe import escape
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _PLAIN = (int, float, bool, type(None))
@@ -69,6 +70,13 @@ def redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return secrets.redact(rendered) if isinstance(rendered, str) and secrets.registered() else rendered
 
 
+def escape_values(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Console lines only (JSON escapes by itself): a string field from outside (a file name) cannot steer the
+    terminal or start a forged line (:func:`drwatch.textsafe.escape`). Strings inside containers are printed
+    through ``repr``, which escapes them already; a formatted traceback keeps its lines."""
+    return {k: escape(v) if isinstance(v, str) and k != "exception" else v for k, v in event_dict.items()}
+
+
 class _DrwatchHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler drwatch put on the root logger (replaced when configure() runs again)."""
 
@@ -82,7 +90,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         tail = [structlog.processors.format_exc_info, redact_secrets, structlog.processors.JSONRenderer(),
                 redact_rendered]
     else:
-        tail = [redact_secrets, structlog.dev.ConsoleRenderer(colors=stream.isatty()), redact_rendered]
+        tail = [redact_secrets, escape_values, structlog.dev.ConsoleRenderer(colors=stream.isatty()), redact_rendered]
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamper,
                     *tail],
