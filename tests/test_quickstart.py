@@ -132,6 +132,7 @@ def _drwatch_pids(pgid: int) -> list[int]:
 
 def _assert_port_free() -> None:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon binds: TIME_WAIT is no conflict
         try:
             s.bind(("127.0.0.1", DEMO_PORT))
         except OSError as exc:
