@@ -5,11 +5,16 @@ libraries' stdlib loggers (warnings and up) are rendered by the same chain, so t
 format. Every secret value drwatch has read (see :mod:`drwatch.secrets`) is redacted: from each value
 before rendering (strings, containers, and the text of any other object, tracebacks included), and again
 from the rendered line.
+
+Under systemd (stderr is the stream ``$JOURNAL_STREAM`` names), each line starts with a kernel-style
+``<N>`` priority prefix, which journald strips and stores as the line's priority (``SyslogLevelPrefix=``,
+on by default): ``journalctl -u drwatch -p warning`` shows the warning and error lines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -21,6 +26,15 @@ from drwatch.textsafe import escape
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _PLAIN = (int, float, bool, type(None))
+# syslog priorities (RFC 5424) of structlog's level names, for journald's ``<N>`` line prefix.
+_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3, "critical": 2}
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` from outside (a file name) for one log field: steering characters escaped
+    (:func:`drwatch.textsafe.escape`: a crafted name cannot start a forged line), cut at ``limit``
+    characters (``...`` marks the cut)."""
+    return escape(text[:limit]) + ("..." if len(text) > limit else "")
 
 
 def _redact(value: Any) -> Any:
@@ -70,6 +84,32 @@ def redact_rendered(_logger: Any, _name: str, rendered: Any) -> Any:
     return secrets.redact(rendered) if isinstance(rendered, str) and secrets.registered() else rendered
 
 
+def to_journal(stream: Any) -> bool:
+    """Whether ``stream`` is connected to the systemd journal: systemd sets ``JOURNAL_STREAM=DEV:INODE`` to
+    the stream it connected stdout/stderr to (systemd.exec(5)); a redirected stderr no longer matches."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = expected.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+class _JournalPrefix:
+    """Wraps the renderer: each rendered line starts with ``<N>``, N its level's syslog priority."""
+
+    def __init__(self, renderer: Any) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        level = str(event_dict.get("level", name)).lower()
+        rendered = self._renderer(logger, name, event_dict)
+        return f"<{_PRIORITY.get(level, 6)}>{rendered}" if isinstance(rendered, str) else rendered
+
+
 def escape_values(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Console lines only (JSON escapes by itself): a string field from outside (a file name) cannot steer the
     terminal or start a forged line (:func:`drwatch.textsafe.escape`). Strings inside containers are printed
@@ -86,11 +126,14 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     tail: list[Any]
+    renderer: Any = (structlog.processors.JSONRenderer() if use_json
+                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    if to_journal(stream):
+        renderer = _JournalPrefix(renderer)
     if use_json:
-        tail = [structlog.processors.format_exc_info, redact_secrets, structlog.processors.JSONRenderer(),
-                redact_rendered]
+        tail = [structlog.processors.format_exc_info, redact_secrets, renderer, redact_rendered]
     else:
-        tail = [redact_secrets, escape_values, structlog.dev.ConsoleRenderer(colors=stream.isatty()), redact_rendered]
+        tail = [redact_secrets, escape_values, renderer, redact_rendered]
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, timestamper,
                     *tail],

@@ -21,6 +21,7 @@ import structlog
 from drwatch import validators
 from drwatch.config import Config
 from drwatch.errors import DrillFailed, ValidatorError
+from drwatch.logs import printable
 from drwatch.metrics import ProcessState
 from drwatch.model import Finding, Outcome, Report, Result, Severity
 from drwatch.sandbox import SandboxManager
@@ -82,6 +83,9 @@ class Runner:
         self.pending: collections.deque[Result] = collections.deque()
         self._store_lock = asyncio.Lock()
         self.accepting = True
+        # Runs that did not prove their check log at warning (the daemon: what the journal must show);
+        # ``drwatch check`` prints them in its table and logs them at info.
+        self.warn_problems = True
 
     def apply_config(self, cfg: Config) -> None:
         """New limits apply to runs that start after the reload; running ones keep their slots and pool.
@@ -159,6 +163,7 @@ class Runner:
                 log.info("run_started", kind=vcfg.kind)
                 loop = asyncio.get_running_loop()
                 report: Report
+                bug: Exception | None = None
                 hashes = self._hold_hashes()
                 try:
                     async with AsyncExitStack() as stack:
@@ -191,14 +196,13 @@ class Runner:
                     log.info("run_cancelled")
                     raise
                 except Exception as exc:
-                    log.exception("validator_bug", kind=vcfg.kind)
+                    bug = exc  # logged with the run's one line below, traceback included
                     report = Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
                                                             f"validator crashed: {type(exc).__name__}"),))
                 finally:
                     self._release_hashes(hashes)
             result = self._result(run_id, asset_name, vcfg, started, report)
-            log.info("run_finished", outcome=result.outcome.value, duration=round(result.duration, 3),
-                     findings=len(result.findings))
+            _log_finished(result, bug, self.warn_problems)
             await self.record(result)
             return result
 
@@ -303,6 +307,32 @@ class Runner:
         """Close the S3 clients, then the hash pools."""
         await self.s3.close()
         self.close()
+
+
+LOGGED_FINDINGS = 5  # findings named (code:subject) on a run's log line, worst first; the rest are counted
+_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def _log_finished(result: Result, bug: Exception | None, warn: bool) -> None:
+    """One line per run: info when it proved something (or was cancelled); warning (``warn``) when the backup
+    is bad or could not be checked (``failed``, ``error``, ``timeout``), naming the worst findings; error,
+    with the traceback, when the validator crashed (a drwatch bug). asset, validator and run_id come from
+    the bound context."""
+    fields: dict[str, Any] = {"kind": result.kind, "outcome": result.outcome.value,
+                              "duration": round(result.duration, 3), "findings": len(result.findings)}
+    if result.outcome in (Outcome.OK, Outcome.CANCELLED):
+        log.info("run_finished", **fields)
+        return
+    worst_first = sorted(result.findings, key=lambda f: _SEVERITY_RANK[f.severity])
+    fields["problems"] = [printable(f.code, 64) + (f":{printable(f.subject)}" if f.subject else "")
+                          for f in worst_first[:LOGGED_FINDINGS]]
+    fields["problems_more"] = max(0, len(result.findings) - LOGGED_FINDINGS)
+    if bug is not None:
+        log.error("run_finished", exc_info=bug, **fields)
+    elif warn:
+        log.warning("run_finished", **fields)
+    else:
+        log.info("run_finished", **fields)
 
 
 def _is_store_error(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import structlog
 
     from drwatch.config import AssetConfig, Config
+    from drwatch.extras import Need
     from drwatch.sandbox import SandboxManager
     from drwatch.snapshot import Snapshot
     from drwatch.storage.s3 import S3Pool
@@ -107,6 +108,15 @@ class ValidatorConfigBase(BaseModel):
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
         """Problems only visible with the whole config (e.g. references). Paths are relative."""
+        return []
+
+    def needs(self) -> list[Need]:
+        """Optional extras this configuration imports when it runs (``check-config`` warns when absent)."""
+        return []
+
+    def judges(self, asset_name: str, cfg: Config) -> list[tuple[str, str]]:
+        """The validators (asset, label) whose results this one reads: they must have a result before it
+        runs (``drwatch check`` runs them first, the daemon waits for them). None of them reads results."""
         return []
 
     def effective_timeout(self, cfg: Config) -> float:
