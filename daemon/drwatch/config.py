@@ -21,7 +21,7 @@ from drwatch.cluster.config import ClusterConfig, cluster_problems
 from drwatch.durations import Duration
 from drwatch.errors import ConfigError, ConfigProblem
 from drwatch.ledger import VerificationPolicy
-from drwatch.storage.config import LOCATION_KINDS, LocationConfig, S3LocationConfig
+from drwatch.storage.config import LOCATION_KINDS, LocationConfig, S3LocationConfig, s3_place
 from drwatch.validators.config import VALIDATOR_KINDS, ValidatorConfig
 from drwatch.validators.consistency_group import DocumentsCheck, EmbeddingModelCheck, group_problems
 
@@ -180,6 +180,8 @@ class ComplianceConfig(_Model):
     min_retention_remaining: Duration = timedelta(days=7)
     require_independent_credentials: bool = False
     provider_counts_as_media: bool = False
+    # How far ahead of this host's clock a modification or seal time may lie and still be believed.
+    clock_skew: Duration = timedelta(minutes=5)
 
 
 class Config(_Model):
@@ -405,7 +407,7 @@ def _place(cfg: Config, location: str, prefix: str) -> tuple[str, ...]:
     """Where a copy's bytes are: the real directory (symlinks resolved) or the S3 endpoint, bucket and prefix."""
     loc = cfg.locations[location]
     if isinstance(loc, S3LocationConfig):
-        return "s3", loc.endpoint_url or "aws", loc.bucket, prefix.strip("/")
+        return s3_place(loc, prefix)  # endpoint spellings of one service (trailing slash, localhost...) are one
     root = cfg.resolve_path(loc.path)
     return ("filesystem", os.path.realpath(root.joinpath(*prefix.split("/")) if prefix else root))
 

@@ -3,7 +3,9 @@ and media, some compliant and some not, with the reasons visible in ``drwatch ch
 
 | asset          | what it shows                                                                 |
 |----------------|-------------------------------------------------------------------------------|
-| model-weights  | compliant: off-site disk copy + attested offline tape vault (3-2-1-1-0 pass)   |
+| model-weights  | compliant: DR disk copy + attested offline tape vault (3-2-1-1-0 pass); the    |
+|                | DR copy is observed on production's disk (same_failure_domain): the vault is   |
+|                | the off-site copy                                                              |
 | vector-index   | a shard in the DR copy has one flipped byte (same size): content mismatch;     |
 |                | with model-weights a consistency group (same day, stamped embedding model)     |
 | training-data  | two files missing from the DR copy                                             |

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -76,3 +79,48 @@ class S3LocationConfig(BaseModel):
 
 LocationConfig = Annotated[FilesystemLocationConfig | S3LocationConfig, Field(discriminator="kind")]
 LOCATION_KINDS: frozenset[str] = frozenset({"filesystem", "s3"})
+
+
+# --- where a location's bytes are -------------------------------------------------------------------
+
+_AWS_HOST = re.compile(r"^(?:[a-z0-9.-]+\.)?s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?P<cn>\.cn)?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def canonical_endpoint(endpoint_url: str | None) -> str:
+    """The S3 service an endpoint URL reaches, spelled one way: two spellings of one service compare equal.
+
+    AWS bucket names are global, so every AWS endpoint (none configured, ``s3.amazonaws.com``, regional
+    ``s3.<region>.amazonaws.com`` / ``s3-<region>.amazonaws.com``, dual-stack, FIPS) is ``aws`` (``aws-cn``
+    in China). Elsewhere: host in lower case, every loopback name (``localhost``, ``127.0.0.1``, ``::1``)
+    one name, the scheme's default port explicit (:80 http, :443 https; the scheme itself then says
+    nothing more), no trailing slash."""
+    if not endpoint_url:
+        return "aws"
+    url = urlsplit(endpoint_url.strip() if "://" in endpoint_url else f"https://{endpoint_url.strip()}")
+    host = (url.hostname or "").lower().rstrip(".")
+    if m := _AWS_HOST.match(host):
+        return "aws-cn" if m.group("cn") else "aws"
+    try:
+        port = url.port or _DEFAULT_PORTS.get(url.scheme.lower(), 0)
+    except ValueError:  # a port that is not a number: leave the spelling as it is
+        return endpoint_url.strip().lower().rstrip("/")
+    if _loopback(host):
+        host = "loopback"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}{url.path.rstrip('/')}"
+
+
+def s3_place(loc: S3LocationConfig, prefix: str) -> tuple[str, ...]:
+    """Where an S3 copy's objects are: the canonical endpoint, the bucket and the prefix (no outer slashes)."""
+    return "s3", canonical_endpoint(loc.endpoint_url), loc.bucket, prefix.strip("/")

@@ -66,6 +66,7 @@ def walk_sorted(
     root: Path, skip_root_names: frozenset[str] = frozenset({MANIFEST_NAME}),
     on_skipped: Callable[[str, str], None] | None = None,
     on_unreadable: Callable[[str, OSError], None] | None = None,
+    keep: Callable[[str, os.stat_result], bool] | None = None,
 ) -> Generator[Entry, None, None]:
     """Yield regular files under root in component order. Symlinks are not followed.
 
@@ -74,6 +75,8 @@ def walk_sorted(
     A subdirectory that cannot be listed (permission denied) raises, unless ``on_unreadable`` is given:
     then it is passed over and reported as ``on_unreadable(relative path + "/", error)`` at its place in
     the order, before any entry that sorts after it is yielded (the root itself always raises).
+    A regular file for which ``keep(relative path, stat)`` is false is passed over (a copy's file that is
+    production's own inode is not an object of the copy).
     Memory is bounded by the widest directory on the current path, not by the number of files.
     """
     pending: list[tuple[str, Iterator[os.DirEntry[str]]]] = [("", _children(str(root)))]
@@ -97,18 +100,21 @@ def walk_sorted(
                 continue
             pending.append((prefix, children))
         elif stat.S_ISREG(st.st_mode):
+            if keep is not None and not keep(f"{parent}{entry.name}", st):
+                continue
             yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime)
         elif on_skipped is not None:
             on_skipped(f"{parent}{entry.name}", entry_kind(st.st_mode))
 
 
 async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None,
-                on_unreadable: Callable[[str, OSError], None] | None = None) -> AsyncIterator[Entry]:
+                on_unreadable: Callable[[str, OSError], None] | None = None,
+                keep: Callable[[str, os.stat_result], bool] | None = None) -> AsyncIterator[Entry]:
     """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk).
 
     The callbacks run in that thread, before the batch holding the entries after them is yielded.
     """
-    gen = walk_sorted(root, on_skipped=on_skipped, on_unreadable=on_unreadable)
+    gen = walk_sorted(root, on_skipped=on_skipped, on_unreadable=on_unreadable, keep=keep)
 
     def next_batch() -> list[Entry]:
         batch: list[Entry] = []
@@ -168,7 +174,7 @@ _MEDIA_BY_FSTYPE: dict[str, str] = {
         "network",
     ),
     **dict.fromkeys(["ltfs", "fuse.ltfs"], "tape"),
-    **dict.fromkeys(["tmpfs", "ramfs"], "memory"),
+    **dict.fromkeys(["tmpfs", "ramfs"], "volatile"),  # gone at the next reboot: no medium (VOLATILE_MEDIA)
     **dict.fromkeys(["iso9660", "udf"], "optical"),
 }
 
@@ -177,16 +183,45 @@ def _unescape_mount(text: str) -> str:
     return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The type of the filesystem holding ``path`` (``statfs`` via mountinfo), or None if unknown."""
+VOLATILE_MEDIA = frozenset({"volatile"})  # media that do not survive a reboot: never one of the "2 media"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """What holds a path, observed: its device (``major:minor`` of ``st_dev``) and, from
+    ``/proc/self/mountinfo``, the filesystem type, the mount source (``/dev/sda1``, ``nas:/export``,
+    ``//server/share``) and the mount point."""
+
+    device: str
+    fstype: str | None = None
+    source: str | None = None
+    mount_point: str | None = None
+
+    @property
+    def failure_source(self) -> str | None:
+        """The mount source when it names a failure domain: a block device, an NFS export (``host:/path``)
+        or a CIFS share (``//host/share``); None for pseudo sources (``tmpfs``, ``overlay``, ``none``)."""
+        src = self.source
+        if not src:
+            return None
+        if src.startswith("/dev/") or src.startswith("//") or (":" in src and not src.startswith("/")):
+            return src.rstrip("/") or src
+        return None
+
+
+def mount_of(path: Path, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
+    """The mount holding ``path`` (blocking), or None if ``path`` cannot be stat'ed."""
     try:
         dev = os.stat(path).st_dev
-        lines = Path(mountinfo).read_text().splitlines()
     except OSError:
         return None
     want = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return Mount(want)
     resolved = str(Path(path).resolve())
-    best: tuple[int, str] | None = None
+    best: tuple[int, Mount] | None = None
     for line in lines:
         left, sep, right = line.partition(" - ")
         if not sep:
@@ -196,10 +231,18 @@ def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str 
             continue
         mount_point = _unescape_mount(fields[4])
         if resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/"):
-            fstype = right.split()[0]
+            tail = right.split()
+            mount = Mount(want, tail[0] if tail else None, _unescape_mount(tail[1]) if len(tail) > 1 else None,
+                          mount_point)
             if best is None or len(mount_point) > best[0]:
-                best = (len(mount_point), fstype)
-    return best[1] if best else None
+                best = (len(mount_point), mount)
+    return best[1] if best else Mount(want)
+
+
+def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem holding ``path`` (``statfs`` via mountinfo), or None if unknown."""
+    mount = mount_of(path, mountinfo)
+    return mount.fstype if mount is not None else None
 
 
 def media_class(fstype: str | None) -> str | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from drwatch.model import Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
-from drwatch.storage.filesystem import Entry, HashPool, alist, filesystem_type, media_class
+from drwatch.storage.filesystem import VOLATILE_MEDIA, Entry, HashPool, alist, media_class, mount_of
 from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, RequestMeter, S3Location, S3Missing
 
 
@@ -26,6 +26,7 @@ class Probe:
     ROOT_MISSING = "root_missing"  # location reachable, the copy itself is gone -> a bad backup
     UNAVAILABLE = "unavailable"  # could not check
     OFFLINE = "offline"  # declared offline and not present
+    ALIAS = "alias"  # the copy's directory is production's (or another copy's): no copy at all
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Facts:
     versioning: str = ""
     kms_key_arn: str | None = None
     credential_identity: str | None = None
+    device: str = ""  # filesystem: major:minor of st_dev (observed)
+    mount_source: str = ""  # filesystem: block device / NFS export / CIFS share it is mounted from (observed)
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -84,6 +87,45 @@ class FilesystemSource:
         self.hashes = hashes
         self.offline = cfg.offline
         self.site = cfg.site
+        # Production and the copies before this one (filesystem roots): a copy's directory or file that is
+        # one of theirs is no copy. Set by whoever opens the asset's sources (``copy_sources``).
+        self.peers: list[tuple[str, Path]] = []
+        self.linked: dict[str, int] = {}  # peer -> files of this copy that are that peer's own inodes
+        self.first_linked: list[str] = []
+
+    def _alias(self) -> str | None:
+        """The peer whose directory this copy's directory is, resolved now (a symlink or bind mount swapped
+        in while drwatch runs is seen on the next run). Blocking."""
+        try:
+            mine = os.stat(self.root)
+            real = os.path.realpath(self.root)
+        except OSError:
+            return None
+        for name, root in self.peers:
+            try:
+                theirs = os.stat(root)
+            except OSError:
+                continue
+            if (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino) or os.path.realpath(root) == real:
+                return name
+        return None
+
+    def _own(self, key: str, st: os.stat_result) -> bool:
+        """False for a file that is a peer's own inode (a hard link to production's file, ``cp -al``): it
+        holds no second copy of the bytes. Runs in the listing thread."""
+        if st.st_nlink < 2:
+            return True
+        for name, root in self.peers:
+            try:
+                theirs = os.stat(root.joinpath(*key.split("/")), follow_symlinks=False)
+            except OSError:
+                continue
+            if (theirs.st_dev, theirs.st_ino) == (st.st_dev, st.st_ino):
+                self.linked[name] = self.linked.get(name, 0) + 1
+                if len(self.first_linked) < 5:
+                    self.first_linked.append(key)
+                return False
+        return True
 
     async def probe(self) -> tuple[str, str]:
         """Whether the location is there, and this copy's directory in it.
@@ -108,10 +150,18 @@ class FilesystemSource:
             return Probe.ROOT_MISSING, "the copy's directory does not exist"
         if root not in ("ok", "empty"):
             return Probe.UNAVAILABLE, f"the copy's directory cannot be read ({root})"
+        if self.peers and (peer := await asyncio.to_thread(self._alias)) is not None:
+            what = "production's directory" if peer == "production" else f"the directory of copy {peer!r}"
+            return Probe.ALIAS, (f"the copy's directory {self.root} is {what} "
+                                 f"({await asyncio.to_thread(os.path.realpath, self.root)}): no copy at all")
         return Probe.OK, ""
 
-    def entries(self) -> AsyncIterator[Entry]:
-        return alist(self.root)
+    def entries(self, on_unreadable: Callable[[str, OSError], None] | None = None) -> AsyncIterator[Entry]:
+        """The files of this location in key order; a copy's files that are a peer's inodes are passed over
+        (counted in ``linked``, reported by :meth:`facts`)."""
+        self.linked.clear()
+        self.first_linked.clear()
+        return alist(self.root, on_unreadable=on_unreadable, keep=self._own if self.peers else None)
 
     async def sha256(self, entry: Entry) -> tuple[str, int]:
         return await self.hashes.sha256(self.root.joinpath(*entry.parts))
@@ -120,11 +170,25 @@ class FilesystemSource:
         return None
 
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts:
-        fstype = await asyncio.to_thread(filesystem_type, self.root)
+        mount = await asyncio.to_thread(mount_of, self.root)
+        fstype = mount.fstype if mount is not None else None
         observed = media_class(fstype)
         declared = self.cfg.media
         facts = Facts(media=observed or declared or "unknown", media_observed=observed is not None,
-                      region=self.cfg.region, provider=self.cfg.provider)
+                      region=self.cfg.region, provider=self.cfg.provider,
+                      device=mount.device if mount is not None else "",
+                      mount_source=(mount.failure_source or "") if mount is not None else "")
+        for peer, n in self.linked.items():
+            whose = "production's" if peer == "production" else f"copy {peer!r}'s"
+            facts.findings.append(Finding(
+                Severity.CRITICAL, "copy_is_hardlink",
+                f"{n} file(s) are {whose} own files (hard links: same device and inode, e.g. "
+                f"{', '.join(self.first_linked)}): no second copy of their bytes, counted missing", self.name))
+        if observed in VOLATILE_MEDIA:
+            facts.findings.append(Finding(
+                Severity.WARNING, "volatile_media",
+                f"the filesystem is {fstype}: held in memory and gone at the next reboot; not counted as a medium",
+                self.name))
         if observed is not None and declared is not None and declared != observed:
             facts.findings.append(Finding(
                 Severity.WARNING, "media_contradiction",

@@ -12,6 +12,7 @@ Object Lock findings (:class:`LockText`); the codes and severities are the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from drwatch.durations import format_duration
@@ -44,10 +45,28 @@ def production_source(ctx: RunContext) -> Source:
 
 
 def copy_sources(ctx: RunContext, wanted: list[str] | None) -> list[Source]:
-    """The asset's copies in configured order; only those named in ``wanted`` unless it is None."""
+    """The asset's copies in configured order; only those named in ``wanted`` unless it is None.
+
+    A filesystem copy knows production's directory and those of the copies before it (its peers): on every
+    run its probe checks that its directory is none of theirs, and its listing passes over files that are
+    their inodes (hard links), so the identity of a copy is observed, not only checked when the config loads.
+    """
     names = set(wanted) if wanted is not None else None
-    return [open_source(ctx, c.label, "copy", c.location, c.prefix) for c in ctx.asset.copies
-            if names is None or c.label in names]
+    prod = ctx.asset.production
+    peers: list[tuple[str, Path]] = []
+    if isinstance(ctx.config.locations[prod.location], FilesystemLocationConfig):
+        src = open_source(ctx, "production", "production", prod.location, prod.prefix)
+        assert isinstance(src, FilesystemSource)
+        peers.append(("production", src.root))
+    out: list[Source] = []
+    for c in ctx.asset.copies:
+        src = open_source(ctx, c.label, "copy", c.location, c.prefix)
+        if isinstance(src, FilesystemSource):
+            src.peers = list(peers)
+            peers.append((c.label, src.root))
+        if names is None or c.label in names:
+            out.append(src)
+    return out
 
 
 async def probe_location(src: Source) -> tuple[CopyState | None, Finding | None]:
@@ -60,6 +79,8 @@ async def probe_location(src: Source) -> tuple[CopyState | None, Finding | None]
         state, message, code = Probe.UNAVAILABLE, exc.message, exc.code
     if state == Probe.OFFLINE:
         return CopyState.OFFLINE, Finding(Severity.INFO, "offline", message, src.name)
+    if state == Probe.ALIAS:
+        return CopyState.FAILED, Finding(Severity.CRITICAL, "copy_aliases_production", message, src.name)
     if state == Probe.UNAVAILABLE:
         return CopyState.ERROR, Finding(Severity.WARNING, code, message, src.name)
     if state == Probe.ROOT_MISSING:
@@ -161,10 +182,25 @@ def arn_region(arn: str | None) -> str | None:
     return parts[3] if len(parts) > 4 and parts[3] else None
 
 
+def same_failure_domain(facts: Facts, prod: Facts) -> str | None:
+    """Why a filesystem copy dies with production, observed: the same device (``st_dev``) or the same mount
+    source (block device, NFS export, CIFS share). None when it does not, or nothing was observed."""
+    if facts.device and facts.device == prod.device:
+        return f"on production's device {facts.device}"
+    if facts.mount_source and facts.mount_source == prod.mount_source:
+        return f"mounted from production's source {facts.mount_source}"
+    return None
+
+
 def dependencies(name: str, facts: Facts, prod: Facts) -> tuple[tuple[str, ...], list[Finding]]:
-    """What makes copy ``name`` depend on production: the same credentials, a KMS key in its region."""
+    """What makes copy ``name`` depend on production: the same credentials, a KMS key in its region, the same
+    disk or mount source (``same_failure_domain``: never off-site, whatever the site declared)."""
     deps: list[str] = []
     out: list[Finding] = []
+    if (why := same_failure_domain(facts, prod)) is not None:
+        deps.append("same_failure_domain")
+        out.append(Finding(Severity.WARNING, "same_failure_domain", f"the copy is {why}: one disk or server "
+                           "failure destroys both; not counted off-site, whatever its declared site", name))
     if facts.credential_identity and facts.credential_identity == prod.credential_identity:
         deps.append("shared_credentials")
         out.append(Finding(Severity.WARNING, "shared_credentials", "the copy is reachable with the same "

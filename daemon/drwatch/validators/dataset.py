@@ -63,6 +63,7 @@ from drwatch.validators.copies import (
     unknown_copies,
 )
 from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
+from drwatch.validators.timetrust import seal_in_future
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -143,6 +144,7 @@ class DatasetValidator:
                                  "install drwatch[ml]")
         asset, limit = ctx.asset, self.cfg.list_limit
         findings: list[Finding] = []
+        broken_rp = False
         prod = _Loc(production_source(ctx))
         copies = [_Loc(src) for src in copy_sources(ctx, self.cfg.copies)]
         locs = [prod, *copies]
@@ -161,8 +163,11 @@ class DatasetValidator:
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
         bad_seal = opened is None
         recovery_point = header.sealed_at if header is not None and not bad_seal else None
+        if recovery_point is not None and (ahead := seal_in_future(ctx, recovery_point)) is not None:
+            findings.append(ahead)
+            recovery_point = None  # a seal dated ahead never makes the recovery point fresh
+            broken_rp = True
 
-        broken_rp = False
         if not bad_seal:
             if seal.unsealed_parquet:
                 why = "pyarrow was not installed where it was sealed" if header and header.parquet_facts is False \

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drwatch.model import CopyState, Finding, Severity
-from drwatch.storage.filesystem import Entry, alist
+from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import S3Unavailable
 from drwatch.storage.sources import FilesystemSource, Source
 
@@ -87,7 +87,7 @@ def listing(s: Tally) -> AsyncIterator[Entry]:
     """A location's listing in key order. On a filesystem, a subdirectory that cannot be listed is passed over
     and recorded in ``s.unlisted`` (see ``Tally.unchecked``) instead of ending the listing."""
     if isinstance(s.src, FilesystemSource):
-        return alist(s.src.root, on_unreadable=s.unlistable)
+        return s.src.entries(on_unreadable=s.unlistable)  # the source's own listing (passes over hard links)
     return s.src.entries()
 
 

@@ -57,6 +57,7 @@ from drwatch.validators.copies import (
     record_lock,
     unknown_copies,
 )
+from drwatch.validators.timetrust import seal_in_future
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -197,6 +198,8 @@ class ModelWeightsValidator:
         except ManifestError as exc:
             finding = Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest")
             return Report(Outcome.FAILED, (finding,))
+        if (ahead := seal_in_future(ctx, sealed_at)) is not None:
+            return Report(Outcome.FAILED, (ahead,))  # like a corrupt seal: its recovery point is not believed
         seal = {e.key: e for e in entries}
         copies = [CopyCheck(s, self.cfg.list_limit) for s in self.sources(ctx)]
         inf = self.cfg.inference

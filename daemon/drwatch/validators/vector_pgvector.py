@@ -65,6 +65,7 @@ from drwatch.validators.pgvector_sandbox import (
     start_target,
 )
 from drwatch.validators.postgres_restore import EphemeralSandbox, SandboxConfig, TargetSandbox
+from drwatch.validators.timetrust import FutureTimes
 from drwatch.validators.vector_queries import configured_queries
 
 if TYPE_CHECKING:
@@ -149,6 +150,13 @@ class _Drill(Comparison):
         if not points:
             why = "does not exist" if points is None else f"holds nothing matching {be.pattern!r}"
             self.bad("no_recovery_point", f"{where} {why}", where)
+            return self.report(None)
+        future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
+        points = [p for p in points if future.believe(p.name, p.mtime)]
+        if (ahead := future.finding(where, "dump(s)")) is not None:
+            self.findings.append(ahead)
+        if not points:
+            self.bad("no_recovery_point", f"{where} holds nothing with a believable time", where)
             return self.report(None)
         chosen, _ = pgdump.choose(points, "newest", 0)
         age = max(0.0, ctx.clock() - chosen.mtime)
