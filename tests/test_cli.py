@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import basic_config, populate, run_cli, write_config
+from tests.helpers import basic_config, populate, run_cli, write_config, write_tree
 
 
 def _cfg(tmp: Path, **kw: object) -> Path:
@@ -26,11 +26,10 @@ def test_version() -> None:
 
 
 def test_check_compliant_exits_0_and_json_shape(tmp_path: Path) -> None:
-    """Three verified copies on three declared sites... but one medium and one disk (the copies are observed on
-    production's device: never off-site): media and offsite fail → exit 1; with media: 1, offsite: 0 → exit 0."""
+    """Three verified copies on three sites... but one medium: media fails → exit 1; with media: 1 → exit 0."""
     populate(tmp_path)
     cfg = basic_config(tmp_path)
-    cfg["compliance"] = {"media": 1, "immutable": 0, "offsite": 0}
+    cfg["compliance"] = {"media": 1, "immutable": 0}
     path = write_config(tmp_path / "drwatch.yaml", cfg)
     out = run_cli("check", "--config", str(path), "--output", "json")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -124,6 +123,26 @@ def test_check_selects_validator(tmp_path: Path) -> None:
     out = run_cli("check", "--config", str(path), "--validator", "replica", "--output", "json")
     assert len(json.loads(out.stdout)["results"]) == 1
     assert run_cli("check", "--config", str(path), "--validator", "nope").returncode == 78
+
+
+def test_check_asset_exits_on_the_selection_only(tmp_path: Path) -> None:
+    """`check --asset good` answers for that asset only: another asset failing (its failure stored by an
+    earlier full check) leaves the exit code 0; `check --asset bad` and a full check still exit 1."""
+    files = populate(tmp_path)
+    write_tree(tmp_path / "prod" / "bad", files)
+    write_tree(tmp_path / "copy1" / "bad", {**files, sorted(files)[0]: b"corrupted"})
+    write_tree(tmp_path / "copy2" / "bad", files)
+    cfg = basic_config(tmp_path)
+    cfg["compliance"] = {"media": 1, "immutable": 0, "offsite": 0}  # the copies share production's disk here
+    bad = {**cfg["assets"]["data"], "production": {"location": "prod", "prefix": "bad"},
+           "copies": [{"location": "copy1", "prefix": "bad"}, {"location": "copy2", "prefix": "bad"}]}
+    cfg["assets"]["bad"] = bad
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    assert run_cli("check", "--config", str(path)).returncode == 1
+    out = run_cli("check", "--config", str(path), "--asset", "data")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert run_cli("check", "--config", str(path), "--asset", "bad").returncode == 1
+    assert run_cli("check", "--config", str(path)).returncode == 1
 
 
 def test_seal_writes_manifest_and_reads_only(tmp_path: Path) -> None:

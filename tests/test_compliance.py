@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from drwatch.compliance import RULES, AssetVerdict, RuleState, evaluate
 from drwatch.config import Config, parse_config
-from drwatch.model import Attestation, CopyReport, CopyState, Outcome, Result
+from drwatch.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
 from drwatch.snapshot import Snapshot
 from drwatch.store.base import ValidatorStats
 
@@ -602,29 +603,47 @@ def test_restore_errors_unknown_when_the_latest_run_did_not_finish_checking(outc
     assert (rule.state, rule.detail) == (UNKNOWN, f"replica: latest run {outcome.value}")
 
 
-def test_failure_inside_the_window_keeps_failing_after_a_later_ok_run() -> None:
-    """A failed run 2 days ago, inside the 7d window, keeps restore_errors failing after a later ok run."""
+def test_failure_proven_fixed_by_a_later_ok_run_passes_with_its_history() -> None:
+    """A failed run 2 days ago, inside the 7d window, followed by an ok run of the same validator: the repair
+    is proven, the rule passes at once (no waiting out the window) and the detail keeps the failure."""
     failed = run(outcome=Outcome.FAILED, at=NOW - 2 * DAY)
     ok = run(*all_verified(), at=NOW - 10 * MINUTE)
     v = verdict(config(), failed, ok)
-    assert v.rules["restore_errors"].state == FAIL
-    assert v.rules["restore_errors"].detail == "replica: failed 2d ago (window 7d)"
+    assert v.rules["restore_errors"].state == PASS
+    assert v.rules["restore_errors"].detail == "1 validator(s) ok; history: replica: failed 2d ago, ok since 10m ago"
     assert v.rules["copies"].state == PASS
 
 
-def test_failure_outside_the_window_no_longer_counts() -> None:
-    """Once the failure is older than compliance.window, a later ok run passes."""
-    failed = run(outcome=Outcome.FAILED, at=NOW - 8 * DAY)
-    ok = run(*all_verified(), at=NOW - 10 * MINUTE)
-    assert verdict(config(), failed, ok).rules["restore_errors"].state == PASS
-
-
-def test_window_is_configurable() -> None:
-    """compliance.window sets how long a failure keeps the rule failing."""
+def test_failure_not_proven_fixed_keeps_failing_for_the_window() -> None:
+    """A failure followed only by runs that could not check (error) is not proven fixed: it keeps the rule
+    failing for compliance.window, and no longer counts after it."""
     failed = run(outcome=Outcome.FAILED, at=NOW - 2 * DAY)
-    ok = run(*all_verified(), at=NOW - 10 * MINUTE)
-    assert verdict(config(compliance={"window": "1d"}), failed, ok).rules["restore_errors"].state == PASS
-    assert verdict(config(compliance={"window": "3d"}), failed, ok).rules["restore_errors"].state == FAIL
+    errored = run(outcome=Outcome.ERROR, at=NOW - 10 * MINUTE, rp=None)
+    rule = verdict(config(), failed, errored).rules["restore_errors"]
+    assert rule.state == FAIL
+    assert rule.detail == "replica: failed 2d ago (window 7d; not ok since)"
+    assert verdict(config(compliance={"window": "1d"}), failed, errored).rules["restore_errors"].state == UNKNOWN
+
+
+def test_ack_clears_an_earlier_failure_but_never_a_failing_latest_run() -> None:
+    """`drwatch ack` after a failure (here followed by an error run, so not proven fixed) clears it, naming
+    who and why; a failure after the ack counts again; a latest run that failed is never cleared by an ack."""
+    cfg = config()
+    failed = run(outcome=Outcome.FAILED, at=NOW - 2 * DAY)
+    errored = run(outcome=Outcome.ERROR, at=NOW - 10 * MINUTE, rp=None)
+    ok = run(*all_verified(), at=NOW - 5 * MINUTE)  # folded last: the latest result
+    ack = Ack("weights", "replica", "alice", "bad dump deleted, INC-42", NOW - DAY)
+    snap = replace(snapshot(cfg, failed, errored, ok), acks={("weights", "replica"): ack})
+    assert evaluate(cfg, snap, NOW)["weights"].rules["restore_errors"].state == PASS
+    snap = replace(snapshot(cfg, failed, errored), acks={("weights", "replica"): ack})
+    rule = evaluate(cfg, snap, NOW)["weights"].rules["restore_errors"]
+    assert rule.state == UNKNOWN and "acknowledged by alice: bad dump deleted, INC-42" in rule.detail
+    later = replace(ack, created_at=NOW - 3 * DAY)  # acked before the failure: does not cover it
+    snap = replace(snapshot(cfg, failed, errored), acks={("weights", "replica"): later})
+    assert evaluate(cfg, snap, NOW)["weights"].rules["restore_errors"].state == FAIL
+    latest_failed = run(outcome=Outcome.FAILED, at=NOW - 10 * MINUTE)
+    snap = replace(snapshot(cfg, latest_failed), acks={("weights", "replica"): replace(ack, created_at=NOW)})
+    assert evaluate(cfg, snap, NOW)["weights"].rules["restore_errors"].state == FAIL
 
 
 def test_errored_run_is_not_a_failure_in_the_window() -> None:

@@ -313,6 +313,70 @@ async def test_backup_with_an_emptied_table_fails_against_production(estate: Est
         ("table_empty", "docs"), ("checksum_mismatch", "pgbench_branches")}
 
 
+async def test_dump_of_the_wrong_database_fails_against_production(estate: Estate, tmp_path: Path,
+                                                                   sandbox_root: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `expect` list at all: a dump of another database restores fine, but production's tables with rows
+    do not come back (table_missing for each), so the drill fails. Excluding all of them but one table still
+    requires that one; with production unreachable the same dump could not be judged: error, not failed."""
+    estate.dump(tmp_path / "dumps" / "small.dump", estate.small_dsn, "-Fc")
+    monkeypatch.setenv("DRW_PROD_DSN", estate.prod_dsn)
+    prod = {"production": {"dsn_env": "DRW_PROD_DSN"}}
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", prod))
+    assert result is not None
+    assert result.outcome == Outcome.FAILED
+    assert {(f.code, f.subject) for f in result.findings if f.severity == Severity.CRITICAL} == {
+        ("table_missing", t) for t in ("docs", "pgbench_accounts", "pgbench_branches", "pgbench_tellers")}
+    assert {f.code for f in result.findings if f.severity == Severity.WARNING} == {"production_table_missing"}
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {**prod, "expect": {
+        "exclude_tables": ["docs", "pgbench_accounts", "public.pgbench_branches"]}}))
+    assert result is not None and result.outcome == Outcome.FAILED
+    assert {(f.code, f.subject) for f in result.findings if f.severity == Severity.CRITICAL} == {
+        ("table_missing", "pgbench_tellers")}
+    monkeypatch.setenv("DRW_PROD_DSN", f"postgresql://postgres@127.0.0.1:{free_port()}/prod")
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", prod))
+    assert result is not None and result.outcome == Outcome.ERROR
+    assert codes(result) == {"production_unavailable"}
+    assert_nothing_left(sandbox_root)
+
+
+async def test_dump_of_an_empty_database_fails(estate: Estate, tmp_path: Path, sandbox_root: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid pg_dump of an empty database: against production every table with rows is missing and the
+    restore is empty; without production the empty restore alone fails (restore_empty) unless
+    `expect.allow_empty` says empty is what the backup should hold."""
+    empty_dsn = estate.server.create_database(f"pgr_empty_{os.getpid()}")
+    try:
+        estate.dump(tmp_path / "dumps" / "empty.dump", empty_dsn, "-Fc")
+    finally:
+        estate.server.psql(f"DROP DATABASE pgr_empty_{os.getpid()}")
+    monkeypatch.setenv("DRW_PROD_DSN", estate.prod_dsn)
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {
+        "production": {"dsn_env": "DRW_PROD_DSN"}}))
+    assert result is not None and result.outcome == Outcome.FAILED
+    assert codes(result, Severity.CRITICAL) == {"table_missing", "restore_empty"}
+    assert result.figures["tables_restored"] == 0
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {}))
+    assert result is not None and result.outcome == Outcome.FAILED
+    assert [(f.code, f.subject) for f in result.findings] == [("restore_empty", "restore")]
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {
+        "expect": {"allow_empty": True}}))
+    assert result is not None and result.outcome == Outcome.OK, result.findings
+    assert_nothing_left(sandbox_root)
+
+
+async def test_comment_only_sql_file_fails(tmp_path: Path, sandbox_root: Path) -> None:
+    """A .sql file of nothing but pg_dump's comment lines (header and 'dump complete' trailer) restores
+    without an error and holds nothing: failed (restore_empty), not ok."""
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps" / "db.sql").write_text("-- PostgreSQL database dump\n-- PostgreSQL database dump complete\n")
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {}))
+    assert result is not None and result.outcome == Outcome.FAILED, result.findings
+    assert codes(result) == {"restore_empty"}
+    assert result.figures["tables_restored"] == 0
+    assert_nothing_left(sandbox_root)
+
+
 async def test_unsupported_and_unreadable_dumps(tmp_path: Path, sandbox_root: Path) -> None:
     """A gzip-compressed SQL dump cannot be drilled here (error: not a bad backup); a file that is no dump at
     all fails."""

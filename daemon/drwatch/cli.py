@@ -198,7 +198,8 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=2))
         else:
             print(table(doc))
-        code = exit_code(state.snapshot, now, results)
+        code = exit_code(state.snapshot, now, results,
+                         None if args.asset is None and args.validator is None else {a for a, _ in selected})
         return EXIT_UNCHECKED if runner.pending and code == EXIT_OK else code
     finally:
         await store.close()
@@ -482,6 +483,51 @@ def cmd_attest(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
 
+async def _ack(cfg: Any, args: argparse.Namespace) -> int:
+    from drwatch.model import Ack
+    from drwatch.store import open_store
+
+    asset = cfg.assets.get(args.asset)
+    if asset is None:
+        print(f"drwatch ack: unknown asset {escape(args.asset)!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    labels = [v.label for v in asset.validators]
+    if args.validator is not None and args.validator not in labels:
+        print(f"drwatch ack: asset {args.asset!r} has no validator {escape(args.validator)!r} (validators: "
+              f"{', '.join(labels) or 'none'})", file=sys.stderr)
+        return EXIT_CONFIG
+    by, reason = args.by.strip(), args.reason.strip()
+    if not by or not reason:
+        print("drwatch ack: --by and --reason must say who acknowledges and why", file=sys.stderr)
+        return EXIT_CONFIG
+    now = time.time()
+    store = open_store(cfg)
+    await store.open()
+    try:
+        for label in [args.validator] if args.validator is not None else labels:
+            await store.add_ack(Ack(args.asset, label, by, reason, now))
+    finally:
+        await store.close()
+    which = args.validator or ", ".join(labels)
+    print(f"acknowledged the failures of {args.asset} ({which}) up to now: restore_errors no longer counts them; "
+          "a failing latest run and any later failure still count", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    if path is None:
+        print("drwatch: pass --config FILE (or set DRWATCH_CONFIG)", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return asyncio.run(_ack(_load(path), args))
+    except ConfigError as exc:
+        return _print_config_error(exc)
+    except ValidatorError as exc:
+        print(f"drwatch ack: {escape(exc.message)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from drwatch.demo import create_demo
 
@@ -580,6 +626,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-point", help="ISO time of the recovery point the copy holds "
                                             "(default: the newest one drwatch knows; 'none')")
     p.set_defaults(func=cmd_attest)
+
+    p = sub.add_parser("ack", help="acknowledge an asset's past failures (restore_errors stops counting them)")
+    p.add_argument("--asset", required=True)
+    p.add_argument("--validator", help="only this validator (default: every validator of the asset)")
+    p.add_argument("--by", required=True, help="who acknowledges (shown in status)")
+    p.add_argument("--reason", required=True, help="why (shown in status)")
+    p.add_argument("--config", "-c")
+    p.set_defaults(func=cmd_ack)
 
     p = sub.add_parser("demo", help="create a realistic local demo estate and its drwatch.yaml")
     p.add_argument("--dir", required=True)

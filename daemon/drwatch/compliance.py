@@ -14,9 +14,7 @@ from drwatch.config import AssetConfig, Config
 from drwatch.durations import format_duration
 from drwatch.model import CopyState, Outcome
 from drwatch.snapshot import CopyFact, Snapshot
-from drwatch.storage.filesystem import VOLATILE_MEDIA
 
-SAME_DOMAIN = "same_failure_domain"  # a copy dependency: observed on production's device or mount source
 RULES: tuple[str, ...] = ("copies", "media", "offsite", "immutable", "restore_errors")
 
 
@@ -139,27 +137,40 @@ def _restore_errors(cfg: Config, snap: Snapshot, asset_name: str, asset: AssetCo
     if not asset.validators:
         return RuleVerdict(RuleState.UNKNOWN, "no validators configured")
     window = cfg.compliance.window.total_seconds()
-    fails, unknowns = [], []
+    fails, unknowns, cleared = [], [], []
     for v in asset.validators:
         stats = snap.stats(asset_name, v.label)
         res = stats.last_result if stats is not None else None
         if stats is None or res is None:
             unknowns.append(f"{v.label}: never ran")
             continue
-        if res.outcome == Outcome.FAILED:
+        failed_at = stats.last_failure_at
+        if res.outcome == Outcome.FAILED:  # never cleared, not even by an ack: the newest evidence is bad
             fails.append(f"{v.label}: latest run failed")
-        elif stats.last_failure_at is not None and now - stats.last_failure_at <= window:
-            fails.append(f"{v.label}: failed {format_duration(now - stats.last_failure_at)} ago "
-                         f"(window {format_duration(window)})")
-        elif res.outcome != Outcome.OK:
+            continue
+        if failed_at is not None and now - failed_at <= window:
+            # A failure in the window counts until it is proven fixed (a later `ok` of the same validator) or
+            # acknowledged (`drwatch ack` after it); either way it stays in the detail while in the window.
+            ago = format_duration(max(0.0, now - failed_at))
+            ack = snap.acks.get((asset_name, v.label))
+            if stats.last_success_at is not None and stats.last_success_at > failed_at:
+                cleared.append(f"{v.label}: failed {ago} ago, ok since "
+                               f"{format_duration(max(0.0, now - stats.last_success_at))} ago")
+            elif ack is not None and ack.created_at >= failed_at:
+                cleared.append(f"{v.label}: failed {ago} ago, acknowledged by {ack.by}: {ack.reason}")
+            else:
+                fails.append(f"{v.label}: failed {ago} ago (window {format_duration(window)}; not ok since)")
+                continue
+        if res.outcome != Outcome.OK:
             unknowns.append(f"{v.label}: latest run {res.outcome.value}")
         elif now - res.finished_at > v.effective_max_age(cfg):
             unknowns.append(f"{v.label}: stale (last run {format_duration(now - res.finished_at)} ago)")
+    history = f"; history: {'; '.join(cleared)}" if cleared else ""
     if fails:
-        return RuleVerdict(RuleState.FAIL, "; ".join(fails + unknowns))
+        return RuleVerdict(RuleState.FAIL, "; ".join(fails + unknowns) + history)
     if unknowns:
-        return RuleVerdict(RuleState.UNKNOWN, "; ".join(unknowns))
-    return RuleVerdict(RuleState.PASS, f"{len(asset.validators)} validator(s) ok")
+        return RuleVerdict(RuleState.UNKNOWN, "; ".join(unknowns) + history)
+    return RuleVerdict(RuleState.PASS, f"{len(asset.validators)} validator(s) ok{history}")
 
 
 def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> AssetVerdict:
@@ -183,18 +194,15 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
         _tri(len(good), len(good) + len(unknown), req.copies),
         f"{len(good)}/{req.copies} verified ({names(good)})" + reasons(bad),
     )
-    # A volatile filesystem (tmpfs, ramfs) is gone at the next reboot: it is no medium at all.
-    media = {s.media for s in good if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
-    media_possible = media | {s.media for s in unknown if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
+    media = {s.media for s in good if s.media != "unknown"}
+    media_possible = media | {s.media for s in unknown if s.media != "unknown"}
     extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
     media_state = _tri(len(media), len(media_possible) + extra_unknown_media, req.media)
     unknown_media = [s.name for s in good if s.media == "unknown"]
-    volatile = [s.name for s in good if s.media in VOLATILE_MEDIA]
     rules["media"] = RuleVerdict(
         media_state,
         f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})"
         + (f"; media not known for: {', '.join(unknown_media)}" if unknown_media else "")
-        + (f"; volatile (not a medium): {', '.join(volatile)}" if volatile else "")
         + (reasons([s for s in unknown if s.media not in media]) if media_state == RuleState.UNKNOWN else ""),
     )
     prod = statuses[0]
@@ -202,9 +210,8 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
     independent = not req.require_independent_credentials
 
     def offsite(s: CopyStatus) -> bool:
-        """A different failure domain: observed region (or provider) first, declared site otherwise. A copy
-        observed on production's disk or mount source is never off-site, whatever it declares."""
-        if s.name == "production" or (s.dependencies and not independent) or SAME_DOMAIN in s.dependencies:
+        """A different failure domain: observed region (or provider) first, declared site otherwise."""
+        if s.name == "production" or (s.dependencies and not independent):
             return False
         if s.region and prod.region and (s.region_observed or prod.region_observed):
             return s.region != prod.region or (s.provider != prod.provider and bool(s.provider and prod.provider))
@@ -222,8 +229,7 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
         f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}"
         + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else "")
         + "".join(f"; {s.name} depends on production ({', '.join(s.dependencies)})"
-                  + ("" if independent and SAME_DOMAIN not in s.dependencies else ", not counted")
-                  for s in dependent),
+                  + ("" if independent else ", not counted") for s in dependent),
     )
     imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")
            and (independent or not s.dependencies)]

@@ -105,11 +105,16 @@ class SnapshotCollector(Collector):
                                      "Duration of the latest run.", labels=av)
         duration = HistogramMetricFamily("drwatch_validator_duration_seconds", "Duration of validator runs.",
                                          labels=av)
+        acked = GaugeMetricFamily("drwatch_validator_ack_timestamp_seconds",
+                                  "When the validator's failures were last acknowledged (drwatch ack); who and "
+                                  "why are in drwatch status.", labels=av)
         for asset_name, vcfg in cfg.iter_validators():
             labels = [asset_name, vcfg.label]
             configured.add_metric([*labels, vcfg.kind], 1)
             interval.add_metric(labels, vcfg.schedule.interval_seconds())
             max_age.add_metric(labels, vcfg.effective_max_age(cfg))
+            if (ack := snap.acks.get((asset_name, vcfg.label))) is not None:
+                acked.add_metric(labels, ack.created_at)
             stats = snap.stats(asset_name, vcfg.label)
             latest = stats.last_result.outcome.value if stats and stats.last_result else None
             for o in OUTCOMES:
@@ -133,7 +138,7 @@ class SnapshotCollector(Collector):
                 buckets.append(("+Inf" if math.isinf(le) else str(float(le)), float(cumulative)))
             duration.add_metric(labels, buckets, stats.duration_sum)
         yield from (configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur,
-                    duration)
+                    duration, acked)
         yield from _figure_families(cfg, snap)
         yield from ml_families(cfg, snap, now)
         yield from verify_families(cfg, snap)

@@ -179,3 +179,15 @@ class Attestation:
     note: str
     created_at: float
     recovery_point: float | None = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """``drwatch ack``: a person accepted the failures of one validator up to ``created_at`` (who and why are
+    shown in status/check, never in metric labels). A later failure is not covered."""
+
+    asset: str
+    validator: str
+    by: str
+    reason: str
+    created_at: float

@@ -90,7 +90,15 @@ def document(snap: Snapshot, now: float, results: Iterable[Result] | None = None
         "results": [result_doc(r) for r in (latest_results(snap) if results is None else results)],
         "verification": verification_doc(snap),
         "consistency_groups": {name: group_doc(snap, name, now) for name in snap.config.consistency_groups},
+        "acks": acks_doc(snap),
     }
+
+
+def acks_doc(snap: Snapshot) -> list[dict[str, Any]]:
+    """The newest ``drwatch ack`` of each configured validator: who, why, when."""
+    labels = {(a, v.label) for a, acfg in snap.config.assets.items() for v in acfg.validators}
+    return [{"asset": a, "validator": v, "by": ack.by, "reason": ack.reason, "at": iso_time(ack.created_at)}
+            for (a, v), ack in sorted(snap.acks.items()) if (a, v) in labels]
 
 
 def group_doc(snap: Snapshot, name: str, now: float) -> dict[str, Any]:
@@ -106,9 +114,14 @@ def group_doc(snap: Snapshot, name: str, now: float) -> dict[str, Any]:
     return doc
 
 
-def exit_code(snap: Snapshot, now: float, results: Iterable[Result] | None = None) -> int:
-    """0 compliant; 1 a rule fails or a check failed; 2 something could not be checked."""
+def exit_code(snap: Snapshot, now: float, results: Iterable[Result] | None = None,
+              assets: Iterable[str] | None = None) -> int:
+    """0 compliant; 1 a rule fails or a check failed; 2 something could not be checked. With ``assets``,
+    only those assets' verdicts count (``check --asset``: the exit code answers for the selection)."""
     verdicts = evaluate(snap.config, snap, now)
+    if assets is not None:
+        chosen = set(assets)
+        verdicts = {name: v for name, v in verdicts.items() if name in chosen}
     res = list(latest_results(snap) if results is None else results)
     if any(r.outcome == Outcome.FAILED for r in res) or any(
         v.state == RuleState.FAIL for verdict in verdicts.values() for v in verdict.rules.values()
@@ -150,6 +163,10 @@ def table(doc: dict[str, Any]) -> str:
     if problems:
         lines += ["", "Checks that did not pass:", *problems]
     lines += _verification_lines(doc.get("verification") or {})
+    acks = doc.get("acks") or []
+    if acks:
+        lines += ["", "Acknowledged (drwatch ack):",
+                  *(f"  {a['asset']}/{a['validator']}: {a['at']} by {a['by']}: {a['reason']}" for a in acks)]
     # File names and messages that quote them come from outside: no control character reaches the terminal,
     # and a name with a newline cannot forge a row (each element of ``lines`` stays one line).
     return "\n".join(escape(line) for line in lines)

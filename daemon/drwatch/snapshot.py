@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from drwatch.config import Config
 from drwatch.ledger import CopySummary
-from drwatch.model import Attestation, CopyReport, Result
+from drwatch.model import Ack, Attestation, CopyReport, Result
 from drwatch.store.base import StoredState, ValidatorStats
 
 
@@ -31,17 +31,19 @@ class Snapshot:
     # Not changed by with_result: the ledger is written during runs, so they come from the store (refresh).
     verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
     verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> newest `drwatch ack`
 
     @classmethod
     def from_state(cls, config: Config, state: StoredState) -> Snapshot:
         return cls(config, dict(state.validators), dict(state.attestations), dict(state.copy_bytes),
-                   verify=dict(state.verify), verify_counters=dict(state.verify_counters))
+                   verify=dict(state.verify), verify_counters=dict(state.verify_counters), acks=dict(state.acks))
 
     def refreshed(self, state: StoredState) -> Snapshot:
         """The same config over a newer stored state (e.g. results or attestations another process wrote)."""
         return replace(self, validators=dict(state.validators), attestations=dict(state.attestations),
                        copy_bytes=dict(state.copy_bytes), generation=self.generation + 1,
-                       verify=dict(state.verify), verify_counters=dict(state.verify_counters))
+                       verify=dict(state.verify), verify_counters=dict(state.verify_counters),
+                       acks=dict(state.acks))
 
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)

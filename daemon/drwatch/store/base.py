@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from drwatch.errors import ValidatorError
 from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Attestation, CopyReport, Finding, Outcome, Result
+from drwatch.model import Ack, Attestation, CopyReport, Finding, Outcome, Result
 from drwatch.store.verify import LedgerBatch, LedgerEntry, counters, summaries
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
 )
@@ -123,6 +123,7 @@ class StoredState:
     # persisted request/egress counters per (location, name) (name: "requests:<operation>" or "egress_bytes").
     verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
     verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> the newest ack
 
 
 class Store(Protocol):
@@ -133,6 +134,7 @@ class Store(Protocol):
     async def record(self, result: Result) -> None: ...
     async def load_state(self) -> StoredState: ...
     async def add_attestation(self, attestation: Attestation) -> None: ...
+    async def add_ack(self, ack: Ack) -> None: ...
     async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]: ...
     async def prune(self, before: float) -> int: ...
     async def ping(self) -> None: ...
@@ -146,15 +148,20 @@ class Store(Protocol):
     async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary: ...
 
     async def revision(self) -> tuple[int, int]:
-        """(results ever recorded, attestations ever added): changes exactly when ``load_state`` would
+        """(results ever recorded, attestations and acks ever added): changes exactly when ``load_state`` would
         return something new, whoever wrote it (``drwatch check``/``attest`` share the daemon's store);
         pruning and retried writes leave it unchanged."""
         ...
 
 
 REVISION_QUERY = (
-    "SELECT (SELECT COALESCE(SUM(duration_count), 0) FROM validator_state), (SELECT COUNT(*) FROM attestations)"
+    "SELECT (SELECT COALESCE(SUM(duration_count), 0) FROM validator_state), "
+    "(SELECT COUNT(*) FROM attestations) + (SELECT COUNT(*) FROM acks)"
 )
+# Schema 4: acknowledgements (drwatch ack), append-only; the newest per (asset, validator) counts.
+ACKS_TABLE = """CREATE TABLE acks (
+    id {id} PRIMARY KEY{auto}, asset TEXT NOT NULL, validator TEXT NOT NULL,
+    acked_by TEXT NOT NULL, reason TEXT NOT NULL, created_at {real} NOT NULL)"""
 RESULT_COLUMNS = (
     "run_id, asset, validator, kind, outcome, started_at, finished_at, recovery_point, figures, findings, copies"
 )
@@ -201,6 +208,7 @@ def assemble_state(
     state_rows: list[Any], count_rows: list[Any], bucket_rows: list[Any], result_rows: list[Any],
     attestation_rows: list[Any], copy_rows: list[Any] | None = None,
     summary_rows: list[Any] | None = None, counter_rows: list[Any] | None = None,
+    ack_rows: list[Any] | None = None,
 ) -> StoredState:
     """Build StoredState from rows shaped the same way by both backends."""
     runs: dict[tuple[str, str], dict[str, int]] = {}
@@ -230,5 +238,6 @@ def assemble_state(
         for a, c, note, created, rp in attestation_rows
     }
     copy_bytes = {(a, c): int(n) for a, c, n in (copy_rows or [])}
+    acks = {(a, v): Ack(a, v, by, reason, float(created)) for a, v, by, reason, created in (ack_rows or [])}
     return StoredState(validators, attestations, copy_bytes, summaries(summary_rows or []),
-                       counters(counter_rows or []))
+                       counters(counter_rows or []), acks)

@@ -11,9 +11,10 @@ import asyncpg
 
 from drwatch.errors import ValidatorError
 from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Attestation, Result
+from drwatch.model import Ack, Attestation, Result
 from drwatch.store import verify as v
 from drwatch.store.base import (
+    ACKS_TABLE,
     RESULT_COLUMNS,
     REVISION_QUERY,
     SCHEMA_VERSION,
@@ -62,6 +63,7 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (asset, copy))""",
     ],
     3: v.SCHEMA_V3_POSTGRES,
+    4: [ACKS_TABLE.format(id="BIGSERIAL", auto="", real="DOUBLE PRECISION")],
 }
 
 _MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time
@@ -194,10 +196,14 @@ class PostgresStore:
             copies = await conn.fetch("SELECT asset, copy, bytes_verified FROM copy_counters")
             verify = await conn.fetch(v.LOAD_SUMMARIES)
             counters = await conn.fetch(v.LOAD_COUNTERS)
+            acks = await conn.fetch(
+                "SELECT DISTINCT ON (asset, validator) asset, validator, acked_by, reason, created_at "
+                "FROM acks ORDER BY asset, validator, id DESC"
+            )
         return assemble_state(
             [tuple(r) for r in states], [tuple(r) for r in counts], [tuple(r) for r in buckets],
             [tuple(r) for r in results], [tuple(r) for r in attestations], [tuple(r) for r in copies],
-            [tuple(r) for r in verify], [tuple(r) for r in counters],
+            [tuple(r) for r in verify], [tuple(r) for r in counters], [tuple(r) for r in acks],
         )
 
     async def add_attestation(self, attestation: Attestation) -> None:
@@ -205,6 +211,12 @@ class PostgresStore:
             "INSERT INTO attestations (asset, copy, note, created_at, recovery_point) VALUES ($1,$2,$3,$4,$5)",
             attestation.asset, attestation.copy, attestation.note, attestation.created_at,
             attestation.recovery_point,
+        )
+
+    async def add_ack(self, ack: Ack) -> None:
+        await self._p().execute(
+            "INSERT INTO acks (asset, validator, acked_by, reason, created_at) VALUES ($1,$2,$3,$4,$5)",
+            ack.asset, ack.validator, ack.by, ack.reason, ack.created_at,
         )
 
     async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]:

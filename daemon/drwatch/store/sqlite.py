@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 
 from drwatch.errors import ValidatorError
 from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Attestation, Result
+from drwatch.model import Ack, Attestation, Result
 from drwatch.store import verify as v
 from drwatch.store.base import (
+    ACKS_TABLE,
     RESULT_COLUMNS,
     REVISION_QUERY,
     SCHEMA_VERSION,
@@ -72,6 +73,7 @@ MIGRATIONS: dict[int, list[str]] = {
             PRIMARY KEY (asset, copy))""",
     ],
     3: v.SCHEMA_V3_SQLITE,
+    4: [ACKS_TABLE.format(id="INTEGER", auto=" AUTOINCREMENT", real="REAL")],
 }
 
 
@@ -251,7 +253,11 @@ class SqliteStore:
             copies = conn.execute("SELECT asset, copy, bytes_verified FROM copy_counters").fetchall()
             verify = conn.execute(v.LOAD_SUMMARIES).fetchall()
             counters = conn.execute(v.LOAD_COUNTERS).fetchall()
-            return assemble_state(states, counts, buckets, results, attestations, copies, verify, counters)
+            acks = conn.execute(
+                "SELECT asset, validator, acked_by, reason, created_at FROM acks a WHERE id = "
+                "(SELECT MAX(id) FROM acks b WHERE b.asset = a.asset AND b.validator = a.validator)"
+            ).fetchall()
+            return assemble_state(states, counts, buckets, results, attestations, copies, verify, counters, acks)
 
         return await self._call(read)
 
@@ -263,6 +269,14 @@ class SqliteStore:
                 (attestation.asset, attestation.copy, attestation.note, attestation.created_at,
                  attestation.recovery_point),
             )
+
+        await self._call(write)
+
+    async def add_ack(self, ack: Ack) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            self._check_file()
+            conn.execute("INSERT INTO acks (asset, validator, acked_by, reason, created_at) VALUES (?,?,?,?,?)",
+                         (ack.asset, ack.validator, ack.by, ack.reason, ack.created_at))
 
         await self._call(write)
 

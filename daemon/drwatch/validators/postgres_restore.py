@@ -17,7 +17,11 @@ last ``random_window``), fetched (S3: streamed to the sandbox, bounded memory) a
 
 Then the restored database is checked: expected tables, row counts against ``expect.row_counts`` and the
 production database (read-only session and transaction), per-table checksums (ordered md5 of the rows on
-both sides, small tables only) and SQL assertions. Which side is which: the backup may lag production
+both sides, small tables only) and SQL assertions. With ``production``, every production table that holds
+rows must come back (``table_missing``; ``expect.exclude_tables`` names those a backup may leave out), so
+a dump of the wrong or an empty database fails without any ``expect`` list. A restore with no tables or no
+rows fails (``restore_empty``) unless production is empty too or, without production, ``expect.allow_empty``
+says so. Which side is which: the backup may lag production
 (rows added since the dump are expected), so only a restored count *below* production beyond the
 tolerance fails (``row_count_low``; ``table_empty`` when restored empty and production not). A restored
 count above production means production lost rows since the backup: a warning (``production_shrank``),
@@ -50,7 +54,6 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import Finding, Outcome, Report, Severity
 from drwatch.secrets import redact
 from drwatch.validators.base import RunContext, ValidatorConfigBase
-from drwatch.validators.timetrust import FutureTimes
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -109,8 +112,12 @@ class ExpectConfig(_Model):
     tolerance: float | str = 0.05  # a fraction of the reference count, or "N rows"
     checksums: ChecksumsConfig | None = None
     assertions: list[AssertionConfig] = Field(default_factory=list)
+    # Production tables the backup need not hold (with a production DSN every table with rows is required).
+    exclude_tables: list[str] = Field(default_factory=list)
+    # A restore with no tables or no rows is a bad backup unless this says an empty database is expected.
+    allow_empty: bool = False
 
-    @field_validator("tables")
+    @field_validator("tables", "exclude_tables")
     @classmethod
     def _names(cls, value: list[str]) -> list[str]:
         return [_table(t) for t in value]
@@ -210,14 +217,6 @@ class PostgresRestoreValidator:
             return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, "no_recovery_point", f"{where} {why}"),))
         newest, chosen = pgdump.choose(points, cfg.pick, cfg.random_window.total_seconds())
         findings: list[Finding] = []
-        future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
-        points = [p for p in points if future.believe(p.name, p.mtime)]
-        if (ahead := future.finding(where, "dump(s)")) is not None:
-            findings.append(ahead)
-        if not points:
-            return Report(Outcome.FAILED, (*findings, Finding(Severity.CRITICAL, "no_recovery_point",
-                                                              f"{where} holds no dump with a believable time")))
-        newest, chosen = pgdump.choose(points, cfg.pick, cfg.random_window.total_seconds())
         age = max(0.0, ctx.clock() - newest.mtime)
         if age > ctx.asset.rpo.total_seconds():
             findings.append(Finding(Severity.CRITICAL, "rpo_exceeded",
@@ -369,6 +368,9 @@ class PostgresRestoreValidator:
         counts, rows = await pgtools.table_counts(conn, _limit(ctx))
         figures["rows_restored"] = float(rows)
         figures["tables_restored"] = float(len(counts))
+        excluded = {pgtools.split_table(t) for t in exp.exclude_tables}
+        empty = ("the restored database holds no tables" if not counts else
+                 f"the restored database holds no rows in its {len(counts)} table(s)") if rows == 0 else None
 
         def bad(code: str, message: str, subject: str) -> None:
             findings.append(Finding(Severity.CRITICAL, code, message, subject))
@@ -398,22 +400,32 @@ class PostgresRestoreValidator:
                 bad("assertion_failed", f"got {value!r}, expected {a.expect.op} {a.expect.value!r}", label)
 
         if self.cfg.production is None:
+            if empty is not None and not exp.allow_empty:
+                bad("restore_empty", f"{empty}: a dump of an empty or the wrong database, or no dump at all "
+                    "(set expect.allow_empty if an empty database is what the backup should hold)", "restore")
             return Outcome.OK
-        # Row counts of the listed tables (all restored tables when none are listed), plus checksum tables.
+        # Row counts of every restored table (or of the listed ones), plus checksum tables; production's
+        # tables with rows that the restore lacks are looked for separately.
         compare = list(listed or counts)
         if exp.checksums is not None:
             compare += [t for t in map(pgtools.split_table, exp.checksums.tables) if t not in compare]
-        compare = [t for t in compare if t in counts]
+        compare = [t for t in compare if t in counts and t not in excluded]
         try:
-            await self._production(ctx, conn, counts, compare, findings)
+            production_rows = await self._production(ctx, conn, counts, compare, excluded, findings)
         except ValidatorError as exc:
             findings.append(Finding(Severity.WARNING, exc.code, exc.message, "production"))
             return Outcome.ERROR
+        if empty is not None and production_rows:
+            bad("restore_empty", f"{empty}, production has rows: a dump of an empty or the wrong database",
+                "restore")
         return Outcome.OK
 
     async def _production(self, ctx: RunContext, restored: Any, counts: dict[tuple[str, str], int],
-                          tables: list[tuple[str, str]], findings: list[Finding]) -> None:
-        """Compare with production over a read-only session, in one read-only snapshot."""
+                          tables: list[tuple[str, str]], excluded: set[tuple[str, str]],
+                          findings: list[Finding]) -> bool:
+        """Compare with production over a read-only session, in one read-only snapshot: every production
+        table with rows (less ``excluded``) must have been restored; ``tables`` are compared by row count
+        (and checksum). Returns whether production holds rows in a table that is not excluded."""
         assert self.cfg.production is not None
         exp = self.cfg.expect
         params = await asyncio.to_thread(self.cfg.production.params, "production", ctx.config)
@@ -422,8 +434,18 @@ class PostgresRestoreValidator:
         ctx.exit_stack.push_async_callback(_cleanup, functools.partial(pgtools.close_connection, prod), 10, ctx,
                                            "close production connection")
         sums = {pgtools.split_table(t) for t in (exp.checksums.tables if exp.checksums else [])}
+        production_rows = False
         try:
             async with prod.transaction(readonly=True, isolation="repeatable_read"):
+                for table in await pgtools.user_tables(prod, _limit(ctx)):
+                    if table in excluded or not await pgtools.has_rows(prod, table, _limit(ctx)):
+                        continue
+                    production_rows = True
+                    label = pgtools.table_label(table)
+                    if table not in counts and ("table_missing", label) not in {(f.code, f.subject) for f in findings}:
+                        findings.append(Finding(Severity.CRITICAL, "table_missing", "production has rows in "
+                                                "this table, the backup does not hold it (expect.exclude_tables "
+                                                "lists tables a backup may leave out)", label))
                 for table in tables:
                     label = pgtools.table_label(table)
                     if await prod.fetchval("SELECT to_regclass($1)", pgtools.qualified(table),
@@ -457,6 +479,7 @@ class PostgresRestoreValidator:
         except pgtools.CONNECT_ERRORS as exc:
             raise ValidatorError("production_unavailable", redact(f"production: {type(exc).__name__}: {exc}")) \
                 from None
+        return production_rows
 
 
 def _limit(ctx: RunContext) -> float:
