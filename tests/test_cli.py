@@ -26,10 +26,11 @@ def test_version() -> None:
 
 
 def test_check_compliant_exits_0_and_json_shape(tmp_path: Path) -> None:
-    """Three verified copies on three sites... but one medium: media fails → exit 1; with media: 1 → exit 0."""
+    """Three verified copies on three declared sites... but one medium and one disk (the copies are observed on
+    production's device: never off-site): media and offsite fail → exit 1; with media: 1, offsite: 0 → exit 0."""
     populate(tmp_path)
     cfg = basic_config(tmp_path)
-    cfg["compliance"] = {"media": 1, "immutable": 0}
+    cfg["compliance"] = {"media": 1, "immutable": 0, "offsite": 0}
     path = write_config(tmp_path / "drwatch.yaml", cfg)
     out = run_cli("check", "--config", str(path), "--output", "json")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -14,7 +14,9 @@ from drwatch.config import AssetConfig, Config
 from drwatch.durations import format_duration
 from drwatch.model import CopyState, Outcome
 from drwatch.snapshot import CopyFact, Snapshot
+from drwatch.storage.filesystem import VOLATILE_MEDIA
 
+SAME_DOMAIN = "same_failure_domain"  # a copy dependency: observed on production's device or mount source
 RULES: tuple[str, ...] = ("copies", "media", "offsite", "immutable", "restore_errors")
 
 
@@ -194,15 +196,18 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
         _tri(len(good), len(good) + len(unknown), req.copies),
         f"{len(good)}/{req.copies} verified ({names(good)})" + reasons(bad),
     )
-    media = {s.media for s in good if s.media != "unknown"}
-    media_possible = media | {s.media for s in unknown if s.media != "unknown"}
+    # A volatile filesystem (tmpfs, ramfs) is gone at the next reboot: it is no medium at all.
+    media = {s.media for s in good if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
+    media_possible = media | {s.media for s in unknown if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
     extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
     media_state = _tri(len(media), len(media_possible) + extra_unknown_media, req.media)
     unknown_media = [s.name for s in good if s.media == "unknown"]
+    volatile = [s.name for s in good if s.media in VOLATILE_MEDIA]
     rules["media"] = RuleVerdict(
         media_state,
         f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})"
         + (f"; media not known for: {', '.join(unknown_media)}" if unknown_media else "")
+        + (f"; volatile (not a medium): {', '.join(volatile)}" if volatile else "")
         + (reasons([s for s in unknown if s.media not in media]) if media_state == RuleState.UNKNOWN else ""),
     )
     prod = statuses[0]
@@ -210,8 +215,9 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
     independent = not req.require_independent_credentials
 
     def offsite(s: CopyStatus) -> bool:
-        """A different failure domain: observed region (or provider) first, declared site otherwise."""
-        if s.name == "production" or (s.dependencies and not independent):
+        """A different failure domain: observed region (or provider) first, declared site otherwise. A copy
+        observed on production's disk or mount source is never off-site, whatever it declares."""
+        if s.name == "production" or (s.dependencies and not independent) or SAME_DOMAIN in s.dependencies:
             return False
         if s.region and prod.region and (s.region_observed or prod.region_observed):
             return s.region != prod.region or (s.provider != prod.provider and bool(s.provider and prod.provider))
@@ -229,7 +235,8 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
         f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}"
         + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else "")
         + "".join(f"; {s.name} depends on production ({', '.join(s.dependencies)})"
-                  + ("" if independent else ", not counted") for s in dependent),
+                  + ("" if independent and SAME_DOMAIN not in s.dependencies else ", not counted")
+                  for s in dependent),
     )
     imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")
            and (independent or not s.dependencies)]

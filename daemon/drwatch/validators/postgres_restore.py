@@ -54,6 +54,7 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import Finding, Outcome, Report, Severity
 from drwatch.secrets import redact
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.timetrust import FutureTimes
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -217,6 +218,14 @@ class PostgresRestoreValidator:
             return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, "no_recovery_point", f"{where} {why}"),))
         newest, chosen = pgdump.choose(points, cfg.pick, cfg.random_window.total_seconds())
         findings: list[Finding] = []
+        future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
+        points = [p for p in points if future.believe(p.name, p.mtime)]
+        if (ahead := future.finding(where, "dump(s)")) is not None:
+            findings.append(ahead)
+        if not points:
+            return Report(Outcome.FAILED, (*findings, Finding(Severity.CRITICAL, "no_recovery_point",
+                                                              f"{where} holds no dump with a believable time")))
+        newest, chosen = pgdump.choose(points, cfg.pick, cfg.random_window.total_seconds())
         age = max(0.0, ctx.clock() - newest.mtime)
         if age > ctx.asset.rpo.total_seconds():
             findings.append(Finding(Severity.CRITICAL, "rpo_exceeded",
