@@ -9,6 +9,7 @@ from typing import Any
 
 from drwatch.compliance import RULES, AssetVerdict, RuleState, evaluate
 from drwatch.consistency import group_state
+from drwatch.durations import format_duration
 from drwatch.errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNCHECKED
 from drwatch.model import Outcome, Result
 from drwatch.snapshot import Snapshot
@@ -103,10 +104,12 @@ def acks_doc(snap: Snapshot) -> list[dict[str, Any]]:
 
 def group_doc(snap: Snapshot, name: str, now: float) -> dict[str, Any]:
     state, res = group_state(snap.config, snap, name, now)
-    doc: dict[str, Any] = {"state": state.value,
-                           "max_skew_seconds": snap.config.consistency_groups[name].max_skew.total_seconds()}
+    group = snap.config.consistency_groups[name]
+    doc: dict[str, Any] = {"state": state.value, "assets": list(group.assets),
+                           "max_skew_seconds": group.max_skew.total_seconds()}
     if res is not None:
         doc["checked_at"] = iso_time(res.finished_at)
+        doc["outcome"] = res.outcome.value
         for key in ("skew_seconds", "consistent_set_age_seconds", "documents_missing"):
             if key in res.figures:
                 doc[key] = res.figures[key]
@@ -162,6 +165,7 @@ def table(doc: dict[str, Any]) -> str:
                 problems.append(f"      ... {len(res['findings']) - 8} more findings")
     if problems:
         lines += ["", "Checks that did not pass:", *problems]
+    lines += _group_lines(doc.get("consistency_groups") or {})
     lines += _verification_lines(doc.get("verification") or {})
     acks = doc.get("acks") or []
     if acks:
@@ -170,6 +174,35 @@ def table(doc: dict[str, Any]) -> str:
     # File names and messages that quote them come from outside: no control character reaches the terminal,
     # and a name with a newline cannot forge a row (each element of ``lines`` stays one line).
     return "\n".join(escape(line) for line in lines)
+
+
+def _group_lines(groups: dict[str, Any]) -> list[str]:
+    """The consistency groups: state, skew of the members' newest proven recovery points, and why a group is
+    not consistent (its check's findings, or why there is no current check)."""
+    rows = [["group", "state", "skew", "max skew", "members"]]
+    why = []
+    for name, g in groups.items():
+        skew = g.get("skew_seconds")
+        rows.append([name, g["state"], "-" if skew is None else format_duration(skew),
+                     format_duration(g["max_skew_seconds"]), ", ".join(g["assets"])])
+        if g["state"] == "consistent":
+            continue
+        findings = g.get("findings") or []
+        if "checked_at" not in g:
+            why.append(f"  {name}: never checked (no consistency_group validator result yet)")
+        elif g.get("outcome") == "ok" or not findings:
+            why.append(f"  {name}: last checked {g['checked_at']} ({g.get('outcome')}): stale")
+        for f in findings[:8]:
+            subject = f" [{f['subject']}]" if f["subject"] else ""
+            why.append(f"  {name}: {f['severity']} {f['code']}{subject}: {f['message']}")
+        if len(findings) > 8:
+            why.append(f"  {name}: ... {len(findings) - 8} more findings")
+    if len(rows) == 1:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["", "Consistency groups:",
+             *("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)]
+    return lines + (["", "Why (consistency groups):", *why] if why else [])
 
 
 def _verification_lines(verification: dict[str, Any]) -> list[str]:
