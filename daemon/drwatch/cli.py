@@ -40,8 +40,10 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def _print_config_error(exc: ConfigError) -> int:
     print(f"drwatch: invalid configuration {escape(exc.source)}:", file=sys.stderr)
-    for problem in exc.problems:
+    for problem in exc.shown:  # capped: a generated file with 200k bad keys prints 51 lines
         print(f"  {escape(problem)}", file=sys.stderr)
+    if exc.more:
+        print(f"  {exc.more_text}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -53,6 +55,8 @@ def _load(path: str, require_assets: bool = True) -> Any:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config import reference_data
+    from drwatch.errors import SHOWN_PROBLEMS
+    from drwatch.preflight import extras_warnings, path_warnings
     from drwatch.secrets import missing_here
     from drwatch.webconfig import describe, exposed_files, for_config
 
@@ -61,14 +65,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         web_cfg = for_config(cfg)
     except ConfigError as exc:
         if args.output == "json":  # machine-readable on stdout too (the text goes to stderr as always)
-            print(json.dumps({"valid": False, "source": exc.source,
-                              "problems": [{"path": p.path, "message": p.message} for p in exc.problems]}, indent=2))
+            print(json.dumps({"valid": False, "source": exc.source, "problem_count": exc.count,
+                              "problems_not_shown": exc.more,
+                              "problems": [{"path": p.path, "message": p.message} for p in exc.shown]}, indent=2))
         return _print_config_error(exc)
     data = reference_data(cfg)
     no_assets = [] if cfg.assets else ["assets: none defined: `drwatch seal` can use this file, `drwatch run` and "
                                        "`drwatch check` refuse it (they would watch nothing)"]
-    for warning in [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir)]:
-        print(f"drwatch: warning: {escape(warning)}", file=sys.stderr)  # warnings, not errors: the exit code stays 0
+    # Warnings, not errors (the exit code stays 0): each says what `run`/`check` would do in this environment.
+    warnings = [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir), *extras_warnings(cfg),
+                *path_warnings(cfg)]
+    for warning in warnings[:SHOWN_PROBLEMS]:
+        print(f"drwatch: warning: {escape(warning)}", file=sys.stderr)
+    if len(warnings) > SHOWN_PROBLEMS:
+        print(f"drwatch: warning: ... and {len(warnings) - SHOWN_PROBLEMS} more warnings", file=sys.stderr)
     if args.output == "json":
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -645,7 +655,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--s3-provider", default="aws")
     p.set_defaults(func=cmd_demo)
     _add_golden_parser(sub)
+    _describe(sub)
     return parser
+
+
+def _describe(sub: Any) -> None:
+    """Each command's ``--help``: what it does (its one-line help) and its exit statuses, from the table in
+    :mod:`drwatch.errors` (the one place they are written down)."""
+    from drwatch.errors import COMMAND_EXITS, exit_codes_epilog
+
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    for name, p in sub.choices.items():
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        if p.description is None and helps.get(name):
+            p.description = f"{helps[name][0].upper()}{helps[name][1:]}."
+        if name in COMMAND_EXITS:
+            p.epilog = exit_codes_epilog(name)
+        for action in p._actions:
+            if action.dest == "config" and action.help is None:
+                action.help = "configuration file (default: $DRWATCH_CONFIG)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,7 @@ class Daemon:
             proc = self.state.process
             if new is None:
                 assert err is not None
-                problems = [str(p) for p in err.problems]
+                problems = [str(p) for p in err.shown] + ([err.more_text] if err.more else [])
                 proc.reload_successful = False
                 log.error("reload_rejected", problems=problems, config=self.config_path)
                 self.notifier.ready(f"reload rejected; {summary(self.state, self.clock())}")

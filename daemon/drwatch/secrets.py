@@ -87,6 +87,8 @@ def read_secret(field: str, env: str | None, file: str | None, base_dir: Path) -
             except OSError as exc:
                 raise ConfigError("secrets", [ConfigProblem(field, f"cannot read {candidate}: {exc.strerror}")]) \
                     from None
+            if not value:  # never an empty credential: a truncated deploy, not a password
+                raise ConfigError("secrets", [ConfigProblem(field, f"secret file {candidate} is empty")])
             register(value)
             return value
         raise ConfigError("secrets", [ConfigProblem(field, f"secret file {_shown(file)} not found")])
@@ -119,16 +121,40 @@ def _secret_fields(node: Any, suffix: str, path: str = "") -> list[tuple[str, st
     return out
 
 
+# What a secret this process cannot read does to `run`/`check` (the truth check-config warns with; a test
+# runs both on one file). The store's DSN is read when they start; every other secret when a check needs it.
+AT_START = ("store.",)
+_AT_START_EFFECT = "`drwatch run`, `check` and `status` in this environment exit 78 at start (the store's DSN)"
+_AT_RUN_EFFECT = ("`drwatch run`/`check` in this environment start, but each check that needs it ends as `error` "
+                  "(secret_unavailable)")
+
+
 def missing_here(config_data: Any, base_dir: Path) -> list[str]:
-    """Warnings for secrets this process could not read (an unset ``*_env`` variable, a ``*_file`` not found):
-    ``check-config`` runs in an admin's shell, the service gets its environment and credentials from its unit,
-    so these are warnings, not errors. Blocking (stat calls)."""
-    warnings = [f"{field}: environment variable {_shown(name)} is not set here (`drwatch run`/`check` in this "
-                f"environment would refuse to start; the service may get it from its unit)"
+    """Warnings for secrets this process could not read (an unset ``*_env`` variable, a ``*_file`` not found),
+    each saying what `run`/`check` would do here: ``check-config`` runs in an admin's shell, the service gets
+    its environment and credentials from its unit, so these are warnings, not errors. Blocking (stat calls)."""
+    def effect(field: str) -> str:
+        return f"{_AT_START_EFFECT if field.startswith(AT_START) else _AT_RUN_EFFECT}; the service may get it " \
+               "from its unit"
+
+    warnings = [f"{field}: environment variable {_shown(name)} is not set here: {effect(field)}"
                 for field, name in _secret_fields(config_data, "_env") if not os.environ.get(name)]
-    warnings += [f"{field}: secret file {_shown(name)} is not found here (nor in $CREDENTIALS_DIRECTORY)"
-                 for field, name in _secret_fields(config_data, "_file") if secret_file(name, base_dir) is None]
+    for field, name in _secret_fields(config_data, "_file"):
+        found = secret_file(name, base_dir)
+        if found is None:
+            warnings.append(f"{field}: secret file {_shown(name)} is not found here (nor in $CREDENTIALS_DIRECTORY): "
+                            f"{effect(field)}")
+        elif _blank(found):
+            warnings.append(f"{field}: secret file {found} is empty: {effect(field)}")
     return warnings
+
+
+def _blank(path: Path) -> bool:
+    """Whether a secret file holds nothing but whitespace (read_secret refuses it: never an empty credential)."""
+    try:
+        return not path.read_bytes().strip()
+    except OSError:
+        return False
 
 
 def exposed_files(config_data: Any, base_dir: Path, extra: Iterable[tuple[str, Path]] = ()) -> list[str]:

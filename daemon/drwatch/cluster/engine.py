@@ -57,9 +57,10 @@ def open_engine(state: AppState, runner: Runner, dsn: str, on_agree: Callable[[]
     try:
         import pgqueuer  # noqa: F401
     except ImportError:
+        from drwatch.extras import CLUSTER
+
         raise ValidatorError("cluster_unavailable",
-                             "cluster mode needs the job engine of the 'cluster' extra: "
-                             "pip install 'drwatch[cluster]'") from None
+                             f"cluster mode needs the job engine of the 'cluster' extra: {CLUSTER.install}") from None
     from drwatch.cluster.pgqueuer_engine import PgQueuerEngine
 
     return PgQueuerEngine(state, runner, dsn, on_agree, clock)

@@ -31,7 +31,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from drwatch.errors import ValidatorError
+from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
 
@@ -184,12 +184,17 @@ class Credentials:
 
 
 def resolve_credentials(name: str, loc: S3LocationConfig, base_dir: Path) -> Credentials:
+    """The location's keys; a key that cannot be read (variable unset, file missing or empty) is a
+    ValidatorError ``secret_unavailable`` (the check that needs it ends as ``error``), never an empty key."""
     def get(field_name: str) -> str | None:
         env = getattr(loc, f"{field_name}_env")
         file = getattr(loc, f"{field_name}_file")
         if env is None and file is None:
             return None
-        return read_secret(f"locations.{name}.{field_name}", env=env, file=file, base_dir=base_dir)
+        try:
+            return read_secret(f"locations.{name}.{field_name}", env=env, file=file, base_dir=base_dir)
+        except ConfigError as exc:
+            raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
 
     return Credentials(get("access_key_id"), get("secret_access_key"), get("session_token"), loc.profile)
 

@@ -40,8 +40,10 @@ async def load_parquet(ctx: RunContext, be: PgvectorBackend, sides: Sides, param
         import numpy  # noqa: F401  (used by the batch decoder, in a thread)
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValidatorError("extra_missing", "Parquet recovery points need pyarrow and numpy: "
-                             "pip install 'drwatch[ml]'") from None
+        from drwatch.extras import PARQUET_VECTORS
+
+        raise ValidatorError("extra_missing", f"Parquet recovery points need pyarrow and numpy: "
+                             f"{PARQUET_VECTORS.install}") from None
     try:
         schema = await asyncio.to_thread(lambda: pq.ParquetFile(path).schema_arrow)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for damaged files

@@ -349,7 +349,9 @@ async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeCl
         try:
             import numpy  # noqa: F401  (exact_topk needs it: fail before reading everything)
         except ImportError:
-            raise ValidatorError("missing_extra", "exact top-k needs numpy: pip install 'drwatch[ml]'") from None
+            from drwatch.extras import PINECONE_EXACT
+
+            raise ValidatorError("missing_extra", f"exact top-k needs numpy: {PINECONE_EXACT.install}") from None
         pv, tv = await _read_all(client, prod.host, ns), await _read_all(client, temp.host, ns)
         prod_ids = sorted(pv)
         coverage = len(set(prod_ids) & tv.keys()) / len(prod_ids)

@@ -36,8 +36,10 @@ def _read_npy(path: Path) -> list[list[float]]:
     try:
         import numpy as np
     except ImportError:
+        from drwatch.extras import NUMPY
+
         raise ValidatorError("extra_missing", f"query_vectors {path.name} is a .npy matrix: reading it needs numpy "
-                             "(pip install 'drwatch[ml]'), or give the queries as JSON Lines") from None
+                             f"({NUMPY.install}), or give the queries as JSON Lines") from None
     try:
         matrix = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:

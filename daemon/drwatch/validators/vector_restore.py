@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import Field
 
 from drwatch.errors import ConfigProblem
+from drwatch.extras import NUMPY, PARQUET_VECTORS, PINECONE_EXACT, Need
 from drwatch.model import Report
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.vector_pgvector import PgvectorBackend, run_pgvector_drill
@@ -75,6 +76,18 @@ class VectorRestoreConfig(ValidatorConfigBase):
         if self.query_vectors is not None and not cfg.resolve_path(self.query_vectors).is_file():
             problems.append(ConfigProblem("query_vectors", f"no such file: {cfg.resolve_path(self.query_vectors)}"))
         return problems
+
+    def needs(self) -> list[Need]:
+        out = []
+        if self.query_vectors is not None and self.query_vectors.lower().endswith(".npy"):
+            out.append(Need("query_vectors", NUMPY, "extra_missing", "a .npy matrix of query vectors"))
+        if isinstance(self.backend, PgvectorBackend):
+            if self.backend.pattern.lower().endswith(".parquet"):
+                out.append(Need("backend.pattern", PARQUET_VECTORS, "extra_missing", "Parquet recovery points"))
+        elif self.backend.exact_scan_max_vectors > 0:
+            out.append(Need("backend.exact_scan_max_vectors", PINECONE_EXACT, "missing_extra",
+                            "the exact top-k of namespaces up to this size"))
+        return out
 
 
 class VectorRestoreValidator:
