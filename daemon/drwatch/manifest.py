@@ -20,12 +20,15 @@ into backup locations.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import math
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -146,37 +149,109 @@ def _close_opened(fut: asyncio.Future[tuple[IO[str], ManifestHeader]]) -> None:
         fut.result()[0].close()
 
 
-async def aread(path: Path) -> tuple[ManifestHeader, AsyncIterator[Entry]]:
-    """Open a manifest; return its header and an async stream of its entries (read in a thread)."""
+class ManifestStream:
+    """The entries of an open manifest, read in batches in worker threads; owns the file.
+
+    The file is closed when the stream is exhausted or fails, and by :meth:`close` (also ``with`` / ``async
+    with``), whether or not iteration ever started: a run that is cancelled or times out between opening the
+    seal and reading it to the end must close it (register ``close`` on the run's exit stack), never leave it
+    to the garbage collector. Closing while a batch is being read in a thread is safe: that thread closes the
+    file when its batch ends, and nothing reads it afterwards.
+    """
+
+    def __init__(self, fh: IO[str], header: ManifestHeader) -> None:
+        self._fh = fh
+        self._gen = iter_entries(fh, header)
+        self._buffer: collections.deque[Entry] = collections.deque()
+        self._state = threading.Lock()  # guards the two flags below; never held during I/O
+        self._reading = False  # a worker thread is reading a batch
+        self._closing = False  # close() was called or the stream ended: the file is (to be) closed
+        self._done = False
+
+    def _batch(self) -> list[Entry]:
+        with self._state:
+            if self._closing:
+                return []
+            self._reading = True
+        out: list[Entry] = []
+        try:
+            for entry in self._gen:
+                out.append(entry)
+                if len(out) >= 2000:
+                    break
+        finally:
+            with self._state:
+                self._reading = False
+                close_now = self._closing
+            if close_now:  # closed while this batch was read: the reader closes
+                self._fh.close()
+        return out
+
+    def __aiter__(self) -> ManifestStream:
+        return self
+
+    async def __anext__(self) -> Entry:
+        if not self._buffer and not self._done:
+            try:
+                items = await asyncio.to_thread(self._batch)
+            except BaseException:
+                self._done = True
+                self.close()
+                raise
+            if items:
+                self._buffer.extend(items)
+            else:
+                self._done = True
+                self.close()
+        if self._buffer:
+            return self._buffer.popleft()
+        raise StopAsyncIteration
+
+    def close(self) -> None:
+        """Close the file now (or, while a thread reads a batch, as soon as that batch ends). Idempotent."""
+        self._done = True
+        self._buffer.clear()
+        with self._state:
+            if self._closing:
+                return
+            self._closing = True
+            reading = self._reading
+        if not reading:
+            self._fh.close()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> ManifestStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ManifestStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def aread(path: Path, stack: AsyncExitStack | None = None) -> tuple[ManifestHeader, ManifestStream]:
+    """Open a manifest; return its header and a stream of its entries (read in threads).
+
+    The stream owns the open file: it is closed at the stream's end, or by ``stream.close()``; with ``stack``
+    (a run's exit stack) it is also closed when the stack unwinds, so a run cut off by its timeout or a
+    cancellation never leaves it open. A cancellation while the file is being opened closes it too.
+    """
     opening = asyncio.ensure_future(asyncio.to_thread(_open_manifest, path))
     try:
         fh, header = await asyncio.shield(opening)
     except asyncio.CancelledError:
         opening.add_done_callback(_close_opened)  # the thread still opens the file: close it when it has
         raise
-
-    async def entries() -> AsyncIterator[Entry]:
-        gen = iter_entries(fh, header)
-
-        def batch() -> list[Entry]:
-            out: list[Entry] = []
-            for entry in gen:
-                out.append(entry)
-                if len(out) >= 2000:
-                    break
-            return out
-
-        try:
-            while True:
-                items = await asyncio.to_thread(batch)
-                if not items:
-                    return
-                for item in items:
-                    yield item
-        finally:
-            fh.close()
-
-    return header, entries()
+    stream = ManifestStream(fh, header)
+    if stack is not None:
+        stack.callback(stream.close)
+    return header, stream
 
 
 DigestFn = Callable[[Entry], Awaitable[tuple[str, int]]]

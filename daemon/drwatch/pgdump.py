@@ -12,13 +12,14 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AfterValidator
 
 from drwatch.errors import ValidatorError
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
+from drwatch.storage.filesystem import aopen
 from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify
 
 if TYPE_CHECKING:
@@ -295,12 +296,13 @@ class S3Dumps:
                 raise ValidatorError("location_changed", f"{key} vanished while it was fetched") from None
             raise err from None
 
-        def open_file() -> Any:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return path.open("wb")
-
         body = resp["Body"]
-        fh = await asyncio.to_thread(open_file)
+        try:  # a run cut off here closes the body, and the file even while a thread is opening it
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+            fh = await aopen(path, "wb")
+        except BaseException:
+            body.close()
+            raise
         try:
             while True:
                 try:

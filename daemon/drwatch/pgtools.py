@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret, redact, register_dsn_password
+from drwatch.storage.filesystem import aopen
 
 if TYPE_CHECKING:
     from drwatch.config import Config
@@ -105,7 +106,7 @@ async def run_tool(argv: Sequence[str], *, env: Mapping[str, str], limit: float,
     name = Path(argv[0]).name
     full = ["runuser", "-u", run_as, "--", *argv] if run_as else list(argv)
     started = time.monotonic()
-    stdin_fh = await asyncio.to_thread(open, stdin, "rb") if stdin is not None else None
+    stdin_fh = await aopen(stdin, "rb") if stdin is not None else None  # closed if cancelled meanwhile
     try:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -371,16 +372,6 @@ async def table_counts(conn: Any, limit: float) -> tuple[dict[tuple[str, str], i
         counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {qualified(table)}", timeout=limit))
         rows += counts[table] if row["leaf"] else 0
     return counts, rows
-
-
-async def user_tables(conn: Any, limit: float) -> list[tuple[str, str]]:
-    """User tables (and partitioned parents) of the database, in name order."""
-    return [(str(r["schema"]), str(r["name"])) for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
-
-
-async def has_rows(conn: Any, table: tuple[str, str], limit: float) -> bool:
-    """Whether the table holds at least one row (reads one row, whatever the table's size)."""
-    return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)})", timeout=limit))
 
 
 async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_from: Any | None = None) -> str:

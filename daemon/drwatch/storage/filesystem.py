@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from drwatch.parquet_facts import ParquetFacts
@@ -112,16 +112,32 @@ async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None
                 keep: Callable[[str, os.stat_result], bool] | None = None) -> AsyncIterator[Entry]:
     """Stream ``walk_sorted`` from a worker thread in batches (the event loop never touches the disk).
 
-    The callbacks run in that thread, before the batch holding the entries after them is yielded.
+    The callbacks run in that thread, before the batch holding the entries after them is yielded. The walk
+    holds no open directory between batches; when the stream is closed (or its consumer cancelled) while a
+    batch is being read, the walk is closed by the thread reading it, once that batch ends (a generator
+    cannot be closed while another thread runs it).
     """
     gen = walk_sorted(root, on_skipped=on_skipped, on_unreadable=on_unreadable, keep=keep)
+    state = threading.Lock()  # guards ``flags``; never held during I/O
+    flags = {"reading": False, "closing": False}
 
     def next_batch() -> list[Entry]:
+        with state:
+            if flags["closing"]:
+                return []
+            flags["reading"] = True
         batch: list[Entry] = []
-        for entry in gen:
-            batch.append(entry)
-            if len(batch) >= _BATCH:
-                break
+        try:
+            for entry in gen:
+                batch.append(entry)
+                if len(batch) >= _BATCH:
+                    break
+        finally:
+            with state:
+                flags["reading"] = False
+                close_now = flags["closing"]
+            if close_now:
+                gen.close()
         return batch
 
     try:
@@ -132,7 +148,27 @@ async def alist(root: Path, on_skipped: Callable[[str, str], None] | None = None
             for entry in batch:
                 yield entry
     finally:
-        await asyncio.to_thread(gen.close)
+        with state:
+            flags["closing"] = True
+            reading = flags["reading"]
+        if not reading:
+            gen.close()  # between batches: nothing is open, closing only ends the generator
+
+
+def _close_when_opened(fut: asyncio.Future[IO[Any]]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
+
+
+async def aopen(path: Path, mode: str = "rb") -> IO[Any]:
+    """``open(path, mode)`` in a worker thread. A caller cancelled while the thread opens the file does not
+    leak it: the file is closed as soon as the thread has opened it."""
+    opening = asyncio.ensure_future(asyncio.to_thread(open, path, mode))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_when_opened)
+        raise
 
 
 class HashCancelled(Exception):

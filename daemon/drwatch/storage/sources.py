@@ -221,12 +221,18 @@ class S3Source:
         base = self.prefix.strip("/")
         canary = (self.cfg.canary_prefix or "").strip("/")
         try:
-            async for obj in self.client.objects(self.prefix, self.meter):
-                if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
-                    continue  # the immutability probe's own canary is no part of any recovery point
-                self.listed_classes.add(obj.storage_class)
-                yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag, storage_class=obj.storage_class,
-                            checksum_listed=obj.checksum_listed)
+            objects = self.client.objects(self.prefix, self.meter)
+            try:
+                async for obj in objects:
+                    if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
+                        continue  # the immutability probe's own canary is no part of any recovery point
+                    self.listed_classes.add(obj.storage_class)
+                    yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag,
+                                storage_class=obj.storage_class, checksum_listed=obj.checksum_listed)
+            finally:
+                # A consumer that stops early (or is cancelled) closes the page stream too, now: never left to
+                # the garbage collector.
+                await objects.aclose()  # type: ignore[attr-defined]
         except S3Missing:
             # The bucket vanished while it was listed (it existed at the probe): like a directory that went.
             raise FileNotFoundError(f"bucket {self.cfg.bucket!r}") from None

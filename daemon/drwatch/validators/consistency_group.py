@@ -248,7 +248,7 @@ class ConsistencyGroupValidator:
         if seal is not None and await asyncio.to_thread(seal.is_file):
             wanted = set(paths.values())
             try:
-                _, entries = await aread(seal)
+                _, entries = await aread(seal, ctx.exit_stack)  # closed however the run ends
                 async for entry in entries:
                     wanted.discard(entry.key)
             except (ManifestError, OSError) as exc:

@@ -34,7 +34,6 @@ from pydantic import Field
 
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
-from drwatch.extras import PARQUET, Need
 from drwatch.manifest import ManifestError, ManifestHeader, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import (
@@ -94,12 +93,6 @@ class DatasetConfig(ValidatorConfigBase):
                                           f"S3, so set assets.{asset_name}.manifest (drwatch seal s3://... --out)"))
         return problems
 
-    def needs(self) -> list[Need]:
-        return [PARQUET_NEED]
-
-
-PARQUET_NEED = Need("", PARQUET, "pyarrow_missing", "it reads Parquet footers")
-
 
 @dataclass
 class _Loc(Tally):
@@ -147,8 +140,8 @@ class DatasetValidator:
 
     async def run(self, ctx: RunContext) -> Report:
         if not available():
-            raise ValidatorError(PARQUET_NEED.code, f"the dataset validator needs pyarrow ({PARQUET_NEED.why}): "
-                                 f"{PARQUET.install}")
+            raise ValidatorError("pyarrow_missing", "the dataset validator reads Parquet footers with pyarrow: "
+                                 "install drwatch[ml]")
         asset, limit = ctx.asset, self.cfg.list_limit
         findings: list[Finding] = []
         broken_rp = False
@@ -246,7 +239,7 @@ class DatasetValidator:
             raise ValidatorError("no_seal", "production is in S3 and no manifest is configured")
         try:
             if await asyncio.to_thread(path.is_file):
-                return await aread(path)
+                return await aread(path, ctx.exit_stack)  # closed however the run ends
         except ManifestError as exc:
             findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
             return None
@@ -284,11 +277,13 @@ class DatasetValidator:
                     return entry  # a seal stored next to the data (S3) is no part of the recovery point
             return None
 
-        heads = [await advance(i) for i in range(len(locs))]
-        ref = await anext(seal_entries, None)
+        heads: list[Entry | None] = [None] * len(locs)
         window = Window(max(4, ctx.hashes.workers * 8))
 
         try:
+            # Inside the try: a run cut off here still closes every listing and the seal.
+            heads = [await advance(i) for i in range(len(locs))]
+            ref = await anext(seal_entries, None)
             while ref is not None or any(h is not None for h in heads):
                 key = min([h.key for h in heads if h is not None] + ([ref.key] if ref is not None else []))
                 r = ref if ref is not None and ref.key == key else None
@@ -320,7 +315,7 @@ class DatasetValidator:
             await window.join()
         finally:
             await window.cancel()
-            for it in iters:
+            for it in [*iters, seal_entries]:
                 await it.aclose()  # type: ignore[attr-defined]
 
     def _count(self, seal: _Seal, r: Entry, limit: int) -> None:

@@ -36,13 +36,12 @@ from pydantic import Field
 from drwatch import safetensors_check as st
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
-from drwatch.extras import ENGINES, Need
 from drwatch.inference.drill import InferenceConfig, smoke_test
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import s3_range
 from drwatch.seals import asset_manifest_path
-from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist
+from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
 from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -103,12 +102,6 @@ class ModelWeightsConfig(ValidatorConfigBase):
             elif self.copies is not None and name not in self.copies:
                 problems.append(ConfigProblem("inference.copy", f"copy {name!r} is not among 'copies'"))
         return problems
-
-    def needs(self) -> list[Need]:
-        if self.inference is None or self.inference.python is not None:  # another interpreter: not checkable here
-            return []
-        return [Need("inference.engine", ENGINES[self.inference.engine], "inference_engine_missing",
-                     f"the inference engine {self.inference.engine}")]
 
 
 @dataclass
@@ -194,7 +187,8 @@ class ModelWeightsValidator:
                                             "after each backup")
         try:
             header, stream = await aread(path)
-            return header.sealed_at, [e async for e in stream], path
+            with stream:  # closed even when the run is cut off while the seal is read
+                return header.sealed_at, [e async for e in stream], path
         except OSError as exc:
             raise ValidatorError("manifest_unreadable", f"cannot read the seal: {exc.strerror}") from None
 
@@ -426,7 +420,7 @@ class ModelWeightsValidator:
         digest = hashlib.sha256()
         total = 0
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        fh = await asyncio.to_thread(open, dest, "wb")
+        fh = await aopen(dest, "wb")  # never left open by a cancellation while it is being opened
 
         def consume(chunk: bytes) -> None:
             digest.update(chunk)

@@ -122,7 +122,7 @@ class ReplicaValidator:
         sealed = bad_seal = False
         if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
             try:
-                header, ref_stream = await aread(manifest_path)
+                header, ref_stream = await aread(manifest_path, ctx.exit_stack)  # closed however the run ends
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
@@ -392,8 +392,8 @@ class ReplicaValidator:
             s = streams[i]
             return None if s.broken else await next_entry(s, iters[i], limit)
 
-        heads = [await advance(i) for i in range(len(streams))]
-        ref_head = await _nxt(ref)
+        heads: list[Entry | None] = [None] * len(streams)
+        ref_head: Entry | None = None
         ref_count = ref_bytes = 0
         newest = 0.0
         window = Window(max(4, ctx.hashes.workers * 8))
@@ -409,6 +409,9 @@ class ReplicaValidator:
                 s.note(exc.code, exc.message, key, limit, Severity.WARNING)
 
         try:
+            # Inside the try: a run cut off here still closes every listing and the reference.
+            heads = [await advance(i) for i in range(len(streams))]
+            ref_head = await _nxt(ref)
             while ref_head is not None or any(h is not None for h in heads):
                 candidates = [h.key for h in heads if h is not None]
                 if ref_head is not None:
@@ -460,6 +463,6 @@ class ReplicaValidator:
             await window.cancel()
             if session is not None:
                 await session.flush_bounded()  # keep the progress of an interrupted run
-            for it in iters:
+            for it in [*iters, ref]:
                 await it.aclose()  # type: ignore[attr-defined]
         return ref_count, ref_bytes, newest

@@ -1,0 +1,466 @@
+"""No handle outlives a validator run that is cut off: every validator kind of the registry, timed out and cancelled
+mid-work, against real data and real servers.
+
+Each case runs one validator through a real Runner (store, S3 client pool, sandboxes) while a sampler watches
+this process's open file descriptors (``/proc/self/fd``) and its descendant processes. The cut lands mid-work by
+construction, not by luck: the work is made long (GiB-sized sparse files to hash, a loopback proxy that delays
+every answer of S3, RDS or PostgreSQL, a sandbox cluster being initialised and restored into) and the test
+checks what was open at the cut:
+
+- ``timeout``: the validator's timeout expires while the sampler sees its work in progress (the sample just
+  before the deadline shows the case's evidence: the seal open, a data file being hashed, a connection, a
+  child process); the outcome is ``timeout``.
+- ``cancel``: the run task is cancelled once the sampler sees that evidence; the recorded outcome is
+  ``cancelled``.
+
+Then, under ``-W error`` semantics (``warnings.simplefilter("error")`` plus a ``gc.collect()``, with an
+unraisable-exception hook, and tracemalloc on to say where a leaked object came from): no ``ResourceWarning``
+or other unraisable error, every file descriptor opened during the run is closed again, no process started by
+the run is left (alive or zombie), the sandbox directory is empty and no task of the run is still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from drwatch import validators
+from drwatch.config import Config, parse_config
+from drwatch.manifest import seal_entries
+from drwatch.metrics import ProcessState
+from drwatch.model import Outcome, Result
+from drwatch.parquet_facts import ParquetFacts, read_file_facts
+from drwatch.runner import AppState, Runner
+from drwatch.sandbox import SandboxManager
+from drwatch.snapshot import Snapshot
+from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, sha256_file
+from drwatch.store import open_store
+from tests.faults.estate import Endpoints, Scenario, World, make_world
+from tests.helpers import REPO, sparse_file, write_tree
+from tests.s3servers import MotoServer
+
+pytestmark = pytest.mark.slow
+
+BLOB = 256 << 20  # each sparse blob: 256 MiB of zeros (no disk space), read and hashed for real
+BLOBS = 32  # more than a merge keeps in flight: the seal is still being read when the run is cut
+LATENCY = 0.3  # seconds added by the proxies to every chunk a server sends back
+
+
+# --- what the process holds ----------------------------------------------------------------------------
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open descriptors and what they point at."""
+    out: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed meanwhile
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+    return out
+
+
+def descendants() -> set[int]:
+    """Every process below this one, zombies included (a child that was killed but never waited for)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    found: set[int] = set()
+    todo = [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            if pid not in found:
+                found.add(pid)
+                todo.append(pid)
+    return found
+
+
+def describe(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return f"{pid} (gone)"
+    return f"{pid} [{state}] {cmd[:160]}"
+
+
+@dataclass
+class Sample:
+    at: float  # time.time()
+    fds: dict[int, str]  # descriptors opened since the baseline
+    procs: set[int]  # processes started since the baseline
+
+
+class Watcher:
+    """Samples, every 20 ms, what the process holds beyond its baseline."""
+
+    def __init__(self) -> None:
+        self.base_fds = open_fds()
+        self.base_procs = descendants()
+        self.samples: list[Sample] = []
+
+    def sample(self) -> Sample:
+        fds = {fd: t for fd, t in open_fds().items() if self.base_fds.get(fd) != t}
+        return Sample(time.time(), fds, descendants() - self.base_procs)
+
+    async def run(self, seen: asyncio.Event, evidence: Callable[[Sample], bool]) -> None:
+        while True:
+            s = await asyncio.to_thread(self.sample)
+            self.samples.append(s)
+            if evidence(s):
+                seen.set()
+            await asyncio.sleep(0.02)
+
+    def before(self, at: float) -> Sample | None:
+        return next((s for s in reversed(self.samples) if s.at < at), None)
+
+
+# --- evidence of work in progress ------------------------------------------------------------------
+
+
+def holds(fragment: str) -> Callable[[Sample], bool]:
+    return lambda s: any(fragment in target for target in s.fds.values())
+
+
+def holds_all(*fragments: str) -> Callable[[Sample], bool]:
+    return lambda s: all(holds(f)(s) for f in fragments)
+
+
+def socket_open(s: Sample) -> bool:
+    return any(t.startswith("socket:") for t in s.fds.values())
+
+
+def child_running(s: Sample) -> bool:
+    """A child process of the run, or the pipes of one being started or reaped."""
+    return bool(s.procs) or any(t.startswith("pipe:") for t in s.fds.values())
+
+
+def child_or_socket(s: Sample) -> bool:
+    return child_running(s) or socket_open(s)
+
+
+def child_alive(s: Sample) -> bool:
+    return bool(s.procs)
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # the registry's kind
+    asset: str
+    label: str
+    timeout: float  # the validator's timeout in the ``timeout`` variant (seconds)
+    evidence: Callable[[Sample], bool]  # what the run holds while it works
+    what: str  # the evidence, in words
+    cancel_at: Callable[[Sample], bool] | None = None  # when to cancel, if not at the first evidence
+
+
+CASES: dict[str, Case] = {
+    # Hashing GiBs of a production and a copy directory against the seal; the seal stays open while the merge
+    # waits for a free place in its window.
+    "replica": Case("replica", "big_files", "replica", 1.5, holds_all(MANIFEST_NAME, "/blobs/"),
+                    "the seal and a data file open"),
+    "dataset": Case("dataset", "big_dataset", "dataset", 1.5, holds_all(MANIFEST_NAME, "/blobs/"),
+                    "the seal and a data file open"),
+    # The seal is opened, then the S3 copy is listed (slowly): a cancellation there meets a seal that was opened
+    # but not read yet (what CI once caught leaking when a run timed out).
+    "dataset_s3": Case("dataset", "dataset", "dataset", 1.5, socket_open, "a connection to S3 (the seal open, "
+                       "when cancelled)", cancel_at=holds(MANIFEST_NAME)),
+    "model_weights": Case("model_weights", "big_model", "model_weights", 1.5, holds("/blobs/"),
+                          "a weights file being hashed"),
+    # Servers behind a proxy that delays every answer.
+    "immutability_probe": Case("immutability_probe", "vault", "immutability_probe", 1.5, socket_open,
+                               "a connection to S3"),
+    "rds_snapshot": Case("rds_snapshot", "rds", "rds_snapshot", 3.0, socket_open, "a connection to the RDS API"),
+    "postgres_replica_lag": Case("postgres_replica_lag", "standby", "lag", 1.2, socket_open,
+                                 "a connection to the standby"),
+    "consistency_group": Case("consistency_group", "cg_a", "consistency_group", 1.2, socket_open,
+                              "a connection to the document ids database"),
+    # Drills: connections to production (behind the proxy) and a sandbox cluster (initdb, pg_ctl, pg_restore as
+    # child processes). Cancelled once a child process runs.
+    "postgres_restore": Case("postgres_restore", "db", "postgres_restore", 2.0, child_or_socket,
+                             "a connection or a sandbox cluster's processes", cancel_at=child_alive),
+    "vector_restore": Case("vector_restore", "index", "vector_restore", 2.0, child_or_socket,
+                           "a connection or a sandbox cluster's processes", cancel_at=child_alive),
+}
+
+
+def test_every_registered_kind_has_a_case() -> None:
+    """A kind added to the registry without a case here fails this test (and so is never left untested)."""
+    assert {c.kind for c in CASES.values()} == set(validators.REGISTRY)
+
+
+# --- the estate -------------------------------------------------------------------------------------
+
+PROXY = """
+import sys
+from tests.faults.proxy import Fault, FaultProxy
+proxy = FaultProxy(sys.argv[1], int(sys.argv[2])).start()
+proxy.set(Fault.LATENCY, float(sys.argv[3]))
+print(proxy.port, flush=True)
+sys.stdin.read()
+proxy.stop()
+"""
+
+
+@contextlib.contextmanager
+def slow_proxy(host: str, port: int, latency: float = LATENCY) -> Iterator[int]:
+    """A loopback proxy delaying every chunk the server sends by ``latency``, in its own process (so that its
+    sockets are not counted as this process's)."""
+    proc = subprocess.Popen([sys.executable, "-c", PROXY, host, str(port), str(latency)], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+def zero_digest(size: int) -> str:
+    h = hashlib.sha256()
+    chunk = bytes(1 << 20)
+    for _ in range(size >> 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+async def seal_tree(root: Path, zeros: str) -> None:
+    """Seal ``root`` with drwatch's own seal writer; the sparse blobs (all zeros) are not hashed again: their
+    digest is the known one of BLOB zero bytes."""
+    async def digest(entry: Entry) -> tuple[str, int]:
+        if entry.key.startswith("blobs/"):
+            assert entry.size == BLOB
+            return zeros, BLOB
+        return await asyncio.to_thread(sha256_file, root.joinpath(*entry.parts))
+
+    async def footer(entry: Entry) -> ParquetFacts:
+        return await asyncio.to_thread(read_file_facts, root.joinpath(*entry.parts))
+
+    await seal_entries(alist(root), digest, 8, out_path=root / MANIFEST_NAME, parquet=footer)
+
+
+def big_tree(root: Path, files: dict[str, bytes]) -> None:
+    write_tree(root, files)
+    for i in range(BLOBS):
+        sparse_file(root / "blobs" / f"b{i:02d}.bin", BLOB)
+
+
+@dataclass
+class Estate:
+    scenario: Scenario
+    config: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def estate(moto: MotoServer) -> Iterator[Estate]:
+    """The fault suites' estate (tests/faults/estate.py: PostgreSQL primary + standby, pgvector server, pg_dump
+    archives, an RDS instance and buckets in moto), with S3/RDS and PostgreSQL reached through slow proxies, plus
+    three filesystem assets of 8 GiB (sparse) per location for the hashing validators."""
+    from drwatch import safetensors_check as st
+    from tests.test_dataset import parquet_bytes, table
+    from tests.test_model_weights import _shard
+
+    with contextlib.ExitStack() as stack:
+        world: World = stack.enter_context(make_world(moto))
+        s3_port = stack.enter_context(slow_proxy("127.0.0.1", moto.port))
+        pg_port = stack.enter_context(slow_proxy(world.primary.host, world.primary.port))
+        standby_port = stack.enter_context(slow_proxy(world.standby.host, world.standby.port))
+        # RDS: the client takes a second to build (service model) before its first request; slower answers
+        # keep the requests in flight at the cut.
+        rds_port = stack.enter_context(slow_proxy("127.0.0.1", moto.port, 1.5))
+        ends = Endpoints(s3_server=moto, s3_url=f"http://127.0.0.1:{s3_port}", s3_access_key=moto.access_key,
+                         s3_secret_key=moto.secret_key, pg_host="127.0.0.1", pg_port=pg_port,
+                         standby_port=standby_port, vector_port=world.vector.port,
+                         rds_url=f"http://127.0.0.1:{rds_port}")
+        sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
+                                      "rds_snapshot", "consistency_group", "vector_restore", "dataset"), ends)
+        stack.callback(sc.cleanup)
+        sc.build()
+        zeros = zero_digest(BLOB)
+        trees = {
+            "big_files": {"README.txt": b"files\n"},
+            "big_dataset": {"events/part-0000.parquet": parquet_bytes(table(1000)), "README.txt": b"data\n"},
+            "big_model": {"model.safetensors": _shard([("a", 3000)]), "config.json": b"{}"},
+        }
+        kinds = {"big_files": "replica", "big_dataset": "dataset", "big_model": "model_weights"}
+        for asset, files in trees.items():
+            big_tree(sc.dir / "local" / asset, files)
+            asyncio.run(seal_tree(sc.dir / "local" / asset, zeros))
+            big_tree(sc.dir / "dr" / asset, files)
+            sc.assets[asset] = sc._asset(asset, [{"kind": kinds[asset]}], copies=["dr"])
+        assert st.INDEX_NAME not in trees["big_model"]
+        cfg = yaml.safe_load(sc.config(0).read_text())
+        cfg["limits"]["max_concurrent"] = 16
+        saved = {k: os.environ.get(k) for k in sc.env}
+        os.environ.update(sc.env)
+        try:
+            yield Estate(sc, cfg, dict(sc.env))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def case_config(estate: Estate, case: Case, timeout: float) -> Config:
+    cfg = yaml.safe_load(yaml.safe_dump(estate.config))
+    for v in cfg["assets"][case.asset]["validators"]:
+        v["timeout"] = f"{int(timeout * 1000)}ms"
+    return parse_config(yaml.safe_dump(cfg), source=str(estate.scenario.dir / "drwatch.yaml"))
+
+
+# --- the test -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def abandoned_async_generators() -> Iterator[list[str]]:
+    """Names of async generators started meanwhile that were left to the garbage collector, unfinished: asyncio
+    then closes them some time later (and one that holds a file or a connection holds it until then)."""
+    found: list[str] = []
+    hooks = sys.get_asyncgen_hooks()
+
+    def finalizer(agen: Any) -> None:
+        found.append(agen.__qualname__)
+        if hooks.finalizer is not None:
+            hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        yield found
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+
+
+@contextlib.contextmanager
+def unraisables() -> Iterator[list[str]]:
+    """Collects what would otherwise only be printed: exceptions in ``__del__`` (ResourceWarning as error)."""
+    found: list[str] = []
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        found.append(f"{u.exc_type.__name__}: {u.exc_value} ({u.err_msg or ''} {u.object!r})")
+
+    sys.unraisablehook = hook
+    try:
+        yield found
+    finally:
+        sys.unraisablehook = previous
+
+
+async def settle(check: Callable[[], Any], within: float, in_thread: bool = True) -> Any:
+    """Poll ``check`` (in a thread: it reads /proc) until it returns something falsy or ``within`` seconds pass;
+    return the last value (what is still left). Worker threads and killed processes take a moment to finish."""
+    deadline = time.monotonic() + within
+    while True:
+        left = await asyncio.to_thread(check) if in_thread else check()
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def runner_for(cfg: Config, sandboxes: Path, results: list[Result]) -> AsyncIterator[Runner]:
+    store = open_store(cfg)
+    await store.open()
+    try:
+        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
+        state.listeners.append(results.append)
+        runner = Runner(state, store, SandboxManager(sandboxes))
+        try:
+            yield runner
+        finally:
+            await runner.aclose()
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+@pytest.mark.parametrize("name", list(CASES))
+async def test_a_run_cut_off_mid_work_leaks_nothing(estate: Estate, name: str, how: str) -> None:
+    """The run ends as ``timeout`` / ``cancelled`` while its work is visibly in progress, and afterwards this
+    process holds exactly what it held before: no descriptor, no child process, no sandbox, no pending task,
+    no ResourceWarning."""
+    case = CASES[name]
+    cfg = case_config(estate, case, case.timeout if how == "timeout" else 120.0)
+    vcfg = next(v for v in cfg.assets[case.asset].validators if v.label == case.label)
+    assert vcfg.kind == case.kind
+    sandboxes = estate.scenario.sandbox_dir
+    results: list[Result] = []
+    gc.collect()
+    await asyncio.sleep(0.2)  # descriptors of earlier cases' threads and servers are closed
+    others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    watcher = Watcher()
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings(), unraisables() as unraisable, abandoned_async_generators() as abandoned:
+            warnings.simplefilter("error")
+            seen = asyncio.Event()
+            trigger = case.cancel_at or case.evidence if how == "cancel" else case.evidence
+            sampler = asyncio.create_task(watcher.run(seen, trigger))
+            try:
+                async with runner_for(cfg, sandboxes, results) as runner:
+                    task = asyncio.create_task(runner.execute(case.asset, vcfg))
+                    if how == "cancel":
+                        waiting = asyncio.create_task(seen.wait())
+                        await asyncio.wait({task, waiting}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+                        waiting.cancel()
+                        assert not task.done(), f"the run ended before {case.what} was seen: {results}"
+                        assert seen.is_set(), f"{case.what} never seen within 60 s"
+                        task.cancel()
+                        with pytest.raises(asyncio.CancelledError):
+                            await task
+                    else:
+                        result = await task
+                        assert result.outcome == Outcome.TIMEOUT, result.findings
+                        cut = watcher.before(result.started_at + case.timeout)
+                        assert cut is not None and case.evidence(cut), \
+                            f"the timeout did not land mid-work ({case.what} not seen just before it): {cut}"
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            gc.collect()
+            await asyncio.sleep(0)
+            gc.collect()
+    finally:
+        tracemalloc.stop()
+
+    assert [r.outcome for r in results] == [Outcome.TIMEOUT if how == "timeout" else Outcome.CANCELLED]
+    assert unraisable == []
+    assert abandoned == [], "async generators left to the garbage collector (not closed when the run ended)"
+    left_fds = await settle(lambda: watcher.sample().fds, 15)
+    assert left_fds == {}, f"descriptors left open after the run: {left_fds}"
+    left_procs = await settle(lambda: watcher.sample().procs, 15)
+    assert not left_procs, f"processes left: {[describe(p) for p in left_procs]}"
+    assert await settle(lambda: list(sandboxes.iterdir()), 15) == []
+    pending = await settle(lambda: [t for t in asyncio.all_tasks() - others
+                                    if t is not asyncio.current_task() and not t.done()], 15, in_thread=False)
+    assert not pending, f"tasks of the run still pending: {pending}"
