@@ -374,6 +374,16 @@ async def table_counts(conn: Any, limit: float) -> tuple[dict[tuple[str, str], i
     return counts, rows
 
 
+async def user_tables(conn: Any, limit: float) -> list[tuple[str, str]]:
+    """User tables (and partitioned parents) of the database, in name order."""
+    return [(str(r["schema"]), str(r["name"])) for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
+
+
+async def has_rows(conn: Any, table: tuple[str, str], limit: float) -> bool:
+    """Whether the table holds at least one row (reads one row, whatever the table's size)."""
+    return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)})", timeout=limit))
+
+
 async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_from: Any | None = None) -> str:
     """Ordered md5 of the table's rows (row text md5s, in primary-key order; full row text without one)."""
     q = qualified(table)

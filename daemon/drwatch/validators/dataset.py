@@ -34,6 +34,7 @@ from pydantic import Field
 
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
+from drwatch.extras import PARQUET, Need
 from drwatch.manifest import ManifestError, ManifestHeader, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import (
@@ -93,6 +94,12 @@ class DatasetConfig(ValidatorConfigBase):
                                           f"S3, so set assets.{asset_name}.manifest (drwatch seal s3://... --out)"))
         return problems
 
+    def needs(self) -> list[Need]:
+        return [PARQUET_NEED]
+
+
+PARQUET_NEED = Need("", PARQUET, "pyarrow_missing", "it reads Parquet footers")
+
 
 @dataclass
 class _Loc(Tally):
@@ -140,8 +147,8 @@ class DatasetValidator:
 
     async def run(self, ctx: RunContext) -> Report:
         if not available():
-            raise ValidatorError("pyarrow_missing", "the dataset validator reads Parquet footers with pyarrow: "
-                                 "install drwatch[ml]")
+            raise ValidatorError(PARQUET_NEED.code, f"the dataset validator needs pyarrow ({PARQUET_NEED.why}): "
+                                 f"{PARQUET.install}")
         asset, limit = ctx.asset, self.cfg.list_limit
         findings: list[Finding] = []
         broken_rp = False

@@ -36,6 +36,7 @@ from pydantic import Field
 from drwatch import safetensors_check as st
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
+from drwatch.extras import ENGINES, Need
 from drwatch.inference.drill import InferenceConfig, smoke_test
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
@@ -102,6 +103,12 @@ class ModelWeightsConfig(ValidatorConfigBase):
             elif self.copies is not None and name not in self.copies:
                 problems.append(ConfigProblem("inference.copy", f"copy {name!r} is not among 'copies'"))
         return problems
+
+    def needs(self) -> list[Need]:
+        if self.inference is None or self.inference.python is not None:  # another interpreter: not checkable here
+            return []
+        return [Need("inference.engine", ENGINES[self.inference.engine], "inference_engine_missing",
+                     f"the inference engine {self.inference.engine}")]
 
 
 @dataclass
