@@ -405,6 +405,8 @@ def test_every_command_help_says_what_it_does_and_every_exit_status_it_returns(t
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "mine.txt").write_text("keep")
 
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(sub.choices)
     runs: list[tuple[str, int, subprocess.CompletedProcess[str]]] = []
 
     def expect(command: str, code: int, *args: str, **kw: Any) -> None:
@@ -433,8 +435,9 @@ def test_every_command_help_says_what_it_does_and_every_exit_status_it_returns(t
            prefix=unprivileged())
     expect("seal", 73, "--location-path", str(tmp_path / "rp"), "--out", str(tmp_path / "good.yaml" / "x"))
     expect("seal", 1, "--location-path", str(tmp_path / "rp"), "--meta", "no-equals-sign")
-    expect("seal-keygen", 0, "--private-key", str(tmp_path / "k"), "--public-key", str(tmp_path / "k.pub"))
-    expect("seal-keygen", 73, "--private-key", str(tmp_path / "k"), "--public-key", str(tmp_path / "k2.pub"))
+    if "seal-keygen" in commands:  # (landed separately; the coverage assertion below holds either way)
+        expect("seal-keygen", 0, "--private-key", str(tmp_path / "k"), "--public-key", str(tmp_path / "k.pub"))
+        expect("seal-keygen", 73, "--private-key", str(tmp_path / "k"), "--public-key", str(tmp_path / "k2.pub"))
     expect("attest", 0, "data", "copy1", "--note", "checked", "--config", str(good))
     expect("attest", 78, "nope", "copy1", "--note", "checked", "--config", str(good))
     expect("attest", 69, "data", "copy1", "--note", "checked", "--config", str(pg_down), env=down_env)
@@ -458,8 +461,6 @@ def test_every_command_help_says_what_it_does_and_every_exit_status_it_returns(t
     observed = {(c, code) for c, code, _ in runs} | {("run", 0)}
     assert all("Traceback" not in done.stderr for _, _, done in runs)
 
-    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    commands = set(sub.choices)
     assert {c for c, _ in observed} == commands, "provoke at least one status of every command"
     for command in sorted(commands):
         description, listed = _help(command)
