@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,19 @@ def extras_warnings(cfg: Config) -> list[str]:
     return out
 
 
+# check-config runs before every `systemctl reload`: a hung network mount must not hang it (stat blocks there).
+PATH_TIMEOUT = 5.0
+
+
+def _within(fn: Callable[[Path], str | None], path: Path) -> str | None:
+    """``fn(path)`` in a daemon thread, given up after PATH_TIMEOUT (the thread is left to finish or hang)."""
+    box: list[str | None] = []
+    worker = threading.Thread(target=lambda: box.append(fn(path)), name="drwatch-path-check", daemon=True)
+    worker.start()
+    worker.join(PATH_TIMEOUT)
+    return box[0] if box else f"did not answer within {PATH_TIMEOUT:g} s (a hung network mount?)"
+
+
 def _dir_problem(path: Path) -> str | None:
     """None for a readable directory, else what is wrong with it, as an operator says it."""
     try:
@@ -53,6 +68,14 @@ def _dir_problem(path: Path) -> str | None:
     if not os.access(path, os.R_OK | os.X_OK):
         return "not readable (permission denied for this user)"
     return None
+
+
+def _location_problem(root: Path) -> str | None:
+    problem = _dir_problem(root)
+    if problem is None and _empty(root) and not os.path.ismount(root):
+        # what an unmounted disk's mount point looks like: a run says "not mounted?" (storage/sources.py)
+        return "is an empty directory and not a mount point (not mounted?)"
+    return problem
 
 
 def _empty(path: Path) -> bool:
@@ -75,10 +98,7 @@ def path_warnings(cfg: Config) -> list[str]:
         if not isinstance(loc, FilesystemLocationConfig):
             continue
         root = cfg.resolve_path(loc.path)
-        problem = _dir_problem(root)
-        if problem is None and _empty(root) and not os.path.ismount(root):
-            # what an unmounted disk's mount point looks like: a run says "not mounted?" (storage/sources.py)
-            problem = "is an empty directory and not a mount point (not mounted?)"
+        problem = _within(_location_problem, root)
         if problem is None:
             usable.add(name)
         elif loc.offline:
@@ -94,7 +114,7 @@ def path_warnings(cfg: Config) -> list[str]:
             if ref.location not in usable or not ref.prefix or not isinstance(fs, FilesystemLocationConfig):
                 continue
             path = cfg.resolve_path(fs.path).joinpath(*ref.prefix.split("/"))
-            problem = _dir_problem(path)
+            problem = _within(_dir_problem, path)
             if problem is None:
                 continue
             # What a run concludes (validators/copies.py probe_location): location there, directory not.
