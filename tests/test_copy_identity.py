@@ -4,8 +4,10 @@ ways are not copies."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from drwatch.sandbox import SandboxManager
 from drwatch.snapshot import Snapshot
 from drwatch.storage.config import canonical_endpoint
 from drwatch.store import open_store
-from tests.helpers import basic_config, populate, write_tree
+from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, write_config, write_tree
 from tests.s3helpers import bucket, upload
 from tests.s3servers import MotoServer, s3_client
 
@@ -246,3 +248,36 @@ def test_one_bucket_named_two_ways_is_refused(tmp_path: Path, moto: MotoServer,
     # Another bucket on the same server is another place.
     cfg["locations"]["s3-b"]["bucket"] = bucket(moto, "alias-other")
     assert load(tmp_path, cfg).assets["data"].copies[1].location == "s3-b"
+
+
+def test_running_daemon_sees_the_copy_become_production(tmp_path: Path) -> None:
+    """A real ``drwatch run`` checking every second: ``ok`` while the copy is a directory of its own; once the
+    directory is replaced by a symlink to production, the next run fails with ``copy_aliases_production`` and
+    the copies rule fails; a reload of the same file is refused (the load-time check agrees) and the daemon
+    keeps running and keeps failing the copy."""
+    populate(tmp_path, copies=2)
+    port = free_port()
+    cfg = basic_config(tmp_path, every="1s", http_port=port)
+    cfg["compliance"] = {"media": 1, "immutable": 0, "offsite": 0}
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    daemon = DaemonProcess(path, port)
+    try:
+        daemon.start()
+        outcome = {"asset": "data", "validator": "replica"}
+        daemon.wait_for(lambda: metric_value(daemon.metrics(), "drwatch_validator_outcome", **outcome,
+                                             outcome="ok") == 1)
+        shutil.rmtree(tmp_path / "copy1" / "data")
+        (tmp_path / "copy1" / "data").symlink_to(tmp_path / "prod" / "data", target_is_directory=True)
+        daemon.wait_for(lambda: metric_value(daemon.metrics(), "drwatch_validator_outcome", **outcome,
+                                             outcome="failed") == 1)
+        status = json.loads(daemon.get("/api/v1/status")[1])
+        [res] = [r for r in status["results"] if r["asset"] == "data"]
+        assert {(f["code"], f["subject"]) for f in res["findings"]} >= {("copy_aliases_production", "copy1")}
+        rules = status["assets"]["data"]["rules"]
+        assert rules["copies"]["state"] == "fail" and "copy1: latest check found it bad" in rules["copies"]["detail"]
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for(lambda: metric_value(daemon.metrics(), "drwatch_config_last_reload_successful") == 0)
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert "production itself" in daemon.log()
+    finally:
+        assert daemon.stop() == 0

@@ -50,6 +50,7 @@ from drwatch.validators.copies import (
 )
 from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
 from drwatch.validators.replica_reference import Reference, ReferenceFailed
+from drwatch.validators.timetrust import FutureTimes, seal_in_future
 from drwatch.validators.verification import VerifySession, reference_id
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class ReplicaValidator:
         manifest_path = self._manifest_path(ctx, prod.src)
         ref_stream: AsyncIterator[Entry] | None = None
         recovery_point: float | None = None
-        sealed = bad_seal = False
+        sealed = bad_seal = untimed = False  # untimed: no believable time for the recovery point (time_in_future)
         if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
             try:
                 header, ref_stream = await aread(manifest_path, ctx.exit_stack)  # closed however the run ends
@@ -131,6 +132,9 @@ class ReplicaValidator:
             else:
                 sealed = True
                 recovery_point = header.sealed_at
+                if (ahead := seal_in_future(ctx, header.sealed_at)) is not None:
+                    findings.append(ahead)
+                    recovery_point, untimed = None, True  # a seal dated ahead never makes the recovery point fresh
         elif ctx.asset.manifest is not None:
             if prod.state is None or (manifest_path is not None and manifest_path.is_absolute()):
                 bad_seal = True
@@ -153,11 +157,13 @@ class ReplicaValidator:
 
         ref_count = ref_bytes = 0
         newest = 0.0
+        future = FutureTimes.at(ctx)  # production times ahead of the clock: findings, never the recovery point
         session = await self._session(ctx, streams, checked) if ref_stream is not None else None
         if ref_stream is not None:
             try:
                 ref_count, ref_bytes, newest = await self._merge(
-                    ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit, session)
+                    ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit, session,
+                    future)
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
@@ -170,6 +176,10 @@ class ReplicaValidator:
                                      f"a directory vanished while listing: {exc.strerror}") from None
         if not sealed and ref_stream is not None:
             recovery_point = newest or None
+            if (f := future.finding("production")) is not None:
+                untimed = recovery_point is None
+                findings.append(f if not untimed else Finding(
+                    Severity.CRITICAL, f.code, f"{f.message}; no object has a believable time", f.subject))
             prod.verified = ref_count  # production is the reference: it holds every object by definition
 
         now = ctx.clock()
@@ -202,7 +212,7 @@ class ReplicaValidator:
         copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy")
         any_error = any(r.state == CopyState.ERROR for r in reports)
         empty = any(f.code == "empty_recovery_point" for f in findings)
-        if copy_failed or bad_seal or stale or empty:
+        if copy_failed or bad_seal or stale or empty or untimed:
             outcome = Outcome.FAILED
         elif any_error:
             outcome = Outcome.ERROR
@@ -383,7 +393,8 @@ class ReplicaValidator:
         session.record(s.name, e, prior, how or "size", value, read, ok=True)
 
     async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
-                     sealed: bool, limit: int, session: VerifySession | None = None) -> tuple[int, int, float]:
+                     sealed: bool, limit: int, session: VerifySession | None = None,
+                     future: FutureTimes | None = None) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
         iters = [listing(s) for s in streams]
 
@@ -451,7 +462,8 @@ class ReplicaValidator:
                 if r is not None:
                     ref_count += 1
                     ref_bytes += r.size
-                    newest = max(newest, r.mtime)
+                    if future is None or future.believe(r.key, r.mtime):
+                        newest = max(newest, r.mtime)
                     ref_head = await _nxt(ref)
                 if session is not None and session.due_flush():
                     await session.flush()
