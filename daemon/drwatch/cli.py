@@ -1,9 +1,9 @@
-"""Command line: run, check, check-config, status, seal, attest, demo.
+"""Command line: run, check, check-config, status, seal, seal-keygen, attest, ack, demo.
 
 Exit codes: 0 ok/compliant; 1 a rule fails or a check failed (bad backup); 2 something could not be
 checked; 69 a service drwatch needs (store, listen port) is unavailable; 78 invalid configuration.
-``seal`` also: 65 nothing but entries that are not regular files, 66 an unreadable input, 73 the seal cannot
-be written (nothing is written in each case).
+``seal`` also: 65 nothing but entries that are not regular files, 66 an unreadable input (or ``--sign`` key),
+73 the seal cannot be written (nothing is written in each case).
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
 
 
-async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
+async def _seal_s3(args: argparse.Namespace, url: str, signer: Any = None) -> Any:
     """Seal a recovery point in S3: sizes and sha256 (from full-object SHA256 checksums where the store
     keeps them, else by reading). Reads only; the manifest goes to a local file or stdout."""
     from drwatch.manifest import seal_entries
@@ -318,7 +318,7 @@ async def _seal_s3(args: argparse.Namespace, url: str) -> Any:
         out_path = Path(args.out) if args.out not in (None, "-") else None
         return await seal_entries(source.entries(), digest, 16, out=sys.stdout if out_path is None else None,
                                   out_path=out_path, extra={"source": url, **_seal_extra(args)},
-                                  parquet=footer if available() else None)
+                                  parquet=footer if available() else None, signer=signer)
     finally:
         await pool.close()
 
@@ -379,13 +379,13 @@ class _Skipped:
 
 
 async def _seal_local(root: Path, workers: int, extra: dict[str, str] | None, out_path: Path | None,
-                      skipped: _Skipped) -> Any:
+                      skipped: _Skipped, signer: Any = None) -> Any:
     """``manifest.seal_directory`` with its refusals turned into _SealRefused (nothing is written)."""
     from drwatch.manifest import SealEmptyError, SealInputError, seal_directory
 
     try:
         return await seal_directory(root, sys.stdout if out_path is None else None, out_path, workers, extra,
-                                    on_skipped=skipped)
+                                    on_skipped=skipped, signer=signer)
     except SealInputError as exc:
         raise _SealRefused(EXIT_NOINPUT, str(exc)) from None
     except SealEmptyError as exc:
@@ -404,9 +404,18 @@ def cmd_seal(args: argparse.Namespace) -> int:
         print("drwatch seal: give a directory (--location-path DIR) or s3://bucket/prefix", file=sys.stderr)
         return EXIT_CONFIG
     extra = _seal_extra(args) or None
+    signer = None
+    if args.sign is not None:
+        from drwatch.sealsign import Signer, SigningKeyError
+
+        try:
+            signer = Signer.load(Path(args.sign))
+        except SigningKeyError as exc:  # the message never names the key file
+            print(f"drwatch seal: --sign: {exc}; nothing written", file=sys.stderr)
+            return EXIT_NOINPUT
     if target.startswith("s3://"):
         try:
-            header = asyncio.run(_seal_s3(args, target))
+            header = asyncio.run(_seal_s3(args, target, signer))
         except ConfigError as exc:
             return _print_config_error(exc)
         except ValidatorError as exc:
@@ -421,14 +430,32 @@ def cmd_seal(args: argparse.Namespace) -> int:
         out = None if args.out == "-" else Path(args.out) if args.out else root / MANIFEST_NAME
         skipped = _Skipped()
         try:
-            header = asyncio.run(_seal_local(root, args.workers, extra, out, skipped))
+            header = asyncio.run(_seal_local(root, args.workers, extra, out, skipped, signer))
         except _SealRefused as exc:
             skipped.warn(root)
             print(f"drwatch seal: {escape(exc.message)}; nothing written", file=sys.stderr)
             return exc.code
         skipped.warn(root)
         dest = str(out) if out is not None else "stdout"
-    print(f"sealed {header.files} objects, {header.bytes} bytes -> {dest}", file=sys.stderr)
+    signed = f", signed (key {signer.key_id})" if signer is not None else ""
+    print(f"sealed {header.files} objects, {header.bytes} bytes{signed} -> {dest}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_seal_keygen(args: argparse.Namespace) -> int:
+    from drwatch.sealsign import generate
+
+    private, public = Path(args.private_key), Path(args.public_key)
+    try:
+        kid = generate(private, public)
+    except FileExistsError:
+        print("drwatch seal-keygen: the private key file exists already; nothing written", file=sys.stderr)
+        return EXIT_CANTCREAT
+    except OSError as exc:
+        print(f"drwatch seal-keygen: cannot write the key pair: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    print(f"key {kid}: public key -> {escape(public)} (set assets.<name>.seal_signature.public_key_path to it); "
+          "keep the private key with the backup job only", file=sys.stderr)
     return EXIT_OK
 
 
@@ -626,7 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="record a field in the seal's header")
     p.add_argument("--stamp", action="append", metavar="KEY=MANIFEST",
                    help="record another seal's digest (e.g. embedding_model=model/.drwatch-manifest.jsonl)")
+    p.add_argument("--sign", metavar="KEYFILE",
+                   help="sign the seal with this PEM Ed25519 private key (drwatch seal-keygen, or "
+                        "openssl genpkey -algorithm ed25519)")
     p.set_defaults(func=cmd_seal)
+
+    p = sub.add_parser("seal-keygen", help="create an Ed25519 key pair for signing seals (drwatch seal --sign)")
+    p.add_argument("--private-key", required=True, help="private key file to create (0600; never overwritten)")
+    p.add_argument("--public-key", required=True, help="public key file (PEM) for seal_signature.public_key_path")
+    p.set_defaults(func=cmd_seal_keygen)
 
     p = sub.add_parser("attest", help="record that an offline copy was verified by hand")
     p.add_argument("asset")

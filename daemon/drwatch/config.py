@@ -21,6 +21,7 @@ from drwatch.cluster.config import ClusterConfig, cluster_problems
 from drwatch.durations import Duration
 from drwatch.errors import ConfigError, ConfigProblem
 from drwatch.ledger import VerificationPolicy
+from drwatch.sealsign import SealSignatureConfig
 from drwatch.storage.config import LOCATION_KINDS, LocationConfig, S3LocationConfig, s3_place
 from drwatch.validators.config import VALIDATOR_KINDS, ValidatorConfig
 from drwatch.validators.consistency_group import DocumentsCheck, EmbeddingModelCheck, group_problems
@@ -144,6 +145,8 @@ class AssetConfig(_Model):
     production: CopyRef
     copies: list[CopyRef] = Field(default_factory=list)
     manifest: str | None = None
+    # The public key the backup job's seals are signed with (drwatch seal --sign); see drwatch.sealsign.
+    seal_signature: SealSignatureConfig | None = None
     validators: list[ValidatorConfig] = Field(default_factory=list)
     verification: VerificationPolicy | None = None  # rolling read coverage under a budget (drwatch.ledger)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import io
 import json
 import math
 import tempfile
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from drwatch import sealsign
 from drwatch.atomicfile import write_text_atomic
 from drwatch.parquet_facts import FooterError, ParquetFacts, available, is_parquet, read_file_facts
 from drwatch.storage.filesystem import Entry, alist, sha256_file
@@ -41,7 +44,21 @@ FORMAT_VERSION = 1
 
 
 class ManifestError(Exception):
-    """The manifest is corrupt or not a drwatch manifest."""
+    """The manifest is corrupt or not a drwatch manifest (a bad seal: the finding is ``code``)."""
+
+    code = "manifest_corrupt"
+
+
+class SealUnsigned(ManifestError):
+    """The asset requires signed seals and this one carries no signature."""
+
+    code = "seal_unsigned"
+
+
+class SealSignatureInvalid(ManifestError):
+    """The seal's signature does not verify with the asset's public key (altered, or another key)."""
+
+    code = "seal_signature_invalid"
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
     count = 0
     total = 0
     lineno = 1
+    signed = False  # the signature line (drwatch.sealsign) was read: it must be the last one
     while True:
         lineno += 1
         try:
@@ -112,8 +130,13 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
             break
         if not line.strip():
             continue
+        if signed:
+            raise ManifestError(f"line {lineno}: entries after the signature line")
         try:
             rec = json.loads(line)
+            if isinstance(rec, dict) and sealsign.SIGNATURE_KEY in rec:
+                signed = True  # verified (when the asset has a key) before the entries were read
+                continue
             key = _key(str(rec["path"]))
             size = int(rec["size"])
             digest = str(rec["sha256"])
@@ -135,8 +158,39 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
         )
 
 
-def _open_manifest(path: Path) -> tuple[IO[str], ManifestHeader]:
-    fh = open(path, encoding="utf-8")  # noqa: SIM115 - handed to the entry stream, which closes it
+def check_signature(fh: IO[bytes], trust: sealsign.SealTrust) -> None:
+    """Verify a seal's signature line against ``trust`` (reads the open file to its end; blocking).
+
+    Raises SealUnsigned (no signature and ``trust.required``), SealSignatureInvalid, or SealKeyError (an
+    OSError: the public key cannot be read, so nothing could be checked)."""
+    key = sealsign.load_public_key(trust.public_key_path)
+    h = hashlib.sha256()
+    last: bytes | None = None
+    for line in fh:
+        if last is not None:
+            h.update(last)
+        last = line
+    record = sealsign.parse_record(last) if last is not None else None
+    if record is None:
+        if trust.required:
+            raise SealUnsigned("the seal is not signed and this asset requires signed seals "
+                               "(drwatch seal --sign KEYFILE)")
+        return
+    why = sealsign.verify(key, record, h.digest())
+    if why is not None:
+        raise SealSignatureInvalid(why)
+
+
+def _open_manifest(path: Path, trust: sealsign.SealTrust | None = None) -> tuple[IO[str], ManifestHeader]:
+    raw = open(path, "rb")  # noqa: SIM115 - handed to the entry stream, which closes it
+    try:
+        if trust is not None:  # the bytes verified are the bytes then parsed: one open file, rewound
+            check_signature(raw, trust)
+            raw.seek(0)
+        fh = io.TextIOWrapper(raw, encoding="utf-8")
+    except BaseException:
+        raw.close()
+        raise
     try:
         return fh, read_header(fh)
     except BaseException:
@@ -235,14 +289,18 @@ class ManifestStream:
         self.close()
 
 
-async def aread(path: Path, stack: AsyncExitStack | None = None) -> tuple[ManifestHeader, ManifestStream]:
+async def aread(path: Path, stack: AsyncExitStack | None = None, trust: sealsign.SealTrust | None = None,
+                ) -> tuple[ManifestHeader, ManifestStream]:
     """Open a manifest; return its header and a stream of its entries (read in threads).
+
+    With ``trust`` (the asset's ``seal_signature``, see :func:`drwatch.seals.seal_trust`) the seal's
+    signature is verified first: this is the one place every validator reading a seal goes through.
 
     The stream owns the open file: it is closed at the stream's end, or by ``stream.close()``; with ``stack``
     (a run's exit stack) it is also closed when the stack unwinds, so a run cut off by its timeout or a
     cancellation never leaves it open. A cancellation while the file is being opened closes it too.
     """
-    opening = asyncio.ensure_future(asyncio.to_thread(_open_manifest, path))
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_manifest, path, trust))
     try:
         fh, header = await asyncio.shield(opening)
     except asyncio.CancelledError:
@@ -269,7 +327,7 @@ class SealEmptyError(Exception):
 async def seal_directory(
     root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
     extra: dict[str, Any] | None = None, parquet: bool = True,
-    on_skipped: Callable[[str, str], None] | None = None,
+    on_skipped: Callable[[str, str], None] | None = None, signer: sealsign.Signer | None = None,
 ) -> ManifestHeader:
     """Write a manifest of every regular file under root: the same walk the validators use (symlinks and
     special files are passed over, reported to ``on_skipped(path, kind)`` from the walk's thread). Hashing
@@ -316,14 +374,18 @@ async def seal_directory(
                 raise unreadable(exc) from None
 
         return await seal_entries(entries(), digest, max(2, workers * 4), out, out_path, extra,
-                                  parquet=footer if parquet and available() else None)
+                                  parquet=footer if parquet and available() else None, signer=signer)
 
 
 async def seal_entries(
     entries: AsyncIterator[Entry], digest: DigestFn, window: int, out: IO[str] | None = None,
     out_path: Path | None = None, extra: dict[str, Any] | None = None, parquet: ParquetFn | None = None,
+    signer: sealsign.Signer | None = None,
 ) -> ManifestHeader:
     """Write a manifest of a key-ordered stream of entries; ``digest`` gives (sha256 hex, size).
+
+    With ``signer``, a signature line over the exact bytes written before it ends the seal
+    (:mod:`drwatch.sealsign`).
 
     With ``parquet``, every ``*.parquet`` entry also gets its footer facts (an unreadable footer is recorded
     as such: the seal describes the recovery point as it is) and the header says ``parquet_facts: true``.
@@ -380,10 +442,18 @@ async def seal_entries(
             header["extra"] = extra
 
         def emit(dest: IO[str]) -> None:
-            dest.write(json.dumps(header) + "\n")
+            signed = hashlib.sha256()  # JSON is ASCII (ensure_ascii): the text hashed is the bytes written
+
+            def put(text: str) -> None:
+                dest.write(text)
+                signed.update(text.encode())
+
+            put(json.dumps(header) + "\n")
             body.seek(0)
             while chunk := body.read(1 << 20):
-                dest.write(chunk)
+                put(chunk)
+            if signer is not None:
+                dest.write(signer.record(signed.digest()))
 
         if out_path is not None:
             await asyncio.to_thread(write_text_atomic, out_path, emit)

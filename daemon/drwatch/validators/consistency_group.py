@@ -27,9 +27,9 @@ from drwatch import pgtools
 from drwatch.consistency import judge_skew
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
-from drwatch.manifest import ManifestError, aread
+from drwatch.manifest import ManifestError, SealSignatureInvalid, SealUnsigned, aread
 from drwatch.model import CopyState, Finding, Outcome, Report, Severity
-from drwatch.seals import asset_manifest_path, seal_digest, seal_header
+from drwatch.seals import asset_manifest_path, seal_digest, seal_header, seal_trust
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Missing, S3Unavailable
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -187,6 +187,7 @@ class ConsistencyGroupValidator:
             else:
                 figures["documents_missing"] = float(missing)
                 problems += missing > 0
+            problems += any(f.code in SEAL_AUTH_CODES for f in found)  # the document store's seal is not its own
 
         if problems:
             outcome = Outcome.FAILED
@@ -208,10 +209,11 @@ class ConsistencyGroupValidator:
                                       f"asset {member!r} has no seal location (set 'manifest')", member)]
             paths[role] = path
         try:
-            header = await seal_header(paths["vectors"])
-            _, digest = await seal_digest(paths["model"])
+            header = await seal_header(paths["vectors"], seal_trust(ctx.config, ctx.config.assets[check.vectors]))
+            _, digest = await seal_digest(paths["model"], seal_trust(ctx.config, ctx.config.assets[check.model]))
         except ManifestError as exc:
-            return False, [Finding(Severity.CRITICAL, "seal_corrupt", str(exc), "embedding_model")]
+            code = "seal_corrupt" if exc.code == ManifestError.code else exc.code  # signature findings as such
+            return False, [Finding(Severity.CRITICAL, code, str(exc), "embedding_model")]
         except OSError as exc:
             return None, [Finding(Severity.WARNING, "seal_unreadable",
                                   f"cannot read a seal: {exc.strerror or type(exc).__name__}", "embedding_model")]
@@ -248,9 +250,12 @@ class ConsistencyGroupValidator:
         if seal is not None and await asyncio.to_thread(seal.is_file):
             wanted = set(paths.values())
             try:
-                _, entries = await aread(seal, ctx.exit_stack)  # closed however the run ends
+                _, entries = await aread(seal, ctx.exit_stack, seal_trust(ctx.config, asset))  # closed however
                 async for entry in entries:
                     wanted.discard(entry.key)
+            except (SealUnsigned, SealSignatureInvalid) as exc:
+                could_not = True
+                findings.append(Finding(Severity.CRITICAL, exc.code, f"document store seal: {exc}", "seal"))
             except (ManifestError, OSError) as exc:
                 could_not = True
                 findings.append(Finding(Severity.WARNING, "seal_unreadable", f"document store seal: {exc}", "seal"))
@@ -273,6 +278,8 @@ class ConsistencyGroupValidator:
             return len(missing), findings
         return None, findings
 
+
+SEAL_AUTH_CODES = frozenset({SealUnsigned.code, SealSignatureInvalid.code})
 
 def _missing_finding(lost: list[str], sampled: int, where: str) -> Finding:
     shown = ", ".join(sorted(lost)[:5]) + (" ..." if len(lost) > 5 else "")

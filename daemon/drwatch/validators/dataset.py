@@ -46,6 +46,7 @@ from drwatch.parquet_facts import (
     read_file_facts,
     s3_fetcher,
 )
+from drwatch.seals import seal_absence, seal_trust
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import checksum_matches_sha256
@@ -246,15 +247,16 @@ class DatasetValidator:
             raise ValidatorError("no_seal", "production is in S3 and no manifest is configured")
         try:
             if await asyncio.to_thread(path.is_file):
-                return await aread(path, ctx.exit_stack)  # closed however the run ends
-        except ManifestError as exc:
-            findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
+                return await aread(path, ctx.exit_stack, seal_trust(ctx.config, ctx.asset))  # closed however
+        except ManifestError as exc:  # corrupt, or unsigned/mis-signed where signatures are required
+            findings.append(Finding(Severity.CRITICAL, exc.code, str(exc), "manifest"))
             return None
         except OSError as exc:
             raise ValidatorError("manifest_unreadable", f"cannot read the seal: {exc.strerror}") from None
-        if root is not None and path.is_relative_to(root) and prod.state is not None:
-            raise ValidatorError("manifest_unreadable", "the production location is unavailable: the seal "
-                                 "inside it cannot be read")
+        # Missing is a bad seal only where it could have been seen; anything unreadable is `error`.
+        why = await asyncio.to_thread(seal_absence, path, root, prod.state is None)
+        if why is not None:
+            raise ValidatorError("manifest_unreadable", why)
         findings.append(Finding(Severity.CRITICAL, "manifest_missing",
                                 f"no seal at {path}: the recovery point was never sealed (drwatch seal)", "manifest"))
         return None

@@ -41,7 +41,7 @@ from drwatch.inference.drill import InferenceConfig, smoke_test
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import s3_range
-from drwatch.seals import asset_manifest_path
+from drwatch.seals import asset_manifest_path, seal_trust
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
 from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
@@ -193,7 +193,7 @@ class ModelWeightsValidator:
             raise ValidatorError("no_seal", f"no seal of the model to verify against ({where}); run `drwatch seal` "
                                             "after each backup")
         try:
-            header, stream = await aread(path)
+            header, stream = await aread(path, trust=seal_trust(ctx.config, ctx.asset))
             with stream:  # closed even when the run is cut off while the seal is read
                 return header.sealed_at, [e async for e in stream], path
         except OSError as exc:
@@ -204,7 +204,7 @@ class ModelWeightsValidator:
         try:
             sealed_at, entries, manifest = await self.read_seal(ctx)
         except ManifestError as exc:
-            finding = Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest")
+            finding = Finding(Severity.CRITICAL, exc.code, str(exc), "manifest")
             return Report(Outcome.FAILED, (finding,))
         if (ahead := seal_in_future(ctx, sealed_at)) is not None:
             return Report(Outcome.FAILED, (ahead,))  # like a corrupt seal: its recovery point is not believed

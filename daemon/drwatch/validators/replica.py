@@ -32,6 +32,7 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.ledger import composite_matches
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
+from drwatch.seals import seal_absence, seal_trust
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
@@ -123,10 +124,11 @@ class ReplicaValidator:
         sealed = bad_seal = untimed = False  # untimed: no believable time for the recovery point (time_in_future)
         if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
             try:
-                header, ref_stream = await aread(manifest_path, ctx.exit_stack)  # closed however the run ends
-            except ManifestError as exc:
+                header, ref_stream = await aread(manifest_path, ctx.exit_stack,  # closed however the run ends
+                                                 seal_trust(ctx.config, ctx.asset))
+            except ManifestError as exc:  # corrupt, or unsigned/mis-signed where signatures are required
                 bad_seal = True
-                findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
+                findings.append(Finding(Severity.CRITICAL, exc.code, str(exc), "manifest"))
             except OSError as exc:
                 raise ValidatorError("manifest_unreadable", f"cannot read manifest: {exc.strerror}") from None
             else:
@@ -135,15 +137,17 @@ class ReplicaValidator:
                 if (ahead := seal_in_future(ctx, header.sealed_at)) is not None:
                     findings.append(ahead)
                     recovery_point, untimed = None, True  # a seal dated ahead never makes the recovery point fresh
-        elif ctx.asset.manifest is not None:
-            if prod.state is None or (manifest_path is not None and manifest_path.is_absolute()):
-                bad_seal = True
-                findings.append(Finding(Severity.CRITICAL, "manifest_missing",
-                                        "the configured manifest does not exist: the recovery point was "
-                                        "never sealed", "manifest"))
-            else:
-                raise ValidatorError("manifest_unreadable",
-                                     "production location unavailable; cannot reach the configured manifest")
+        elif ctx.asset.manifest is not None and manifest_path is not None:
+            # Missing is a bad seal only where it could have been seen; anything unreadable is `error`.
+            unreadable = await asyncio.to_thread(seal_absence, manifest_path,
+                                                 prod.src.root if isinstance(prod.src, FilesystemSource) else None,
+                                                 prod.state is None)
+            if unreadable is not None:
+                raise ValidatorError("manifest_unreadable", unreadable)
+            bad_seal = True
+            findings.append(Finding(Severity.CRITICAL, "manifest_missing",
+                                    "the configured manifest does not exist: the recovery point was "
+                                    "never sealed", "manifest"))
 
         # Copies before production: per key, with equal claims on the verification budget, backups are read first.
         checked = [s for s in ([*copies, prod] if sealed else copies) if s.state is None]
