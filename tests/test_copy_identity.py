@@ -8,7 +8,9 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,32 @@ def test_running_daemon_sees_the_copy_become_production(tmp_path: Path) -> None:
         assert "production itself" in daemon.log()
     finally:
         assert daemon.stop() == 0
+
+
+
+@pytest.fixture
+def copy1_bound_to_production(tmp_path: Path) -> Iterator[Path]:
+    """tmp/copy1/data is a bind mount of tmp/prod/data (needs root, as the fault matrix's tmpfs does; CI runs
+    as root); unmounted afterwards."""
+    populate(tmp_path, copies=2)
+    target = tmp_path / "copy1" / "data"
+    shutil.rmtree(target)
+    target.mkdir()
+    subprocess.run(["mount", "--bind", str(tmp_path / "prod" / "data"), str(target)], check=True,
+                   capture_output=True, timeout=30)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True, timeout=30)
+
+
+async def test_copy_bind_mounted_from_production(tmp_path: Path, copy1_bound_to_production: Path) -> None:
+    """A bind mount of production's directory on the copy's path: another path (the config loads: realpaths
+    differ), the same directory (device and inode). Caught on the run: the copy fails."""
+    cfg = load(tmp_path, basic_config(tmp_path))
+    result, _ = await run_twice(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
+    alias = findings(result, "copy_aliases_production")
+    assert len(alias) == 1 and alias[0].startswith("copy1: ") and "production's directory" in alias[0], alias
+    assert state(result, "copy1") == CopyState.FAILED
+    assert state(result, "copy2") == CopyState.VERIFIED

@@ -135,12 +135,18 @@ def test_mount_source_is_read_from_mountinfo(tmp_path: Path) -> None:
     (Facts(device="0:51", mount_source="nas01:/vol/backups"), Facts(device="0:50", mount_source="nas01:/vol/backups"),
      "mounted from production's source nas01:/vol/backups"),
     (Facts(device="8:1"), Facts(device="8:1"), "on production's device 8:1"),
+    (Facts(device="0:51", mount_source="nas01:/vol/dr"), Facts(device="0:50", mount_source="NAS01:/vol/prod"),
+     "on production's file server nas01 (nas01:/vol/dr; production NAS01:/vol/prod)"),
+    (Facts(device="0:51", mount_source="//filer/dr"), Facts(device="0:50", mount_source="//filer/prod"),
+     "on production's file server filer"),
     (Facts(device="0:51", mount_source="nas02:/vol/backups"), Facts(device="0:50", mount_source="nas01:/vol/backups"),
      None),
+    (Facts(device="8:17", mount_source="/dev/sdb1"), Facts(device="8:1", mount_source="/dev/sda1"), None),
     (Facts(), Facts(), None),  # nothing observed (S3, or not reached): declarations decide
 ])
 def test_same_failure_domain_from_observed_facts(copy: Facts, prod: Facts, same: str | None) -> None:
-    """Two NFS mounts of one export have two devices but die with the same server: same domain."""
+    """Two NFS mounts of one export, or two exports of one server, have two devices but die with the same
+    server: same domain. Two disks, or two servers, are two domains."""
     deps, found = dependencies("dr", copy, prod)
     if same is None:
         assert deps == () and found == []

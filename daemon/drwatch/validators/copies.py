@@ -182,13 +182,27 @@ def arn_region(arn: str | None) -> str | None:
     return parts[3] if len(parts) > 4 and parts[3] else None
 
 
+def _file_server(source: str) -> str | None:
+    """The server of a network mount source (``nas01:/export`` or ``//nas01/share``), lower case; None for a
+    block device."""
+    if source.startswith("//"):
+        return source[2:].split("/", 1)[0].lower() or None
+    if ":" in source and not source.startswith("/"):
+        return source.rsplit(":", 1)[0].strip("[]").lower() or None
+    return None
+
+
 def same_failure_domain(facts: Facts, prod: Facts) -> str | None:
-    """Why a filesystem copy dies with production, observed: the same device (``st_dev``) or the same mount
-    source (block device, NFS export, CIFS share). None when it does not, or nothing was observed."""
+    """Why a filesystem copy dies with production, observed: the same device (``st_dev``), the same mount
+    source (block device) or the same file server (NFS/CIFS: another export of one server dies with it too).
+    None when it does not, or nothing was observed."""
     if facts.device and facts.device == prod.device:
         return f"on production's device {facts.device}"
     if facts.mount_source and facts.mount_source == prod.mount_source:
         return f"mounted from production's source {facts.mount_source}"
+    server = _file_server(facts.mount_source)
+    if server is not None and server == _file_server(prod.mount_source):
+        return f"on production's file server {server} ({facts.mount_source}; production {prod.mount_source})"
     return None
 
 
