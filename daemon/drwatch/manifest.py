@@ -38,7 +38,7 @@ from typing import IO, Any
 from drwatch import sealsign
 from drwatch.atomicfile import write_text_atomic
 from drwatch.parquet_facts import FooterError, ParquetFacts, available, is_parquet, read_file_facts
-from drwatch.storage.filesystem import Entry, alist, sha256_file
+from drwatch.storage.filesystem import CHUNK, Entry, alist, sha256_file
 
 FORMAT_VERSION = 1
 
@@ -359,11 +359,15 @@ async def seal_directory(
                                  "and a recovery point without regular files fails its check "
                                  "(empty_recovery_point)")
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal") as pool:
+    # Not ``with``: leaving that block waits for every thread, which would block the event loop until each file
+    # being hashed is read to its end when sealing fails or is cancelled. Hashes stop at their next chunk instead.
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-seal")
+    stop = threading.Event()
+    try:
 
         async def digest(entry: Entry) -> tuple[str, int]:
             try:
-                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts))
+                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts), CHUNK, stop)
             except OSError as exc:
                 raise unreadable(exc) from None
 
@@ -375,6 +379,9 @@ async def seal_directory(
 
         return await seal_entries(entries(), digest, max(2, workers * 4), out, out_path, extra,
                                   parquet=footer if parquet and available() else None, signer=signer)
+    finally:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def seal_entries(

@@ -281,8 +281,12 @@ class S3Dumps:
         if not point.directory:
             await self._download(self._key(point.name), target)
             return target
-        async for obj in self.loc.objects(self._key(point.name)):
-            await self._download(f"{self._key(point.name)}/{obj.key}", target.joinpath(*obj.key.split("/")))
+        objects = self.loc.objects(self._key(point.name))
+        try:
+            async for obj in objects:
+                await self._download(f"{self._key(point.name)}/{obj.key}", target.joinpath(*obj.key.split("/")))
+        finally:
+            await objects.aclose()  # type: ignore[attr-defined]  # a run cut off mid-download: closed now, not by GC
         return target
 
     async def _download(self, key: str, path: Path) -> None:
