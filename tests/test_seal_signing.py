@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from drwatch.model import Outcome, Severity
-from tests.helpers import basic_config, populate, run_cli, write_tree
+from tests.helpers import basic_config, populate, run_cli, write_config, write_tree
 from tests.s3helpers import Locations, codes, config, run
+from tests.s3servers import MotoServer
 from tests.test_replica import run_replica
 
 FILES = {"a.bin": b"alpha" * 100, "dir/b.txt": b"bravo\n", "dir/c.bin": bytes(range(256)) * 4}
@@ -176,3 +177,30 @@ async def test_configured_seal_that_cannot_be_read_is_error(tmp_path: Path) -> N
     result = await run_replica(tmp_path, cfg)
     assert result.outcome == Outcome.ERROR, result.findings
     assert "manifest_missing" not in codes(result)
+
+
+def test_s3_seal_is_signed_the_same_way(moto: MotoServer, tmp_path: Path) -> None:
+    """`drwatch seal s3://... --sign` writes the same trailing signature: it verifies with the public key
+    through the one seal-reading point, and one edited byte makes it invalid."""
+    from drwatch.manifest import SealSignatureInvalid, check_signature
+    from drwatch.sealsign import SealTrust
+
+    private, public = keypair(tmp_path, "job")
+    client = moto.client()
+    client.create_bucket(Bucket="signme")
+    for i in range(5):
+        client.put_object(Bucket="signme", Key=f"rp/obj-{i}", Body=bytes([i]) * (100 + i))
+    cfg = write_config(tmp_path / "drwatch.yaml", {
+        "locations": {"bucket": {"kind": "s3", "bucket": "signme", "endpoint_url": moto.endpoint_url,
+                                 "region": "us-east-1", "addressing_style": "path",
+                                 "access_key_id_env": "SIGN_AK", "secret_access_key_env": "SIGN_SK"}}})
+    out_path = tmp_path / "seal.jsonl"
+    out = run_cli("seal", "s3://signme/rp", "--config", str(cfg), "--location", "bucket", "--sign", str(private),
+                  "--out", str(out_path), env={"SIGN_AK": "test", "SIGN_SK": "test"})
+    assert out.returncode == 0, out.stderr
+    assert "signed (key " in out.stderr
+    with out_path.open("rb") as fh:
+        check_signature(fh, SealTrust(public))
+    out_path.write_bytes(out_path.read_bytes().replace(b'"obj-1"', b'"obj-x"'))
+    with out_path.open("rb") as fh, pytest.raises(SealSignatureInvalid):
+        check_signature(fh, SealTrust(public))
