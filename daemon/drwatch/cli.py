@@ -167,6 +167,7 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
     from drwatch.report import document, exit_code, table
     from drwatch.runner import AppState, Runner
     from drwatch.sandbox import SandboxManager
+    from drwatch.scheduler import stages
     from drwatch.snapshot import Snapshot
     from drwatch.store import open_store
 
@@ -184,6 +185,7 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
         state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()),
                          ProcessState(started_at=time.time()))
         runner = Runner(state, store, sandboxes)
+        runner.warn_problems = False  # the table says which checks did not pass; --verbose logs them
         progress = _Progress(len(selected), sys.stderr.isatty() and args.output == "table")
         try:
             async def one(asset: str, vcfg: Any) -> Any:
@@ -191,9 +193,11 @@ async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
                 progress.update(f"{asset}/{vcfg.label}: {res.outcome.value}")
                 return res
 
-            # Checks across assets (consistency groups) judge the results of the others: run them last.
-            results = await asyncio.gather(*(one(a, v) for a, v in selected if not v.reads_results))
-            results += await asyncio.gather(*(one(a, v) for a, v in selected if v.reads_results))
+            # Checks across assets (consistency groups) judge the results of the others: they run after them
+            # (the daemon's scheduler follows the same order).
+            results = []
+            for stage in stages(cfg, selected):
+                results += await asyncio.gather(*(one(a, v) for a, v in stage))
         finally:
             progress.close()
             await runner.aclose()

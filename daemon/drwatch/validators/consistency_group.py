@@ -93,6 +93,14 @@ class ConsistencyGroupValidatorConfig(ValidatorConfigBase):
                                            f"assets.{owners[0][0]} validator {owners[0][1]!r}: one per group")]
         return []
 
+    def judges(self, asset_name: str, cfg: Config) -> list[tuple[str, str]]:
+        """Every validator of every member proves (or not) its recovery points."""
+        group = cfg.consistency_groups.get(self.group)
+        if group is None:
+            return []
+        return [(member, v.label) for member in group.assets if member in cfg.assets
+                for v in cfg.assets[member].validators if not v.reads_results]
+
 
 def group_problems(name: str, group: ConsistencyGroupConfig) -> list[ConfigProblem]:
     """References inside a group's optional checks must be members (paths relative to the group)."""
