@@ -108,6 +108,22 @@ async def test_one_hardlinked_file_among_real_copies(tmp_path: Path) -> None:
     assert state(result, "copy1") == CopyState.VERIFIED
 
 
+
+async def test_hardlink_to_production_under_another_name(tmp_path: Path) -> None:
+    """Two production files with the same bytes; the copy's ``b.bin`` is a hard link to production's ``a.bin``
+    (another name): its content matches, yet it is production's inode. Found by the peer's multiply-linked
+    inodes: ``copy_is_hardlink``, ``b.bin`` missing, the copy fails."""
+    same = b"identical bytes" * 300
+    populate(tmp_path, copies=2, files={"a.bin": same, "b.bin": same, "c.txt": b"other"})
+    (tmp_path / "copy1" / "data" / "b.bin").unlink()
+    os.link(tmp_path / "prod" / "data" / "a.bin", tmp_path / "copy1" / "data" / "b.bin")
+    result, _ = await run_twice(tmp_path, load(tmp_path, basic_config(tmp_path)))
+    linked = findings(result, "copy_is_hardlink")
+    assert len(linked) == 1 and linked[0].startswith("copy1: 1 file(s)") and "b.bin" in linked[0], linked
+    assert [f.subject for f in result.findings if f.code == "missing_file"] == ["copy1:b.bin"]
+    assert state(result, "copy1") == CopyState.FAILED
+    assert state(result, "copy2") == CopyState.VERIFIED
+
 async def test_hardlink_to_another_copy(tmp_path: Path) -> None:
     """A copy whose files are the inodes of an earlier copy is that copy again: the later one fails."""
     populate(tmp_path, copies=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,7 @@ class FilesystemSource:
         self.peers: list[tuple[str, Path]] = []
         self.linked: dict[str, int] = {}  # peer -> files of this copy that are that peer's own inodes
         self.first_linked: list[str] = []
+        self._links: dict[str, frozenset[tuple[int, int]]] = {}  # peer -> its multiply-linked inodes (this run)
 
     def _alias(self) -> str | None:
         """The peer whose directory this copy's directory is, resolved now (a symlink or bind mount swapped
@@ -112,20 +114,53 @@ class FilesystemSource:
 
     def _own(self, key: str, st: os.stat_result) -> bool:
         """False for a file that is a peer's own inode (a hard link to production's file, ``cp -al``): it
-        holds no second copy of the bytes. Runs in the listing thread."""
+        holds no second copy of the bytes. Runs in the listing thread.
+
+        Only files with more than one link are looked at: first the peer's file of the same key (one stat),
+        then, for a hard link on a peer's device under another name, the peer's multiply-linked inodes
+        (collected once per run by walking the peer: a set as large as its hard-linked files, usually none)."""
         if st.st_nlink < 2:
             return True
+        mine = (st.st_dev, st.st_ino)
         for name, root in self.peers:
             try:
                 theirs = os.stat(root.joinpath(*key.split("/")), follow_symlinks=False)
             except OSError:
                 continue
-            if (theirs.st_dev, theirs.st_ino) == (st.st_dev, st.st_ino):
-                self.linked[name] = self.linked.get(name, 0) + 1
-                if len(self.first_linked) < 5:
-                    self.first_linked.append(key)
-                return False
+            if (theirs.st_dev, theirs.st_ino) == mine:
+                return self._linked_to(name, key)
+        for name, root in self.peers:
+            if mine in self._peer_links(name, root, st.st_dev):
+                return self._linked_to(name, key)
         return True
+
+    def _linked_to(self, peer: str, key: str) -> bool:
+        self.linked[peer] = self.linked.get(peer, 0) + 1
+        if len(self.first_linked) < 5:
+            self.first_linked.append(key)
+        return False
+
+    def _peer_links(self, name: str, root: Path, dev: int) -> frozenset[tuple[int, int]]:
+        """The (device, inode) of the peer's files that have more than one link, when the peer's directory is on
+        ``dev`` (a hard link cannot cross devices); walked once per listing. Blocking."""
+        if name not in self._links:
+            found: set[tuple[int, int]] = set()
+            try:
+                same_dev = os.stat(root).st_dev == dev
+            except OSError:
+                same_dev = False
+            if same_dev:
+                for path, dirs, files in os.walk(root):
+                    dirs.sort()
+                    for f in files:
+                        try:
+                            lst = os.lstat(os.path.join(path, f))
+                        except OSError:
+                            continue
+                        if stat.S_ISREG(lst.st_mode) and lst.st_nlink > 1:
+                            found.add((lst.st_dev, lst.st_ino))
+            self._links[name] = frozenset(found)
+        return self._links[name]
 
     async def probe(self) -> tuple[str, str]:
         """Whether the location is there, and this copy's directory in it.
@@ -161,6 +196,7 @@ class FilesystemSource:
         (counted in ``linked``, reported by :meth:`facts`)."""
         self.linked.clear()
         self.first_linked.clear()
+        self._links.clear()
         return alist(self.root, on_unreadable=on_unreadable, keep=self._own if self.peers else None)
 
     async def sha256(self, entry: Entry) -> tuple[str, int]:
