@@ -440,8 +440,9 @@ def test_without_pyarrow_the_check_is_an_error(tmp_path: Path, files: dict[str, 
 async def test_s3_seal_records_parquet_facts_and_verifies_s3_production(
         tmp_path: Path, locs: Locations, moto: MotoServer, files: dict[str, bytes]) -> None:
     """`drwatch seal s3://...` records the same Parquet facts as a local seal (footers read by ranged GETs); with
-    that seal configured, an asset whose production is in S3 is verified, and a rows-dropped rewrite in S3
-    production is production drift while the intact copy keeps the run ok."""
+    that seal configured, an asset whose production is in S3 is verified. A rows-dropped rewrite in S3
+    production after the seal (a later LastModified) is a live change, counted, and the run stays ok; with
+    `production.frozen` it is production drift: failed."""
     write_tree(tmp_path / "local", files)
     await seal_directory(tmp_path / "local", out_path=tmp_path / "local.jsonl")
     name = bucket(moto, "dataset-prod")
@@ -464,9 +465,15 @@ async def test_s3_seal_records_parquet_facts_and_verifies_s3_production(
     assert result.outcome == Outcome.OK, result.findings
     assert result.figures["rows_verified"] == 2 * ROWS
     key = "events/part-0000.parquet"
+    await asyncio.sleep(1.1)  # LastModified strictly after the seal, at S3's one-second resolution
     s3(moto).put_object(Bucket=name, Key=f"data/{key}", Body=same_size(files[key], table(2990)))
     result, _ = await run(tmp_path, cfg)
-    assert result.outcome == Outcome.OK
+    assert result.outcome == Outcome.OK, result.findings
+    assert result.figures["production_changed_since_seal"] == 1
+    assert states(result)["production"] == CopyState.VERIFIED
+    cfg["assets"]["data"]["production"]["frozen"] = True
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
     assert subjects(result, "parquet_rows_mismatch") == [f"production:{key}"]
     assert "production_drift" in codes(result) and states(result)["production"] == CopyState.FAILED
 

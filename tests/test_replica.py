@@ -53,6 +53,15 @@ async def seal(root: Path) -> None:
     await seal_directory(root, out_path=root / MANIFEST_NAME)
 
 
+def flip_keep_mtime(path: Path, offset: int = 0) -> None:
+    """Flip one bit of a file in place and restore its modification time: silent corruption (bit rot)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 async def test_identical_copies_pass(tmp_path: Path) -> None:
     """All copies identical to production: ok, every copy verified, every byte hashed."""
     files = populate(tmp_path, copies=2)
@@ -229,19 +238,18 @@ async def test_manifest_is_the_reference(tmp_path: Path) -> None:
 
 
 async def test_manifest_catches_corruption_present_in_production_too(tmp_path: Path) -> None:
-    """Damage made in production *and* propagated to copies is caught against the seal."""
+    """Damage made in production *and* propagated to copies (modification times kept: silent corruption) is
+    caught against the seal: production is corrupt (`production_corrupt`), and so are the copies."""
     files = populate(tmp_path)
     await seal(tmp_path / "prod" / "data")
     victim = sorted(files)[2]
     for side in ("prod", "copy1", "copy2"):
         p = tmp_path / side / "data" / victim
-        data = bytearray(p.read_bytes())
-        data[0] ^= 1
-        p.write_bytes(bytes(data))
+        flip_keep_mtime(p)
     result = await run_replica(tmp_path, basic_config(tmp_path))
     assert result.outcome == Outcome.FAILED
     assert copy_report(result, "copy1").state == CopyState.FAILED
-    assert "production_drift" in codes(result)
+    assert "production_corrupt" in codes(result)
     assert copy_report(result, "production").state == CopyState.FAILED
 
 

@@ -138,11 +138,17 @@ class CopyRef(_Model):
         return self.name or self.location
 
 
+class ProductionRef(CopyRef):
+    # True: production must stay equal to the seal (model weights, a frozen dataset); any change since the
+    # seal fails. False: production is live data, changes since the seal are expected and only counted.
+    frozen: bool = False
+
+
 class AssetConfig(_Model):
     rpo: Duration
     rto: Duration | None = None
     description: str = ""
-    production: CopyRef
+    production: ProductionRef
     copies: list[CopyRef] = Field(default_factory=list)
     manifest: str | None = None
     # The public key the backup job's seals are signed with (drwatch seal --sign); see drwatch.sealsign.

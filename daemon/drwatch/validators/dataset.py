@@ -64,8 +64,9 @@ from drwatch.validators.copies import (
     record_lock,
     unknown_copies,
 )
-from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
-from drwatch.validators.timetrust import seal_in_future
+from drwatch.validators.live import LiveKey, LiveRule, LiveTally, live_findings, seal_point
+from drwatch.validators.merge import Window, guard, listing, next_entry
+from drwatch.validators.timetrust import FutureTimes, seal_in_future
 
 if TYPE_CHECKING:
     from drwatch.config import AssetConfig, Config
@@ -103,7 +104,7 @@ PARQUET_NEED = Need("", PARQUET, "pyarrow_missing", "it reads Parquet footers")
 
 
 @dataclass
-class _Loc(Tally):
+class _Loc(LiveTally):
     """One location's tallies: production or a copy."""
 
     corrupt: int = 0
@@ -162,15 +163,18 @@ class DatasetValidator:
         checked = [s for s in locs if s.state is None]
         seal = _Seal(keys=set() if self.cfg.layout == "mlflow" else None)
         header: ManifestHeader | None = None
+        seal_time: float | None = None  # the seal's point in time: production modified after it is a live change
         if opened is not None:
             header, entries = opened
+            seal_time = seal_point(header.sealed_at, header.extra)
             try:
-                await self._merge(ctx, entries, checked, seal, limit)
+                await self._merge(ctx, entries, checked, seal, limit,
+                                  LiveRule(asset.production.frozen, FutureTimes.at(ctx).cutoff, seal_time))
             except ManifestError as exc:
                 opened = None
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
         bad_seal = opened is None
-        recovery_point = header.sealed_at if header is not None and not bad_seal else None
+        recovery_point = seal_time if header is not None and not bad_seal else None
         if recovery_point is not None and (ahead := seal_in_future(ctx, recovery_point)) is not None:
             findings.append(ahead)
             recovery_point = None  # a seal dated ahead never makes the recovery point fresh
@@ -206,12 +210,16 @@ class DatasetValidator:
         provider_media = ctx.config.compliance.provider_counts_as_media
         facts = {s.name: await copy_facts(s.src, s.state, s.storage_classes, provider_media) for s in locs}
         findings.extend(self._independence(ctx, prod, copies, facts))
-        reports = [self._report(ctx, s, bad_seal, recovery_point, facts[s.name], findings) for s in locs]
+        points = live_findings(asset.rpo.total_seconds(), asset.production.frozen, prod, copies,
+                               not bad_seal and prod in checked, recovery_point, now, findings)
+        reports = [self._report(ctx, s, bad_seal, points.get(s.name, recovery_point), facts[s.name], findings)
+                   for s in locs]
         for s in locs:
             findings.extend(s.findings)
             findings.extend(facts[s.name].findings)
 
-        copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy")
+        # A failed production is silent corruption (or a frozen production that changed): the seal is the reference.
+        copy_failed = any(r.state == CopyState.FAILED for r in reports)
         if copy_failed or bad_seal or stale or broken_rp:
             outcome = Outcome.FAILED
         elif any(r.state == CopyState.ERROR for r in reports):
@@ -226,7 +234,10 @@ class DatasetValidator:
             "rows_verified": float(sum(s.rows for s in locs)),
             "bytes_hashed": float(sum(s.bytes_hashed for s in locs)),
             "copies_verified": float(sum(1 for r in reports if r.state == CopyState.VERIFIED)),
+            "objects_behind": float(sum(s.behind for s in copies)),
         }
+        if not bad_seal and prod in checked:
+            figures["production_changed_since_seal"] = float(prod.changed + prod.added + prod.deleted)
         if recovery_point is not None:
             figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
         return Report(outcome, tuple(findings), figures, tuple(reports), recovery_point)
@@ -274,16 +285,17 @@ class DatasetValidator:
     # --- the merge ----------------------------------------------------------------------------------
 
     async def _merge(self, ctx: RunContext, seal_entries: AsyncIterator[Entry], locs: list[_Loc], seal: _Seal,
-                     limit: int) -> None:
+                     limit: int, rule: LiveRule) -> None:
         """One pass over the seal and every checked location in key order (memory independent of file count)."""
         iters = [listing(s) for s in locs]
+        prod_i = next((i for i, s in enumerate(locs) if s.src.role == "production"), None)
 
         async def advance(i: int) -> Entry | None:
             s = locs[i]
             while not s.broken:
                 entry = await next_entry(s, iters[i], limit)
                 if entry is None or entry.key != MANIFEST_NAME:
-                    return entry  # a seal stored next to the data (S3) is no part of the recovery point
+                    return s.saw(entry, rule)  # a seal stored next to the data (S3) is no part of the recovery point
             return None
 
         heads: list[Entry | None] = [None] * len(locs)
@@ -298,6 +310,9 @@ class DatasetValidator:
                 r = ref if ref is not None and ref.key == key else None
                 if r is not None:
                     self._count(seal, r, limit)
+                ph = heads[prod_i] if prod_i is not None else None  # production's own file at this key
+                live = LiveKey(rule, locs[prod_i].src if prod_i is not None else None,
+                               ph if ph is not None and ph.key == key else None)
                 for i, s in enumerate(locs):
                     if s.broken:
                         heads[i] = None
@@ -305,19 +320,20 @@ class DatasetValidator:
                     h = heads[i]
                     if h is None or h.key != key:
                         if r is not None and not s.unchecked(key):  # under an unlistable directory: error
-                            s.missing += 1
-                            s.note("missing_file", "file of the recovery point is missing", key, limit)
+                            s.absent(key, i == prod_i, live, limit, "file")
                         continue
-                    if r is None:
+                    if r is None and i == prod_i and not rule.frozen:
+                        s.added += 1  # live production: new since the seal
+                    elif r is None:
                         s.extra += 1
+                        s.late = s.late or i == prod_i  # frozen production grew
                         s.note("extra_file", "file not in the recovery point", key, limit, Severity.WARNING)
-                    elif h.size != r.size and not is_parquet(key):
-                        s.mismatch += 1
-                        s.note("size_mismatch", f"size {h.size} != sealed {r.size}", key, limit)
+                    elif i == prod_i and rule.newer(h.mtime, rule.seal_time):
+                        s.changed += 1  # live production modified it after the seal: expected, not read
                     else:
-                        await window.spawn(functools.partial(guard, s, functools.partial(self._verify, s, h, r, limit),
-                                                             key, limit, "file vanished during the check",
-                                                             _LOCATION_DOWN))
+                        await window.spawn(functools.partial(guard, s, functools.partial(
+                            self._verify, s, h, r, limit, live), key, limit, "file vanished during the check",
+                            _LOCATION_DOWN))
                     heads[i] = await advance(i)
                 if r is not None:
                     ref = await anext(seal_entries, None)
@@ -339,8 +355,16 @@ class DatasetValidator:
             elif r.parquet.error is not None:
                 seal.broken_parquet += 1
 
-    async def _verify(self, s: _Loc, e: Entry, r: Entry, limit: int) -> None:
-        """Prove one file of one location: Parquet structure first, then content with the cheapest evidence."""
+    async def _verify(self, s: _Loc, e: Entry, r: Entry, limit: int, live: LiveKey) -> None:
+        """Prove one file of one location: a size that differs is judged first (a copy behind production,
+        production changed since the seal), then Parquet structure, then content with the cheapest evidence."""
+        production = s.src.role == "production"
+        if e.size != r.size and (explained := await live.explains(e, production, s.slack)):
+            s.differs(explained, "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
+            return
+        if e.size != r.size and not is_parquet(e.key):
+            s.differs("", "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
+            return
         head = await s.src.head(e)  # S3: lock state and checksums (skipped where it cannot add anything)
         if head is not None:
             record_lock(s, head)
@@ -373,8 +397,8 @@ class DatasetValidator:
             s.bytes_hashed += n
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:
-            s.mismatch += 1
-            s.note("content_mismatch", f"content differs from the seal ({how})", e.key, limit)
+            explained = await live.explains(e, production, s.slack)
+            s.differs(explained, "content_mismatch", f"content differs from the seal ({how})", e.key, limit)
             return
         s.verified += 1
         s.evidence[how] = s.evidence.get(how, 0) + 1
@@ -431,19 +455,15 @@ class DatasetValidator:
                 findings: list[Finding]) -> CopyReport:
         if s.state is not None:
             state = s.state
-        elif s.missing or s.mismatch or s.corrupt or s.layout:
+        elif s.missing or s.mismatch or s.corrupt or s.layout or s.late:
             state = CopyState.FAILED
         elif s.errors or s.broken or bad_seal:
             state = CopyState.ERROR
         else:
             state = CopyState.VERIFIED
-        if s.src.role == "production" and state == CopyState.FAILED and s.state is None:
-            findings.append(Finding(Severity.WARNING, "production_drift",
-                                    "production no longer matches the sealed recovery point "
-                                    f"({s.missing} missing, {s.mismatch} changed, {s.corrupt} corrupt)", s.name))
         return copy_report(
             ctx, s.src, state, facts, s, verified=s.verified, text=_LOCK_TEXT, recovery_point=recovery_point,
             objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "corrupt": s.corrupt,
-                     "extra": s.extra} if s.state is None and not bad_seal else {},
+                     "extra": s.extra, **s.counts()} if s.state is None and not bad_seal else {},
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
             deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)

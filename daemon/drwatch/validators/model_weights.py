@@ -253,7 +253,9 @@ class ModelWeightsValidator:
             findings.extend(fact.findings)
         figures["copies_verified"] = float(sum(1 for r in reports if r.state == CopyState.VERIFIED))
         figures["recovery_point_age_seconds"] = max(0.0, now - sealed_at)
-        if any(r.state == CopyState.FAILED for r in reports if r.role == "copy") or stale or inf_failed:
+        # With production.frozen, production that no longer matches the seal fails too (production_drift).
+        frozen = ctx.asset.production.frozen
+        if any(r.state == CopyState.FAILED for r in reports if r.role == "copy" or frozen) or stale or inf_failed:
             outcome = Outcome.FAILED
         elif any(r.state == CopyState.ERROR for r in reports) or inf_error:
             outcome = Outcome.ERROR
@@ -477,8 +479,10 @@ class ModelWeightsValidator:
         else:
             state = CopyState.VERIFIED
         if c.src.role == "production" and state == CopyState.FAILED and c.state is None:
-            findings.append(Finding(Severity.WARNING, "production_drift",
-                                    "production no longer matches the sealed model "
+            frozen = ctx.asset.production.frozen
+            findings.append(Finding(Severity.CRITICAL if frozen else Severity.WARNING, "production_drift",
+                                    ("production is frozen but " if frozen else "production ")
+                                    + "no longer matches the sealed model "
                                     f"({c.counts['missing']} missing, {c.counts['mismatch']} changed, "
                                     f"{c.counts['corrupt']} corrupt)", c.name))
         return copy_report(

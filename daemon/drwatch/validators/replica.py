@@ -49,7 +49,8 @@ from drwatch.validators.copies import (
     record_lock,
     unknown_copies,
 )
-from drwatch.validators.merge import Tally, Window, guard, listing, next_entry
+from drwatch.validators.live import LiveKey, LiveRule, LiveTally, live_findings, seal_point
+from drwatch.validators.merge import Window, guard, listing, next_entry
 from drwatch.validators.replica_reference import Reference, ReferenceFailed
 from drwatch.validators.timetrust import FutureTimes, seal_in_future
 from drwatch.validators.verification import VerifySession, reference_id
@@ -70,7 +71,7 @@ class ReplicaConfig(ValidatorConfigBase):
 
 
 @dataclass
-class _Stream(Tally):
+class _Stream(LiveTally):
     first_error: str = ""
 
     def proven(self, how: str, nbytes: int = 0) -> None:
@@ -121,6 +122,7 @@ class ReplicaValidator:
         manifest_path = self._manifest_path(ctx, prod.src)
         ref_stream: AsyncIterator[Entry] | None = None
         recovery_point: float | None = None
+        seal_time: float | None = None  # the seal's point in time (production modified after it: a live change)
         sealed = bad_seal = untimed = False  # untimed: no believable time for the recovery point (time_in_future)
         if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
             try:
@@ -133,7 +135,7 @@ class ReplicaValidator:
                 raise ValidatorError("manifest_unreadable", f"cannot read manifest: {exc.strerror}") from None
             else:
                 sealed = True
-                recovery_point = header.sealed_at
+                recovery_point = seal_time = seal_point(header.sealed_at, header.extra)
                 if (ahead := seal_in_future(ctx, header.sealed_at)) is not None:
                     findings.append(ahead)
                     recovery_point, untimed = None, True  # a seal dated ahead never makes the recovery point fresh
@@ -167,7 +169,7 @@ class ReplicaValidator:
             try:
                 ref_count, ref_bytes, newest = await self._merge(
                     ctx, ref_stream, prod.src if prod.state is None else None, checked, sealed, limit, session,
-                    future)
+                    future, LiveRule(asset.production.frozen, future.cutoff, seal_time))
             except ManifestError as exc:
                 bad_seal = True
                 findings.append(Finding(Severity.CRITICAL, "manifest_corrupt", str(exc), "manifest"))
@@ -207,13 +209,16 @@ class ReplicaValidator:
         provider_media = ctx.config.compliance.provider_counts_as_media
         facts = {s.name: await copy_facts(s.src, s.state, s.storage_classes, provider_media) for s in streams}
         findings.extend(self._independence(ctx, prod, copies, facts))
-        reports = [self._report(ctx, s, checked, sealed, bad_seal, recovery_point, facts[s.name], findings)
-                   for s in streams]
+        points = live_findings(asset.rpo.total_seconds(), asset.production.frozen, prod, copies,
+                               sealed and prod in checked, recovery_point, now, findings)
+        reports = [self._report(ctx, s, checked, sealed, bad_seal, points.get(s.name, recovery_point), facts[s.name],
+                                findings) for s in streams]
         for s in streams:
             findings.extend(s.findings)
             findings.extend(facts[s.name].findings)
 
-        copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy")
+        # A failed production under a seal is silent corruption (or a frozen production that changed).
+        copy_failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy" or sealed)
         any_error = any(r.state == CopyState.ERROR for r in reports)
         empty = any(f.code == "empty_recovery_point" for f in findings)
         if copy_failed or bad_seal or stale or empty or untimed:
@@ -229,10 +234,13 @@ class ReplicaValidator:
             "objects_missing": float(sum(s.missing for s in copies)),
             "objects_mismatched": float(sum(s.mismatch for s in copies)),
             "objects_extra": float(sum(s.extra for s in copies)),
+            "objects_behind": float(sum(s.behind for s in copies)),
             "copies_verified": float(sum(1 for r in reports if r.state == CopyState.VERIFIED)),
         }
         if recovery_point is not None:
             figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
+        if sealed and prod in checked:
+            figures["production_changed_since_seal"] = float(prod.changed + prod.added + prod.deleted)
         if session is not None:
             figures.update({
                 "verify_objects_read": float(session.reads), "verify_bytes_read": float(session.read_bytes),
@@ -293,26 +301,24 @@ class ReplicaValidator:
             state = s.state
         elif s.src.role == "production" and not sealed:
             state = CopyState.ERROR if bad_seal else CopyState.VERIFIED  # the reference itself
-        elif s.missing or s.mismatch:
+        elif s.missing or s.mismatch or s.late:
             state = CopyState.FAILED
         elif s.errors or s.broken or bad_seal:
             state = CopyState.ERROR
         else:
             state = CopyState.VERIFIED
-        if s.src.role == "production" and sealed and state == CopyState.FAILED:
-            findings.append(Finding(Severity.WARNING, "production_drift",
-                                    "production no longer matches the sealed recovery point "
-                                    f"({s.missing} missing, {s.mismatch} changed)", s.name))
         in_merge = s in checked or (s.src.role == "production" and not sealed and s.state is None)
         return copy_report(
             ctx, s.src, state, facts, s, verified=s.verified, text=_LOCK_TEXT, recovery_point=recovery_point,
-            objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "extra": s.extra}
+            objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "extra": s.extra,
+                     **s.counts()}
             if in_merge else {},
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
             deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
 
     async def _verify(self, ctx: RunContext, s: _Stream, e: Entry, ref: Reference, limit: int,
-                      session: VerifySession | None = None, prior: LedgerEntry | None = None) -> None:
+                      session: VerifySession | None = None, prior: LedgerEntry | None = None,
+                      live: LiveKey | None = None) -> None:
         """Prove one object of one copy against the reference with the strongest cheap evidence."""
         try:
             head = await s.src.head(e)
@@ -346,7 +352,7 @@ class ReplicaValidator:
         if verdict is None and e.etag and ref.entry.etag and ref.prod is not None and e.etag == ref.entry.etag:
             verdict, how, value = True, "etag", e.etag  # equal ETags (same content, or same part layout of it)
         if session is not None and s.name in session.copies:
-            await self._verify_ledger(s, e, ref, limit, session, prior, verdict, how, value)
+            await self._verify_ledger(s, e, ref, limit, session, prior, verdict, how, value, live)
             return
         if verdict is None:
             if not self.cfg.verify_content:
@@ -362,12 +368,13 @@ class ReplicaValidator:
             # Bytes proven equal (by any evidence but size); bytes read and found different do not count.
             s.proven(how, e.size if how in ("checksum", "etag", "read") else 0)
         else:
-            s.mismatch += 1
-            s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
-                   Severity.CRITICAL)
+            explained = await live.explains(e, s.src.role == "production", s.slack) if live is not None else ""
+            s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
+                      limit)
 
     async def _verify_ledger(self, s: _Stream, e: Entry, ref: Reference, limit: int, session: VerifySession,
-                             prior: LedgerEntry | None, verdict: bool | None, how: str, value: str) -> None:
+                             prior: LedgerEntry | None, verdict: bool | None, how: str, value: str,
+                             live: LiveKey | None = None) -> None:
         """Under a verification policy: metadata evidence always; a read when the ledger's plan or the
         budget says so (never because metadata was missing: that object waits for its turn). An object the
         ledger found bad stays bad, unless a read proves it good or it or its reference changed."""
@@ -388,24 +395,33 @@ class ReplicaValidator:
         if verdict is not False and not read and prior is not None and session.known_bad(e, prior, ref_id, value):
             verdict, how = False, session.bad_evidence(prior)
         if verdict is False:
-            s.mismatch += 1
-            s.note("content_mismatch", f"content differs from the recovery point ({how})", e.key, limit,
-                   Severity.CRITICAL)
+            explained = await live.explains(e, s.src.role == "production", s.slack) if live is not None else ""
+            s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
+                      limit)
             session.record(s.name, e, prior, how, value, read, ok=False, ref=ref_id)
             return
         s.proven("read" if read else how or "size", e.size if read or how else 0)
         session.record(s.name, e, prior, how or "size", value, read, ok=True)
 
+    async def _size_differs(self, s: _Stream, h: Entry, reference: Reference, live: LiveKey, limit: int,
+                            session: VerifySession | None, prior: LedgerEntry | None) -> None:
+        explained = await live.explains(h, s.src.role == "production", s.slack)
+        s.differs(explained, "size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit)
+        if session is not None and s.name in session.copies and explained != "changed":
+            session.record(s.name, h, prior, "size", "", False, ok=False, ref=reference_id(reference.entry))
+
     async def _merge(self, ctx: RunContext, ref: AsyncIterator[Entry], prod: Source | None, streams: list[_Stream],
                      sealed: bool, limit: int, session: VerifySession | None = None,
-                     future: FutureTimes | None = None) -> tuple[int, int, float]:
+                     future: FutureTimes | None = None, rule: LiveRule | None = None) -> tuple[int, int, float]:
         """One pass over the reference and every checked stream in key order."""
         iters = [listing(s) for s in streams]
+        rule = rule or LiveRule(frozen=True, cutoff=0.0)
+        prod_i = next((i for i, s in enumerate(streams) if s.src.role == "production"), None)  # under a seal
 
         async def advance(i: int) -> Entry | None:
             """The next entry of a checked stream; a listing that fails drops only that stream."""
             s = streams[i]
-            return None if s.broken else await next_entry(s, iters[i], limit)
+            return s.saw(None if s.broken else await next_entry(s, iters[i], limit), rule)
 
         heads: list[Entry | None] = [None] * len(streams)
         ref_head: Entry | None = None
@@ -434,6 +450,10 @@ class ReplicaValidator:
                 key = min(candidates)
                 r = ref_head if ref_head is not None and ref_head.key == key else None
                 reference = Reference(r, ref_prod) if r is not None else None
+                # Production's own object at this key: its listing under a seal, else the reference itself.
+                ph = heads[prod_i] if prod_i is not None else None if sealed else r
+                live = LiveKey(rule, streams[prod_i].src if prod_i is not None else prod,
+                               ph if ph is not None and ph.key == key else None)
                 for i, s in enumerate(streams):
                     if s.broken:
                         heads[i] = None
@@ -445,24 +465,23 @@ class ReplicaValidator:
                             prior = await session.seek(s.name, h.key)
                             if reference is not None and h.size == reference.entry.size:
                                 session.note_seen(s.name, h, prior)
-                        if reference is None:
+                        if reference is None and i == prod_i and not rule.frozen:
+                            s.added += 1  # live production: new since the seal
+                        elif reference is None:
                             s.extra += 1
+                            s.late = s.late or i == prod_i  # frozen production grew
                             s.note("extra_file", "object not in the recovery point", h.key, limit, Severity.WARNING)
+                        elif i == prod_i and rule.newer(h.mtime, rule.seal_time):
+                            s.changed += 1  # live production modified it after the seal: expected, not read
                         elif h.size != reference.entry.size:
-                            s.mismatch += 1
-                            s.note("size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit,
-                                   Severity.CRITICAL)
-                            if session is not None and s.name in session.copies:
-                                session.record(s.name, h, prior, "size", "", False, ok=False,
-                                               ref=reference_id(reference.entry))
+                            await window.spawn(functools.partial(guarded, s, functools.partial(
+                                self._size_differs, s, h, reference, live, limit, session, prior), h.key))
                         else:
                             await window.spawn(functools.partial(guarded, s, functools.partial(
-                                self._verify, ctx, s, h, reference, limit, session, prior), h.key))
+                                self._verify, ctx, s, h, reference, limit, session, prior, live), h.key))
                         heads[i] = await advance(i)
                     elif r is not None and not s.unchecked(r.key):  # under an unlistable directory: error
-                        s.missing += 1
-                        s.note("missing_file", "object of the recovery point is missing", r.key, limit,
-                               Severity.CRITICAL)
+                        s.absent(r.key, i == prod_i, live, limit)
                 if r is not None:
                     ref_count += 1
                     ref_bytes += r.size
@@ -472,6 +491,8 @@ class ReplicaValidator:
                 if session is not None and session.due_flush():
                     await session.flush()
             await window.join()
+            for s in streams:
+                s.judge_deferred(rule, limit)
             for s in streams:
                 if session is not None and s.name in session.copies and not s.broken:
                     await session.end_of_listing(s.name)  # rows past the last listed key: deleted objects
