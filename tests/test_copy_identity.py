@@ -215,6 +215,7 @@ def test_endpoint_spellings_of_one_service_are_one(a: str | None, b: str | None)
 
 @pytest.mark.parametrize(("a", "b"), [
     ("http://127.0.0.1:9000", "http://127.0.0.1:9001"),
+    ("http://127.0.0.1:9000", "http://127.0.0.2:9000"),  # another loopback socket
     ("http://minio-a.lan", "http://minio-b.lan"),
     ("https://minio.lan", "http://minio.lan"),  # :443 and :80: two services
     ("https://s3.amazonaws.com", "https://s3.cn-north-1.amazonaws.com.cn"),

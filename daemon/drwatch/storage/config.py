@@ -88,10 +88,12 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
+    """The names of this host's own loopback service: ``localhost`` and the two addresses it resolves to. Other
+    127.x addresses are other sockets (a server bound to 127.0.0.1 does not answer on 127.0.0.2)."""
+    if host in ("localhost", "localhost.localdomain"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host) in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
     except ValueError:
         return False
 
