@@ -327,3 +327,26 @@ def test_check_reference_outside_group_exits_78(estate: Estate) -> None:
     out = run_cli("check-config", str(cfg_path))
     assert out.returncode == 78
     assert "consistency_groups.rag.embedding_model.model" in out.stderr
+
+
+def test_members_requiring_signed_seals_fail_the_group_on_unsigned_seals(estate: Estate) -> None:
+    """The group reads its members' seals through the same point as their validators: with
+    `seal_signature` required on the model and the document store, their unsigned seals fail the group
+    (`seal_unsigned` for the embedding-model stamp and for the documents check), not a quiet pass."""
+    import yaml
+
+    estate.seal_all()
+    keys = estate.tmp / "keys"
+    keys.mkdir()
+    out = run_cli("seal-keygen", "--private-key", str(keys / "job.key"), "--public-key", str(keys / "job.pub"))
+    assert out.returncode == 0, out.stderr
+    cfg_path = estate.config()
+    data = yaml.safe_load(cfg_path.read_text())
+    for member in ("model", "docs"):
+        data["assets"][member]["seal_signature"] = {"public_key_path": str(keys / "job.pub")}
+    write_config(cfg_path, data)
+    _, doc = estate.check(cfg_path)
+    res = _group_result(doc)
+    assert res["outcome"] == "failed", res
+    assert {(f["code"], f["subject"]) for f in res["findings"] if f["code"] == "seal_unsigned"} == {
+        ("seal_unsigned", "embedding_model"), ("seal_unsigned", "seal")}
