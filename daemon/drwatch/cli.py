@@ -533,6 +533,10 @@ async def _ack(cfg: Any, args: argparse.Namespace) -> int:
         print(f"drwatch ack: unknown asset {escape(args.asset)!r}", file=sys.stderr)
         return EXIT_CONFIG
     labels = [v.label for v in asset.validators]
+    if not labels:
+        print(f"drwatch ack: asset {args.asset!r} has no validators: there is nothing to acknowledge",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if args.validator is not None and args.validator not in labels:
         print(f"drwatch ack: asset {args.asset!r} has no validator {escape(args.validator)!r} (validators: "
               f"{', '.join(labels) or 'none'})", file=sys.stderr)
