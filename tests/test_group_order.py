@@ -64,8 +64,8 @@ def test_daemon_judges_a_group_after_its_members_at_start_and_after_a_restart(tm
         for v in asset["validators"]:
             if v["kind"] == "consistency_group":
                 v["schedule"] = {"every": "4s", "jitter": "1s"}
-            else:  # fresh for 8s: stale by the restart below
-                v.update(schedule={"every": "4s", "jitter": "3s"}, max_age="8s")
+            else:  # fresh for 12s: stale by the restart below
+                v.update(schedule={"every": "4s", "jitter": "3s"}, max_age="12s")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     for attempt in ("first start", "restart"):
@@ -85,7 +85,7 @@ def test_daemon_judges_a_group_after_its_members_at_start_and_after_a_restart(tm
                         if e["event"] == "run_finished" and (e["asset"], e["validator"]) == member]
             assert finished and min(finished) < start["timestamp"], (attempt, member, events)
         if attempt == "first start":
-            time.sleep(8.5)  # the members' stored results go stale (max_age 8s) and overdue (every 4s)
+            time.sleep(12.5)  # the members' stored results go stale (max_age 12s) and overdue (every 4s)
 
 
 def test_check_orders_groups_after_their_members_with_the_scheduler_rule(tmp_path: Path) -> None:
