@@ -340,6 +340,24 @@ async def test_dump_of_the_wrong_database_fails_against_production(estate: Estat
     assert_nothing_left(sandbox_root)
 
 
+async def test_production_tables_the_role_may_not_read_are_named_not_required(
+        estate: Estate, tmp_path: Path, sandbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production's role may read `items` only: `notes` (with rows) cannot be proven to need restoring, so
+    it is named in a `production_table_unreadable` warning instead of failing or erroring the drill."""
+    estate.dump(tmp_path / "dumps" / "small.dump", estate.small_dsn, "-Fc")
+    db = estate.small_dsn.rsplit("/", 1)[1]
+    estate.server.psql("DO $$BEGIN CREATE ROLE pgr_items_only LOGIN; "
+                       "EXCEPTION WHEN duplicate_object THEN NULL; END$$")
+    estate.server.psql("GRANT SELECT ON items TO pgr_items_only", db)
+    monkeypatch.setenv("DRW_PROD_DSN", f"postgresql://pgr_items_only@{estate.server.host}:{estate.server.port}/{db}")
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {
+        "production": {"dsn_env": "DRW_PROD_DSN"}, "expect": {"tables": ["items"]}}))
+    assert result is not None and result.outcome == Outcome.OK, result.findings
+    [warning] = [f for f in result.findings if f.code == "production_table_unreadable"]
+    assert "notes" in warning.message and "items" not in warning.message
+    assert warning.severity == Severity.WARNING
+
+
 async def test_dump_of_an_empty_database_fails(estate: Estate, tmp_path: Path, sandbox_root: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A valid pg_dump of an empty database: against production every table with rows is missing and the

@@ -379,6 +379,11 @@ async def user_tables(conn: Any, limit: float) -> list[tuple[str, str]]:
     return [(str(r["schema"]), str(r["name"])) for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
 
 
+async def can_select(conn: Any, table: tuple[str, str], limit: float) -> bool:
+    """Whether this session's role may read the table (so a count or a row check will not be refused)."""
+    return bool(await conn.fetchval("SELECT has_table_privilege($1, 'SELECT')", qualified(table), timeout=limit))
+
+
 async def has_rows(conn: Any, table: tuple[str, str], limit: float) -> bool:
     """Whether the table holds at least one row (reads one row, whatever the table's size)."""
     return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)})", timeout=limit))

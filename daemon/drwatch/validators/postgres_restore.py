@@ -216,7 +216,6 @@ class PostgresRestoreValidator:
         if not points:
             why = "does not exist" if points is None else f"holds no dump matching {cfg.pattern!r}"
             return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, "no_recovery_point", f"{where} {why}"),))
-        newest, chosen = pgdump.choose(points, cfg.pick, cfg.random_window.total_seconds())
         findings: list[Finding] = []
         future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
         points = [p for p in points if future.believe(p.name, p.mtime)]
@@ -446,8 +445,14 @@ class PostgresRestoreValidator:
         production_rows = False
         try:
             async with prod.transaction(readonly=True, isolation="repeatable_read"):
+                unreadable = []
                 for table in await pgtools.user_tables(prod, _limit(ctx)):
-                    if table in excluded or not await pgtools.has_rows(prod, table, _limit(ctx)):
+                    if table in excluded:
+                        continue
+                    if not await pgtools.can_select(prod, table, _limit(ctx)):
+                        unreadable.append(pgtools.table_label(table))  # whether it has rows is not known
+                        continue
+                    if not await pgtools.has_rows(prod, table, _limit(ctx)):
                         continue
                     production_rows = True
                     label = pgtools.table_label(table)
@@ -455,6 +460,12 @@ class PostgresRestoreValidator:
                         findings.append(Finding(Severity.CRITICAL, "table_missing", "production has rows in "
                                                 "this table, the backup does not hold it (expect.exclude_tables "
                                                 "lists tables a backup may leave out)", label))
+                if unreadable:
+                    shown = ", ".join(unreadable[:5]) + (f" and {len(unreadable) - 5} more" if len(unreadable) > 5
+                                                         else "")
+                    findings.append(Finding(Severity.WARNING, "production_table_unreadable",
+                                            f"production's role may not read {shown}: not required in the backup "
+                                            "(GRANT SELECT, or list them in expect.exclude_tables)", "production"))
                 for table in tables:
                     label = pgtools.table_label(table)
                     if await prod.fetchval("SELECT to_regclass($1)", pgtools.qualified(table),
