@@ -107,3 +107,27 @@ def test_repaired_backup_passes_at_once(tmp_path: Path) -> None:
     rule = json.loads(out.stdout)["assets"]["data"]["rules"]["restore_errors"]
     assert rule["state"] == "pass"
     assert "history: replica: failed" in rule["detail"] and "ok since" in rule["detail"]
+
+
+def test_running_daemon_sees_an_ack_written_by_another_process(tmp_path: Path) -> None:
+    """`drwatch ack` from a shell changes the running daemon's /metrics without a restart (the store's
+    revision counts acks): the ack's time appears for the validator."""
+    from tests.helpers import DaemonProcess, free_port, metric_value
+
+    populate(tmp_path)
+    port = free_port()
+    cfg = basic_config(tmp_path, http_port=port, every="1h")
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    daemon = DaemonProcess(path, port)
+    daemon.start()
+    try:
+        def acked() -> float | None:
+            return metric_value(daemon.metrics(), "drwatch_validator_ack_timestamp_seconds", asset="data",
+                                validator="replica")
+
+        assert acked() is None
+        assert run_cli("ack", "--config", str(path), "--asset", "data", "--by", "bob",
+                       "--reason", "drill").returncode == 0
+        daemon.wait_for(lambda: acked() is not None, timeout=25)
+    finally:
+        daemon.stop()
