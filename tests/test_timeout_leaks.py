@@ -28,6 +28,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -50,7 +51,15 @@ from drwatch.sandbox import SandboxManager
 from drwatch.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, sha256_file
 from drwatch.store import open_store
-from tests.faults.estate import Endpoints, MatrixPinecone, Scenario, World, make_world
+from tests.faults.estate import (
+    Endpoints,
+    MatrixPinecone,
+    Scenario,
+    World,
+    make_world,
+    minilm_estate,
+    processes_mentioning,
+)
 from tests.helpers import REPO, sparse_file, write_tree
 from tests.s3helpers import bucket, upload
 from tests.s3helpers import client as s3client
@@ -111,19 +120,22 @@ class Sample:
     at: float  # time.time()
     fds: dict[int, str]  # descriptors opened since the baseline
     procs: set[int]  # processes started since the baseline
+    servers: list[str] = field(default_factory=list)  # command lines of processes running in the sandbox dir
 
 
 class Watcher:
     """Samples, every 20 ms, what the process holds beyond its baseline."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandboxes: Path | None = None) -> None:
         self.base_fds = open_fds()
         self.base_procs = descendants()
+        self.sandboxes = sandboxes
         self.samples: list[Sample] = []
 
     def sample(self) -> Sample:
         fds = {fd: t for fd, t in open_fds().items() if self.base_fds.get(fd) != t}
-        return Sample(time.time(), fds, descendants() - self.base_procs)
+        servers = [describe(p) for p in processes_mentioning(str(self.sandboxes))] if self.sandboxes else []
+        return Sample(time.time(), fds, descendants() - self.base_procs, servers)
 
     async def run(self, seen: asyncio.Event, evidence: Callable[[Sample], bool]) -> None:
         while True:
@@ -165,6 +177,11 @@ def child_alive(s: Sample) -> bool:
     return bool(s.procs)
 
 
+def sandbox_server(s: Sample) -> bool:
+    """A PostgreSQL server runs on a data directory in the sandbox (pg_ctl started it: not a descendant)."""
+    return any(" -D " in cmd and "postgres" in cmd for cmd in s.servers)
+
+
 @dataclass(frozen=True)
 class Case:
     kind: str  # the registry's kind
@@ -176,6 +193,9 @@ class Case:
     cancel_at: Callable[[Sample], bool] | None = None  # when to cancel, if not at the first evidence
     cancel_delay: float = 0.0  # seconds from that evidence to the cancellation (deeper into the work)
     leftovers: Callable[[Estate], list[str]] | None = None  # what else the run may leave behind (none expected)
+    # A validator that bounds its own step by the run's deadline ends as ``error`` with this finding just before
+    # the timeout would have cut it (the step was killed: the same cleanup is under test).
+    own_deadline: str | None = None
 
 
 CASES: dict[str, Case] = {
@@ -207,11 +227,21 @@ CASES: dict[str, Case] = {
     # child processes). Cancelled once a child process runs.
     "postgres_restore": Case("postgres_restore", "db", "postgres_restore", 2.0, child_or_socket,
                              "a connection or a sandbox cluster's processes", cancel_at=child_alive),
+    # Cancelled once the sandbox cluster's server runs (then it must be stopped, not only its directory removed).
+    "postgres_restore_cluster": Case("postgres_restore", "db", "postgres_restore", 2.0, child_or_socket,
+                                     "a connection or a sandbox cluster's processes", cancel_at=sandbox_server),
     # The dump fetched from S3 through the slow proxy into the sandbox: cancelled while it is being written.
     "postgres_restore_s3": Case("postgres_restore", "db_s3", "postgres_restore", 2.0, child_or_socket,
                                 "a connection or a sandbox cluster's processes", cancel_at=holds("/dump/")),
     "vector_restore": Case("vector_restore", "index", "vector_restore", 2.0, child_or_socket,
                            "a connection or a sandbox cluster's processes", cancel_at=child_alive),
+    "vector_restore_cluster": Case("vector_restore", "index", "vector_restore", 2.0, child_or_socket,
+                                   "a connection or a sandbox cluster's processes", cancel_at=sandbox_server),
+    # The real MiniLM restored into a sandbox and run by the inference worker (a subprocess loading torch).
+    "model_weights_inference": Case("model_weights", "mwi", "model_weights", 3.0,
+                                    lambda s: child_running(s) or holds("/sandboxes/")(s),
+                                    "the model being restored or the inference worker", cancel_at=child_alive,
+                                    cancel_delay=1.0, own_deadline="inference_timeout"),
     # The Pinecone backend against the stand-in (every request answered 0.3 s late): a temporary index is
     # restored from the backup, then queried; none may be left.
     "vector_restore_pinecone": Case("vector_restore", "pcindex", "vector_restore", 2.0, socket_open,
@@ -318,10 +348,11 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         ends = Endpoints(s3_server=moto, s3_url=f"http://127.0.0.1:{s3_port}", s3_access_key=moto.access_key,
                          s3_secret_key=moto.secret_key, pg_host="127.0.0.1", pg_port=pg_port,
                          standby_port=standby_port, vector_port=world.vector.port,
-                         rds_url=f"http://127.0.0.1:{rds_port}")
+                         rds_url=f"http://127.0.0.1:{rds_port}",
+                         minilm=minilm_estate(Path(stack.enter_context(tempfile.TemporaryDirectory(dir="/tmp")))))
         sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
                                       "rds_snapshot", "consistency_group", "vector_restore", "dataset",
-                                      "vector_pinecone", "postgres_restore_s3"), ends)
+                                      "vector_pinecone", "postgres_restore_s3", "model_weights_inference"), ends)
         stack.callback(sc.cleanup)
         sc.build()
         zeros = zero_digest(BLOB)
@@ -471,8 +502,9 @@ async def cut_once(estate: Estate, case: Case, how: str, limit: float) -> bool:
     gc.collect()
     await asyncio.sleep(0.2)  # descriptors of earlier cases' threads and servers are closed
     others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-    watcher = Watcher()
+    watcher = Watcher(sandboxes)
     mid_work = True
+    expected = Outcome.CANCELLED
     tracemalloc.start()
     try:
         with warnings.catch_warnings(), unraisables() as unraisable, abandoned_async_generators() as abandoned:
@@ -496,9 +528,14 @@ async def cut_once(estate: Estate, case: Case, how: str, limit: float) -> bool:
                             await task
                     else:
                         result = await task
-                        assert result.outcome == Outcome.TIMEOUT, result.findings
-                        cut = watcher.before(result.started_at + limit)
-                        mid_work = cut is not None and case.evidence(cut)
+                        expected = result.outcome
+                        if case.own_deadline is not None and result.outcome == Outcome.ERROR:
+                            assert case.own_deadline in {f.code for f in result.findings}, result.findings
+                            mid_work = any(case.evidence(s) for s in watcher.samples if s.at < result.finished_at)
+                        else:
+                            assert result.outcome == Outcome.TIMEOUT, result.findings
+                            cut = watcher.before(result.started_at + limit)
+                            mid_work = cut is not None and case.evidence(cut)
             finally:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -509,13 +546,16 @@ async def cut_once(estate: Estate, case: Case, how: str, limit: float) -> bool:
     finally:
         tracemalloc.stop()
 
-    assert [r.outcome for r in results] == [Outcome.TIMEOUT if how == "timeout" else Outcome.CANCELLED]
+    assert [r.outcome for r in results] == [expected]
     assert unraisable == []
     assert abandoned == [], "async generators left to the garbage collector (not closed when the run ended)"
     left_fds = await settle(lambda: watcher.sample().fds, 15)
     assert left_fds == {}, f"descriptors left open after the run: {left_fds}"
     left_procs = await settle(lambda: watcher.sample().procs, 15)
     assert not left_procs, f"processes left: {[describe(p) for p in left_procs]}"
+    # A sandbox cluster's postmaster is not a descendant (pg_ctl daemonizes it): found by its data directory.
+    left_servers = await settle(lambda: watcher.sample().servers, 15)
+    assert not left_servers, f"processes left in the sandbox: {left_servers}"
     assert await settle(lambda: list(sandboxes.iterdir()), 15) == []
     if case.leftovers is not None:
         assert await settle(lambda: case.leftovers(estate), 15) == []  # type: ignore[misc]
