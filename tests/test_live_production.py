@@ -24,7 +24,7 @@ from drwatch.compliance import evaluate
 from drwatch.manifest import seal_directory
 from drwatch.model import CopyState, Outcome, Result
 from drwatch.snapshot import Snapshot
-from tests.helpers import basic_config, populate
+from tests.helpers import basic_config, populate, run_cli
 from tests.s3helpers import Locations, bucket, config, parse, report, run, subjects, upload
 from tests.s3servers import MotoServer
 from tests.test_replica import codes, copy_report, flip_keep_mtime, run_replica, seal
@@ -111,8 +111,9 @@ async def test_bit_rot_in_production_fails(tmp_path: Path) -> None:
 
 
 async def test_seal_taken_at_dates_the_backup(tmp_path: Path) -> None:
-    """A seal written after the backup says when the backup read production (`--meta taken_at=`): production
-    changed between the backup and the seal is a live change, and the recovery point is the backup's time."""
+    """A seal written after the backup says when the backup read production (`drwatch seal --meta taken_at=`):
+    production changed between the backup and the seal is a live change, and the recovery point is the
+    backup's time."""
     files = populate(tmp_path)
     prod = tmp_path / "prod" / "data"
     taken = time.time()
@@ -120,7 +121,9 @@ async def test_seal_taken_at_dates_the_backup(tmp_path: Path) -> None:
     append(prod / sorted(files)[0])  # after the backup read it, before the seal
     backup = tmp_path / "backup"
     shutil.copytree(tmp_path / "copy1" / "data", backup)
-    await seal_directory(backup, out_path=tmp_path / "seal.jsonl", extra={"taken_at": str(taken)})
+    out = await asyncio.to_thread(run_cli, "seal", "--location-path", str(backup), "--out",
+                                  str(tmp_path / "seal.jsonl"), "--meta", f"taken_at={taken}")
+    assert out.returncode == 0, out.stderr
     cfg = basic_config(tmp_path, manifest=str(tmp_path / "seal.jsonl"))
     result = await run_replica(tmp_path, cfg)
     assert result.outcome == Outcome.OK, result.findings
