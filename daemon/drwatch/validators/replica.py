@@ -8,10 +8,14 @@ sides), identical ETags of S3 objects, otherwise a read that hashes the bytes (i
 memory). For S3 copies it also HEADs every object of the recovery point for its Object Lock state and
 reads the bucket's region, versioning and default encryption.
 
-Outcomes: ``failed`` when a copy is missing objects or differs, the seal is missing/corrupt, or the
-recovery point is stale or empty; ``error`` when a location could not be read (down, denied,
-throttled); ``ok`` otherwise. Lock posture, region and independence are findings and copy facts that the
-compliance rules judge.
+Production is live data (:mod:`drwatch.validators.live`): a difference production's own later changes
+explain is a copy behind (its older recovery point judged against the RPO) or production changed since the
+seal (counted); any other difference is corruption, production's own included.
+
+Outcomes: ``failed`` when a copy is missing objects or differs (or is behind past the RPO), production
+differs from the seal unexplained, the seal is missing/corrupt, or the recovery point is stale or empty;
+``error`` when a location could not be read (down, denied, throttled); ``ok`` otherwise. Lock posture,
+region and independence are findings and copy facts that the compliance rules judge.
 """
 
 from __future__ import annotations
