@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from drwatch.parquet_facts import ParquetFacts
 
 MANIFEST_NAME = ".drwatch-manifest.jsonl"
+_T = TypeVar("_T")
 CHUNK = 1024 * 1024
 _BATCH = 2000
 
@@ -169,6 +170,54 @@ async def aopen(path: Path, mode: str = "rb") -> IO[Any]:
     except asyncio.CancelledError:
         opening.add_done_callback(_close_when_opened)
         raise
+
+
+class ThreadedIterator(Generic[_T]):
+    """Advance a blocking iterator (a generator holding a file, say) in worker threads, one item at a time.
+
+    :meth:`close` may be called at any time, also while a thread is advancing it (its consumer was cancelled):
+    the iterator is then closed by that thread as soon as its step ends (a generator cannot be closed while
+    another thread runs it). Register ``close`` on the run's exit stack so a run cut off never leaves it to the
+    garbage collector.
+    """
+
+    def __init__(self, it: Iterator[_T]) -> None:
+        self._it = it
+        self._state = threading.Lock()  # guards the two flags; never held during I/O
+        self._busy = False
+        self._closing = False
+
+    def _step(self) -> _T | None:
+        with self._state:
+            if self._closing:
+                return None
+            self._busy = True
+        try:
+            return next(self._it, None)
+        finally:
+            with self._state:
+                self._busy = False
+                close_now = self._closing
+            if close_now:
+                self._close_it()
+
+    async def next(self) -> _T | None:
+        """The next item, None at the end (or once closed)."""
+        return await asyncio.to_thread(self._step)
+
+    def _close_it(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        with self._state:
+            if self._closing:
+                return
+            self._closing = True
+            busy = self._busy
+        if not busy:
+            self._close_it()
 
 
 class HashCancelled(Exception):

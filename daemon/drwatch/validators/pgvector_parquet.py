@@ -13,6 +13,7 @@ import asyncpg
 
 from drwatch import pgtools
 from drwatch.errors import DrillFailed, ValidatorError
+from drwatch.storage.filesystem import ThreadedIterator
 from drwatch.validators.base import RunContext
 from drwatch.validators.pgvector_sandbox import cleanup, query_limit
 
@@ -53,7 +54,9 @@ async def load_parquet(ctx: RunContext, be: PgvectorBackend, sides: Sides, param
             raise DrillFailed("parquet_column_missing", f"{name} has no column {col!r} "
                               f"(columns: {', '.join(schema.names)})")
     id_type = "bigint" if str(schema.field(cols.id_column).type).startswith(("int", "uint")) else "text"
-    batches = await asyncio.to_thread(parquet_batches, path, cols, id_type == "text")
+    # The batches hold the Parquet file open: closed when the run ends, however it ends (not by the GC).
+    batches = ThreadedIterator(await asyncio.to_thread(parquet_batches, path, cols, id_type == "text"))
+    ctx.exit_stack.callback(batches.close)
     conn = await pgtools.connect(params, code="sandbox_unavailable", what="sandbox database")
     ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, conn), 10,
                                        "close load connection")
@@ -61,7 +64,7 @@ async def load_parquet(ctx: RunContext, be: PgvectorBackend, sides: Sides, param
     schema_name, table = sides.table
     dims: int | None = None
     rows = 0
-    while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+    while (batch := await batches.next()) is not None:
         records, bdims = batch
         if dims is None and bdims is not None:
             dims = bdims
@@ -93,7 +96,10 @@ def parquet_batches(path: Path, cols: ParquetColumns, as_text: bool) -> Any:
     import pyarrow.parquet as pq
 
     def gen() -> Any:
-        pf = pq.ParquetFile(path)
+        with pq.ParquetFile(path) as pf:  # closed when the generator ends or is closed
+            yield from batches(pf)
+
+    def batches(pf: Any) -> Any:
         for batch in pf.iter_batches(batch_size=_BATCH, columns=[cols.id_column, cols.vector_column]):
             ids = [None if i is None else str(i) for i in batch.column(0).to_pylist()] if as_text \
                 else batch.column(0).to_pylist()
