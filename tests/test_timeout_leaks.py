@@ -26,6 +26,7 @@ import contextlib
 import gc
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,12 +56,13 @@ from tests.faults.estate import (
     Endpoints,
     MatrixPinecone,
     Scenario,
+    Watch,
     World,
     make_world,
     minilm_estate,
     processes_mentioning,
 )
-from tests.helpers import REPO, sparse_file, write_tree
+from tests.helpers import REPO, DaemonProcess, free_port, sparse_file, write_config, write_tree
 from tests.s3helpers import bucket, upload
 from tests.s3helpers import client as s3client
 from tests.s3servers import MotoServer
@@ -213,6 +215,8 @@ CASES: dict[str, Case] = {
     # lands while GET bodies are being read.
     "replica_s3": Case("replica", "big_objects", "replica", 4.0, socket_open, "a connection to S3",
                        cancel_delay=3.0),
+    "replica_s3_ledger": Case("replica", "big_objects_ledger", "replica", 4.0, socket_open, "a connection to S3",
+                              cancel_delay=3.0),
     "model_weights": Case("model_weights", "big_model", "model_weights", 1.5, holds("/blobs/"),
                           "a weights file being hashed"),
     # Servers behind a proxy that delays every answer.
@@ -393,6 +397,9 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         upload(moto, name, objects, prefix="big_objects/")
         sc.s3_location("s3objects", name)
         sc.assets["big_objects"] = sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"])
+        # The same with a verification policy: the run keeps a ledger in the store and flushes it when cut off.
+        sc.assets["big_objects_ledger"] = {**sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"]),
+                                           "verification": {"read_every": "1d"}}
         ends.pinecone.slow("", LATENCY)
         export_parquet(sc.dir / "pqexports" / "export.parquet", 25_000)
         sc.locations["pqexports"] = {"kind": "filesystem", "path": str(sc.dir / "pqexports"), "site": "dc-b"}
@@ -631,3 +638,39 @@ async def test_a_cancelled_seal_stops_hashing_without_blocking_the_loop(tmp_path
     assert max(gaps) < 1.0, f"the event loop was held for {max(gaps):.1f}s"
     assert await settle(lambda: watcher.sample().fds, 10) == {}
     assert not (tmp_path / "seal.jsonl").exists()
+
+
+def test_a_daemon_whose_runs_time_out_and_are_drained_warns_of_nothing(estate: Estate, tmp_path: Path) -> None:
+    """The same cuts in a real ``drwatch run`` started with ``-W error::ResourceWarning`` and tracemalloc: every case's
+    validator times out (or ends at its own deadline), SIGTERM drains and cancels whatever still runs, and the
+    daemon's log holds no ResourceWarning, no "Exception ignored", no destroyed pending task; it exits 0 and leaves
+    no sandbox and no process in the sandbox directory."""
+    cfg = yaml.safe_load(yaml.safe_dump(estate.config))
+    keys: dict[tuple[str, str], Case] = {}
+    for case in CASES.values():
+        keys.setdefault((case.asset, case.label), case)
+        for v in cfg["assets"][case.asset]["validators"]:
+            if v.get("name", v["kind"]) == case.label:
+                v["timeout"] = f"{int(case.timeout * 1000)}ms"
+    port = free_port()
+    cfg["http"] = {"listen": f"127.0.0.1:{port}"}
+    cfg["store"] = {"sqlite": str(tmp_path / "state.sqlite")}
+    daemon = DaemonProcess(write_config(tmp_path / "drwatch.yaml", cfg), port,
+                           env={**estate.env, "PYTHONWARNINGS": "error::ResourceWarning", "PYTHONTRACEMALLOC": "10"})
+    sandboxes = estate.scenario.sandbox_dir
+    daemon.start(timeout=60)
+    try:
+        got = Watch(daemon).wait(list(keys), {}, timeout=240)
+        daemon.signal(signal.SIGTERM)
+        code = daemon.proc.wait(90) if daemon.proc is not None else None
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    for key, case in keys.items():
+        outcome, found = got[key]["outcome"], {f["code"] for f in got[key]["findings"]}
+        assert outcome == "timeout" or (outcome == "error" and case.own_deadline in found), (key, got[key])
+    for sign in ("ResourceWarning", "Exception ignored", "Task was destroyed", "unclosed", "never awaited"):
+        assert sign not in log, f"{sign!r} in the daemon's log:\n{log[-6000:]}"
+    assert code == 0, log[-4000:]
+    assert not processes_mentioning(str(sandboxes))
+    assert list(sandboxes.iterdir()) == []
