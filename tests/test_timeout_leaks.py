@@ -9,14 +9,19 @@ checks what was open at the cut:
 
 - ``timeout``: the validator's timeout expires while the sampler sees its work in progress (the sample just
   before the deadline shows the case's evidence: the seal open, a data file being hashed, a connection, a
-  child process); the outcome is ``timeout``.
-- ``cancel``: the run task is cancelled once the sampler sees that evidence; the recorded outcome is
+  child process); the outcome is ``timeout``. A timeout that expired before the work began (a client still
+  being built on a loaded machine) is retried with twice the timeout.
+- ``cancel``: the run task is cancelled once the sampler sees that evidence (the case's ``cancel_at``: the seal
+  opened but not read yet, a dump being written, a sandbox server running...); the recorded outcome is
   ``cancelled``.
 
-Then, under ``-W error`` semantics (``warnings.simplefilter("error")`` plus a ``gc.collect()``, with an
-unraisable-exception hook, and tracemalloc on to say where a leaked object came from): no ``ResourceWarning``
-or other unraisable error, every file descriptor opened during the run is closed again, no process started by
-the run is left (alive or zombie), the sandbox directory is empty and no task of the run is still pending.
+Then, with the garbage collector off until the descriptors are counted (what only a collection would close counts
+as left open), under ``-W error`` semantics (``warnings.simplefilter("error")``, then ``gc.collect()``, with an
+unraisable-exception hook and tracemalloc on to say where a leaked object came from): no ``ResourceWarning`` or
+other unraisable error, no async generator left to the garbage collector unfinished, every file descriptor opened
+during the run closed again, no process started by the run left (alive or zombie; a sandbox cluster's server,
+which pg_ctl daemonizes, is looked for by its data directory), the sandbox directory empty and no task of the run
+pending. A last test does the same cuts in a real daemon and drains it with SIGTERM.
 """
 
 from __future__ import annotations
