@@ -38,6 +38,22 @@ def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     return root
 
 
+def backdate(root: Path, seconds: float = 60.0) -> Path:
+    """Date every file under ``root`` ``seconds`` into the past: production written before its backup was
+    taken. S3 times have whole seconds, so a copy written in the same second as production cannot tell which
+    came first (drwatch then judges the copy behind, not corrupt); tests of corruption make the order plain."""
+    when = time.time() - seconds
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.utime(path, (when, when))
+    return root
+
+
+def after_this_second() -> None:
+    """Sleep into the next whole second: what is written next has a later S3 LastModified than what came before."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
 def sample_files(n: int = 20, size: int = 4096, seed: int = 1) -> dict[str, bytes]:
     import random
 
@@ -296,9 +312,12 @@ class PrometheusServer:
     """A real Prometheus (``/usr/bin/prometheus``) on a free loopback port with a temporary TSDB."""
 
     def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s",
-                 binary: str = "/usr/bin/prometheus", scrape_overrides: list[dict[str, Any]] | None = None) -> None:
+                 binary: str = "/usr/bin/prometheus", scrape_overrides: list[dict[str, Any]] | None = None,
+                 rule_files: list[str] | None = None) -> None:
         """``scrape_overrides``: one scrape job per entry (its ``job_name``, ``scheme``, ``tls_config``,
-        ``basic_auth``...), each scraping ``targets``; default one plain job named ``drwatch``."""
+        ``basic_auth``...), each scraping ``targets``; default one plain job named ``drwatch``. ``rule_files``:
+        alerting/recording rule files Prometheus evaluates (``ALERTS`` then shows pending and firing alerts)."""
+        self.rule_files = list(rule_files or [])
         self.workdir = workdir
         self.jobs = scrape_overrides or [{"job_name": "drwatch"}]
         self.targets = targets
@@ -314,6 +333,7 @@ class PrometheusServer:
         config.write_text(yaml.safe_dump({
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
             "scrape_configs": [{**job, "static_configs": [{"targets": self.targets}]} for job in self.jobs],
+            **({"rule_files": self.rule_files} if self.rule_files else {}),
         }))
         self.port = free_port()
         with self.log_path.open("wb") as log:

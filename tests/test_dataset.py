@@ -31,7 +31,7 @@ from drwatch.errors import ConfigError
 from drwatch.manifest import seal_directory
 from drwatch.model import CopyState, Outcome, Result
 from drwatch.storage.filesystem import MANIFEST_NAME
-from tests.helpers import REPO, run_cli, write_config, write_tree
+from tests.helpers import REPO, backdate, run_cli, write_config, write_tree
 from tests.s3helpers import Locations, bucket, codes, config, report, rules, run, subjects, upload, versions
 from tests.s3helpers import client as s3
 from tests.s3servers import MotoServer, s3_client
@@ -92,6 +92,7 @@ async def estate(tmp: Path, locs: Locations, server: MotoServer, files: dict[str
     """Production and a NAS copy on disk, a cloud copy in S3; production sealed. Returns (config, bucket)."""
     for root in (tmp / "prod" / "data", tmp / "nas" / "data"):
         write_tree(root, files)
+    backdate(tmp / "prod" / "data")  # production was written before the backups were taken
     await seal_directory(tmp / "prod" / "data", out_path=tmp / "prod" / "data" / MANIFEST_NAME)
     name = bucket(server, "dataset")
     upload(server, name, files, **({"ChecksumAlgorithm": "SHA256"} if sha256 else {}))
@@ -562,3 +563,28 @@ def test_unreadable_directory_is_could_not_check_and_the_rest_is_still_proven(
         assert "missing_file" not in found
         assert nas["state"] == "error"
     assert nas["objects"]["verified"] == 3 - also_missing  # labels.csv, README.txt, features/user.parquet
+
+
+async def test_a_file_a_copy_lacks_is_always_judged(tmp_path: Path, locs: Locations, moto: MotoServer,
+                                                    files: dict[str, bytes]) -> None:
+    """A file the NAS copy lacks is judged at the end of the listing even when it is the first key (nothing of
+    the copy listed yet to date it): missing when production's file is older than the copy, behind (a warning,
+    an older recovery point within the RPO) when production wrote it after the copy was taken."""
+    cfg, _ = await estate(tmp_path, locs, moto, files)
+    nas = tmp_path / "nas" / "data"
+    hour_ago = time.time() - 3600
+    for path in nas.rglob("*"):
+        if path.is_file():
+            os.utime(path, (hour_ago, hour_ago))  # the copy was taken an hour ago (mtimes kept)
+    (nas / "README.txt").unlink()  # the first key in order: nothing of the copy is listed yet when it comes up
+    prod_readme = tmp_path / "prod" / "data" / "README.txt"
+    os.utime(prod_readme, (hour_ago - 3600, hour_ago - 3600))  # production's file predates the copy
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED, result.findings
+    assert subjects(result, "missing_file") == ["nas:README.txt"]
+    assert report(result, "nas").objects["missing"] == 1
+
+    os.utime(prod_readme, (hour_ago + 60, hour_ago + 60))  # written after the copy was taken
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.OK, result.findings
+    assert "nas:README.txt" in subjects(result, "copy_behind") and not subjects(result, "missing_file")

@@ -23,7 +23,7 @@ from drwatch.model import CopyState, Outcome, Result
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.storage.s3 import S3Pool
-from tests.helpers import sample_files, write_tree
+from tests.helpers import after_this_second, backdate, sample_files, write_tree
 from tests.s3helpers import (
     Locations,
     Server,
@@ -187,7 +187,7 @@ async def test_seal_sha256_is_compared_with_the_copys_stored_checksum(
         tmp_path: Path, moto_eu: MotoServer, files: dict[str, bytes], locs: Locations,
         unchanged: Unchanged) -> None:
     """With a seal, a copy's stored SHA256 is checked against the seal's sha256; a changed one fails."""
-    write_tree(tmp_path / "prod" / "data", files)
+    backdate(write_tree(tmp_path / "prod" / "data", files))  # production predates its backup
     await seal_directory(tmp_path / "prod" / "data", out_path=tmp_path / "prod" / "data" / MANIFEST_NAME)
     copy = bucket(moto_eu, "copy", region="eu-west-1")
     victim = sorted(files)[1]
@@ -254,6 +254,7 @@ async def test_object_deleted_from_a_copy_fails(
     """An object deleted from a (versioned) copy bucket — only a delete marker left — is missing: failed."""
     prod, copy = bucket(moto, "prod"), bucket(moto_eu, "copy", region="eu-west-1", versioned=True)
     upload(moto, prod, files, **SHA256)
+    after_this_second()  # the backup is taken after production was written (S3 times have whole seconds)
     upload(moto_eu, copy, files, **SHA256)
     victim = sorted(files)[2]
     s3(moto_eu).delete_object(Bucket=copy, Key=f"data/{victim}")
@@ -276,6 +277,7 @@ async def test_same_size_change_is_caught_by_checksums(
     """A copy object overwritten with different bytes of the same size: its SHA256 differs, failed."""
     prod, copy = bucket(moto, "prod"), bucket(moto_eu, "copy", region="eu-west-1")
     upload(moto, prod, files, **SHA256)
+    after_this_second()  # the backup is taken after production was written (S3 times have whole seconds)
     upload(moto_eu, copy, files, **SHA256)
     victim = sorted(files)[-1]
     upload(moto_eu, copy, {victim: flip(files[victim])}, **SHA256)

@@ -338,6 +338,8 @@ class DatasetValidator:
                 if r is not None:
                     ref = await anext(seal_entries, None)
             await window.join()
+            for s in locs:
+                s.judge_deferred(rule, limit, "file")  # absent files: behind production, or missing
         finally:
             await window.cancel()
             for it in [*iters, seal_entries]:
@@ -360,7 +362,7 @@ class DatasetValidator:
         production changed since the seal), then Parquet structure, then content with the cheapest evidence."""
         production = s.src.role == "production"
         if e.size != r.size and (explained := await live.explains(e, production, s.slack)):
-            s.differs(explained, "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
+            s.differs(explained, "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit, e.mtime)
             return
         if e.size != r.size and not is_parquet(e.key):
             s.differs("", "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit)
@@ -398,7 +400,7 @@ class DatasetValidator:
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:
             explained = await live.explains(e, production, s.slack)
-            s.differs(explained, "content_mismatch", f"content differs from the seal ({how})", e.key, limit)
+            s.differs(explained, "content_mismatch", f"content differs from the seal ({how})", e.key, limit, e.mtime)
             return
         s.verified += 1
         s.evidence[how] = s.evidence.get(how, 0) + 1

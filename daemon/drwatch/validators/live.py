@@ -91,7 +91,11 @@ class LiveKey:
             if self.rule.newer(obj.mtime, seal) or await changed_since_listed(self.src, self.entry):
                 return "changed"
             return ""
-        if self.rule.newer(self.entry.mtime, obj.mtime + slack) or await changed_since_listed(self.src, self.entry):
+        # With whole-second times (``slack`` 1) a production time in the copy's second may be the later write:
+        # behind, never corruption (a false page is the worse error). The copy's recovery point is then dated
+        # by this object's own time, so an object that stays behind fails once that is older than the RPO.
+        if self.rule.newer(self.entry.mtime, obj.mtime - (1e-6 if slack else 0.0)) \
+                or await changed_since_listed(self.src, self.entry):
             return "behind"
         if seal is not None and seal < obj.mtime <= self.rule.cutoff and self.rule.newer(self.entry.mtime, seal):
             return "ahead"
@@ -104,12 +108,21 @@ class LiveTally(Tally):
     derive from this one)."""
 
     behind: int = 0  # a copy's objects that production changed after the copy took them (older recovery point)
+    behind_oldest: float | None = None  # the oldest own time of an object found behind (dates the copy)
+    ahead: int = 0  # under a seal: a copy's objects the next backup already replaced (newer than the seal)
     newest: float = 0.0  # the newest believable modification time listed here: the copy was taken at least then
     deferred: list[tuple[str, float]] = field(default_factory=list)  # absent keys judged once ``newest`` is known
+    gone: list[str] = field(default_factory=list)  # sealed keys production deleted since the seal and this copy lacks
     changed: int = 0  # production under a seal: objects modified, added, deleted since the seal
     added: int = 0
     deleted: int = 0
     late: bool = False  # failed beyond its objects: behind past the RPO, or frozen production grown
+
+    @property
+    def dated(self) -> float:
+        """The time the copy was taken at the earliest, for telling whether production wrote an object after it:
+        its newest time; with whole-second times (S3) a production time in that same second may be later."""
+        return self.newest - (1e-6 if self.slack else 0.0)
 
     @property
     def slack(self) -> float:
@@ -122,7 +135,7 @@ class LiveTally(Tally):
             self.newest = max(self.newest, entry.mtime)
         return entry
 
-    def differs(self, explained: str, code: str, message: str, key: str, limit: int) -> None:
+    def differs(self, explained: str, code: str, message: str, key: str, limit: int, at: float | None = None) -> None:
         """An object differs from the reference: explained by production's later changes (see
         ``LiveKey.explains``: a copy behind or ahead of the seal, a live production changed since the seal),
         or corrupt."""
@@ -130,13 +143,18 @@ class LiveTally(Tally):
             self.changed += 1
         elif explained == "behind":
             self.behind += 1
+            if at is not None:  # the copy holds this object as of its own time: its recovery point is no newer
+                self.behind_oldest = at if self.behind_oldest is None else min(self.behind_oldest, at)
             self.note("copy_behind", f"{message}: production changed it after this copy was taken (an older "
                       "recovery point)", key, limit, Severity.WARNING)
         elif explained == "ahead":
-            self.errors += 1  # could not check: the copy holds a newer state than the seal describes
+            # The next backup is writing this copy: it holds production's newer state, which the seal does not
+            # describe. Normal while a backup runs (which may take hours): a warning, never an error or a
+            # failure; bit rot cannot look like this (it keeps the old time), and the next seal proves it.
+            self.ahead += 1
             self.note("copy_newer_than_seal", f"{message}: written after the seal while production changed it "
-                      "too (a newer recovery point than the seal; seal it to prove it)", key, limit,
-                      Severity.WARNING)
+                      "too (a backup in progress: a newer state than the seal; the next seal proves it)", key,
+                      limit, Severity.WARNING)
         else:
             self.mismatch += 1
             self.note(code, message, key, limit, Severity.CRITICAL)
@@ -149,8 +167,11 @@ class LiveTally(Tally):
         if production and not rule.frozen:
             self.deleted += 1
             return
+        if live.src is not None and live.entry is None and rule.seal_time is not None and not rule.frozen:
+            self.gone.append(key)  # production deleted it since the seal too: judged once ``newest`` is known
+            return
         pm = live.entry.mtime if live.entry is not None and live.src is not None else None
-        if production or not rule.newer(pm, 0.0) or (self.newest > 0 and not rule.newer(pm, self.newest + self.slack)):
+        if production or not rule.newer(pm, 0.0) or (self.newest > 0 and not rule.newer(pm, self.dated)):
             self.missing += 1  # not explained, or the copy already holds something newer: it was left out
             self.note("missing_file", f"{what} of the recovery point is missing", key, limit, Severity.CRITICAL)
         else:
@@ -162,7 +183,7 @@ class LiveTally(Tally):
         for key, pm in self.deferred:
             if self.broken:
                 self.errors += 1
-            elif self.newest > 0 and rule.newer(pm, self.newest + self.slack):
+            elif self.newest > 0 and rule.newer(pm, self.dated):
                 self.behind += 1
                 self.note("copy_behind", f"{what} of the recovery point is missing: production created or changed "
                           "it after this copy was taken (an older recovery point)", key, limit, Severity.WARNING)
@@ -170,18 +191,31 @@ class LiveTally(Tally):
                 self.missing += 1
                 self.note("missing_file", f"{what} of the recovery point is missing", key, limit, Severity.CRITICAL)
         self.deferred.clear()
+        for key in self.gone:
+            if self.broken:
+                self.errors += 1
+            elif rule.seal_time is not None and self.newest > rule.seal_time - self.slack:
+                # Written since the seal (the next backup mirrored production's deletion): ahead, not missing.
+                self.ahead += 1
+                self.note("copy_newer_than_seal", f"{what} of the recovery point is gone from this copy as from "
+                          "production, and the copy was written after the seal (a backup in progress)", key, limit,
+                          Severity.WARNING)
+            else:
+                self.missing += 1
+                self.note("missing_file", f"{what} of the recovery point is missing", key, limit, Severity.CRITICAL)
+        self.gone.clear()
 
     def counts(self) -> dict[str, int]:
         """The live counts for a copy report's ``objects`` (only those that are not zero)."""
-        return {k: v for k, v in (("behind", self.behind), ("changed", self.changed), ("new", self.added),
-                                  ("deleted", self.deleted)) if v}
+        return {k: v for k, v in (("behind", self.behind), ("ahead", self.ahead), ("changed", self.changed),
+                                  ("new", self.added), ("deleted", self.deleted)) if v}
 
 
 def live_findings(rpo: float, frozen: bool, prod: LiveTally, copies: Sequence[LiveTally], sealed: bool,
                   recovery_point: float | None, now: float, findings: list[Finding]) -> dict[str, float | None]:
     """Production's changes since the seal (counted; corruption or a frozen production's drift fail) and
-    each copy that is behind: its recovery point is the newest time it holds, failed past the RPO (returned:
-    copy name -> its recovery point)."""
+    each copy that is behind: its recovery point is the newest time it holds, or the own time of its oldest
+    object found behind when that is older; failed past the RPO (returned: copy name -> its recovery point)."""
     if sealed and frozen and (prod.missing or prod.mismatch or prod.extra):
         findings.append(Finding(Severity.CRITICAL, "production_drift",
                                 f"production is frozen but no longer matches the seal ({prod.missing} missing, "
@@ -198,7 +232,7 @@ def live_findings(rpo: float, frozen: bool, prod: LiveTally, copies: Sequence[Li
     for s in copies:
         if not s.behind or recovery_point is None:
             continue
-        point = min(recovery_point, s.newest) if s.newest > 0 else None
+        point = min(recovery_point, s.newest, s.behind_oldest or s.newest) if s.newest > 0 else None
         points[s.name] = point
         age = format_duration(now - point) if point is not None else "unknown"
         if point is None or now - point > rpo:

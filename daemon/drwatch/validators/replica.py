@@ -374,7 +374,7 @@ class ReplicaValidator:
         else:
             explained = await live.explains(e, s.src.role == "production", s.slack) if live is not None else ""
             s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
-                      limit)
+                      limit, e.mtime)
 
     async def _verify_ledger(self, s: _Stream, e: Entry, ref: Reference, limit: int, session: VerifySession,
                              prior: LedgerEntry | None, verdict: bool | None, how: str, value: str,
@@ -401,7 +401,7 @@ class ReplicaValidator:
         if verdict is False:
             explained = await live.explains(e, s.src.role == "production", s.slack) if live is not None else ""
             s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
-                      limit)
+                      limit, e.mtime)
             session.record(s.name, e, prior, how, value, read, ok=False, ref=ref_id)
             return
         s.proven("read" if read else how or "size", e.size if read or how else 0)
@@ -410,7 +410,7 @@ class ReplicaValidator:
     async def _size_differs(self, s: _Stream, h: Entry, reference: Reference, live: LiveKey, limit: int,
                             session: VerifySession | None, prior: LedgerEntry | None) -> None:
         explained = await live.explains(h, s.src.role == "production", s.slack)
-        s.differs(explained, "size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit)
+        s.differs(explained, "size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, limit, h.mtime)
         if session is not None and s.name in session.copies and explained != "changed":
             session.record(s.name, h, prior, "size", "", False, ok=False, ref=reference_id(reference.entry))
 
