@@ -298,6 +298,55 @@ def test_location_paths_that_are_not_there_are_warned_as_check_then_finds_them(t
     assert res["outcome"] == "failed" and done.returncode == 1
 
 
+def test_a_seal_public_key_that_is_not_there_is_warned_as_check_then_finds_it(tmp_path: Path) -> None:
+    """An asset requiring signed seals whose ``seal_signature`` public key file is missing, then not a key, then
+    not readable (as a user without CAP_DAC_OVERRIDE): check-config warns (exit 0) that checks reading the seal
+    end as `error` (manifest_unreadable), and `check` on the same file does exactly that (never `failed`). With
+    the real public key in place, no warning, and the signed seal verifies (`ok`)."""
+    populate(tmp_path, copies=1)
+    private, public = tmp_path / "keys" / "seal.key", tmp_path / "keys" / "seal.pub"
+    public.parent.mkdir()
+    assert drwatch("seal-keygen", "--private-key", str(private), "--public-key", str(public)).returncode == 0
+    sealed = drwatch("seal", "--location-path", str(tmp_path / "prod" / "data"), "--sign", str(private))
+    assert sealed.returncode == 0, sealed.stderr
+    shutil.copy(tmp_path / "prod" / "data" / ".drwatch-manifest.jsonl", tmp_path / "copy1" / "data")
+    key = tmp_path / "keys" / "configured.pub"
+    cfg = basic_config(tmp_path, copies=1)
+    cfg["assets"]["data"]["seal_signature"] = {"public_key_path": str(key), "required": True}
+    config = write_config(tmp_path / "drwatch.yaml", cfg)
+    effect = ("checks reading this asset's seal (replica, dataset, model_weights, consistency_group) end as "
+              "`error` (manifest_unreadable) until the key is there and readable")
+
+    def check_config_and_check(prefix: Sequence[str] = ()) -> tuple[list[str], dict[str, Any]]:
+        said = drwatch("check-config", str(config), prefix=prefix)
+        assert said.returncode == 0, said.stderr
+        done = drwatch("check", "--config", str(config), "--output", "json", prefix=prefix)
+        return warnings_of(said), result_of(json.loads(done.stdout), "replica")
+
+    said, res = check_config_and_check()
+    assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: No such file or "
+                    f"directory: {effect}"]
+    assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
+
+    key.write_text("not a key\n")
+    said, res = check_config_and_check()
+    assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: not a PEM Ed25519 public "
+                    f"key (openssl pkey -in KEY -pubout): {effect}"]
+    assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
+
+    shutil.copy(public, key)
+    if unprivileged():
+        key.chmod(0)
+        said, res = check_config_and_check(unprivileged())
+        assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: Permission denied: "
+                        f"{effect}"]
+        assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
+        key.chmod(0o644)
+    said, res = check_config_and_check()
+    assert not [w for w in said if "seal_signature" in w], said
+    assert res["outcome"] == "ok", res
+
+
 # --- 4. YAML errors -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("filler", [31, 200_000], ids=["small", "large-libyaml-message"])

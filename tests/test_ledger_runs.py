@@ -115,9 +115,9 @@ def mismatch_message(result: Result) -> str:
 async def test_a_copy_proven_bad_stays_bad_until_a_read_proves_it_good(tmp_path: Path) -> None:
     """A bit flipped in a copy (same size and mtime) is found by the day's only read. Later runs the same
     day, with the budget spent, still fail with content_mismatch citing that read (the ledger keeps the
-    row as a mismatch) instead of calling the copy verified on its size. Repaired with the mtime kept (the
-    metadata cannot tell), it stays bad until its next read proves it good; changed (new mtime), it is
-    re-queued and read first."""
+    row as a mismatch) instead of calling the copy verified on its size. Repaired in place with the mtime
+    kept, its new ctime shows the change: no longer known bad, it waits for its next read, which proves it
+    good; changed (new mtime), it is re-queued and read first."""
     files = blobs({f"{k}.bin": UNIT for k in "abcde"})
     cfg = estate(tmp_path, files, {"read_every": "1d", "budget": {"egress_bytes_per_day": int(1.5 * UNIT)}})
     bad = tmp_path / "copy1" / "data" / "a.bin"
@@ -142,14 +142,16 @@ async def test_a_copy_proven_bad_stays_bad_until_a_read_proves_it_good(tmp_path:
     row = (await ledger(tmp_path, cfg))["a.bin"]
     assert row.evidence == "mismatch" and row.read_at == T0 and row.value.startswith("read|")
 
-    # repaired with the old mtime: metadata cannot tell, so it stays bad ...
+    # repaired in place with the old mtime: its new ctime shows the change, so it is no longer known bad and
+    # is re-queued (the day's budget is spent: it waits for its read) ...
     st = bad.stat()
     bad.write_bytes(files["a.bin"])
     os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
     clock.t = T0 + 3 * 3600
     result, _ = await run(tmp_path, cfg, clock=clock)
-    assert result.outcome == Outcome.FAILED and subjects(result, "content_mismatch") == ["copy1:a.bin"]
-    # ... until its next read proves it good (a budget that reads everything due from now on)
+    assert result.outcome == Outcome.OK and result.figures["verify_objects_read"] == 0, result.findings
+    assert (await ledger(tmp_path, cfg))["a.bin"].read_at is None
+    # ... and its next read proves it good (a budget that reads everything due from now on)
     cfg["assets"]["data"]["verification"]["budget"]["egress_bytes_per_day"] = 5 * UNIT
     clock.t = T0 + DAY
     result, _ = await run(tmp_path, cfg, clock=clock)
@@ -170,6 +172,77 @@ async def test_a_copy_proven_bad_stays_bad_until_a_read_proves_it_good(tmp_path:
     clock.t = T0 + 3 * DAY
     result, _ = await run(tmp_path, cfg, clock=clock)
     assert result.outcome == Outcome.OK and (await ledger(tmp_path, cfg))["a.bin"].read_at == T0 + 3 * DAY
+
+
+def replace_with_zeros_keep_mtime(path: Path) -> None:
+    """A file replaced by zeros of the same size: written aside and renamed over it, its mtime set back
+    (a new inode and a new ctime; size and mtime alone cannot tell)."""
+    st = path.stat()
+    aside = path.with_name(path.name + ".new")
+    aside.write_bytes(bytes(st.st_size))
+    os.utime(aside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(aside, path)
+
+
+async def test_a_file_replaced_with_the_same_size_and_mtime_is_read_at_once(tmp_path: Path) -> None:
+    """Under verification, a copy's file replaced by zeros of the same size and mtime (a new inode), or
+    rewritten in place with its mtime set back (a new ctime), is due for reading at once: after a day whose
+    budget reads nothing (everything was read the day before, read_every 30d), the next run reads exactly the
+    replaced file and fails with content_mismatch, and the next one the rewritten file."""
+    files = blobs({f"{k}.bin": UNIT for k in "abcdef"})
+    cfg = estate(tmp_path, files, {"read_every": "30d", "budget": {"egress_bytes_per_day": 6 * UNIT}})
+    copy = tmp_path / "copy1" / "data"
+    clock = Clock(T0)
+    result, _ = await run(tmp_path, cfg, clock=clock)
+    assert result.outcome == Outcome.OK and result.figures["verify_objects_read"] == 6, result.findings
+    clock.t = T0 + DAY
+    result, _ = await run(tmp_path, cfg, clock=clock)
+    assert result.outcome == Outcome.OK and result.figures["verify_objects_read"] == 0, result.findings
+
+    before = (copy / "b.bin").stat()
+    replace_with_zeros_keep_mtime(copy / "b.bin")
+    after = (copy / "b.bin").stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    clock.t = T0 + DAY + 3600
+    result, _ = await run(tmp_path, cfg, clock=clock)
+    assert result.outcome == Outcome.FAILED, result.findings
+    assert result.figures["verify_objects_read"] == 1
+    assert subjects(result, "content_mismatch") == ["copy1:b.bin"]
+
+    before = (copy / "c.bin").stat()
+    flip_bit_keep_mtime(copy / "c.bin")
+    after = (copy / "c.bin").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    clock.t = T0 + DAY + 2 * 3600
+    result, _ = await run(tmp_path, cfg, clock=clock)
+    assert result.figures["verify_objects_read"] == 1
+    assert subjects(result, "content_mismatch") == ["copy1:b.bin", "copy1:c.bin"]  # b.bin: known bad
+
+
+async def test_rows_written_before_inodes_were_recorded_match_on_their_mtime(tmp_path: Path) -> None:
+    """A ledger row from before inodes and ctimes were recorded (version ``mtime:...`` alone) is unchanged for
+    a file listed with the same mtime, so an upgrade does not re-read every file; its next write records the
+    full version, which then must match in inode and ctime too."""
+    files = blobs({"a.bin": UNIT})
+    cfg = estate(tmp_path, files, {"read_every": "30d"})
+    config = parse(tmp_path, cfg)
+    policy = config.assets["data"].verification
+    assert policy is not None
+    store = open_store(config)
+    await store.open()
+    try:
+        session = VerifySession(store, "data", policy, T0, 1.0)
+        old = LedgerEntry("a.bin", UNIT, "mtime:1.0", "", "size", "", T0, T0)
+        seen = Entry("a.bin", UNIT, 1.0, ino=12, ctime_ns=7)
+        assert not session.changed(seen, old)
+        assert session.changed(Entry("a.bin", UNIT, 2.0, ino=12, ctime_ns=7), old)
+        full = LedgerEntry("a.bin", UNIT, "mtime:1.0;ino:12;ctime:7", "", "size", "", T0, T0)
+        assert not session.changed(seen, full)
+        assert session.changed(Entry("a.bin", UNIT, 1.0, ino=13, ctime_ns=7), full)  # replaced by another file
+        assert session.changed(Entry("a.bin", UNIT, 1.0, ino=12, ctime_ns=8), full)  # rewritten in place
+    finally:
+        await store.close()
 
 
 async def test_a_changed_object_found_bad_before_may_use_the_planned_reservation(tmp_path: Path) -> None:

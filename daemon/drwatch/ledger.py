@@ -1,8 +1,9 @@
 """Verification economy, the pure part: the asset policy, the read planner and the copy summary.
 
 The ledger (kept by the store, one row per asset x copy x object) records for every object its size, its
-version (S3 ETag, or the file's mtime), the cheap evidence that last proved it (provider checksum or ETag),
-the value proven, when, and when its bytes were last read and hashed. Each ``replica`` run proves every
+version (S3 ETag, or the file's mtime, inode and ctime: a replaced object is due at once), the cheap evidence
+that last proved it (provider checksum or ETag), the value proven, when, and when its bytes were last read
+and hashed. Each ``replica`` run proves every
 object by metadata (no egress) and reads the least-recently-read objects up to the day's allowance:
 
     allowance = min(budget.egress_bytes_per_day, max(read today + due bytes, total bytes / read_every in days))

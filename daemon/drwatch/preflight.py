@@ -1,7 +1,7 @@
 """What ``check-config`` checks beyond validity, in the environment it runs in: optional extras the configured
-features import, and filesystem paths of locations and copies. Warnings, not errors (an offline disk is
-unmounted most of the time; the service may run with another environment): each says what `run`/`check`
-would do. Blocking (find_spec and stat calls): called by the CLI, never on the event loop.
+features import, filesystem paths of locations and copies, and seal public keys. Warnings, not errors (an
+offline disk is unmounted most of the time; the service may run with another environment): each says what
+`run`/`check` would do. Blocking (find_spec and stat calls): called by the CLI, never on the event loop.
 """
 
 from __future__ import annotations
@@ -124,4 +124,31 @@ def path_warnings(cfg: Config) -> list[str]:
                 effect = "checks end as `error` (unreadable)"
             out.append(f"assets.{aname}.{where}.prefix: {path} {problem} (location {ref.location!r} is there): "
                        f"{effect}")
+    return out
+
+
+def _key_problem(path: Path) -> str | None:
+    """None when ``path`` holds a readable Ed25519 public key (PEM), else why not (the reader's own message)."""
+    from drwatch.sealsign import SealKeyError, load_public_key
+
+    try:
+        load_public_key(path)
+    except SealKeyError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def seal_key_warnings(cfg: Config) -> list[str]:
+    """Assets whose ``seal_signature`` public key file is missing, unreadable or not an Ed25519 public key here:
+    every check that reads their seal would end as ``error`` (manifest_unreadable), nothing judged."""
+    out = []
+    for aname, asset in cfg.assets.items():
+        if asset.seal_signature is None:
+            continue
+        path = cfg.resolve_path(asset.seal_signature.public_key_path)
+        problem = _within(_key_problem, path)
+        if problem is not None:
+            out.append(f"assets.{aname}.seal_signature.public_key_path: {problem}: checks reading this asset's "
+                       "seal (replica, dataset, model_weights, consistency_group) end as `error` "
+                       "(manifest_unreadable) until the key is there and readable")
     return out

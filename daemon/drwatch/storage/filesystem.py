@@ -38,6 +38,8 @@ class Entry:
     storage_class: str | None = None  # S3 listings
     checksum_listed: bool = False  # S3 listings: the object carries an additional checksum
     parquet: ParquetFacts | None = None  # manifests: rows/row groups/schema fingerprint of a sealed Parquet file
+    ino: int = 0  # filesystem listings: the inode number (0: not a filesystem listing)
+    ctime_ns: int = 0  # filesystem listings: the inode's last status change (any write, utime, rename, chmod)
 
     @property
     def relpath(self) -> str:
@@ -103,7 +105,7 @@ def walk_sorted(
         elif stat.S_ISREG(st.st_mode):
             if keep is not None and not keep(f"{parent}{entry.name}", st):
                 continue
-            yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime)
+            yield Entry(f"{parent}{entry.name}", st.st_size, st.st_mtime, ino=st.st_ino, ctime_ns=st.st_ctime_ns)
         elif on_skipped is not None:
             on_skipped(f"{parent}{entry.name}", entry_kind(st.st_mode))
 

@@ -78,8 +78,28 @@ MISMATCH = "mismatch"  # the evidence of a ledger row whose object was found to 
 
 
 def version_of(entry: Entry) -> str:
-    """What changes when an object's content is replaced: the S3 ETag, else the file's mtime."""
-    return f"etag:{entry.etag}" if entry.etag else f"mtime:{entry.mtime!r}"
+    """What changes when an object's content is replaced, as the listing shows it for free.
+
+    S3: the ETag. The server computes it (the MD5 of the bytes, of the parts' MD5s for a multipart upload, or
+    a value new on every write under SSE-KMS/SSE-C): a writer cannot keep it while changing the bytes, so an
+    overwrite of the same size is seen without a version id (which only HEAD or ListObjectVersions, a listing
+    of every noncurrent version too, would give). Files: the mtime, the inode number and the inode's ctime. A
+    file replaced by a new one (written aside and renamed over it, mtime set back with ``utime``) has a new
+    inode; one rewritten in place with its mtime set back has a new ctime (``utime`` itself sets it, and no
+    call can set it back). Both make the object due for reading at once. ctime also moves on chmod, chown and
+    a new hard link: such a file is read once more. (``;`` separates the parts: a mismatch row's value holds
+    the reference's version between ``|``.)"""
+    if entry.etag:
+        return f"etag:{entry.etag}"
+    mtime = f"mtime:{entry.mtime!r}"
+    return f"{mtime};ino:{entry.ino};ctime:{entry.ctime_ns}" if entry.ino else mtime
+
+
+def same_version(stored: str, seen: str) -> bool:
+    """Whether a stored version and one seen now are the same. A row written before inodes and ctimes were
+    recorded (``mtime:...`` alone) matches on its mtime, so an upgrade does not re-read every file at once;
+    the row gets the full version when it is written again, at the end of that run."""
+    return stored == seen or (stored.startswith("mtime:") and ";" not in stored and seen.split(";", 1)[0] == stored)
 
 
 def reference_id(entry: Entry) -> str:
@@ -264,7 +284,7 @@ class VerifySession:
             self.reserved -= self.plan.reads[(copy, key)]
 
     def changed(self, entry: Entry, prior: LedgerEntry | None) -> bool:
-        return prior is None or prior.size != entry.size or prior.version != version_of(entry)
+        return prior is None or prior.size != entry.size or not same_version(prior.version, version_of(entry))
 
     def known_bad(self, entry: Entry, prior: LedgerEntry | None, ref: str, meta: str = "") -> bool:
         """The ledger found this object different from the reference, and neither it (size, version, and
@@ -274,7 +294,8 @@ class VerifySession:
         if prior is None or prior.evidence != MISMATCH or self.changed(entry, prior):
             return False
         _how, ref_before, meta_before = [*prior.value.split("|", 2), "", ""][:3]
-        return (not ref_before or ref_before == ref) and (not meta_before or not meta or meta_before == meta)
+        return (not ref_before or same_version(ref_before, ref)) and (
+            not meta_before or not meta or meta_before == meta)
 
     def requeued(self, entry: Entry, prior: LedgerEntry | None, ref: str, meta: str = "") -> bool:
         """Found bad before, but the object or the reference changed since: read it first."""
