@@ -401,6 +401,14 @@ def _reference_problems(data: dict[Any, Any]) -> list[ConfigProblem]:
         location_names = {n for n in raw_locations if isinstance(n, str)}
         for name in sorted(location_names):
             add(f"locations.{name}", _name_problem(name, "location"))
+            inventory = raw_locations[name].get("inventory") if isinstance(raw_locations[name], dict) else None
+            dest = inventory.get("location") if isinstance(inventory, dict) else None
+            if isinstance(dest, str):  # the S3 location of the inventory report's destination bucket
+                target = raw_locations.get(dest)
+                if target is None:
+                    add(f"locations.{name}.inventory.location", f"unknown location {dest!r}")
+                elif not isinstance(target, dict) or target.get("kind") != "s3":
+                    add(f"locations.{name}.inventory.location", f"location {dest!r} is not an S3 location")
     raw_assets = data.get("assets", {})
     if not isinstance(raw_assets, dict):
         raw_assets = {}

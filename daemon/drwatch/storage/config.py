@@ -30,6 +30,20 @@ class FilesystemLocationConfig(BaseModel):
     pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
 
+class InventoryReportConfig(BaseModel):
+    """The S3 Inventory report that covers an S3 location (storage/inventory.py). AWS writes it under
+    ``<prefix>/<source_bucket>/<configuration_id>/`` in a destination bucket: ``location`` names the S3
+    location of that bucket (default: the location itself)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    configuration_id: str = Field(min_length=1, max_length=64, pattern=r"^[^/]+$")
+    location: str | None = None
+    prefix: str = ""
+    source_bucket: str | None = None  # default: the location's bucket
+    max_age: Duration = timedelta(hours=48)
+
+
 class S3LocationConfig(BaseModel):
     """An S3 bucket on AWS or any S3-compatible store. Read-only to drwatch except ``canary_prefix``."""
 
@@ -57,6 +71,7 @@ class S3LocationConfig(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
     head_concurrency: int = Field(default=16, ge=1, le=256)
     canary_prefix: str | None = None
+    inventory: InventoryReportConfig | None = None  # per-object facts from an S3 Inventory report
     offline: bool = False
     pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 

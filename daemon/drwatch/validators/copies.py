@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from drwatch.durations import format_duration
 from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.model import CopyReport, CopyState, Finding, Severity
-from drwatch.storage.config import FilesystemLocationConfig
+from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
 from drwatch.validators.base import RunContext
@@ -36,7 +36,17 @@ def open_source(ctx: RunContext, name: str, role: str, location: str, prefix: st
         return FilesystemSource(name, role, location, loc, ctx.config.resolve_path(loc.path), prefix, ctx.hashes)
     if ctx.s3 is None:
         raise ValidatorError("no_s3_pool", "S3 locations need the daemon's client pool")
-    return S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
+    src = S3Source(name, role, location, loc, ctx.s3.get(location, loc), prefix)
+    if loc.inventory is not None:  # per-object facts from the S3 Inventory report that covers the location
+        from drwatch.storage.inventory import InventorySource
+
+        dest_name = loc.inventory.location or location
+        dest = ctx.config.locations[dest_name]
+        assert isinstance(dest, S3LocationConfig)  # checked when the config loads
+        base = prefix.strip("/")
+        src.inventory = InventorySource(ctx.s3.get(dest_name, dest), loc.inventory,
+                                        loc.inventory.source_bucket or loc.bucket, f"{base}/" if base else "", name)
+    return src
 
 
 def production_source(ctx: RunContext) -> Source:
