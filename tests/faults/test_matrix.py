@@ -6,9 +6,15 @@ latency, stalling answers, resetting connections or answering S3 ``503 SlowDown`
 checks signatures; PostgreSQL refuses an unknown role; the Pinecone stand-in refuses a wrong API key with 401);
 Pinecone throttling (the stand-in answers ``429``); a host name under ``.invalid``; a 1 MiB tmpfs mounted on the
 sandbox directory; a flipped byte, a file cut in half, a deleted object; a copy's file hard-linked to production's
-(no copy at all); every production time (files, dumps) dated 2099 (never a fresh recovery point); and
-validator-specific bad backups (a bucket without Object Lock, a standby whose replay is paused, skewed recovery
-points; for Pinecone, a backup whose restore has changed or missing vectors, or no backup at all).
+(no copy at all); every production time (files, dumps) dated 2099 (never a fresh recovery point); every other
+case of issue 13 (a copy behind production within and past the RPO, a copy swapped for a symlink to production
+while the daemon runs, a copy on production's disk or on a tmpfs, an edited signed seal and an unsigned one where
+signatures are required, dumps of an empty database, of another one and of comments only, ``manifest:`` set with
+production not mounted, a file replaced by zeros of the same size and mtime under a verification budget, a
+repaired backup); and validator-specific bad backups (a bucket without Object Lock, a standby whose replay is
+paused, skewed recovery points; for Pinecone, a backup whose restore has changed or missing vectors, or no backup
+at all). A fault in ``LATER`` is made while the daemon runs, after the column's first result, and judged by a run
+that started after it; ``FINDINGS`` names the findings that must explain a row's outcome.
 
 Pinecone (``vector_pinecone``: ``vector_restore`` on the Pinecone backend) has no local server: it runs against
 the stand-in of tests/pinecone_standin.py (NOT Pinecone), one per case, in this process; a "pc" fault hits its
@@ -24,15 +30,20 @@ number of mismatches.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drwatch.sealsign import generate
 from tests.faults.conftest import MATRIX
 from tests.faults.estate import (
     COLUMNS,
@@ -53,13 +64,14 @@ from tests.faults.estate import (
     wait_until,
 )
 from tests.faults.proxy import Fault, FaultProxy
-from tests.helpers import metric_value
+from tests.helpers import metric_value, run_cli
 from tests.s3servers import MotoServer
 
 OK = frozenset({"ok"})
 ERR = frozenset({"error"})
 ERR_OR_TIMEOUT = frozenset({"error", "timeout"})  # a stalled server: our timeout or the client's
 FAILED = frozenset({"failed"})
+SHM = Path("/dev/shm")  # a tmpfs: another device than the estate's disk, and volatile
 
 S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c]]
 PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
@@ -109,8 +121,66 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "dump_of_empty_database": _row(["postgres_restore"], FAILED),
     # Production is live (issue 13): changed after the copy was taken, the copy is behind (ok within the RPO).
     "production_changed": _row(["replica_fs"], OK),
+    # The rest of issue 13, one row per case (the findings that must explain each are in FINDINGS below):
+    "copy_behind_past_rpo": _row(["replica_fs"], FAILED),  # the same copy, taken 8 days ago (RPO 7d)
+    "copy_symlinked": _row(["replica_fs"], FAILED),  # the copy's directory swapped for a symlink to production
+    "copy_on_production_disk": _row(["replica_fs"], OK),  # a copy still (own bytes), but never off-site
+    "copy_on_tmpfs": _row(["replica_fs"], OK),  # another device, but volatile: no medium
+    "seal_edited": _row(["replica_fs"], FAILED),  # signed seal, then one byte of it edited
+    "seal_unsigned": _row(["replica_fs"], FAILED),  # an unsigned seal where signed seals are required
+    "dump_of_wrong_database": _row(["postgres_restore"], FAILED),  # rows, but none of production's tables
+    "dump_comment_only": _row(["postgres_restore"], FAILED),  # pg_dump's two comment lines, nothing else
+    "production_unmounted_manifest": _row(["replica_fs"], ERR),  # `manifest:` set, production not mounted
+    "replaced_by_zeros": _row(["replica_fs"], FAILED),  # same size and mtime, under a verification budget
+    "repaired_backup": _row(["replica_fs"], OK),  # failed, then repaired: ok, restore_errors passes at once
+}
+# Findings that must (or, with "!", must not) be among a column's findings: the outcome for the right reason.
+FINDINGS: dict[str, dict[str, set[str]]] = {
+    "production_changed": {"replica_fs": {"copy_behind", "!rpo_exceeded"}},
+    "copy_behind_past_rpo": {"replica_fs": {"copy_behind", "rpo_exceeded", "!content_mismatch"}},
+    "copy_symlinked": {"replica_fs": {"copy_aliases_production"}},
+    "copy_on_production_disk": {"replica_fs": {"same_failure_domain"}},
+    "copy_on_tmpfs": {"replica_fs": {"volatile_media", "!same_failure_domain"}},
+    "seal_edited": {"replica_fs": {"seal_signature_invalid"}},
+    "seal_unsigned": {"replica_fs": {"seal_unsigned"}},
+    "dump_of_wrong_database": {"postgres_restore": {"table_missing"}},
+    "dump_comment_only": {"postgres_restore": {"restore_empty"}},
+    "production_unmounted_manifest": {"replica_fs": {"manifest_unreadable", "!manifest_missing"}},
+    "replaced_by_zeros": {"replica_fs": {"content_mismatch"}},
 }
 YEAR_2099 = 4_070_908_800.0
+EIGHT_DAYS = 8 * 86400.0
+
+
+def _swap_for_symlink(sc: Scenario) -> None:
+    """The copy's directory replaced, while the daemon runs, by a symlink to production's (the config loaded
+    with a real directory: only a check made on every run can see it)."""
+    copy = sc.dir / "dr" / "files"
+    shutil.rmtree(copy)
+    copy.symlink_to(sc.dir / "local" / "files", target_is_directory=True)
+
+
+def _replace_with_zeros(sc: Scenario) -> None:
+    """One copy file replaced by zeros of the same size and mtime: written aside and renamed over it."""
+    victim = sc.dir / "dr" / "files" / "file-0004.bin"
+    st = victim.stat()
+    aside = victim.with_name("file-0004.bin.new")
+    aside.write_bytes(bytes(st.st_size))
+    os.utime(aside, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(aside, victim)
+
+
+def _repair(sc: Scenario) -> None:
+    shutil.copy2(sc.dir / "local" / "files" / "file-0004.bin", sc.dir / "dr" / "files" / "file-0004.bin")
+
+
+# Faults made while the daemon runs: the column (run every few seconds) first has this outcome, then the fault
+# is made, and the column's outcome in the table is that of a run that started after it.
+LATER: dict[str, tuple[frozenset[str], Callable[[Scenario], None]]] = {
+    "copy_symlinked": (OK, _swap_for_symlink),
+    "replaced_by_zeros": (OK, _replace_with_zeros),  # the first run read every byte; the next ones read nothing
+    "repaired_backup": (FAILED, _repair),
+}
 SLOW_LATENCY = 0.05  # seconds per chunk: slow, but inside every timeout
 # The finding the Pinecone drill must report per fault (an outcome for the right reason: a bad backup is found by
 # the check meant for it, a broken path is named as such).
@@ -175,6 +245,8 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
             sc.timeout = "10s"  # a stalled answer ends in the client's timeout or ours: either is "error"-side
         stack.callback(sc.cleanup)
         sc.build()
+        if fault in LATER:
+            sc.assets["files"]["validators"][0]["schedule"] = {"every": "3s", "jitter": "0s"}
         if fault == "corrupt_byte":
             sc.damage(flip_byte)
         elif fault == "truncated_file":
@@ -189,6 +261,52 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
             with (sc.dir / "local" / "files" / "file-0002.bin").open("ab") as fh:
                 fh.write(b"appended after the backup\n")
             (sc.dir / "local" / "files" / "created-after-the-backup.log").write_bytes(b"new\n")
+        elif fault == "copy_behind_past_rpo":
+            when = time.time() - EIGHT_DAYS
+            for path in (sc.dir / "dr" / "files").rglob("*"):
+                if path.is_file():
+                    os.utime(path, (when, when))
+            with (sc.dir / "local" / "files" / "file-0002.bin").open("ab") as fh:
+                fh.write(b"appended after the backup\n")
+        elif fault == "copy_on_tmpfs":
+            shm = Path(tempfile.mkdtemp(prefix="drw-fault-copy-", dir=SHM))
+            stack.callback(shutil.rmtree, shm, ignore_errors=True)
+            shutil.copytree(sc.dir / "dr" / "files", shm / "files")  # mtimes kept (copy2)
+            sc.locations["tmpfs"] = {"kind": "filesystem", "path": str(shm), "site": "dc-c"}
+            sc.assets["files"]["copies"] = [{"location": "tmpfs", "prefix": "files"}]
+        elif fault in ("seal_edited", "seal_unsigned"):
+            keys = sc.dir / "keys"
+            keys.mkdir()
+            generate(keys / "seal.key", keys / "seal.pub")
+            sign = ["--sign", str(keys / "seal.key")] if fault == "seal_edited" else []
+            sealed = run_cli("seal", "--location-path", str(sc.dir / "local" / "files"), *sign)
+            assert sealed.returncode == 0, sealed.stderr
+            sc.assets["files"]["seal_signature"] = {"public_key_path": str(keys / "seal.pub"), "required": True}
+            if fault == "seal_edited":  # one hex digit of one file's checksum changed after signing
+                seal_file = sc.dir / "local" / "files" / ".drwatch-manifest.jsonl"
+                lines = seal_file.read_text().splitlines(keepends=True)
+                entry = json.loads(lines[1])
+                entry["sha256"] = ("0" if entry["sha256"][0] != "0" else "1") + entry["sha256"][1:]
+                lines[1] = json.dumps(entry) + "\n"
+                seal_file.write_text("".join(lines))
+        elif fault in ("dump_of_wrong_database", "dump_comment_only"):
+            # No `expect.tables`: what must come back is what production has (its tables with rows).
+            del sc.assets["db"]["validators"][0]["expect"]
+            header = "-- PostgreSQL database dump\n"
+            body = ("CREATE TABLE invoices (id int PRIMARY KEY, total numeric);\n"
+                    "INSERT INTO invoices SELECT g, g * 1.5 FROM generate_series(1, 500) g;\n"
+                    if fault == "dump_of_wrong_database" else "")
+            (sc.dir / "dumps" / "app.dump").write_text(f"{header}{body}-- PostgreSQL database dump complete\n")
+        elif fault == "production_unmounted_manifest":
+            mount_point = sc.dir / "mnt-production"  # an empty directory, not a mount point: a disk not mounted
+            mount_point.mkdir()
+            sc.locations["unmounted"] = {"kind": "filesystem", "path": str(mount_point), "site": "dc-a"}
+            sc.assets["files"]["production"] = {"location": "unmounted", "prefix": "files"}
+            sc.assets["files"]["manifest"] = str(mount_point / "files" / ".drwatch-manifest.jsonl")
+        elif fault == "replaced_by_zeros":
+            sc.assets["files"]["verification"] = {"read_every": "30d", "budget": {"egress_bytes_per_day": "1MiB"}}
+        elif fault == "repaired_backup":
+            flip_byte(sc.dir / "dr" / "files" / "file-0004.bin")
         elif fault == "dump_of_empty_database":
             subprocess.run([str(world.primary.bin_dir / "pg_dump"), "-Fc", "-f", str(sc.dir / "dumps" / "app.dump"),
                             world.primary.dsn("postgres")], check=True, capture_output=True, timeout=120)
@@ -251,6 +369,12 @@ def check_fault(scenario: Scenario, record_property: Any) -> None:
         keys = {c: WHERE[c] for c in (*scenario.columns, "healthy")}
         after = {WHERE["consistency_group"]: [("cg_a", "replica"), ("cg_b", "replica")]}
         got = watch.wait(list(keys.values()), after)
+        if fault in LATER:
+            before, make = LATER[fault]
+            key = WHERE["replica_fs"]
+            assert got[key]["outcome"] in before, f"{fault}: before the fault {got[key]['outcome']}: {got[key]}"
+            make(scenario)
+            got[key] = watch.wait([key], {key: [key]})[key]  # the third run seen: it started after the fault
         observed = {c: got[k]["outcome"] for c, k in keys.items()}
         expected = {**EXPECTED[fault], "healthy": OK}
         MATRIX[fault] = {c: (observed[c], expected[c]) for c in keys}
@@ -260,12 +384,19 @@ def check_fault(scenario: Scenario, record_property: Any) -> None:
         details = {c: [(f["code"], f["subject"]) for f in got[k]["findings"]] for c, k in keys.items()}
         mismatched = {c: (observed[c], sorted(expected[c]), details[c]) for c in keys if observed[c] not in expected[c]}
         assert not mismatched, f"{fault}: outcome mismatches {mismatched}"
+        for c, wanted in FINDINGS.get(fault, {}).items():
+            found = {code for code, _ in details[c]}
+            wrong = {w for w in wanted if (w[1:] in found if w.startswith("!") else w not in found)}
+            assert not wrong, f"{fault}: {c} findings {sorted(found)} break {sorted(wrong)}"
         # (b) alive and serving after the faulty runs; every result is a metric too.
         text = daemon.metrics()
         for c, (asset, label) in keys.items():
             assert metric_value(text, "drwatch_validator_outcome", asset=asset, validator=label,
                                 outcome=observed[c]) == 1, (c, asset, label)
         assert watch.slowest < 5, f"/metrics took {watch.slowest:.1f}s"
+        if fault == "repaired_backup":  # proven fixed: restore_errors passes without waiting out the window
+            assert metric_value(text, "drwatch_asset_rule_state", asset="files", rule="restore_errors",
+                                state="pass") == 1, text
         # (d) every run has finished: nothing of theirs may remain.
         assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
         wait_until(lambda: not processes_mentioning(str(scenario.sandbox_dir)), 15, "sandbox processes to end")
