@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -61,7 +62,6 @@ from tests.faults.estate import (
     Endpoints,
     MatrixPinecone,
     Scenario,
-    Watch,
     World,
     make_world,
     minilm_estate,
@@ -646,11 +646,31 @@ async def test_a_cancelled_seal_stops_hashing_without_blocking_the_loop(tmp_path
     assert not (tmp_path / "seal.jsonl").exists()
 
 
+def first_results(daemon: DaemonProcess, keys: list[tuple[str, str]], within: float) -> dict[tuple[str, str], Any]:
+    """The first result of each key, from /api/v1/status. Patient: this test is about what the runs leave behind,
+    not about how promptly a daemon starting a dozen drills at once on a busy machine answers (building the
+    botocore clients of every location at start holds its event loop for a while)."""
+    deadline = time.monotonic() + within
+    while True:
+        assert daemon.proc is not None and daemon.proc.poll() is None, f"drwatch died:\n{daemon.log()[-4000:]}"
+        try:
+            status, body = daemon.get("/api/v1/status", timeout=60)
+        except OSError:
+            status, body = 0, ""
+        if status == 200:
+            res = {(r["asset"], r["validator"]): r for r in json.loads(body)["results"]}
+            if all(k in res for k in keys):
+                return res
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no result for every case in {within:g}s:\n{daemon.log()[-5000:]}")
+        time.sleep(0.5)
+
+
 def test_a_daemon_whose_runs_time_out_and_are_drained_warns_of_nothing(estate: Estate, tmp_path: Path) -> None:
-    """The same cuts in a real ``drwatch run`` started with ``-W error::ResourceWarning`` and tracemalloc: every case's
-    validator times out (or ends at its own deadline), SIGTERM drains and cancels whatever still runs, and the
-    daemon's log holds no ResourceWarning, no "Exception ignored", no destroyed pending task; it exits 0 and leaves
-    no sandbox and no process in the sandbox directory."""
+    """The same cuts in a real ``drwatch run`` started with ``-W error::ResourceWarning`` and tracemalloc: the cases'
+    validators time out (or end at their own deadline; at most two finish in time), SIGTERM drains and cancels
+    whatever still runs, and the daemon's log holds no ResourceWarning, no "Exception ignored", no destroyed
+    pending task; it exits 0 and leaves no sandbox and no process in the sandbox directory."""
     cfg = yaml.safe_load(yaml.safe_dump(estate.config))
     keys: dict[tuple[str, str], Case] = {}
     for case in CASES.values():
@@ -662,19 +682,23 @@ def test_a_daemon_whose_runs_time_out_and_are_drained_warns_of_nothing(estate: E
     cfg["http"] = {"listen": f"127.0.0.1:{port}"}
     cfg["store"] = {"sqlite": str(tmp_path / "state.sqlite")}
     daemon = DaemonProcess(write_config(tmp_path / "drwatch.yaml", cfg), port,
-                           env={**estate.env, "PYTHONWARNINGS": "error::ResourceWarning", "PYTHONTRACEMALLOC": "10"})
+                           env={**estate.env, "PYTHONWARNINGS": "error::ResourceWarning", "PYTHONTRACEMALLOC": "1"})
     sandboxes = estate.scenario.sandbox_dir
     daemon.start(timeout=60)
     try:
-        got = Watch(daemon).wait(list(keys), {}, timeout=240)
+        got = first_results(daemon, list(keys), 240)
         daemon.signal(signal.SIGTERM)
         code = daemon.proc.wait(90) if daemon.proc is not None else None
     finally:
         daemon.stop()
     log = daemon.log()
+    cut = 0
     for key, case in keys.items():
         outcome, found = got[key]["outcome"], {f["code"] for f in got[key]["findings"]}
-        assert outcome == "timeout" or (outcome == "error" and case.own_deadline in found), (key, got[key])
+        # A run whose work happened to end in time (a warm server, a quick answer) is ok: nothing else.
+        assert outcome in ("timeout", "ok") or (outcome == "error" and case.own_deadline in found), (key, got[key])
+        cut += outcome != "ok"
+    assert cut >= len(keys) - 2, {k: r["outcome"] for k, r in got.items() if k in keys}
     for sign in ("ResourceWarning", "Exception ignored", "Task was destroyed", "unclosed", "never awaited"):
         assert sign not in log, f"{sign!r} in the daemon's log:\n{log[-6000:]}"
     assert code == 0, log[-4000:]
