@@ -193,6 +193,13 @@ class ComplianceConfig(_Model):
     clock_skew: Duration = timedelta(minutes=5)
 
 
+class MetricsConfig(_Model):
+    """What /metrics exports beyond the series the shipped alerts and dashboard need (docs/metrics.md)."""
+
+    # drwatch_validator_duration_seconds with every bucket (16 per validator); off: only le="+Inf", _sum, _count.
+    duration_histograms: bool = False
+
+
 class Config(_Model):
     store: StoreConfig = Field(default_factory=StoreConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -203,6 +210,7 @@ class Config(_Model):
     consistency_groups: dict[str, ConsistencyGroupConfig] = Field(default_factory=dict)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # several nodes, one store (drwatch.cluster)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # opt-in series (the series budget)
 
     # Not part of the file: where it came from (relative paths resolve against its directory).
     source: Annotated[str, Field(exclude=True)] = ""

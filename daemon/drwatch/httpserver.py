@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpProcessingError
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from drwatch import __version__, httpconn
-from drwatch.exposition import Exposition
-from drwatch.metrics import make_registry
+from drwatch.exposition import Exposition, SnapshotRenderer
 from drwatch.report import document
 from drwatch.runner import AppState
 from drwatch.webconfig import WebConfig, WebGuard
@@ -78,8 +77,10 @@ class HttpServer:
         self.guard = WebGuard(web_config)
         self._reload = reload
         self._clock = clock
-        self.registry = make_registry(lambda: self.state.snapshot, state.process, clock)
-        self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock)
+        # The snapshot's families are rendered incrementally; other collectors (cluster mode) join the registry.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock,
+                                     SnapshotRenderer(lambda: self.state.snapshot, state.process, clock))
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.connections: httpconn.ConnectionGuard | None = None

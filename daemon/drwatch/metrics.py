@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -17,30 +17,83 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from drwatch import __version__
-from drwatch.compliance import RULES, STATES, evaluate
+from drwatch.compliance import RULES, STATES, AssetVerdict, evaluate
 from drwatch.config import Config
-from drwatch.metrics_ml import ml_families
-from drwatch.metrics_verify import verify_families
+from drwatch.metrics_ml import group_families, ml_asset_families
+from drwatch.metrics_verify import verify_asset_families, verify_location_families
 from drwatch.model import OUTCOMES
+from drwatch.process import ProcessState as ProcessState  # noqa: PLC0414 (re-exported: its old home)
 from drwatch.snapshot import Snapshot
 from drwatch.store.base import DURATION_BUCKETS, bucket_label
 
 COPY_OBJECT_STATES = ("verified", "missing", "mismatch", "corrupt", "extra")
 
 
-@dataclass
-class ProcessState:
-    """Live, in-memory facts about this process (not results): reload status, start time."""
+def process_families(proc: ProcessState) -> list[Metric]:
+    """The families of this process (not of results): build, reload, start time, store queue."""
+    info = GaugeMetricFamily("drwatch_build_info", "drwatch build information.", labels=["version"])
+    info.add_metric([__version__], 1)
+    g_reload = GaugeMetricFamily("drwatch_config_last_reload_successful",
+                                 "Whether the last configuration reload attempt succeeded.")
+    g_reload.add_metric([], 1 if proc.reload_successful else 0)
+    g_reload_at = GaugeMetricFamily("drwatch_config_last_reload_success_timestamp_seconds",
+                                    "Timestamp of the last successful configuration reload.")
+    g_reload_at.add_metric([], proc.reload_success_at or proc.started_at)
+    g_start = GaugeMetricFamily("drwatch_start_time_seconds", "Start time of the drwatch process.")
+    g_start.add_metric([], proc.started_at)
+    c_errors = CounterMetricFamily("drwatch_store_write_errors", "Failed attempts to write a result to the store.")
+    c_errors.add_metric([], proc.store_errors)
+    g_pending = GaugeMetricFamily("drwatch_store_pending_results",
+                                  "Results held in memory waiting for the store to accept them.")
+    g_pending.add_metric([], proc.results_pending)
+    c_dropped = CounterMetricFamily("drwatch_store_dropped_results",
+                                    "Results dropped (oldest first) because the store stayed away while the memory "
+                                    "queue was full (limits.pending_results).")
+    c_dropped.add_metric([], proc.results_dropped)
+    return [info, g_reload, g_reload_at, g_start, c_errors, g_pending, c_dropped]
 
-    started_at: float
-    reload_successful: bool = True
-    reload_success_at: float | None = None
-    store_errors: int = 0
-    results_pending: int = 0
-    results_dropped: int = 0
+
+@dataclass(frozen=True)
+class AssetStanding:
+    """What the metrics show of an asset's compliance verdict (its details are for the API)."""
+
+    states: tuple[str, ...]  # per rule in RULES order
+    compliant: bool
+    copies_verified: int
+    recovery_point: float | None
+
+    @classmethod
+    def of(cls, verdict: AssetVerdict) -> AssetStanding:
+        return cls(tuple(verdict.rules[rule].state.value for rule in RULES), verdict.compliant,
+                   verdict.copies_verified, verdict.recovery_point)
+
+
+def asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str],
+                   standings: Mapping[str, AssetStanding]) -> list[Metric]:
+    """Every family with series per asset, holding the series of ``assets`` only (in this order).
+
+    The families are the same, in the same order, whatever ``assets`` holds: the exposition of all assets is
+    the concatenation, family by family, of the series of each asset (so each asset's can be rendered alone
+    and cached until its results change).
+    """
+    return [*_validator_families(cfg, snap, assets), *_figure_families(cfg, snap, assets),
+            *ml_asset_families(cfg, snap, assets), *verify_asset_families(cfg, snap, assets),
+            *_compliance_families(cfg, assets, standings), *_copy_families(cfg, snap, assets)]
+
+
+def global_families(cfg: Config, snap: Snapshot, now: float) -> list[Metric]:
+    """The families not per asset: consistency groups, per-location counters."""
+    return [*group_families(cfg, snap, now), *verify_location_families(cfg, snap)]
+
+
+def standings(cfg: Config, snap: Snapshot, now: float) -> dict[str, AssetStanding]:
+    return {name: AssetStanding.of(verdict) for name, verdict in evaluate(cfg, snap, now).items()}
 
 
 class SnapshotCollector(Collector):
+    """The whole exposition through prometheus-client, every series at every collect (the reference that
+    :class:`drwatch.exposition.SnapshotRenderer` renders incrementally, byte for byte)."""
+
     def __init__(self, snapshot: Callable[[], Snapshot], process: ProcessState,
                  clock: Callable[[], float] = time.time) -> None:
         self._snapshot = snapshot
@@ -54,61 +107,40 @@ class SnapshotCollector(Collector):
         snap = self._snapshot()
         cfg = snap.config
         now = self._clock()
-        proc = self._process
+        yield from process_families(self._process)
+        yield from asset_families(cfg, snap, list(cfg.assets), standings(cfg, snap, now))
+        yield from global_families(cfg, snap, now)
 
-        info = GaugeMetricFamily("drwatch_build_info", "drwatch build information.", labels=["version"])
-        info.add_metric([__version__], 1)
-        yield info
-        g = GaugeMetricFamily("drwatch_config_last_reload_successful",
-                              "Whether the last configuration reload attempt succeeded.")
-        g.add_metric([], 1 if proc.reload_successful else 0)
-        yield g
-        g = GaugeMetricFamily("drwatch_config_last_reload_success_timestamp_seconds",
-                              "Timestamp of the last successful configuration reload.")
-        g.add_metric([], proc.reload_success_at or proc.started_at)
-        yield g
-        g = GaugeMetricFamily("drwatch_start_time_seconds", "Start time of the drwatch process.")
-        g.add_metric([], proc.started_at)
-        yield g
-        c = CounterMetricFamily("drwatch_store_write_errors", "Failed attempts to write a result to the store.")
-        c.add_metric([], proc.store_errors)
-        yield c
-        g = GaugeMetricFamily("drwatch_store_pending_results",
-                              "Results held in memory waiting for the store to accept them.")
-        g.add_metric([], proc.results_pending)
-        yield g
-        c = CounterMetricFamily("drwatch_store_dropped_results",
-                                "Results dropped (oldest first) because the store stayed away while the memory "
-                                "queue was full (limits.pending_results).")
-        c.add_metric([], proc.results_dropped)
-        yield c
 
-        av = ["asset", "validator"]
-        configured = GaugeMetricFamily("drwatch_validator_info", "A configured validator (1).",
-                                       labels=[*av, "kind"])
-        interval = GaugeMetricFamily("drwatch_validator_interval_seconds",
-                                     "Nominal schedule period of the validator.", labels=av)
-        max_age = GaugeMetricFamily("drwatch_validator_max_age_seconds",
-                                    "Age after which the validator's latest result is stale.", labels=av)
-        outcome = GaugeMetricFamily("drwatch_validator_outcome",
-                                    "Outcome of the latest run (1 for the latest outcome, 0 for the others).",
-                                    labels=[*av, "outcome"])
-        runs = CounterMetricFamily("drwatch_validator_runs", "Validator runs by outcome.",
-                                   labels=[*av, "outcome"])
-        last_run = GaugeMetricFamily("drwatch_validator_last_run_timestamp_seconds",
-                                     "When the latest run finished.", labels=av)
-        last_ok = GaugeMetricFamily("drwatch_validator_last_success_timestamp_seconds",
-                                    "When the latest successful (ok) run finished.", labels=av)
-        last_fail = GaugeMetricFamily("drwatch_validator_last_failure_timestamp_seconds",
-                                      "When the latest failed run (bad backup) finished.", labels=av)
-        last_dur = GaugeMetricFamily("drwatch_validator_last_duration_seconds",
-                                     "Duration of the latest run.", labels=av)
-        duration = HistogramMetricFamily("drwatch_validator_duration_seconds", "Duration of validator runs.",
-                                         labels=av)
-        acked = GaugeMetricFamily("drwatch_validator_ack_timestamp_seconds",
-                                  "When the validator's failures were last acknowledged (drwatch ack); who and "
-                                  "why are in drwatch status.", labels=av)
-        for asset_name, vcfg in cfg.iter_validators():
+def _validator_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
+    av = ["asset", "validator"]
+    configured = GaugeMetricFamily("drwatch_validator_info", "A configured validator (1).",
+                                   labels=[*av, "kind"])
+    interval = GaugeMetricFamily("drwatch_validator_interval_seconds",
+                                 "Nominal schedule period of the validator.", labels=av)
+    max_age = GaugeMetricFamily("drwatch_validator_max_age_seconds",
+                                "Age after which the validator's latest result is stale.", labels=av)
+    outcome = GaugeMetricFamily("drwatch_validator_outcome",
+                                "Outcome of the latest run (1 for the latest outcome, 0 for the others).",
+                                labels=[*av, "outcome"])
+    runs = CounterMetricFamily("drwatch_validator_runs", "Validator runs by outcome.",
+                               labels=[*av, "outcome"])
+    last_run = GaugeMetricFamily("drwatch_validator_last_run_timestamp_seconds",
+                                 "When the latest run finished.", labels=av)
+    last_ok = GaugeMetricFamily("drwatch_validator_last_success_timestamp_seconds",
+                                "When the latest successful (ok) run finished.", labels=av)
+    last_fail = GaugeMetricFamily("drwatch_validator_last_failure_timestamp_seconds",
+                                  "When the latest failed run (bad backup) finished.", labels=av)
+    last_dur = GaugeMetricFamily("drwatch_validator_last_duration_seconds",
+                                 "Duration of the latest run.", labels=av)
+    duration = HistogramMetricFamily("drwatch_validator_duration_seconds", "Duration of validator runs.",
+                                     labels=av)
+    acked = GaugeMetricFamily("drwatch_validator_ack_timestamp_seconds",
+                              "When the validator's failures were last acknowledged (drwatch ack); who and "
+                              "why are in drwatch status.", labels=av)
+    all_buckets = cfg.metrics.duration_histograms  # otherwise le="+Inf" only: count and sum, 3 series, not 18
+    for asset_name in assets:
+        for vcfg in cfg.assets[asset_name].validators:
             labels = [asset_name, vcfg.label]
             configured.add_metric([*labels, vcfg.kind], 1)
             interval.add_metric(labels, vcfg.schedule.interval_seconds())
@@ -135,70 +167,70 @@ class SnapshotCollector(Collector):
             buckets = []
             for le in DURATION_BUCKETS:
                 cumulative += stats.buckets.get(bucket_label(le), 0)
-                buckets.append(("+Inf" if math.isinf(le) else str(float(le)), float(cumulative)))
+                if all_buckets or math.isinf(le):
+                    buckets.append(("+Inf" if math.isinf(le) else str(float(le)), float(cumulative)))
             duration.add_metric(labels, buckets, stats.duration_sum)
-        yield from (configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur,
-                    duration, acked)
-        yield from _figure_families(cfg, snap)
-        yield from ml_families(cfg, snap, now)
-        yield from verify_families(cfg, snap)
+    return [configured, interval, max_age, outcome, runs, last_run, last_ok, last_fail, last_dur, duration, acked]
 
-        verdicts = evaluate(cfg, snap, now)
-        rule_state = GaugeMetricFamily("drwatch_asset_rule_state",
-                                       "3-2-1-1-0 rule state per asset (1 for the current state).",
-                                       labels=["asset", "rule", "state"])
-        compliant = GaugeMetricFamily("drwatch_asset_compliant",
-                                      "1 when every 3-2-1-1-0 rule passes for the asset.", labels=["asset"])
-        verified = GaugeMetricFamily("drwatch_asset_copies_verified",
-                                     "Copies (production included) proven to hold the newest recovery point.",
-                                     labels=["asset"])
-        rp = GaugeMetricFamily("drwatch_asset_recovery_point_timestamp_seconds",
-                               "Time of the newest recovery point observed.", labels=["asset"])
-        rpo = GaugeMetricFamily("drwatch_asset_rpo_seconds", "Recovery point objective.", labels=["asset"])
-        rto = GaugeMetricFamily("drwatch_asset_rto_seconds", "Recovery time objective.", labels=["asset"])
-        for name, verdict in verdicts.items():
-            for rule in RULES:
-                current = verdict.rules[rule].state.value
-                for st in STATES:
-                    rule_state.add_metric([name, rule, st], 1 if st == current else 0)
-            compliant.add_metric([name], 1 if verdict.compliant else 0)
-            verified.add_metric([name], verdict.copies_verified)
-            if verdict.recovery_point is not None:
-                rp.add_metric([name], verdict.recovery_point)
-            acfg = cfg.assets[name]
-            rpo.add_metric([name], acfg.rpo.total_seconds())
-            if acfg.rto is not None:
-                rto.add_metric([name], acfg.rto.total_seconds())
-        yield from (rule_state, compliant, verified, rp, rpo, rto)
 
-        objects = GaugeMetricFamily("drwatch_copy_objects", "Objects (files) of a copy by state at the last check.",
-                                    labels=["asset", "copy", "state"])
-        copy_verified = GaugeMetricFamily("drwatch_copy_verified",
-                                          "1 when the copy's latest check proved the recovery point.",
-                                          labels=["asset", "copy"])
-        retain = GaugeMetricFamily("drwatch_copy_lock_retain_until_min_timestamp_seconds",
-                                   "Earliest Object Lock retain-until among the objects of the copy's recovery point.",
-                                   labels=["asset", "copy"])
-        copy_bytes = CounterMetricFamily("drwatch_copy_bytes_verified",
-                                         "Bytes of the copy proven equal to the recovery point (persisted).",
-                                         labels=["asset", "copy"])
-        copy_info = GaugeMetricFamily("drwatch_copy_info", "Observed facts about a copy (1).",
-                                      labels=["asset", "copy", "location", "region", "provider", "media"])
-        for name in cfg.assets:
-            for copy, fact in sorted(snap.copy_facts(name).items()):
-                rep = fact.report
-                for st in COPY_OBJECT_STATES:
-                    if st in rep.objects:
-                        objects.add_metric([name, copy, st], rep.objects[st])
-                copy_verified.add_metric([name, copy], 1 if rep.state.value == "verified" else 0)
-                copy_info.add_metric([name, copy, rep.location, rep.region, rep.provider, rep.media], 1)
-                if rep.retain_until_min is not None:
-                    retain.add_metric([name, copy], rep.retain_until_min)
-            for copy_ref in ["production", *(c.label for c in cfg.assets[name].copies)]:
-                verified_bytes = snap.copy_bytes.get((name, copy_ref))
-                if verified_bytes is not None:
-                    copy_bytes.add_metric([name, copy_ref], float(verified_bytes))
-        yield from (objects, copy_verified, copy_info, retain, copy_bytes)
+def _compliance_families(cfg: Config, assets: Sequence[str], standings: Mapping[str, AssetStanding]) -> list[Metric]:
+    rule_state = GaugeMetricFamily("drwatch_asset_rule_state",
+                                   "3-2-1-1-0 rule state per asset (1 for the current state).",
+                                   labels=["asset", "rule", "state"])
+    compliant = GaugeMetricFamily("drwatch_asset_compliant",
+                                  "1 when every 3-2-1-1-0 rule passes for the asset.", labels=["asset"])
+    verified = GaugeMetricFamily("drwatch_asset_copies_verified",
+                                 "Copies (production included) proven to hold the newest recovery point.",
+                                 labels=["asset"])
+    rp = GaugeMetricFamily("drwatch_asset_recovery_point_timestamp_seconds",
+                           "Time of the newest recovery point observed.", labels=["asset"])
+    rpo = GaugeMetricFamily("drwatch_asset_rpo_seconds", "Recovery point objective.", labels=["asset"])
+    rto = GaugeMetricFamily("drwatch_asset_rto_seconds", "Recovery time objective.", labels=["asset"])
+    for name in assets:
+        standing = standings[name]
+        for rule, current in zip(RULES, standing.states, strict=True):
+            for st in STATES:
+                rule_state.add_metric([name, rule, st], 1 if st == current else 0)
+        compliant.add_metric([name], 1 if standing.compliant else 0)
+        verified.add_metric([name], standing.copies_verified)
+        if standing.recovery_point is not None:
+            rp.add_metric([name], standing.recovery_point)
+        acfg = cfg.assets[name]
+        rpo.add_metric([name], acfg.rpo.total_seconds())
+        if acfg.rto is not None:
+            rto.add_metric([name], acfg.rto.total_seconds())
+    return [rule_state, compliant, verified, rp, rpo, rto]
+
+
+def _copy_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
+    objects = GaugeMetricFamily("drwatch_copy_objects", "Objects (files) of a copy by state at the last check.",
+                                labels=["asset", "copy", "state"])
+    copy_verified = GaugeMetricFamily("drwatch_copy_verified",
+                                      "1 when the copy's latest check proved the recovery point.",
+                                      labels=["asset", "copy"])
+    retain = GaugeMetricFamily("drwatch_copy_lock_retain_until_min_timestamp_seconds",
+                               "Earliest Object Lock retain-until among the objects of the copy's recovery point.",
+                               labels=["asset", "copy"])
+    copy_bytes = CounterMetricFamily("drwatch_copy_bytes_verified",
+                                     "Bytes of the copy proven equal to the recovery point (persisted).",
+                                     labels=["asset", "copy"])
+    copy_info = GaugeMetricFamily("drwatch_copy_info", "Observed facts about a copy (1).",
+                                  labels=["asset", "copy", "location", "region", "provider", "media"])
+    for name in assets:
+        for copy, fact in sorted(snap.copy_facts(name).items()):
+            rep = fact.report
+            for st in COPY_OBJECT_STATES:
+                if st in rep.objects:
+                    objects.add_metric([name, copy, st], rep.objects[st])
+            copy_verified.add_metric([name, copy], 1 if rep.state.value == "verified" else 0)
+            copy_info.add_metric([name, copy, rep.location, rep.region, rep.provider, rep.media], 1)
+            if rep.retain_until_min is not None:
+                retain.add_metric([name, copy], rep.retain_until_min)
+        for copy_ref in ["production", *(c.label for c in cfg.assets[name].copies)]:
+            verified_bytes = snap.copy_bytes.get((name, copy_ref))
+            if verified_bytes is not None:
+                copy_bytes.add_metric([name, copy_ref], float(verified_bytes))
+    return [objects, copy_verified, copy_info, retain, copy_bytes]
 
 
 def _latest_figures(snap: Snapshot, asset: str, validator: str) -> dict[str, float]:
@@ -206,7 +238,7 @@ def _latest_figures(snap: Snapshot, asset: str, validator: str) -> dict[str, flo
     return dict(stats.last_result.figures) if stats is not None and stats.last_result is not None else {}
 
 
-def _figure_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
+def _figure_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
     """Measurements of validators (restore drills, ...), projected from the figures of each one's latest result."""
     av = ["asset", "validator"]
     drill_seconds = GaugeMetricFamily("drwatch_drill_restore_duration_seconds",
@@ -219,26 +251,27 @@ def _figure_families(cfg: Config, snap: Snapshot) -> Iterator[Metric]:
     rds = GaugeMetricFamily("drwatch_rds_snapshot_timestamp_seconds",
                             "Creation time of the newest available RDS snapshot per region at the latest check.",
                             labels=["asset", "region"])
-    lags: dict[str, float] = {}
-    snapshots: dict[tuple[str, str], float] = {}
-    for asset_name, vcfg in cfg.iter_validators():
-        figures = _latest_figures(snap, asset_name, vcfg.label)
-        if "restore_seconds" in figures:
-            drill_seconds.add_metric([asset_name, vcfg.label], figures["restore_seconds"])
-        if "rows_restored" in figures:
-            drill_rows.add_metric([asset_name, vcfg.label], figures["rows_restored"])
-        if vcfg.kind == "postgres_replica_lag" and "lag_seconds" in figures:
-            lags[asset_name] = max(lags.get(asset_name, 0.0), figures["lag_seconds"])
-        if vcfg.kind == "rds_snapshot":
-            for key, value in figures.items():
-                name, _, region = key.partition(".")
-                if name == "snapshot_timestamp_seconds" and region:
-                    snapshots[(asset_name, region)] = max(snapshots.get((asset_name, region), 0.0), value)
-    for asset_name, lag in lags.items():
-        replica_lag.add_metric([asset_name], lag)
-    for (asset_name, region), ts in sorted(snapshots.items()):
-        rds.add_metric([asset_name, region], ts)
-    yield from (drill_seconds, drill_rows, replica_lag, rds)
+    for asset_name in assets:
+        lag: float | None = None
+        snapshots: dict[str, float] = {}
+        for vcfg in cfg.assets[asset_name].validators:
+            figures = _latest_figures(snap, asset_name, vcfg.label)
+            if "restore_seconds" in figures:
+                drill_seconds.add_metric([asset_name, vcfg.label], figures["restore_seconds"])
+            if "rows_restored" in figures:
+                drill_rows.add_metric([asset_name, vcfg.label], figures["rows_restored"])
+            if vcfg.kind == "postgres_replica_lag" and "lag_seconds" in figures:
+                lag = max(lag if lag is not None else 0.0, figures["lag_seconds"])
+            if vcfg.kind == "rds_snapshot":
+                for key, value in figures.items():
+                    name, _, region = key.partition(".")
+                    if name == "snapshot_timestamp_seconds" and region:
+                        snapshots[region] = max(snapshots.get(region, 0.0), value)
+        if lag is not None:
+            replica_lag.add_metric([asset_name], lag)
+        for region, ts in sorted(snapshots.items()):
+            rds.add_metric([asset_name, region], ts)
+    return [drill_seconds, drill_rows, replica_lag, rds]
 
 
 def make_registry(snapshot: Callable[[], Snapshot], process: ProcessState,

@@ -6,7 +6,7 @@ the families are the same as before it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -27,7 +27,8 @@ def _lowest(values: dict[str, float], asset: str, value: float) -> None:
     values[asset] = min(values.get(asset, value), value)
 
 
-def ml_families(cfg: Config, snap: Snapshot, now: float) -> Iterator[Metric]:
+def ml_asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
+    """The per-asset families of the AI/ML drills, holding the series of ``assets`` only."""
     recall = GaugeMetricFamily("drwatch_vector_recall",
                                "Recall@k of the restored vector index's ANN search against exact search at the "
                                "latest vector restore drill (the lowest when several drills check the asset).",
@@ -49,7 +50,7 @@ def ml_families(cfg: Config, snap: Snapshot, now: float) -> Iterator[Metric]:
     exacts: dict[str, float] = {}
     goldens: dict[str, float] = {}
     golden_thresholds: dict[str, float] = {}
-    for asset, vcfg in cfg.iter_validators():
+    for asset, vcfg in ((a, v) for a in assets for v in cfg.assets[a].validators):
         res = _latest(snap, asset, vcfg.label)
         if res is None:
             continue
@@ -71,15 +72,15 @@ def ml_families(cfg: Config, snap: Snapshot, now: float) -> Iterator[Metric]:
                 for state in MODEL_FILE_STATES:
                     if state in rep.objects:
                         files.add_metric([asset, rep.copy, state], rep.objects[state])
-    for family, values in ((recall, recalls), (recall_min, recall_thresholds), (exact, exacts),
-                           (golden, goldens), (golden_min, golden_thresholds)):
-        for asset in sorted(values):
-            family.add_metric([asset], values[asset])
-    yield from (recall, recall_min, exact, golden, golden_min, files)
-    yield from _group_families(cfg, snap, now)
+    for asset in assets:
+        for family, values in ((recall, recalls), (recall_min, recall_thresholds), (exact, exacts),
+                               (golden, goldens), (golden_min, golden_thresholds)):
+            if asset in values:
+                family.add_metric([asset], values[asset])
+    return [recall, recall_min, exact, golden, golden_min, files]
 
 
-def _group_families(cfg: Config, snap: Snapshot, now: float) -> Iterator[Metric]:
+def group_families(cfg: Config, snap: Snapshot, now: float) -> list[Metric]:
     state = GaugeMetricFamily("drwatch_consistency_group_state",
                               "State of a consistency group (1 for the current state): consistent, skewed, "
                               "inconsistent (model stamp or documents), unknown (not checked, could not check, "
@@ -102,4 +103,4 @@ def _group_families(cfg: Config, snap: Snapshot, now: float) -> Iterator[Metric]
                 skew.add_metric([name], res.figures["skew_seconds"])
             if "consistent_set_timestamp_seconds" in res.figures:
                 point.add_metric([name], res.figures["consistent_set_timestamp_seconds"])
-    yield from (state, skew, max_skew, point)
+    return [state, skew, max_skew, point]

@@ -1,0 +1,211 @@
+"""/metrics at scale: one real `drwatch run` daemon with thousands of assets, scraped while validators run.
+
+For each size in ``--assets`` (default 1000,3000,10000) it builds an estate of tiny filesystem assets
+(production + one copy of one small file each, a ``replica`` validator on a short ``--every`` schedule with
+jitter, so results keep arriving and the snapshot changes all the time), starts the daemon and waits for its
+first exposition. Then, for ``--duration`` seconds:
+
+* ``--scrapers`` threads (two Prometheus replicas) each GET ``/metrics`` every ``--scrape-interval`` seconds
+  with ``Accept-Encoding: gzip`` (as Prometheus does) and time the whole response;
+* one thread GETs ``/-/healthy`` every 20 ms (answered on the event loop: its latency bounds event-loop lag).
+
+It prints per size: /metrics latency p50/p99/max, /-/healthy p99/max during the scrapes, the daemon's RSS
+(total and per 1,000 assets), series (total and per asset), body size plain/gzip, runs completed during the
+window (proof the validators were running). ``--json PATH`` writes the figures.
+
+    python benchmarks/metrics_scale.py                                # 1k, 3k, 10k assets, 60 s each
+    python benchmarks/metrics_scale.py --assets 200 --duration 10     # short form (tests/test_metrics_scale.py)
+
+The daemon is stopped with SIGTERM (must exit 0) and the temp dir removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import DaemonProcess, free_port, write_config  # noqa: E402
+
+
+def build_estate(tmp: Path, assets: int, every: str, jitter: str, port: int) -> dict[str, Any]:
+    for loc in ("prod", "copy1"):
+        for i in range(assets):
+            d = tmp / loc / f"a{i:05d}"
+            d.mkdir(parents=True)
+            (d / "part.bin").write_bytes(b"drwatch %d\n" % i)
+    schedule = {"every": every, "jitter": jitter}
+    return {
+        "store": {"sqlite": str(tmp / "state.sqlite")},
+        "http": {"listen": f"127.0.0.1:{port}"},
+        "limits": {"max_concurrent": 8, "per_location": 8, "sandbox_dir": str(tmp / "sandboxes"),
+                   "default_timeout": "60s"},
+        "logging": {"level": "warning", "format": "json"},
+        "compliance": {"copies": 2, "media": 1, "offsite": 1, "immutable": 0},
+        "locations": {
+            "prod": {"kind": "filesystem", "path": str(tmp / "prod"), "site": "dc-a"},
+            "copy1": {"kind": "filesystem", "path": str(tmp / "copy1"), "site": "dc-b"},
+        },
+        "assets": {
+            f"a{i:05d}": {"rpo": "7d", "production": {"location": "prod", "prefix": f"a{i:05d}"},
+                          "copies": [{"location": "copy1", "prefix": f"a{i:05d}"}],
+                          "validators": [{"kind": "replica", "schedule": schedule}]}
+            for i in range(assets)
+        },
+    }
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def fetch(url: str, gzip_ok: bool, timeout: float = 60) -> tuple[float, bytes, bool]:
+    """Seconds for the whole response, its body (decompressed) and whether it came gzipped."""
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip_ok else {})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        body = resp.read()
+        zipped = resp.headers.get("Content-Encoding") == "gzip"
+    elapsed = time.perf_counter() - t0
+    return elapsed, gzip.decompress(body) if zipped else body, zipped
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def runs_total(text: bytes) -> float:
+    return sum(float(line.rsplit(b" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(b"drwatch_validator_runs_total{"))
+
+
+def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="drwatch-metrics-scale-"))
+    try:
+        port = free_port()
+        t0 = time.monotonic()
+        cfg_path = write_config(tmp / "drwatch.yaml", build_estate(tmp, assets, args.every, args.jitter, port))
+        daemon = DaemonProcess(cfg_path, port)
+        daemon.start(wait_ready=True, timeout=args.start_timeout)
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
+        started_s = time.monotonic() - t0
+        url = daemon.url("/metrics")
+        first_s, plain, _ = fetch(url, gzip_ok=False, timeout=args.start_timeout)  # the first (full) render
+        runs_before = runs_total(plain)
+        scrape_s: list[float] = []
+        healthy_s: list[float] = []
+        sizes: list[tuple[int, int]] = []
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def scraper(offset: float) -> None:
+            if stop.wait(offset):
+                return
+            while not stop.is_set():
+                t = time.monotonic()
+                try:
+                    elapsed, body, zipped = fetch(url, gzip_ok=True)
+                    scrape_s.append(elapsed)
+                    sizes.append((len(body), int(zipped)))
+                except OSError as exc:
+                    errors.append(f"/metrics: {exc}")
+                stop.wait(max(0.0, args.scrape_interval - (time.monotonic() - t)))
+
+        def healthy() -> None:
+            while not stop.is_set():
+                try:
+                    elapsed, _, _ = fetch(daemon.url("/-/healthy"), gzip_ok=False, timeout=30)
+                    healthy_s.append(elapsed)
+                except OSError as exc:
+                    errors.append(f"/-/healthy: {exc}")
+                stop.wait(0.02)
+
+        threads = [threading.Thread(target=scraper, args=(i * args.scrape_interval / args.scrapers,))
+                   for i in range(args.scrapers)]
+        threads.append(threading.Thread(target=healthy))
+        for th in threads:
+            th.start()
+        time.sleep(args.duration)
+        stop.set()
+        for th in threads:
+            th.join()
+        rss = rss_kib(pid)
+        _, plain, _ = fetch(url, gzip_ok=False)
+        _, zipped_len = len(plain), len(gzip.compress(plain, 6))
+        series = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
+        runs = runs_total(plain) - runs_before
+        daemon.signal(signal.SIGTERM)
+        code = daemon.proc.wait(timeout=120)
+        return {
+            "assets": assets,
+            "start_s": round(started_s, 1),
+            "first_scrape_s": round(first_s, 3),
+            "scrapes": len(scrape_s),
+            "metrics_p50_ms": round(pct(scrape_s, 0.5) * 1000, 1),
+            "metrics_p99_ms": round(pct(scrape_s, 0.99) * 1000, 1),
+            "metrics_max_ms": round(max(scrape_s, default=float("nan")) * 1000, 1),
+            "healthy_p99_ms": round(pct(healthy_s, 0.99) * 1000, 1),
+            "healthy_max_ms": round(max(healthy_s, default=float("nan")) * 1000, 1),
+            "healthy_polls": len(healthy_s),
+            "rss_mib": round(rss / 1024, 1),
+            "rss_mib_per_1k_assets": round(rss / 1024 / assets * 1000, 1),
+            "series": series,
+            "series_per_asset": round(series / assets, 1),
+            "body_mib": round(len(plain) / 2**20, 2),
+            "body_gzip_mib": round(zipped_len / 2**20, 2),
+            "runs_during": int(runs),
+            "errors": errors[:5],
+            "exit_code": code,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--assets", default="1000,3000,10000", help="comma-separated estate sizes")
+    ap.add_argument("--duration", type=float, default=60, help="seconds of scraping per size")
+    ap.add_argument("--scrapers", type=int, default=2, help="concurrent scrapers (Prometheus replicas)")
+    ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between one scraper's scrapes")
+    ap.add_argument("--every", default="60s", help="validator schedule")
+    ap.add_argument("--jitter", default="30s")
+    ap.add_argument("--start-timeout", type=float, default=600)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    results = []
+    for n in (int(x) for x in args.assets.split(",")):
+        r = measure(n, args)
+        results.append(r)
+        print(f"{n:>6} assets: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
+              f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p99 {r['healthy_p99_ms']} ms "
+              f"(max {r['healthy_max_ms']}); RSS {r['rss_mib']} MiB ({r['rss_mib_per_1k_assets']} per 1k assets); "
+              f"{r['series']} series ({r['series_per_asset']} per asset); body {r['body_mib']} MiB, gzip "
+              f"{r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; {r['runs_during']} runs during; "
+              f"exit {r['exit_code']}{'; errors: ' + '; '.join(r['errors']) if r['errors'] else ''}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": os.cpu_count(), "results": results}, indent=2))
+    return 0 if all(r["exit_code"] == 0 and not r["errors"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
