@@ -163,7 +163,7 @@ class _Progress:
 
 
 async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
-    from drwatch.metrics import ProcessState
+    from drwatch.process import ProcessState
     from drwatch.report import document, exit_code, table
     from drwatch.runner import AppState, Runner
     from drwatch.sandbox import SandboxManager

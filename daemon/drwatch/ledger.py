@@ -31,6 +31,7 @@ from drwatch.durations import Duration
 
 DAY = 86400.0
 EVIDENCE = ("read", "checksum", "etag")  # the coverage metric's evidence label values
+PRODUCTION = "production"  # the ledger's name for production (a copy label can never be this)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import AfterValidator
 
 from drwatch.errors import ValidatorError
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.filesystem import aopen
-from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify
+from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify, s3_errors
 
 if TYPE_CHECKING:
     from drwatch.config import Config
@@ -294,7 +293,7 @@ class S3Dumps:
         client = await self.loc.client()
         try:
             resp = await client.get_object(Bucket=self.loc.cfg.bucket, Key=key)
-        except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        except s3_errors() as exc:
             err = classify(exc, self.loc.name)
             if isinstance(err, S3Missing):
                 raise ValidatorError("location_changed", f"{key} vanished while it was fetched") from None
@@ -311,7 +310,7 @@ class S3Dumps:
             while True:
                 try:
                     chunk = await body.read(_CHUNK)
-                except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+                except s3_errors() as exc:
                     raise classify(exc, self.loc.name) from None
                 if not chunk:
                     break

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from drwatch.errors import ConfigError, ValidatorError
@@ -315,7 +314,27 @@ _SETTINGS = {  # identical text output on both sides of a checksum comparison
     "application_name": "drwatch", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
     "extra_float_digits": "3", "bytea_output": "hex", "lc_monetary": "C",
 }
-CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+if TYPE_CHECKING:
+    import asyncpg
+
+    _ConnectErrors = tuple[type[OSError], type[TimeoutError], type[asyncpg.PostgresError],
+                           type[asyncpg.InterfaceError]]
+    CONNECT_ERRORS: _ConnectErrors
+
+
+def connect_errors() -> _ConnectErrors:
+    """What a failing connection raises. asyncpg is imported on first use (module ``__getattr__`` serves
+    ``CONNECT_ERRORS``): it costs start-up that a ``check`` of filesystem assets never needs
+    (tests/test_startup.py keeps it out)."""
+    import asyncpg
+
+    return (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CONNECT_ERRORS":
+        return connect_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def connect(params: Mapping[str, str], *, code: str, what: str, database: str | None = None,
@@ -328,10 +347,12 @@ async def connect(params: Mapping[str, str], *, code: str, what: str, database: 
                 "idle_in_transaction_session_timeout": "600000"}
     if read_only:
         settings["default_transaction_read_only"] = "on"
+    import asyncpg
+
     try:
         return await asyncpg.connect(asyncpg_dsn(params), database=database, timeout=connect_limit,
                                      server_settings=settings, statement_cache_size=0)
-    except CONNECT_ERRORS as exc:
+    except connect_errors() as exc:
         raise ValidatorError(code, redact(f"{what}: cannot connect ({type(exc).__name__}: {exc})")) from None
 
 
@@ -339,7 +360,7 @@ async def close_connection(conn: Any) -> None:
     """Close gracefully (bounded), else terminate: a cleanup never hangs on a dead server."""
     try:
         await unwind(conn.close(timeout=5), 6)
-    except CONNECT_ERRORS:
+    except connect_errors():
         conn.terminate()
     finally:
         if not conn.is_closed():

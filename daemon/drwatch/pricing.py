@@ -14,8 +14,13 @@ Monthly cost of one copy:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from drwatch.config import Config
+    from drwatch.ledger import CopySummary
 
 GB = 2**30
 MONTH_DAYS = 30
@@ -61,3 +66,13 @@ def monthly_cost(prices: PriceTable, bytes_by_class: Mapping[str, int], egress_b
     egress = egress_bytes_per_day * MONTH_DAYS / GB * prices.egress_gb
     requests = sum(n * MONTH_DAYS / 1000 * _price(prices.requests_per_1000, op) for op, n in requests_per_day.items())
     return {"storage": storage, "egress": egress, "requests": requests}
+
+
+def copy_costs(cfg: Config, summary: CopySummary) -> tuple[dict[str, float], str] | None:
+    """Monthly cost by kind and the currency, when the copy's location has a price table."""
+    loc = cfg.locations.get(summary.location)
+    prices = getattr(loc, "pricing", None) if loc is not None else None
+    if prices is None:
+        return None
+    return monthly_cost(prices, summary.bytes_by_class, summary.egress_bytes_per_day,
+                        summary.requests_per_day), prices.currency

@@ -61,7 +61,8 @@ def latest_results(snap: Snapshot) -> list[Result]:
 def verification_doc(snap: Snapshot) -> dict[str, Any]:
     """Per asset and copy under a verification policy: coverage, oldest read and monthly cost (production too,
     when it is verified against a seal: its cost is verification egress and requests, not storage)."""
-    from drwatch.metrics_verify import PRODUCTION, copy_costs
+    from drwatch.ledger import PRODUCTION
+    from drwatch.pricing import copy_costs
 
     out: dict[str, Any] = {}
     for (asset, copy), summary in sorted(snap.verify.items()):

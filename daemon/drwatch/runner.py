@@ -22,8 +22,8 @@ from drwatch import validators
 from drwatch.config import Config
 from drwatch.errors import DrillFailed, ValidatorError
 from drwatch.logs import printable
-from drwatch.metrics import ProcessState
 from drwatch.model import Finding, Outcome, Report, Result, Severity
+from drwatch.process import ProcessState
 from drwatch.sandbox import SandboxManager
 from drwatch.snapshot import Snapshot
 from drwatch.storage.filesystem import HashPool

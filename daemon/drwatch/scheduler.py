@@ -18,13 +18,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from drwatch.config import Config
 from drwatch.model import Result
@@ -32,6 +28,9 @@ from drwatch.runner import Runner
 from drwatch.snapshot import Snapshot
 from drwatch.validators.base import Schedule
 from drwatch.validators.config import ValidatorConfig
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 log = structlog.get_logger("drwatch.scheduler")
 _SEP = "\x1f"
@@ -43,6 +42,11 @@ def job_id(asset: str, label: str) -> str:
 
 
 def make_trigger(schedule: Schedule) -> BaseTrigger:
+    # APScheduler is imported by the daemon's scheduler only: `drwatch check` (which uses stages()) never
+    # pays its start-up (tests/test_startup.py).
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
     jitter = int(schedule.jitter.total_seconds()) or None
     if schedule.cron is not None:
         return CronTrigger(**_cron_fields(schedule.cron), timezone="UTC", jitter=jitter)
@@ -105,6 +109,8 @@ class Scheduler:
         self.runner = runner
         self.clock = clock
         self.rng = random.Random(seed)
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         self._sched = AsyncIOScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None,
         })

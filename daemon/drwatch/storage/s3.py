@@ -19,21 +19,23 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from typing import TYPE_CHECKING, Any
 
 from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
+
+if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+
+
+def s3_errors() -> tuple[type[BaseException], ...]:
+    """What a failing S3 call raises (botocore's roots, aiohttp's, OSError, TimeoutError). botocore is
+    imported on first use throughout this module: it costs ~0.15 s of start-up that a ``check`` of filesystem
+    assets never needs (benchmarks/startup_bench.py; tests/test_startup.py keeps it out)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors())
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
@@ -140,6 +142,15 @@ def _code(exc: ClientError) -> str:
 
 def classify(exc: BaseException, location: str) -> Exception:
     """Map a botocore exception to S3Missing (a fact) or S3Unavailable (could not check)."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
     if isinstance(exc, ClientError):
         code = _code(exc)
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -248,6 +259,8 @@ class S3Location:
     async def client(self) -> Any:
         async with self._lock:
             if self._client is None:
+                from botocore.config import Config as BotoConfig
+
                 session = _session(self.creds)
                 boto_cfg = BotoConfig(
                     connect_timeout=self.cfg.connect_timeout.total_seconds(),
@@ -281,6 +294,8 @@ class S3Location:
             resp = await getattr(client, op)(**kwargs)
         except Exception as exc:
             if meter is not None:
+                from botocore.exceptions import ClientError
+
                 meta = exc.response.get("ResponseMetadata") if isinstance(exc, ClientError) else None
                 meter.count(op, _attempts(meta))
             raise classify(exc, self.name) from None
@@ -361,7 +376,7 @@ class S3Location:
                 token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
                 if not token:
                     break
-        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
+        except s3_errors() as exc:
             raise classify(exc, self.name) from None
 
     async def head(self, key: str, meter: RequestMeter | None = None) -> ObjectHead:
@@ -405,7 +420,7 @@ class S3Location:
                 if meter is not None:
                     meter.egress_bytes += len(chunk)
                 await asyncio.to_thread(digest.update, chunk)
-        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
+        except s3_errors() as exc:
             raise classify(exc, self.name) from None
         finally:
             body.close()

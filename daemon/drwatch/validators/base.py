@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drwatch.durations import Duration
@@ -42,6 +41,8 @@ class Schedule(BaseModel):
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
+            from apscheduler.triggers.cron import CronTrigger  # only for cron schedules (start-up of `check`)
+
             try:
                 CronTrigger.from_crontab(value, timezone="UTC")
             except ValueError as exc:
@@ -66,6 +67,8 @@ class Schedule(BaseModel):
         if self.every is not None:
             return self.every.total_seconds()
         assert self.cron is not None
+        from apscheduler.triggers.cron import CronTrigger
+
         trig = CronTrigger.from_crontab(self.cron, timezone="UTC")
         now = datetime.now(tz=trig.timezone)
         first = trig.get_next_fire_time(None, now)

@@ -9,8 +9,6 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 from drwatch import pgtools
 from drwatch.errors import DrillFailed, ValidatorError
 from drwatch.storage.filesystem import ThreadedIterator
@@ -57,6 +55,8 @@ async def load_parquet(ctx: RunContext, be: PgvectorBackend, sides: Sides, param
     # The batches hold the Parquet file open: closed when the run ends, however it ends (not by the GC).
     batches = ThreadedIterator(await asyncio.to_thread(parquet_batches, path, cols, id_type == "text"))
     ctx.exit_stack.callback(batches.close)
+    import asyncpg  # imported with the first drill, not with the config (start-up of `drwatch check`)
+
     conn = await pgtools.connect(params, code="sandbox_unavailable", what="sandbox database")
     ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, conn), 10,
                                        "close load connection")

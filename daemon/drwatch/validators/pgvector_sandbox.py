@@ -19,8 +19,6 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 from drwatch import pgcluster, pgdump, pgtools
 from drwatch.errors import ValidatorError
 from drwatch.secrets import redact
@@ -142,6 +140,8 @@ async def start_target(ctx: RunContext, sb: TargetSandbox, info: pgdump.DumpInfo
     """A database ``drwatch_drill_<run id>`` with the ``vector`` extension on the configured server, dropped by
     the run's exit stack in every case (also on cancellation); returns its parameters. Drill databases of
     runs that are no longer alive are dropped first."""
+    import asyncpg  # imported with the first drill, not with the config (start-up of `drwatch check`)
+
     params = await asyncio.to_thread(sb.params, "backend.sandbox", ctx.config)
     admin = await pgtools.connect(params, code="restore_target_unavailable", what="restore target")
     ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, admin), 10,

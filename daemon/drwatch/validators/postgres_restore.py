@@ -45,7 +45,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drwatch import pgcluster, pgdump, pgtools
@@ -332,6 +331,8 @@ class PostgresRestoreValidator:
 
     async def _target(self, ctx: RunContext, sb: TargetSandbox, info: pgdump.DumpInfo) -> dict[str, str]:
         params = await asyncio.to_thread(sb.params, "sandbox", ctx.config)
+        import asyncpg  # imported with the first drill, not with the config (start-up of `drwatch check`)
+
         admin = await pgtools.connect(params, code="restore_target_unavailable", what="restore target")
         ctx.exit_stack.push_async_callback(_cleanup, functools.partial(pgtools.close_connection, admin), 10, ctx,
                                            "close target connection")
@@ -368,6 +369,8 @@ class PostgresRestoreValidator:
 
     async def _check(self, ctx: RunContext, params: dict[str, str], findings: list[Finding],
                      figures: dict[str, float]) -> Outcome:
+        import asyncpg
+
         exp = self.cfg.expect
         conn = await pgtools.connect(params, code="restore_target_unavailable", what="restored database",
                                      read_only=True, statement_timeout=max(1.0, ctx.remaining()))

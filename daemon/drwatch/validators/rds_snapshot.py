@@ -20,15 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
 from pydantic import Field, model_validator
 
 from drwatch.durations import Duration, format_duration
@@ -103,6 +94,14 @@ def _ts(value: Any) -> float:
 
 
 def _unavailable(exc: BaseException, region: str) -> ValidatorError:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
     where = f"RDS API in {region}"
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -121,7 +120,12 @@ def _unavailable(exc: BaseException, region: str) -> ValidatorError:
     return ValidatorError("unreachable", f"{where}: {type(exc).__name__}")
 
 
-_API_ERRORS = (ClientError, BotoCoreError, OSError, TimeoutError)
+def _api_errors() -> tuple[type[BaseException], ...]:
+    """What a failing RDS call raises. botocore is imported on first use in this module, not with the config:
+    a ``check`` of filesystem assets never pays its start-up (tests/test_startup.py)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, OSError, TimeoutError)
 
 
 class _Rds:
@@ -149,12 +153,14 @@ class _Rds:
                                         created, str(s.get("Status", "")),
                                         bool(s.get("Encrypted", s.get("StorageEncrypted", False))),
                                         str(s.get("SnapshotType", ""))))
-        except _API_ERRORS as exc:
+        except _api_errors() as exc:
             raise _unavailable(exc, self.region) from None
         return out
 
     async def retention_days(self) -> int | None:
         """The source's backup retention period; None when the source no longer exists."""
+        from botocore.exceptions import ClientError
+
         try:
             if self.cfg.instance:
                 resp = await self.client.describe_db_instances(DBInstanceIdentifier=self.cfg.instance)
@@ -165,7 +171,7 @@ class _Rds:
             if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
                 return None
             raise _unavailable(exc, self.region) from None
-        except _API_ERRORS as exc:
+        except _api_errors() as exc:
             raise _unavailable(exc, self.region) from None
 
 
@@ -177,6 +183,7 @@ class RdsSnapshotValidator:
 
     async def _client(self, ctx: RunContext, region: str | None) -> _Rds:
         import aioboto3  # heavy: imported on first use
+        from botocore.config import Config as BotoConfig
 
         cfg = self.cfg
 
@@ -199,7 +206,7 @@ class RdsSnapshotValidator:
                                   retries={"mode": "standard", "max_attempts": cfg.max_attempts})
             client = await ctx.exit_stack.enter_async_context(
                 session.client("rds", endpoint_url=cfg.endpoint_url, config=boto_cfg))
-        except _API_ERRORS as exc:  # e.g. NoRegionError, ProfileNotFound
+        except _api_errors() as exc:  # e.g. NoRegionError, ProfileNotFound
             raise _unavailable(exc, region or "the default region") from None
         return _Rds(cfg, client)
 
