@@ -126,19 +126,25 @@ def rgw_pair(rgw: CephRGW, files: dict[str, bytes], locs: Locations, unchanged: 
 async def test_identical_copies_pass_on_full_object_checksums(
         tmp_path: Path, moto: MotoServer, moto_eu: MotoServer, files: dict[str, bytes], locs: Locations,
         unchanged: Unchanged) -> None:
-    """Both sides store SHA256 checksums: every object is proven by comparing them (no read), ok."""
+    """Both sides store SHA256 checksums (the listings name the algorithm) and equal single-part ETags: every
+    object is proven by its ETag from the listings, with no read and no HEAD on either server (a checksum
+    could only agree with equal MD5s and the copy bucket has no Object Lock to read), ok."""
     prod, copy = bucket(moto, "prod"), bucket(moto_eu, "copy", region="eu-west-1")
     upload(moto, prod, files, **SHA256)
     upload(moto_eu, copy, files, **SHA256)
     moto_s3(locs, "prod", moto, unchanged.watch(moto, prod), site="dc-a")
     moto_s3(locs, "vault", moto_eu, unchanged.watch(moto_eu, copy), site="dc-b", region="eu-west-1")
+    logged = [len(server.log_path.read_bytes()) for server in (moto, moto_eu)]
     result, _ = await run(tmp_path, config(tmp_path, locs, ("prod", "data"), [("vault", "data")]))
+    object_heads = [server.log_path.read_bytes()[at:].count(f'"HEAD /{name}/'.encode())
+                    for server, name, at in ((moto, prod, logged[0]), (moto_eu, copy, logged[1]))]
+    assert object_heads == [0, 0]
 
     assert result.outcome == Outcome.OK, result.findings
     assert codes(result) == {"bucket_not_versioned", "objects_not_locked"}  # lock posture only: warnings
     vault = report(result, "vault")
     assert vault.state == CopyState.VERIFIED
-    assert vault.evidence == {"checksum": len(files)}
+    assert vault.evidence == {"etag": len(files)}
     assert vault.objects == {"verified": len(files), "missing": 0, "mismatch": 0, "extra": 0}
     assert vault.bytes_verified == sum(map(len, files.values()))
     assert (vault.region, vault.region_observed, vault.versioning) == ("eu-west-1", True, "Disabled")
@@ -204,8 +210,8 @@ async def test_seal_sha256_is_compared_with_the_copys_stored_checksum(
 
 async def test_same_algorithm_checksums_are_compared_for_every_copy(
         tmp_path: Path, moto: MotoServer, moto_eu: MotoServer, files: dict[str, bytes], locs: Locations) -> None:
-    """CRC32 on production and on two copies: both copies are proven by comparing CRC32 values (the
-    reference HEAD is shared by the copies, not lost to the one that asked second)."""
+    """CRC32 on production and on two copies, equal single-part ETags: both copies are proven from the
+    listings (equal ETags; a CRC32 could only agree), without a HEAD."""
     prod = bucket(moto, "prod")
     upload(moto, prod, files, ChecksumAlgorithm="CRC32")
     moto_s3(locs, "prod", moto, prod, site="dc-a")
@@ -216,7 +222,7 @@ async def test_same_algorithm_checksums_are_compared_for_every_copy(
     result, _ = await run(tmp_path, config(tmp_path, locs, ("prod", "data"), [("one", "data"), ("two", "data")]))
 
     assert result.outcome == Outcome.OK, result.findings
-    assert report(result, "one").evidence == report(result, "two").evidence == {"checksum": len(files)}
+    assert report(result, "one").evidence == report(result, "two").evidence == {"etag": len(files)}
 
 
 async def test_different_etags_of_equal_content_are_settled_by_reading(
@@ -274,7 +280,8 @@ async def test_object_deleted_from_a_copy_fails(
 
 async def test_same_size_change_is_caught_by_checksums(
         tmp_path: Path, moto: MotoServer, moto_eu: MotoServer, files: dict[str, bytes], locs: Locations) -> None:
-    """A copy object overwritten with different bytes of the same size: its SHA256 differs, failed."""
+    """A copy object overwritten with different bytes of the same size: its ETag differs from production's, so
+    both are HEADed and the SHA256 values differ, failed (the others are proven by equal ETags)."""
     prod, copy = bucket(moto, "prod"), bucket(moto_eu, "copy", region="eu-west-1")
     upload(moto, prod, files, **SHA256)
     after_this_second()  # the backup is taken after production was written (S3 times have whole seconds)
@@ -291,7 +298,7 @@ async def test_same_size_change_is_caught_by_checksums(
     vault = report(result, "vault")
     assert vault.state == CopyState.FAILED
     assert vault.objects["mismatch"] == 1
-    assert vault.evidence == {"checksum": len(files) - 1}
+    assert vault.evidence == {"etag": len(files) - 1}
 
 
 @pytest.mark.parametrize("changed", ["copy", "production"])
@@ -583,7 +590,7 @@ async def test_storage_class_decides_media(
 
     assert result.outcome == Outcome.OK, result.findings
     assert report(result, "cold").media == "archive"
-    assert report(result, "cold").evidence == {"checksum": len(files)}  # proven without a restore
+    assert report(result, "cold").evidence == {"etag": len(files)}  # proven without a restore
     assert report(result, "mixed").media == "object-storage"
     assert report(result, "production").media == "object-storage"
     assert rules(cfg, result)["media"] == PASS
@@ -717,7 +724,13 @@ async def test_production_object_vanishing_mid_run_is_error_not_failed(
     prod, copy = bucket(moto, "prod"), bucket(moto_eu, "copy", region="eu-west-1")
     upload(moto, prod, {**files, victim: body})
     upload(moto_eu, copy, files)
-    upload(moto_eu, copy, {victim: body}, **SHA256)  # production has no SHA256: it must be read for this one
+    # The copy's victim is a one-part multipart upload: same bytes, an ETag ("md5-1") unlike production's, so
+    # equal ETags cannot prove it and production's object must be read for this one.
+    mpu = s3(moto_eu).create_multipart_upload(Bucket=copy, Key=f"data/{victim}")
+    part = s3(moto_eu).upload_part(Bucket=copy, Key=f"data/{victim}", UploadId=mpu["UploadId"], PartNumber=1,
+                                   Body=body)["ETag"]
+    s3(moto_eu).complete_multipart_upload(Bucket=copy, Key=f"data/{victim}", UploadId=mpu["UploadId"],
+                                          MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]})
     # Production's object GETs (only the victim's: the others are proven by equal ETags) wait 2 s in a proxy, so
     # the deletion, made as soon as production was listed, surely lands before that read, however loaded the
     # machine is.

@@ -21,21 +21,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
 from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
 
 if TYPE_CHECKING:
-    from botocore.exceptions import ClientError
-
-
-def s3_errors() -> tuple[type[BaseException], ...]:
-    """What a failing S3 call raises (botocore's roots, aiohttp's, OSError, TimeoutError). botocore is
-    imported on first use throughout this module: it costs ~0.15 s of start-up that a ``check`` of filesystem
-    assets never needs (benchmarks/startup_bench.py; tests/test_startup.py keeps it out)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors())
+    from drwatch.storage.s3lean import LeanS3, ListPage
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
@@ -66,6 +67,7 @@ class S3Object:
     storage_class: str = "STANDARD"
     version_id: str | None = None
     checksum_listed: bool = False  # the listing names an additional checksum algorithm for the object
+    checksum_algorithm: str | None = None  # that algorithm (CRC32, CRC64NVME, SHA256...)
 
 
 @dataclass(frozen=True)
@@ -142,15 +144,6 @@ def _code(exc: ClientError) -> str:
 
 def classify(exc: BaseException, location: str) -> Exception:
     """Map a botocore exception to S3Missing (a fact) or S3Unavailable (could not check)."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        ReadTimeoutError,
-    )
-
     if isinstance(exc, ClientError):
         code = _code(exc)
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -252,6 +245,28 @@ class S3Location:
         self._stack = AsyncExitStack()
         self._lock = asyncio.Lock()
         self.head_sem = asyncio.Semaphore(cfg.head_concurrency)
+        self._lean: LeanS3 | None = None
+
+    @property
+    def lean_path(self) -> bool:
+        """Whether listings and HEADs take the lean path (:mod:`drwatch.storage.s3lean`). An AWS location with
+        neither endpoint nor region declared stays on aioboto3, whose region redirector finds the bucket's
+        region."""
+        return self.cfg.endpoint_url is not None or self.cfg.region is not None
+
+    async def lean(self) -> LeanS3:
+        """The lean ListObjectsV2/HeadObject client on this location's aioboto3 client (created once)."""
+        from drwatch.storage.s3lean import LeanS3  # imports botocore: on first use
+
+        client = await self.client()
+        async with self._lock:
+            if self._lean is None:
+                try:
+                    self._lean = await LeanS3.create(client, self.cfg.bucket, self.cfg.max_attempts + 1)
+                except Exception as exc:
+                    raise classify(exc, self.name) from None
+            return self._lean
+
 
     def __repr__(self) -> str:
         return f"S3Location({self.name!r}, bucket={self.cfg.bucket!r})"
@@ -259,8 +274,6 @@ class S3Location:
     async def client(self) -> Any:
         async with self._lock:
             if self._client is None:
-                from botocore.config import Config as BotoConfig
-
                 session = _session(self.creds)
                 boto_cfg = BotoConfig(
                     connect_timeout=self.cfg.connect_timeout.total_seconds(),
@@ -285,6 +298,7 @@ class S3Location:
     async def close(self) -> None:
         async with self._lock:
             self._client = None
+            self._lean = None
             await self._stack.aclose()
             self._stack = AsyncExitStack()
 
@@ -294,8 +308,6 @@ class S3Location:
             resp = await getattr(client, op)(**kwargs)
         except Exception as exc:
             if meter is not None:
-                from botocore.exceptions import ClientError
-
                 meta = exc.response.get("ResponseMetadata") if isinstance(exc, ClientError) else None
                 meter.count(op, _attempts(meta))
             raise classify(exc, self.name) from None
@@ -323,27 +335,36 @@ class S3Location:
                     return None  # not readable with this policy, or not configured on this server
                 raise
 
-        loc = await optional("get_bucket_location")
+        async def lock_config() -> Any:
+            # Object Lock: "not configured" (a 404) is a fact ({} -> False); "not allowed to read it" stays unknown
+            # (None), so per-object HEADs are never skipped on a guess.
+            try:
+                return await self._call("get_object_lock_configuration", meter, Bucket=bucket)
+            except S3Missing:
+                return {}
+            except S3Unavailable as exc:
+                if exc.code not in {"access_denied", "s3_error"}:
+                    raise
+                return None
+
+        # The four requests are independent: sent together (one round trip, not four). Each ends on its own
+        # (bounded by the location's timeouts); the first failure, in this order, is raised.
+        answers = await asyncio.gather(optional("get_bucket_location"), optional("get_bucket_versioning"),
+                                       lock_config(), optional("get_bucket_encryption"), return_exceptions=True)
+        values: list[Any] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            values.append(answer)
+        loc, ver, lock, enc = values
         region: str | None = None
         if loc is not None:
             constraint = loc.get("LocationConstraint")
             region = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(constraint, constraint)
-        ver = await optional("get_bucket_versioning")
         versioning = "unknown" if ver is None else ver.get("Status", "Disabled")
-        # Object Lock: "not configured" (a 404) is a fact (False); "not allowed to read it" stays unknown (None),
-        # so per-object HEADs are never skipped on a guess.
-        try:
-            lock = await self._call("get_object_lock_configuration", meter, Bucket=bucket)
-        except S3Missing:
-            lock = {}
-        except S3Unavailable as exc:
-            if exc.code not in {"access_denied", "s3_error"}:
-                raise
-            lock = None
         lock_cfg = (lock or {}).get("ObjectLockConfiguration", {})
         object_lock = None if lock is None else lock_cfg.get("ObjectLockEnabled") == "Enabled"
         default_mode = lock_cfg.get("Rule", {}).get("DefaultRetention", {}).get("Mode")
-        enc = await optional("get_bucket_encryption")
         kms = algo = None
         for rule in (enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules", []):
             default = rule.get("ApplyServerSideEncryptionByDefault", {})
@@ -352,58 +373,93 @@ class S3Location:
         return BucketFacts(region, versioning, object_lock, default_mode, kms, algo)
 
     async def objects(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[S3Object]:
-        """Stream objects under prefix in key order (ListObjectsV2 pages), keys relative to the prefix."""
+        """Stream objects under prefix in key order (ListObjectsV2 pages), keys relative to the prefix.
+
+        The next page is requested while the current one is consumed (one page ahead: memory stays
+        independent of the object count), so the listings of production and its copies run concurrently
+        with each other and with the merge."""
         base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        token: str | None = None
+        ahead: asyncio.Task[ListPage] | None = None
         try:
+            ahead = asyncio.ensure_future(self._page(base, None, meter))
             while True:
-                kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": base}
-                if token is not None:
-                    kwargs["ContinuationToken"] = token
-                page = await self._call("list_objects_v2", meter, **kwargs)
-                for obj in page.get("Contents", []):
-                    key = obj["Key"][len(base):]
+                page = await ahead
+                ahead = None
+                if page.next_token:
+                    ahead = asyncio.ensure_future(self._page(base, page.next_token, meter))
+                for obj in page.objects:
+                    key = obj.key[len(base):]
                     if not key or key.endswith("/"):
                         continue  # the prefix itself or a "directory" marker
-                    yield S3Object(
-                        key=key,
-                        size=int(obj["Size"]),
-                        etag=str(obj.get("ETag", "")).strip('"'),
-                        last_modified=_ts(obj.get("LastModified")),
-                        storage_class=str(obj.get("StorageClass") or "STANDARD"),
-                        checksum_listed=bool(obj.get("ChecksumAlgorithm")),
-                    )
-                token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
-                if not token:
+                    yield S3Object(key=key, size=obj.size, etag=obj.etag, last_modified=obj.last_modified,
+                                   storage_class=obj.storage_class, checksum_listed=bool(obj.checksum_algorithm),
+                                   checksum_algorithm=obj.checksum_algorithm)
+                if ahead is None:
                     break
-        except s3_errors() as exc:
+        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None
+        finally:
+            if ahead is not None and not ahead.done():
+                # A consumer that stops early (or is cancelled): the page in flight goes with it, now.
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+            elif ahead is not None and not ahead.cancelled():
+                ahead.exception()  # its result or error is no longer wanted; mark it retrieved
+
+    async def _page(self, base: str, token: str | None, meter: RequestMeter | None) -> ListPage:
+        """One ListObjectsV2 page: the lean path where it applies, else aioboto3. Raises botocore errors."""
+        from drwatch.storage.s3lean import ListedObject, ListPage  # imports botocore's signer: on first use
+
+        if self.lean_path:
+            lean = await self.lean()
+            try:
+                page, attempts = await lean.list_page(base, token)
+            except ClientError as exc:
+                if meter is not None:
+                    meter.count("list_objects_v2", _attempts(exc.response.get("ResponseMetadata")))
+                raise
+            if meter is not None:
+                meter.count("list_objects_v2", attempts)
+            return page
+        kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": base}
+        if token is not None:
+            kwargs["ContinuationToken"] = token
+        client = await self.client()
+        try:
+            resp = await client.list_objects_v2(**kwargs)
+        except ClientError as exc:
+            if meter is not None:
+                meter.count("list_objects_v2", _attempts(exc.response.get("ResponseMetadata")))
+            raise
+        if meter is not None:
+            meter.count("list_objects_v2", _attempts(resp.get("ResponseMetadata")))
+        return ListPage([ListedObject(
+            key=str(obj["Key"]), size=int(obj["Size"]), etag=str(obj.get("ETag", "")).strip('"'),
+            last_modified=_ts(obj.get("LastModified")), storage_class=str(obj.get("StorageClass") or "STANDARD"),
+            checksum_algorithm=(obj.get("ChecksumAlgorithm") or [None])[0]) for obj in resp.get("Contents", [])],
+            resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
 
     async def head(self, key: str, meter: RequestMeter | None = None) -> ObjectHead:
+        if not self.lean_path:
+            async with self.head_sem:
+                resp = await self._call("head_object", meter, Bucket=self.cfg.bucket, Key=key,
+                                        ChecksumMode="ENABLED")
+            return _head_from_boto(resp)
+        lean = await self.lean()
         async with self.head_sem:
-            resp = await self._call("head_object", meter, Bucket=self.cfg.bucket, Key=key, ChecksumMode="ENABLED")
-        checksums: dict[str, str] = {}
-        composite: dict[str, str] = {}
-        ctype = str(resp.get("ChecksumType") or "")
-        for algo in FULL_OBJECT_ALGORITHMS:
-            value = resp.get(f"Checksum{algo}")
-            if not value:
-                continue
-            # A composite checksum of a multipart upload ends with "-N" and is not a whole-object value.
-            if ctype == "COMPOSITE" or "-" in str(value):
-                composite[algo] = str(value)
-            else:
-                checksums[algo] = str(value)
-        return ObjectHead(
-            checksums=checksums,
-            composite=composite,
-            lock_mode=resp.get("ObjectLockMode"),
-            retain_until=_ts(resp.get("ObjectLockRetainUntilDate")) if resp.get("ObjectLockRetainUntilDate") else None,
-            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
-            version_id=resp.get("VersionId"),
-            storage_class=str(resp.get("StorageClass") or "STANDARD"),
-            etag=str(resp.get("ETag", "")).strip('"'),
-        )
+            try:
+                headers, attempts = await lean.head(key)
+            except ClientError as exc:
+                if meter is not None:
+                    meter.count("head_object", _attempts(exc.response.get("ResponseMetadata")))
+                raise classify(exc, self.name) from None
+            except Exception as exc:
+                if meter is not None:
+                    meter.count("head_object", 1)
+                raise classify(exc, self.name) from None
+        if meter is not None:
+            meter.count("head_object", attempts)
+        return _head_from_headers(headers)
 
     async def sha256(self, key: str, meter: RequestMeter | None = None) -> tuple[str, int]:
         """Read the whole object and hash it (hashing in a worker thread, bounded memory)."""
@@ -420,7 +476,7 @@ class S3Location:
                 if meter is not None:
                     meter.egress_bytes += len(chunk)
                 await asyncio.to_thread(digest.update, chunk)
-        except s3_errors() as exc:
+        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
             raise classify(exc, self.name) from None
         finally:
             body.close()
@@ -467,6 +523,52 @@ def _ts(value: Any) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     return 0.0
+
+
+def _split_checksums(values: dict[str, str], ctype: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Full-object checksums and multipart composites (a composite value ends with "-N")."""
+    checksums: dict[str, str] = {}
+    composite: dict[str, str] = {}
+    for algo, value in values.items():
+        if ctype == "COMPOSITE" or "-" in value:
+            composite[algo] = value
+        else:
+            checksums[algo] = value
+    return checksums, composite
+
+
+def _head_from_boto(resp: dict[str, Any]) -> ObjectHead:
+    values = {a: str(resp[f"Checksum{a}"]) for a in FULL_OBJECT_ALGORITHMS if resp.get(f"Checksum{a}")}
+    checksums, composite = _split_checksums(values, str(resp.get("ChecksumType") or ""))
+    return ObjectHead(
+        checksums=checksums,
+        composite=composite,
+        lock_mode=resp.get("ObjectLockMode"),
+        retain_until=_ts(resp.get("ObjectLockRetainUntilDate")) if resp.get("ObjectLockRetainUntilDate") else None,
+        legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        version_id=resp.get("VersionId"),
+        storage_class=str(resp.get("StorageClass") or "STANDARD"),
+        etag=str(resp.get("ETag", "")).strip('"'),
+    )
+
+
+def _head_from_headers(h: dict[str, str]) -> ObjectHead:
+    """The same ObjectHead from the raw HeadObject response headers (lower-case names) of the lean path."""
+    from drwatch.storage.s3lean import parse_time
+
+    values = {a: v for a in FULL_OBJECT_ALGORITHMS if (v := h.get(f"x-amz-checksum-{a.lower()}"))}
+    checksums, composite = _split_checksums(values, h.get("x-amz-checksum-type", ""))
+    retain = h.get("x-amz-object-lock-retain-until-date")
+    return ObjectHead(
+        checksums=checksums,
+        composite=composite,
+        lock_mode=h.get("x-amz-object-lock-mode") or None,
+        retain_until=parse_time(retain) if retain else None,
+        legal_hold=h.get("x-amz-object-lock-legal-hold") == "ON",
+        version_id=h.get("x-amz-version-id") or None,
+        storage_class=h.get("x-amz-storage-class") or "STANDARD",
+        etag=h.get("etag", "").strip('"'),
+    )
 
 
 def checksum_matches_sha256(head: ObjectHead, sha256_hex: str) -> bool | None:

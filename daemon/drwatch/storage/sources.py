@@ -56,7 +56,7 @@ class Source(Protocol):
     async def probe(self) -> tuple[str, str]: ...
     def entries(self) -> AsyncIterator[Entry]: ...
     async def sha256(self, entry: Entry) -> tuple[str, int]: ...
-    async def head(self, entry: Entry) -> ObjectHead | None: ...
+    async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None: ...
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts: ...
 
 
@@ -202,7 +202,7 @@ class FilesystemSource:
     async def sha256(self, entry: Entry) -> tuple[str, int]:
         return await self.hashes.sha256(self.root.joinpath(*entry.parts))
 
-    async def head(self, entry: Entry) -> ObjectHead | None:
+    async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
         return None
 
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts:
@@ -231,6 +231,11 @@ class FilesystemSource:
                 f"declared media {declared!r} but the filesystem is {fstype} ({observed}); using the observed media",
                 self.name))
         return facts
+
+
+def _same_single_part(entry: Entry, ref: Entry) -> bool:
+    """Equal single-part ETags (not ``md5-N`` of a multipart upload) of two listed objects of equal size."""
+    return bool(entry.etag) and entry.etag == ref.etag and "-" not in (entry.etag or "") and entry.size == ref.size
 
 
 class S3Source:
@@ -283,12 +288,15 @@ class S3Source:
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
 
-    async def head(self, entry: Entry) -> ObjectHead | None:
-        """The object's lock state and checksums. Skipped (answered from the listing) when it cannot add
-        anything: the bucket is known to have no Object Lock and the listing shows no checksum — then no
-        object can be locked and the ETag is already the best evidence (saves one request per object)."""
+    async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
+        """The object's lock state and checksums. Skipped (answered from the listing) when it cannot change
+        the verdict: the bucket is known to have no Object Lock (no lock state to read), and either the
+        listing shows no checksum (the ETag is already the best evidence) or ``ref`` — the listing entry of
+        the production object this one is compared with — has the same single-part ETag (equal MD5s already
+        prove equal content; a checksum could only agree). Saves one request per object, on both sides."""
         bucket = self.bucket
-        if bucket is not None and bucket.object_lock is False and not entry.checksum_listed:
+        if bucket is not None and bucket.object_lock is False and (
+                not entry.checksum_listed or (ref is not None and _same_single_part(entry, ref))):
             return ObjectHead(etag=entry.etag or "", storage_class=entry.storage_class or "STANDARD")
         try:
             return await self.client.head(self._key(entry), self.meter)
