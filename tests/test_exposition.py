@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import itertools
+import json
 import threading
 import time
 import urllib.request
@@ -116,7 +117,8 @@ def test_accepts_gzip(value: str, expected: bool) -> None:
 
 
 def test_daemon_serves_gzip_equal_to_plain(tmp_path: Path) -> None:
-    """A real daemon answers a gzip-accepting scrape compressed; decompressed it carries the same series."""
+    """A real daemon answers a gzip-accepting scrape (and status request) compressed; decompressed it carries the
+    same series (the same document)."""
     populate(tmp_path)
     port = free_port()
     cfg = write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, http_port=port))
@@ -129,8 +131,16 @@ def test_daemon_serves_gzip_equal_to_plain(tmp_path: Path) -> None:
             assert resp.headers["Content-Encoding"] == "gzip"
             zipped_text = gzip.decompress(resp.read()).decode()
         plain_text = daemon.metrics()
+        # /api/v1/status too: gzip on request, the same document as the plain answer.
+        req = urllib.request.Request(daemon.url("/api/v1/status"), headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            status_zipped = json.loads(gzip.decompress(resp.read()))
+        status_plain = json.loads(daemon.get("/api/v1/status")[1])
     finally:
         daemon.stop()
+    assert list(status_zipped["assets"]) == list(status_plain["assets"]) == ["data"]
+    assert status_zipped["runtime"]["asyncio_tasks"] > 0
 
     def series(text: str) -> set[str]:
         return {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

@@ -13,16 +13,18 @@ and a place under a cap on open connections (:mod:`drwatch.httpconn`).
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from drwatch import __version__, httpconn
-from drwatch.exposition import Exposition, SnapshotRenderer
+from drwatch.exposition import GZIP_LEVEL, Exposition, SnapshotRenderer, accepts_gzip
 from drwatch.report import document
 from drwatch.runner import AppState
 from drwatch.webconfig import WebConfig, WebGuard
@@ -65,6 +67,11 @@ class _Protocol(web.RequestHandler):
         return response
 
 
+def _json_body(doc: dict[str, Any], zipped: bool) -> bytes:
+    text = json.dumps(doc, indent=2).encode()
+    return gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0) if zipped else text
+
+
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
     response.headers[hdrs.SERVER] = SERVER_NAME
 
@@ -81,6 +88,8 @@ class HttpServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock,
                                      SnapshotRenderer(lambda: self.state.snapshot, state.process, clock))
+        self._status_doc: tuple[tuple[int, int], object, dict[str, Any]] | None = None
+        self._status_pending: tuple[tuple[int, int], asyncio.Future[dict[str, Any]]] | None = None
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.connections: httpconn.ConnectionGuard | None = None
@@ -190,11 +199,29 @@ class HttpServer:
         return web.Response(status=500, text="reload failed, keeping the running configuration:\n"
                             + "\n".join(problems) + "\n")
 
-    async def _status(self, _req: web.Request) -> web.Response:
-        doc = await asyncio.to_thread(document, self.state.snapshot, self._clock())  # thousands of assets: off the loop
+    async def _status(self, req: web.Request) -> web.Response:
+        # Thousands of assets: built off the loop, once per snapshot and wall-clock second for every request
+        # that asks meanwhile (the same single flight as /metrics), gzipped on request.
+        snapshot, now = self.state.snapshot, self._clock()
+        key = (id(snapshot), int(now))
+        cached = self._status_doc
+        if cached is None or cached[0] != key or cached[1] is not snapshot:
+            if self._status_pending is None or self._status_pending[0] != key:
+                task = asyncio.ensure_future(asyncio.to_thread(document, snapshot, now))
+                self._status_pending = (key, task)
+            pending_key, pending = self._status_pending
+            doc = await asyncio.shield(pending)
+            self._status_doc = (pending_key, snapshot, doc)
+            if self._status_pending is not None and self._status_pending[1] is pending:
+                self._status_pending = None
+        else:
+            doc = cached[2]
         # Process figures for soak tests and debugging (bounded: counts only).
-        doc["runtime"] = {"asyncio_tasks": len(asyncio.all_tasks()),
-                          "results_pending": self.state.process.results_pending,
-                          "http_connections": self.connections.stats() if self.connections is not None else {}}
-        text = await asyncio.to_thread(json.dumps, doc, indent=2)
-        return web.Response(text=text, content_type="application/json")
+        doc = {**doc, "runtime": {"asyncio_tasks": len(asyncio.all_tasks()),
+                                  "results_pending": self.state.process.results_pending,
+                                  "http_connections": self.connections.stats() if self.connections is not None
+                                  else {}}}
+        zipped = accepts_gzip(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        body = await asyncio.to_thread(_json_body, doc, zipped)
+        headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if zipped else {})}
+        return web.Response(body=body, content_type="application/json", headers=headers)
