@@ -85,7 +85,7 @@ def cluster_config(est: Estate, node: str, port: int, *, every: str = "5s", slow
         "limits": {"max_concurrent": max_concurrent, "per_location": max_concurrent, "hash_workers": 1,
                    "drain_timeout": "5s"},
         "logging": {"format": "json"},
-        "compliance": {"copies": 3, "media": 1, "offsite": 1, "immutable": 0},
+        "compliance": {"copies": 3, "media": 1, "offsite": 0, "immutable": 0},
         "locations": locations,
         "assets": assets,
     }

@@ -125,7 +125,7 @@ class Estate:
 
         cfg = {
             "store": {"sqlite": str(self.tmp / "state.sqlite")},
-            "compliance": {"media": 1, "immutable": 0},  # one medium, no lock here: judged elsewhere
+            "compliance": {"media": 1, "immutable": 0, "offsite": 0},  # one disk, no lock here: judged elsewhere
             "locations": {
                 "prod": {"kind": "filesystem", "path": str(self.tmp / "prod"), "site": "dc-a"},
                 "copyA": {"kind": "filesystem", "path": str(self.tmp / "copyA"), "site": "dc-b"},

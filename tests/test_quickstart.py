@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from tests.helpers import REPO, run_cli, sample_files, write_config, write_tree
+from tests.helpers import REPO, after_this_second, run_cli, sample_files, write_config, write_tree
 from tests.s3helpers import until, upload
 from tests.s3servers import moto_server
 
@@ -292,6 +292,7 @@ def test_s3_locked_config_proves_a_locked_copy_and_finds_a_deleted_object(tmp_pa
         s3.create_bucket(Bucket=vault["bucket"], ObjectLockEnabledForBucket=True,
                          CreateBucketConfiguration={"LocationConstraint": vault["region"]})
         upload(moto, prod["bucket"], dumps, prefix=prefix, ChecksumAlgorithm="SHA256")
+        after_this_second()  # the backup is written after production (S3 times have whole seconds)
         upload(moto, vault["bucket"], dumps, prefix=prefix, ChecksumAlgorithm="SHA256",
                ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until(30))
         for loc in cfg["locations"].values():

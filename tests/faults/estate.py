@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.manifest import seal_directory
-from tests.helpers import DaemonProcess, free_port, run_cli, sample_files, write_config, write_tree
+from tests.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
 from tests.pgserver import PostgresServer
 from tests.pinecone_standin import BackupFault, PineconeStandIn
 from tests.s3helpers import Server, bucket, until, upload
@@ -344,7 +344,7 @@ class Scenario:
 
     def _add_replica_s3(self) -> None:
         files = sample_files(10, 4096, seed=3)
-        write_tree(self.dir / "local" / "objects", files)
+        backdate(write_tree(self.dir / "local" / "objects", files))  # production predates its S3 copy
         name = bucket(self.ends.s3_server, "fault-objects")
         upload(self.ends.s3_server, name, files, prefix="objects/")
         self.buckets["objects"] = name
@@ -355,7 +355,7 @@ class Scenario:
         name = bucket(self.ends.s3_server, "fault-vault", lock=self.fault != "lock_missing",
                       versioned=self.fault == "lock_missing")
         files = sample_files(2, 512, seed=4)
-        write_tree(self.dir / "local" / "vault", files)
+        backdate(write_tree(self.dir / "local" / "vault", files))  # production predates its S3 copy
         lock: dict[str, Any] = {} if self.fault == "lock_missing" else {
             "ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until(2)}
         upload(self.ends.s3_server, name, files, prefix="vault/", **lock)
@@ -421,7 +421,7 @@ class Scenario:
 
         files = {"events/part-0000.parquet": parquet_bytes(table(1500)),
                  "events/part-0001.parquet": parquet_bytes(table(1000, seed=1500)), "README.txt": b"features\n"}
-        write_tree(self.dir / "local" / "dataset", files)
+        backdate(write_tree(self.dir / "local" / "dataset", files))  # production predates its S3 copy
         asyncio.run(seal_directory(self.dir / "local" / "dataset",
                                    out_path=self.dir / "local" / "dataset" / ".drwatch-manifest.jsonl"))
         name = bucket(self.ends.s3_server, "fault-dataset")
@@ -439,7 +439,7 @@ class Scenario:
                  "model-00002-of-00002.safetensors": _shard([("b", 5000)]),
                  st.INDEX_NAME: json.dumps({"metadata": {}, "weight_map": weight_map}).encode(),
                  "config.json": b"{}"}
-        write_tree(self.dir / "local" / "model", files)
+        backdate(write_tree(self.dir / "local" / "model", files))  # production predates its S3 copy
         asyncio.run(seal_directory(self.dir / "local" / "model",
                                    out_path=self.dir / "local" / "model" / ".drwatch-manifest.jsonl"))
         name = bucket(self.ends.s3_server, "fault-model")

@@ -25,7 +25,16 @@ import yaml
 
 from drwatch.model import Outcome
 from tests.faults.estate import flip_byte
-from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, run_cli, write_config
+from tests.helpers import (
+    DaemonProcess,
+    backdate,
+    basic_config,
+    free_port,
+    metric_value,
+    populate,
+    run_cli,
+    write_config,
+)
 from tests.s3helpers import run
 
 DAY = 86400.0
@@ -33,10 +42,14 @@ DAY = 86400.0
 
 def estate(tmp: Path) -> tuple[Path, int]:
     populate(tmp, copies=2)
+    for loc in ("prod", "copy1", "copy2"):
+        # Written before the run stored ten days back (else its files lie in that run's future: time_in_future).
+        backdate(tmp / loc, 11 * DAY)
     port = free_port()
-    cfg = basic_config(tmp, copies=2, http_port=port,
+    cfg = basic_config(tmp, copies=2, http_port=port, rpo="30d",
                        validator={"kind": "replica", "schedule": {"every": "1h", "jitter": "0s"}})
-    cfg["compliance"] = {"copies": 3, "media": 1, "offsite": 1, "immutable": 0}
+    # One disk here: off-site cannot pass honestly (same_failure_domain); copies are what this test is about.
+    cfg["compliance"] = {"copies": 3, "media": 1, "offsite": 0, "immutable": 0}
     cfg["limits"] = {"sandbox_dir": str(tmp / "sandboxes")}
     return write_config(tmp / "drwatch.yaml", cfg), port
 
