@@ -214,7 +214,7 @@ CASES: dict[str, Case] = {
                     "the seal and a data file open"),
     # The seal is opened, then the S3 copy is listed (slowly): a cancellation there meets a seal that was opened
     # but not read yet (what CI once caught leaking when a run timed out).
-    "dataset_s3": Case("dataset", "dataset", "dataset", 1.5, socket_open, "a connection to S3 (the seal open, "
+    "dataset_s3": Case("dataset", "s3_dataset", "dataset", 1.5, socket_open, "a connection to S3 (the seal open, "
                        "when cancelled)", cancel_at=holds(MANIFEST_NAME)),
     # Objects streamed from an S3 copy through the slow proxy (2 MiB each, 64 KiB per delayed chunk): the cut
     # lands while GET bodies are being read.
@@ -403,6 +403,16 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         upload(moto, name, objects, prefix="big_objects/")
         sc.s3_location("s3objects", name)
         sc.assets["big_objects"] = sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"])
+        # A dataset whose S3 copy takes many seconds to read through the proxy (2 MiB objects).
+        data = {"events/part-0000.parquet": parquet_bytes(table(1000)),
+                **{f"blobs/r{i}.bin": os.urandom(2 << 20) for i in range(3)}}
+        write_tree(sc.dir / "local" / "s3_dataset", data)
+        asyncio.run(seal_directory(sc.dir / "local" / "s3_dataset",
+                                   out_path=sc.dir / "local" / "s3_dataset" / MANIFEST_NAME))
+        name = bucket(moto, "leak-dataset")
+        upload(moto, name, data, prefix="s3_dataset/")
+        sc.s3_location("s3dataset_big", name)
+        sc.assets["s3_dataset"] = sc._asset("s3_dataset", [{"kind": "dataset"}], copies=["s3dataset_big"])
         # The same with a verification policy: the run keeps a ledger in the store and flushes it when cut off.
         sc.assets["big_objects_ledger"] = {**sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"]),
                                            "verification": {"read_every": "1d"}}
