@@ -147,3 +147,42 @@ def test_daemon_serves_gzip_equal_to_plain(tmp_path: Path) -> None:
 
     assert series(zipped_text) == series(plain_text)
     assert "drwatch_validator_runs_total" in zipped_text
+
+
+class _BusyCollector(Collector):
+    """A collector whose rendering burns ``cpu`` seconds of CPU (an estate of thousands of assets)."""
+
+    def __init__(self, snapshot: list[object], cpu: float) -> None:
+        self.snapshot = snapshot
+        self.cpu = cpu
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        end = time.thread_time() + self.cpu
+        while time.thread_time() < end:
+            pass
+        g = GaugeMetricFamily("drwatch_test_value", "A test value.")
+        g.add_metric([], float(id(self.snapshot[0]) % 1000))
+        yield g
+
+
+async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> None:
+    """When the latest render took more CPU than STALE_WHILE_RENDERING_CPU, a scrape after a change gets the
+    previous rendering at once while the new one is made; the next scrape after it gets the new one. A cheap
+    render (the sleeping collector above: no CPU) is always waited for."""
+    snapshot: list[object] = [object()]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BusyCollector(snapshot, 0.1))
+    expo = Exposition(registry, lambda: snapshot[0], ProcessState(started_at=0.0), lambda: 7.0)
+    first = await expo.get()
+    assert expo.render_cpu >= 0.1
+    snapshot[0] = object()
+    t0 = time.monotonic()
+    stale = await expo.get()
+    assert stale is first and time.monotonic() - t0 < 0.05  # did not wait for the 0.1 s render
+    pending = expo._pending
+    assert pending is not None
+    fresh = await pending
+    assert fresh is not first and await expo.get() is fresh and expo.renders == 2

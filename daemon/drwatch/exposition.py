@@ -18,6 +18,7 @@ import math
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from drwatch.metrics import AssetStanding, asset_families, global_families, proc
 from drwatch.process import ProcessState
 from drwatch.snapshot import Snapshot
 
+STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
 GZIP_LEVEL = 6  # what prometheus-client's own handler uses; ~10x smaller, a few ms per MB
 
 
@@ -83,6 +85,7 @@ class Exposition:
         self._current_snapshot: object = None
         self._pending: asyncio.Future[Rendered] | None = None
         self.renders = 0  # how many times the exposition was rendered (tests, benchmarks)
+        self.render_cpu = 0.0  # CPU seconds of the latest render
 
     def _key(self) -> tuple[object, ...]:
         return (id(self._snapshot()), dataclasses.astuple(self._process), int(self._clock()))
@@ -91,7 +94,10 @@ class Exposition:
         """The exposition for the current state: cached, or rendered once in a thread for every waiting scrape.
 
         A scrape that arrives during a render waits for that render and serves it (its state is at most one
-        render old), rather than chase an estate whose snapshot changes with every result.
+        render old), rather than chase an estate whose snapshot changes with every result. Where rendering is
+        expensive (the latest render took over :data:`STALE_WHILE_RENDERING_CPU` of CPU: thousands of assets
+        changing all the time, on a loaded machine) the scrape does not wait: it gets the previous rendering
+        while the new one is made, as Prometheus would rather have a value one render old than a slow scrape.
         """
         snapshot = self._snapshot()
         key = self._key()
@@ -100,24 +106,31 @@ class Exposition:
             return current
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._render(snapshot, key))
+        if current is not None and self.render_cpu > STALE_WHILE_RENDERING_CPU:
+            return current  # an expensive render is under way: serve the previous one (at most one render old)
         return await asyncio.shield(self._pending)
 
     async def _render(self, snapshot: object, key: tuple[object, ...]) -> Rendered:
         try:
-            parts, deflated = await asyncio.to_thread(self._render_parts)
+            parts, deflated, cpu = await asyncio.to_thread(self._render_parts)
             rendered = Rendered(key, parts, deflated)
+            if deflated is not None:
+                await asyncio.to_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
+            self.render_cpu = cpu
             self.renders += 1
             self._current, self._current_snapshot = rendered, snapshot
             return rendered
         finally:
             self._pending = None
 
-    def _render_parts(self) -> tuple[list[bytes], list[bytes] | None]:
+    def _render_parts(self) -> tuple[list[bytes], list[bytes] | None, float]:
+        """The body's parts, deflated parts, and the CPU seconds this thread spent on them."""
+        started = time.thread_time()
         if self._renderer is None:
-            return [render(self._registry)], None
+            return [render(self._registry)], None, time.thread_time() - started
         segments = self._renderer.segments()
         rest = render(self._registry)
-        return [*segments.plain, rest], [*segments.deflated, deflate(rest)]
+        return [*segments.plain, rest], [*segments.deflated, deflate(rest)], time.thread_time() - started
 
     async def body(self, accept_encoding: str) -> tuple[bytes, dict[str, str]]:
         """The body and its encoding headers for a request that sent ``accept_encoding``."""
