@@ -21,22 +21,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
-
 from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
 
 if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
+
     from drwatch.storage.s3lean import LeanS3, ListPage
+
+
+def s3_errors() -> tuple[type[BaseException], ...]:
+    """What a failing S3 call raises (botocore's roots, aiohttp's, OSError, TimeoutError). botocore is
+    imported on first use throughout this module: it costs ~0.15 s of start-up that a ``check`` of filesystem
+    assets never needs (benchmarks/startup_bench.py; tests/test_startup.py keeps it out)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors())
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:
@@ -144,6 +145,15 @@ def _code(exc: ClientError) -> str:
 
 def classify(exc: BaseException, location: str) -> Exception:
     """Map a botocore exception to S3Missing (a fact) or S3Unavailable (could not check)."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
     if isinstance(exc, ClientError):
         code = _code(exc)
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -274,6 +284,8 @@ class S3Location:
     async def client(self) -> Any:
         async with self._lock:
             if self._client is None:
+                from botocore.config import Config as BotoConfig
+
                 session = _session(self.creds)
                 boto_cfg = BotoConfig(
                     connect_timeout=self.cfg.connect_timeout.total_seconds(),
@@ -308,6 +320,8 @@ class S3Location:
             resp = await getattr(client, op)(**kwargs)
         except Exception as exc:
             if meter is not None:
+                from botocore.exceptions import ClientError
+
                 meta = exc.response.get("ResponseMetadata") if isinstance(exc, ClientError) else None
                 meter.count(op, _attempts(meta))
             raise classify(exc, self.name) from None
@@ -396,7 +410,7 @@ class S3Location:
                                    checksum_algorithm=obj.checksum_algorithm)
                 if ahead is None:
                     break
-        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
+        except s3_errors() as exc:
             raise classify(exc, self.name) from None
         finally:
             if ahead is not None and not ahead.done():
@@ -408,6 +422,8 @@ class S3Location:
 
     async def _page(self, base: str, token: str | None, meter: RequestMeter | None) -> ListPage:
         """One ListObjectsV2 page: the lean path where it applies, else aioboto3. Raises botocore errors."""
+        from botocore.exceptions import ClientError
+
         from drwatch.storage.s3lean import ListedObject, ListPage  # imports botocore's signer: on first use
 
         if self.lean_path:
@@ -445,6 +461,8 @@ class S3Location:
                 resp = await self._call("head_object", meter, Bucket=self.cfg.bucket, Key=key,
                                         ChecksumMode="ENABLED")
             return _head_from_boto(resp)
+        from botocore.exceptions import ClientError
+
         lean = await self.lean()
         async with self.head_sem:
             try:
@@ -476,7 +494,7 @@ class S3Location:
                 if meter is not None:
                     meter.egress_bytes += len(chunk)
                 await asyncio.to_thread(digest.update, chunk)
-        except (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors()) as exc:
+        except s3_errors() as exc:
             raise classify(exc, self.name) from None
         finally:
             body.close()
