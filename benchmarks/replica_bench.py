@@ -332,8 +332,9 @@ def write_config(work: Path, name: str, prefix: str, hash_workers: int, manifest
         "http": {"listen": "127.0.0.1:0"},
         "logging": {"level": "warning"},
         "limits": {"hash_workers": hash_workers, "default_timeout": "6h"},
-        # production + one off-site copy is compliant here, so a clean check exits 0 and a bad copy 1
-        "compliance": {"copies": 2, "media": 1, "offsite": 1, "immutable": 0},
+        # production + one copy is compliant here, so a clean check exits 0 and a bad copy 1 (both trees lie
+        # on one disk: never off-site, whatever the declared sites say — same_failure_domain)
+        "compliance": {"copies": 2, "media": 1, "offsite": 0, "immutable": 0},
         "locations": {
             "prod": {"kind": "filesystem", "path": str(work / "prod"), "site": "dc-a"},
             "copy": {"kind": "filesystem", "path": str(work / "copy"), "site": "dc-b"},

@@ -88,12 +88,14 @@ def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
 
 
 async def estate(tmp: Path, locs: Locations, server: MotoServer, files: dict[str, bytes],
-                 validator: dict[str, Any] | None = None, *, sha256: bool = False) -> tuple[dict[str, Any], str]:
-    """Production and a NAS copy on disk, a cloud copy in S3; production sealed. Returns (config, bucket)."""
+                 validator: dict[str, Any] | None = None, *, sha256: bool = False,
+                 algorithm: str = "sha256") -> tuple[dict[str, Any], str]:
+    """Production and a NAS copy on disk, a cloud copy in S3; production sealed (digests in ``algorithm``).
+    Returns (config, bucket)."""
     for root in (tmp / "prod" / "data", tmp / "nas" / "data"):
         write_tree(root, files)
     backdate(tmp / "prod" / "data")  # production was written before the backups were taken
-    await seal_directory(tmp / "prod" / "data", out_path=tmp / "prod" / "data" / MANIFEST_NAME)
+    await seal_directory(tmp / "prod" / "data", out_path=tmp / "prod" / "data" / MANIFEST_NAME, algorithm=algorithm)
     name = bucket(server, "dataset")
     upload(server, name, files, **({"ChecksumAlgorithm": "SHA256"} if sha256 else {}))
     locs.fs("prod", tmp / "prod", site="dc-a")
@@ -151,6 +153,29 @@ async def test_corrupt_data_page_is_caught_by_sha256(tmp_path: Path, locs: Locat
     cfg["assets"]["data"]["validators"] = [{"kind": "dataset", "verify_content": False}]
     result, _ = await run(tmp_path, cfg)
     assert result.outcome == Outcome.OK and result.figures["bytes_hashed"] == 0
+
+
+async def test_blake3_seal_is_verified_by_reads_not_sha256_checksums(
+        tmp_path: Path, locs: Locations, moto: MotoServer, files: dict[str, bytes]) -> None:
+    """A BLAKE3 seal: every location is hashed with BLAKE3. The S3 copy's SHA256 checksums prove nothing against
+    it, so its objects are read (evidence read, never checksum); a flipped byte on the NAS is a content_mismatch."""
+    cfg, _ = await estate(tmp_path, locs, moto, files, sha256=True, algorithm="blake3")
+    assert '"algorithm": "blake3"' in (tmp_path / "prod" / "data" / MANIFEST_NAME).read_text().splitlines()[0]
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.OK, result.findings
+    total = sum(map(len, files.values()))
+    assert result.figures["bytes_hashed"] == 3 * total  # production, the NAS and every S3 object read
+    assert report(result, "cloud").evidence == {"read": len(files)}
+
+    victim = tmp_path / "nas" / "data" / "events" / "part-0000.parquet"
+    col = pq.ParquetFile(victim).metadata.row_group(2).column(1)
+    data = bytearray(victim.read_bytes())
+    data[col.data_page_offset + col.total_compressed_size // 2] ^= 0xFF  # inside a column chunk: only a hash tells
+    victim.write_bytes(bytes(data))
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
+    assert subjects(result, "content_mismatch") == ["nas:events/part-0000.parquet"]
+    assert states(result)["cloud"] == CopyState.VERIFIED
 
 
 @pytest.mark.parametrize("verify_content", [True, False])

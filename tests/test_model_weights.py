@@ -281,6 +281,30 @@ async def test_sharded_model_index(tmp_path: Path, locs: Locations, broken: bool
     assert "production_drift" in codes(result)
 
 
+async def test_blake3_sealed_model_is_hashed_with_blake3(tmp_path: Path, locs: Locations) -> None:
+    """A model sealed with `--algorithm blake3` is verified with BLAKE3 on every location: intact passes; a
+    flipped byte in a shard of the copy is a content_mismatch naming the seal's algorithm."""
+    files = {"model.safetensors": _shard([("a", 300), ("b", 700)]), "config.json": b"{}"}
+    write_tree(tmp_path / "prod" / "model", files)
+    write_tree(tmp_path / "disk1" / "model", files)
+    sealed = run_cli("seal", "--location-path", str(tmp_path / "prod" / "model"), "--algorithm", "blake3")
+    assert sealed.returncode == 0, sealed.stderr
+    locs.fs("prod", tmp_path / "prod", site="dc-a")
+    locs.fs("disk1", tmp_path / "disk1", site="dc-b")
+    cfg = config(tmp_path, locs, ("prod", "model"), [("disk1", "model")], validators=[{"kind": "model_weights"}])
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.OK, result.findings
+
+    shard = tmp_path / "disk1" / "model" / "model.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # tensor bytes: the header still parses, only the digest tells
+    shard.write_bytes(bytes(data))
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.FAILED
+    [bad] = [f for f in result.findings if f.code == "content_mismatch"]
+    assert bad.subject == "disk1:model.safetensors" and "blake3" in bad.message
+
+
 async def test_unsealed_model_cannot_be_proven(tmp_path: Path, locs: Locations) -> None:
     """Without a seal there is nothing to prove the copies against: error `no_seal`, never ok or failed."""
     shutil.copytree(minilm_dir(), tmp_path / "prod" / "model")

@@ -9,6 +9,10 @@
 Files are in string order of their paths (see :mod:`drwatch.storage.filesystem`), so a manifest can be merged
 against a listing as a stream.
 
+``algorithm`` names the digest every file line carries under that name: ``sha256`` (the default) or ``blake3``
+(``drwatch seal --algorithm blake3``: ``{"path": ..., "size": ..., "blake3": "..."}``); validators hash with it.
+Any other name is a corrupt manifest (never read as sha256).
+
 ``parquet`` (optional, per ``*.parquet`` entry) holds the file's row count, row-group count and schema
 fingerprint (:mod:`drwatch.parquet_facts`), or ``{"error": ...}`` when its footer was unreadable at seal time.
 The header's ``parquet_facts`` says whether they were recorded (false: pyarrow was not installed where the
@@ -38,7 +42,8 @@ from typing import IO, Any
 from drwatch import sealsign
 from drwatch.atomicfile import write_text_atomic
 from drwatch.parquet_facts import FooterError, ParquetFacts, available, is_parquet, read_file_facts
-from drwatch.storage.filesystem import CHUNK, Entry, alist, sha256_file
+from drwatch.storage.filesystem import CHUNK, Entry, alist
+from drwatch.storage.hashing import ALGORITHMS, digest_file
 
 FORMAT_VERSION = 1
 
@@ -105,6 +110,9 @@ def read_header(fh: IO[str]) -> ManifestHeader:
         )
     except (KeyError, TypeError, ValueError, OverflowError):
         raise ManifestError("manifest header lacks sealed_at/files/bytes") from None
+    if header.algorithm not in ALGORITHMS:
+        raise ManifestError(f"manifest header: unknown digest algorithm {header.algorithm!r} "
+                            f"(known: {', '.join(ALGORITHMS)})")
     if not math.isfinite(header.sealed_at) or header.sealed_at <= 0:
         raise ManifestError(f"manifest header: sealed_at {head['sealed_at']!r} is not a time")
     if header.sealed_at > time.time() + FUTURE_TOLERANCE:
@@ -139,18 +147,18 @@ def iter_entries(fh: IO[str], header: ManifestHeader) -> Iterator[Entry]:
                 continue
             key = _key(str(rec["path"]))
             size = int(rec["size"])
-            digest = str(rec["sha256"])
+            digest = str(rec[header.algorithm])
             parquet = ParquetFacts.from_json(rec["parquet"]) if "parquet" in rec else None
         except (*UNDECODABLE, KeyError, TypeError, OverflowError) as exc:
             raise ManifestError(f"line {lineno}: malformed entry ({type(exc).__name__})") from None
         if len(digest) != 64 or size < 0:
-            raise ManifestError(f"line {lineno}: bad size or sha256")
+            raise ManifestError(f"line {lineno}: bad size or {header.algorithm}")
         if prev is not None and key <= prev:
             raise ManifestError(f"line {lineno}: entries out of order or duplicated")
         prev = key
         count += 1
         total += size
-        yield Entry(key, size, header.sealed_at, digest, parquet=parquet)
+        yield Entry(key, size, header.sealed_at, digest, parquet=parquet, algorithm=header.algorithm)
     if count != header.files or total != header.bytes:
         raise ManifestError(
             f"manifest is truncated or altered: header says {header.files} files/{header.bytes} bytes, "
@@ -328,6 +336,7 @@ async def seal_directory(
     root: Path, out: IO[str] | None = None, out_path: Path | None = None, workers: int = 2,
     extra: dict[str, Any] | None = None, parquet: bool = True,
     on_skipped: Callable[[str, str], None] | None = None, signer: sealsign.Signer | None = None,
+    algorithm: str = "sha256",
 ) -> ManifestHeader:
     """Write a manifest of every regular file under root: the same walk the validators use (symlinks and
     special files are passed over, reported to ``on_skipped(path, kind)`` from the walk's thread). Hashing
@@ -367,7 +376,8 @@ async def seal_directory(
 
         async def digest(entry: Entry) -> tuple[str, int]:
             try:
-                return await loop.run_in_executor(pool, sha256_file, root.joinpath(*entry.parts), CHUNK, stop)
+                return await loop.run_in_executor(pool, digest_file, root.joinpath(*entry.parts), algorithm, CHUNK,
+                                                  stop)
             except OSError as exc:
                 raise unreadable(exc) from None
 
@@ -378,7 +388,8 @@ async def seal_directory(
                 raise unreadable(exc) from None
 
         return await seal_entries(entries(), digest, max(2, workers * 4), out, out_path, extra,
-                                  parquet=footer if parquet and available() else None, signer=signer)
+                                  parquet=footer if parquet and available() else None, signer=signer,
+                                  algorithm=algorithm)
     finally:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -387,9 +398,10 @@ async def seal_directory(
 async def seal_entries(
     entries: AsyncIterator[Entry], digest: DigestFn, window: int, out: IO[str] | None = None,
     out_path: Path | None = None, extra: dict[str, Any] | None = None, parquet: ParquetFn | None = None,
-    signer: sealsign.Signer | None = None,
+    signer: sealsign.Signer | None = None, algorithm: str = "sha256",
 ) -> ManifestHeader:
-    """Write a manifest of a key-ordered stream of entries; ``digest`` gives (sha256 hex, size).
+    """Write a manifest of a key-ordered stream of entries; ``digest`` gives (hex digest, size) in
+    ``algorithm`` (sha256, the default, or blake3), which the header records.
 
     With ``signer``, a signature line over the exact bytes written before it ends the seal
     (:mod:`drwatch.sealsign`).
@@ -422,7 +434,7 @@ async def seal_entries(
             while len(inflight) > limit:
                 entry, task = inflight.pop(0)
                 sha, size, facts = await task
-                rec: dict[str, Any] = {"path": entry.relpath, "size": size, "sha256": sha}
+                rec: dict[str, Any] = {"path": entry.relpath, "size": size, algorithm: sha}
                 if facts is not None:
                     rec["parquet"] = facts.to_json()
                 body.write(json.dumps(rec) + "\n")
@@ -440,7 +452,7 @@ async def seal_entries(
         header: dict[str, Any] = {
             "drwatch_manifest": FORMAT_VERSION,
             "sealed_at": sealed_at,
-            "algorithm": "sha256",
+            "algorithm": algorithm,
             "files": files,
             "bytes": total,
             "parquet_facts": parquet is not None,

@@ -9,22 +9,25 @@ merge whose memory does not grow with the number of files.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import stat
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
+
+# Re-exported: the hash pool and file reading live in drwatch.storage.hashing.
+from drwatch.storage.hashing import CHUNK as CHUNK  # noqa: PLC0414
+from drwatch.storage.hashing import HashCancelled as HashCancelled  # noqa: PLC0414
+from drwatch.storage.hashing import HashPool as HashPool  # noqa: PLC0414
+from drwatch.storage.hashing import sha256_file as sha256_file  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from drwatch.parquet_facts import ParquetFacts
 
 MANIFEST_NAME = ".drwatch-manifest.jsonl"
 _T = TypeVar("_T")
-CHUNK = 1024 * 1024
 _BATCH = 2000
 
 
@@ -38,6 +41,7 @@ class Entry:
     storage_class: str | None = None  # S3 listings
     checksum_listed: bool = False  # S3 listings: the object carries an additional checksum
     parquet: ParquetFacts | None = None  # manifests: rows/row groups/schema fingerprint of a sealed Parquet file
+    algorithm: str = "sha256"  # manifests: what ``sha256`` holds, the seal's digest algorithm (sha256 or blake3)
     ino: int = 0  # filesystem listings: the inode number (0: not a filesystem listing)
     ctime_ns: int = 0  # filesystem listings: the inode's last status change (any write, utime, rename, chmod)
 
@@ -222,32 +226,6 @@ class ThreadedIterator(Generic[_T]):
             self._close_it()
 
 
-class HashCancelled(Exception):
-    """The hash was abandoned (its run was cancelled or drwatch is stopping)."""
-
-
-def sha256_file(path: Path, chunk: int = CHUNK, stop: threading.Event | None = None) -> tuple[str, int]:
-    """Hash a file with bounded memory. Blocking: call from a worker thread.
-
-    ``stop`` is checked between chunks so a cancelled run (or shutdown) does not keep a thread busy
-    until a huge file is fully read.
-    """
-    digest = hashlib.sha256()
-    total = 0
-    buf = bytearray(chunk)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while True:
-            if stop is not None and stop.is_set():
-                raise HashCancelled(str(path))
-            n = fh.readinto(buf)
-            if not n:
-                break
-            digest.update(view[:n])
-            total += n
-    return digest.hexdigest(), total
-
-
 # Filesystem type -> media class. Types that say nothing about the medium (overlay, fuse...) map to None.
 _MEDIA_BY_FSTYPE: dict[str, str] = {
     **dict.fromkeys(
@@ -336,36 +314,3 @@ def media_class(fstype: str | None) -> str | None:
     if fstype is None:
         return None
     return _MEDIA_BY_FSTYPE.get(fstype)
-
-
-class HashPool:
-    """Bounded worker threads for hashing: shared by all validators (global bound).
-
-    A hash whose awaiting task is cancelled, and every hash once the pool is closed, stops at the next
-    chunk, so cancelled runs and shutdown do not wait for huge files to be read to the end.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drwatch-hash")
-        self._closed = threading.Event()
-        self._active: set[threading.Event] = set()
-
-    async def sha256(self, path: Path) -> tuple[str, int]:
-        stop = threading.Event()
-        if self._closed.is_set():
-            stop.set()
-        self._active.add(stop)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, sha256_file, path, CHUNK, stop)
-        except asyncio.CancelledError:
-            stop.set()
-            raise
-        finally:
-            self._active.discard(stop)
-
-    def close(self) -> None:
-        self._closed.set()
-        for stop in list(self._active):
-            stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)

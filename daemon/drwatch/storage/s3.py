@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from drwatch.errors import ConfigError, ValidatorError
 from drwatch.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
+from drwatch.storage.hashing import new_hash
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -479,10 +479,11 @@ class S3Location:
             meter.count("head_object", attempts)
         return _head_from_headers(headers)
 
-    async def sha256(self, key: str, meter: RequestMeter | None = None) -> tuple[str, int]:
-        """Read the whole object and hash it (hashing in a worker thread, bounded memory)."""
+    async def sha256(self, key: str, meter: RequestMeter | None = None, algorithm: str = "sha256") -> tuple[str, int]:
+        """Read the whole object and hash it with sha256 or a seal's ``algorithm`` (hashing in a worker thread,
+        bounded memory)."""
+        digest = new_hash(algorithm)  # before the GET: an algorithm that cannot be computed here costs no request
         resp = await self._call("get_object", meter, Bucket=self.cfg.bucket, Key=key)
-        digest = hashlib.sha256()
         total = 0
         body = resp["Body"]
         try:

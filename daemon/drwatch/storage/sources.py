@@ -55,7 +55,7 @@ class Source(Protocol):
 
     async def probe(self) -> tuple[str, str]: ...
     def entries(self) -> AsyncIterator[Entry]: ...
-    async def sha256(self, entry: Entry) -> tuple[str, int]: ...
+    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]: ...
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None: ...
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts: ...
 
@@ -199,8 +199,18 @@ class FilesystemSource:
         self._links.clear()
         return alist(self.root, on_unreadable=on_unreadable, keep=self._own if self.peers else None)
 
-    async def sha256(self, entry: Entry) -> tuple[str, int]:
-        return await self.hashes.sha256(self.root.joinpath(*entry.parts))
+    def path(self, entry: Entry) -> str:
+        return f"{self.root}/{entry.key}"  # keys are '/'-separated relative paths (no pathlib per file)
+
+    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]:
+        """Hex digest (sha256, or a seal's ``algorithm``) and bytes read of the file."""
+        return await self.hashes.sha256(self.path(entry), entry.size, algorithm)
+
+    async def same_bytes(self, entry: Entry, reference: str) -> tuple[bool, int]:
+        """Whether this location's file holds the bytes of the file at ``reference`` (compared, not hashed),
+        and the bytes of this file read. A reference that cannot be read raises ``ReferenceUnreadable``."""
+        return await self.hashes.compare(reference, self.path(entry), entry.size)
+
 
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
         return None
@@ -282,9 +292,9 @@ class S3Source:
         base = self.prefix.strip("/")
         return f"{base}/{entry.key}" if base else entry.key
 
-    async def sha256(self, entry: Entry) -> tuple[str, int]:
+    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]:
         try:
-            return await self.client.sha256(self._key(entry), self.meter)
+            return await self.client.sha256(self._key(entry), self.meter, algorithm)
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
 

@@ -390,12 +390,12 @@ class DatasetValidator:
                 return
         verdict: bool | None = None
         how = "size"
-        if head is not None and r.sha256 is not None:
+        if head is not None and r.sha256 is not None and r.algorithm == "sha256":  # a provider SHA256 vs the seal
             verdict = checksum_matches_sha256(head, r.sha256)
             how = "checksum" if verdict is not None else how
         if verdict is None and self.cfg.verify_content and (
                 self.cfg.read_sample >= 1.0 or random.random() < self.cfg.read_sample):
-            digest, n = await s.src.sha256(e)
+            digest, n = await s.src.sha256(e, r.algorithm)
             s.bytes_hashed += n
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:

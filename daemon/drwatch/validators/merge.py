@@ -135,21 +135,37 @@ class Window:
     def __init__(self, size: int) -> None:
         self.size = size
         self.tasks: set[asyncio.Task[None]] = set()
+        self._ended: list[asyncio.Task[None]] = []  # finished since their outcome was last looked at
+        self._room: asyncio.Future[None] | None = None  # the spawner waiting for a place
+
+    def _end(self, task: asyncio.Task[None]) -> None:
+        """Done callback: a place is free (O(1) per proof, unlike ``asyncio.wait`` over the whole window)."""
+        self.tasks.discard(task)
+        self._ended.append(task)
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
+
+    def _raise_ended(self) -> None:
+        ended, self._ended = self._ended, []
+        for t in ended:
+            t.result()
 
     async def spawn(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start ``work()`` once a place is free (the coroutine is created only then)."""
+        self._raise_ended()
         while len(self.tasks) >= self.size:
-            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
-            self.tasks.difference_update(done)
-            for t in done:
-                t.result()
-        self.tasks.add(asyncio.ensure_future(work()))
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+            self._raise_ended()
+        task = asyncio.ensure_future(work())
+        self.tasks.add(task)
+        task.add_done_callback(self._end)
 
     async def join(self) -> None:
         """Wait for every proof in flight."""
         if self.tasks:
             await asyncio.gather(*self.tasks)
-            self.tasks.clear()
+        self._raise_ended()
 
     async def cancel(self) -> None:
         """Cancel what is still in flight (the merge ends early) and wait until it has stopped."""
@@ -157,3 +173,7 @@ class Window:
             t.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        ended, self._ended = self._ended, []
+        for t in ended:  # outcomes looked at: nothing is left to be reported as never retrieved
+            if not t.cancelled():
+                t.exception()

@@ -24,7 +24,6 @@ serving stack, or goldens recorded for another seal).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Sever
 from drwatch.parquet_facts import s3_range
 from drwatch.seals import asset_manifest_path, seal_trust
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
+from drwatch.storage.hashing import new_hash
 from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -156,10 +156,10 @@ def _s3_key(src: S3Source, key: str) -> str:
     return f"{base}/{key}" if base else key
 
 
-def _copy_file(src: Path, dest: Path, stop: threading.Event) -> tuple[str, int]:
-    """Copy while hashing (blocking; stops at the next chunk once ``stop`` is set)."""
+def _copy_file(src: Path, dest: Path, stop: threading.Event, algorithm: str = "sha256") -> tuple[str, int]:
+    """Copy while hashing with the seal's ``algorithm`` (blocking; stops at the next chunk once ``stop`` is set)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
+    digest = new_hash(algorithm)
     total = 0
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -354,7 +354,8 @@ class ModelWeightsValidator:
                 c.note("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
                 return
             async with window:
-                digest, n = await (self._restore(c, entry, restore) if restore is not None else c.src.sha256(entry))
+                digest, n = await (self._restore(c, entry, restore, ref.algorithm) if restore is not None
+                                   else c.src.sha256(entry, ref.algorithm))
             c.hashed += 1
             c.bytes_hashed += n
             if n != ref.size:
@@ -362,7 +363,7 @@ class ModelWeightsValidator:
                 c.note("size_mismatch", f"size {n} != sealed {ref.size}", key)
             elif digest != ref.sha256:
                 c.counts["mismatch"] += 1
-                c.note("content_mismatch", "sha256 differs from the seal", key)
+                c.note("content_mismatch", f"{ref.algorithm} differs from the seal", key)
             else:
                 c.counts["verified"] += 1
                 c.bytes_verified += n
@@ -413,20 +414,21 @@ class ModelWeightsValidator:
                   for k, v in tensors.items() if str(base) == "." or PurePosixPath(k).is_relative_to(base)}
         return st.check_index(data, shards, self.cfg.list_limit)
 
-    async def _restore(self, c: CopyCheck, entry: Entry, root: Path) -> tuple[str, int]:
-        """Copy one file into the sandbox while hashing it (this is the copy's sha256 check)."""
+    async def _restore(self, c: CopyCheck, entry: Entry, root: Path, algorithm: str) -> tuple[str, int]:
+        """Copy one file into the sandbox while hashing it (this is the copy's digest check, in the seal's
+        ``algorithm``)."""
         dest = root.joinpath(*entry.parts)
         if isinstance(c.src, FilesystemSource):
             stop = threading.Event()
             try:
-                return await asyncio.to_thread(_copy_file, c.src.root.joinpath(*entry.parts), dest, stop)
+                return await asyncio.to_thread(_copy_file, c.src.root.joinpath(*entry.parts), dest, stop, algorithm)
             except asyncio.CancelledError:
                 stop.set()
                 raise
         assert isinstance(c.src, S3Source)
         loc = c.src.client
         client = await loc.client()
-        digest = hashlib.sha256()
+        digest = new_hash(algorithm)
         total = 0
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
         fh = await aopen(dest, "wb")  # never left open by a cancellation while it is being opened

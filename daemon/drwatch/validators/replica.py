@@ -339,7 +339,9 @@ class ReplicaValidator:
         # Under a budget, a SHA256 is compared with the reference only where that costs no read of it.
         cheap_sha = session is None or await ref.read_cost() == 0
         if head is not None and head.checksums:
-            if "SHA256" in head.checksums and (ref.entry.sha256 is not None or ref.prod is not None) and cheap_sha:
+            # A provider SHA256 proves nothing against a seal of another algorithm (blake3): then a read decides.
+            if "SHA256" in head.checksums and (ref.entry.sha256 is not None or ref.prod is not None) and cheap_sha \
+                    and ref.entry.algorithm == "sha256":
                 verdict = checksum_matches_sha256(head, await ref.sha256())
                 how, value = "checksum", f"SHA256:{head.checksums['SHA256']}"
             else:
@@ -367,8 +369,7 @@ class ReplicaValidator:
             if self.cfg.read_sample < 1.0 and random.random() >= self.cfg.read_sample:
                 s.proven("size")
                 return
-            digest, n = await s.src.sha256(e)
-            verdict = digest == await ref.sha256() and n == ref.entry.size
+            verdict, _n = await ref.read_matches(s.src, e)
             how = "read"
         if verdict:
             # Bytes proven equal (by any evidence but size); bytes read and found different do not count.
@@ -391,8 +392,7 @@ class ReplicaValidator:
             if session.take(s.name, e, cost, priority=session.requeued(e, prior, ref_id, value)):
                 n = 0
                 try:
-                    digest, n = await s.src.sha256(e)
-                    read_ok = digest == await ref.sha256() and n == ref.entry.size
+                    read_ok, n = await ref.read_matches(s.src, e)
                 finally:
                     session.read_done(s.name, e, cost, n)
                 read = True
@@ -455,7 +455,7 @@ class ReplicaValidator:
                     candidates.append(ref_head.key)
                 key = min(candidates)
                 r = ref_head if ref_head is not None and ref_head.key == key else None
-                reference = Reference(r, ref_prod) if r is not None else None
+                reference = Reference(r, ref_prod, direct=len(streams) == 1) if r is not None else None
                 # Production's own object at this key: its listing under a seal, else the reference itself.
                 ph = heads[prod_i] if prod_i is not None else None if sealed else r
                 live = LiveKey(rule, streams[prod_i].src if prod_i is not None else prod,

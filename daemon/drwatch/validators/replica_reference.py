@@ -13,8 +13,9 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from drwatch.storage.filesystem import Entry
+from drwatch.storage.hashing import ReferenceUnreadable
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
-from drwatch.storage.sources import S3Source, Source
+from drwatch.storage.sources import FilesystemSource, S3Source, Source
 
 _T = TypeVar("_T")
 
@@ -32,21 +33,28 @@ async def from_reference(work: Awaitable[_T]) -> _T:
     """Await a read of the reference, turning its failures into ReferenceFailed (never a copy's fault)."""
     try:
         return await work
-    except S3Unavailable as exc:
-        raise ReferenceFailed(exc.code, f"production: {exc.message}") from None
-    except FileNotFoundError:
-        raise ReferenceFailed("location_changed", "a production object vanished during the check") from None
-    except OSError as exc:
-        raise ReferenceFailed("unreadable", f"cannot read production: {exc.strerror or type(exc).__name__}") \
-            from None
+    except (S3Unavailable, OSError) as exc:
+        raise reference_failed(exc) from None
+
+
+def reference_failed(exc: S3Unavailable | OSError) -> ReferenceFailed:
+    """What a failure to read the reference (production) means for the copy compared with it."""
+    if isinstance(exc, S3Unavailable):
+        return ReferenceFailed(exc.code, f"production: {exc.message}")
+    if isinstance(exc, FileNotFoundError):
+        return ReferenceFailed("location_changed", "a production object vanished during the check")
+    return ReferenceFailed("unreadable", f"cannot read production: {exc.strerror or type(exc).__name__}")
 
 
 class Reference:
     """The reference side of one key: its digest is computed at most once, only when needed."""
 
-    def __init__(self, entry: Entry, prod: Source | None) -> None:
+    def __init__(self, entry: Entry, prod: Source | None, direct: bool = False) -> None:
         self.entry = entry
         self.prod = prod
+        # One copy is proven against this key: a filesystem copy of a filesystem production may compare bytes
+        # instead of hashing both sides (no digest is shared with another copy).
+        self.direct = direct
         self._digest: asyncio.Future[str] | None = None
         self._head: asyncio.Future[ObjectHead | None] | None = None
 
@@ -71,6 +79,22 @@ class Reference:
             return 0
         head = await self.head()
         return 0 if head is not None and "SHA256" in head.checksums else self.entry.size
+
+    async def read_matches(self, src: Source, entry: Entry) -> tuple[bool, int]:
+        """Read the copy's object ``entry`` of ``src`` and whether it holds the reference's bytes; and the bytes
+        of it read. Filesystem against filesystem production (``direct``), the two files are compared chunk by
+        chunk — one read of each side, as hashing both would do, without the hashing; otherwise the copy is
+        hashed and compared with the reference's digest (the seal's, or production's read once per key).
+        Errors reading the copy propagate as they are; production's raise :class:`ReferenceFailed`."""
+        if (self.direct and self.entry.sha256 is None and self._digest is None
+                and isinstance(self.prod, FilesystemSource) and isinstance(src, FilesystemSource)):
+            try:
+                same, n = await src.same_bytes(entry, self.prod.path(self.entry))
+            except ReferenceUnreadable as exc:
+                raise reference_failed(exc.error) from None
+            return same and n == self.entry.size, n
+        digest, n = await src.sha256(entry, self.entry.algorithm)  # the seal's algorithm (production's: sha256)
+        return digest == await self.sha256() and n == self.entry.size, n
 
     async def sha256(self) -> str:
         if self.entry.sha256 is not None:

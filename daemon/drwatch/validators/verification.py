@@ -104,7 +104,7 @@ def same_version(stored: str, seen: str) -> bool:
 
 def reference_id(entry: Entry) -> str:
     """What changes when the reference of a key changes: the seal's sha256, else production's version."""
-    return f"sha256:{entry.sha256}" if entry.sha256 else version_of(entry)
+    return f"{entry.algorithm}:{entry.sha256}" if entry.sha256 else version_of(entry)
 
 
 def _iso(ts: float) -> str:
