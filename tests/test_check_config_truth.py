@@ -516,3 +516,31 @@ def test_every_command_help_says_what_it_does_and_every_exit_status_it_returns(t
         assert len(description.strip()) > 10, (command, description)
         missing = {code for c, code in observed if c == command} - listed
         assert not missing, f"`drwatch {command} --help` does not list exit status {sorted(missing)}"
+
+
+def test_a_profile_missing_here_is_warned_and_checks_end_as_error(tmp_path: Path) -> None:
+    """README's S3 example names AWS profiles. Where they are not configured (a fresh HOME, no AWS_* files),
+    check-config warns for each, naming the field, and `check` ends as `error` (no_credentials) — it crashed
+    with ProfileNotFound (internal_error) before."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(home), AWS_EC2_METADATA_DISABLED="true")
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "config" / "s3-locked.yaml").read_text())
+    cfg["store"] = {"sqlite": str(tmp_path / "state.sqlite")}
+    for loc in cfg["locations"].values():
+        loc["endpoint_url"] = "http://127.0.0.1:9"  # nothing is asked of S3 before the credentials
+        loc["connect_timeout"], loc["read_timeout"], loc["max_attempts"] = "1s", "1s", 1
+    path = write_config(tmp_path / "drwatch.yaml", cfg)
+    checked = subprocess.run(drwatch_cmd("check-config", str(path)), capture_output=True, text=True, env=env,
+                             timeout=60, check=False)
+    assert checked.returncode == 0, checked.stderr
+    for name, loc in cfg["locations"].items():
+        assert f"locations.{name}.profile: AWS profile {loc['profile']!r} is not configured here" in checked.stderr
+    ran = subprocess.run(drwatch_cmd("check", "--config", str(path), "--output", "json"), capture_output=True,
+                         text=True, env=env, timeout=120, check=False)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    results = json.loads(ran.stdout)["results"]
+    codes = {f["code"] for r in results for f in r["findings"]}
+    assert "internal_error" not in codes and "no_credentials" in codes, results
+    assert {r["outcome"] for r in results} == {"error"}

@@ -517,6 +517,25 @@ def test_unreadable_production_directory_without_seal_is_an_error(tmp_path: Path
     assert [f["code"] for f in res["findings"]] == ["permission_denied"]
 
 
+@pytest.mark.parametrize("sealed", [False, True])
+def test_unreadable_production_root_is_an_error_not_a_crash(tmp_path: Path, sealed: bool) -> None:
+    """Production's own directory cannot be searched (mode 000): looking for its seal raised PermissionError
+    (``Path.is_file`` raises on EACCES) and the validator crashed (internal_error). It is "could not check":
+    an error naming the permission problem, never failed, never a crash."""
+    populate(tmp_path, copies=1, files=split_files())
+    if sealed:
+        asyncio.run(seal(tmp_path / "prod" / "data"))
+    bad = tmp_path / "prod" / "data"
+    bad.chmod(0)
+    try:
+        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
+    finally:
+        bad.chmod(0o755)
+    codes = [f["code"] for f in res["findings"]]
+    assert res["outcome"] == "error", res["findings"]
+    assert "internal_error" not in codes and "permission_denied" in codes, res["findings"]
+
+
 def test_ledger_keeps_the_rows_of_a_directory_that_could_not_be_listed(tmp_path: Path) -> None:
     """Under a verification policy, objects under a directory that cannot be listed this run are not "gone":
     their ledger rows (and so their read history) stay, and the rest is proven as usual."""

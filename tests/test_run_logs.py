@@ -1,6 +1,7 @@
 """Logs an operator can act on: each run that did not prove its check (``failed``, ``error``, ``timeout``) is one
 warning line naming its asset, validator, outcome, duration and first findings (``code:subject``, bounded, file
-names escaped); ``ok`` runs stay at info. Under systemd the lines carry a ``<N>`` priority prefix that journald
+names escaped); ``ok`` runs stay at info, except the first to show a new set of warning findings. Under
+systemd the lines carry a ``<N>`` priority prefix that journald
 turns into the entry's priority, so ``journalctl -u drwatch -p warning`` shows every problem: tested against a
 real systemd-journald (a private journal namespace) fed the way systemd feeds a service's stderr.
 """
@@ -64,6 +65,16 @@ def _finished(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_ok_run(data: dict[str, Any]) -> bool:
+    """The ok run names its warning findings (copies on production's disk here: same_failure_domain) and, as the
+    first run to show them, is at warning; without any it would be at info. Returns whether it had some."""
+    assert data["outcome"] == "ok", data
+    problems = data.get("problems", [])
+    assert all(p.split(":")[0] in ("same_failure_domain", "volatile_media") for p in problems), data
+    assert data["level"] == ("warning" if problems else "info"), data
+    return bool(problems)
+
+
 def _check_bad_runs(finished: dict[str, dict[str, Any]]) -> None:
     broken, gone = finished["broken"], finished["gone"]
     assert (broken["validator"], broken["outcome"]) == ("replica", "failed"), broken
@@ -92,11 +103,12 @@ def test_bad_runs_are_one_warning_line_each_with_codes_and_subjects(tmp_path: Pa
     events = read_json_lines(daemon.log())
     finished = _finished(events)
     assert set(finished) == {"data", "broken", "gone"}
-    assert finished["data"]["level"] == "info" and finished["data"]["outcome"] == "ok"
+    ok = _check_ok_run(finished["data"])
     _check_bad_runs(finished)
     about_runs = [e for e in events if e["level"] != "info" and e.get("asset")]
     assert sorted((e["event"], e["asset"], e["level"]) for e in about_runs) == [
-        ("run_finished", "broken", "warning"), ("run_finished", "gone", "warning")], about_runs
+        ("run_finished", "broken", "warning"), *([("run_finished", "data", "warning")] if ok else []),
+        ("run_finished", "gone", "warning")], about_runs
 
 
 def test_a_crafted_file_name_cannot_forge_a_log_line(tmp_path: Path) -> None:
@@ -209,8 +221,36 @@ def test_journalctl_priority_warning_shows_every_bad_run(tmp_path: Path, journal
     events = [{**json.loads(e["MESSAGE"]), "PRIORITY": int(e["PRIORITY"])} for e in entries]
     assert all(e["PRIORITY"] == {"debug": 7, "info": 6, "warning": 4, "error": 3}[e["level"]] for e in events), events
     finished = _finished(events)
-    assert finished["data"]["PRIORITY"] == 6
+    assert finished["data"]["PRIORITY"] == (4 if _check_ok_run(finished["data"]) else 6)
     _check_bad_runs(finished)
     shown = [json.loads(e["MESSAGE"]) for e in _journal(journal, identifier, "-p", "warning")]
-    bad_runs = [e for e in shown if e["event"] == "run_finished"]
+    bad_runs = [e for e in shown if e["event"] == "run_finished" and e["outcome"] != "ok"]
     assert sorted((e["asset"], e["outcome"]) for e in bad_runs) == [("broken", "failed"), ("gone", "error")], shown
+
+
+def test_an_ok_runs_warnings_reach_the_warning_level_when_they_change() -> None:
+    """An ok run with warning findings is logged at warning the first time its codes appear (and when they
+    change), then at info while they stay the same: `journalctl -p warning` shows a copy going behind or a
+    clock running ahead once, not on every run of a live estate. Info findings are never named."""
+    from structlog.testing import capture_logs
+
+    from drwatch.model import Finding, Outcome, Result, Severity
+    from drwatch.runner import _log_finished
+
+    def result(*findings: Finding) -> Result:
+        return Result(run_id="r", asset="a", validator="v", kind="replica", outcome=Outcome.OK, started_at=0.0,
+                      finished_at=1.0, findings=findings)
+
+    behind = Finding(Severity.WARNING, "copy_behind", "older", "copy1")
+    info = Finding(Severity.INFO, "production_changed_since_seal", "live", "production")
+    future = Finding(Severity.WARNING, "time_in_future", "2099", "production")
+    with capture_logs() as logs:
+        warned = _log_finished(result(behind, info), None, True, None)
+        warned = _log_finished(result(behind, info), None, True, warned)
+        warned = _log_finished(result(behind, future), None, True, warned)
+        warned = _log_finished(result(info), None, True, warned)
+        warned = _log_finished(result(behind), None, True, warned)
+    levels = [entry["log_level"] for entry in logs]
+    assert levels == ["warning", "info", "warning", "info", "warning"], logs
+    assert logs[0]["problems"] == ["copy_behind:copy1"]  # the info finding is counted, not named
+    assert "problems" not in logs[3]

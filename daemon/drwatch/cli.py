@@ -56,7 +56,7 @@ def _load(path: str, require_assets: bool = True) -> Any:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config import reference_data
     from drwatch.errors import SHOWN_PROBLEMS
-    from drwatch.preflight import extras_warnings, path_warnings, seal_key_warnings
+    from drwatch.preflight import extras_warnings, path_warnings, profile_warnings, seal_key_warnings
     from drwatch.secrets import missing_here
     from drwatch.webconfig import describe, exposed_files, for_config
 
@@ -74,7 +74,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                                        "`drwatch check` refuse it (they would watch nothing)"]
     # Warnings, not errors (the exit code stays 0): each says what `run`/`check` would do in this environment.
     warnings = [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir), *extras_warnings(cfg),
-                *path_warnings(cfg), *seal_key_warnings(cfg)]
+                *path_warnings(cfg), *seal_key_warnings(cfg),
+                *profile_warnings(cfg)]
     for warning in warnings[:SHOWN_PROBLEMS]:
         print(f"drwatch: warning: {escape(warning)}", file=sys.stderr)
     if len(warnings) > SHOWN_PROBLEMS:

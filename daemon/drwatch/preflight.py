@@ -152,3 +152,22 @@ def seal_key_warnings(cfg: Config) -> list[str]:
                        "seal (replica, dataset, model_weights, consistency_group) end as `error` "
                        "(manifest_unreadable) until the key is there and readable")
     return out
+
+
+def profile_warnings(cfg: Config) -> list[str]:
+    """S3 locations whose AWS ``profile`` is not configured in this environment (AWS_CONFIG_FILE,
+    AWS_SHARED_CREDENTIALS_FILE, ~/.aws/): every check on them would end as ``error`` (no_credentials)."""
+    from drwatch.storage.config import S3LocationConfig
+
+    profiles = {name: loc.profile for name, loc in cfg.locations.items()
+                if isinstance(loc, S3LocationConfig) and loc.profile and loc.access_key_id_env is None
+                and loc.access_key_id_file is None}
+    if not profiles:
+        return []
+    import botocore.session  # only when a profile is named: heavy
+
+    known = set(botocore.session.Session().available_profiles)
+    return [f"locations.{name}.profile: AWS profile {profile!r} is not configured here (AWS_CONFIG_FILE, "
+            "AWS_SHARED_CREDENTIALS_FILE or ~/.aws/): checks on this location end as `error` (no_credentials) "
+            "where it is missing; the service loads it from the drwatch-aws-credentials credential"
+            for name, profile in sorted(profiles.items()) if profile not in known]

@@ -86,6 +86,10 @@ class Runner:
         # Runs that did not prove their check log at warning (the daemon: what the journal must show);
         # ``drwatch check`` prints them in its table and logs them at info.
         self.warn_problems = True
+        # Per validator, the warning codes of its last ``ok`` run that was logged at warning level: an ok run's
+        # warnings (copy_behind, same_failure_domain...) reach `journalctl -p warning` when they change, not on
+        # every run of a live estate.
+        self._warned: dict[tuple[str, str], frozenset[str]] = {}
 
     def apply_config(self, cfg: Config) -> None:
         """New limits apply to runs that start after the reload; running ones keep their slots and pool.
@@ -202,7 +206,8 @@ class Runner:
                 finally:
                     self._release_hashes(hashes)
             result = self._result(run_id, asset_name, vcfg, started, report)
-            _log_finished(result, bug, self.warn_problems)
+            key = (asset_name, vcfg.label)
+            self._warned[key] = _log_finished(result, bug, self.warn_problems, self._warned.get(key))
             await self.record(result)
             return result
 
@@ -313,26 +318,39 @@ LOGGED_FINDINGS = 5  # findings named (code:subject) on a run's log line, worst 
 _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
-def _log_finished(result: Result, bug: Exception | None, warn: bool) -> None:
+def _log_finished(result: Result, bug: Exception | None, warn: bool,
+                  warned: frozenset[str] | None = None) -> frozenset[str]:
     """One line per run: info when it proved something (or was cancelled); warning (``warn``) when the backup
     is bad or could not be checked (``failed``, ``error``, ``timeout``), naming the worst findings; error,
-    with the traceback, when the validator crashed (a drwatch bug). asset, validator and run_id come from
-    the bound context."""
+    with the traceback, when the validator crashed (a drwatch bug). An ``ok`` run with warning findings names
+    them too, at warning level when their codes differ from ``warned`` (those of the last such line), else at
+    info. Info findings are counted, never named. asset, validator and run_id come from the bound context.
+    Returns the warning codes now logged (for the next call's ``warned``)."""
     fields: dict[str, Any] = {"kind": result.kind, "outcome": result.outcome.value,
                               "duration": round(result.duration, 3), "findings": len(result.findings)}
-    if result.outcome in (Outcome.OK, Outcome.CANCELLED):
+    notable = sorted((f for f in result.findings if f.severity != Severity.INFO),
+                     key=lambda f: _SEVERITY_RANK[f.severity])
+    if notable:
+        fields["problems"] = [printable(f.code, 64) + (f":{printable(f.subject)}" if f.subject else "")
+                              for f in notable[:LOGGED_FINDINGS]]
+        fields["problems_more"] = max(0, len(notable) - LOGGED_FINDINGS)
+    codes = frozenset(f.code for f in notable)
+    if result.outcome == Outcome.CANCELLED:
         log.info("run_finished", **fields)
-        return
-    worst_first = sorted(result.findings, key=lambda f: _SEVERITY_RANK[f.severity])
-    fields["problems"] = [printable(f.code, 64) + (f":{printable(f.subject)}" if f.subject else "")
-                          for f in worst_first[:LOGGED_FINDINGS]]
-    fields["problems_more"] = max(0, len(result.findings) - LOGGED_FINDINGS)
+        return warned or frozenset()
+    if result.outcome == Outcome.OK:
+        if warn and codes and codes != warned:
+            log.warning("run_finished", **fields)
+            return codes
+        log.info("run_finished", **fields)
+        return codes if codes else frozenset()
     if bug is not None:
         log.error("run_finished", exc_info=bug, **fields)
     elif warn:
         log.warning("run_finished", **fields)
     else:
         log.info("run_finished", **fields)
+    return warned or frozenset()
 
 
 def _is_store_error(exc: BaseException) -> bool:

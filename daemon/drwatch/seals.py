@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drwatch.errors import ValidatorError
 from drwatch.manifest import ManifestHeader, check_signature, iter_entries, read_header
 from drwatch.sealsign import SealTrust
 from drwatch.storage.config import FilesystemLocationConfig
@@ -112,3 +113,14 @@ async def seal_header(path: Path, trust: SealTrust | None = None) -> ManifestHea
 def seal_digest_sync(path: Path) -> str:
     """For the command line (``drwatch seal --stamp``)."""
     return _digest(path)[1]
+
+
+def seal_present(path: Path) -> bool:
+    """Whether the seal file is there; a directory that cannot be searched (permission, I/O) is "could not
+    check", never "not sealed" (``Path.is_file`` raises on EACCES)."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise ValidatorError("permission_denied" if isinstance(exc, PermissionError) else "location_unavailable",
+                             f"cannot look for the seal in {path.parent.name or path.parent}: "
+                             f"{exc.strerror or type(exc).__name__}") from None

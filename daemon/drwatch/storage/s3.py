@@ -238,7 +238,14 @@ def _session(creds: Credentials) -> Any:
     import aioboto3  # heavy: imported on first use, not when loading a config
 
     if creds.access_key_id is None:
-        return aioboto3.Session(profile_name=creds.profile)
+        from botocore.exceptions import ProfileNotFound
+
+        try:
+            return aioboto3.Session(profile_name=creds.profile)
+        except ProfileNotFound:  # could not check (no credentials here), never a crash
+            raise ValidatorError("no_credentials", f"AWS profile {creds.profile!r} is not configured on this host "
+                                 "(AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE, ~/.aws/, or the unit's "
+                                 "drwatch-aws-credentials credential)") from None
     if not _SHARED_SESSION:
         _SHARED_SESSION.append(aioboto3.Session())
     return _SHARED_SESSION[0]
@@ -276,7 +283,6 @@ class S3Location:
                 except Exception as exc:
                     raise classify(exc, self.name) from None
             return self._lean
-
 
     def __repr__(self) -> str:
         return f"S3Location({self.name!r}, bucket={self.cfg.bucket!r})"
@@ -424,7 +430,7 @@ class S3Location:
         """One ListObjectsV2 page: the lean path where it applies, else aioboto3. Raises botocore errors."""
         from botocore.exceptions import ClientError
 
-        from drwatch.storage.s3lean import ListedObject, ListPage  # imports botocore's signer: on first use
+        from drwatch.storage.s3lean import ListedObject, ListPage
 
         if self.lean_path:
             lean = await self.lean()

@@ -40,7 +40,7 @@ from drwatch.inference.drill import InferenceConfig, smoke_test
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.parquet_facts import s3_range
-from drwatch.seals import asset_manifest_path, seal_trust
+from drwatch.seals import asset_manifest_path, seal_present, seal_trust
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
 from drwatch.storage.hashing import new_hash
 from drwatch.storage.s3 import S3Unavailable, classify
@@ -187,7 +187,7 @@ class ModelWeightsValidator:
 
     async def read_seal(self, ctx: RunContext) -> tuple[float, list[Entry], Path]:
         path = asset_manifest_path(ctx.config, ctx.asset)
-        if path is None or not await asyncio.to_thread(path.is_file):
+        if path is None or not await asyncio.to_thread(seal_present, path):
             where = f"nothing at {path}: not sealed, or its location is not mounted" if path is not None \
                 else "production is not a directory: set the asset's 'manifest'"
             raise ValidatorError("no_seal", f"no seal of the model to verify against ({where}); run `drwatch seal` "

@@ -36,7 +36,7 @@ from drwatch.errors import ConfigProblem, ValidatorError
 from drwatch.ledger import composite_matches
 from drwatch.manifest import ManifestError, aread
 from drwatch.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
-from drwatch.seals import seal_absence, seal_trust
+from drwatch.seals import seal_absence, seal_present, seal_trust
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
@@ -128,7 +128,7 @@ class ReplicaValidator:
         recovery_point: float | None = None
         seal_time: float | None = None  # the seal's point in time (production modified after it: a live change)
         sealed = bad_seal = untimed = False  # untimed: no believable time for the recovery point (time_in_future)
-        if manifest_path is not None and await asyncio.to_thread(manifest_path.is_file):
+        if manifest_path is not None and await asyncio.to_thread(seal_present, manifest_path):
             try:
                 header, ref_stream = await aread(manifest_path, ctx.exit_stack,  # closed however the run ends
                                                  seal_trust(ctx.config, ctx.asset))
