@@ -54,6 +54,11 @@ sys.exit(main())
 """
 
 
+def install(extra: str) -> str:
+    """The install hint drwatch prints for a missing extra: this interpreter's pip, from a drwatch checkout."""
+    return f"{Path(sys.prefix) / 'bin' / 'pip'} install '.[{extra}]' (in the drwatch checkout)"
+
+
 def drwatch(*args: str, env: Mapping[str, str] | None = None, unset: Sequence[str] = (),
             blocked: Sequence[str] = (), prefix: Sequence[str] = (), timeout: float = 120,
             ) -> subprocess.CompletedProcess[str]:
@@ -197,7 +202,7 @@ def test_example_config_warns_when_pyarrow_is_absent_and_check_agrees(tmp_path: 
     assert said.returncode == 0, said.stderr
     assert ("assets.training-data.validators[0]: validator 'dataset' (dataset) needs pyarrow (it reads Parquet "
             "footers), not installed for this Python: each run would end as `error` (pyarrow_missing); install "
-            "the `ml` extra: pip install 'drwatch[ml]'") in warnings_of(said), said.stderr
+            "the `ml` extra: " + install("ml")) in warnings_of(said), said.stderr
     assert not [w for w in warnings_of(drwatch("check-config", example)) if "not installed for this Python" in w]
 
     populate(tmp_path, copies=1)
@@ -207,7 +212,7 @@ def test_example_config_warns_when_pyarrow_is_absent_and_check_agrees(tmp_path: 
     done = drwatch("check", "--config", str(config), "--output", "json", blocked=["pyarrow"])
     res = result_of(json.loads(done.stdout), "dataset")
     assert res["outcome"] == "error" and codes(res) == {"pyarrow_missing"}, res
-    assert "pip install 'drwatch[ml]'" in res["findings"][0]["message"]
+    assert install("ml") in res["findings"][0]["message"]
 
 
 def test_inference_engine_numpy_and_cluster_extras_are_reported(tmp_path: Path) -> None:
@@ -231,15 +236,15 @@ def test_inference_engine_numpy_and_cluster_extras_are_reported(tmp_path: Path) 
     expected = [
         "assets.data.validators[0].inference.engine: validator 'model_weights' (model_weights) needs "
         "sentence_transformers (the inference engine sentence_transformers), not installed for this Python: each "
-        "run would end as `error` (inference_engine_missing); install the `ml` extra: pip install 'drwatch[ml]'",
+        "run would end as `error` (inference_engine_missing); install the `ml` extra: " + install("ml"),
         "assets.index.validators[0].query_vectors: validator 'vector_restore' (vector_restore) needs numpy (a .npy "
         "matrix of query vectors), not installed for this Python: each run would end as `error` (extra_missing); "
-        "install the `ml` extra: pip install 'drwatch[ml]'",
+        "install the `ml` extra: " + install("ml"),
         "assets.index.validators[0].backend.exact_scan_max_vectors: validator 'vector_restore' (vector_restore) "
         "needs numpy (the exact top-k of namespaces up to this size), not installed for this Python: each run "
-        "would end as `error` (missing_extra); install the `pinecone` extra: pip install 'drwatch[pinecone]'",
+        "would end as `error` (missing_extra); install the `pinecone` extra: " + install("pinecone"),
         "cluster.enabled: cluster mode needs pgqueuer (its job engine), not installed for this Python: `drwatch "
-        "run` would exit 69 at start; install the `cluster` extra: pip install 'drwatch[cluster]'",
+        "run` would exit 69 at start; install the `cluster` extra: " + install("cluster"),
     ]
     assert [w for w in found if "not installed for this Python" in w] == expected, found
     said = drwatch("check-config", str(config), env=env)

@@ -46,6 +46,11 @@ from tests.s3servers import MotoServer
 _dbs = iter(range(1, 1000))
 
 
+def install(extra: str) -> str:
+    """The install hint drwatch prints for a missing extra: this interpreter's pip, from a drwatch checkout."""
+    return f"{Path(sys.prefix) / 'bin' / 'pip'} install '.[{extra}]' (in the drwatch checkout)"
+
+
 @pytest.fixture
 def cluster_db(pg_server: PostgresServer) -> str:
     return pg_server.create_database(f"drwatch_cluster_{os.getpid()}_{next(_dbs)}")
@@ -211,7 +216,7 @@ def test_cluster_mode_without_the_cluster_extra_is_a_clear_error(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
                          cwd=REPO)
     assert out.stdout.strip() == ("cluster_unavailable cluster mode needs the job engine of the 'cluster' extra: "
-                                  "pip install 'drwatch[cluster]'")
+                                  + install("cluster"))
 
 
 # ---------------------------------------------------------------------------------------------- multi-node

@@ -8,8 +8,10 @@ effect) and warns before the first run does.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from importlib.util import find_spec
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,10 @@ class Extra:
 
     @property
     def install(self) -> str:
-        return f"pip install 'drwatch[{self.name}]'"
+        """How to add the extra to the environment drwatch runs in (its own pip, from a drwatch checkout: a bare
+        `pip` is refused on Debian's externally managed Python, and drwatch is installed from its source)."""
+        pip = Path(sys.prefix) / "bin" / "pip"
+        return f"{pip} install '.[{self.name}]' (in the drwatch checkout)"
 
     def missing(self) -> tuple[str, ...]:
         """The modules of this extra that this interpreter cannot locate (blocking: a few stat calls)."""
