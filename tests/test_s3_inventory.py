@@ -16,10 +16,24 @@ from typing import Any
 import pytest
 
 from drwatch.compliance import RuleState
+from drwatch.errors import ConfigError
 from drwatch.model import CopyState, Outcome, Result
 from tests.helpers import after_this_second, sample_files
 from tests.inventoryhelpers import take_inventory, write_report
-from tests.s3helpers import Locations, Server, bucket, codes, config, report, rules, run, subjects, until, upload
+from tests.s3helpers import (
+    Locations,
+    Server,
+    bucket,
+    codes,
+    config,
+    parse,
+    report,
+    rules,
+    run,
+    subjects,
+    until,
+    upload,
+)
 from tests.s3helpers import client as s3
 from tests.s3proxy import RecordingProxy, s3_operation
 from tests.s3servers import CephRGW, MotoServer
@@ -232,3 +246,16 @@ async def test_a_report_missing_the_lock_fields_is_unreadable(moto_estate: Estat
     assert subjects(result, "inventory_unreadable") == ["vault"]
     assert len(est.heads()) == len(est.files)
     assert_immutable(result, cfg, len(est.files))
+
+
+@pytest.mark.parametrize(("target", "message"), [("nowhere", "unknown location 'nowhere'"),
+                                                 ("local", "location 'local' is not an S3 location")])
+def test_the_report_location_must_be_an_s3_location(tmp_path: Path, moto: MotoServer, locs: Locations,
+                                                    target: str, message: str) -> None:
+    """``inventory.location`` names an S3 location of the config: anything else is refused when it loads."""
+    locs.fs("local", tmp_path, site="dc-a")
+    locs.s3("vault", moto, "vault-bucket", site="dc-b",
+            inventory={"location": target, "configuration_id": "daily"})
+    with pytest.raises(ConfigError) as err:
+        parse(tmp_path, config(tmp_path, locs, ("local", "data"), [("vault", "data")]))
+    assert [(p.path, p.message) for p in err.value.problems] == [("locations.vault.inventory.location", message)]

@@ -64,6 +64,7 @@ REQUIRED = ("key", "size", "e_tag", "last_modified_date", "object_lock_mode", "o
             "object_lock_legal_hold_status")
 _MODES = {"": 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _MODE_NAMES = (None, "GOVERNANCE", "COMPLIANCE")
+_WORDS = ("storage_class", "checksum_algorithm", "replication_status", "encryption_status")
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,11 @@ def _time(value: Any) -> float:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, int | float):
         return float(value) / 1000.0
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    return _iso(str(value))
+
+
+def _iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp() if text else math.nan
 
 
 def _yes(value: Any) -> bool:
@@ -119,10 +124,6 @@ class InventoryIndex:
     def __len__(self) -> int:
         return len(self._hash)
 
-    @staticmethod
-    def _h(text: str) -> int:
-        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
     def _code(self, name: str) -> int:
         code = self._codes.get(name)
         if code is None:
@@ -146,14 +147,20 @@ class InventoryIndex:
 
     def add(self, row: dict[str, Any]) -> None:
         """One row (Parquet column names). Rows of older versions and delete markers are passed over."""
-        key = row["key"]
-        if not key.startswith(self.key_prefix):
-            return
         if row.get("is_latest") not in (None, "") and not _yes(row["is_latest"]):
             return
         if _yes(row.get("is_delete_marker")):
             return
-        h = self._h(key)
+        self._put(str(row["key"]), str(row.get("e_tag") or ""), int(row.get("size") or 0),
+                  _time(row.get("last_modified_date")), _time(row.get("object_lock_retain_until_date")),
+                  str(row.get("object_lock_mode") or ""), str(row.get("object_lock_legal_hold_status") or ""),
+                  [str(row.get(name) or "") for name in _WORDS])
+
+    def _put(self, key: str, etag: str, size: int, modified: float, until: float, mode: str, hold: str,
+             words: list[str]) -> None:
+        if not key.startswith(self.key_prefix):
+            return
+        h = hash(key) & _MASK
         slot = self._slot(h)
         if self._table[slot]:  # the same key twice (should not happen): the later row wins, in place
             n = self._table[slot] - 1
@@ -166,27 +173,23 @@ class InventoryIndex:
             self._flags.append(0)
             self._words.extend(b"\0\0\0\0")
             self._table[slot] = n + 1
-        self._etag[n] = self._h(str(row.get("e_tag") or "").strip('"'))
-        self._size[n] = int(row.get("size") or 0)
-        self._until[n] = _time(row.get("object_lock_retain_until_date"))
-        mode = _MODES.get(str(row.get("object_lock_mode") or "").upper(), 0)
-        self._flags[n] = mode | (4 if str(row.get("object_lock_legal_hold_status") or "").upper() == "ON" else 0)
-        for i, name in enumerate(("storage_class", "checksum_algorithm", "replication_status", "encryption_status")):
-            self._words[4 * n + i] = self._code(str(row.get(name) or ""))
-        modified = _time(row.get("last_modified_date"))
-        if modified > self.created:
-            self._size[n] = -1  # modified after the report was taken (cannot happen in AWS's reports): never used
+        self._etag[n] = hash(etag.strip('"')) & _MASK
+        # Modified after the report was taken (cannot happen in AWS's reports): never used.
+        self._size[n] = -1 if modified > self.created else size
+        self._until[n] = until
+        self._flags[n] = _MODES.get(mode.upper(), 0) | (4 if hold.upper() == "ON" else 0)
+        for i, word in enumerate(words):
+            self._words[4 * n + i] = self._code(word)
         if len(self._hash) * 2 > len(self._table):
             self._grow()
 
     def lookup(self, key: str, etag: str, size: int) -> InventoryHead | None:
         """The listed object's facts, if the report lists this key with the listing's ETag and size."""
-        h = self._h(key)
-        r = self._table[self._slot(h)]
+        r = self._table[self._slot(hash(key) & _MASK)]
         if not r:
             return None
         n = r - 1
-        if self._size[n] != size or self._etag[n] != self._h(etag.strip('"')):
+        if self._size[n] != size or self._etag[n] != hash(etag.strip('"')) & _MASK:
             return None
         flags = self._flags[n]
         until = self._until[n]
@@ -199,11 +202,24 @@ class InventoryIndex:
     # --- data files (blocking: run in a worker thread) -------------------------------------------------
 
     def add_csv(self, f: IO[bytes], columns: list[str]) -> None:
+        # Column positions; a field the report lacks points at the "" appended to every row.
+        at = {name: columns.index(name) if name in columns else -1 for name in (*REQUIRED, *_WORDS, "is_latest",
+                                                                               "is_delete_marker")}
+        k, e, z, m, u = (at[c] for c in ("key", "e_tag", "size", "last_modified_date",
+                                          "object_lock_retain_until_date"))
+        mo, ho, latest, marker = (at[c] for c in ("object_lock_mode", "object_lock_legal_hold_status", "is_latest",
+                                                  "is_delete_marker"))
+        words = [at[c] for c in _WORDS]
         with gzip.open(f, "rt", encoding="utf-8", newline="") as text:
             for values in csv.reader(text):
-                row = dict(zip(columns, values, strict=False))
-                row["key"] = unquote(row.get("key", "").replace("+", " "))
-                self.add(row)
+                values.append("")
+                if values[latest] not in ("", "true") or values[marker] == "true":
+                    continue
+                key = values[k]
+                if "%" in key or "+" in key:
+                    key = unquote(key.replace("+", " "))
+                self._put(key, values[e], int(values[z] or 0), _iso(values[m]), _iso(values[u]), values[mo],
+                          values[ho], [values[i] for i in words])
 
     def add_parquet(self, f: IO[bytes]) -> None:
         import pyarrow.parquet as pq  # the ``ml`` extra

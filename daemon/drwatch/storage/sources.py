@@ -11,15 +11,19 @@ import asyncio
 import errno
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from drwatch.model import Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.filesystem import VOLATILE_MEDIA, Entry, HashPool, alist, media_class, mount_of
 from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, RequestMeter, S3Location, S3Missing
+
+if TYPE_CHECKING:
+    from drwatch.storage.inventory import InventorySource
 
 
 class Probe:
@@ -211,7 +215,6 @@ class FilesystemSource:
         and the bytes of this file read. A reference that cannot be read raises ``ReferenceUnreadable``."""
         return await self.hashes.compare(reference, self.path(entry), entry.size)
 
-
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
         return None
 
@@ -261,6 +264,7 @@ class S3Source:
         self.bucket: BucketFacts | None = None
         self.listed_classes: set[str] = set()  # storage classes in the listing (production is never HEADed)
         self.meter = RequestMeter(location)  # what this source sent in this run (verification economy)
+        self.inventory: InventorySource | None = None  # the S3 Inventory report covering it (set by open_source)
 
     async def probe(self) -> tuple[str, str]:
         if not await self.client.bucket_exists(self.meter):
@@ -308,6 +312,13 @@ class S3Source:
         if bucket is not None and bucket.object_lock is False and (
                 not entry.checksum_listed or (ref is not None and _same_single_part(entry, ref))):
             return ObjectHead(etag=entry.etag or "", storage_class=entry.storage_class or "STANDARD")
+        same = ref is not None and _same_single_part(entry, ref)
+        if self.inventory is not None and (not entry.checksum_listed or same):
+            # The S3 Inventory report answers for the lock state when no checksum value could change the verdict
+            # (storage/inventory.py: fresh and verified, the object listed with this ETag and size, unchanged since).
+            known = await self.inventory.head(self._key(entry), entry, self.meter, time.time())
+            if known is not None:
+                return known
         try:
             return await self.client.head(self._key(entry), self.meter)
         except S3Missing:
@@ -339,4 +350,6 @@ class S3Source:
             facts.findings.append(Finding(
                 Severity.WARNING, "media_contradiction",
                 f"declared media {self.cfg.media!r} but the objects' storage class says {media!r}", self.name))
+        if self.inventory is not None:
+            facts.findings.extend(self.inventory.findings)  # a stale, corrupt or unreadable report
         return facts
