@@ -267,9 +267,9 @@ def test_copy_whose_last_check_errored_is_unknown() -> None:
     res = run(*all_verified(report("far", CopyState.ERROR)), outcome=Outcome.ERROR)
     v = verdict(config(), res)
     far = next(c for c in v.copies if c.name == "far")
-    assert (far.status, far.reason) == ("unknown", "latest check could not read it")
+    assert (far.status, far.reason) == ("unknown", "latest check could not prove it (error: see its findings)")
     assert states(v)["copies"] == UNKNOWN
-    assert "far: latest check could not read it" in v.rules["copies"].detail
+    assert "far: latest check could not prove it (error: see its findings)" in v.rules["copies"].detail
 
 
 def test_run_that_errored_without_copy_reports_leaves_copies_unknown() -> None:
@@ -405,7 +405,7 @@ def test_media_unknown_when_an_unknown_copy_could_add_a_medium() -> None:
     rule = verdict(config(), res).rules["media"]
     assert rule.state == UNKNOWN
     assert rule.detail.startswith("1/2 media among verified copies (ssd)")
-    assert "far: latest check could not read it" in rule.detail
+    assert "far: latest check could not prove it (error: see its findings)" in rule.detail
 
 
 def test_media_uses_the_reported_media_over_the_declared_one() -> None:
@@ -447,7 +447,7 @@ def test_offsite_unknown_when_the_off_site_copy_could_not_be_checked() -> None:
     res = run(*all_verified(report("far", CopyState.ERROR)), outcome=Outcome.ERROR)
     rule = verdict(config(), res).rules["offsite"]
     assert rule.state == UNKNOWN
-    assert "far: latest check could not read it" in rule.detail
+    assert "far: latest check could not prove it (error: see its findings)" in rule.detail
 
 
 def test_offsite_by_region_alone() -> None:
@@ -500,7 +500,7 @@ def test_immutable_unknown_when_lock_state_could_not_be_observed() -> None:
     res = run(*all_verified(report("far", CopyState.ERROR, immutable=None)), outcome=Outcome.ERROR)
     rule = verdict(config(), res).rules["immutable"]
     assert rule.state == UNKNOWN
-    assert "far: latest check could not read it" in rule.detail
+    assert "far: latest check could not prove it (error: see its findings)" in rule.detail
 
 
 def test_locked_copy_older_than_the_rpo_is_not_immutable_proof() -> None:

@@ -120,7 +120,7 @@ def _copy_status(cfg: Config, asset: AssetConfig, name: str, location: str, fact
         elif rep.state == CopyState.FAILED:
             return status("failed", "latest check found it bad", over=over)
         elif rep.state == CopyState.ERROR:
-            return status("unknown", "latest check could not read it",
+            return status("unknown", "latest check could not prove it (error: see its findings)",
                           could=offline_capable or rep.immutable is not False, over=over)
         # OFFLINE: the attestation stands in.
     if offline_capable and att is not None and att_fresh:
