@@ -21,7 +21,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -34,6 +36,7 @@ from drwatch.process import ProcessState
 from drwatch.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
+T = TypeVar("T")
 GZIP_LEVEL = 6  # what prometheus-client's own handler uses; ~10x smaller, a few ms per MB
 
 
@@ -46,6 +49,10 @@ class Rendered:
     deflated: list[bytes] | None = None  # ``parts`` deflated one by one (see deflate()), when rendered in pieces
     _done: dict[str, bytes] = dataclasses.field(default_factory=dict, compare=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, compare=False)
+
+    def ready(self, kind: str) -> bytes | None:
+        """The ``plain`` or ``gzip`` body if it was made already (serving it needs no thread)."""
+        return self._done.get(kind)
 
     @property
     def plain(self) -> bytes:
@@ -86,6 +93,7 @@ class Exposition:
         self._pending: asyncio.Future[Rendered] | None = None
         self.renders = 0  # how many times the exposition was rendered (tests, benchmarks)
         self.render_cpu = 0.0  # CPU seconds of the latest render
+        self._executor: ThreadPoolExecutor | None = None
 
     def _key(self) -> tuple[object, ...]:
         return (id(self._snapshot()), dataclasses.astuple(self._process), int(self._clock()))
@@ -112,10 +120,10 @@ class Exposition:
 
     async def _render(self, snapshot: object, key: tuple[object, ...]) -> Rendered:
         try:
-            parts, deflated, cpu = await asyncio.to_thread(self._render_parts)
+            parts, deflated, cpu = await self._in_thread(self._render_parts)
             rendered = Rendered(key, parts, deflated)
             if deflated is not None:
-                await asyncio.to_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
+                await self._in_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
             self.render_cpu = cpu
             self.renders += 1
             self._current, self._current_snapshot = rendered, snapshot
@@ -136,8 +144,21 @@ class Exposition:
         """The body and its encoding headers for a request that sent ``accept_encoding``."""
         rendered = await self.get()
         if accepts_gzip(accept_encoding):
-            return await asyncio.to_thread(rendered.gzipped), {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
-        return await asyncio.to_thread(lambda: rendered.plain), {"Vary": "Accept-Encoding"}
+            zipped = rendered.ready("gzip")
+            if zipped is None:
+                zipped = await self._in_thread(rendered.gzipped)
+            return zipped, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+        plain = rendered.ready("plain")
+        if plain is None:
+            plain = await self._in_thread(lambda: rendered.plain)
+        return plain, {"Vary": "Accept-Encoding"}
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        """``fn`` in the exposition's own thread: never queued behind validators' work in the default
+        executor (a scrape would wait for their file system calls), never taking a thread they need."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-exposition")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
