@@ -172,6 +172,8 @@ class Baseline:
     counts: float = 0.0  # not in total: count(*) of every table, as drwatch's table_counts
     md5_small: float = 0.0  # not in total: ordered md5 of the tables up to 100,000 rows
     teardown: float = 0.0  # not in total: pg_ctl stop -m immediate + rmtree
+    stop: float = 0.0  # of teardown: pg_ctl stop -m immediate
+    running: float = 0.0  # pg_restore -j into the already running production server (its own database)
     rows: int = 0
     sync: float = 0.0  # the sync before the step (not timed in it)
 
@@ -190,6 +192,19 @@ async def verification_cost(b: Baseline, params: dict[str, str]) -> None:
         b.md5_small = time.perf_counter() - s0
     finally:
         await pgtools.close_connection(conn)
+
+
+def running_server_restore(server: PostgresServer, round_no: int, dump: Path, jobs: int) -> float:
+    """``pg_restore -j JOBS`` (same flags) into a fresh database of the already running production server
+    (tests.pgserver: fsync off, full_page_writes off, wal_level replica): no initdb, no start, no stop."""
+    name = f"raw_{round_no}"
+    server.psql(f"CREATE DATABASE {name} TEMPLATE template0")
+    try:
+        argv = [str(server.bin_dir / "pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges", "-d",
+                server.dsn(name), "-j", str(jobs), str(dump)]
+        return run(argv, "pg_restore into the running server", timeout=3600)
+    finally:
+        server.psql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def baseline(round_no: int, root: Path, bin_dir: Path, run_as: str | None, dump: Path, jobs: int) -> Baseline:
@@ -220,6 +235,7 @@ def baseline(round_no: int, root: Path, bin_dir: Path, run_as: str | None, dump:
     finally:
         d0 = time.perf_counter()
         asyncio.run(cluster.stop())
+        b.stop = time.perf_counter() - d0
         shutil.rmtree(sandbox, ignore_errors=True)
         b.teardown = time.perf_counter() - d0
     return b
@@ -299,10 +315,12 @@ def drill(round_no: int, variant: str, cfg: Path, env: dict[str, str], drwatch: 
     d.duration = float(result.get("duration", float("nan")))
     d.findings = [f"{f.get('severity')}:{f.get('code')}:{f.get('subject', '')}" for f in result.get("findings", [])]
     events: dict[str, float] = {}
+    fields: dict[str, dict[str, Any]] = {}
     for line in res.stderr.splitlines():
         try:
             rec = json.loads(line)
             events.setdefault(str(rec["event"]), _ts(str(rec["timestamp"])))
+            fields.setdefault(str(rec["event"]), rec)
         except (ValueError, KeyError, TypeError):
             continue
     marks = ["run_started", "drill_recovery_point", "drill_restore_started", "drill_restored", "run_finished"]
@@ -310,6 +328,13 @@ def drill(round_no: int, variant: str, cfg: Path, env: dict[str, str], drwatch: 
         started, point, rs, rd, finished = (events[m] for m in marks)
         d.phases = {"startup": started - spawned, "setup": rs - point, "restore": rd - rs,
                     "checks+teardown": finished - rd, "exit": ended - finished, "list": point - started}
+        ready, checked = fields.get("drill_sandbox_ready", {}), fields.get("drill_checked", {})
+        for key in ("initdb", "start", "createdb"):
+            if f"{key}_seconds" in ready:
+                d.phases[key] = float(ready[f"{key}_seconds"])
+        if "seconds" in checked:
+            d.phases["checks"] = float(checked["seconds"])
+            d.phases["teardown"] = d.phases["checks+teardown"] - d.phases["checks"]
     return d
 
 
@@ -373,6 +398,39 @@ def report(a: argparse.Namespace, info: dict[str, Any], bases: list[Baseline], d
     print(f"  baseline pg_restore only                     {median([b.pg_restore for b in bases]):7.2f}s   "
           f"{[round(b.pg_restore, 2) for b in bases]}")
     print(f"  baseline total + teardown                    {median([b.total + b.teardown for b in bases]):7.2f}s")
+    full = [b.total + b.stop for b in bases]
+    running = [b.running for b in bases]
+    print(f"  raw A: initdb+start+createdb+pg_restore+stop {median(full):7.2f}s   {[round(x, 2) for x in full]}")
+    print(f"  raw B: pg_restore -j{a.jobs} into a running server   {median(running):7.2f}s   "
+          f"{[round(x, 2) for x in running]}  (tests.pgserver: fsync/full_page_writes off, wal_level replica)")
+    print("\nphases side by side (medians; seconds)")
+    cols = [v for v in VARIANTS if any(d.variant == v and d.round in by_round for d in drills)]
+    print(f"  {'phase':34} {'raw A':>7} {'raw B':>7} " + " ".join(f"{v:>9}" for v in cols))
+
+    def dmed(v: str, key: str) -> float:
+        return median([d.phases[key] for d in drills if d.variant == v and key in d.phases])
+
+    rows = [("process start-up + config + list", None, None, "startup"),
+            ("tool versions + pg_restore --list", None, None, "pre"),
+            ("initdb", [b.initdb for b in bases], None, "initdb"),
+            ("server start", [b.start for b in bases], None, "start"),
+            ("CREATE DATABASE", [b.createdb for b in bases], None, "createdb"),
+            (f"pg_restore -j{a.jobs}", [b.pg_restore for b in bases], running, "restore"),
+            ("checks (counts, checksums, production)", None, None, "checks"),
+            ("teardown (stop; drill: + rmtree)", [b.stop for b in bases], None, "teardown"),
+            ("exit (store, report, interpreter)", None, None, "exit"),
+            ("TOTAL", full, running, "wall")]
+    for d in drills:
+        if "setup" in d.phases:
+            d.phases["pre"] = d.phases["setup"] - sum(d.phases.get(k, 0.0) for k in ("initdb", "start", "createdb"))
+        d.phases["wall"] = d.wall
+    for label, ra, rb, key in rows:
+        print(f"  {label:34} {median(ra) if ra else float('nan'):7.2f} {median(rb) if rb else float('nan'):7.2f} "
+              + " ".join(f"{dmed(v, key):9.2f}" for v in cols))
+    for v in cols:
+        w = median([d.wall for d in drills if d.variant == v and d.round in by_round])
+        print(f"  {v}: drill wall / raw A {w / median(full):.2f}; / raw B {w / median(running):.2f}; restore_seconds /"
+              f" raw B {median([d.restore_seconds for d in drills if d.variant == v]) / median(running):.2f}")
     for v in VARIANTS:
         ds = [d for d in drills if d.variant == v and d.round in by_round]
         if not ds:
@@ -472,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                 if step == "baseline":
                     b = baseline(r, bl_root, bin_dir, run_as, dump, a.jobs)
                     b.sync = synced
+                    settle()
+                    b.running = running_server_restore(server, r, dump, a.jobs)
                     bases.append(b)
                     log(f"  total {b.total:.2f}s (pg_restore {b.pg_restore:.2f}s), {b.rows:,} rows")
                     continue

@@ -3,7 +3,9 @@
 
 Usage::
 
-    python benchmarks/startup_bench.py [--runs 20] [--files 20] [--importtime 10] [--json FILE]
+    python benchmarks/startup_bench.py [--runs 20] [--files 20] [--importtime 5] [--json FILE]
+                                       [--compare DIR]   # also DIR's drwatch (e.g. a `git archive` of an
+                                                         # older commit), PYTHONPATH=DIR/daemon
 
 Builds a throwaway estate (one asset: production and two copies of FILES small files, one ``replica``
 validator, SQLite store) and runs, interleaved, RUNS times each:
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--importtime", type=int, default=5, help="-X importtime runs of the check (5; 0: none)")
     p.add_argument("--source", action="store_true", help="no bytecode cache: compile drwatch at every start")
     p.add_argument("--json", type=Path, help="also write the raw figures to this file")
+    p.add_argument("--compare", type=Path, help="a checkout whose daemon/ is timed too (before/after)")
     a = p.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="drwatch-startup-"))
@@ -133,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             "drwatch --version": [py, "-m", "drwatch", "--version"],
             "drwatch check (1 fs asset)": [py, "-m", "drwatch", "check", "--config", str(cfg), "--output", "json"],
         }
+        if a.compare is not None:
+            # the same interpreter with the other tree first on sys.path (`env`: ~1 ms more than a direct start)
+            commands["  same, --compare tree"] = ["env", f"PYTHONPATH={a.compare.resolve() / 'daemon'}",
+                                                 *commands["drwatch check (1 fs asset)"]]
         for name, cmd in commands.items():  # warm-up: writes the bytecode cache, warms the page cache
             _wall, _cpu, rc = timed(cmd, env)
             if rc not in (0,):

@@ -71,8 +71,12 @@ class EphemeralCluster:
         sock = str(self.root) if len(str(self.root)) < 80 else ""  # unix socket paths are limited to 107 bytes
         for attempt in range(1, self.START_ATTEMPTS + 1):
             self.port = free_port()
+            # A throwaway server: nothing it writes must survive a crash. wal_level=minimal (no WAL senders)
+            # lets pg_restore -j load each table it created with TRUNCATE + COPY in one transaction and build
+            # indexes without writing WAL (benchmarks/README.md, PostgreSQL: the drill's overhead).
             opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={shlex.quote(sock)} "
                     "-c fsync=off -c full_page_writes=off -c synchronous_commit=off -c autovacuum=off "
+                    "-c wal_level=minimal -c max_wal_senders=0 -c maintenance_work_mem=128MB "
                     "-c max_wal_size=4GB -c checkpoint_timeout=1h -c logging_collector=off -c jit=off")
             offset = await asyncio.to_thread(lambda: self.log.stat().st_size if self.log.exists() else 0)
             res = await run_tool([str(self.bin_dir / "pg_ctl"), "start", "-D", str(self.data), "-w", "-t",

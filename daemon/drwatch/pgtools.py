@@ -384,15 +384,20 @@ ORDER BY array_position(i.indkey::int2[], a.attnum)
 """
 
 
+_COUNT_BATCH = 100  # tables counted per statement (one round trip; PostgreSQL may scan them in parallel)
+
+
 async def table_counts(conn: Any, limit: float) -> tuple[dict[tuple[str, str], int], int]:
     """Rows per user table (and partitioned parent), and the total over leaf tables (no double counting)."""
-    counts: dict[tuple[str, str], int] = {}
-    rows = 0
-    for row in await conn.fetch(_TABLES_SQL, timeout=limit):
-        table = (str(row["schema"]), str(row["name"]))
-        counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {qualified(table)}", timeout=limit))
-        rows += counts[table] if row["leaf"] else 0
-    return counts, rows
+    tables = [((str(r["schema"]), str(r["name"])), bool(r["leaf"]))
+              for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
+    found: dict[int, int] = {}
+    for start in range(0, len(tables), _COUNT_BATCH):
+        sql = " UNION ALL ".join(f"SELECT {i} AS i, count(*) AS n FROM {qualified(t)}"
+                                 for i, (t, _leaf) in enumerate(tables[start:start + _COUNT_BATCH], start))
+        found.update((int(r["i"]), int(r["n"])) for r in await conn.fetch(sql, timeout=limit))
+    counts = {t: found[i] for i, (t, _leaf) in enumerate(tables)}
+    return counts, sum(found[i] for i, (_t, leaf) in enumerate(tables) if leaf)
 
 
 async def user_tables(conn: Any, limit: float) -> list[tuple[str, str]]:

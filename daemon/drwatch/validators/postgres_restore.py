@@ -271,11 +271,13 @@ class PostgresRestoreValidator:
             return self._restore_failed(restore, info, chosen, findings, figures)
         ctx.log.info("drill_restored", seconds=round(restore.seconds, 3), format=info.format)
 
+        checked = time.monotonic()
         try:
             outcome = await self._check(ctx, params, findings, figures)
         except pgtools.CONNECT_ERRORS as exc:
             raise ValidatorError("check_failed", redact(f"checking the restored database failed: "
                                                         f"{type(exc).__name__}: {exc}")) from None
+        ctx.log.info("drill_checked", seconds=round(time.monotonic() - checked, 3))
         rto = ctx.asset.rto.total_seconds() if ctx.asset.rto is not None else None
         if rto is not None and figures["restore_seconds"] > rto:
             findings.append(Finding(Severity.WARNING, "rto_exceeded",
@@ -317,12 +319,18 @@ class PostgresRestoreValidator:
         cluster = pgcluster.EphemeralCluster(bin_dir, sandbox / "pg", run_as)
         # Registered before anything starts: a run cancelled during pg_ctl start still stops the server.
         ctx.exit_stack.push_async_callback(_cleanup, cluster.stop, 60, ctx, "stop sandbox server")
+        t0 = time.monotonic()
         await cluster.init(limit=max(1.0, min(300.0, ctx.remaining())))
+        t1 = time.monotonic()
         await cluster.start(limit=max(1.0, min(120.0, ctx.remaining())))
+        t2 = time.monotonic()
         admin = await pgtools.connect(cluster.params(), code="sandbox_unavailable", what="sandbox server")
         ctx.exit_stack.push_async_callback(_cleanup, functools.partial(pgtools.close_connection, admin), 10, ctx,
                                            "close sandbox connection")
         await admin.execute(f"CREATE DATABASE {DRILL_DB} TEMPLATE template0", timeout=120)
+        # Where a drill's time goes (benchmarks/pg_restore_bench.py reads these phases from the log).
+        ctx.log.info("drill_sandbox_ready", initdb_seconds=round(t1 - t0, 3), start_seconds=round(t2 - t1, 3),
+                     createdb_seconds=round(time.monotonic() - t2, 3))
         if info.format == "plain":  # owners/grantees must exist (archives are restored with --no-owner)
             for role in await asyncio.to_thread(pgdump.plain_dump_roles, path):
                 await admin.execute(f"DO $$BEGIN CREATE ROLE {pgtools.quote_ident(role)}; "
