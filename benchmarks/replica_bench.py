@@ -9,12 +9,14 @@ Usage::
 Part 1, throughput: a production tree and one copy (``--gb`` GiB each: a few large shards holding half
 the bytes plus many 1-16 MiB parts; incompressible content), checked by
 
-  (a) ``drwatch check`` with a replica validator and no manifest (hashes production and copy),
+  (a) ``drwatch check`` with a replica validator and no manifest (reads production and copy and compares
+      their bytes: one copy against filesystem production needs no hash),
   (b) ``drwatch seal`` of production (timed on its own), then ``drwatch check`` with that manifest,
   (c) plain hashlib sha256 over both trees, one thread, 1 MiB chunks: the baseline; plus the same with
       ``hash_workers`` threads (what perfectly parallel hashing gives on this machine),
   (d) ``rclone check PROD COPY`` (local to local: sizes and md5 of both sides), with its default 8
-      checkers and with ``--checkers`` = hash_workers.
+      checkers and with ``--checkers`` = hash_workers; and ``rclone check --download`` (rclone reads both
+      sides and compares the bytes: the like-for-like of (a)).
 
 Part 2, many tiny files: trees of 64-512 byte files, grown in steps (N/4, N/2, N files per side); wall
 time, CPU time and peak RSS (GNU ``time`` %M, see ``run_measured``) of ``drwatch check`` and ``rclone check``,
@@ -451,7 +453,7 @@ class Bench:
             return lambda: run_inprocess(go)
 
         jobs = [
-            Job("drwatch check, no manifest", lambda: drwatch_check(cfg_a), both, note="hashes both sides",
+            Job("drwatch check, no manifest", lambda: drwatch_check(cfg_a), both, note="compares both sides' bytes",
                 verify=drwatch_clean(len(plan))),
             # runs before the manifest check in every round, so the manifest exists when that runs
             Job("drwatch seal (production)", lambda: run_measured(seal_cmd), side, note="one side",
@@ -466,6 +468,9 @@ class Bench:
                                verify=rc_zero))
             jobs.append(Job(f"rclone check --checkers {hw}", lambda: rclone_check(prod, copy, "--checkers", str(hw)),
                             both, note="md5, both sides", verify=rc_zero))
+        # rclone's own byte-for-byte mode: reads both sides and compares the bytes, as drwatch does without a seal
+        jobs.append(Job("rclone check --download", lambda: rclone_check(prod, copy, "--download"), both,
+                        note="bytes compared, both sides", verify=rc_zero))
         self.rounds(jobs, a.repeat)
         for job in jobs:
             if job.name.startswith("drwatch check"):
@@ -501,6 +506,8 @@ class Bench:
             jobs = [
                 Job("drwatch check", lambda: drwatch_check(cfg), files=count, verify=drwatch_clean(count)),
                 Job("rclone check", lambda: rclone_check(prod, copy), files=count, note="8 checkers", verify=rc_zero),
+                Job("rclone check --download", lambda: rclone_check(prod, copy, "--download"), files=count,
+                    note="bytes compared", verify=rc_zero),
             ]
             if not a.quick:
                 jobs.append(Job("hashlib, 1 thread", lambda: run_inprocess(hl), files=count, note="in-process",

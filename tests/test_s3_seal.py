@@ -72,6 +72,33 @@ def test_seal_s3_prefix_records_sizes_and_sha256(moto: MotoServer, tmp_path: Pat
     assert [f["subject"] for f in result["findings"] if f["code"] == "content_mismatch"] == ["copy:obj-01"]
 
 
+def test_seal_s3_prefix_with_blake3_reads_every_object(moto: MotoServer, tmp_path: Path) -> None:
+    """`--algorithm blake3`: no store keeps a BLAKE3 checksum, so every object — those with a stored SHA256
+    checksum too — is read and hashed with BLAKE3; the header says so; nothing is written to the bucket."""
+    import blake3
+
+    client = moto.client()
+    client.create_bucket(Bucket="sealb3")
+    bodies = {f"rp/obj-{i:02d}": os.urandom(300 + i) for i in range(6)}
+    for key, body in bodies.items():
+        client.put_object(Bucket="sealb3", Key=key, Body=body, ChecksumAlgorithm="SHA256")
+    cfg = write_config(tmp_path / "drwatch.yaml", {
+        "store": {"sqlite": str(tmp_path / "s.sqlite")},
+        "locations": {"bucket": {"kind": "s3", "bucket": "sealb3", "endpoint_url": moto.endpoint_url,
+                                 "region": "us-east-1", "addressing_style": "path",
+                                 "access_key_id_env": "SEAL_AK", "secret_access_key_env": "SEAL_SK"}},
+    })
+    out = run_cli("seal", "s3://sealb3/rp", "--config", str(cfg), "--location", "bucket", "--algorithm", "blake3",
+                  env={"SEAL_AK": "test", "SEAL_SK": "test"})
+    assert out.returncode == 0, out.stderr
+    head, *lines = out.stdout.splitlines()
+    assert json.loads(head)["algorithm"] == "blake3"
+    entries = [json.loads(line) for line in lines]
+    assert {e["path"]: e["blake3"] for e in entries} == {
+        k.removeprefix("rp/"): blake3.blake3(v).hexdigest() for k, v in bodies.items()}
+    assert not any("sha256" in e for e in entries)
+
+
 def test_seal_s3_needs_a_location(moto: MotoServer, tmp_path: Path) -> None:
     """An s3:// URL without --location, or outside the location's bucket, is a usage error."""
     cfg = write_config(tmp_path / "drwatch.yaml", {
