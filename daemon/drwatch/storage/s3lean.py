@@ -156,7 +156,7 @@ class LeanS3:
             from botocore.exceptions import NoCredentialsError
 
             raise NoCredentialsError()
-        if self._auth is None or frozen is not self._frozen:
+        if self._auth is None or frozen != self._frozen:  # the same keys: the same signer (a refresh: a new one)
             self._auth, self._frozen = S3SigV4Auth(frozen, "s3", self.region), frozen
         return self._auth
 
