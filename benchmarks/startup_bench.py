@@ -19,7 +19,8 @@ with this interpreter (``sys.executable``, never a pyenv shim: a shim is a bash 
 Python's start-up here). Bytecode: the commands run with ``PYTHONPYCACHEPREFIX`` set to a scratch folder and
 ``PYTHONDONTWRITEBYTECODE`` unset, after one warm-up run each, so imports read ``.pyc`` files as they do in an
 installed drwatch (pip compiles on install); nothing is written into the source tree. ``--source`` measures
-the other case (no bytecode cache: every drwatch module compiled at each start).
+the other case (``PYTHONDONTWRITEBYTECODE=1``: a source tree without ``__pycache__``, e.g. this checkout,
+compiles every drwatch module at each start).
 
 Prints per command the median and minimum wall time and the median CPU time (user+sys of the child: less
 sensitive than wall time to other jobs on a shared machine), the difference to (a), the 1-minute load
@@ -125,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = make_estate(work, a.files)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
-        if a.source:
+        if a.source:  # the installed packages' and stdlib's own __pycache__ are still read
             env["PYTHONDONTWRITEBYTECODE"] = "1"
-            env["PYTHONPYCACHEPREFIX"] = str(work / "no-pycache")  # never read a cache from the tree either
         else:
             env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
         py = sys.executable
