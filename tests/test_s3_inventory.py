@@ -8,6 +8,9 @@ every object with none; whatever makes the report unusable is a warning finding 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ import pytest
 from drwatch.compliance import RuleState
 from drwatch.errors import ConfigError
 from drwatch.model import CopyState, Outcome, Result
-from tests.helpers import after_this_second, sample_files
+from tests.helpers import REPO, after_this_second, sample_files, write_config
 from tests.inventoryhelpers import take_inventory, write_report
 from tests.s3helpers import (
     Locations,
@@ -259,3 +262,22 @@ def test_the_report_location_must_be_an_s3_location(tmp_path: Path, moto: MotoSe
     with pytest.raises(ConfigError) as err:
         parse(tmp_path, config(tmp_path, locs, ("local", "data"), [("vault", "data")]))
     assert [(p.path, p.message) for p in err.value.problems] == [("locations.vault.inventory.location", message)]
+
+
+def test_a_parquet_report_without_pyarrow_is_extra_missing(moto_estate: Estate) -> None:
+    """Where pyarrow cannot be imported (core install), a Parquet report is `extra_missing` (a warning) and every
+    object is HEADed: the copy is still proven, through a real `drwatch check`."""
+    est = moto_estate
+    est.publish(fmt="Parquet")
+    path = write_config(est.tmp / "drwatch.yaml", config(est.tmp, est.locs, ("prod", "data"), [("vault", "data")],
+                                                         compliance=ONE_COPY))
+    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli import main; "
+            f"sys.exit(main(['check', '--config', {str(path)!r}, '--output', 'json']))")
+    est.proxy.clear()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                         cwd=REPO)
+    [res] = json.loads(out.stdout)["results"]
+    assert res["outcome"] == "ok", res
+    assert [(f["code"], f["subject"]) for f in res["findings"] if f["code"] in INVENTORY_CODES] == \
+        [("extra_missing", "vault")]
+    assert est.heads() == sorted(f"data/{k}" for k in est.files)
