@@ -148,7 +148,8 @@ def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | Non
                 except OSError as exc:
                     raise ReferenceUnreadable(exc) from exc
                 total += n
-                if n != m or view_a[:n] != view_b[:n]:
+                # bytearray equality is a memcmp (~20 GB/s); memoryview equality compares item by item (~1 GB/s)
+                if n != m or (buf_a != buf_b if n == CHUNK else buf_a[:n] != buf_b[:n]):
                     return False, total
                 if n < CHUNK:
                     return True, total
