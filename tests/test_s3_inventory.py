@@ -8,6 +8,8 @@ every object with none; whatever makes the report unusable is a warning finding 
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import pytest
 from drwatch.compliance import RuleState
 from drwatch.errors import ConfigError
 from drwatch.model import CopyState, Outcome, Result
+from drwatch.storage.inventory import CSV_COLUMNS, InventoryIndex
 from tests.helpers import REPO, after_this_second, sample_files, write_config
 from tests.inventoryhelpers import take_inventory, write_report
 from tests.s3helpers import (
@@ -43,7 +46,7 @@ from tests.s3servers import CephRGW, MotoServer
 
 PASS, FAIL = RuleState.PASS, RuleState.FAIL
 ONE_COPY = {"copies": 2, "media": 1, "offsite": 1, "immutable": 1}
-SHA256 = {"ChecksumAlgorithm": "SHA256"}
+SHA256: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}
 INVENTORY_CODES = {"inventory_stale", "inventory_corrupt", "inventory_unreadable", "extra_missing"}
 
 
@@ -186,12 +189,13 @@ async def test_an_unusable_report_is_a_finding_and_every_object_is_headed(moto_e
     def garble(manifest: dict[str, Any], data: dict[str, bytes]) -> None:
         del manifest["files"]
 
-    kw: dict[str, Any] = {
+    cases: dict[str, dict[str, Any]] = {
         "stale": {"created": time.time() - 49 * 3600},
         "manifest_checksum": {"bad_checksum": True},
         "data_md5": {"tamper": flip_data},
         "bad_json": {"tamper": garble},
-    }[fault]
+    }
+    kw = cases[fault]
     est.publish(**kw)
     result, cfg = await est.run()
 
@@ -281,3 +285,37 @@ def test_a_parquet_report_without_pyarrow_is_extra_missing(moto_estate: Estate) 
     assert [(f["code"], f["subject"]) for f in res["findings"] if f["code"] in INVENTORY_CODES] == \
         [("extra_missing", "vault")]
     assert est.heads() == sorted(f"data/{k}" for k in est.files)
+
+
+def test_the_index_keeps_current_versions_under_the_prefix_with_decoded_keys(tmp_path: Path) -> None:
+    """A CSV report of all versions: only the current version of a key counts, delete markers and other
+    prefixes are passed over, URL-encoded keys (spaces, '+', non-ASCII) are decoded, and a row answers only
+    for the listing's ETag and size."""
+    columns = [CSV_COLUMNS[c] for c in ("Bucket", "Key", "VersionId", "IsLatest", "IsDeleteMarker", "Size",
+                                        "LastModifiedDate", "ETag", "ObjectLockRetainUntilDate", "ObjectLockMode",
+                                        "ObjectLockLegalHoldStatus", "StorageClass")]
+    rows = [
+        ["b", "data/a%20b%2Bc%C3%A9.bin", "v2", "true", "false", "10", "2026-01-01T00:00:00.000Z", "e1",
+         "2036-01-01T00:00:00.000Z", "COMPLIANCE", "OFF", "GLACIER"],
+        ["b", "data/a%20b%2Bc%C3%A9.bin", "v1", "false", "false", "10", "2025-01-01T00:00:00.000Z", "e0",
+         "", "", "OFF", "STANDARD"],
+        ["b", "data/gone.bin", "v3", "true", "true", "0", "2026-01-01T00:00:00.000Z", "", "", "", "", ""],
+        ["b", "data/held.bin", "v4", "true", "false", "5", "2026-01-01T00:00:00.000Z", "e4", "", "", "ON",
+         "STANDARD"],
+        ["b", "other/x.bin", "v5", "true", "false", "5", "2026-01-01T00:00:00.000Z", "e5", "", "", "OFF", ""],
+    ]
+    text = "".join(",".join(f'"{v}"' for v in row) + "\n" for row in rows)
+    index = InventoryIndex(time.time(), "data/")
+    index.add_csv(io.BytesIO(gzip.compress(text.encode())), columns)
+
+    assert len(index) == 2
+    head = index.lookup("data/a b+cé.bin", "e1", 10)
+    assert head is not None
+    assert (head.lock_mode, head.legal_hold, head.storage_class) == ("COMPLIANCE", False, "GLACIER")
+    assert head.retain_until == pytest.approx(2082758400.0)
+    assert index.lookup("data/a b+cé.bin", "e0", 10) is None  # the older version's ETag: HEAD it
+    assert index.lookup("data/a b+cé.bin", "e1", 11) is None
+    assert index.lookup("data/gone.bin", "", 0) is None
+    assert index.lookup("other/x.bin", "e5", 5) is None
+    held = index.lookup("data/held.bin", "e4", 5)
+    assert held is not None and (held.lock_mode, held.legal_hold, held.retain_until) == (None, True, None)
