@@ -213,7 +213,7 @@ class InventoryIndex:
         with gzip.open(f, "rt", encoding="utf-8", newline="") as text:
             for values in csv.reader(text):
                 values.append("")
-                if values[latest] not in ("", "true") or values[marker] == "true":
+                if values[latest].lower() not in ("", "true") or values[marker].lower() == "true":
                     continue
                 key = values[k]
                 if "%" in key or "+" in key:
