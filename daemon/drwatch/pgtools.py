@@ -415,10 +415,18 @@ async def has_rows(conn: Any, table: tuple[str, str], limit: float) -> bool:
     return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)})", timeout=limit))
 
 
-async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_from: Any | None = None) -> str:
-    """Ordered md5 of the table's rows (row text md5s, in primary-key order; full row text without one)."""
+async def primary_key(conn: Any, table: tuple[str, str], limit: float) -> list[str]:
+    """The table's primary-key columns, in key order (empty without one)."""
+    return [str(r[0]) for r in await conn.fetch(_PK_SQL, qualified(table), timeout=limit)]
+
+
+async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_from: Any | None = None,
+                         keys: list[str] | None = None) -> str:
+    """Ordered md5 of the table's rows (row text md5s, in primary-key order; full row text without one).
+    The order comes from ``keys`` when given, else from the primary key read on ``keys_from`` (or ``conn``)."""
     q = qualified(table)
-    keys = [str(r[0]) for r in await (keys_from or conn).fetch(_PK_SQL, q, timeout=limit)]
+    if keys is None:
+        keys = await primary_key(keys_from or conn, table, limit)
     order = ", ".join(f"t.{quote_ident(k)}" for k in keys) if keys else 't::text COLLATE "C"'
     value = await conn.fetchval(f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), '')) "
                                 f"FROM {q} AS t", timeout=limit)

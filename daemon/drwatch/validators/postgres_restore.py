@@ -502,8 +502,10 @@ class PostgresRestoreValidator:
                             findings.append(Finding(Severity.INFO, "checksum_skipped",
                                                     f"more than {exp.checksums.max_rows} rows", label))
                             continue
-                        ours = await pgtools.table_checksum(restored, table, _limit(ctx))
-                        theirs = await pgtools.table_checksum(prod, table, _limit(ctx), keys_from=restored)
+                        # Both sides at once (two servers, two connections): the slower one sets the time.
+                        keys = await pgtools.primary_key(restored, table, _limit(ctx))
+                        ours, theirs = await _both(pgtools.table_checksum(restored, table, _limit(ctx), keys=keys),
+                                                   pgtools.table_checksum(prod, table, _limit(ctx), keys=keys))
                         if ours != theirs:
                             findings.append(Finding(Severity.CRITICAL, "checksum_mismatch",
                                                     "the restored rows differ from production's", label))
@@ -511,6 +513,20 @@ class PostgresRestoreValidator:
             raise ValidatorError("production_unavailable", redact(f"production: {type(exc).__name__}: {exc}")) \
                 from None
         return production_rows
+
+
+async def _both(first: Awaitable[str], second: Awaitable[str]) -> tuple[str, str]:
+    """Run two queries concurrently; when one fails (or the run is cancelled) the other is cancelled and
+    awaited before the error propagates: nothing is left running on a connection."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        a, b = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return a, b
 
 
 def _limit(ctx: RunContext) -> float:
