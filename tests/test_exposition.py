@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drwatch.exposition import Exposition, accepts_gzip
+from drwatch.exposition import STALE_MAX_AGE, Exposition, accepts_gzip
 from drwatch.metrics import ProcessState
 from tests.helpers import DaemonProcess, basic_config, free_port, populate, write_config
 
@@ -170,8 +170,9 @@ class _BusyCollector(Collector):
 
 async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> None:
     """When the latest render took more CPU than STALE_WHILE_RENDERING_CPU, a scrape after a change gets the
-    previous rendering at once while the new one is made; the next scrape after it gets the new one. A cheap
-    render (the sleeping collector above: no CPU) is always waited for."""
+    previous rendering at once (if made within STALE_MAX_AGE) while the new one is made; the next scrape after
+    it gets the new one. An older rendering, or a cheap render (the sleeping collector above: no CPU), is
+    waited for."""
     snapshot: list[object] = [object()]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_BusyCollector(snapshot, 0.1))
@@ -186,3 +187,7 @@ async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> 
     assert pending is not None
     fresh = await pending
     assert fresh is not first and await expo.get() is fresh and expo.renders == 2
+    # A rendering older than STALE_MAX_AGE is never served: the scrape waits for the new one.
+    await asyncio.sleep(STALE_MAX_AGE + 0.1)
+    snapshot[0] = object()
+    assert (await expo.get()) is not fresh and expo.renders == 3

@@ -36,6 +36,7 @@ from drwatch.process import ProcessState
 from drwatch.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
+STALE_MAX_AGE = 1.0  # seconds: how old a rendering served during an expensive render may be
 T = TypeVar("T")
 GZIP_LEVEL = 6  # what prometheus-client's own handler uses; ~10x smaller, a few ms per MB
 
@@ -94,6 +95,7 @@ class Exposition:
         self.renders = 0  # how many times the exposition was rendered (tests, benchmarks)
         self.render_cpu = 0.0  # CPU seconds of the latest render
         self._executor: ThreadPoolExecutor | None = None
+        self._current_at = 0.0  # time.monotonic() when the current rendering was made
 
     def _key(self) -> tuple[object, ...]:
         return (id(self._snapshot()), dataclasses.astuple(self._process), int(self._clock()))
@@ -104,8 +106,9 @@ class Exposition:
         A scrape that arrives during a render waits for that render and serves it (its state is at most one
         render old), rather than chase an estate whose snapshot changes with every result. Where rendering is
         expensive (the latest render took over :data:`STALE_WHILE_RENDERING_CPU` of CPU: thousands of assets
-        changing all the time, on a loaded machine) the scrape does not wait: it gets the previous rendering
-        while the new one is made, as Prometheus would rather have a value one render old than a slow scrape.
+        changing all the time, on a loaded machine) and the previous rendering was made at most
+        :data:`STALE_MAX_AGE` ago (by another scrape: two Prometheus replicas, a dashboard), the scrape does not
+        wait: it gets that rendering while the new one is made. A scrape never gets values older than that.
         """
         snapshot = self._snapshot()
         key = self._key()
@@ -114,8 +117,9 @@ class Exposition:
             return current
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._render(snapshot, key))
-        if current is not None and self.render_cpu > STALE_WHILE_RENDERING_CPU:
-            return current  # an expensive render is under way: serve the previous one (at most one render old)
+        if (current is not None and self.render_cpu > STALE_WHILE_RENDERING_CPU
+                and time.monotonic() - self._current_at <= STALE_MAX_AGE):
+            return current  # an expensive render is under way: serve the previous one, made a moment ago
         return await asyncio.shield(self._pending)
 
     async def _render(self, snapshot: object, key: tuple[object, ...]) -> Rendered:
@@ -125,6 +129,7 @@ class Exposition:
             if deflated is not None:
                 await self._in_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
             self.render_cpu = cpu
+            self._current_at = time.monotonic()
             self.renders += 1
             self._current, self._current_snapshot = rendered, snapshot
             return rendered
