@@ -199,6 +199,7 @@ class HashPool:
         self._in_flight = 0  # batches submitted and not finished
         self.batches = 0  # batches submitted so far (thread hops for small files)
         self._dispatching = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the batch bookkeeping belongs to
 
     async def sha256(self, path: StrPath, size: int | None = None, algorithm: str = "sha256") -> tuple[str, int]:
         """Hex digest (sha256 unless ``algorithm`` says otherwise) and bytes read of ``path``; ``size``: its
@@ -226,6 +227,8 @@ class HashPool:
 
     async def _batched(self, call: Callable[[threading.Event], _R], path: StrPath, size: int) -> _R:
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a pool outliving its event loop (tests): that loop's batches never finish
+            self._loop, self._queue, self._in_flight, self._dispatching = loop, deque(), 0, False
         job = _Job(call, path, size, loop.create_future())
         if self._closed.is_set():
             raise HashCancelled(str(path))
