@@ -169,11 +169,12 @@ class Runner:
                 report: Report
                 bug: Exception | None = None
                 hashes = self._hold_hashes()
+                deadline = loop.time() + timeout
                 try:
                     async with AsyncExitStack() as stack:
                         ctx = RunContext(
                             run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
-                            log=log.bind(), deadline=loop.time() + timeout, exit_stack=stack,
+                            log=log.bind(), deadline=deadline, exit_stack=stack,
                             hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
                             snapshot=lambda: self.state.snapshot, store=self.store,
                         )
@@ -189,7 +190,14 @@ class Runner:
                 except DrillFailed as exc:
                     report = Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),))
                 except ValidatorError as exc:
-                    report = Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),))
+                    if loop.time() >= deadline:
+                        # A step bounded by what was left of the run (a query, a request) gave up as the time ran
+                        # out: the run timed out; the step's own complaint is context, not a finding of its own.
+                        report = Report(Outcome.TIMEOUT, (Finding(
+                            Severity.WARNING, "timeout", f"run exceeded its timeout of {timeout:g}s "
+                            f"(while: {exc.code})"),))
+                    else:
+                        report = Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),))
                 except TimeoutError:
                     report = Report(Outcome.TIMEOUT, (Finding(Severity.WARNING, "timeout",
                                                               f"run exceeded its timeout of {timeout:g}s"),))
