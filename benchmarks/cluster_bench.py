@@ -1,6 +1,6 @@
 """Cluster mode on this machine: scheduled-to-started latency, throughput and the database load the engine adds.
 
-For each configuration a fresh database on one throwaway PostgreSQL 15 (tests/pgserver.py) and N real
+For each configuration a fresh database on one throwaway PostgreSQL 15 (tests/support/pgserver.py) and N real
 `drwatch run` processes share V `replica` validators over small filesystem trees (3 files each), every
 `--every` seconds, for `--seconds` after a warm-up:
 
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.clusterhelpers import Cluster, make_estate, percentile, query  # noqa: E402
-from tests.pgserver import PostgresServer  # noqa: E402
+from tests.support.cluster import Cluster, make_estate, percentile, query  # noqa: E402
+from tests.support.pgserver import PostgresServer  # noqa: E402
 
 _XACT = "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()"
 

@@ -57,10 +57,10 @@ def heads_in_log(path: Path, offset: int, bucket: str) -> int:
 
 def part1(n: int, repeat: int) -> tuple[dict[str, Any], bool]:
     import pytest
-    from tests.inventoryhelpers import take_inventory, write_report
-    from tests.s3helpers import Locations, bucket, config, report, run, until
-    from tests.s3helpers import client as s3
-    from tests.s3servers import MotoServer
+    from tests.support.inventory import take_inventory, write_report
+    from tests.support.s3helpers import Locations, bucket, config, report, run, until
+    from tests.support.s3helpers import client as s3
+    from tests.support.s3servers import MotoServer
 
     rng = random.Random(1)
     files = {f"g{i // 1000:03d}/o{i:07d}.bin": rng.randbytes(1024 + i % 3072) for i in range(n)}
@@ -134,9 +134,9 @@ def part1(n: int, repeat: int) -> tuple[dict[str, Any], bool]:
 
 
 def part2(rows: int) -> tuple[dict[str, Any], bool]:
-    from tests.s3helpers import bucket
-    from tests.s3helpers import client as s3
-    from tests.s3servers import MotoServer
+    from tests.support.s3helpers import bucket
+    from tests.support.s3helpers import client as s3
+    from tests.support.s3servers import MotoServer
 
     with MotoServer("us-east-1") as moto:
         dest = bucket(moto, "inventory")

@@ -38,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import DaemonProcess, free_port, write_config  # noqa: E402
+from tests.support.helpers import DaemonProcess, free_port, write_config  # noqa: E402
 
 
 def build_estate(tmp: Path, assets: int, every: str, jitter: str, port: int) -> dict[str, Any]:

@@ -40,14 +40,14 @@ from typing import Any
 
 import yaml
 
-from drwatch import logs
-from drwatch import safetensors_check as st
-from drwatch.config import parse_config
-from drwatch.manifest import seal_directory
-from drwatch.metrics import ProcessState
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core import logs
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.formats import safetensors as st
+from drwatch.formats.manifest import seal_directory
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.store import open_store
 

@@ -7,7 +7,7 @@ Usage::
                                           [--workdir /tmp] [--json FILE]
     python benchmarks/pg_restore_bench.py --quick        # scale 2, 1 round, < 1 min (smoke test)
 
-Setup (once): a production PostgreSQL (``tests.pgserver.PostgresServer``) loaded by ``pgbench -i -s SCALE``
+Setup (once): a production PostgreSQL (``tests.support.pgserver.PostgresServer``) loaded by ``pgbench -i -s SCALE``
 (100,000 x SCALE rows in pgbench_accounts) plus a ``docs`` table with jsonb and bytea columns (2,000 x
 SCALE rows), dumped with ``pg_dump -Fc``. With a proof variant, the production-side cost of its queries
 (row counts and ordered-md5 checksums of every table) is timed once.
@@ -74,11 +74,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.pgserver import PostgresServer  # noqa: E402
+from tests.support.pgserver import PostgresServer  # noqa: E402
 
-from drwatch import pgcluster, pgtools  # noqa: E402
-from drwatch.errors import ValidatorError  # noqa: E402
-from drwatch.sandbox import stop_postmaster  # noqa: E402
+from drwatch.core.errors import ValidatorError  # noqa: E402
+from drwatch.engine.sandbox import stop_postmaster  # noqa: E402
+from drwatch.validators.postgres import pgcluster, pgtools  # noqa: E402
 
 DUMP_NAME = "prod.dump"
 PROD_DB = "bench_prod"
@@ -196,7 +196,7 @@ async def verification_cost(b: Baseline, params: dict[str, str]) -> None:
 
 def running_server_restore(server: PostgresServer, round_no: int, dump: Path, jobs: int) -> float:
     """``pg_restore -j JOBS`` (same flags) into a fresh database of the already running production server
-    (tests.pgserver: fsync off, full_page_writes off, wal_level replica): no initdb, no start, no stop."""
+    (tests.support.pgserver: fsync off, full_page_writes off, wal_level replica): no initdb, no start, no stop."""
     name = f"raw_{round_no}"
     server.psql(f"CREATE DATABASE {name} TEMPLATE template0")
     try:
@@ -402,7 +402,7 @@ def report(a: argparse.Namespace, info: dict[str, Any], bases: list[Baseline], d
     running = [b.running for b in bases]
     print(f"  raw A: initdb+start+createdb+pg_restore+stop {median(full):7.2f}s   {[round(x, 2) for x in full]}")
     print(f"  raw B: pg_restore -j{a.jobs} into a running server   {median(running):7.2f}s   "
-          f"{[round(x, 2) for x in running]}  (tests.pgserver: fsync/full_page_writes off, wal_level replica)")
+          f"{[round(x, 2) for x in running]}  (tests.support.pgserver: fsync/full_page_writes off, wal_level replica)")
     print("\nphases side by side (medians; seconds)")
     cols = [v for v in VARIANTS if any(d.variant == v and d.round in by_round for d in drills)]
     print(f"  {'phase':34} {'raw A':>7} {'raw B':>7} " + " ".join(f"{v:>9}" for v in cols))

@@ -7,7 +7,7 @@ Usage::
     python benchmarks/s3_replica_bench.py --quick        # 5k objects, ~1 min (smoke test, no profile)
 
 Setup (timed on its own): one throwaway S3 server on loopback (default a one-host Ceph RADOS Gateway,
-``tests.s3servers.CephRGW``: a real S3 implementation; ``--server moto`` for moto's server), a
+``tests.support.s3servers.CephRGW``: a real S3 implementation; ``--server moto`` for moto's server), a
 production bucket and a copy bucket holding the same ``--objects`` objects (1-8 KiB random bodies,
 uploaded by a thread pool of boto3 clients, or by ``rclone copy`` with ``--uploader rclone``). Keys are
 ``data/gNNN/oNNNNNNN.bin`` with 10,000 objects per group (N/5 below 50k objects), so the first group is
@@ -120,7 +120,7 @@ class Server:
     obj: Any  # the CephRGW / MotoServer instance
 
     def client(self, bucket: str) -> Any:
-        from tests.s3servers import s3_client
+        from tests.support.s3servers import s3_client
 
         return s3_client(self.endpoint, *self.keys[bucket], self.region)
 
@@ -138,7 +138,7 @@ class Server:
 
 
 def start_server(kind: str, n: int) -> Server:
-    from tests.s3servers import CephRGW, MotoServer, ceph_available
+    from tests.support.s3servers import CephRGW, MotoServer, ceph_available
 
     if kind == "rgw":
         if not ceph_available():
@@ -710,7 +710,10 @@ _PHASES = (
     ("bucket facts / probe", ("S3Location.bucket_facts", "S3Location.bucket_exists", "S3Source.probe")),
     ("merge loop (ReplicaValidator._merge/_verify, own code)", ("ReplicaValidator._merge", "ReplicaValidator._verify")),
     ("S3 client creation", ("S3Location.client",)),
-    ("store, report, compliance", ("file:drwatch/store", "file:drwatch/report.py", "file:drwatch/compliance.py")),
+    (
+        "store, report, compliance",
+        ("file:drwatch/store", "file:drwatch/state/report.py", "file:drwatch/state/compliance.py"),
+    ),
     ("imports / start-up", ("_find_and_load", "<module>")),
 )
 

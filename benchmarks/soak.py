@@ -36,8 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import DaemonProcess, free_port, write_config, write_tree  # noqa: E402
-from tests.s3servers import MotoServer  # noqa: E402
+from tests.support.helpers import DaemonProcess, free_port, write_config, write_tree  # noqa: E402
+from tests.support.s3servers import MotoServer  # noqa: E402
 
 
 def files(seed: int, n: int = 4) -> dict[str, bytes]:

@@ -1,7 +1,8 @@
 """Verification economy, simulated: rolling read coverage under an egress budget versus a naive full read.
 
 A simulation with a controllable clock (one replica run per simulated day). It drives drwatch's own pure
-planner (``drwatch.ledger``: ``daily_allowance``, ``select_reads``, ``shortfall``) over a synthetic object
+planner (``drwatch.validators.copies.ledger``: ``daily_allowance``, ``select_reads``, ``shortfall``) over a synthetic
+object
 population held in memory; no S3 server and no store are involved (those are proven by
 tests/test_verify_economy.py against moto through a recording proxy). Requests are modelled as an S3
 client sends them: one LIST per 1,000 keys per run (the metadata pass; ETag evidence needs no HEAD),
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
 
-from drwatch.ledger import (
+from drwatch.validators.copies.ledger import (
     DAY,
     LedgerRow,
     Totals,
@@ -93,7 +94,7 @@ def simulate(args: argparse.Namespace) -> None:
 
     naive_egress = total * args.days
     naive_requests = (list_requests + len(sizes)) * args.days
-    print("verify_sim: drwatch's pure planner (drwatch.ledger) over a synthetic population, simulated clock;")
+    print("verify_sim: drwatch's pure planner (validators.copies.ledger) over a synthetic population, simulated clock;")
     print("            no S3 server, no store (see tests/test_verify_economy.py for the real-server proof).")
     print(f"population: {len(sizes):,} objects, {format_size(total)} per copy; read_every {args.read_every}d; "
           f"budget {args.budget_pct:g}%/day = {format_size(budget)}/day; {args.days} days; seed {args.seed}")

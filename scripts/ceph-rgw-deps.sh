@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the Debian packages the Ceph RGW S3 test server (tests/s3servers.py: CephRGW) needs:
+# Install the Debian packages the Ceph RGW S3 test server (tests/support/s3servers.py: CephRGW) needs:
 #   radosgw, ceph-mon, ceph-osd (Debian 12: Ceph 16.2 "Pacific").
 # Idempotent: does nothing when all packages are already installed; runs apt-get update only
 # when something is missing. Runs as root (CI) or with sudo available. Installing the packages

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.pgserver import PostgresServer
-from tests.s3servers import CephRGW, MotoServer, ceph_rgw, moto_server
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import CephRGW, MotoServer, ceph_rgw, moto_server
 
 _counter = iter(range(1, 1_000_000))
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, DaemonProcess, free_port, run_cli
+from tests.support.helpers import REPO, DaemonProcess, free_port, run_cli
 
 PROM_DIR = REPO / "deploy" / "prometheus"
 RULES = PROM_DIR / "drwatch.rules.yml"

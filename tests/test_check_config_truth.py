@@ -27,9 +27,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import s3helpers
-from tests.helpers import DaemonProcess, basic_config, drwatch_cmd, free_port, populate, write_config, write_tree
-from tests.s3servers import MotoServer
+from tests.support import s3helpers
+from tests.support.helpers import (
+    DaemonProcess,
+    basic_config,
+    drwatch_cmd,
+    free_port,
+    populate,
+    write_config,
+    write_tree,
+)
+from tests.support.s3servers import MotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 # Root without the capabilities that let it read any file (as in test_seal_cli): "not readable" for real.
@@ -49,7 +57,7 @@ class Blocked(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Blocked(set(sys.argv[1].split(","))))
 sys.argv = ["drwatch", *sys.argv[2:]]
-from drwatch.cli import main
+from drwatch.cli.main import main
 sys.exit(main())
 """
 
@@ -435,7 +443,7 @@ def _closed_port() -> int:
 def test_every_command_help_says_what_it_does_and_every_exit_status_it_returns(tmp_path: Path) -> None:
     """Each subcommand's --help has a description and an "exit status" list; each status provoked here for
     real (valid, invalid, unavailable store, a bad backup, an unreadable input...) is in that list."""
-    from drwatch.cli import build_parser
+    from drwatch.cli.main import build_parser
 
     populate(tmp_path)
     good = write_config(tmp_path / "good.yaml", basic_config(tmp_path))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import basic_config, populate, run_cli, write_config, write_tree
+from tests.support.helpers import basic_config, populate, run_cli, write_config, write_tree
 
 
 def _cfg(tmp: Path, **kw: object) -> Path:
@@ -91,8 +91,8 @@ def test_status_survives_a_stored_recovery_point_no_calendar_holds(tmp_path: Pat
     `status` still prints the whole report (that time shown as invalid) instead of a traceback."""
     import asyncio
 
-    from drwatch.config import load_config
-    from drwatch.model import Outcome, Result
+    from drwatch.config.model import load_config
+    from drwatch.core.model import Outcome, Result
     from drwatch.store import open_store
 
     populate(tmp_path)
@@ -163,12 +163,14 @@ def test_seal_and_goldens_files_get_ordinary_permissions(tmp_path: Path) -> None
     """A seal written by a backup job (another user than the drwatch service) must stay readable by drwatch:
     `drwatch seal` gives a new file 0666 less the umask (not mkstemp's 0600) and keeps the mode of a file it
     replaces; goldens are written the same way."""
-    from drwatch.inference.goldens import Goldens, save
+    from drwatch.validators.model.inference.goldens import Goldens, save
 
     populate(tmp_path, copies=0)
     root = tmp_path / "prod" / "data"
     seal_path = root / ".drwatch-manifest.jsonl"
-    script = "import os, sys; os.umask(int(sys.argv[1], 8)); from drwatch.cli import main; sys.exit(main(sys.argv[2:]))"
+    script = (
+        "import os, sys; os.umask(int(sys.argv[1], 8)); from drwatch.cli.main import main; sys.exit(main(sys.argv[2:]))"
+    )
     for umask, mode in (("022", 0o644), ("027", 0o640)):
         seal_path.unlink(missing_ok=True)
         done = subprocess.run([sys.executable, "-c", script, umask, "seal", "--location-path", str(root)],

@@ -24,10 +24,10 @@ import yaml
 from drwatch.cluster.confighash import config_hash
 from drwatch.cluster.fence import Fence, fence_key
 from drwatch.cluster.slots import SlotClock
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
 from drwatch.validators.base import Schedule
-from tests.clusterhelpers import (
+from tests.support.cluster import (
     DSN_ENV,
     Cluster,
     cluster_config,
@@ -39,9 +39,9 @@ from tests.clusterhelpers import (
     rule_states,
     slow_s3_copies,
 )
-from tests.helpers import REPO, metric_value
-from tests.pgserver import PostgresServer
-from tests.s3servers import MotoServer
+from tests.support.helpers import REPO, metric_value
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import MotoServer
 
 _dbs = iter(range(1, 1000))
 
@@ -90,7 +90,7 @@ def test_cluster_timings_and_node_name_are_checked_with_their_path() -> None:
 
 def test_config_hash_ignores_node_local_sections_only(tmp_path: Path) -> None:
     """Nodes differ in name, listen address, limits and logging; anything else changes the hash."""
-    from tests.clusterhelpers import Estate
+    from tests.support.cluster import Estate
 
     est = Estate(tmp_path, ["a000", "a001"], [], [])
     base = cluster_config(est, "n1", 10101)
@@ -210,7 +210,7 @@ def test_cluster_mode_without_the_cluster_extra_is_a_clear_error(tmp_path: Path)
     """Without pgqueuer installed, cluster mode stops at start with an error naming the extra (exit 69)."""
     code = ("import sys; sys.modules['pgqueuer'] = None\n"
             "from drwatch.cluster.engine import open_engine\n"
-            "from drwatch.errors import ValidatorError\n"
+            "from drwatch.core.errors import ValidatorError\n"
             "try:\n    open_engine(None, None, 'postgresql://x', lambda: None)\n"
             "except ValidatorError as exc:\n    print(exc.code, exc.message)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.compliance import RULES, AssetVerdict, RuleState, evaluate
-from drwatch.config import Config, parse_config
-from drwatch.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config, parse_config
+from drwatch.core.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
+from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate
+from drwatch.state.snapshot import Snapshot
 from drwatch.store.base import ValidatorStats
 
 NOW = 1_700_000_000.0

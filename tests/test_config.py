@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.config import load_config, parse_config, reference_data
-from drwatch.durations import format_duration
-from drwatch.errors import EXIT_CONFIG, EXIT_OK, ConfigError
+from drwatch.config.model import load_config, parse_config, reference_data
+from drwatch.core.durations import format_duration
+from drwatch.core.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from drwatch.storage.config import LOCATION_KINDS
 from drwatch.validators.config import VALIDATOR_KINDS
-from tests.helpers import run_cli
+from tests.support.helpers import run_cli
 
 Key = str | int
 
@@ -780,8 +780,8 @@ def test_check_config_cli_never_prints_a_secret(cli_runs: CliRuns) -> None:
 def test_a_secret_pasted_into_a_reference_field_is_not_echoed(tmp_path: Path) -> None:
     """`access_key_id_env: AKIA...` (the key itself instead of a variable name) or a token pasted into a `*_file`
     field: the error names the field but never repeats the value."""
-    from drwatch.errors import ConfigError
-    from drwatch.secrets import read_secret
+    from drwatch.core.errors import ConfigError
+    from drwatch.core.secrets import read_secret
 
     for env, file in (("AKIAIOSFODNN7EXAMPLE", None), (None, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")):
         with pytest.raises(ConfigError) as info:

@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drwatch.cli import main
-from drwatch.config import Config, parse_config
-from drwatch.errors import ConfigError
+from drwatch.cli.main import main
+from drwatch.config.model import Config, parse_config
+from drwatch.core.errors import ConfigError
 
 SETTINGS = settings(max_examples=120, deadline=2000, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])

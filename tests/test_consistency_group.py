@@ -14,14 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drwatch.config import load_config
-from drwatch.consistency import judge_skew, newest_consistent_set, skew
-from drwatch.manifest import seal_directory
-from drwatch.metrics import ProcessState, make_registry, render
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import load_config
+from drwatch.formats.manifest import seal_directory
+from drwatch.metrics.collector import ProcessState, make_registry, render
+from drwatch.state.consistency import judge_skew, newest_consistent_set, skew
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from tests.helpers import metric_value, run_cli, sample_files, write_config, write_tree
-from tests.pgserver import PostgresServer
+from tests.support.helpers import metric_value, run_cli, sample_files, write_config, write_tree
+from tests.support.pgserver import PostgresServer
 
 HOUR = 3600.0
 
@@ -107,7 +107,7 @@ class Estate:
         now = now or time.time()
         ages = {"vectors": 60.0, "model": 120.0, "docs": 90.0, **(ages or {})}
         model_seal = _seal(self.tmp / "prod" / "model", now - ages["model"])
-        from drwatch.seals import seal_digest_sync
+        from drwatch.formats.seals import seal_digest_sync
 
         _seal(self.tmp / "prod" / "docs", now - ages["docs"])
         stamp_value = stamp if stamp is not None else seal_digest_sync(model_seal)
@@ -275,7 +275,7 @@ def test_document_lost_in_one_copy_fails(estate: Estate) -> None:
 
 
 def test_ids_database_down_is_error_not_failed(estate: Estate, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.helpers import free_port
+    from tests.support.helpers import free_port
 
     monkeypatch.setenv("RAG_IDS_DSN", f"postgresql://nobody@127.0.0.1:{free_port()}/x")
     estate.seal_all()

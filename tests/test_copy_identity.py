@@ -17,18 +17,26 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.config import Config, parse_config
-from drwatch.errors import ConfigError
-from drwatch.metrics import ProcessState
-from drwatch.model import CopyState, Outcome, Result
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config, parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.config import canonical_endpoint
 from drwatch.store import open_store
-from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, write_config, write_tree
-from tests.s3helpers import bucket, upload
-from tests.s3servers import MotoServer, s3_client
+from tests.support.helpers import (
+    DaemonProcess,
+    basic_config,
+    free_port,
+    metric_value,
+    populate,
+    write_config,
+    write_tree,
+)
+from tests.support.s3helpers import bucket, upload
+from tests.support.s3servers import MotoServer, s3_client
 
 
 async def run_twice(tmp: Path, cfg: Config, between: Any = None) -> tuple[Result, Result]:

@@ -1,6 +1,6 @@
 """The long-running daemon: systemd notify, reload, SIGTERM drain, sandboxes, HTTP, scheduling limits, logs.
 
-Subprocess tests run the real ``drwatch run``; in-process tests run :class:`drwatch.daemon.Daemon` on the
+Subprocess tests run the real ``drwatch run``; in-process tests run :class:`drwatch.engine.daemon.Daemon` on the
 test's event loop with a test validator registered through ``drwatch.validators.REGISTRY`` (a real
 implementation of drwatch's Validator protocol that sleeps, creates a sandbox and counts concurrency).
 """
@@ -30,22 +30,23 @@ import pytest
 import structlog
 import structlog.testing
 
-from drwatch import logs, validators
-from drwatch.compliance import RULES, STATES
-from drwatch.config import load_config
-from drwatch.daemon import Daemon
-from drwatch.httpserver import HttpServer
-from drwatch.metrics import ProcessState
-from drwatch.model import Outcome, Report, Result
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import OWNER, PREFIX, SandboxManager
-from drwatch.sdnotify import Notifier
-from drwatch.secrets import read_secret
-from drwatch.snapshot import Snapshot
+from drwatch import validators
+from drwatch.config.model import load_config
+from drwatch.core import logs
+from drwatch.core.model import Outcome, Report, Result
+from drwatch.core.secrets import read_secret
+from drwatch.engine.daemon import Daemon
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import OWNER, PREFIX, SandboxManager
+from drwatch.engine.sdnotify import Notifier
+from drwatch.http.server import HttpServer
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.compliance import RULES, STATES
+from drwatch.state.snapshot import Snapshot
 from drwatch.store.base import StoredState
 from drwatch.store.sqlite import SqliteStore
 from drwatch.validators.base import RunContext
-from tests.helpers import (
+from tests.support.helpers import (
     DaemonProcess,
     NotifySocket,
     basic_config,
@@ -802,7 +803,7 @@ def test_logs_are_json_with_run_context_and_no_secret(tmp_path: Path, pg_server:
 
 def test_secret_values_never_reach_log_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               restore_logging: None) -> None:
-    """Every value read through drwatch.secrets.read_secret is redacted from log output: in messages, nested
+    """Every value read through drwatch.core.secrets.read_secret is redacted from log output: in messages, nested
     values, exception objects passed as values, tracebacks, and records of other libraries' stdlib loggers,
     which are rendered as JSON lines as well."""
     secret = "Sec-" + uuid.uuid4().hex
@@ -866,7 +867,15 @@ def test_console_format_on_a_tty_also_redacts(tmp_path: Path, monkeypatch: pytes
 def test_daemon_sees_attestations_and_results_written_by_other_processes(tmp_path: Path) -> None:
     """`drwatch attest` (another process, same store) changes the running daemon's metrics without a
     restart: the daemon notices the store's revision changed and rebuilds its snapshot."""
-    from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, run_cli, write_config
+    from tests.support.helpers import (
+        DaemonProcess,
+        basic_config,
+        free_port,
+        metric_value,
+        populate,
+        run_cli,
+        write_config,
+    )
 
     populate(tmp_path, copies=1)
     port = free_port()

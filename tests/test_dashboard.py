@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, DaemonProcess, PrometheusServer, free_port, run_cli
-from tests.s3servers import MotoServer
+from tests.support.helpers import REPO, DaemonProcess, PrometheusServer, free_port, run_cli
+from tests.support.s3servers import MotoServer
 
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "drwatch.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import DaemonProcess, PrometheusServer, free_port, run_cli, write_config
-from tests.pgserver import PostgresServer
+from tests.support.helpers import DaemonProcess, PrometheusServer, free_port, run_cli, write_config
+from tests.support.pgserver import PostgresServer
+from tests.support.vectorcorpus import corpus
 from tests.test_dashboard import DRILL_METRICS, Stack, _dashboard, _metric_names, _substitute, _targets
 from tests.test_model_weights import flip_byte_in_tensor, minilm_dir
 from tests.test_vector_pgvector import _load, pgvector_bin
-from tests.vectorcorpus import corpus
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "drwatch.rules.yml"
 

@@ -25,16 +25,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from drwatch.compliance import RuleState
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
-from drwatch.manifest import seal_directory
-from drwatch.model import CopyState, Outcome, Result
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.formats.manifest import seal_directory
+from drwatch.state.compliance import RuleState
 from drwatch.storage.filesystem import MANIFEST_NAME
-from tests.helpers import REPO, backdate, run_cli, write_config, write_tree
-from tests.s3helpers import Locations, bucket, codes, config, report, rules, run, subjects, upload, versions
-from tests.s3helpers import client as s3
-from tests.s3servers import MotoServer, s3_client
+from tests.support.helpers import REPO, backdate, run_cli, write_config, write_tree
+from tests.support.s3helpers import Locations, bucket, codes, config, report, rules, run, subjects, upload, versions
+from tests.support.s3helpers import client as s3
+from tests.support.s3servers import MotoServer, s3_client
 
 RULES = {"copies": 3, "media": 1, "offsite": 1, "immutable": 0}
 
@@ -454,7 +454,7 @@ def test_without_pyarrow_the_check_is_an_error(tmp_path: Path, files: dict[str, 
         "assets": {"data": {"rpo": "1d", "production": {"location": "prod", "prefix": "data"},
                             "validators": [{"kind": "dataset"}]}},
     })
-    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli import main; "
+    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli.main import main; "
             f"sys.exit(main(['check', '--config', {str(path)!r}, '--output', 'json']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
                          cwd=REPO)

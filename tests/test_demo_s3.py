@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers import run_cli
-from tests.s3servers import MotoServer
+from tests.support.helpers import run_cli
+from tests.support.s3servers import MotoServer
 
 
 def test_demo_with_s3_part(moto: MotoServer, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import REPO, DaemonProcess, free_port, run_cli
+from tests.support.helpers import REPO, DaemonProcess, free_port, run_cli
 
 # README.md and the pages its details moved to (docs/scaling.md also names cluster-only metrics: not here).
 README_AND_MOVED = [REPO / "README.md", *(REPO / "docs" / f"{name}.md" for name in (

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, DaemonProcess, PrometheusServer, free_port, run_cli
+from tests.support.helpers import REPO, DaemonProcess, PrometheusServer, free_port, run_cli
 
 RULES = REPO / "deploy" / "prometheus" / "drwatch.rules.yml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"

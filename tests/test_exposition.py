@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from drwatch.exposition import STALE_MAX_AGE, Exposition, accepts_gzip
-from drwatch.metrics import ProcessState
-from tests.helpers import DaemonProcess, basic_config, free_port, populate, write_config
+from drwatch.metrics.collector import ProcessState
+from drwatch.metrics.exposition import STALE_MAX_AGE, Exposition, accepts_gzip
+from tests.support.helpers import DaemonProcess, basic_config, free_port, populate, write_config
 
 
 class _SlowCollector(Collector):

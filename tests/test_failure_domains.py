@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.compliance import RuleState, evaluate
-from drwatch.config import Config, parse_config
-from drwatch.model import Outcome, Result
+from drwatch.config.model import Config, parse_config
+from drwatch.core.model import Outcome, Result
+from drwatch.state.compliance import RuleState, evaluate
 from drwatch.storage.filesystem import mount_of
 from drwatch.storage.sources import Facts
-from drwatch.validators.copies import dependencies
-from tests.helpers import basic_config, populate, sample_files, write_tree
+from drwatch.validators.copies.posture import dependencies
+from tests.support.helpers import basic_config, populate, sample_files, write_tree
 from tests.test_replica import run_replica
 
 SHM = Path("/dev/shm")
@@ -40,7 +40,7 @@ def shm_dir() -> Iterator[Path]:
 
 
 def verdict(cfg_dict: dict[str, Any], tmp: Path, result: Result) -> dict[str, tuple[RuleState, str]]:
-    from drwatch.snapshot import Snapshot
+    from drwatch.state.snapshot import Snapshot
 
     cfg: Config = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp / "drwatch.yaml"))
     snap = Snapshot(cfg).with_result(result, time.time())

@@ -13,7 +13,7 @@ import pytest
 
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.storage.hashing import CHUNK, SMALL, HashCancelled, HashPool, ReferenceUnreadable, compare_files
-from tests.helpers import basic_config, populate, run_cli, write_config
+from tests.support.helpers import basic_config, populate, run_cli, write_config
 from tests.test_replica import check_unprivileged, json_states, json_subjects
 
 

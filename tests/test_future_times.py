@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from drwatch.manifest import seal_directory
-from drwatch.model import CopyState, Outcome, Result, Severity
+from drwatch.core.model import CopyState, Outcome, Result, Severity
+from drwatch.formats.manifest import seal_directory
 from drwatch.storage.filesystem import MANIFEST_NAME
-from tests import s3helpers as s3h
-from tests.helpers import basic_config, populate, write_tree
-from tests.pgserver import PostgresServer
-from tests.s3servers import MotoServer
+from tests.support import s3helpers as s3h
+from tests.support.helpers import basic_config, populate, write_tree
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import MotoServer
 from tests.test_postgres_restore import drill_config, run_drill
 from tests.test_replica import run_replica
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from drwatch.config import load_config
-from drwatch.scheduler import stages
-from tests.helpers import DaemonProcess, free_port, read_json_lines, run_cli
+from drwatch.config.model import load_config
+from drwatch.engine.scheduler import stages
+from tests.support.helpers import DaemonProcess, free_port, read_json_lines, run_cli
 
 MEMBERS = {("vector-index", "replica"), ("model-weights", "replica"), ("model-weights", "model_weights")}
 GROUP = ("vector-index", "consistency_group")

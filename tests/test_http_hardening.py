@@ -28,14 +28,14 @@ import pytest
 import structlog
 import yaml
 
-from drwatch.config import load_config
-from drwatch.httpconn import HEADER_TIMEOUT, MAX_CONNECTIONS
-from drwatch.httpserver import HttpServer
-from drwatch.metrics import ProcessState
-from drwatch.runner import AppState
-from drwatch.snapshot import Snapshot
-from drwatch.webconfig import for_config
-from tests.helpers import DaemonProcess, basic_config, drwatch_cmd, free_port, populate, write_config
+from drwatch.config.model import load_config
+from drwatch.engine.runner import AppState
+from drwatch.http.conn import HEADER_TIMEOUT, MAX_CONNECTIONS
+from drwatch.http.server import HttpServer
+from drwatch.http.webconfig import for_config
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
+from tests.support.helpers import DaemonProcess, basic_config, drwatch_cmd, free_port, populate, write_config
 from tests.test_web_security import ScratchCA
 
 HALF = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"  # the header never ends
@@ -282,12 +282,12 @@ async def test_tls_handshake_and_header_share_the_deadline(tmp_path: Path) -> No
 
 _SERVER = """
 import asyncio, sys, time
-from drwatch import logs
-from drwatch.config import load_config
-from drwatch.httpserver import HttpServer
-from drwatch.metrics import ProcessState
-from drwatch.runner import AppState
-from drwatch.snapshot import Snapshot
+from drwatch.core import logs
+from drwatch.config.model import load_config
+from drwatch.http.server import HttpServer
+from drwatch.metrics.collector import ProcessState
+from drwatch.engine.runner import AppState
+from drwatch.state.snapshot import Snapshot
 
 async def main():
     cfg = load_config(sys.argv[1])

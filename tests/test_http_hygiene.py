@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from drwatch.httpserver import SERVER_NAME
-from tests.helpers import DaemonProcess, basic_config, free_port, populate, read_json_lines, write_config
+from drwatch.http.server import SERVER_NAME
+from tests.support.helpers import DaemonProcess, basic_config, free_port, populate, read_json_lines, write_config
 from tests.test_http_hardening import Client, _config, serving
 
 # Each is refused by aiohttp's parser: a request line that is garbage (or TLS on the plain port), a bad HTTP

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from drwatch.errors import ConfigError
-from drwatch.model import Outcome, Result, Severity
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import Outcome, Result, Severity
 from drwatch.validators.immutability_probe import CANARY_NAME
-from tests.helpers import sample_files
-from tests.s3helpers import Locations, Server, bucket, codes, config, parse, rules, run, until, upload, versions
-from tests.s3helpers import client as s3
-from tests.s3servers import CephRGW, MotoServer
+from tests.support.helpers import sample_files
+from tests.support.s3helpers import Locations, Server, bucket, codes, config, parse, rules, run, until, upload, versions
+from tests.support.s3helpers import client as s3
+from tests.support.s3servers import CephRGW, MotoServer
 
 CANARY_PREFIX = "drwatch-canary/"
 CANARY_KEY = CANARY_PREFIX + CANARY_NAME

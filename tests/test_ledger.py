@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
-from drwatch.ledger import (
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.state.pricing import GB, PriceTable, monthly_cost
+from drwatch.store import open_store
+from drwatch.store.verify import LedgerBatch
+from drwatch.validators.copies.ledger import (
     DAY,
     CopySummary,
     LedgerRow,
@@ -28,10 +31,7 @@ from drwatch.ledger import (
     select_reads,
     shortfall,
 )
-from drwatch.pricing import GB, PriceTable, monthly_cost
-from drwatch.store import open_store
-from drwatch.store.verify import LedgerBatch
-from tests.helpers import basic_config
+from tests.support.helpers import basic_config
 
 
 def policy(read_every: str = "30d", **budget: Any) -> VerificationPolicy:

@@ -17,18 +17,18 @@ from typing import Any
 
 import pytest
 
-from drwatch.config import Config
-from drwatch.ledger import DAY, day_of
-from drwatch.manifest import seal_directory
-from drwatch.metrics_verify import verify_families
-from drwatch.model import CopyState, Outcome, Result
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.formats.manifest import seal_directory
+from drwatch.metrics.verify import verify_families
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.store import open_store
 from drwatch.store.verify import LedgerEntry
-from drwatch.validators.verification import VerifySession
-from tests.helpers import basic_config, write_tree
-from tests.s3helpers import codes, parse, report, run, subjects
+from drwatch.validators.copies.ledger import DAY, day_of
+from drwatch.validators.copies.verification import VerifySession
+from tests.support.helpers import basic_config, write_tree
+from tests.support.s3helpers import codes, parse, report, run, subjects
 
 UNIT = 64 * 1024
 T0 = 1_900_000_000.0  # a fixed start, at a UTC day boundary plus some hours (days counted from it)
@@ -351,7 +351,7 @@ async def test_sealed_production_is_read_within_the_budget_like_a_copy(tmp_path:
     found = await samples(tmp_path, cfg)
     assert coverage(found, "production") == 1.0 and coverage(found, "copy1") == 1.0
     # `drwatch status` shows production's coverage beside the copy's.
-    from drwatch.report import verification_doc
+    from drwatch.state.report import verification_doc
 
     config = parse(tmp_path, cfg)
     store = open_store(config)

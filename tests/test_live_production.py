@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from drwatch.compliance import evaluate
-from drwatch.manifest import seal_directory
-from drwatch.model import CopyState, Outcome, Result
-from drwatch.snapshot import Snapshot
-from tests.helpers import basic_config, populate, run_cli
-from tests.s3helpers import Locations, bucket, config, parse, report, run, subjects, upload
-from tests.s3servers import MotoServer
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.formats.manifest import seal_directory
+from drwatch.state.compliance import evaluate
+from drwatch.state.snapshot import Snapshot
+from tests.support.helpers import basic_config, populate, run_cli
+from tests.support.s3helpers import Locations, bucket, config, parse, report, run, subjects, upload
+from tests.support.s3servers import MotoServer
 from tests.test_replica import codes, copy_report, flip_keep_mtime, run_replica, seal
 
 DAY = 86400.0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import (
+from tests.support.helpers import (
     DaemonProcess,
     PrometheusServer,
     basic_config,

@@ -13,12 +13,12 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from drwatch.config import Config, parse_config
-from drwatch.exposition import SnapshotRenderer, gzip_member, standing_changes_at
-from drwatch.metrics import SnapshotCollector
-from drwatch.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
-from drwatch.process import ProcessState
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config, parse_config
+from drwatch.core.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
+from drwatch.engine.process import ProcessState
+from drwatch.metrics.collector import SnapshotCollector
+from drwatch.metrics.exposition import SnapshotRenderer, gzip_member, standing_changes_at
+from drwatch.state.snapshot import Snapshot
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0

@@ -21,22 +21,22 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch import safetensors_check as st
-from drwatch.config import parse_config
-from drwatch.inference import goldens
-from drwatch.inference.drill import GiB
-from drwatch.metrics import ProcessState
-from drwatch.model import CopyState, Outcome, Severity
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.seals import seal_digest_sync
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.model import CopyState, Outcome, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.formats import safetensors as st
+from drwatch.formats.seals import seal_digest_sync
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.store import open_store
-from drwatch.validators.model_weights import ModelWeightsConfig
-from tests.helpers import run_cli, write_config, write_tree
-from tests.s3helpers import Locations, bucket, codes, config, report, run, upload
-from tests.s3servers import MotoServer
+from drwatch.validators.model.inference import goldens
+from drwatch.validators.model.inference.drill import GiB
+from drwatch.validators.model.weights import ModelWeightsConfig
+from tests.support.helpers import run_cli, write_config, write_tree
+from tests.support.s3helpers import Locations, bucket, codes, config, report, run, upload
+from tests.support.s3servers import MotoServer
 
 WEIGHTS = "model.safetensors"
 
@@ -142,7 +142,7 @@ def workers_running(marker: str) -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "drwatch.inference.worker" in cmd and marker in cmd:
+            if "drwatch.validators.model.inference.worker" in cmd and marker in cmd:
                 pids.append(int(entry.name))
     return pids
 
@@ -447,7 +447,7 @@ def test_config_schema() -> None:
             "assets": {"m": {"rpo": "1d", "production": {"location": "p"}, "copies": [{"location": "c"}]}}}
 
     def problems(validator: dict[str, Any]) -> list[str]:
-        from drwatch.errors import ConfigError
+        from drwatch.core.errors import ConfigError
 
         doc = {**base, "assets": {"m": {**base["assets"]["m"], "validators": [validator]}}}
         try:

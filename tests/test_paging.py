@@ -9,12 +9,12 @@ from typing import Any
 
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.metrics import ProcessState, make_registry, render
-from drwatch.model import Ack
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.model import Ack
+from drwatch.metrics.collector import ProcessState, make_registry, render
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from tests.helpers import basic_config, populate, run_cli, write_config
+from tests.support.helpers import basic_config, populate, run_cli, write_config
 
 T0 = 1_760_000_000.0
 
@@ -112,7 +112,7 @@ def test_repaired_backup_passes_at_once(tmp_path: Path) -> None:
 def test_running_daemon_sees_an_ack_written_by_another_process(tmp_path: Path) -> None:
     """`drwatch ack` from a shell changes the running daemon's /metrics without a restart (the store's
     revision counts acks): the ack's time appears for the validator."""
-    from tests.helpers import DaemonProcess, free_port, metric_value
+    from tests.support.helpers import DaemonProcess, free_port, metric_value
 
     populate(tmp_path)
     port = free_port()

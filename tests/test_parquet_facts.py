@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drwatch.manifest import ManifestError, aread, iter_entries, read_header, seal_directory
-from drwatch.parquet_facts import (
+from drwatch.formats.manifest import ManifestError, aread, iter_entries, read_header, seal_directory
+from drwatch.formats.parquet import (
     FooterError,
     ParquetFacts,
     fetch_facts,
@@ -27,7 +27,7 @@ from drwatch.parquet_facts import (
     schema_fingerprint,
 )
 from drwatch.storage.filesystem import MANIFEST_NAME
-from tests.helpers import REPO
+from tests.support.helpers import REPO
 
 
 def table(rows: int = 3000, seed: int = 0) -> pa.Table:
@@ -238,7 +238,7 @@ def test_seal_without_pyarrow_says_so(sample: bytes, tmp_path: Path) -> None:
     root = tmp_path / "ds"
     root.mkdir()
     (root / "a.parquet").write_bytes(sample)
-    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli import main; "
+    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli.main import main; "
             f"sys.exit(main(['seal', '--location-path', {str(root)!r}]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
                          cwd=REPO)

@@ -25,19 +25,19 @@ import asyncpg
 import pytest
 import yaml
 
-from drwatch import pgdump, pgtools
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError, ValidatorError
-from drwatch.metrics import ProcessState, make_registry, render
-from drwatch.model import Outcome, Result, Severity
-from drwatch.pgdump import RecoveryPoint, choose
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager, stop_postmaster
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError, ValidatorError
+from drwatch.core.model import Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager, stop_postmaster
+from drwatch.metrics.collector import ProcessState, make_registry, render
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from tests.helpers import DaemonProcess, free_port, metric_value, write_config
-from tests.pgserver import PostgresServer
-from tests.s3servers import MotoServer
+from drwatch.validators.postgres import pgdump, pgtools
+from drwatch.validators.postgres.pgdump import RecoveryPoint, choose
+from tests.support.helpers import DaemonProcess, free_port, metric_value, write_config
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import MotoServer
 
 SLOW_SQL = """--
 -- PostgreSQL database dump (made by hand: it sleeps so a test can stop the restore in the middle)

@@ -25,9 +25,9 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
-from tests.helpers import REPO, after_this_second, run_cli, sample_files, write_config, write_tree
-from tests.s3helpers import until, upload
-from tests.s3servers import moto_server
+from tests.support.helpers import REPO, after_this_second, run_cli, sample_files, write_config, write_tree
+from tests.support.s3helpers import until, upload
+from tests.support.s3servers import moto_server
 
 README = REPO / "README.md"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -399,7 +399,7 @@ def test_service_commands_use_the_service_install(page: str) -> None:
     """Every drwatch command in the runbooks and the deployment guide is the service install's binary with the
     service's configuration, as deploy/systemd/drwatch.service starts it, and parses with drwatch's own
     command-line parser (complete: no missing arguments, no unknown options)."""
-    from drwatch.cli import build_parser
+    from drwatch.cli.main import build_parser
 
     unit = (REPO / "deploy" / "systemd" / "drwatch.service").read_text()
     exec_start = re.search(r"^ExecStart=(\S+) run --config (\S+)$", unit, flags=re.MULTILINE)

@@ -12,16 +12,16 @@ import boto3
 import pytest
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
-from drwatch.metrics import ProcessState, make_registry, render
-from drwatch.model import Outcome, Result, Severity
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.metrics.collector import ProcessState, make_registry, render
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from tests.helpers import free_port, metric_value
-from tests.s3servers import MotoServer
+from tests.support.helpers import free_port, metric_value
+from tests.support.s3servers import MotoServer
 
 _ids = itertools.count(1)
 DR = "eu-west-1"

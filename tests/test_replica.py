@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.manifest import seal_directory
-from drwatch.metrics import ProcessState
-from drwatch.model import CopyState, Outcome, Result
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.formats.manifest import seal_directory
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted
 from drwatch.store import open_store
-from tests.helpers import REPO, basic_config, drwatch_cmd, populate, sample_files, write_config, write_tree
+from tests.support.helpers import REPO, basic_config, drwatch_cmd, populate, sample_files, write_config, write_tree
 
 
 async def run_replica(tmp: Path, cfg_dict: dict[str, Any], asset: str = "data") -> Result:

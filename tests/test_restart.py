@@ -12,10 +12,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from drwatch.config import Config, parse_config
-from drwatch.model import Outcome, Result
+from drwatch.config.model import Config, parse_config
+from drwatch.core.model import Outcome, Result
 from drwatch.store import open_store
-from tests.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, write_config
+from tests.support.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, write_config
 
 PROCESS_SERIES = frozenset({"drwatch_start_time_seconds", "drwatch_config_last_reload_success_timestamp_seconds"})
 Sample = tuple[str, tuple[tuple[str, str], ...]]

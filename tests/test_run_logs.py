@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from drwatch.logs import printable
-from tests.helpers import (
+from drwatch.core.logs import printable
+from tests.support.helpers import (
     DaemonProcess,
     basic_config,
     drwatch_cmd,
@@ -234,8 +234,8 @@ def test_an_ok_runs_warnings_reach_the_warning_level_when_they_change() -> None:
     clock running ahead once, not on every run of a live estate. Info findings are never named."""
     from structlog.testing import capture_logs
 
-    from drwatch.model import Finding, Outcome, Result, Severity
-    from drwatch.runner import _log_finished
+    from drwatch.core.model import Finding, Outcome, Result, Severity
+    from drwatch.engine.runner import _log_finished
 
     def result(*findings: Finding) -> Result:
         return Result(run_id="r", asset="a", validator="v", kind="replica", outcome=Outcome.OK, started_at=0.0,

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from drwatch.compliance import RuleState
-from drwatch.errors import ConfigError
-from drwatch.model import CopyState, Outcome, Result
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.state.compliance import RuleState
 from drwatch.storage.inventory import CSV_COLUMNS, InventoryIndex
-from tests.helpers import REPO, after_this_second, sample_files, write_config
-from tests.inventoryhelpers import take_inventory, write_report
-from tests.s3helpers import (
+from tests.support.helpers import REPO, after_this_second, sample_files, write_config
+from tests.support.inventory import take_inventory, write_report
+from tests.support.s3helpers import (
     Locations,
     Server,
     bucket,
@@ -40,9 +40,9 @@ from tests.s3helpers import (
     until,
     upload,
 )
-from tests.s3helpers import client as s3
-from tests.s3proxy import RecordingProxy, s3_operation
-from tests.s3servers import CephRGW, MotoServer
+from tests.support.s3helpers import client as s3
+from tests.support.s3proxy import RecordingProxy, s3_operation
+from tests.support.s3servers import CephRGW, MotoServer
 
 PASS, FAIL = RuleState.PASS, RuleState.FAIL
 ONE_COPY = {"copies": 2, "media": 1, "offsite": 1, "immutable": 1}
@@ -275,7 +275,7 @@ def test_a_parquet_report_without_pyarrow_is_extra_missing(moto_estate: Estate) 
     est.publish(fmt="Parquet")
     path = write_config(est.tmp / "drwatch.yaml", config(est.tmp, est.locs, ("prod", "data"), [("vault", "data")],
                                                          compliance=ONE_COPY))
-    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli import main; "
+    code = ("import sys; sys.modules['pyarrow'] = None; from drwatch.cli.main import main; "
             f"sys.exit(main(['check', '--config', {str(path)!r}, '--output', 'json']))")
     est.proxy.clear()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,

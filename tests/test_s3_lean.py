@@ -18,8 +18,8 @@ import pytest
 
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.s3 import RequestMeter, S3Location, S3Object, S3Pool, S3Unavailable
-from tests.s3helpers import Server, bucket, fast_upload, upload
-from tests.s3servers import CephRGW, MotoServer
+from tests.support.s3helpers import Server, bucket, fast_upload, upload
+from tests.support.s3servers import CephRGW, MotoServer
 
 # Keys that need escaping in a URL and in the signed canonical request: space, plus, percent, tilde, unicode,
 # a key that looks like a query, reserved punctuation.

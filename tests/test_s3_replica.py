@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from drwatch.compliance import RuleState
-from drwatch.manifest import seal_directory
-from drwatch.model import CopyState, Outcome, Result
+from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.formats.manifest import seal_directory
+from drwatch.state.compliance import RuleState
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.storage.s3 import S3Pool
-from tests.helpers import after_this_second, backdate, sample_files, write_tree
-from tests.s3helpers import (
+from tests.support.helpers import after_this_second, backdate, sample_files, write_tree
+from tests.support.s3helpers import (
     Locations,
     Server,
     bucket,
@@ -39,9 +39,9 @@ from tests.s3helpers import (
     upload,
     versions,
 )
-from tests.s3helpers import client as s3
-from tests.s3proxy import RecordingProxy
-from tests.s3servers import CephRGW, MotoServer
+from tests.support.s3helpers import client as s3
+from tests.support.s3proxy import RecordingProxy
+from tests.support.s3servers import CephRGW, MotoServer
 
 PASS, FAIL, UNKNOWN = RuleState.PASS, RuleState.FAIL, RuleState.UNKNOWN
 # Rules sized for one production and one copy, so a single copy decides them.

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from tests.helpers import run_cli, write_config
-from tests.s3servers import MotoServer
+from tests.support.helpers import run_cli, write_config
+from tests.support.s3servers import MotoServer
 
 
 def _versions(client: object, bucket: str) -> list[tuple[str, str]]:

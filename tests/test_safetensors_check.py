@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from drwatch import safetensors_check as st
+from drwatch.formats import safetensors as st
 
 
 def minilm_dir() -> Path:

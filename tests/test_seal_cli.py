@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from drwatch.storage.filesystem import MANIFEST_NAME, walk_sorted
-from tests.helpers import drwatch_cmd, run_cli, write_tree
+from tests.support.helpers import drwatch_cmd, run_cli, write_tree
 
 # Root without the capabilities that let it read any file: what a backup job running as a normal user sees.
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",

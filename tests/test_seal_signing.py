@@ -1,6 +1,6 @@
 """Signed seals (``drwatch seal --sign``, ``seal_signature``): an asset that requires them fails a seal that is
 unsigned, signed with another key, or edited after signing, in every validator that reads seals (they all
-open seals through ``manifest.aread`` / ``drwatch.seals``); a public key that cannot be read is `error`.
+open seals through ``manifest.aread`` / ``drwatch.formats.seals``); a public key that cannot be read is `error`.
 Real key files (``drwatch seal-keygen`` and openssl's PEM format), real seals, real validator runs.
 
 Also: a configured seal that could not be read (its directory or production not mounted) is `error`, never
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from drwatch.model import Outcome, Severity
-from tests.helpers import basic_config, populate, run_cli, write_config, write_tree
-from tests.s3helpers import Locations, codes, config, run
-from tests.s3servers import MotoServer
+from drwatch.core.model import Outcome, Severity
+from tests.support.helpers import basic_config, populate, run_cli, write_config, write_tree
+from tests.support.s3helpers import Locations, codes, config, run
+from tests.support.s3servers import MotoServer
 from tests.test_replica import run_replica
 
 FILES = {"a.bin": b"alpha" * 100, "dir/b.txt": b"bravo\n", "dir/c.bin": bytes(range(256)) * 4}
@@ -182,8 +182,8 @@ async def test_configured_seal_that_cannot_be_read_is_error(tmp_path: Path) -> N
 def test_s3_seal_is_signed_the_same_way(moto: MotoServer, tmp_path: Path) -> None:
     """`drwatch seal s3://... --sign` writes the same trailing signature: it verifies with the public key
     through the one seal-reading point, and one edited byte makes it invalid."""
-    from drwatch.manifest import SealSignatureInvalid, check_signature
-    from drwatch.sealsign import SealTrust
+    from drwatch.formats.manifest import SealSignatureInvalid, check_signature
+    from drwatch.formats.sealsign import SealTrust
 
     private, public = keypair(tmp_path, "job")
     client = moto.client()

@@ -27,10 +27,10 @@ from urllib.parse import quote
 
 import yaml
 
-from tests.helpers import DaemonProcess, free_port, read_json_lines, run_cli, write_config, write_tree
-from tests.pgserver import PostgresServer
-from tests.s3helpers import bucket, upload
-from tests.s3servers import MotoServer
+from tests.support.helpers import DaemonProcess, free_port, read_json_lines, run_cli, write_config, write_tree
+from tests.support.pgserver import PostgresServer
+from tests.support.s3helpers import bucket, upload
+from tests.support.s3servers import MotoServer
 from tests.test_web_security import ScratchCA, bcrypt_hash
 
 FILES = {f"part-{i}.bin": os.urandom(512 + i) for i in range(4)}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import basic_config, populate, write_config
+from tests.support.helpers import basic_config, populate, write_config
 
 # Top-level packages `check` of a filesystem asset must not import. The first group are drwatch's own
 # dependencies (always installed); the second are extras, guarded where they are installed.
@@ -44,8 +44,8 @@ def test_check_of_a_filesystem_asset_imports_no_heavy_client(tmp_path: Path) -> 
     assert result["outcome"] == "ok"
     modules = _imported(done.stderr)
     # The parse sees what the check did import (the guard below is not vacuous).
-    assert {"drwatch.cli", "drwatch.config", "drwatch.validators.replica", "drwatch.storage.filesystem",
-            "pydantic", "structlog"} <= modules
+    expected = {"drwatch.cli.main", "drwatch.config.model", "drwatch.validators.copies.replica"}
+    assert expected | {"drwatch.storage.filesystem", "pydantic", "structlog"} <= modules
     installed = [name for name in DENIED_EXTRAS if importlib.util.find_spec(name) is not None]
     for name in DENIED:
         assert importlib.util.find_spec(name) is not None, f"{name} is a dependency of drwatch"

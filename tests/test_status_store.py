@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers import basic_config, free_port, populate, run_cli, write_config
+from tests.support.helpers import basic_config, free_port, populate, run_cli, write_config
 
 
 def test_status_without_a_sqlite_store_creates_nothing_and_exits_69(tmp_path: Path) -> None:

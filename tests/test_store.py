@@ -18,18 +18,18 @@ import asyncpg
 import pytest
 import yaml
 
-from drwatch.config import Config, parse_config
-from drwatch.errors import ValidatorError
-from drwatch.metrics import ProcessState
-from drwatch.model import Attestation, CopyReport, CopyState, Finding, Outcome, Result, Severity
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config, parse_config
+from drwatch.core.errors import ValidatorError
+from drwatch.core.model import Attestation, CopyReport, CopyState, Finding, Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import Store, StoredState, ValidatorStats, open_store
 from drwatch.store.base import SCHEMA_VERSION, StoreSchemaError
 from drwatch.store.sqlite import SqliteStore
-from tests.helpers import basic_config, populate, run_cli, write_config
-from tests.pgserver import PostgresServer
+from tests.support.helpers import basic_config, populate, run_cli, write_config
+from tests.support.pgserver import PostgresServer
 
 T0 = 1_700_000_000.123456  # fractional on purpose: timestamps must round-trip exactly
 
@@ -529,10 +529,10 @@ async def test_runner_keeps_result_pending_while_sqlite_file_is_replaced(tmp_pat
 
 async def test_copy_byte_counters_persist(store_config: dict[str, Any], tmp_path: Path) -> None:
     """Bytes verified per copy accumulate across results and survive reopening (a persisted counter)."""
-    from drwatch.config import parse_config
-    from drwatch.model import CopyReport, CopyState, Outcome, Result
+    from drwatch.config.model import parse_config
+    from drwatch.core.model import CopyReport, CopyState, Outcome, Result
     from drwatch.store import open_store
-    from tests.helpers import basic_config
+    from tests.support.helpers import basic_config
 
     cfg = parse_config(yaml.safe_dump(basic_config(tmp_path, store=store_config)))
     store = open_store(cfg)

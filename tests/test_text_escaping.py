@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drwatch.textsafe import escape
-from tests.helpers import basic_config, populate, run_cli, write_config
+from drwatch.core.textsafe import escape
+from tests.support.helpers import basic_config, populate, run_cli, write_config
 
 EVIL = "evil\n  data/replica: ok\x1b[31m\r\u202egpj.exe"  # a forged row, red from here, overtyped, reversed
 EVIL_FILE = EVIL.replace("/", "|")  # a file name cannot hold a slash
@@ -112,7 +112,7 @@ def test_configuration_errors_escape_what_the_file_says(tmp_path: Path) -> None:
 
 _CONSOLE_LOG = """
 import logging, os, sys, structlog
-from drwatch import logs
+from drwatch.core import logs
 evil = sys.argv[1]
 with os.fdopen(int(sys.argv[2]), "w") as tty:
     logs.configure("info", "auto", tty)  # a terminal: the console renderer

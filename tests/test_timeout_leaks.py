@@ -48,14 +48,14 @@ import pytest
 import yaml
 
 from drwatch import validators
-from drwatch.config import Config, parse_config
-from drwatch.manifest import seal_directory, seal_entries
-from drwatch.metrics import ProcessState
-from drwatch.model import Outcome, Result
-from drwatch.parquet_facts import ParquetFacts, read_file_facts
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config, parse_config
+from drwatch.core.model import Outcome, Result
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.formats.manifest import seal_directory, seal_entries
+from drwatch.formats.parquet import ParquetFacts, read_file_facts
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, sha256_file
 from drwatch.store import open_store
 from tests.faults.estate import (
@@ -67,10 +67,10 @@ from tests.faults.estate import (
     minilm_estate,
     processes_mentioning,
 )
-from tests.helpers import REPO, DaemonProcess, free_port, sparse_file, write_config, write_tree
-from tests.s3helpers import bucket, upload
-from tests.s3helpers import client as s3client
-from tests.s3servers import MotoServer
+from tests.support.helpers import REPO, DaemonProcess, free_port, sparse_file, write_config, write_tree
+from tests.support.s3helpers import bucket, upload
+from tests.support.s3helpers import client as s3client
+from tests.support.s3servers import MotoServer
 
 pytestmark = pytest.mark.slow
 
@@ -332,7 +332,7 @@ def export_parquet(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tests.vectorcorpus import corpus
+    from tests.support.vectorcorpus import corpus
 
     vectors = np.resize(corpus().vectors, (rows, 384)).astype(np.float32)
     path.parent.mkdir(parents=True)
@@ -362,7 +362,7 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
     """The fault suites' estate (tests/faults/estate.py: PostgreSQL primary + standby, pgvector server, pg_dump
     archives, an RDS instance and buckets in moto), with S3/RDS and PostgreSQL reached through slow proxies, plus
     three filesystem assets of 8 GiB (sparse) per location for the hashing validators."""
-    from drwatch import safetensors_check as st
+    from drwatch.formats import safetensors as st
     from tests.test_dataset import parquet_bytes, table
     from tests.test_model_weights import _shard
 

@@ -25,17 +25,17 @@ import numpy as np
 import pytest
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
-from drwatch.metrics import ProcessState
-from drwatch.model import Outcome, Result, Severity
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from tests.pgserver import PostgresServer
-from tests.s3servers import MotoServer
-from tests.vectorcorpus import Corpus, corpus, vector_text
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import MotoServer
+from tests.support.vectorcorpus import Corpus, corpus, vector_text
 
 N_PERTURBED = 24  # 2% of 1,200
 N_MISSING = 12  # 1% of 1,200
@@ -493,7 +493,7 @@ class socket_closed:
     """A loopback port nothing listens on (bound, then closed)."""
 
     def __enter__(self) -> int:
-        from tests.helpers import free_port
+        from tests.support.helpers import free_port
 
         return free_port()
 
@@ -628,7 +628,7 @@ def query_embeddings() -> Any:
     import hashlib
     import os
 
-    from tests.vectorcorpus import model_dir
+    from tests.support.vectorcorpus import model_dir
 
     weights = model_dir() / "model.safetensors"
     key = hashlib.sha256("\n".join(QUERY_TEXTS).encode() + str(weights.stat().st_size).encode()).hexdigest()[:16]

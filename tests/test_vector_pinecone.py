@@ -1,4 +1,4 @@
-"""``vector_restore`` with the Pinecone backend, against the Pinecone stand-in (tests/pinecone_standin.py: a
+"""``vector_restore`` with the Pinecone backend, against the Pinecone stand-in (tests/support/pinecone_standin.py: a
 local aiohttp server speaking the documented REST contract, NOT Pinecone) and, when ``PINECONE_API_KEY`` is
 set, against the real Pinecone service."""
 
@@ -19,22 +19,22 @@ import pytest
 import structlog
 import yaml
 
-from drwatch.config import parse_config
-from drwatch.errors import ConfigError
-from drwatch.metrics import ProcessState
-from drwatch.model import Outcome, Result, Severity
-from drwatch.pinecone_api import PineconeClient
-from drwatch.runner import AppState, Runner
-from drwatch.sandbox import SandboxManager
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.core.model import Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.metrics.collector import ProcessState
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from drwatch.validators.vector_pinecone import (
+from drwatch.validators.vector.pinecone import (
     created_from_name,
     sweep_pinecone_orphans,
     temp_index_name,
 )
-from tests.helpers import free_port
-from tests.pinecone_standin import BackupFault, PineconeStandIn, pinecone_standin
+from drwatch.validators.vector.pinecone_api import PineconeClient
+from tests.support.helpers import free_port
+from tests.support.pinecone_standin import BackupFault, PineconeStandIn, pinecone_standin
 
 PROD = "prod-index"
 KEY_ENV = "DRW_TEST_PINECONE_KEY"
@@ -581,7 +581,7 @@ async def test_configured_query_vectors_are_used_and_checked_before_restoring(
 
     import numpy as np
 
-    from tests.vectorcorpus import corpus
+    from tests.support.vectorcorpus import corpus
 
     rng = random.Random(5)
     stored = list(vectors().values())

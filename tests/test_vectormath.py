@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drwatch import vectormath
-from drwatch.vectormath import (
+from drwatch.validators.vector import vectormath
+from drwatch.validators.vector.vectormath import (
     distance,
     exact_topk,
     exact_topk_match,

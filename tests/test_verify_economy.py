@@ -1,6 +1,6 @@
 """Verification economy on a real S3 server (moto), counted from the server side.
 
-Every request goes through a recording loopback proxy (tests/s3proxy.py) in front of moto, so what
+Every request goes through a recording loopback proxy (tests/support/s3proxy.py) in front of moto, so what
 drwatch claims to have sent (its persisted request/egress counters, its figures) is compared with what
 the server received. The clock is controlled (days pass between runs); the store is real SQLite.
 Faults are real: objects overwritten through the S3 API, a run cancelled in the middle of its reads,
@@ -18,20 +18,20 @@ from typing import Any
 
 import pytest
 
-from drwatch.config import Config
-from drwatch.ledger import day_of
-from drwatch.manifest import seal_directory
-from drwatch.metrics_verify import verify_families
-from drwatch.model import Outcome, Result
-from drwatch.pricing import GB
-from drwatch.snapshot import Snapshot
+from drwatch.config.model import Config
+from drwatch.core.model import Outcome, Result
+from drwatch.formats.manifest import seal_directory
+from drwatch.metrics.verify import verify_families
+from drwatch.state.pricing import GB
+from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
 from drwatch.store.base import StoredState
-from tests.helpers import write_tree
-from tests.s3helpers import Locations, bucket, codes, config, parse, run, subjects, upload
-from tests.s3helpers import client as s3
-from tests.s3proxy import RecordingProxy, s3_operation
-from tests.s3servers import MotoServer
+from drwatch.validators.copies.ledger import day_of
+from tests.support.helpers import write_tree
+from tests.support.s3helpers import Locations, bucket, codes, config, parse, run, subjects, upload
+from tests.support.s3helpers import client as s3
+from tests.support.s3proxy import RecordingProxy, s3_operation
+from tests.support.s3servers import MotoServer
 
 SIZE = 4096
 N = 24
@@ -324,7 +324,7 @@ async def test_cost_and_status(tmp_path: Path, moto: MotoServer, proxy: Recordin
     expected = sum(n * 30 / 1000 * prices["requests_per_1000"][op] for op, n in summary.requests_per_day.items())
     assert reqs == pytest.approx(expected) and summary.requests_per_day["get"] == pytest.approx(6)
 
-    from drwatch.report import document, table
+    from drwatch.state.report import document, table
 
     text = table(document(Snapshot.from_state(cfg_obj, st), T0 + 60))
     assert "Verification coverage" in text and "data/copy" in text and "USD" in text

@@ -1,6 +1,6 @@
 """Issue #8: the verification ledger survives a restart of a real ``drwatch run`` in the middle of its reads.
 
-A real daemon subprocess verifies an S3 copy (moto) through the recording proxy (tests/s3proxy.py), which
+A real daemon subprocess verifies an S3 copy (moto) through the recording proxy (tests/support/s3proxy.py), which
 slows every object GET so the run can be stopped part-way: by SIGTERM (a 1 s drain, then the run is
 cancelled and flushes its ledger on the way out) and, separately, by SIGKILL (no chance to flush). Then it is
 restarted (the next scheduled run: ``every: 15s``), in the same period (``read_every: 1d``, same UTC day),
@@ -10,7 +10,7 @@ and the proxy's server-side record proves:
 * no object read twice in the period without cause: nothing the ledger recorded is read again. After SIGTERM
   only the reads in flight at the stop (at most the run's verification window, ``max(4, 8 * hash_workers)``
   in replica.py) are unproven and read again; after SIGKILL at most the last unflushed batch plus those in
-  flight, the bound the code documents (``drwatch.validators.verification``: rows are flushed every
+  flight, the bound the code documents (``drwatch.validators.copies.verification``: rows are flushed every
   ``FLUSH_ROWS`` objects or ``FLUSH_SECONDS``; reads take at least ``GET_DELAY`` here);
 * the restarted run completes coverage (every object read once in the period, coverage 1.0) and is ``ok``.
 """
@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 
 from drwatch.store import open_store
-from drwatch.validators.verification import FLUSH_ROWS, FLUSH_SECONDS
-from tests.helpers import DaemonProcess, free_port, sample_files, write_config
-from tests.s3helpers import Locations, bucket, config, parse, upload
-from tests.s3proxy import RecordingProxy, s3_operation
-from tests.s3servers import MotoServer
+from drwatch.validators.copies.verification import FLUSH_ROWS, FLUSH_SECONDS
+from tests.support.helpers import DaemonProcess, free_port, sample_files, write_config
+from tests.support.s3helpers import Locations, bucket, config, parse, upload
+from tests.support.s3proxy import RecordingProxy, s3_operation
+from tests.support.s3servers import MotoServer
 
 N = 120
 SIZE = 2048

@@ -28,11 +28,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from drwatch.config import HttpConfig, load_config, parse_config
-from drwatch.daemon import Daemon
-from drwatch.errors import ConfigError
-from drwatch.sdnotify import Notifier
-from tests.helpers import DaemonProcess, PrometheusServer, basic_config, free_port, populate, run_cli, write_config
+from drwatch.config.model import HttpConfig, load_config, parse_config
+from drwatch.core.errors import ConfigError
+from drwatch.engine.daemon import Daemon
+from drwatch.engine.sdnotify import Notifier
+from tests.support.helpers import (
+    DaemonProcess,
+    PrometheusServer,
+    basic_config,
+    free_port,
+    populate,
+    run_cli,
+    write_config,
+)
 
 PATHS = ["/", "/metrics", "/api/v1/status", "/-/healthy", "/-/ready"]
 USER, PASSWORD = "prometheus", "scrape-Pa55-ok"

@@ -1,3 +1,3 @@
-from drwatch.cli import main
+from drwatch.cli.main import main
 
 raise SystemExit(main())

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.estate import World, make_world
-from tests.s3servers import MotoServer
+from tests.support.s3servers import MotoServer
 
 # fault -> column -> (observed outcome, expected outcomes); filled by test_matrix.py, printed at the end by the hooks
 # in tests/conftest.py (the root conftest: the only one pytest-xdist's controller loads).

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drwatch.manifest import seal_directory
-from tests.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
-from tests.pgserver import PostgresServer
-from tests.pinecone_standin import BackupFault, PineconeStandIn
-from tests.s3helpers import Server, bucket, until, upload
-from tests.s3helpers import client as s3client
+from drwatch.formats.manifest import seal_directory
+from tests.support.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
+from tests.support.pgserver import PostgresServer
+from tests.support.pinecone_standin import BackupFault, PineconeStandIn
+from tests.support.s3helpers import Server, bucket, until, upload
+from tests.support.s3helpers import client as s3client
 
 DOC_IDS = [f"doc-{i:02d}" for i in range(12)]
 CANARY_PREFIX = "drwatch-canary/"
@@ -133,8 +133,8 @@ def make_world(moto: Server) -> Iterator[World]:
     import boto3
 
     root = public_tmpdir("drw-faults-world-")
+    from tests.support.vectorcorpus import corpus
     from tests.test_vector_pgvector import _load, pgvector_bin
-    from tests.vectorcorpus import corpus
 
     primary = PostgresServer()
     standby = StandbyServer(primary)
@@ -214,7 +214,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica")}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
-PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (drwatch.pinecone_api.TEMP_PREFIX)
+PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (pinecone_api.TEMP_PREFIX)
 # Bad Pinecone backups of the matrix's ``vector_pinecone`` column (``missing_object``: no backup at all): the index
 # restored from the backup has every vector changed by 1e-4 per component (checksums: ``vector_mismatch``), or
 # half of its vectors missing (``missing_rows``, ``count_mismatch``).
@@ -279,7 +279,7 @@ class Endpoints:
     rds_url: str | None = None  # default: s3_url (moto serves both)
     target_dsn: str | None = None  # staging server for target-mode drills
     minilm: tuple[Path, Path] | None = None  # (sealed MiniLM directory, goldens) for model_weights_inference
-    pinecone: Any = None  # a tests.pinecone_standin.PineconeStandIn (running outside drwatch) for the Pinecone drill
+    pinecone: Any = None  # a PineconeStandIn (running outside drwatch) for the Pinecone drill
     pinecone_url: str | None = None  # the control plane drwatch is given (default: the stand-in's own URL)
     pinecone_key: str | None = None  # the API key drwatch is given (default: the stand-in's)
 
@@ -431,7 +431,7 @@ class Scenario:
         self.assets["dataset"] = self._asset("dataset", [{"kind": "dataset"}], copies=["s3dataset"])
 
     def _add_model_weights(self) -> None:
-        from drwatch import safetensors_check as st
+        from drwatch.formats import safetensors as st
         from tests.test_model_weights import _shard
 
         weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}

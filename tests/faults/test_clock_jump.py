@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from drwatch.model import Outcome
+from drwatch.core.model import Outcome
 from tests.faults.estate import flip_byte
-from tests.helpers import (
+from tests.support.helpers import (
     DaemonProcess,
     backdate,
     basic_config,
@@ -35,7 +35,7 @@ from tests.helpers import (
     run_cli,
     write_config,
 )
-from tests.s3helpers import run
+from tests.support.s3helpers import run
 
 DAY = 86400.0
 

@@ -45,10 +45,10 @@ from tests.faults.estate import (
     public_tmpdir,
     wait_until,
 )
-from tests.helpers import DaemonProcess, metric_value
-from tests.pgserver import PostgresServer
-from tests.pinecone_standin import PineconeStandIn, pinecone_standin
-from tests.s3servers import MotoServer
+from tests.support.helpers import DaemonProcess, metric_value
+from tests.support.pgserver import PostgresServer
+from tests.support.pinecone_standin import PineconeStandIn, pinecone_standin
+from tests.support.s3servers import MotoServer
 
 N = int(os.environ.get("DRWATCH_CRASH_N", "1"))  # new random seeds on every run; more: DRWATCH_CRASH_N=3
 # New seeds every run; under pytest-xdist every worker must collect the same ones: derive them from the run's id.
@@ -264,7 +264,8 @@ def crash_while(sc: Scenario, kind: str, store: tuple[dict[str, Any], dict[str, 
 
 
 def inference_workers(sandbox_dir: Path) -> list[int]:
-    return [p for p in processes_mentioning("drwatch.inference.worker") if p in processes_mentioning(str(sandbox_dir))]
+    in_sandbox = processes_mentioning(str(sandbox_dir))
+    return [p for p in processes_mentioning("drwatch.validators.model.inference.worker") if p in in_sandbox]
 
 
 @pytest.fixture(scope="module")

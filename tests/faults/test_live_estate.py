@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 
 from tests.faults.estate import flip_byte, public_tmpdir
-from tests.helpers import REPO, DaemonProcess, PrometheusServer, drwatch_cmd, free_port, write_config
-from tests.pgserver import PostgresServer
-from tests.s3servers import MotoServer, s3_client
+from tests.support.helpers import REPO, DaemonProcess, PrometheusServer, drwatch_cmd, free_port, write_config
+from tests.support.pgserver import PostgresServer
+from tests.support.s3servers import MotoServer, s3_client
 
 SOAK_S = float(os.environ.get("DRWATCH_LIVE_SOAK_S", "120"))
 FROZEN = [f"frozen-{i:02d}.bin" for i in range(5)]  # files production never changes (the corruption target)

@@ -17,7 +17,7 @@ at all). A fault in ``LATER`` is made while the daemon runs, after the column's 
 that started after it; ``FINDINGS`` names the findings that must explain a row's outcome.
 
 Pinecone (``vector_pinecone``: ``vector_restore`` on the Pinecone backend) has no local server: it runs against
-the stand-in of tests/pinecone_standin.py (NOT Pinecone), one per case, in this process; a "pc" fault hits its
+the stand-in of tests/support/pinecone_standin.py (NOT Pinecone), one per case, in this process; a "pc" fault hits its
 control and data planes alike.
 
 Each case asserts (a) the outcome per validator is the expected one: ``failed`` for a bad backup, ``error`` /
@@ -43,7 +43,7 @@ from typing import Any
 
 import pytest
 
-from drwatch.sealsign import generate
+from drwatch.formats.sealsign import generate
 from tests.faults.conftest import MATRIX
 from tests.faults.estate import (
     COLUMNS,
@@ -64,8 +64,8 @@ from tests.faults.estate import (
     wait_until,
 )
 from tests.faults.proxy import Fault, FaultProxy
-from tests.helpers import metric_value, run_cli
-from tests.s3servers import MotoServer
+from tests.support.helpers import metric_value, run_cli
+from tests.support.s3servers import MotoServer
 
 OK = frozenset({"ok"})
 ERR = frozenset({"error"})

@@ -1,6 +1,6 @@
 """Proof of read-only: across a full run of every validator, drwatch writes nothing it watches.
 
-* S3: all of drwatch's S3 traffic goes through a recording proxy (tests/s3proxy.py) in front of moto. The only
+* S3: all of drwatch's S3 traffic goes through a recording proxy (tests/support/s3proxy.py) in front of moto. The only
   requests that are not GET/HEAD must be the immutability probe's canary writes under the canary prefix; every
   bucket holds, outside that prefix, exactly the object versions it held before. (The RDS API, a POST-only
   query protocol, is compared before/after instead: same instances, same snapshots.)
@@ -29,9 +29,9 @@ from tests.faults.estate import (
     processes_mentioning,
     wait_until,
 )
-from tests.s3helpers import versions
-from tests.s3proxy import RecordingProxy
-from tests.s3servers import MotoServer
+from tests.support.s3helpers import versions
+from tests.support.s3proxy import RecordingProxy
+from tests.support.s3servers import MotoServer
 
 WRITE_SQL = re.compile(r"\b(?:INSERT|UPDATE|DELETE|TRUNCATE|MERGE|CREATE|DROP|ALTER|GRANT|REVOKE|COPY\s+\S+\s+FROM|"
                        r"VACUUM|REINDEX|CLUSTER|LOCK|COMMENT|SECURITY\s+LABEL|REFRESH|NOTIFY|"

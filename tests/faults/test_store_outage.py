@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, free_port, metric_value, sample_files, write_config, write_tree
-from tests.pgserver import PostgresServer, postgres_server
+from tests.support.helpers import DaemonProcess, free_port, metric_value, sample_files, write_config, write_tree
+from tests.support.pgserver import PostgresServer, postgres_server
 
 ASSETS = ("a0", "a1", "a2")
 

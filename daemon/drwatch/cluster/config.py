@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drwatch.durations import Duration
-from drwatch.errors import ConfigProblem
+from drwatch.core.durations import Duration
+from drwatch.core.errors import ConfigProblem
 
 if TYPE_CHECKING:
-    from drwatch.config import Config
+    from drwatch.config.model import Config
 
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 

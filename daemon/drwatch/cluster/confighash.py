@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from drwatch.config import Config
+    from drwatch.config.model import Config
 
 NODE_LOCAL = ("http", "limits", "logging")
 HASH_LENGTH = 12  # hex digits shown in drwatch_config_hash_info (48 bits: collisions are not a concern)

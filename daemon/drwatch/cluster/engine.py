@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from drwatch.errors import ValidatorError
+from drwatch.core.errors import ValidatorError
 
 if TYPE_CHECKING:
     from drwatch.cluster.heartbeat import ClusterView
-    from drwatch.config import Config
-    from drwatch.runner import AppState, Runner
+    from drwatch.config.model import Config
+    from drwatch.engine.runner import AppState, Runner
 
 
 class ClusterEngine(Protocol):
@@ -43,7 +43,7 @@ class ClusterEngine(Protocol):
 
 def cluster_dsn(cfg: Config) -> str:
     """The shared store's DSN (cluster mode requires ``store.postgres``; the config check enforces it)."""
-    from drwatch.secrets import read_secret
+    from drwatch.core.secrets import read_secret
 
     pg = cfg.store.postgres
     if pg is None:
@@ -57,7 +57,7 @@ def open_engine(state: AppState, runner: Runner, dsn: str, on_agree: Callable[[]
     try:
         import pgqueuer  # noqa: F401
     except ImportError:
-        from drwatch.extras import CLUSTER
+        from drwatch.core.extras import CLUSTER
 
         raise ValidatorError("cluster_unavailable",
                              f"cluster mode needs the job engine of the 'cluster' extra: {CLUSTER.install}") from None

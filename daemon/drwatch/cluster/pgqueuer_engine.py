@@ -54,10 +54,10 @@ from drwatch.cluster.fence import Fence, FenceLost
 from drwatch.cluster.heartbeat import ClusterView, beat, live_previous_owner
 from drwatch.cluster.schema import SCHEMA, install
 from drwatch.cluster.slots import Slot, SlotClock
-from drwatch.config import Config
-from drwatch.errors import ValidatorError
-from drwatch.model import Finding, Outcome, Result, Severity
-from drwatch.runner import AppState, Runner
+from drwatch.config.model import Config
+from drwatch.core.errors import ValidatorError
+from drwatch.core.model import Finding, Outcome, Result, Severity
+from drwatch.engine.runner import AppState, Runner
 from drwatch.validators.config import ValidatorConfig
 
 log = structlog.get_logger("drwatch.cluster")

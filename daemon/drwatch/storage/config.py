@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from drwatch.durations import Duration
-from drwatch.pricing import PriceTable
+from drwatch.core.durations import Duration
+from drwatch.state.pricing import PriceTable
 
 
 class FilesystemLocationConfig(BaseModel):

@@ -24,7 +24,7 @@ from drwatch.storage.hashing import HashPool as HashPool  # noqa: PLC0414
 from drwatch.storage.hashing import sha256_file as sha256_file  # noqa: PLC0414
 
 if TYPE_CHECKING:
-    from drwatch.parquet_facts import ParquetFacts
+    from drwatch.formats.parquet import ParquetFacts
 
 MANIFEST_NAME = ".drwatch-manifest.jsonl"
 _T = TypeVar("_T")

@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 from urllib.parse import unquote
 
-from drwatch.extras import PARQUET
-from drwatch.model import Finding, Severity
+from drwatch.core.extras import PARQUET
+from drwatch.core.model import Finding, Severity
 from drwatch.storage.config import InventoryReportConfig
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import ObjectHead, RequestMeter, S3Location, S3Missing, S3Unavailable, classify
@@ -340,7 +340,7 @@ class InventorySource:
                                     f"not {self.source_bucket!r}")
             age = now - created
             if age > self.cfg.max_age.total_seconds():
-                from drwatch.durations import format_duration
+                from drwatch.core.durations import format_duration
 
                 raise ReportProblem("inventory_stale", f"the newest report ({newest}) is {format_duration(age)} old "
                                     f"(max_age {format_duration(self.cfg.max_age.total_seconds())})")

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drwatch.errors import ConfigError, ValidatorError
-from drwatch.secrets import read_secret
+from drwatch.core.errors import ConfigError, ValidatorError
+from drwatch.core.secrets import read_secret
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.hashing import new_hash
 

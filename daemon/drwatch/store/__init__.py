@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from drwatch.store.base import Store, StoredState, ValidatorStats
 
 if TYPE_CHECKING:
-    from drwatch.config import Config
+    from drwatch.config.model import Config
 
 __all__ = ["Store", "StoredState", "ValidatorStats", "open_store"]
 
@@ -15,7 +15,7 @@ __all__ = ["Store", "StoredState", "ValidatorStats", "open_store"]
 def open_store(cfg: Config) -> Store:
     """The store backend the config asks for (not yet opened)."""
     if cfg.store.postgres is not None:
-        from drwatch.secrets import read_secret, register_dsn_password
+        from drwatch.core.secrets import read_secret, register_dsn_password
         from drwatch.store.postgres import PostgresStore
 
         pg = cfg.store.postgres

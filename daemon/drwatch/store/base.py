@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from drwatch.errors import ValidatorError
-from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Ack, Attestation, CopyReport, Finding, Outcome, Result
+from drwatch.core.errors import ValidatorError
+from drwatch.core.model import Ack, Attestation, CopyReport, Finding, Outcome, Result
 from drwatch.store.verify import LedgerBatch, LedgerEntry, counters, summaries
+from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
 
 SCHEMA_VERSION = 4
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -119,7 +119,8 @@ class StoredState:
     validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
     attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
     copy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (asset, copy) -> bytes verified
-    # Verification economy (drwatch.ledger): per (asset, copy) the ledger summary of its latest run, and the
+    # Verification economy (drwatch.validators.copies.ledger): per (asset, copy) the ledger summary of its latest
+    # run, and the
     # persisted request/egress counters per (location, name) (name: "requests:<operation>" or "egress_bytes").
     verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
     verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -139,7 +140,7 @@ class Store(Protocol):
     async def prune(self, before: float) -> int: ...
     async def ping(self) -> None: ...
 
-    # --- the verification ledger (drwatch.ledger; statements in store/verify.py) ---
+    # --- the verification ledger (drwatch.validators.copies.ledger; statements in store/verify.py) ---
     async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]: ...
     async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]: ...
     async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]: ...

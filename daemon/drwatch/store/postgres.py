@@ -9,9 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from drwatch.errors import ValidatorError
-from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Ack, Attestation, Result
+from drwatch.core.errors import ValidatorError
+from drwatch.core.model import Ack, Attestation, Result
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
@@ -28,6 +27,7 @@ from drwatch.store.base import (
     stamp_sql,
     stamps,
 )
+from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [

@@ -19,9 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from drwatch.errors import ValidatorError
-from drwatch.ledger import CopySummary, LedgerRow, Totals
-from drwatch.model import Ack, Attestation, Result
+from drwatch.core.errors import ValidatorError
+from drwatch.core.model import Ack, Attestation, Result
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
@@ -38,6 +37,7 @@ from drwatch.store.base import (
     stamp_sql,
     stamps,
 )
+from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
 
 T = TypeVar("T")
 

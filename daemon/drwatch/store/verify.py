@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from drwatch.ledger import CopySummary, LedgerRow
+from drwatch.validators.copies.ledger import CopySummary, LedgerRow
 
 SCHEMA_V3_SQLITE = [
     """CREATE TABLE verify_ledger (

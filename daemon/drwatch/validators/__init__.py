@@ -7,14 +7,14 @@ from typing import Any
 
 from drwatch.validators.base import Validator
 from drwatch.validators.consistency_group import ConsistencyGroupValidator
-from drwatch.validators.dataset import DatasetValidator
+from drwatch.validators.copies.dataset import DatasetValidator
+from drwatch.validators.copies.replica import ReplicaValidator
 from drwatch.validators.immutability_probe import ImmutabilityProbeValidator
-from drwatch.validators.model_weights import ModelWeightsValidator
-from drwatch.validators.postgres_replica_lag import PostgresReplicaLagValidator
-from drwatch.validators.postgres_restore import PostgresRestoreValidator
-from drwatch.validators.rds_snapshot import RdsSnapshotValidator
-from drwatch.validators.replica import ReplicaValidator
-from drwatch.validators.vector_restore import VectorRestoreValidator
+from drwatch.validators.model.weights import ModelWeightsValidator
+from drwatch.validators.postgres.rds_snapshot import RdsSnapshotValidator
+from drwatch.validators.postgres.replica_lag import PostgresReplicaLagValidator
+from drwatch.validators.postgres.restore import PostgresRestoreValidator
+from drwatch.validators.vector.restore import VectorRestoreValidator
 
 
 def _replica(cfg: Any) -> Validator:

@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drwatch.durations import Duration
-from drwatch.errors import ConfigProblem
-from drwatch.model import Report
+from drwatch.core.durations import Duration
+from drwatch.core.errors import ConfigProblem
+from drwatch.core.model import Report
 from drwatch.storage.filesystem import HashPool
 
 if TYPE_CHECKING:
     import structlog
 
-    from drwatch.config import AssetConfig, Config
-    from drwatch.extras import Need
-    from drwatch.sandbox import SandboxManager
-    from drwatch.snapshot import Snapshot
+    from drwatch.config.model import AssetConfig, Config
+    from drwatch.core.extras import Need
+    from drwatch.engine.sandbox import SandboxManager
+    from drwatch.state.snapshot import Snapshot
     from drwatch.storage.s3 import S3Pool
     from drwatch.store.base import Store
 

@@ -7,14 +7,14 @@ from typing import Annotated
 from pydantic import Field
 
 from drwatch.validators.consistency_group import ConsistencyGroupValidatorConfig
-from drwatch.validators.dataset import DatasetConfig
+from drwatch.validators.copies.dataset import DatasetConfig
+from drwatch.validators.copies.replica import ReplicaConfig
 from drwatch.validators.immutability_probe import ImmutabilityProbeConfig
-from drwatch.validators.model_weights import ModelWeightsConfig
-from drwatch.validators.postgres_replica_lag import PostgresReplicaLagConfig
-from drwatch.validators.postgres_restore import PostgresRestoreConfig
-from drwatch.validators.rds_snapshot import RdsSnapshotConfig
-from drwatch.validators.replica import ReplicaConfig
-from drwatch.validators.vector_restore import VectorRestoreConfig
+from drwatch.validators.model.weights import ModelWeightsConfig
+from drwatch.validators.postgres.rds_snapshot import RdsSnapshotConfig
+from drwatch.validators.postgres.replica_lag import PostgresReplicaLagConfig
+from drwatch.validators.postgres.restore import PostgresRestoreConfig
+from drwatch.validators.vector.restore import VectorRestoreConfig
 
 ValidatorConfig = Annotated[ReplicaConfig | DatasetConfig | ImmutabilityProbeConfig | PostgresRestoreConfig
                             | PostgresReplicaLagConfig | RdsSnapshotConfig | ConsistencyGroupValidatorConfig

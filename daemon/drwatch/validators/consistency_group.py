@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from drwatch import pgtools
-from drwatch.consistency import judge_skew
-from drwatch.durations import format_duration
-from drwatch.errors import ConfigProblem, ValidatorError
-from drwatch.manifest import ManifestError, SealSignatureInvalid, SealUnsigned, aread
-from drwatch.model import CopyState, Finding, Outcome, Report, Severity
-from drwatch.seals import asset_manifest_path, seal_digest, seal_header, seal_trust
+from drwatch.core.durations import format_duration
+from drwatch.core.errors import ConfigProblem, ValidatorError
+from drwatch.core.model import CopyState, Finding, Outcome, Report, Severity
+from drwatch.formats.manifest import ManifestError, SealSignatureInvalid, SealUnsigned, aread
+from drwatch.formats.seals import asset_manifest_path, seal_digest, seal_header, seal_trust
+from drwatch.state.consistency import judge_skew
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Missing, S3Unavailable
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.postgres import pgtools
 
 if TYPE_CHECKING:
-    from drwatch.config import AssetConfig, Config, ConsistencyGroupConfig
-    from drwatch.snapshot import Snapshot
+    from drwatch.config.model import AssetConfig, Config, ConsistencyGroupConfig
+    from drwatch.state.snapshot import Snapshot
 
 _CHECKED_PARALLEL = 16  # existence checks in flight per copy
 

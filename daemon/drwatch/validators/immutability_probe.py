@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import model_validator
 
-from drwatch.durations import Duration, format_duration
-from drwatch.errors import ConfigProblem, ValidatorError
-from drwatch.model import Finding, Outcome, Report, Severity
+from drwatch.core.durations import Duration, format_duration
+from drwatch.core.errors import ConfigProblem, ValidatorError
+from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.s3 import S3Location, S3Missing, S3Unavailable
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 
 if TYPE_CHECKING:
-    from drwatch.config import AssetConfig, Config
+    from drwatch.config.model import AssetConfig, Config
 
 CANARY_NAME = "drwatch-canary"
 

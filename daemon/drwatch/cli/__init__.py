@@ -1,0 +1,1 @@
+"""The command line (``drwatch ...``) and the local demo estate."""

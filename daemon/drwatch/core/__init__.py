@@ -1,0 +1,1 @@
+"""Core types and helpers every layer uses: results, errors, durations, secrets, logs, safe text."""

@@ -1,0 +1,1 @@
+"""The engine: scheduling, running validators, sandboxes and the long-running daemon's lifecycle."""

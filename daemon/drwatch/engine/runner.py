@@ -1,0 +1,369 @@
+"""The runner: the only place that turns a validator run (and its exceptions) into a Result.
+
+It bounds concurrency globally and per location, enforces the timeout, records cancellation before
+re-raising it, writes every result to the store *before* it becomes visible in the snapshot, and keeps
+results in a bounded in-memory queue while the store is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from drwatch import validators
+from drwatch.config.model import Config
+from drwatch.core.errors import DrillFailed, ValidatorError
+from drwatch.core.logs import printable
+from drwatch.core.model import Finding, Outcome, Report, Result, Severity
+from drwatch.engine.process import ProcessState
+from drwatch.engine.sandbox import SandboxManager
+from drwatch.state.snapshot import Snapshot
+from drwatch.storage.filesystem import HashPool
+from drwatch.storage.s3 import S3Pool
+from drwatch.store.base import Store
+from drwatch.validators.base import RunContext
+from drwatch.validators.config import ValidatorConfig
+
+log = structlog.get_logger("drwatch.engine.runner")
+
+
+@dataclass
+class AppState:
+    """The current config and snapshot; both are replaced, never mutated."""
+
+    config: Config
+    snapshot: Snapshot
+    process: ProcessState
+    ready: bool = False
+    listeners: list[Callable[[Result], None]] = field(default_factory=list)
+
+
+class Limits:
+    def __init__(self, cfg: Config) -> None:
+        self.global_sem = asyncio.Semaphore(cfg.limits.max_concurrent)
+        self.per_location = {
+            name: asyncio.Semaphore(loc.max_concurrency or cfg.limits.per_location)
+            for name, loc in cfg.locations.items()
+        }
+
+    @asynccontextmanager
+    async def slots(self, locations: list[str]) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.global_sem)
+            for name in sorted(locations):  # one global order: no deadlock between validators
+                sem = self.per_location.get(name)
+                if sem is not None:
+                    await stack.enter_async_context(sem)
+            yield
+
+
+class Runner:
+    def __init__(self, state: AppState, store: Store, sandboxes: SandboxManager,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.store = store
+        self.sandboxes = sandboxes
+        self.clock = clock
+        self.hashes = HashPool(state.config.limits.hash_workers)
+        self.s3 = S3Pool(state.config.base_dir)  # one client per S3 location, reused by every run
+        self._revision: tuple[int, int] | None = None
+        self._hash_users: dict[HashPool, int] = {}  # runs holding each pool (a replaced pool closes when unused)
+        self.limits = Limits(state.config)
+        self._limits_from = (state.config.limits, state.config.locations)
+        self.running: dict[tuple[str, str], asyncio.Task[Result | None]] = {}
+        self._started: set[asyncio.Task[Any] | None] = set()  # runs past their slot wait (not queued)
+        self.pending: collections.deque[Result] = collections.deque()
+        self._store_lock = asyncio.Lock()
+        self.accepting = True
+        # Runs that did not prove their check log at warning (the daemon: what the journal must show);
+        # ``drwatch check`` prints them in its table and logs them at info.
+        self.warn_problems = True
+        # Per validator, the warning codes of its last ``ok`` run that was logged at warning level: an ok run's
+        # warnings (copy_behind, same_failure_domain...) reach `journalctl -p warning` when they change, not on
+        # every run of a live estate.
+        self._warned: dict[tuple[str, str], frozenset[str]] = {}
+
+    def apply_config(self, cfg: Config) -> None:
+        """New limits apply to runs that start after the reload; running ones keep their slots and pool.
+
+        Compares with what the runner last applied, not with ``state.config``: the daemon may already
+        have swapped ``state.config`` to ``cfg`` before calling this.
+        """
+        if (cfg.limits, cfg.locations) != self._limits_from:
+            self.limits = Limits(cfg)
+            self._limits_from = (cfg.limits, cfg.locations)
+        if cfg.limits.hash_workers != self.hashes.workers:
+            old, self.hashes = self.hashes, HashPool(cfg.limits.hash_workers)
+            if not self._hash_users.get(old):
+                old.close()
+
+    def _hold_hashes(self) -> HashPool:
+        pool = self.hashes
+        self._hash_users[pool] = self._hash_users.get(pool, 0) + 1
+        return pool
+
+    def _release_hashes(self, pool: HashPool) -> None:
+        users = self._hash_users.get(pool, 0) - 1
+        if users > 0:
+            self._hash_users[pool] = users
+            return
+        self._hash_users.pop(pool, None)
+        if pool is not self.hashes:  # replaced by a reload while this run used it
+            pool.close()
+
+    def launch(self, asset: str, label: str) -> bool:
+        """Start a run unless the same validator is still running (a validator never overlaps itself)."""
+        key = (asset, label)
+        if not self.accepting:
+            return False
+        task = self.running.get(key)
+        if task is not None and not task.done():
+            log.info("run_skipped_overlap", asset=asset, validator=label)
+            return False
+        acfg = self.state.config.assets.get(asset)
+        vcfg = next((v for v in acfg.validators if v.label == label), None) if acfg else None
+        if vcfg is None:
+            return False
+        task = asyncio.create_task(self._run_logged(asset, vcfg), name=f"drwatch:{asset}/{label}")
+        self.running[key] = task
+        task.add_done_callback(lambda t: self.running.pop(key, None) if self.running.get(key) is t else None)
+        return True
+
+    async def _run_logged(self, asset: str, vcfg: ValidatorConfig) -> Result | None:
+        try:
+            return await self.execute(asset, vcfg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never lose the daemon to one run
+            log.exception("run_crashed", asset=asset, validator=vcfg.label)
+            return None
+
+    async def execute(self, asset_name: str, vcfg: ValidatorConfig, run_id: str | None = None) -> Result:
+        """Run one validator once (waiting for its concurrency slots) and record its result (under ``run_id``
+        when given: the cluster engine names a run before it starts, to find its result after a crash)."""
+        current = asyncio.current_task()
+        try:
+            return await self._execute(asset_name, vcfg, current, run_id or uuid.uuid4().hex)
+        finally:
+            self._started.discard(current)
+
+    async def _execute(self, asset_name: str, vcfg: ValidatorConfig, current: asyncio.Task[Any] | None,
+                       run_id: str) -> Result:
+        cfg = self.state.config
+        asset = cfg.assets[asset_name]
+        timeout = vcfg.effective_timeout(cfg)
+        with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
+            async with self.limits.slots(vcfg.locations(asset)):
+                self._started.add(current)
+                started = self.clock()
+                log.info("run_started", kind=vcfg.kind)
+                loop = asyncio.get_running_loop()
+                report: Report
+                bug: Exception | None = None
+                hashes = self._hold_hashes()
+                deadline = loop.time() + timeout
+                try:
+                    async with AsyncExitStack() as stack:
+                        ctx = RunContext(
+                            run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
+                            log=log.bind(), deadline=deadline, exit_stack=stack,
+                            hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
+                            snapshot=lambda: self.state.snapshot, store=self.store,
+                        )
+                        validator = validators.build(vcfg)
+                        async with asyncio.timeout(timeout) as cm:
+                            try:
+                                report = await validator.run(ctx)
+                            except TimeoutError:
+                                if cm.expired():
+                                    raise
+                                raise ValidatorError("timeout", "an operation inside the check timed out") \
+                                    from None
+                except DrillFailed as exc:
+                    report = Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),))
+                except ValidatorError as exc:
+                    if loop.time() >= deadline:
+                        # A step bounded by what was left of the run (a query, a request) gave up as the time ran
+                        # out: the run timed out; the step's own complaint is context, not a finding of its own.
+                        report = Report(Outcome.TIMEOUT, (Finding(
+                            Severity.WARNING, "timeout", f"run exceeded its timeout of {timeout:g}s "
+                            f"(while: {exc.code})"),))
+                    else:
+                        report = Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),))
+                except TimeoutError:
+                    report = Report(Outcome.TIMEOUT, (Finding(Severity.WARNING, "timeout",
+                                                              f"run exceeded its timeout of {timeout:g}s"),))
+                except asyncio.CancelledError:
+                    result = self._result(run_id, asset_name, vcfg, started, Report(
+                        Outcome.CANCELLED, (Finding(Severity.INFO, "cancelled", "run was cancelled"),)))
+                    await asyncio.shield(self._record_bounded(result))
+                    log.info("run_cancelled")
+                    raise
+                except Exception as exc:
+                    bug = exc  # logged with the run's one line below, traceback included
+                    report = Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
+                                                            f"validator crashed: {type(exc).__name__}"),))
+                finally:
+                    self._release_hashes(hashes)
+            result = self._result(run_id, asset_name, vcfg, started, report)
+            key = (asset_name, vcfg.label)
+            self._warned[key] = _log_finished(result, bug, self.warn_problems, self._warned.get(key))
+            await self.record(result)
+            return result
+
+    def _result(self, run_id: str, asset: str, vcfg: ValidatorConfig, started: float, report: Report) -> Result:
+        return Result(
+            run_id=run_id, asset=asset, validator=vcfg.label, kind=vcfg.kind, outcome=report.outcome,
+            started_at=started, finished_at=max(started, self.clock()), findings=report.findings,
+            figures=dict(report.figures), copies=report.copies, recovery_point=report.recovery_point,
+        )
+
+    async def _record_bounded(self, result: Result) -> None:
+        try:
+            await asyncio.wait_for(self.record(result), timeout=5)
+        except TimeoutError:
+            log.warning("cancelled_result_not_recorded")
+
+    async def record(self, result: Result) -> None:
+        """Durable first, then visible. If the store is down, queue (bounded) and retry later."""
+        async with self._store_lock:
+            self.pending.append(result)
+            while len(self.pending) > self.state.config.limits.pending_results:
+                dropped = self.pending.popleft()
+                self.state.process.results_dropped += 1
+                log.error("result_dropped_store_unavailable", asset=dropped.asset, validator=dropped.validator,
+                          run_id=dropped.run_id, outcome=dropped.outcome.value,
+                          pending=len(self.pending), limit=self.state.config.limits.pending_results)
+            await self._flush_locked()
+
+    async def flush(self) -> None:
+        async with self._store_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        proc = self.state.process
+        while self.pending:
+            result = self.pending[0]
+            try:
+                await asyncio.wait_for(self.store.record(result), timeout=30)
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                proc.store_errors += 1
+                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
+                break
+            except Exception as exc:
+                proc.store_errors += 1
+                if not _is_store_error(exc):
+                    # Not the store being away: this result can never be written. Drop it (loudly) so it
+                    # does not block every later result behind it.
+                    self.pending.popleft()
+                    log.exception("result_not_storable", asset=result.asset, validator=result.validator,
+                                  run_id=result.run_id)
+                    continue
+                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
+                break
+            self.pending.popleft()
+            self.state.snapshot = self.state.snapshot.with_result(result, time.time())
+            for listener in list(self.state.listeners):
+                listener(result)
+        proc.results_pending = len(self.pending)
+
+    async def refresh(self) -> bool:
+        """Reload the snapshot when another process (``drwatch check``, ``drwatch attest``, another node)
+        wrote to the shared store. Cheap when nothing changed: one small query."""
+        async with self._store_lock:
+            if self.pending:
+                return False
+            revision = await self.store.revision()
+            if revision == self._revision:
+                return False
+            state = await self.store.load_state()
+            self.state.snapshot = self.state.snapshot.refreshed(state)
+            self._revision = revision
+            return True
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking work, wait up to ``grace`` seconds for running validators, cancel the rest."""
+        self.accepting = False
+        tasks = [t for t in self.running.values() if not t.done()]
+        # Runs still waiting for a concurrency slot never start during a drain.
+        queued = [t for t in tasks if t not in self._started]
+        for t in queued:
+            t.cancel("drwatch is shutting down")
+        if queued:
+            log.info("queued_runs_dropped", count=len(queued))
+            await asyncio.wait(queued, timeout=5)
+        tasks = [t for t in tasks if t not in queued and not t.done()]
+        if not tasks:
+            return
+        log.info("draining", running=len(tasks), timeout=grace)
+        _done, still = await asyncio.wait(tasks, timeout=grace)
+        for t in still:
+            t.cancel("drwatch is shutting down")
+        if still:
+            log.warning("drain_timeout_cancelling", cancelled=len(still))
+            await asyncio.wait(still, timeout=120)
+
+    def close(self) -> None:
+        for pool in {self.hashes, *self._hash_users}:
+            pool.close()
+        self._hash_users.clear()
+
+    async def aclose(self) -> None:
+        """Close the S3 clients, then the hash pools."""
+        await self.s3.close()
+        self.close()
+
+
+LOGGED_FINDINGS = 5  # findings named (code:subject) on a run's log line, worst first; the rest are counted
+_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def _log_finished(result: Result, bug: Exception | None, warn: bool,
+                  warned: frozenset[str] | None = None) -> frozenset[str]:
+    """One line per run: info when it proved something (or was cancelled); warning (``warn``) when the backup
+    is bad or could not be checked (``failed``, ``error``, ``timeout``), naming the worst findings; error,
+    with the traceback, when the validator crashed (a drwatch bug). An ``ok`` run with warning findings names
+    them too, at warning level when their codes differ from ``warned`` (those of the last such line), else at
+    info. Info findings are counted, never named. asset, validator and run_id come from the bound context.
+    Returns the warning codes now logged (for the next call's ``warned``)."""
+    fields: dict[str, Any] = {"kind": result.kind, "outcome": result.outcome.value,
+                              "duration": round(result.duration, 3), "findings": len(result.findings)}
+    notable = sorted((f for f in result.findings if f.severity != Severity.INFO),
+                     key=lambda f: _SEVERITY_RANK[f.severity])
+    if notable:
+        fields["problems"] = [printable(f.code, 64) + (f":{printable(f.subject)}" if f.subject else "")
+                              for f in notable[:LOGGED_FINDINGS]]
+        fields["problems_more"] = max(0, len(notable) - LOGGED_FINDINGS)
+    codes = frozenset(f.code for f in notable)
+    if result.outcome == Outcome.CANCELLED:
+        log.info("run_finished", **fields)
+        return warned or frozenset()
+    if result.outcome == Outcome.OK:
+        if warn and codes and codes != warned:
+            log.warning("run_finished", **fields)
+            return codes
+        log.info("run_finished", **fields)
+        return codes if codes else frozenset()
+    if bug is not None:
+        log.error("run_finished", exc_info=bug, **fields)
+    elif warn:
+        log.warning("run_finished", **fields)
+    else:
+        log.info("run_finished", **fields)
+    return warned or frozenset()
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__
+    return mod.startswith(("asyncpg", "sqlite3")) or type(exc).__name__ in ("OperationalError",
+                                                                             "InterfaceError")
+
+

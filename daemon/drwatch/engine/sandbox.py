@@ -1,0 +1,227 @@
+"""Sandboxes: scratch directories drwatch creates for restores and always removes.
+
+Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the creating PID. Removal runs
+shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
+owner process is gone (a crash, SIGKILL) are swept - also when its PID now belongs to a process that
+started after the sandbox was made (PID reuse). A PostgreSQL server a crashed restore drill left running
+inside such a sandbox (its ``postmaster.pid`` up to three levels down) is stopped before the removal, and
+any other process still working inside it (an inference worker, which leads its own process group and so
+outlives a SIGKILLed daemon) is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import structlog
+
+PREFIX = "drwatch-sbx-"
+OWNER = ".drwatch-owner"
+log = structlog.get_logger("drwatch.engine.sandbox")
+
+
+def default_root() -> Path:
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if cache:
+        return Path(cache) / "sandboxes"
+    return Path(tempfile.gettempdir()) / f"drwatch-sandboxes-{os.getuid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_start_time(pid: int) -> float | None:
+    """Unix time the process started (Linux /proc), or None when it cannot be known."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Boot time from the clocks, not /proc/stat (hidden under systemd's ProcSubset=pid).
+        btime = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22 (starttime), counted after "comm"
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owned_by_live_process(owner: int, created: float) -> bool:
+    """The owner still runs, and is the same process: a PID reused after a crash does not count."""
+    if owner <= 0 or owner == os.getpid() or not _pid_alive(owner):
+        return False
+    started = _process_start_time(owner)
+    return started is None or started <= created + 2.0  # 2 s: start times are rounded to ticks and boot
+
+
+_POSTMASTER_PID_GLOBS = ("postmaster.pid", "*/postmaster.pid", "*/*/postmaster.pid")
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (exited, or a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return not _pid_alive(pid)
+    return state in ("Z", "X")
+
+
+def stop_postmaster(pid_file: Path, wait: float = 10.0) -> bool:
+    """Stop the PostgreSQL server that ``pid_file`` (a data directory's ``postmaster.pid``) names.
+
+    Only when that PID still runs *in that data directory* (``/proc/PID/cwd``; a postmaster changes into
+    its data directory): a PID reused by an unrelated process is never signalled. SIGQUIT first (immediate
+    shutdown: the server stops its backends and releases shared memory), then SIGKILL to its process group
+    (a postmaster started by ``pg_ctl`` leads its own session). Blocking, bounded by ``wait``. True when a
+    running server was found and signalled.
+    """
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        cwd = os.readlink(f"/proc/{pid}/cwd") if pid > 1 and pid != os.getpid() else ""
+    except (OSError, ValueError):
+        return False  # no file, not a PID, the process is gone, or not ours to see
+    if not cwd or cwd != os.path.realpath(pid_file.parent):
+        return False
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sig == signal.SIGKILL and os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait / 2
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _gone(pid):
+            break
+    return True
+
+
+def _inside(cwd: str, root: str) -> bool:
+    cwd = cwd.removesuffix(" (deleted)")
+    return cwd == root or cwd.startswith(root + "/")
+
+
+def kill_processes_inside(sandbox: Path, wait: float = 5.0) -> list[int]:
+    """SIGKILL every process whose working directory is inside ``sandbox`` (Linux ``/proc``); returns their PIDs.
+
+    PID-reuse safe: each process is pinned with a pidfd *before* its working directory is read, and the signal
+    goes through that pidfd, so it reaches the process that was checked, never a later owner of the PID.
+    Processes we may not inspect are left alone. Blocking, waits up to ``wait`` seconds for them to end.
+    """
+    root = os.path.realpath(sandbox)
+    killed: list[int] = []
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return killed
+    for name in entries:
+        pid = int(name)
+        if pid == os.getpid():
+            continue
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue  # gone, or not ours to see
+        try:
+            if _inside(os.readlink(f"/proc/{pid}/cwd"), root):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                killed.append(pid)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    deadline = time.monotonic() + wait
+    while any(not _gone(pid) for pid in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return killed
+
+
+class SandboxManager:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+
+    @asynccontextmanager
+    async def directory(self, run_id: str) -> AsyncIterator[Path]:
+        path = self.root / f"{PREFIX}{run_id}"
+
+        def create() -> None:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.mkdir(mode=0o700)  # FileExistsError: not ours, never removed here
+            try:
+                (path / OWNER).write_text(str(os.getpid()))
+            except BaseException:
+                shutil.rmtree(path, ignore_errors=True)
+                raise
+
+        created = asyncio.ensure_future(asyncio.to_thread(create))
+        try:
+            await asyncio.shield(created)
+        except asyncio.CancelledError:
+            # The worker thread keeps creating the directory after the cancellation: let it finish,
+            # then remove what it made.
+            await self._remove(path, after=created)
+            raise
+        try:
+            yield path
+        finally:
+            await self._remove(path)
+
+    async def _remove(self, path: Path, after: asyncio.Future[None] | None = None) -> None:
+        async def remove() -> None:
+            if after is not None:
+                try:
+                    await after
+                except Exception:
+                    return  # the creation failed: nothing of ours to remove
+            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+        task = asyncio.ensure_future(remove())
+        try:
+            await asyncio.shield(asyncio.wait_for(asyncio.shield(task), timeout=60))
+        except (asyncio.CancelledError, TimeoutError):
+            # Removal keeps running in its thread; a leftover is swept on the next start.
+            log.warning("sandbox_removal_incomplete", path=str(path))
+            raise
+
+    def sweep_orphans(self) -> list[Path]:
+        """Remove sandboxes whose owner process is gone. Blocking: call at start or from a thread."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        for child in self.root.iterdir():
+            if not child.name.startswith(PREFIX) or not child.is_dir():
+                continue
+            try:
+                owner_file = child / OWNER
+                owner = int(owner_file.read_text().strip())
+                created = owner_file.stat().st_mtime
+            except (OSError, ValueError):
+                owner, created = -1, 0.0
+            if _owned_by_live_process(owner, created):
+                continue
+            for pid_file in itertools.chain(*(child.glob(p) for p in _POSTMASTER_PID_GLOBS)):
+                if stop_postmaster(pid_file):
+                    log.warning("orphaned_postmaster_stopped", sandbox=str(child))
+            if kill_processes_inside(child):
+                log.warning("orphaned_sandbox_processes_killed", sandbox=str(child))
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
+        return removed
+
+    def existing(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.name.startswith(PREFIX))

@@ -1,0 +1,242 @@
+"""When validators run: APScheduler 3.x triggers (interval with jitter, or cron), coalesced, never
+overlapping (the runner refuses a second concurrent run of the same validator).
+
+A validator without a stored result, or whose last run is older than its period, runs soon after start
+(spread over its jitter), not a whole period later.
+
+A validator that judges others' results (a consistency group, see ``judges()``) never runs before they have
+one: when it fires while one of them has no result, is due since (re)start and has not run yet, or is
+running, it is deferred and launched as soon as they have. ``drwatch check`` orders its runs with the same
+rule (:func:`stages`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, TypeVar
+
+import structlog
+
+from drwatch.config.model import Config
+from drwatch.core.model import Result
+from drwatch.engine.runner import Runner
+from drwatch.state.snapshot import Snapshot
+from drwatch.validators.base import Schedule
+from drwatch.validators.config import ValidatorConfig
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+
+log = structlog.get_logger("drwatch.engine.scheduler")
+_SEP = "\x1f"
+STARTUP_SPREAD = 10.0  # seconds over which overdue validators without jitter are spread at start
+
+
+def job_id(asset: str, label: str) -> str:
+    return f"{asset}{_SEP}{label}"
+
+
+def make_trigger(schedule: Schedule) -> BaseTrigger:
+    # APScheduler is imported by the daemon's scheduler only: `drwatch check` (which uses stages()) never
+    # pays its start-up (tests/test_startup.py).
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    jitter = int(schedule.jitter.total_seconds()) or None
+    if schedule.cron is not None:
+        return CronTrigger(**_cron_fields(schedule.cron), timezone="UTC", jitter=jitter)
+    assert schedule.every is not None
+    return IntervalTrigger(seconds=schedule.every.total_seconds(), jitter=jitter, timezone="UTC")
+
+
+def _cron_fields(expr: str) -> dict[str, str]:
+    minute, hour, day, month, dow = expr.split()
+    return {"minute": minute, "hour": hour, "day": day, "month": month, "day_of_week": dow}
+
+
+Key = tuple[str, str]  # (asset, validator label)
+V = TypeVar("V", bound=ValidatorConfig)
+
+
+def stages(cfg: Config, selected: Sequence[tuple[str, V]]) -> list[list[tuple[str, V]]]:
+    """``selected`` in stages: a validator comes after the selected validators it judges (``judges()``), so
+    running the stages one after the other gives each its inputs fresh. Order within a stage is kept."""
+    keys = {(a, v.label) for a, v in selected}
+    level: dict[Key, int] = {}
+
+    def depth(asset: str, vcfg: ValidatorConfig) -> int:
+        key = (asset, vcfg.label)
+        if key not in level:
+            level[key] = 0  # judged validators never judge others (no cycles); guards against one anyway
+            level[key] = 1 + max((level.get(p, 0) for p in vcfg.judges(asset, cfg) if p in keys), default=-1)
+        return level[key]
+
+    out: list[list[tuple[str, V]]] = []
+    for asset, vcfg in selected:
+        d = depth(asset, vcfg)
+        while len(out) <= d:
+            out.append([])
+        out[d].append((asset, vcfg))
+    return [s for s in out if s]
+
+
+def overdue(schedule: Schedule, last_run: float | None, now: float) -> bool:
+    """Whether a validator is due at once at (re)start: it never ran, its last run is older than its period,
+    or stamped in the future (the clock was stepped back since, or another host's clock is ahead: waiting
+    for ``last_run + period`` would pause the check for the size of the step)."""
+    return last_run is None or last_run > now or now - last_run >= schedule.interval_seconds()
+
+
+def first_run(schedule: Schedule, last_run: float | None, now: float, rng: random.Random) -> float | None:
+    """When a validator should first run after (re)start (:func:`overdue`: soon, spread over its jitter);
+    None lets a cron trigger decide."""
+    period = schedule.interval_seconds()
+    spread = schedule.jitter.total_seconds() or min(STARTUP_SPREAD, period)
+    if last_run is None or overdue(schedule, last_run, now):
+        return now + rng.uniform(0, spread)
+    if schedule.cron is not None:
+        return None
+    return last_run + period + rng.uniform(0, schedule.jitter.total_seconds())
+
+
+class Scheduler:
+    def __init__(self, runner: Runner, clock: Callable[[], float] = time.time, seed: int | None = None) -> None:
+        self.runner = runner
+        self.clock = clock
+        self.rng = random.Random(seed)
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._sched = AsyncIOScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None,
+        })
+        self._specs: dict[str, Schedule] = {}
+        # Validators due at (re)start whose first run in this process has not ended: what they judge is
+        # stale until then.
+        self._due: set[Key] = set()
+        # Validators that fired while what they judge had no result yet, with the runs they wait for.
+        self._deferred: dict[Key, set[asyncio.Task[Result | None]]] = {}
+        runner.state.listeners.append(self._on_result)
+
+    async def _fire(self, asset: str, label: str) -> None:
+        key = (asset, label)
+        waiting = self._waiting_for(key, None)
+        if waiting is None:
+            self._launch(key)
+            return
+        names, running = waiting
+        if key not in self._deferred:
+            log.info("run_deferred", asset=asset, validator=label, waiting_for=names[:10], waiting=len(names))
+        self._deferred[key] = self._deferred.get(key, set()) | running
+
+    def _waiting_for(self, key: Key, running_at_fire: set[asyncio.Task[Result | None]] | None,
+                     ) -> tuple[list[str], set[asyncio.Task[Result | None]]] | None:
+        """What ``key`` still waits for before it may run (names and the runs in flight); None: nothing.
+
+        A judged validator is awaited while it has no result, while it is due since (re)start and its first
+        run has not ended, and while a run of it that was in flight when ``key`` fired has not ended (later
+        runs are not awaited: a validator that is always running cannot starve the judge).
+        """
+        cfg = self.runner.state.config
+        acfg = cfg.assets.get(key[0])
+        vcfg = next((v for v in acfg.validators if v.label == key[1]), None) if acfg else None
+        if vcfg is None:
+            return None
+        snap = self.runner.state.snapshot
+        names: list[str] = []
+        running: set[asyncio.Task[Result | None]] = set()
+        for pkey in vcfg.judges(key[0], cfg):
+            task = self.runner.running.get(pkey)
+            in_flight = task is not None and not task.done()
+            stats = snap.stats(*pkey)
+            waited = in_flight and (running_at_fire is None or task in running_at_fire)
+            if waited and task is not None:
+                running.add(task)
+            if waited or pkey in self._due or stats is None or stats.last_result is None:
+                names.append(f"{pkey[0]}/{pkey[1]}")
+        return (names, running) if names else None
+
+    def _launch(self, key: Key) -> None:
+        self.runner.launch(*key)
+        task = self.runner.running.get(key)
+        if task is not None and key in self._due:
+            task.add_done_callback(lambda _t: self._ran(key))
+
+    def _ran(self, key: Key) -> None:
+        """A run of ``key`` ended (with a result or not): it no longer counts as due since (re)start."""
+        self._due.discard(key)
+        self._retry_soon()
+
+    def _on_result(self, result: Result) -> None:
+        self._due.discard((result.asset, result.validator))
+        self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        """Retry from the loop in a context of its own: not inside the finishing run's (its run_id)."""
+        asyncio.get_running_loop().call_soon(self._retry, context=contextvars.Context())
+
+    def _retry(self) -> None:
+        """Launch the deferred validators whose judged validators now all have their results."""
+        if not self._sched.running:
+            return
+        for key, running in list(self._deferred.items()):
+            if self._waiting_for(key, running) is None:
+                del self._deferred[key]
+                log.info("run_undeferred", asset=key[0], validator=key[1])
+                self._launch(key)
+
+    def start(self, cfg: Config, snapshot: Snapshot) -> None:
+        self._sched.start()
+        self.apply(cfg, snapshot)
+
+    def apply(self, cfg: Config, snapshot: Snapshot) -> None:
+        """Reconcile jobs with the config: unchanged schedules keep their next run time."""
+        wanted: dict[str, tuple[str, str, Schedule]] = {
+            job_id(a, v.label): (a, v.label, v.schedule) for a, v in cfg.iter_validators()
+        }
+        for jid in list(self._specs):
+            if jid not in wanted:
+                self._sched.remove_job(jid)
+                del self._specs[jid]
+                asset, _, label = jid.partition(_SEP)
+                self._due.discard((asset, label))
+                self._deferred.pop((asset, label), None)
+        now = self.clock()
+        for jid, (asset, label, schedule) in wanted.items():
+            if self._specs.get(jid) == schedule:
+                continue
+            if jid in self._specs:
+                self._sched.remove_job(jid)
+            stats = snapshot.stats(asset, label)
+            last_run = stats.last_run_at if stats else None
+            if overdue(schedule, last_run, now):
+                self._due.add((asset, label))
+            start = first_run(schedule, last_run, now, self.rng)
+            kwargs = {}
+            if start is not None:
+                kwargs["next_run_time"] = datetime.fromtimestamp(start, tz=UTC)
+            self._sched.add_job(self._fire, make_trigger(schedule), args=(asset, label), id=jid,
+                                name=f"{asset}/{label}", **kwargs)
+            self._specs[jid] = schedule
+        log.info("schedule_applied", jobs=len(self._specs))
+        self._retry()  # a reload may have removed what a deferred validator waited for
+
+    def next_runs(self) -> dict[tuple[str, str], float]:
+        out = {}
+        for job in self._sched.get_jobs():
+            asset, _, label = job.id.partition(_SEP)
+            if job.next_run_time is not None:
+                out[(asset, label)] = job.next_run_time.timestamp()
+        return out
+
+    def shutdown(self) -> None:
+        self._deferred.clear()
+        if self._on_result in self.runner.state.listeners:
+            self.runner.state.listeners.remove(self._on_result)
+        if self._sched.running:
+            self._sched.shutdown(wait=False)
+

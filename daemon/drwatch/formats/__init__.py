@@ -1,0 +1,1 @@
+"""File formats drwatch reads and writes: manifests (seals), signatures, Parquet and safetensors facts."""

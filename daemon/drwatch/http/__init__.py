@@ -1,0 +1,1 @@
+"""The HTTP endpoints (/metrics, health, API) with their connection hygiene, TLS and authentication."""

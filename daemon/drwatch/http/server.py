@@ -1,0 +1,228 @@
+"""HTTP endpoints on the event loop (aiohttp): /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/status.
+
+``GET`` (and ``HEAD``) for every path but ``/-/reload``, which takes ``POST`` only; any other method is answered
+405 with an ``Allow`` header. Responses name the server ``drwatch``, without a version. A malformed request is
+answered 400 and counted, not logged with a traceback (:meth:`httpconn.ConnectionGuard.bad_request`).
+
+``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
+``http.web_config_file`` every path is served over TLS and/or behind basic authentication
+(:mod:`drwatch.http.webconfig`). Every connection has a deadline to send its request header, an idle timeout,
+and a place under a cap on open connections (:mod:`drwatch.http.conn`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.http import HttpProcessingError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from drwatch import __version__
+from drwatch.engine.runner import AppState
+from drwatch.http import conn as httpconn
+from drwatch.http.webconfig import WebConfig, WebGuard
+from drwatch.metrics.exposition import GZIP_LEVEL, Exposition, SnapshotRenderer, accepts_gzip
+from drwatch.state.report import document
+
+ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVER_NAME = "drwatch"  # the Server header: no version (aiohttp's default names its own and Python's)
+
+_INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
+<h1>drwatch {version}</h1><p>Disaster-recovery watch: continuously proving recoverability.</p>
+<ul><li><a href="metrics">/metrics</a></li><li><a href="api/v1/status">/api/v1/status</a></li>
+<li><a href="-/healthy">/-/healthy</a></li><li><a href="-/ready">/-/ready</a></li></ul></body></html>"""
+
+
+class _Protocol(web.RequestHandler):
+    """aiohttp's per-connection protocol, but a request its parser refuses (the client's fault) is answered 400
+    with a one-line reason and counted through ``on_malformed``, where aiohttp would log an error with a traceback
+    for each: any local client could flood the journal. Errors of drwatch's own handlers are still logged."""
+
+    def __init__(self, manager: web.Server, *, loop: asyncio.AbstractEventLoop, keepalive_timeout: float,
+                 lingering_time: float, on_malformed: Callable[[str], None]) -> None:
+        super().__init__(manager, loop=loop, keepalive_timeout=keepalive_timeout, lingering_time=lingering_time,
+                         access_log=None)  # type: ignore[arg-type]  # None: no access log (aiohttp's documented off)
+        self._on_malformed = on_malformed
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            response = super().handle_error(request, status, exc, message)
+            response.headers[hdrs.SERVER] = SERVER_NAME
+            return response
+        self._on_malformed(type(exc).__name__)
+        if request.writer.output_size > 0:  # as aiohttp: a response is under way, the connection is broken
+            raise ConnectionError("malformed request after a response was started")
+        # The parser's reason quotes the client's bytes: the client may see its first line, the log never.
+        reason = exc.message.splitlines()[0][:200].rstrip(" :") if exc.message else ""
+        response = web.Response(status=400, text=f"400 Bad Request{': ' + reason if reason else ''}\n",
+                                headers={hdrs.SERVER: SERVER_NAME})
+        response.force_close()
+        return response
+
+
+def _json_body(doc: dict[str, Any], zipped: bool) -> bytes:
+    text = json.dumps(doc, indent=2).encode()
+    return gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0) if zipped else text
+
+
+async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME
+
+
+class HttpServer:
+    def __init__(self, state: AppState, reload: ReloadFn, clock: Callable[[], float] = time.time,
+                 web_config: WebConfig | None = None, *, header_timeout: float = httpconn.HEADER_TIMEOUT,
+                 idle_timeout: float = httpconn.IDLE_TIMEOUT, max_connections: int | None = None) -> None:
+        self.state = state
+        self.guard = WebGuard(web_config)
+        self._reload = reload
+        self._clock = clock
+        # The snapshot's families are rendered incrementally; other collectors (cluster mode) join the registry.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock,
+                                     SnapshotRenderer(lambda: self.state.snapshot, state.process, clock))
+        self._status_doc: tuple[tuple[int, int], object, dict[str, Any]] | None = None
+        self._status_pending: tuple[tuple[int, int], asyncio.Future[dict[str, Any]]] | None = None
+        self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.Server] = []
+        self.connections: httpconn.ConnectionGuard | None = None
+        self._limits = (header_timeout, idle_timeout, max_connections)
+        self.port = 0
+
+    def app(self) -> web.Application:
+        def connection(request: web.Request) -> httpconn.Connection | None:
+            return self.connections.connection(request.transport) if self.connections is not None else None
+
+        @web.middleware
+        async def finished(request: web.Request, handler: Handler) -> web.StreamResponse:
+            conn = connection(request)
+            try:
+                return await handler(request)
+            finally:
+                if conn is not None:
+                    conn.request_finished()  # idle (keep-alive) from here
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self.guard.handle(request, handler)
+
+        @web.middleware
+        async def started(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # Past rate limit and authentication: no deadline, never pushed out, while our handler runs.
+            # Before, a request waiting for its bcrypt check keeps its header deadline and can be pushed out.
+            conn = connection(request)
+            if conn is not None:
+                conn.request_started()
+            return await handler(request)
+
+        app = web.Application(middlewares=[finished, guard, started])
+        app.on_response_prepare.append(_server_header)
+        app.router.add_get("/", self._index)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/-/healthy", self._healthy)
+        app.router.add_get("/-/ready", self._ready)
+        app.router.add_post("/-/reload", self._reload_handler)  # documented as POST (as Prometheus); no PUT
+        app.router.add_get("/api/v1/status", self._status)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        header_timeout, idle_timeout, max_connections = self._limits
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        guard: httpconn.ConnectionGuard | None = None
+
+        def protocol() -> _Protocol:
+            # aiohttp's own keep-alive timer (also armed at accept) stays as a backstop; a body the handler left
+            # unread is drained for at most the header deadline.
+            assert server is not None and guard is not None
+            return _Protocol(server, loop=loop, keepalive_timeout=idle_timeout, lingering_time=header_timeout,
+                             on_malformed=guard.bad_request)
+
+        guard = self.connections = httpconn.ConnectionGuard(
+            protocol, ssl_context=self.guard.ssl_context, header_timeout=header_timeout, idle_timeout=idle_timeout,
+            max_connections=max_connections)
+        socks: list[httpconn.ListenSocket] = []
+        try:
+            socks = await httpconn.bind(host, port)
+            for sock in socks:
+                sock.guard = self.connections
+                self._servers.append(await loop.create_server(self.connections, sock=sock,
+                                                              backlog=httpconn.LISTEN_BACKLOG))
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            await self.stop()
+            raise
+        self.port = self._servers[0].sockets[0].getsockname()[1] if self._servers else port
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        self._servers.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()  # finishes running handlers, closes keep-alive connections
+            self._runner = None
+        if self.connections is not None:
+            self.connections.close()  # and whatever aiohttp did not know about (TLS handshakes)
+            self.connections = None
+            await asyncio.sleep(0)  # let the transports report connection_lost
+
+    async def _index(self, _req: web.Request) -> web.Response:
+        return web.Response(text=_INDEX.format(version=__version__), content_type="text/html")
+
+    async def _metrics(self, req: web.Request) -> web.Response:
+        body, headers = await self.exposition.body(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **headers})
+
+    async def _healthy(self, _req: web.Request) -> web.Response:
+        return web.Response(text="drwatch is Healthy.\n")
+
+    async def _ready(self, _req: web.Request) -> web.Response:
+        if self.state.ready:
+            return web.Response(text="drwatch is Ready.\n")
+        return web.Response(status=503, text="drwatch is not ready yet.\n")
+
+    async def _reload_handler(self, _req: web.Request) -> web.Response:
+        ok, problems = await self._reload()
+        if ok:
+            return web.Response(text="configuration reloaded\n")
+        return web.Response(status=500, text="reload failed, keeping the running configuration:\n"
+                            + "\n".join(problems) + "\n")
+
+    async def _status(self, req: web.Request) -> web.Response:
+        # Thousands of assets: built off the loop, once per snapshot and wall-clock second for every request
+        # that asks meanwhile (the same single flight as /metrics), gzipped on request.
+        snapshot, now = self.state.snapshot, self._clock()
+        key = (id(snapshot), int(now))
+        cached = self._status_doc
+        if cached is None or cached[0] != key or cached[1] is not snapshot:
+            if self._status_pending is None or self._status_pending[0] != key:
+                task = asyncio.ensure_future(asyncio.to_thread(document, snapshot, now))
+                self._status_pending = (key, task)
+            pending_key, pending = self._status_pending
+            doc = await asyncio.shield(pending)
+            self._status_doc = (pending_key, snapshot, doc)
+            if self._status_pending is not None and self._status_pending[1] is pending:
+                self._status_pending = None
+        else:
+            doc = cached[2]
+        # Process figures for soak tests and debugging (bounded: counts only).
+        doc = {**doc, "runtime": {"asyncio_tasks": len(asyncio.all_tasks()),
+                                  "results_pending": self.state.process.results_pending,
+                                  "http_connections": self.connections.stats() if self.connections is not None
+                                  else {}}}
+        zipped = accepts_gzip(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        body = await asyncio.to_thread(_json_body, doc, zipped)
+        headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if zipped else {})}
+        return web.Response(body=body, content_type="application/json", headers=headers)

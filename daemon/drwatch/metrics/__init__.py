@@ -1,0 +1,1 @@
+"""Prometheus metrics: collectors that project the snapshot, and the cached exposition bytes."""

@@ -1,0 +1,98 @@
+"""The snapshot: an immutable view of the store that metrics, the API and compliance read.
+
+Rebuilt from the store on start; replaced (never mutated) after each recorded result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from drwatch.config.model import Config
+from drwatch.core.model import Ack, Attestation, CopyReport, Result
+from drwatch.store.base import StoredState, ValidatorStats
+from drwatch.validators.copies.ledger import CopySummary
+
+
+@dataclass(frozen=True)
+class CopyFact:
+    report: CopyReport
+    observed_at: float  # when the result that reported it finished
+    fresh_until: float  # after this the fact is stale (validator max age)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: Config
+    validators: dict[tuple[str, str], ValidatorStats] = field(default_factory=dict)
+    attestations: dict[tuple[str, str], Attestation] = field(default_factory=dict)
+    copy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
+    generation: int = 0
+    # Verification economy: ledger summaries per (asset, copy) and request/egress counters, as stored.
+    # Not changed by with_result: the ledger is written during runs, so they come from the store (refresh).
+    verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
+    verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
+    acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> newest `drwatch ack`
+
+    @classmethod
+    def from_state(cls, config: Config, state: StoredState) -> Snapshot:
+        return cls(config, dict(state.validators), dict(state.attestations), dict(state.copy_bytes),
+                   verify=dict(state.verify), verify_counters=dict(state.verify_counters), acks=dict(state.acks))
+
+    def refreshed(self, state: StoredState) -> Snapshot:
+        """The same config over a newer stored state (e.g. results or attestations another process wrote)."""
+        return replace(self, validators=dict(state.validators), attestations=dict(state.attestations),
+                       copy_bytes=dict(state.copy_bytes), generation=self.generation + 1,
+                       verify=dict(state.verify), verify_counters=dict(state.verify_counters),
+                       acks=dict(state.acks))
+
+    def with_config(self, config: Config) -> Snapshot:
+        return replace(self, config=config, generation=self.generation + 1)
+
+    def with_result(self, result: Result, now: float) -> Snapshot:
+        """The snapshot after ``result`` was stored at wall-clock ``now``."""
+        key = (result.asset, result.validator)
+        stats = self.validators.get(key) or ValidatorStats(result.asset, result.validator)
+        validators = {**self.validators, key: stats.with_result(result, now)}
+        copy_bytes = dict(self.copy_bytes)
+        for rep in result.copies:
+            if rep.bytes_verified > 0:
+                k = (result.asset, rep.copy)
+                copy_bytes[k] = copy_bytes.get(k, 0) + rep.bytes_verified
+        return replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1)
+
+    def with_attestation(self, att: Attestation) -> Snapshot:
+        return replace(self, attestations={**self.attestations, (att.asset, att.copy): att},
+                       generation=self.generation + 1)
+
+    def stats(self, asset: str, validator: str) -> ValidatorStats | None:
+        return self.validators.get((asset, validator))
+
+    def copy_facts(self, asset: str) -> dict[str, CopyFact]:
+        """Per copy label, the newest report of it among the asset's configured validators."""
+        acfg = self.config.assets.get(asset)
+        if acfg is None:
+            return {}
+        facts: dict[str, CopyFact] = {}
+        for vcfg in acfg.validators:
+            stats = self.validators.get((asset, vcfg.label))
+            if stats is None or stats.last_result is None:
+                continue
+            res = stats.last_result
+            fresh_until = res.finished_at + vcfg.effective_max_age(self.config)
+            for rep in res.copies:
+                have = facts.get(rep.copy)
+                if have is None or have.observed_at < res.finished_at:
+                    facts[rep.copy] = CopyFact(rep, res.finished_at, fresh_until)
+        return facts
+
+    def recovery_point(self, asset: str) -> float | None:
+        acfg = self.config.assets.get(asset)
+        if acfg is None:
+            return None
+        points = [
+            s.last_result.recovery_point
+            for v in acfg.validators
+            if (s := self.validators.get((asset, v.label))) is not None
+            and s.last_result is not None and s.last_result.recovery_point is not None
+        ]
+        return max(points) if points else None

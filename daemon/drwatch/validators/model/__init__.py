@@ -1,0 +1,1 @@
+"""Validator family ``model``: ``model_weights`` and inference smoke tests of restored models."""

@@ -1,0 +1,1 @@
+"""Validator family ``postgres``: restore drills, replica lag and RDS snapshots."""

@@ -1,0 +1,493 @@
+"""PostgreSQL tooling for restore drills: tools as subprocesses, where the binaries are, DSNs (libpq
+environment, asyncpg), read-only connections, what a database holds, and the drill databases of ``target``
+mode with their advisory locks.
+
+Every subprocess runs in its own process group, with a time limit; on timeout or cancellation the whole
+group is killed (SIGKILL) and reaped before the exception propagates, so ``pg_restore -j N`` workers never
+outlive a run. Nothing here blocks the event loop: processes via ``asyncio.create_subprocess_exec``, file
+work in threads. See also :mod:`drwatch.validators.postgres.pgdump` (dumps) and
+:mod:`drwatch.validators.postgres.pgcluster` (throwaway clusters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import struct
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from drwatch.core.errors import ConfigError, ValidatorError
+from drwatch.core.secrets import read_secret, redact, register_dsn_password
+from drwatch.storage.filesystem import aopen
+
+if TYPE_CHECKING:
+    from drwatch.config.model import Config
+
+DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
+OUTPUT_LIMIT = 64 * 1024  # bytes kept of a tool's stdout/stderr (the rest is read and dropped)
+REAP_TIMEOUT = 10.0
+DRILL_DB_PREFIX = "drwatch_drill_"
+# Advisory lock keys (two int4 form): class 0x64727764 ("drwd"); a run's lock uses the run id's first 31 bits.
+LOCK_CLASS_RUN = 0x64727764
+LOCK_CLASS_SWEEP = 0x64727765
+_T = TypeVar("_T")
+
+
+# --- subprocesses -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    tool: str
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+async def _drain(stream: asyncio.StreamReader | None, keep: bool) -> bytes:
+    """Read a pipe to its end (so the child never blocks on it), keeping at most OUTPUT_LIMIT bytes."""
+    if stream is None:
+        return b""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if keep and len(kept) < OUTPUT_LIMIT:
+            kept += chunk[: OUTPUT_LIMIT - len(kept)]
+    return bytes(kept)
+
+
+async def unwind(work: Awaitable[_T], within: float) -> _T | None:
+    """Run cleanup ``work`` to its end even if the caller is cancelled meanwhile (bounded by ``within`` seconds).
+
+    A cancellation that arrives while waiting is re-raised once the work is done. Work still running after
+    ``within`` seconds is left to finish in the background (its result is dropped).
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    cancelled = False
+    while not task.done() and (left := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait({task}, timeout=left)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result() if task.done() else None
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group of ``proc`` (its own session) and wait for it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await unwind(proc.wait(), REAP_TIMEOUT)
+
+
+async def run_tool(argv: Sequence[str], *, env: Mapping[str, str], limit: float, run_as: str | None = None,
+                   stdin: Path | None = None, keep_stdout: bool = True, cwd: Path | None = None) -> ToolResult:
+    """Run one tool to completion in its own process group; kill and reap the group on timeout/cancel.
+
+    ``run_as`` prefixes ``runuser -u USER --`` (drwatch runs as root; PostgreSQL refuses root).
+    Raises ValidatorError when the tool is missing or runs longer than ``limit`` seconds.
+    """
+    name = Path(argv[0]).name
+    full = ["runuser", "-u", run_as, "--", *argv] if run_as else list(argv)
+    started = time.monotonic()
+    stdin_fh = await aopen(stdin, "rb") if stdin is not None else None  # closed if cancelled meanwhile
+    try:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *full, stdin=stdin_fh or asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=dict(env), cwd=cwd, start_new_session=True)
+        except (FileNotFoundError, PermissionError) as exc:
+            raise ValidatorError("tools_missing", f"cannot run {full[0]}: {exc.strerror}") from None
+    finally:
+        if stdin_fh is not None:
+            stdin_fh.close()  # the child holds its own descriptor
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await asyncio.gather(_drain(proc.stdout, keep_stdout), _drain(proc.stderr, True))
+            rc = await proc.wait()
+    except TimeoutError:
+        await _reap(proc)
+        raise ValidatorError("tool_timeout", f"{name} did not finish within {limit:.0f}s (killed)") from None
+    except BaseException:
+        await _reap(proc)  # cancelled (drwatch stops, the run timed out): no child outlives the run
+        raise
+    return ToolResult(name, rc, out.decode(errors="replace"), redact(err.decode(errors="replace")),
+                      time.monotonic() - started)
+
+
+def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: no inherited PG* variables, C locale, bounded connection attempts."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
+           "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "drwatch"}
+    env.update(extra or {})
+    return env
+
+
+# --- binaries ---------------------------------------------------------------------------------------
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in path.name.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def find_bin_dir(configured: str | None, needed: Sequence[str]) -> Path:
+    """Where the PostgreSQL tools are: ``configured``; else PATH (the directory of the first needed
+    tool, when it holds them all); else the newest ``/usr/lib/postgresql/*/bin``. Blocking (stat only)."""
+    if configured:
+        path = Path(configured).expanduser()
+        missing = [t for t in needed if not (path / t).is_file()]
+        if missing:
+            raise ValidatorError("tools_missing", f"sandbox.bin_dir {path} lacks {', '.join(missing)}")
+        return path
+    found = shutil.which(needed[0])
+    if found and all(shutil.which(t, path=str(Path(found).parent)) for t in needed):
+        return Path(found).parent
+    if DEBIAN_PG_ROOT.is_dir():
+        dirs = [d / "bin" for d in DEBIAN_PG_ROOT.iterdir() if all((d / "bin" / t).is_file() for t in needed)]
+        if dirs:
+            return max(dirs, key=lambda b: _version_key(b.parent))
+    raise ValidatorError("tools_missing", f"PostgreSQL tools not found ({', '.join(needed)}): install them or set "
+                                          "sandbox.bin_dir")
+
+
+async def tool_major(bin_dir: Path, tool: str) -> int:
+    """The major version of ``bin_dir/tool`` (``--version``)."""
+    res = await run_tool([str(bin_dir / tool), "--version"], env=tool_env(), limit=30)
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)", res.stdout)
+    if res.returncode != 0 or m is None:
+        raise ValidatorError("tools_missing", f"{bin_dir / tool} --version failed: {res.stderr.strip()[:200]}")
+    return int(m.group(1))
+
+
+# --- identifiers and DSNs ---------------------------------------------------------------------------
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def split_table(name: str) -> tuple[str, str]:
+    """``schema.table`` (default schema ``public``); unquoted parts fold to lower case, as PostgreSQL does."""
+    parts: list[str] = []
+    for m in re.finditer(r'"((?:[^"]|"")*)"|([^."]+)', name):
+        parts.append(m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2).strip().lower())
+    if len(parts) == 1:
+        return "public", parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise ValueError(f"invalid table name {name!r}: use table or schema.table")
+
+
+def qualified(table: tuple[str, str]) -> str:
+    return f"{quote_ident(table[0])}.{quote_ident(table[1])}"
+
+
+def table_label(table: tuple[str, str]) -> str:
+    return table[1] if table[0] == "public" else f"{table[0]}.{table[1]}"
+
+
+_LIBPQ_ENV = {
+    "host": "PGHOST", "hostaddr": "PGHOSTADDR", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+    "password": "PGPASSWORD", "passfile": "PGPASSFILE", "service": "PGSERVICE", "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME", "sslmode": "PGSSLMODE", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT", "sslcrl": "PGSSLCRL", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING", "krbsrvname": "PGKRBSRVNAME", "requiressl": "PGREQUIRESSL",
+}
+_ASYNCPG_PARAMS = frozenset({"host", "port", "dbname", "user", "password", "passfile", "sslmode", "sslcert",
+                             "sslkey", "sslrootcert", "sslcrl", "target_session_attrs", "krbsrvname", "service"})
+_KV = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']\S*)")
+
+
+def parse_dsn(dsn: str) -> dict[str, str]:
+    """A libpq DSN (``postgresql://`` URL or ``key=value`` words) as connection parameters."""
+    params: dict[str, str] = {}
+    if dsn.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(dsn)
+        userinfo, _, hostlist = parts.netloc.rpartition("@")
+        if userinfo:
+            user, sep, password = userinfo.partition(":")
+            params["user"] = unquote(user)
+            if sep:
+                params["password"] = unquote(password)
+        hosts, ports = [], []
+        for item in filter(None, hostlist.split(",")):
+            m = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", item)
+            host, port = (m.group(1), m.group(2) or "") if m else (item, "")
+            hosts.append(unquote(host.strip("[]")))
+            ports.append(port)
+        if any(hosts):
+            params["host"] = ",".join(hosts)
+        if any(ports):
+            params["port"] = ",".join(ports)
+        if parts.path.strip("/"):
+            params["dbname"] = unquote(parts.path.lstrip("/"))
+        for item in filter(None, parts.query.split("&")):
+            key, _, value = item.partition("=")
+            params["dbname" if key == "database" else unquote(key)] = unquote(value)
+    else:
+        pos = 0
+        text = dsn.strip()
+        while pos < len(text):
+            m = _KV.match(text, pos)
+            if m is None:
+                raise ValueError("malformed connection string (expected key=value words or a postgresql:// URL)")
+            value = m.group(2)
+            if value.startswith("'"):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            params[m.group(1).lower()] = value
+            pos = m.end()
+    unknown = sorted(set(params) - set(_LIBPQ_ENV))
+    if unknown:
+        raise ValueError(f"unsupported connection parameter(s): {', '.join(unknown)}")
+    if any(not p.isdigit() or not 0 < int(p) < 65536 for p in params.get("port", "").split(",") if p):
+        raise ValueError("port must be a number between 1 and 65535")
+    if any(":" in h and not h.count(":") > 1 for h in params.get("host", "").split(",")):
+        raise ValueError("malformed host:port (the port must be a number)")
+    return params
+
+
+def libpq_env(params: Mapping[str, str], dbname: str | None = None) -> dict[str, str]:
+    """Environment for libpq tools (pg_restore, psql): secrets never on the command line."""
+    env = tool_env({_LIBPQ_ENV[k]: v for k, v in params.items()})
+    if dbname is not None:
+        env["PGDATABASE"] = dbname
+    return env
+
+
+def asyncpg_dsn(params: Mapping[str, str]) -> str:
+    """The same parameters as a URL asyncpg understands (query parameters only; no settings)."""
+    keep = {k: v for k, v in params.items() if k in _ASYNCPG_PARAMS and k != "dbname"}
+    if "hostaddr" in params and "host" not in params:
+        keep["host"] = params["hostaddr"]
+    path = "/" + quote(params["dbname"], safe="") if params.get("dbname") else ""
+    return f"postgresql://{path}?" + urlencode(keep, quote_via=quote)
+
+
+class DsnRef(BaseModel):
+    """Where a DSN is: ``dsn_env`` (an environment variable) or ``dsn_file``; never inline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dsn_env: str | None = None
+    dsn_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DsnRef:
+        if (self.dsn_env is None) == (self.dsn_file is None):
+            raise ValueError("set exactly one of dsn_env (environment variable) or dsn_file (file path)")
+        return self
+
+    def params(self, field: str, cfg: Config) -> dict[str, str]:
+        try:
+            dsn = read_secret(field, env=self.dsn_env, file=self.dsn_file, base_dir=cfg.base_dir)
+        except ConfigError as exc:
+            raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
+        register_dsn_password(dsn)
+        try:
+            return parse_dsn(dsn)
+        except ValueError as exc:
+            raise ValidatorError("dsn_invalid", f"{field}: {exc}") from None
+
+
+# --- connections ------------------------------------------------------------------------------------
+
+_SETTINGS = {  # identical text output on both sides of a checksum comparison
+    "application_name": "drwatch", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "TimeZone": "UTC",
+    "extra_float_digits": "3", "bytea_output": "hex", "lc_monetary": "C",
+}
+if TYPE_CHECKING:
+    import asyncpg
+
+    _ConnectErrors = tuple[type[OSError], type[TimeoutError], type[asyncpg.PostgresError],
+                           type[asyncpg.InterfaceError]]
+    CONNECT_ERRORS: _ConnectErrors
+
+
+def connect_errors() -> _ConnectErrors:
+    """What a failing connection raises. asyncpg is imported on first use (module ``__getattr__`` serves
+    ``CONNECT_ERRORS``): it costs start-up that a ``check`` of filesystem assets never needs
+    (tests/test_startup.py keeps it out)."""
+    import asyncpg
+
+    return (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CONNECT_ERRORS":
+        return connect_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+async def connect(params: Mapping[str, str], *, code: str, what: str, database: str | None = None,
+                  read_only: bool = False, statement_timeout: float = 300.0, connect_limit: float = 10.0) -> Any:
+    """An asyncpg connection; ``read_only`` sessions refuse every write (``default_transaction_read_only``).
+
+    Connection failures raise ValidatorError(code): the server could not be checked, never a bad backup.
+    """
+    settings = {**_SETTINGS, "statement_timeout": str(int(statement_timeout * 1000)), "lock_timeout": "10000",
+                "idle_in_transaction_session_timeout": "600000"}
+    if read_only:
+        settings["default_transaction_read_only"] = "on"
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(asyncpg_dsn(params), database=database, timeout=connect_limit,
+                                     server_settings=settings, statement_cache_size=0)
+    except connect_errors() as exc:
+        raise ValidatorError(code, redact(f"{what}: cannot connect ({type(exc).__name__}: {exc})")) from None
+
+
+async def close_connection(conn: Any) -> None:
+    """Close gracefully (bounded), else terminate: a cleanup never hangs on a dead server."""
+    try:
+        await unwind(conn.close(timeout=5), 6)
+    except connect_errors():
+        conn.terminate()
+    finally:
+        if not conn.is_closed():
+            conn.terminate()
+
+
+# --- contents of a database --------------------------------------------------------------------
+
+_TABLES_SQL = """
+SELECT n.nspname AS schema, c.relname AS name, c.relkind = 'r' AS leaf
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+ORDER BY 1, 2
+"""
+_PK_SQL = """
+SELECT a.attname FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = $1::regclass AND i.indisprimary
+ORDER BY array_position(i.indkey::int2[], a.attnum)
+"""
+
+
+_COUNT_BATCH = 100  # tables counted per statement (one round trip; PostgreSQL may scan them in parallel)
+
+
+async def table_counts(conn: Any, limit: float) -> tuple[dict[tuple[str, str], int], int]:
+    """Rows per user table (and partitioned parent), and the total over leaf tables (no double counting)."""
+    tables = [((str(r["schema"]), str(r["name"])), bool(r["leaf"]))
+              for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
+    found: dict[int, int] = {}
+    for start in range(0, len(tables), _COUNT_BATCH):
+        sql = " UNION ALL ".join(f"SELECT {i} AS i, count(*) AS n FROM {qualified(t)}"
+                                 for i, (t, _leaf) in enumerate(tables[start:start + _COUNT_BATCH], start))
+        found.update((int(r["i"]), int(r["n"])) for r in await conn.fetch(sql, timeout=limit))
+    counts = {t: found[i] for i, (t, _leaf) in enumerate(tables)}
+    return counts, sum(found[i] for i, (_t, leaf) in enumerate(tables) if leaf)
+
+
+async def user_tables(conn: Any, limit: float) -> list[tuple[str, str]]:
+    """User tables (and partitioned parents) of the database, in name order."""
+    return [(str(r["schema"]), str(r["name"])) for r in await conn.fetch(_TABLES_SQL, timeout=limit)]
+
+
+async def can_select(conn: Any, table: tuple[str, str], limit: float) -> bool:
+    """Whether this session's role may read the table (so a count or a row check will not be refused)."""
+    return bool(await conn.fetchval("SELECT has_table_privilege($1, 'SELECT')", qualified(table), timeout=limit))
+
+
+async def has_rows(conn: Any, table: tuple[str, str], limit: float) -> bool:
+    """Whether the table holds at least one row (reads one row, whatever the table's size)."""
+    return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {qualified(table)})", timeout=limit))
+
+
+async def primary_key(conn: Any, table: tuple[str, str], limit: float) -> list[str]:
+    """The table's primary-key columns, in key order (empty without one)."""
+    return [str(r[0]) for r in await conn.fetch(_PK_SQL, qualified(table), timeout=limit)]
+
+
+async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_from: Any | None = None,
+                         keys: list[str] | None = None) -> str:
+    """Ordered md5 of the table's rows (row text md5s, in primary-key order; full row text without one).
+    The order comes from ``keys`` when given, else from the primary key read on ``keys_from`` (or ``conn``)."""
+    q = qualified(table)
+    if keys is None:
+        keys = await primary_key(keys_from or conn, table, limit)
+    order = ", ".join(f"t.{quote_ident(k)}" for k in keys) if keys else 't::text COLLATE "C"'
+    value = await conn.fetchval(f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), '')) "
+                                f"FROM {q} AS t", timeout=limit)
+    return str(value)
+
+
+# --- target mode: drill databases and their advisory locks -----------------------------------------
+
+
+def drill_db_name(run_id: str) -> str:
+    return f"{DRILL_DB_PREFIX}{run_id}"[:63]
+
+
+def run_lock_key(run_id: str) -> int:
+    """An int4 key for a run's advisory lock (stable across processes)."""
+    key: int = struct.unpack(">i", struct.pack(">I", zlib.crc32(run_id.encode())))[0]
+    return key
+
+
+async def hold_run_lock(conn: Any, run_id: str) -> None:
+    """Mark ``run_id`` active on this server for as long as ``conn`` lives (a session advisory lock:
+    released by the server when the connection ends, also after a SIGKILL of drwatch)."""
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS_RUN, run_lock_key(run_id), timeout=30)
+
+
+async def drop_drill_database(conn: Any, name: str) -> None:
+    """DROP DATABASE IF EXISTS ... WITH (FORCE) (PostgreSQL 13+: ends sessions still using it)."""
+    force = " WITH (FORCE)" if conn.get_server_version().major >= 13 else ""
+    if not force:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name,
+                           timeout=30)
+    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}{force}", timeout=120)
+
+
+async def drop_orphan_drill_databases(conn: Any, log: Callable[..., Any] | None = None) -> list[str]:
+    """Drop ``drwatch_drill_*`` databases on this server whose run is no longer active.
+
+    A run is active while some connection holds its advisory lock (``hold_run_lock``), in this or any
+    other drwatch process; a run whose process died (even by SIGKILL) lost it with its connection. The
+    sweep itself runs under a separate advisory lock so two sweepers never race; one that finds it taken
+    skips the sweep (the other one does it). Returns the names dropped.
+    """
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", LOCK_CLASS_SWEEP, timeout=30):
+        return []
+    dropped: list[str] = []
+    try:
+        names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+                                 DRILL_DB_PREFIX.replace("_", r"\_") + "%", timeout=30)
+        for row in names:
+            name = str(row["datname"])
+            key = run_lock_key(name[len(DRILL_DB_PREFIX):])
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS_RUN, key, timeout=30):
+                continue  # its run is alive somewhere
+            try:
+                await drop_drill_database(conn, name)
+                dropped.append(name)
+                if log is not None:
+                    log("orphaned_drill_database_dropped", database=name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS_RUN, key, timeout=30)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1, 0)", LOCK_CLASS_SWEEP, timeout=30)
+    return dropped

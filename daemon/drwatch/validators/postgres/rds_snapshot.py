@@ -1,0 +1,273 @@
+"""Validator ``rds_snapshot``: an Amazon RDS instance or Aurora cluster has a usable, fresh snapshot.
+
+It reads (never writes) the RDS API: the newest ``available`` snapshot (automated, manual or either) of the
+instance or cluster must be younger than the asset's RPO and encrypted; with ``dr_region``, a copy of a
+snapshot younger than the RPO must exist in that region too (its original creation time counts, not the
+time of the copy); the backup retention period must reach ``min_retention``.
+
+Outcomes: ``failed`` when there is no snapshot, the newest is older than the RPO, it (or the DR copy) is
+not encrypted, the DR copy is missing or stale, or automated backups are off / kept too briefly;
+``error`` when the API cannot be reached, denies access or throttles. This validator does not restore
+the snapshot (a restore drill would create a billed instance for many minutes): it proves that the
+snapshot exists where and how it should, not that it restores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from drwatch.core.durations import Duration, format_duration
+from drwatch.core.errors import ConfigError, ValidatorError
+from drwatch.core.model import Finding, Outcome, Report, Severity
+from drwatch.core.secrets import read_secret
+from drwatch.validators.base import RunContext, ValidatorConfigBase
+
+if TYPE_CHECKING:
+    from drwatch.config.model import AssetConfig
+
+_NOT_FOUND = {"DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound"}
+_DENIED = {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+           "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"}
+
+
+class RdsSnapshotConfig(ValidatorConfigBase):
+    kind: Literal["rds_snapshot"] = "rds_snapshot"
+    instance: str | None = None  # DBInstanceIdentifier, or
+    cluster: str | None = None  # DBClusterIdentifier (Aurora)
+    region: str | None = None  # default: the environment's (AWS_REGION, profile)
+    dr_region: str | None = None  # a copy of a recent snapshot must exist there
+    snapshot_type: Literal["any", "automated", "manual"] = "any"
+    require_encrypted: bool = True
+    min_retention: Duration | None = None  # backup retention period at least this (whole days)
+    endpoint_url: str | None = None  # an RDS-compatible endpoint (tests); default AWS
+    profile: str | None = None
+    access_key_id_env: str | None = None
+    access_key_id_file: str | None = None
+    secret_access_key_env: str | None = None
+    secret_access_key_file: str | None = None
+    session_token_env: str | None = None
+    session_token_file: str | None = None
+    connect_timeout: Duration = timedelta(seconds=10)
+    read_timeout: Duration = timedelta(seconds=30)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _target(self) -> RdsSnapshotConfig:
+        if (self.instance is None) == (self.cluster is None):
+            raise ValueError("set exactly one of 'instance' (DBInstanceIdentifier) or 'cluster' (DBClusterIdentifier)")
+        for name in ("access_key_id", "secret_access_key", "session_token"):
+            if getattr(self, f"{name}_env") is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"set at most one of {name}_env / {name}_file")
+        keyed = [getattr(self, f"{n}_{s}") is not None for n in ("access_key_id", "secret_access_key")
+                 for s in ("env", "file")]
+        if (keyed[0] or keyed[1]) != (keyed[2] or keyed[3]):
+            raise ValueError("access key id and secret access key must be given together")
+        if (keyed[0] or keyed[1]) and self.profile is not None:
+            raise ValueError("use either 'profile' or explicit access keys, not both")
+        return self
+
+    def locations(self, asset: AssetConfig) -> list[str]:
+        return []  # talks to the RDS API only
+
+    @property
+    def source(self) -> str:
+        return f"instance {self.instance}" if self.instance else f"cluster {self.cluster}"
+
+
+@dataclass(frozen=True)
+class RdsSnap:
+    identifier: str
+    created: float  # original creation time (a copy keeps its source's)
+    status: str
+    encrypted: bool
+    kind: str  # automated | manual | ...
+
+
+def _ts(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else math.nan
+
+
+def _unavailable(exc: BaseException, region: str) -> ValidatorError:
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    where = f"RDS API in {region}"
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _DENIED or status == 403:
+            return ValidatorError("access_denied", f"{where} denied access ({code})")
+        if code.startswith("Throttl") or status >= 500:
+            return ValidatorError("throttled", f"{where} is throttling or failing ({code or status})")
+        return ValidatorError("rds_error", f"{where} answered {code or status}")
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return ValidatorError("unreachable", f"{where} is unreachable")
+    if isinstance(exc, ReadTimeoutError | TimeoutError):
+        return ValidatorError("timeout", f"{where} timed out")
+    if isinstance(exc, NoCredentialsError):
+        return ValidatorError("no_credentials", f"no credentials for the {where}")
+    return ValidatorError("unreachable", f"{where}: {type(exc).__name__}")
+
+
+def _api_errors() -> tuple[type[BaseException], ...]:
+    """What a failing RDS call raises. botocore is imported on first use in this module, not with the config:
+    a ``check`` of filesystem assets never pays its start-up (tests/test_startup.py)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, OSError, TimeoutError)
+
+
+class _Rds:
+    """One region's RDS client, reading snapshots and the source's retention for the configured source."""
+
+    def __init__(self, cfg: RdsSnapshotConfig, client: Any) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.region = str(client.meta.region_name or "")
+
+    async def snapshots(self) -> list[RdsSnap]:
+        cfg = self.cfg
+        kind = {} if cfg.snapshot_type == "any" else {"SnapshotType": cfg.snapshot_type}
+        if cfg.instance:
+            op, key, args = "describe_db_snapshots", "DBSnapshots", {"DBInstanceIdentifier": cfg.instance}
+        else:
+            op, key, args = "describe_db_cluster_snapshots", "DBClusterSnapshots", {"DBClusterIdentifier": cfg.cluster
+                                                                                    or ""}
+        out = []
+        try:
+            async for page in self.client.get_paginator(op).paginate(**args, **kind):
+                for s in page.get(key, []):
+                    created = _ts(s.get("OriginalSnapshotCreateTime") or s.get("SnapshotCreateTime"))
+                    out.append(RdsSnap(str(s.get("DBSnapshotIdentifier") or s.get("DBClusterSnapshotIdentifier")),
+                                        created, str(s.get("Status", "")),
+                                        bool(s.get("Encrypted", s.get("StorageEncrypted", False))),
+                                        str(s.get("SnapshotType", ""))))
+        except _api_errors() as exc:
+            raise _unavailable(exc, self.region) from None
+        return out
+
+    async def retention_days(self) -> int | None:
+        """The source's backup retention period; None when the source no longer exists."""
+        from botocore.exceptions import ClientError
+
+        try:
+            if self.cfg.instance:
+                resp = await self.client.describe_db_instances(DBInstanceIdentifier=self.cfg.instance)
+                return int(resp["DBInstances"][0].get("BackupRetentionPeriod", 0))
+            resp = await self.client.describe_db_clusters(DBClusterIdentifier=self.cfg.cluster)
+            return int(resp["DBClusters"][0].get("BackupRetentionPeriod", 0))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
+                return None
+            raise _unavailable(exc, self.region) from None
+        except _api_errors() as exc:
+            raise _unavailable(exc, self.region) from None
+
+
+class RdsSnapshotValidator:
+    kind: ClassVar[str] = "rds_snapshot"
+
+    def __init__(self, cfg: RdsSnapshotConfig) -> None:
+        self.cfg = cfg
+
+    async def _client(self, ctx: RunContext, region: str | None) -> _Rds:
+        import aioboto3  # heavy: imported on first use
+        from botocore.config import Config as BotoConfig
+
+        cfg = self.cfg
+
+        def secret(name: str) -> str | None:
+            env, file = getattr(cfg, f"{name}_env"), getattr(cfg, f"{name}_file")
+            if env is None and file is None:
+                return None
+            try:
+                return read_secret(name, env=env, file=file, base_dir=ctx.config.base_dir)
+            except ConfigError as exc:
+                raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
+
+        keys = await asyncio.to_thread(lambda: [secret(n) for n in ("access_key_id", "secret_access_key",
+                                                                   "session_token")])
+        try:
+            session = aioboto3.Session(aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                                       aws_session_token=keys[2], profile_name=cfg.profile, region_name=region)
+            boto_cfg = BotoConfig(connect_timeout=cfg.connect_timeout.total_seconds(),
+                                  read_timeout=cfg.read_timeout.total_seconds(),
+                                  retries={"mode": "standard", "max_attempts": cfg.max_attempts})
+            client = await ctx.exit_stack.enter_async_context(
+                session.client("rds", endpoint_url=cfg.endpoint_url, config=boto_cfg))
+        except _api_errors() as exc:  # e.g. NoRegionError, ProfileNotFound
+            raise _unavailable(exc, region or "the default region") from None
+        return _Rds(cfg, client)
+
+    async def run(self, ctx: RunContext) -> Report:
+        cfg = self.cfg
+        rpo = ctx.asset.rpo.total_seconds()
+        now = ctx.clock()
+        findings: list[Finding] = []
+        figures: dict[str, float] = {}
+
+        def bad(code: str, message: str, subject: str = "") -> None:
+            findings.append(Finding(Severity.CRITICAL, code, message, subject))
+
+        source = await self._client(ctx, cfg.region)
+        snaps = await source.snapshots()
+        usable = sorted((s for s in snaps if s.status == "available" and not math.isnan(s.created)),
+                        key=lambda s: s.created)
+        if not usable:
+            bad("no_snapshot", f"{cfg.source} has no available snapshot ({cfg.snapshot_type})", source.region)
+            return Report(Outcome.FAILED, tuple(findings), figures)
+        newest = usable[-1]
+        figures[f"snapshot_timestamp_seconds.{source.region}"] = newest.created
+        figures["snapshot_age_seconds"] = max(0.0, now - newest.created)
+        pending = [s for s in snaps if s.status != "available" and s.created > newest.created]
+        if pending:
+            latest = pending[-1]
+            findings.append(Finding(Severity.INFO, "snapshot_in_progress",
+                                    f"a newer snapshot {latest.identifier} is {latest.status}", source.region))
+        if now - newest.created > rpo:
+            bad("rpo_exceeded", f"newest snapshot {newest.identifier} is {format_duration(now - newest.created)} old "
+                                f"(RPO {format_duration(rpo)})", source.region)
+        if cfg.require_encrypted and not newest.encrypted:
+            bad("snapshot_unencrypted", f"snapshot {newest.identifier} is not encrypted", source.region)
+
+        retention = await source.retention_days()
+        if retention is None:
+            findings.append(Finding(Severity.WARNING, "source_not_found",
+                                    f"{cfg.source} does not exist (deleted?): its snapshots are all that is left",
+                                    source.region))
+        else:
+            figures["retention_days"] = float(retention)
+            if retention == 0:
+                bad("automated_backups_disabled", f"{cfg.source} has automated backups turned off (retention 0)")
+            elif cfg.min_retention is not None and retention * 86400 < cfg.min_retention.total_seconds():
+                bad("retention_too_short", f"backup retention is {retention} day(s), at least "
+                                           f"{format_duration(cfg.min_retention.total_seconds())} required")
+
+        if cfg.dr_region:
+            dr = await self._client(ctx, cfg.dr_region)
+            copies = sorted((s for s in await dr.snapshots() if s.status == "available" and not math.isnan(s.created)),
+                            key=lambda s: s.created)
+            if not copies:
+                bad("dr_copy_missing", f"no snapshot of {cfg.source} in {dr.region}", dr.region)
+            else:
+                copy = copies[-1]
+                figures[f"snapshot_timestamp_seconds.{dr.region}"] = copy.created
+                if now - copy.created > rpo:
+                    bad("dr_copy_stale", f"newest copy {copy.identifier} in {dr.region} is "
+                                         f"{format_duration(now - copy.created)} old (RPO {format_duration(rpo)})",
+                        dr.region)
+                if cfg.require_encrypted and not copy.encrypted:
+                    bad("snapshot_unencrypted", f"copy {copy.identifier} is not encrypted", dr.region)
+        outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
+        return Report(outcome, tuple(findings), figures, recovery_point=newest.created)

@@ -1,0 +1,1 @@
+"""Validator family ``vector``: ``vector_restore`` drills for pgvector and Pinecone."""

@@ -1,0 +1,476 @@
+"""Validator ``vector_restore``, Pinecone backend: restore the newest backup of a Pinecone index into a
+temporary index and prove that it answers like production.
+
+Talks to Pinecone's REST API version 2025-10 through :mod:`drwatch.validators.vector.pinecone_api` (drwatch's own
+aiohttp
+client; the ``pinecone`` SDK is not needed). One run:
+
+1. removes orphaned temporary indexes of earlier runs (:func:`sweep_project`);
+2. lists the production index's backups: none finished → ``failed`` (``no_backup``); the newest older
+   than the asset's RPO → ``failed`` (``backup_stale``, no drill: its outcome is already known);
+3. applies the **cost guard** (below); a refusal is ``error`` (``cost_guard``): the backup was not checked;
+4. creates ``drwatch-drill-<time>-<random>`` from the backup (tags name the owning host, PID and run),
+   waits for the restore job to complete and the index to be ready (``restore_seconds``; a restore job
+   that fails is ``failed``, ``restore_failed``; slower than the asset's RTO is a warning);
+5. compares it with production (read-only: describe, stats, list, fetch, query), per the common options of
+   ``vector_restore``: vectors restored against the backup's ``record_count`` (``count_mismatch``), id
+   coverage of production's ids (``missing_rows``), checksums of a sample (``vector_mismatch``), the exact
+   top-k on both sides (``exact_topk_mismatch``) and the restored index's recall@k against production
+   (``recall_low``). The exact top-k needs every vector: it is computed (numpy, in a thread) when the
+   namespace holds at most ``exact_scan_max_vectors`` on each side; above that the sample and queries are
+   drawn from production's id listing, recall is the restored index's answers against production's, and
+   the exact comparison is reported as skipped (``exact_check_skipped``, warning). With ``query_vectors``
+   the queries are that file's vectors (read, and checked against the index's dimension, before the restore
+   is started: a bad file is ``error`` and costs nothing);
+6. deletes the temporary index: explicitly at the end, and from ``ctx.exit_stack`` on any failure, timeout
+   or cancellation (shielded, with its own time budget).
+
+**Cost guard** (a restore is billed: storage of the copy, write units of the restore, read units of the
+comparison): ``max_records`` refuses a backup holding more vectors (bounds one drill's cost);
+``max_temporary_indexes`` refuses while that many ``drwatch-drill-*`` indexes already exist in the project
+(bounds parallel copies and keeps the project's index quota for production); ``max_drills_per_day`` counts
+the project's restore jobs into ``drwatch-drill-*`` indexes over the last 24 h (read from Pinecone's own
+``/restore-jobs``, so it survives restarts and holds across several drwatch processes).
+
+**Orphans.** A temporary index is orphaned when its owner process (host + PID tags) is gone on this host,
+or when it is older than the longest timeout of any Pinecone drill in the config plus 5 minutes (an owner
+on another host). :func:`sweep_pinecone_orphans` does this at daemon start; each run repeats it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drwatch.core.durations import Duration, format_duration
+from drwatch.core.errors import ConfigError, DrillFailed, ValidatorError
+from drwatch.core.model import Finding, Outcome, Report, Severity
+from drwatch.validators.base import RunContext
+from drwatch.validators.vector.queries import configured_queries
+
+if TYPE_CHECKING:
+    from array import array
+
+    from drwatch.config.model import Config
+    from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
+    from drwatch.validators.vector.restore import VectorRestoreConfig
+    from drwatch.validators.vector.vectormath import Hit, Metric
+
+TEMP_PREFIX = "drwatch-drill-"  # the same as drwatch.validators.vector.pinecone_api.TEMP_PREFIX (kept import-free here)
+ORPHAN_MARGIN = 300.0
+REMOVE_BUDGET = 60.0  # seconds the deletion of a temporary index may take, after the run's deadline too
+DAY = 86400.0
+_METRICS: dict[str, Metric] = {"cosine": "cosine", "dotproduct": "inner_product", "euclidean": "l2"}
+_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+class PineconeBackend(BaseModel):
+    """``backend: {type: pinecone, index: NAME, api_key_env: VAR, ...}`` of ``vector_restore``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["pinecone"]
+    index: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?$", description="production index")
+    namespace: str = Field(default="", description="namespace queried and sampled ('' = default)")
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    control_url: str = Field(default="https://api.pinecone.io", description="control plane base URL")
+    request_timeout: Duration = timedelta(seconds=30)
+    max_attempts: int = Field(default=4, ge=1, le=10, description="tries per call (429/5xx/network)")
+    poll_interval: Duration = timedelta(seconds=5)
+    exact_scan_max_vectors: int = Field(default=10_000, ge=0, le=1_000_000,
+                                        description="read every vector (exact top-k) up to this many")
+    max_records: int = Field(default=1_000_000, ge=1, description="cost guard: largest backup drilled")
+    max_temporary_indexes: int = Field(default=1, ge=1, le=100,
+                                       description="cost guard: drwatch-drill-* indexes allowed at once")
+    max_drills_per_day: int = Field(default=4, ge=1, le=1000,
+                                    description="cost guard: restores into drwatch-drill-* per 24 h (project)")
+
+    @field_validator("control_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError("must be an http(s) URL, e.g. https://api.pinecone.io")
+        return value.rstrip("/")
+
+    @field_validator("poll_interval", "request_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _key(self) -> PineconeBackend:
+        if (self.api_key_env is None) == (self.api_key_file is None):
+            raise ValueError("set exactly one of 'api_key_env' or 'api_key_file' (the Pinecone API key)")
+        return self
+
+
+def temp_index_name(now: float) -> str:
+    """``drwatch-drill-<creation time, base 36>-<8 hex>`` (29 characters; Pinecone allows 45)."""
+    stamp, digits = int(now), ""
+    while True:
+        stamp, rem = divmod(stamp, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[rem] + digits
+        if not stamp:
+            break
+    return f"{TEMP_PREFIX}{digits}-{secrets.token_hex(4)}"
+
+
+def created_from_name(name: str) -> float | None:
+    match = re.fullmatch(re.escape(TEMP_PREFIX) + r"([0-9a-z]{1,12})-[0-9a-f]{8}", name)
+    return float(int(match.group(1), 36)) if match else None
+
+
+def _tag(value: str) -> str:
+    return _TAG_UNSAFE.sub("_", value)[:120]
+
+
+def owner_tags(run_id: str) -> dict[str, str]:
+    return {"drwatch_host": _tag(socket.gethostname()), "drwatch_pid": str(os.getpid()),
+            "drwatch_run": _tag(run_id)}
+
+
+def _owner_alive(tags: dict[str, str], created: float) -> bool:
+    """The owning process runs on this host and is the one that created the index (not a reused PID)."""
+    from drwatch.engine.sandbox import _pid_alive, _process_start_time
+
+    if tags.get("drwatch_host") != _tag(socket.gethostname()):
+        return True  # another host's: only age tells
+    try:
+        pid = int(tags.get("drwatch_pid", ""))
+    except ValueError:
+        return False
+    if pid <= 0 or not _pid_alive(pid):
+        return False
+    started = _process_start_time(pid)
+    return started is None or started <= created + 2.0
+
+
+def orphan_grace(config: Config) -> float:
+    """Longest timeout of any Pinecone drill in the config, plus a margin: no live run is older."""
+    longest = 0.0
+    for _asset, vcfg in _pinecone_validators(config):
+        longest = max(longest, vcfg.effective_timeout(config))
+    return (longest or config.limits.default_timeout.total_seconds()) + ORPHAN_MARGIN
+
+
+def _pinecone_validators(config: Config) -> list[tuple[str, Any]]:
+    return [(name, v) for name, asset in config.assets.items() for v in asset.validators
+            if v.kind == "vector_restore" and isinstance(getattr(v, "backend", None), PineconeBackend)]
+
+
+async def sweep_project(client: PineconeClient, grace: float, now: float, log: Any = None) -> list[str]:
+    """Delete this project's orphaned ``drwatch-drill-*`` indexes; returns their names."""
+    removed = []
+    for idx in await client.list_indexes():
+        created = created_from_name(idx.name)
+        if created is None:  # not a name drwatch makes: never touched
+            continue
+        if now - created <= grace and _owner_alive(idx.tags, created):
+            continue
+        if await client.delete_index(idx.name):
+            removed.append(idx.name)
+            if log is not None:
+                log.warning("pinecone_orphan_deleted", index=idx.name, age_seconds=round(now - created))
+    return removed
+
+
+async def sweep_pinecone_orphans(config: Config, log: Any = None, budget: float = 120.0) -> list[str]:
+    """Start-up sweep for the daemon: every Pinecone project named by a ``vector_restore`` validator.
+
+    Never raises for Pinecone or secret problems (they are logged; every run sweeps again); each project
+    gets at most ``budget`` seconds.
+    """
+    projects: dict[tuple[str, str | None, str | None], PineconeBackend] = {}
+    for _asset, vcfg in _pinecone_validators(config):
+        b = vcfg.backend
+        projects.setdefault((b.control_url, b.api_key_env, b.api_key_file), b)
+    if not projects:
+        return []
+    from drwatch.core.secrets import read_secret
+    from drwatch.validators.vector import pinecone_api as pc
+
+    grace, removed = orphan_grace(config), []
+    loop = asyncio.get_running_loop()
+    for backend in projects.values():
+        until = loop.time() + budget
+
+        def remaining(until: float = until) -> float:
+            return until - loop.time()
+
+        try:
+            key = await asyncio.to_thread(read_secret, "api_key", backend.api_key_env, backend.api_key_file,
+                                          config.base_dir)
+            async with pc.PineconeClient(key, control_url=backend.control_url,
+                                         request_timeout=backend.request_timeout.total_seconds(),
+                                         max_attempts=backend.max_attempts, remaining=remaining) as client:
+                removed += await sweep_project(client, grace, time.time(), log)
+        except (pc.PineconeUnavailable, ConfigError) as exc:
+            if log is not None:
+                log.warning("pinecone_orphan_sweep_failed", control_url=backend.control_url,
+                            error=getattr(exc, "code", "secret_unavailable"))
+    return removed
+
+
+async def _api_key(ctx: RunContext, backend: PineconeBackend) -> str:
+    from drwatch.core.secrets import read_secret
+
+    try:
+        return await asyncio.to_thread(read_secret, "backend.api_key", backend.api_key_env, backend.api_key_file,
+                                       ctx.config.base_dir)
+    except ConfigError as exc:
+        raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
+
+
+async def _cost_guard(client: PineconeClient, backend: PineconeBackend, backup: Backup, now: float) -> None:
+    if backup.record_count is not None and backup.record_count > backend.max_records:
+        raise ValidatorError("cost_guard", f"backup {backup.backup_id} holds {backup.record_count} vectors, more "
+                                           f"than max_records={backend.max_records}: drill refused")
+    temps = [i.name for i in await client.list_indexes() if i.name.startswith(TEMP_PREFIX)]
+    if len(temps) >= backend.max_temporary_indexes:
+        raise ValidatorError("cost_guard", f"{len(temps)} temporary drwatch indexes exist (max_temporary_indexes="
+                                           f"{backend.max_temporary_indexes}): drill refused")
+    recent = [j for j in await client.list_restore_jobs()
+              if j.target_index_name.startswith(TEMP_PREFIX) and j.created is not None and now - j.created < DAY]
+    if len(recent) >= backend.max_drills_per_day:
+        raise ValidatorError("cost_guard", f"{len(recent)} drills restored in the last 24 h (max_drills_per_day="
+                                           f"{backend.max_drills_per_day}): drill refused")
+
+
+async def _remove_temp(client: PineconeClient, name: str, log: Any) -> bool:
+    """Delete the temporary index, shielded from cancellation and bounded; False when it could not be."""
+    from drwatch.validators.vector.pinecone_api import PineconeUnavailable
+
+    async def delete() -> bool:
+        try:
+            await client.delete_index(name, budget=REMOVE_BUDGET)
+            return True
+        except PineconeUnavailable as exc:
+            log.warning("pinecone_temp_index_not_deleted", index=name, code=exc.code)
+            return False
+
+    task = asyncio.ensure_future(delete())
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):  # a second cancellation stops the wait, not the delete
+            await asyncio.wait_for(asyncio.shield(task), timeout=REMOVE_BUDGET)
+        raise
+
+
+async def _wait_ready(ctx: RunContext, client: PineconeClient, job_id: str, name: str, backup: Backup,
+                      poll: float) -> IndexInfo:
+    while True:
+        job = await client.describe_restore_job(job_id)
+        if job.failed:
+            raise DrillFailed("restore_failed", f"restoring backup {backup.backup_id} ended {job.status!r}")
+        if job.done:
+            info = await client.describe_index(name)
+            if info is None:
+                raise ValidatorError("temp_index_vanished", f"temporary index {name} disappeared during restore")
+            if info.ready:
+                return info
+        left = ctx.remaining()
+        # Past the deadline rather than at it: the runner's timeout (outcome ``timeout``) fires first.
+        await asyncio.sleep(poll if left > poll else left + 0.1)
+
+
+async def _read_all(client: PineconeClient, host: str, namespace: str) -> dict[str, array[float]]:
+    out: dict[str, array[float]] = {}
+    async for page in client.list_ids(host, namespace):
+        out.update(await client.fetch(host, page, namespace))
+    return out
+
+
+async def _stream_samples(client: PineconeClient, host: str, namespace: str, sizes: Sequence[tuple[int, int]]
+                          ) -> list[list[str]]:
+    """Deterministic samples (n, seed) of every id in a namespace, in memory bounded by the sample sizes."""
+    from drwatch.validators.vector.vectormath import sample_ids
+
+    samples: list[list[str]] = [[] for _ in sizes]
+    async for page in client.list_ids(host, namespace):
+        samples = [sample_ids([*cur, *page], n, seed) for cur, (n, seed) in zip(samples, sizes, strict=True)]
+    return samples
+
+
+async def _query_all(client: PineconeClient, host: str, vectors: Sequence[Sequence[float]], k: int,
+                     namespace: str) -> list[list[str]]:
+    sem = asyncio.Semaphore(4)
+
+    async def one(vec: Sequence[float]) -> list[str]:
+        async with sem:
+            return [m.id for m in await client.query(host, vec, k, namespace)]
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(v)) for v in vectors]
+    return [t.result() for t in tasks]
+
+
+def _digests(vectors: dict[str, array[float]], ids: Sequence[str]) -> dict[str, str]:
+    from drwatch.validators.vector.vectormath import vector_digest
+
+    return {i: vector_digest(vectors[i]) for i in ids if i in vectors}
+
+
+async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeClient, prod: IndexInfo,
+                   temp: IndexInfo, backup: Backup, bad: Any, findings: list[Finding],
+                   figures: dict[str, float], configured: list[list[float]] | None) -> None:
+    from drwatch.validators.vector import vectormath as vm
+
+    backend: PineconeBackend = cfg.backend  # type: ignore[assignment]
+    ns, k = backend.namespace, cfg.k
+    metric = _METRICS.get(prod.metric)
+    if metric is None:
+        raise ValidatorError("unsupported_metric", f"index {prod.name} uses metric {prod.metric!r}")
+    if "metric" in cfg.model_fields_set and cfg.metric != metric:
+        findings.append(Finding(Severity.WARNING, "metric_mismatch", f"configured metric {cfg.metric} differs from "
+                                f"the index's {prod.metric}; the index's is used", prod.name))
+    pstats, tstats = await asyncio.gather(client.describe_index_stats(prod.host),
+                                          client.describe_index_stats(temp.host))
+    figures["rows_restored"] = float(tstats.total)
+    expected = backup.record_count
+    if expected is not None and abs(tstats.total - expected) > cfg.max_missing_ratio * expected:
+        bad("count_mismatch", f"restored index holds {tstats.total} vectors, the backup {expected}")
+    prod_n, temp_n = pstats.namespaces.get(ns, 0), tstats.namespaces.get(ns, 0)
+    if prod_n == 0:
+        raise ValidatorError("production_empty", f"namespace {ns!r} of index {prod.name} holds no vectors")
+    if max(prod_n, temp_n) <= backend.exact_scan_max_vectors:
+        try:
+            import numpy  # noqa: F401  (exact_topk needs it: fail before reading everything)
+        except ImportError:
+            from drwatch.core.extras import PINECONE_EXACT
+
+            raise ValidatorError("missing_extra", f"exact top-k needs numpy: {PINECONE_EXACT.install}") from None
+        pv, tv = await _read_all(client, prod.host, ns), await _read_all(client, temp.host, ns)
+        prod_ids = sorted(pv)
+        coverage = len(set(prod_ids) & tv.keys()) / len(prod_ids)
+        sample, qids = await asyncio.to_thread(lambda: (vm.sample_ids(prod_ids, cfg.sample, cfg.seed),
+                                                         vm.sample_ids(prod_ids, cfg.queries, cfg.seed + 1)))
+        qvecs: Sequence[Sequence[float]] = configured if configured is not None else [pv[i] for i in qids]
+        ann = await _query_all(client, temp.host, qvecs, k, ns)
+        temp_ids = sorted(tv)
+
+        def exact() -> tuple[list[list[Hit]], list[list[Hit]], list[list[Hit]]]:
+            pe = vm.exact_topk(list(pv.values()), list(pv), qvecs, k + 1, metric)
+            te = vm.exact_topk([tv[i] for i in temp_ids], temp_ids, qvecs, k + 1, metric) if tv else \
+                [[] for _ in qvecs]
+            hits = [[(i, vm.distance(q, tv[i], metric)) for i in ids if i in tv] for q, ids in zip(qvecs, ann,
+                                                                                              strict=True)]
+            return pe, te, hits
+
+        prod_exact, temp_exact, ann_hits = await asyncio.to_thread(exact)
+        ratio, _ = vm.exact_topk_match(prod_exact, temp_exact, k, cfg.distance_tolerance)
+        recall = vm.recall_at_k_ties(ann_hits, [h[:k] for h in prod_exact], k, cfg.distance_tolerance)
+        figures["exact_match_ratio"] = ratio
+        if ratio < cfg.min_exact_match:
+            bad("exact_topk_mismatch", f"exact top-{k} agree with production for {ratio:.1%} of {len(qvecs)} "
+                                       f"queries (at least {cfg.min_exact_match:.1%} required)")
+    else:
+        sample, qids = await _stream_samples(client, prod.host, ns, [
+            (cfg.sample, cfg.seed), (cfg.queries if configured is None else 0, cfg.seed + 1)])
+        pv, tv = await client.fetch(prod.host, sample, ns), await client.fetch(temp.host, sample, ns)
+        coverage = len(pv.keys() & tv.keys()) / len(pv) if pv else 1.0
+        if configured is not None:
+            qvecs = configured
+        else:
+            qsrc = await client.fetch(prod.host, qids, ns)
+            qvecs = [qsrc[i] for i in qids if i in qsrc]
+        prod_ann = await _query_all(client, prod.host, qvecs, k, ns)
+        ann = await _query_all(client, temp.host, qvecs, k, ns)
+        recall = vm.recall_at_k(ann, prod_ann, k) if qvecs else 1.0
+        findings.append(Finding(Severity.WARNING, "exact_check_skipped",
+                                f"namespace holds {max(prod_n, temp_n)} vectors, more than exact_scan_max_vectors="
+                                f"{backend.exact_scan_max_vectors}: exact top-k not compared; recall is the "
+                                "restored index's answers against production's", prod.name))
+    pd, td = await asyncio.to_thread(_digests, pv, sample), await asyncio.to_thread(_digests, tv, sample)
+    both = [i for i in sample if i in pd and i in td]
+    mismatches = sum(1 for i in both if pd[i] != td[i])
+    figures.update({"id_coverage_ratio": coverage, "vector_checksum_mismatches": float(mismatches),
+                    "recall_at_k": recall, "queries": float(len(qvecs))})
+    if 1.0 - coverage > cfg.max_missing_ratio:
+        bad("missing_rows", f"{1.0 - coverage:.2%} of production's vectors are missing from the restore "
+                            f"(at most {cfg.max_missing_ratio:.2%} allowed)")
+    if both and mismatches / len(both) > cfg.max_mismatch_ratio:
+        bad("vector_mismatch", f"{mismatches} of {len(both)} sampled vectors differ from production")
+    if recall < cfg.min_recall:
+        bad("recall_low", f"recall@{k} of the restored index is {recall:.3f} (at least {cfg.min_recall} required)")
+
+
+async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report:
+    from drwatch.validators.vector import pinecone_api as pc
+
+    backend = cfg.backend
+    assert isinstance(backend, PineconeBackend)
+    findings: list[Finding] = []
+    figures: dict[str, float] = {"k": float(cfg.k), "recall_threshold": cfg.min_recall}
+
+    def bad(code: str, message: str) -> None:
+        findings.append(Finding(Severity.CRITICAL, code, message, backend.index))
+
+    key = await _api_key(ctx, backend)
+    client = await ctx.exit_stack.enter_async_context(pc.PineconeClient(
+        key, control_url=backend.control_url, request_timeout=backend.request_timeout.total_seconds(),
+        max_attempts=backend.max_attempts, remaining=ctx.remaining))
+    swept = await sweep_project(client, orphan_grace(ctx.config), ctx.clock(), ctx.log)
+    if swept:
+        findings.append(Finding(Severity.INFO, "orphans_deleted", f"deleted {len(swept)} orphaned temporary "
+                                                                  "index(es) of earlier runs"))
+    prod = await client.describe_index(backend.index)
+    if prod is None:
+        raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
+    # Before anything is billed: a bad query file is our error, found without a restore.
+    configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
+    backups = await client.list_backups(backend.index)
+    usable = sorted((b for b in backups if b.usable), key=lambda b: b.created or 0.0)
+    if not usable:
+        raise DrillFailed("no_backup", f"index {backend.index} has no finished backup ({len(backups)} listed)")
+    newest = usable[-1]
+    assert newest.created is not None
+    now = ctx.clock()
+    figures["backup_timestamp_seconds"] = newest.created
+    rpo = ctx.asset.rpo.total_seconds()
+    if now - newest.created > rpo:
+        bad("backup_stale", f"newest backup {newest.name or newest.backup_id} is "
+                            f"{format_duration(now - newest.created)} old (RPO {format_duration(rpo)})")
+        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=newest.created)
+    await _cost_guard(client, backend, newest, now)
+
+    name = temp_index_name(now)
+    removed = False
+
+    async def fallback() -> None:
+        if not removed:
+            await _remove_temp(client, name, ctx.log)
+
+    ctx.exit_stack.push_async_callback(fallback)  # before the create: a lost answer still gets cleaned up
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    job = await client.create_index_from_backup(newest.backup_id, name, owner_tags(ctx.run_id))
+    ctx.log.info("pinecone_restore_started", index=name, backup=newest.backup_id)
+    temp = await _wait_ready(ctx, client, job, name, newest, backend.poll_interval.total_seconds())
+    restore_seconds = loop.time() - started
+    figures["restore_seconds"] = restore_seconds
+    rto = ctx.asset.rto
+    if rto is not None and restore_seconds > rto.total_seconds():
+        findings.append(Finding(Severity.WARNING, "rto_exceeded", f"restore took {format_duration(restore_seconds)}"
+                                f" (RTO {format_duration(rto.total_seconds())})", backend.index))
+    await _compare(ctx, cfg, client, prod, temp, newest, bad, findings, figures, configured)
+    removed = await _remove_temp(client, name, ctx.log)
+    if not removed:
+        findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
+                                "deleted; the next run's orphan sweep retries", name))
+    removed = True  # one attempt from here; the fallback would only repeat it
+    outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
+    return Report(outcome, tuple(findings), figures, recovery_point=newest.created)
