@@ -42,8 +42,8 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core import logs
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.formats import safetensors as st
 from drwatch.formats.manifest import seal_directory
 from drwatch.metrics.collector import ProcessState

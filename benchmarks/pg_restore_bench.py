@@ -77,7 +77,7 @@ if str(REPO) not in sys.path:
 from tests.support.pgserver import PostgresServer  # noqa: E402
 
 from drwatch.core.errors import ValidatorError  # noqa: E402
-from drwatch.engine.sandbox import stop_postmaster  # noqa: E402
+from drwatch.core.sandbox import stop_postmaster  # noqa: E402
 from drwatch.validators.postgres import pgcluster, pgtools  # noqa: E402
 
 DUMP_NAME = "prod.dump"

@@ -20,8 +20,8 @@ import yaml
 from drwatch.config.model import Config, parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.config import canonical_endpoint

@@ -34,10 +34,10 @@ from drwatch import validators
 from drwatch.config.model import load_config
 from drwatch.core import logs
 from drwatch.core.model import Outcome, Report, Result
+from drwatch.core.sandbox import OWNER, PREFIX, SandboxManager
 from drwatch.core.secrets import read_secret
 from drwatch.engine.daemon import Daemon
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import OWNER, PREFIX, SandboxManager
 from drwatch.engine.sdnotify import Notifier
 from drwatch.http.server import HttpServer
 from drwatch.metrics.collector import ProcessState

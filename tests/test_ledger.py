@@ -13,7 +13,8 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
-from drwatch.state.pricing import GB, PriceTable, monthly_cost
+from drwatch.state.pricing import GB, monthly_cost
+from drwatch.storage.prices import PriceTable
 from drwatch.store import open_store
 from drwatch.store.verify import LedgerBatch
 from drwatch.validators.copies.ledger import (

@@ -23,8 +23,8 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core.model import CopyState, Outcome, Severity
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.formats import safetensors as st
 from drwatch.formats.seals import seal_digest_sync
 from drwatch.metrics.collector import ProcessState

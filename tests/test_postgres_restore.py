@@ -28,8 +28,8 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.model import Outcome, Result, Severity
+from drwatch.core.sandbox import SandboxManager, stop_postmaster
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager, stop_postmaster
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store

@@ -16,8 +16,8 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core.model import CopyState, Outcome, Result
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.formats.manifest import seal_directory
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot

@@ -15,8 +15,8 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store

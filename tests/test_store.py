@@ -21,8 +21,8 @@ import yaml
 from drwatch.config.model import Config, parse_config
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Attestation, CopyReport, CopyState, Finding, Outcome, Result, Severity
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import Store, StoredState, ValidatorStats, open_store

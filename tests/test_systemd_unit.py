@@ -24,7 +24,7 @@ import pytest
 
 from drwatch.config.model import LimitsConfig
 from drwatch.core.durations import parse_duration
-from drwatch.engine.sandbox import OWNER, PREFIX
+from drwatch.core.sandbox import OWNER, PREFIX
 from tests.support.helpers import (
     REPO,
     DaemonProcess,
@@ -416,7 +416,7 @@ def test_sandbox_sweep_detects_pid_reuse_with_proc_subset_pid(tmp_path: Path) ->
     that started after the sandbox was made (PID reuse), as it does with a full /proc."""
     _require_proc_subset_pid()
     root = tmp_path / "sandboxes"
-    sweep = ("import sys; from pathlib import Path; from drwatch.engine.sandbox import SandboxManager; "
+    sweep = ("import sys; from pathlib import Path; from drwatch.core.sandbox import SandboxManager; "
              "print(len(SandboxManager(Path(sys.argv[1])).sweep_orphans()))")
     newcomer = subprocess.Popen(["sleep", "60"])
     try:

@@ -50,8 +50,8 @@ import yaml
 from drwatch import validators
 from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Outcome, Result
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.formats.manifest import seal_directory, seal_entries
 from drwatch.formats.parquet import ParquetFacts, read_file_facts
 from drwatch.metrics.collector import ProcessState

@@ -25,8 +25,8 @@ import yaml
 
 from drwatch.config.model import Config, parse_config
 from drwatch.core.model import CopyReport, Result
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot

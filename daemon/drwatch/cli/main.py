@@ -164,9 +164,9 @@ class _Progress:
 
 
 async def _check(cfg: Any, path: str, args: argparse.Namespace) -> int:
+    from drwatch.core.sandbox import SandboxManager
     from drwatch.engine.process import ProcessState
     from drwatch.engine.runner import AppState, Runner
-    from drwatch.engine.sandbox import SandboxManager
     from drwatch.engine.scheduler import stages
     from drwatch.state.report import document, exit_code, table
     from drwatch.state.snapshot import Snapshot

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -40,19 +39,14 @@ from typing import Any
 import asyncpg
 import structlog
 from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver
-from pgqueuer.adapters.persistence.qb import QueryBuilderEnvironment, QueryQueueBuilder, QuerySchedulerBuilder
-from pgqueuer.adapters.persistence.queries import Queries
 from pgqueuer.core.qm import QueueManager
 from pgqueuer.domain.errors import RetryRequested
 from pgqueuer.domain.models import Job
-from pgqueuer.domain.settings import DBSettings
-from pgqueuer.domain.types import Channel
-from pgqueuer.ports.driver import Driver
 
 from drwatch.cluster.confighash import config_hash
 from drwatch.cluster.fence import Fence, FenceLost
 from drwatch.cluster.heartbeat import ClusterView, beat, live_previous_owner
-from drwatch.cluster.schema import SCHEMA, install
+from drwatch.cluster.schema import SCHEMA, install, make_queries, queue_settings
 from drwatch.cluster.slots import Slot, SlotClock
 from drwatch.config.model import Config
 from drwatch.core.errors import ValidatorError
@@ -66,18 +60,6 @@ QUERY_TIMEOUT = 10.0
 TICK = 0.5  # seconds between looks at the slot clocks (no database traffic unless a slot is due)
 PRUNE_INTERVAL = 3600.0
 UNKNOWN_VALIDATOR_RETRIES = 20  # a job for a validator this node does not know goes back for others
-
-
-@functools.cache
-def _settings() -> DBSettings:
-    return DBSettings(db_schema=SCHEMA, channel=Channel(f"{SCHEMA}_jobs"), prefix="")
-
-
-def make_queries(driver: Driver) -> Queries:
-    """pgqueuer's queries over ``driver``, with its objects in the ``drwatch_cluster`` schema."""
-    settings = _settings()
-    return Queries(driver, qbe=QueryBuilderEnvironment(settings), qbq=QueryQueueBuilder(settings),
-                   qbs=QuerySchedulerBuilder(settings))
 
 
 def _preference(asset: str, label: str) -> int:
@@ -247,7 +229,7 @@ class PgQueuerEngine:
     async def _prune(self) -> None:
         assert self._pool is not None
         cutoff = self.clock() - self.state.config.store.retention.total_seconds()
-        settings = _settings()
+        settings = queue_settings()
         await self._pool.execute(f"DELETE FROM {SCHEMA}.runs WHERE finished_at < $1", cutoff)
         await self._pool.execute(f"DELETE FROM {settings.qualified.queue_table_log} WHERE created < "
                                  "now() - make_interval(secs => $1)", self.state.config.store.retention.total_seconds())
@@ -331,7 +313,7 @@ class PgQueuerEngine:
                     log.warning("queue_connect_failed", error_type=type(exc).__name__)
                     await asyncio.sleep(self.ccfg.poll.total_seconds())
                     continue
-            qm = QueueManager(make_queries(AsyncpgDriver(self._qm_conn)), channel=_settings().channel)
+            qm = QueueManager(make_queries(AsyncpgDriver(self._qm_conn)), channel=queue_settings().channel)
             qm.entrypoint(ENTRYPOINT, accepts_context=False)(self._handle)
             self._qm = qm
             try:

@@ -13,10 +13,14 @@ The job engine's own tables (pgqueuer's queue, log and statistics) are installed
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncpg
+    from pgqueuer.adapters.persistence.queries import Queries
+    from pgqueuer.domain.settings import DBSettings
+    from pgqueuer.ports.driver import Driver
 
 SCHEMA = "drwatch_cluster"
 SCHEMA_VERSION = 2
@@ -46,11 +50,29 @@ DDL = [
 ]
 
 
+@functools.cache
+def queue_settings() -> DBSettings:
+    """pgqueuer's settings: its objects in the ``drwatch_cluster`` schema."""
+    from pgqueuer.domain.settings import DBSettings
+    from pgqueuer.domain.types import Channel
+
+    return DBSettings(db_schema=SCHEMA, channel=Channel(f"{SCHEMA}_jobs"), prefix="")
+
+
+def make_queries(driver: Driver) -> Queries:
+    """pgqueuer's queries over ``driver``, with its objects in the ``drwatch_cluster`` schema."""
+    from pgqueuer.adapters.persistence.qb import QueryBuilderEnvironment, QueryQueueBuilder, QuerySchedulerBuilder
+    from pgqueuer.adapters.persistence.queries import Queries
+
+    settings = queue_settings()
+    return Queries(driver, qbe=QueryBuilderEnvironment(settings), qbq=QueryQueueBuilder(settings),
+                   qbs=QuerySchedulerBuilder(settings))
+
+
 async def install(conn: asyncpg.Connection) -> None:
     """Create or upgrade the cluster schema and the engine's tables; safe when nodes start together."""
     from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver
 
-    from drwatch.cluster.pgqueuer_engine import make_queries
 
     await conn.execute("SELECT pg_advisory_lock($1, $2)", *INSTALL_LOCK)
     try:

@@ -19,8 +19,8 @@ import structlog
 from drwatch.config.model import Config, HttpConfig, config_or_problem
 from drwatch.core import logs
 from drwatch.core.errors import ConfigError
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.engine.scheduler import Scheduler
 from drwatch.engine.sdnotify import Notifier
 from drwatch.http.webconfig import WebConfig, WebGuard, describe, exposed_files, for_config

@@ -23,8 +23,8 @@ from drwatch.config.model import Config
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.logs import printable
 from drwatch.core.model import Finding, Outcome, Report, Result, Severity
+from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.process import ProcessState
-from drwatch.engine.sandbox import SandboxManager
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from drwatch.config.model import Config
-from drwatch.state.pricing import COST_KINDS, copy_costs
+from drwatch.state.pricing import verified_copies
 from drwatch.state.snapshot import Snapshot
-from drwatch.validators.copies.ledger import EVIDENCE, PRODUCTION
+from drwatch.validators.copies.ledger import EVIDENCE
 
 
 def verify_asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
@@ -33,22 +33,12 @@ def verify_asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) ->
     cost = GaugeMetricFamily("drwatch_cost_monthly_dollars",
                              "Monthly cost of the copy from the location's price table: storage, verification "
                              "egress and requests at the current pace.", labels=["asset", "copy", "kind"])
-    for asset in assets:
-        acfg = cfg.assets[asset]
-        if acfg.verification is None:
-            continue
-        for copy in sorted([PRODUCTION, *(c.label for c in acfg.copies)]):
-            summary = snap.verify.get((asset, copy))
-            if summary is None:
-                continue
-            for evidence in EVIDENCE:
-                coverage.add_metric([asset, copy, evidence], summary.coverage(evidence))
-            oldest.add_metric([asset, copy], summary.oldest_read)
-            costs = copy_costs(cfg, summary)
-            if costs is not None:
-                for kind in COST_KINDS:
-                    if copy != PRODUCTION or kind != "storage":
-                        cost.add_metric([asset, copy, kind], costs[0][kind])
+    for asset, copy, summary, costs in verified_copies(cfg, snap.verify, assets):
+        for evidence in EVIDENCE:
+            coverage.add_metric([asset, copy, evidence], summary.coverage(evidence))
+        oldest.add_metric([asset, copy], summary.oldest_read)
+        for kind, dollars in (costs[0] if costs is not None else {}).items():
+            cost.add_metric([asset, copy, kind], dollars)
     return [coverage, oldest, cost]
 
 

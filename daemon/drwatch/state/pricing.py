@@ -1,4 +1,5 @@
-"""The cost of the DR posture, the pure part: a per-location price table and the monthly cost model.
+"""The cost of the DR posture, the pure part: the monthly cost model over a location's price table
+(:class:`drwatch.storage.prices.PriceTable`) and the copies under a verification policy with their cost.
 
 Prices are configuration, never built in: docs/verification.md lists published list prices of the big clouds as
 examples to copy, with their date. One GB here is 2^30 bytes (how S3 bills), one month 30 days.
@@ -13,46 +14,15 @@ Monthly cost of one copy:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    from drwatch.config.model import Config
-    from drwatch.validators.copies.ledger import CopySummary
+from drwatch.config.model import Config
+from drwatch.storage.prices import PriceTable
+from drwatch.validators.copies.ledger import PRODUCTION, CopySummary
 
 GB = 2**30
 MONTH_DAYS = 30
 COST_KINDS = ("storage", "egress", "requests")
-OPERATIONS = ("list", "head", "get", "bucket")  # request operations counted (bounded label values)
-
-
-class PriceTable(BaseModel):
-    """``pricing: {storage_gb_month: {STANDARD: 0.023}, egress_gb: 0.09, requests_per_1000: {get: 0.0004}}``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    currency: str = "USD"
-    storage_gb_month: dict[str, float] = Field(default_factory=dict)  # storage class (or "default") -> $/GB-month
-    egress_gb: float = Field(default=0.0, ge=0)
-    requests_per_1000: dict[str, float] = Field(default_factory=dict)  # operation (or "default") -> $/1000
-
-    @field_validator("storage_gb_month", "requests_per_1000")
-    @classmethod
-    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
-        for key, price in value.items():
-            if price < 0:
-                raise ValueError(f"price for {key!r} cannot be negative")
-        return value
-
-    @field_validator("requests_per_1000")
-    @classmethod
-    def _known_operations(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - {*OPERATIONS, "default"})
-        if unknown:
-            raise ValueError(f"unknown request operation(s) {unknown} (known: {', '.join(OPERATIONS)}, default)")
-        return value
 
 
 def _price(table: Mapping[str, float], key: str) -> float:
@@ -76,3 +46,23 @@ def copy_costs(cfg: Config, summary: CopySummary) -> tuple[dict[str, float], str
         return None
     return monthly_cost(prices, summary.bytes_by_class, summary.egress_bytes_per_day,
                         summary.requests_per_day), prices.currency
+
+
+def verified_copies(cfg: Config, summaries: Mapping[tuple[str, str], CopySummary], assets: Iterable[str]
+                    ) -> Iterator[tuple[str, str, CopySummary, tuple[dict[str, float], str] | None]]:
+    """(asset, copy, summary, costs) of each configured copy of ``assets`` under a verification policy that has a
+    ledger summary, copies in name order (production too, when it is verified against a seal: its cost is the
+    verification's egress and requests, not storage). ``costs``: monthly cost by kind and the currency, when the
+    copy's location has a price table."""
+    for asset in assets:
+        acfg = cfg.assets.get(asset)
+        if acfg is None or acfg.verification is None:
+            continue
+        for copy in sorted({PRODUCTION, *(c.label for c in acfg.copies)}):
+            summary = summaries.get((asset, copy))
+            if summary is None:
+                continue
+            costs = copy_costs(cfg, summary)
+            if costs is not None and copy == PRODUCTION:
+                costs = ({k: v for k, v in costs[0].items() if k != "storage"}, costs[1])
+            yield asset, copy, summary, costs

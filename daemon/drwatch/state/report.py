@@ -13,6 +13,7 @@ from drwatch.core.model import Outcome, Result
 from drwatch.core.textsafe import escape
 from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate
 from drwatch.state.consistency import group_state
+from drwatch.state.pricing import verified_copies
 from drwatch.state.snapshot import Snapshot
 
 
@@ -61,18 +62,8 @@ def latest_results(snap: Snapshot) -> list[Result]:
 def verification_doc(snap: Snapshot) -> dict[str, Any]:
     """Per asset and copy under a verification policy: coverage, oldest read and monthly cost (production too,
     when it is verified against a seal: its cost is verification egress and requests, not storage)."""
-    from drwatch.state.pricing import copy_costs
-    from drwatch.validators.copies.ledger import PRODUCTION
-
     out: dict[str, Any] = {}
-    for (asset, copy), summary in sorted(snap.verify.items()):
-        acfg = snap.config.assets.get(asset)
-        if acfg is None or acfg.verification is None or (
-                copy != PRODUCTION and copy not in {c.label for c in acfg.copies}):
-            continue
-        costs = copy_costs(snap.config, summary)
-        if costs is not None and copy == PRODUCTION:
-            costs = ({k: v for k, v in costs[0].items() if k != "storage"}, costs[1])
+    for asset, copy, summary, costs in verified_copies(snap.config, snap.verify, sorted(snap.config.assets)):
         out.setdefault(asset, {})[copy] = {
             "objects": summary.objects, "bytes": summary.bytes,
             "coverage": {e: round(summary.coverage(e), 6) for e in ("read", "checksum", "etag")},

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drwatch.core.durations import Duration
-from drwatch.state.pricing import PriceTable
+from drwatch.storage.prices import PriceTable
 
 
 class FilesystemLocationConfig(BaseModel):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from drwatch.config.model import AssetConfig, Config
     from drwatch.core.extras import Need
-    from drwatch.engine.sandbox import SandboxManager
+    from drwatch.core.sandbox import SandboxManager
     from drwatch.state.snapshot import Snapshot
     from drwatch.storage.s3 import S3Pool
     from drwatch.store.base import Store

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from drwatch.core.errors import ValidatorError
-from drwatch.engine.sandbox import stop_postmaster
+from drwatch.core.sandbox import stop_postmaster
 from drwatch.validators.postgres.pgtools import OUTPUT_LIMIT, run_tool, tool_env
 
 

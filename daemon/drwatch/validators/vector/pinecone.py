@@ -144,7 +144,7 @@ def owner_tags(run_id: str) -> dict[str, str]:
 
 def _owner_alive(tags: dict[str, str], created: float) -> bool:
     """The owning process runs on this host and is the one that created the index (not a reused PID)."""
-    from drwatch.engine.sandbox import _pid_alive, _process_start_time
+    from drwatch.core.sandbox import _pid_alive, _process_start_time
 
     if tags.get("drwatch_host") != _tag(socket.gethostname()):
         return True  # another host's: only age tells

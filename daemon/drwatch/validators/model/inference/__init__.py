@@ -19,16 +19,11 @@ missing engine package as ``engine_missing``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from drwatch.validators.model.inference.score import Score
 
-@dataclass(frozen=True)
-class Score:
-    """How close one output is to its golden: 1.0 identical, lower is worse (cosine for embeddings)."""
-
-    similarity: float
-    detail: str = ""
+__all__ = ["Engine", "Score", "engines"]
 
 
 class Engine(Protocol):

@@ -19,7 +19,7 @@ import structlog
 
 from drwatch.config.model import Config
 from drwatch.core.errors import DrillFailed, ValidatorError
-from drwatch.engine.sandbox import SandboxManager
+from drwatch.core.sandbox import SandboxManager
 from drwatch.formats.seals import seal_digest
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool

@@ -27,7 +27,7 @@ import structlog
 
 PREFIX = "drwatch-sbx-"
 OWNER = ".drwatch-owner"
-log = structlog.get_logger("drwatch.engine.sandbox")
+log = structlog.get_logger("drwatch.core.sandbox")
 
 
 def default_root() -> Path:
