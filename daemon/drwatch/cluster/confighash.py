@@ -23,3 +23,16 @@ def config_hash(cfg: Config) -> str:
     data["cluster"].pop("node", None)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+
+_LAST: list[tuple[object, str]] = []  # the configuration last hashed and its hash
+
+
+def cached_config_hash(cfg: Config) -> str:
+    """``config_hash`` of the configuration in force, computed once per configuration object (a config is
+    immutable; a reload makes a new one). Stored with every result: the hash in force when it was recorded."""
+    if _LAST and _LAST[0][0] is cfg:
+        return _LAST[0][1]
+    value = config_hash(cfg)
+    _LAST[:] = [(cfg, value)]
+    return value

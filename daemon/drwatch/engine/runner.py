@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from drwatch import validators
+from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.logs import printable
@@ -253,7 +254,7 @@ class Runner:
         while self.pending:
             result = self.pending[0]
             try:
-                await asyncio.wait_for(self.store.record(result), timeout=30)
+                await asyncio.wait_for(self.store.record(result, cached_config_hash(self.state.config)), timeout=30)
             except (OSError, TimeoutError, ConnectionError) as exc:
                 proc.store_errors += 1
                 log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, CopyReport, Finding, Outcome, Result
 from drwatch.store.verify import LedgerBatch, LedgerEntry, counters, summaries
 from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
 
-SCHEMA_VERSION = 4
+if TYPE_CHECKING:
+    from drwatch.store.chain import ChainCheck
+    from drwatch.store.history import HistoryRows
+
+SCHEMA_VERSION = 5
 DURATION_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
 )
@@ -132,7 +136,7 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def record(self, result: Result) -> None: ...
+    async def record(self, result: Result, config_hash: str = "") -> None: ...
     async def load_state(self) -> StoredState: ...
     async def add_attestation(self, attestation: Attestation) -> None: ...
     async def add_ack(self, ack: Ack) -> None: ...
@@ -147,6 +151,10 @@ class Store(Protocol):
     async def ledger_write(self, batch: LedgerBatch) -> None: ...
     async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]: ...
     async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary: ...
+
+    # --- reports and tamper evidence (drwatch.reporting; statements in store/history.py, store/chain.py) ---
+    async def history_rows(self, since: float, until: float) -> HistoryRows: ...
+    async def chain_check(self) -> ChainCheck: ...
 
     async def revision(self) -> tuple[int, int]:
         """(results ever recorded, attestations and acks ever added): changes exactly when ``load_state`` would

@@ -11,6 +11,8 @@ import asyncpg
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, Result
+from drwatch.store import chain
+from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
@@ -64,7 +66,19 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     3: v.SCHEMA_V3_POSTGRES,
     4: [ACKS_TABLE.format(id="BIGSERIAL", auto="", real="DOUBLE PRECISION")],
+    # Schema 5: the result chain (drwatch.store.chain); existing rows are chained by _chain_existing.
+    5: [*chain.ADD_COLUMNS, chain.HEAD_TABLE.format(bigint="BIGINT"),
+        chain.TOMBSTONES_TABLE.format(bigint="BIGINT", real="DOUBLE PRECISION")],
 }
+
+
+async def _chain_existing(conn: asyncpg.Connection) -> None:
+    """Schema 5: chain the results stored so far, in id order, and write the head."""
+    rows = await conn.fetch(f"SELECT id, {chain.CHAIN_COLUMNS} FROM results ORDER BY id")
+    updates, last_id, head = chain.link_existing(tuple(r) for r in rows)
+    if updates:
+        await conn.executemany("UPDATE results SET prev_digest = $1, digest = $2 WHERE id = $3", updates)
+    await conn.execute("INSERT INTO result_chain (id, last_id, head) VALUES (1, $1, $2)", last_id, head)
 
 _MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time
 
@@ -129,6 +143,8 @@ class PostgresStore:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     await conn.execute(statement)
+                if version == 5:
+                    await _chain_existing(conn)
                 await conn.execute("INSERT INTO drwatch_schema (version) VALUES ($1)", version)
 
     def _p(self) -> asyncpg.Pool:
@@ -147,15 +163,22 @@ class PostgresStore:
     async def ping(self) -> None:
         await self._p().fetchval("SELECT 1")
 
-    async def record(self, result: Result) -> None:
+    async def record(self, result: Result, config_hash: str = "") -> None:
         async with self._p().acquire() as conn, conn.transaction():
+            # The head row is locked until commit: writers (every node of a cluster) chain one at a time, and
+            # ids are drawn under the lock, so id order is chain order.
+            head = await conn.fetchrow("SELECT last_id, head FROM result_chain WHERE id = 1 FOR UPDATE")
+            assert head is not None
+            params = (*result_params(result), config_hash)
+            link = chain.digest(head[1], params)
             rid = await conn.fetchval(
-                f"INSERT INTO results ({RESULT_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
-                "ON CONFLICT (run_id) DO NOTHING RETURNING id",
-                *result_params(result),
+                f"INSERT INTO results ({RESULT_COLUMNS}, config_hash, prev_digest, digest) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) ON CONFLICT (run_id) DO NOTHING RETURNING id",
+                *params, head[1], link,
             )
             if rid is None:  # a retried write of the same run changes nothing
                 return
+            await conn.execute("UPDATE result_chain SET last_id = $1, head = $2 WHERE id = 1", rid, link)
             await conn.execute(
                 _UPSERT_STATE, result.asset, result.validator, *stamps(result), result.duration, rid, time.time(),
             )
@@ -234,12 +257,33 @@ class PostgresStore:
         return [result_from_row(tuple(r)) for r in rows]
 
     async def prune(self, before: float) -> int:
-        status: str = await self._p().execute(
-            "DELETE FROM results WHERE finished_at < $1 AND id NOT IN "
-            "(SELECT last_result_id FROM validator_state WHERE last_result_id IS NOT NULL)",
-            before,
-        )
+        async with self._p().acquire() as conn, conn.transaction():
+            # A pruned result leaves its chain link (a tombstone), so the chain still proves the rest.
+            await conn.execute(v.pg(chain.TOMBSTONE_INSERT), time.time(), before)
+            status: str = await conn.execute(v.pg(f"DELETE FROM results WHERE {chain.PRUNE_CONDITION}"), before)
         return int(status.rsplit(maxsplit=1)[-1])
+
+    # --- reports (drwatch.reporting) ---
+
+    async def history_rows(self, since: float, until: float) -> h.HistoryRows:
+        async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            period = await conn.fetch(v.pg(h.PERIOD), since, until)
+            before = await conn.fetch(v.pg(h.BEFORE), since)
+            stamps_ = await conn.fetch(v.pg(h.STAMPS), since)
+            attestations = await conn.fetch(v.pg(h.ATTESTATIONS), until)
+            acks = await conn.fetch(v.pg(h.ACKS), until)
+            head = await conn.fetchrow(chain.SELECT_HEAD)
+        return h.HistoryRows([tuple(r) for r in period], [tuple(r) for r in before], [tuple(r) for r in stamps_],
+                             [tuple(r) for r in attestations], [tuple(r) for r in acks],
+                             (int(head[0]), str(head[1])) if head is not None else (0, chain.GENESIS))
+
+    async def chain_check(self) -> chain.ChainCheck:
+        async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(chain.SELECT_ALL)
+            tombstones = await conn.fetch(chain.SELECT_TOMBSTONES)
+            head = await conn.fetchrow(chain.SELECT_HEAD)
+        return await asyncio.to_thread(chain.check, (tuple(r) for r in rows), [tuple(r) for r in tombstones],
+                                       None if head is None else tuple(head))
 
     # --- the verification ledger ---
 

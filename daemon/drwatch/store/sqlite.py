@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, Result
+from drwatch.store import chain
+from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
@@ -74,7 +76,18 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
     3: v.SCHEMA_V3_SQLITE,
     4: [ACKS_TABLE.format(id="INTEGER", auto=" AUTOINCREMENT", real="REAL")],
+    # Schema 5: the result chain (drwatch.store.chain); existing rows are chained by _chain_existing.
+    5: [*chain.ADD_COLUMNS, chain.HEAD_TABLE.format(bigint="INTEGER"),
+        chain.TOMBSTONES_TABLE.format(bigint="INTEGER", real="REAL")],
 }
+
+
+def _chain_existing(conn: sqlite3.Connection) -> None:
+    """Schema 5: chain the results stored so far, in id order, and write the head."""
+    rows = conn.execute(f"SELECT id, {chain.CHAIN_COLUMNS} FROM results ORDER BY id")
+    updates, last_id, head = chain.link_existing(rows)
+    conn.executemany("UPDATE results SET prev_digest = ?, digest = ? WHERE id = ?", updates)
+    conn.execute("INSERT INTO result_chain (id, last_id, head) VALUES (1, ?, ?)", (last_id, head))
 
 
 _UPSERT_STATE = f"""
@@ -165,6 +178,8 @@ class SqliteStore:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[version]:
                     conn.execute(statement)
+                if version == 5:
+                    _chain_existing(conn)
                 conn.execute("INSERT INTO drwatch_schema (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:
@@ -189,17 +204,21 @@ class SqliteStore:
 
         await self._call(check)
 
-    async def record(self, result: Result) -> None:
+    async def record(self, result: Result, config_hash: str = "") -> None:
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time: the chain head is read and moved here
             try:
                 self._check_file()
+                params = (*result_params(result), config_hash)
+                _last, prev = conn.execute(chain.SELECT_HEAD).fetchone()
+                link = chain.digest(prev, params)
                 cur = conn.execute(
-                    f"INSERT INTO results ({RESULT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (run_id) DO NOTHING",
-                    result_params(result),
+                    f"INSERT INTO results ({RESULT_COLUMNS}, config_hash, prev_digest, digest) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id) DO NOTHING",
+                    (*params, prev, link),
                 )
                 if cur.rowcount == 1:  # a retried write of the same run changes nothing
+                    conn.execute("UPDATE result_chain SET last_id = ?, head = ? WHERE id = 1", (cur.lastrowid, link))
                     conn.execute(
                         _UPSERT_STATE,
                         (result.asset, result.validator, *stamps(result), result.duration, cur.lastrowid,
@@ -299,12 +318,16 @@ class SqliteStore:
 
     async def prune(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
-            self._check_file()
-            cur = conn.execute(
-                "DELETE FROM results WHERE finished_at < ? AND id NOT IN "
-                "(SELECT last_result_id FROM validator_state WHERE last_result_id IS NOT NULL)",
-                (before,),
-            )
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._check_file()
+                # A pruned result leaves its chain link (a tombstone), so the chain still proves the rest.
+                conn.execute(chain.TOMBSTONE_INSERT, (time.time(), before))
+                cur = conn.execute(f"DELETE FROM results WHERE {chain.PRUNE_CONDITION}", (before,))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
             return cur.rowcount
 
         return await self._call(delete)
@@ -376,6 +399,36 @@ class SqliteStore:
         def read(conn: sqlite3.Connection) -> tuple[int, int]:
             results, attestations = conn.execute(REVISION_QUERY).fetchone()
             return int(results), int(attestations)
+
+        return await self._call(read)
+
+    # --- reports (drwatch.reporting) ---
+
+    async def history_rows(self, since: float, until: float) -> h.HistoryRows:
+        def read(conn: sqlite3.Connection) -> h.HistoryRows:
+            conn.execute("BEGIN")  # one read transaction: the period and the head of the same moment
+            try:
+                return h.HistoryRows(
+                    period=conn.execute(h.PERIOD, (since, until)).fetchall(),
+                    before=conn.execute(h.BEFORE, (since,)).fetchall(),
+                    stamps=conn.execute(h.STAMPS, (since,)).fetchall(),
+                    attestations=conn.execute(h.ATTESTATIONS, (until,)).fetchall(),
+                    acks=conn.execute(h.ACKS, (until,)).fetchall(),
+                    head=tuple(conn.execute(chain.SELECT_HEAD).fetchone()),
+                )
+            finally:
+                _rollback(conn)
+
+        return await self._call(read)
+
+    async def chain_check(self) -> chain.ChainCheck:
+        def read(conn: sqlite3.Connection) -> chain.ChainCheck:
+            conn.execute("BEGIN")
+            try:
+                return chain.check(conn.execute(chain.SELECT_ALL), conn.execute(chain.SELECT_TOMBSTONES).fetchall(),
+                                   conn.execute(chain.SELECT_HEAD).fetchone())
+            finally:
+                _rollback(conn)
 
         return await self._call(read)
 
