@@ -26,12 +26,13 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from drwatch.core.durations import format_duration
+from drwatch.core.durations import Duration, format_duration
 from drwatch.core.errors import ConfigProblem, ValidatorError
 from drwatch.core.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.formats.manifest import ManifestError, aread
@@ -57,6 +58,7 @@ from drwatch.validators.copies.posture import (
 )
 from drwatch.validators.copies.reference import Reference, ReferenceFailed
 from drwatch.validators.copies.timetrust import FutureTimes, seal_in_future
+from drwatch.validators.copies.unchanged import UnchangedSession
 from drwatch.validators.copies.verification import VerifySession, reference_id
 
 if TYPE_CHECKING:
@@ -69,6 +71,16 @@ class ReplicaConfig(ValidatorConfigBase):
     read_sample: float = Field(default=1.0, ge=0.0, le=1.0)  # share of objects without provider evidence read
     copies: list[str] | None = None  # check only these copies (default: all)
     list_limit: int = Field(default=10, ge=1)  # findings listed one by one per copy and code, then only counted
+    # Sealed filesystem production without `verification:`: files unchanged by stat since their last read are
+    # not hashed again, and every file is re-read within this period (None: hash every file on every run).
+    production_reread: Duration | None = timedelta(days=7)
+
+    @field_validator("production_reread")
+    @classmethod
+    def _reread_days(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(days=1):
+            raise ValueError("production_reread must be at least 1d (re-reads are paced per day), or null")
+        return value
 
     def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
         return unknown_copies(self.copies, asset)
@@ -245,7 +257,7 @@ class ReplicaValidator:
             figures["recovery_point_age_seconds"] = max(0.0, now - recovery_point)
         if sealed and prod in checked:
             figures["production_changed_since_seal"] = float(prod.changed + prod.added + prod.deleted)
-        if session is not None:
+        if session is not None and ctx.asset.verification is not None:
             figures.update({
                 "verify_objects_read": float(session.reads), "verify_bytes_read": float(session.read_bytes),
                 "verify_reads_deferred": float(session.skipped_for_budget),
@@ -260,7 +272,7 @@ class ReplicaValidator:
         verified like a copy, within the same budget)."""
         policy = ctx.asset.verification
         if policy is None:
-            return None
+            return await self._unchanged_session(ctx, checked)
         if ctx.store is None:
             raise ValidatorError("no_store", "the verification policy needs the store (run through the daemon)")
         session = VerifySession(ctx.store, ctx.asset_name, policy, ctx.clock(),
@@ -271,6 +283,19 @@ class ReplicaValidator:
         for s in checked:
             session.add_copy(s.name, s.src.location, s.src.meter if isinstance(s.src, S3Source) else None,
                              s.unlisted)
+        await session.start()
+        return session
+
+    async def _unchanged_session(self, ctx: RunContext, checked: list[_Stream]) -> VerifySession | None:
+        """Without a policy, the ledger of a sealed filesystem production (:mod:`.unchanged`): None when
+        production is not checked against a seal, is not a filesystem, re-reads are off or there is no store."""
+        prod = next((s for s in checked if s.src.role == "production"), None)
+        reread = self.cfg.production_reread
+        if prod is None or not isinstance(prod.src, FilesystemSource) or reread is None or ctx.store is None:
+            return None
+        session = UnchangedSession(ctx.store, ctx.asset_name, reread, ctx.clock(),
+                                   86400.0 / self.cfg.schedule.interval_seconds())
+        session.add_copy(prod.name, prod.src.location, None, prod.unlisted)
         await session.start()
         return session
 
@@ -387,7 +412,7 @@ class ReplicaValidator:
         ledger found bad stays bad, unless a read proves it good or it or its reference changed."""
         read = False
         ref_id = reference_id(ref.entry)
-        if verdict is not False and session.candidate(s.name, e, prior):
+        if verdict is not False and session.candidate(s.name, e, prior, ref_id):
             cost = await ref.read_cost()
             if session.take(s.name, e, cost, priority=session.requeued(e, prior, ref_id, value)):
                 n = 0
@@ -406,8 +431,8 @@ class ReplicaValidator:
                       limit, e.mtime)
             session.record(s.name, e, prior, how, value, read, ok=False, ref=ref_id)
             return
-        s.proven("read" if read else how or "size", e.size if read or how else 0)
-        session.record(s.name, e, prior, how or "size", value, read, ok=True)
+        s.proven("read" if read else how or session.unread_evidence, e.size if read or how else 0)
+        session.record(s.name, e, prior, how or "size", value, read, ok=True, ref=ref_id)
 
     async def _size_differs(self, s: _Stream, h: Entry, reference: Reference, live: LiveKey, limit: int,
                             session: VerifySession | None, prior: LedgerEntry | None) -> None:

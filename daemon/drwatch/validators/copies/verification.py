@@ -168,6 +168,8 @@ class _CopyRun:
 class VerifySession:
     """The ledger of one asset during one replica run (see the module docstring)."""
 
+    unread_evidence = "size"  # how an object proven without a read and without provider evidence is counted
+
     def __init__(self, store: Store, asset: str, policy: VerificationPolicy, now: float,
                  runs_per_day: float) -> None:
         self.store, self.asset, self.policy, self.now = store, asset, policy, now
@@ -316,8 +318,9 @@ class VerifySession:
         if self.changed(entry, prior) and not over_day_budget(entry.size, self.policy.budget.egress_bytes_per_day):
             self.due_extra += entry.size
 
-    def candidate(self, copy: str, entry: Entry, prior: LedgerEntry | None) -> bool:
-        """Planned today, or never read (new, changed, or waiting in the queue)."""
+    def candidate(self, copy: str, entry: Entry, prior: LedgerEntry | None, ref: str = "") -> bool:
+        """Planned today, or never read (new, changed, or waiting in the queue); ``ref``: the reference's id now
+        (unused here)."""
         return (copy, entry.key) in self.plan or self.changed(entry, prior) or (
             prior is not None and prior.read_at is None)
 
