@@ -28,6 +28,7 @@ from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
+from drwatch.validators import PLUGINS
 
 if TYPE_CHECKING:
     from drwatch.cluster.engine import ClusterEngine
@@ -139,12 +140,10 @@ class Daemon:
             removed = await asyncio.to_thread(sandboxes.sweep_orphans)
             if removed:
                 log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
-            # Temporary Pinecone indexes a crash left behind: swept in the background (never delays readiness;
-            # every drill sweeps again before it starts).
-            from drwatch.validators.vector.pinecone import sweep_pinecone_orphans
-
-            remote_sweep = asyncio.create_task(sweep_pinecone_orphans(cfg, log, budget=60))
-            stack.push_async_callback(_cancel_all, [remote_sweep])
+            # What crashed runs left outside this host (temporary Pinecone indexes...): each plugin's sweep, in
+            # the background (never delays readiness; every run of those kinds sweeps again before it starts).
+            remote_sweeps = [asyncio.create_task(p.sweep(cfg, log, 60)) for p in PLUGINS if p.sweep is not None]
+            stack.push_async_callback(_cancel_all, remote_sweeps)
 
             store = open_store(cfg)
             await store.open()

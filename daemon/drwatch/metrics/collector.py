@@ -20,11 +20,13 @@ from drwatch import __version__
 from drwatch.config.model import Config
 from drwatch.core.model import OUTCOMES
 from drwatch.engine.process import ProcessState as ProcessState  # noqa: PLC0414 (re-exported: its old home)
-from drwatch.metrics.ml import group_families, ml_asset_families
+from drwatch.metrics.groups import group_families
 from drwatch.metrics.verify import verify_asset_families, verify_location_families
 from drwatch.state.compliance import RULES, STATES, AssetVerdict, evaluate
 from drwatch.state.snapshot import Snapshot
 from drwatch.store.base import DURATION_BUCKETS, bucket_label
+from drwatch.validators import PLUGINS
+from drwatch.validators.plugin import Latest
 
 COPY_OBJECT_STATES = ("verified", "missing", "mismatch", "corrupt", "extra")
 
@@ -77,7 +79,7 @@ def asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str],
     and cached until its results change).
     """
     return [*_validator_families(cfg, snap, assets), *_figure_families(cfg, snap, assets),
-            *ml_asset_families(cfg, snap, assets), *verify_asset_families(cfg, snap, assets),
+            *plugin_families(cfg, snap, assets), *verify_asset_families(cfg, snap, assets),
             *_compliance_families(cfg, assets, standings), *_copy_families(cfg, snap, assets)]
 
 
@@ -239,39 +241,39 @@ def _latest_figures(snap: Snapshot, asset: str, validator: str) -> dict[str, flo
 
 
 def _figure_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
-    """Measurements of validators (restore drills, ...), projected from the figures of each one's latest result."""
+    """Measurements of restore drills (any kind), projected from the figures of each one's latest result."""
     av = ["asset", "validator"]
     drill_seconds = GaugeMetricFamily("drwatch_drill_restore_duration_seconds",
                                       "Restore time of the latest restore drill (fetch + restore).", labels=av)
     drill_rows = GaugeMetricFamily("drwatch_drill_rows_restored",
                                    "Rows in the database the latest restore drill restored.", labels=av)
-    replica_lag = GaugeMetricFamily("drwatch_replica_lag_seconds",
-                                    "Replication lag of the asset's standby at the latest check (the largest when "
-                                    "several are checked).", labels=["asset"])
-    rds = GaugeMetricFamily("drwatch_rds_snapshot_timestamp_seconds",
-                            "Creation time of the newest available RDS snapshot per region at the latest check.",
-                            labels=["asset", "region"])
     for asset_name in assets:
-        lag: float | None = None
-        snapshots: dict[str, float] = {}
         for vcfg in cfg.assets[asset_name].validators:
             figures = _latest_figures(snap, asset_name, vcfg.label)
             if "restore_seconds" in figures:
                 drill_seconds.add_metric([asset_name, vcfg.label], figures["restore_seconds"])
             if "rows_restored" in figures:
                 drill_rows.add_metric([asset_name, vcfg.label], figures["rows_restored"])
-            if vcfg.kind == "postgres_replica_lag" and "lag_seconds" in figures:
-                lag = max(lag if lag is not None else 0.0, figures["lag_seconds"])
-            if vcfg.kind == "rds_snapshot":
-                for key, value in figures.items():
-                    name, _, region = key.partition(".")
-                    if name == "snapshot_timestamp_seconds" and region:
-                        snapshots[region] = max(snapshots.get(region, 0.0), value)
-        if lag is not None:
-            replica_lag.add_metric([asset_name], lag)
-        for region, ts in sorted(snapshots.items()):
-            rds.add_metric([asset_name, region], ts)
-    return [drill_seconds, drill_rows, replica_lag, rds]
+    return [drill_seconds, drill_rows]
+
+
+def plugin_families(cfg: Config, snap: Snapshot, assets: Sequence[str]) -> list[Metric]:
+    """The families every validator plugin declares (in plugin order), filled by its own projection of the
+    latest results of its validators among ``assets`` (nothing here knows any kind)."""
+    latest: dict[str, list[Latest]] = {}
+    for asset_name in assets:
+        for vcfg in cfg.assets[asset_name].validators:
+            stats = snap.stats(asset_name, vcfg.label)
+            if stats is not None and stats.last_result is not None:
+                latest.setdefault(vcfg.kind, []).append(Latest(asset_name, vcfg, stats.last_result))
+    out: list[Metric] = []
+    for plugin in PLUGINS:
+        families = {f.name: GaugeMetricFamily(f.name, f.help, labels=list(f.labels)) for f in plugin.families}
+        if plugin.project is not None and plugin.kind in latest:
+            for name, labels, value in plugin.project(latest[plugin.kind]):
+                families[name].add_metric(list(labels), value)
+        out.extend(families.values())
+    return out
 
 
 def make_registry(snapshot: Callable[[], Snapshot], process: ProcessState,

@@ -1,69 +1,37 @@
-"""Validators: one module per kind, mapped explicitly (no import strings, no registration by side effect)."""
+"""Validators: one plugin per kind, listed explicitly in :data:`PLUGINS` (no import strings, no registration by
+import side effect). Everything per kind is derived from that tuple: the config union and the list of kinds
+(:mod:`drwatch.validators.config`), the registry below, the metric families each kind projects from its results
+(:mod:`drwatch.metrics.collector`), the start-up sweeps (:mod:`drwatch.engine.daemon`) and the tests' lists of
+kinds (fault matrix, config fuzzing). Adding a kind: docs/development.md, "How to add a validator"."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from drwatch.validators import consistency_group, immutability_probe
 from drwatch.validators.base import Validator
-from drwatch.validators.consistency_group import ConsistencyGroupValidator
-from drwatch.validators.copies.dataset import DatasetValidator
-from drwatch.validators.copies.replica import ReplicaValidator
-from drwatch.validators.immutability_probe import ImmutabilityProbeValidator
-from drwatch.validators.model.weights import ModelWeightsValidator
-from drwatch.validators.postgres.rds_snapshot import RdsSnapshotValidator
-from drwatch.validators.postgres.replica_lag import PostgresReplicaLagValidator
-from drwatch.validators.postgres.restore import PostgresRestoreValidator
-from drwatch.validators.vector.restore import VectorRestoreValidator
+from drwatch.validators.copies import dataset, replica
+from drwatch.validators.model import weights
+from drwatch.validators.plugin import Plugin
+from drwatch.validators.postgres import rds_snapshot, replica_lag
+from drwatch.validators.postgres import restore as postgres_restore
+from drwatch.validators.vector import restore as vector_restore
 
+PLUGINS: tuple[Plugin, ...] = (
+    replica.PLUGIN,
+    dataset.PLUGIN,
+    immutability_probe.PLUGIN,
+    postgres_restore.PLUGIN,
+    replica_lag.PLUGIN,
+    rds_snapshot.PLUGIN,
+    consistency_group.PLUGIN,
+    vector_restore.PLUGIN,
+    weights.PLUGIN,
+)
 
-def _replica(cfg: Any) -> Validator:
-    return ReplicaValidator(cfg)
-
-
-def _immutability_probe(cfg: Any) -> Validator:
-    return ImmutabilityProbeValidator(cfg)
-
-
-def _postgres_restore(cfg: Any) -> Validator:
-    return PostgresRestoreValidator(cfg)
-
-
-def _postgres_replica_lag(cfg: Any) -> Validator:
-    return PostgresReplicaLagValidator(cfg)
-
-
-def _rds_snapshot(cfg: Any) -> Validator:
-    return RdsSnapshotValidator(cfg)
-
-
-def _consistency_group(cfg: Any) -> Validator:
-    return ConsistencyGroupValidator(cfg)
-
-
-def _vector_restore(cfg: Any) -> Validator:
-    return VectorRestoreValidator(cfg)
-
-
-def _dataset(cfg: Any) -> Validator:
-    return DatasetValidator(cfg)
-
-
-def _model_weights(cfg: Any) -> Validator:
-    return ModelWeightsValidator(cfg)
-
-
-REGISTRY: dict[str, Callable[[Any], Validator]] = {
-    "replica": _replica,
-    "dataset": _dataset,
-    "immutability_probe": _immutability_probe,
-    "postgres_restore": _postgres_restore,
-    "postgres_replica_lag": _postgres_replica_lag,
-    "rds_snapshot": _rds_snapshot,
-    "consistency_group": _consistency_group,
-    "vector_restore": _vector_restore,
-    "model_weights": _model_weights,
-}
+# kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
+REGISTRY: dict[str, Callable[[Any], Validator]] = {p.kind: p.factory for p in PLUGINS}
 
 
 def build(cfg: Any) -> Validator:

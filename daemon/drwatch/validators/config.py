@@ -1,24 +1,22 @@
-"""The discriminated union of validator configs (explicit list; add new validators here)."""
+"""The discriminated union of validator configs and the list of kinds, derived from the plugin tuple
+(:data:`drwatch.validators.PLUGINS`: add a kind there, not here)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
-from drwatch.validators.consistency_group import ConsistencyGroupValidatorConfig
-from drwatch.validators.copies.dataset import DatasetConfig
-from drwatch.validators.copies.replica import ReplicaConfig
-from drwatch.validators.immutability_probe import ImmutabilityProbeConfig
-from drwatch.validators.model.weights import ModelWeightsConfig
-from drwatch.validators.postgres.rds_snapshot import RdsSnapshotConfig
-from drwatch.validators.postgres.replica_lag import PostgresReplicaLagConfig
-from drwatch.validators.postgres.restore import PostgresRestoreConfig
-from drwatch.validators.vector.restore import VectorRestoreConfig
+from drwatch.validators import PLUGINS
+from drwatch.validators.base import ValidatorConfigBase
 
-ValidatorConfig = Annotated[ReplicaConfig | DatasetConfig | ImmutabilityProbeConfig | PostgresRestoreConfig
-                            | PostgresReplicaLagConfig | RdsSnapshotConfig | ConsistencyGroupValidatorConfig
-                            | VectorRestoreConfig | ModelWeightsConfig, Field(discriminator="kind")]
-VALIDATOR_KINDS: frozenset[str] = frozenset({"replica", "dataset", "immutability_probe", "postgres_restore",
-                                             "postgres_replica_lag", "rds_snapshot", "consistency_group",
-                                             "vector_restore", "model_weights"})
+if TYPE_CHECKING:
+    # For the type checker every validator config is its base (a validator reads its own model after an
+    # isinstance check); pydantic gets the union below, tagged by ``kind``.
+    ValidatorConfig = ValidatorConfigBase
+else:
+    ValidatorConfig = Annotated[Union[tuple(p.config for p in PLUGINS)], Field(discriminator="kind")]  # noqa: UP007
+
+VALIDATOR_KINDS: frozenset[str] = frozenset(p.kind for p in PLUGINS)
+if len(VALIDATOR_KINDS) != len(PLUGINS):
+    raise RuntimeError("two validator plugins share a kind")

@@ -32,6 +32,7 @@ from drwatch.state.consistency import judge_skew
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Missing, S3Unavailable
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import pgtools
 
 if TYPE_CHECKING:
@@ -351,3 +352,6 @@ async def _missing_in_copy(ctx: RunContext, location: str, prefix: str, paths: d
     except S3Unavailable as exc:
         raise ValidatorError(exc.code, exc.message) from None
     return [i for i in found if i is not None]
+
+
+PLUGIN = Plugin(ConsistencyGroupValidatorConfig, ConsistencyGroupValidator)

@@ -22,6 +22,7 @@ from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.s3 import S3Location, S3Missing, S3Unavailable
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
     from drwatch.config.model import AssetConfig, Config
@@ -155,3 +156,4 @@ class ImmutabilityProbeValidator:
         return None
 
 
+PLUGIN = Plugin(ImmutabilityProbeConfig, ImmutabilityProbeValidator)

@@ -67,6 +67,7 @@ from drwatch.validators.copies.posture import (
     unknown_copies,
 )
 from drwatch.validators.copies.timetrust import FutureTimes, seal_in_future
+from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
     from drwatch.config.model import AssetConfig, Config
@@ -469,3 +470,6 @@ class DatasetValidator:
                      "extra": s.extra, **s.counts()} if s.state is None and not bad_seal else {},
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
             deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
+
+
+PLUGIN = Plugin(DatasetConfig, DatasetValidator)

@@ -60,6 +60,7 @@ from drwatch.validators.copies.reference import Reference, ReferenceFailed
 from drwatch.validators.copies.timetrust import FutureTimes, seal_in_future
 from drwatch.validators.copies.unchanged import UnchangedSession
 from drwatch.validators.copies.verification import VerifySession, reference_id
+from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
     from drwatch.config.model import AssetConfig, Config
@@ -534,3 +535,6 @@ class ReplicaValidator:
             for it in [*iters, ref]:
                 await it.aclose()  # type: ignore[attr-defined]
         return ref_count, ref_bytes, newest
+
+
+PLUGIN = Plugin(ReplicaConfig, ReplicaValidator)

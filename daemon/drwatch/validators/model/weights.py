@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -59,6 +60,7 @@ from drwatch.validators.copies.posture import (
 )
 from drwatch.validators.copies.timetrust import seal_in_future
 from drwatch.validators.model.inference.drill import InferenceConfig, smoke_test
+from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
 if TYPE_CHECKING:
     from drwatch.config.model import AssetConfig, Config
@@ -509,3 +511,33 @@ class ModelWeightsValidator:
             return False, False
         # The backup is to blame only when what was restored differs from the seal the goldens came from.
         return await smoke_test(ctx, inf, c.name, c.counts["mismatch"] > 0, model_dir, manifest, figures, findings)
+
+
+GOLDEN = Family("drwatch_model_golden_similarity", "Lowest cosine similarity between the restored model's outputs "
+                "and the recorded goldens at the latest inference smoke test.", ("asset",))
+GOLDEN_THRESHOLD = Family("drwatch_model_golden_similarity_threshold", "The golden similarity an inference smoke "
+                          "test requires.", ("asset",))
+FILES = Family("drwatch_model_files", "Files of a model copy by state at the latest model check.",
+               ("asset", "copy", "state"))
+
+
+def project(latest: Sequence[Latest]) -> Iterator[Sample]:
+    """Per asset: the lowest golden similarity and the highest it requires; per copy: its files by state."""
+    goldens: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    for asset, _vcfg, result in latest:
+        fig = result.figures
+        if "golden_similarity" in fig:
+            goldens[asset] = min(goldens.get(asset, fig["golden_similarity"]), fig["golden_similarity"])
+        if "golden_similarity_threshold" in fig:
+            thresholds[asset] = max(thresholds.get(asset, -1.0), fig["golden_similarity_threshold"])
+        for rep in result.copies:
+            for state in STATES:
+                if state in rep.objects:
+                    yield FILES.name, (asset, rep.copy, state), rep.objects[state]
+    for family, values in ((GOLDEN, goldens), (GOLDEN_THRESHOLD, thresholds)):
+        for asset, value in values.items():
+            yield family.name, (asset,), value
+
+
+PLUGIN = Plugin(ModelWeightsConfig, ModelWeightsValidator, (GOLDEN, GOLDEN_THRESHOLD, FILES), project)

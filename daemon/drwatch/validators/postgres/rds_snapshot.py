@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -27,6 +28,7 @@ from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.core.secrets import read_secret
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
 if TYPE_CHECKING:
     from drwatch.config.model import AssetConfig
@@ -271,3 +273,24 @@ class RdsSnapshotValidator:
                     bad("snapshot_unencrypted", f"copy {copy.identifier} is not encrypted", dr.region)
         outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
         return Report(outcome, tuple(findings), figures, recovery_point=newest.created)
+
+
+SNAPSHOT_TIME = Family("drwatch_rds_snapshot_timestamp_seconds", "Creation time of the newest available RDS snapshot "
+                       "per region at the latest check.", ("asset", "region"))
+
+
+def project(latest: Sequence[Latest]) -> Iterator[Sample]:
+    """The newest snapshot per asset and region (figures ``snapshot_timestamp_seconds.<region>``)."""
+    per_asset: dict[str, dict[str, float]] = {}
+    for asset, _vcfg, result in latest:
+        snapshots = per_asset.setdefault(asset, {})
+        for key, value in result.figures.items():
+            name, _, region = key.partition(".")
+            if name == "snapshot_timestamp_seconds" and region:
+                snapshots[region] = max(snapshots.get(region, 0.0), value)
+    for asset, snapshots in per_asset.items():
+        for region, ts in sorted(snapshots.items()):
+            yield SNAPSHOT_TIME.name, (asset, region), ts
+
+
+PLUGIN = Plugin(RdsSnapshotConfig, RdsSnapshotValidator, (SNAPSHOT_TIME,), project)

@@ -20,6 +20,7 @@ asset's RPO. The primary's commit timestamps are compared with the standby's clo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import model_validator
@@ -29,6 +30,7 @@ from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.core.secrets import redact
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 from drwatch.validators.postgres import pgtools
 
 if TYPE_CHECKING:
@@ -119,3 +121,20 @@ class PostgresReplicaLagValidator:
                                     f"the standby is {format_duration(lag)} behind (max {format_duration(max_lag)})"))
             return Report(Outcome.FAILED, tuple(findings), figures)
         return Report(Outcome.OK, tuple(findings), figures)
+
+
+LAG = Family("drwatch_replica_lag_seconds", "Replication lag of the asset's standby at the latest check (the largest "
+             "when several are checked).", ("asset",))
+
+
+def project(latest: Sequence[Latest]) -> Iterator[Sample]:
+    """The largest lag among the asset's standbys (one series per asset)."""
+    lags: dict[str, float] = {}
+    for asset, _vcfg, result in latest:
+        if "lag_seconds" in result.figures:
+            lags[asset] = max(lags.get(asset, 0.0), result.figures["lag_seconds"])
+    for asset, lag in lags.items():
+        yield LAG.name, (asset,), lag
+
+
+PLUGIN = Plugin(PostgresReplicaLagConfig, PostgresReplicaLagValidator, (LAG,), project)

@@ -53,6 +53,7 @@ from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.core.secrets import redact
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies.timetrust import FutureTimes
+from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import pgcluster, pgdump, pgtools
 
 if TYPE_CHECKING:
@@ -533,3 +534,5 @@ def _limit(ctx: RunContext) -> float:
     """Client-side bound of one query: what is left of the run (the server also has statement_timeout)."""
     return max(1.0, ctx.remaining())
 
+
+PLUGIN = Plugin(PostgresRestoreConfig, PostgresRestoreValidator)

@@ -24,6 +24,7 @@ Figures every backend records: ``recall_at_k``, ``exact_match_ratio``, ``recall_
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -32,8 +33,9 @@ from drwatch.core.errors import ConfigProblem
 from drwatch.core.extras import NUMPY, PARQUET_VECTORS, PINECONE_EXACT, Need
 from drwatch.core.model import Report
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 from drwatch.validators.vector.pgvector import PgvectorBackend, run_pgvector_drill
-from drwatch.validators.vector.pinecone import PineconeBackend, run_pinecone_drill
+from drwatch.validators.vector.pinecone import PineconeBackend, run_pinecone_drill, sweep_pinecone_orphans
 from drwatch.validators.vector.vectormath import Metric
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 VectorBackend = Annotated[PgvectorBackend | PineconeBackend, Field(discriminator="type")]
 
-# Figure names shared by the backends (the lead wires metrics from them).
+# Figure names shared by the backends (the metric families below project some of them).
 FIGURES = ("recall_at_k", "exact_match_ratio", "recall_threshold", "queries", "k", "rows_restored",
            "restore_seconds", "id_coverage_ratio", "vector_checksum_mismatches")
 
@@ -101,3 +103,33 @@ class VectorRestoreValidator:
         if isinstance(self.cfg.backend, PgvectorBackend):
             return await run_pgvector_drill(ctx, self.cfg, self.cfg.backend)
         return await run_pinecone_drill(ctx, self.cfg)
+
+
+RECALL = Family("drwatch_vector_recall", "Recall@k of the restored vector index's ANN search against exact search at "
+                "the latest vector restore drill (the lowest when several drills check the asset).", ("asset",))
+RECALL_THRESHOLD = Family("drwatch_vector_recall_threshold", "The recall@k a vector restore drill requires "
+                          "(min_recall).", ("asset",))
+EXACT_MATCH = Family("drwatch_vector_exact_match_ratio", "Share of sample queries whose exact top-k on the restore "
+                     "equals production's.", ("asset",))
+
+
+def project(latest: Sequence[Latest]) -> Iterator[Sample]:
+    """Per asset: the lowest recall and exact-match ratio of its drills, the highest recall they require."""
+    recalls: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    exacts: dict[str, float] = {}
+    for asset, _vcfg, result in latest:
+        fig = result.figures
+        if "recall_at_k" in fig:
+            recalls[asset] = min(recalls.get(asset, fig["recall_at_k"]), fig["recall_at_k"])
+        if "recall_threshold" in fig:
+            thresholds[asset] = max(thresholds.get(asset, 0.0), fig["recall_threshold"])
+        if "exact_match_ratio" in fig:
+            exacts[asset] = min(exacts.get(asset, fig["exact_match_ratio"]), fig["exact_match_ratio"])
+    for family, values in ((RECALL, recalls), (RECALL_THRESHOLD, thresholds), (EXACT_MATCH, exacts)):
+        for asset, value in values.items():
+            yield family.name, (asset,), value
+
+
+PLUGIN = Plugin(VectorRestoreConfig, VectorRestoreValidator, (RECALL, RECALL_THRESHOLD, EXACT_MATCH), project,
+                sweep=sweep_pinecone_orphans)
