@@ -285,7 +285,8 @@ def load_web_config(path: Path) -> WebConfig:
     """Read, validate and build the web configuration (blocking: call it from a thread on the loop).
 
     Raises ConfigError whose problems carry field paths inside the web config file."""
-    from drwatch.config.model import _problems_from_validation, _UniqueKeyLoader
+    from drwatch.config.problems import problems_from_validation
+    from drwatch.config.yamlload import UniqueKeyLoader
 
     source = str(path)
     try:
@@ -295,7 +296,7 @@ def load_web_config(path: Path) -> WebConfig:
     except UnicodeDecodeError:
         raise ConfigError(source, [ConfigProblem("", "not UTF-8 text")]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # safe; no duplicate keys, alias bombs or deep nesting
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # safe; no duplicate keys, alias bombs or deep nesting
     except RecursionError:
         raise ConfigError(source, [ConfigProblem("", "malformed YAML: nested too deeply")]) from None
     except yaml.YAMLError as exc:
@@ -310,7 +311,7 @@ def load_web_config(path: Path) -> WebConfig:
     try:
         model = WebConfigModel.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _problems_from_validation(exc, data)) from None
+        raise ConfigError(source, problems_from_validation(exc, data)) from None
     if model.basic_auth_users:
         try:
             import bcrypt  # noqa: F401
