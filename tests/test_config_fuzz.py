@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from drwatch.cli.main import main
 from drwatch.config.model import Config, parse_config
 from drwatch.core.errors import ConfigError
+from drwatch.storage.config import LOCATION_KINDS
+from drwatch.validators import PLUGINS
 
 SETTINGS = settings(max_examples=120, deadline=2000, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -30,8 +32,8 @@ KEYS = ["store", "http", "limits", "logging", "locations", "assets", "consistenc
         "bucket", "site", "media", "rpo", "rto", "production", "copies", "location", "prefix", "name",
         "validators", "schedule", "every", "jitter", "cron", "timeout", "copies", "window", "level", "format",
         "max_concurrent", "access_key_id_env", "secret_access_key_file", "endpoint_url", "max_skew"]
-KINDS = ["filesystem", "s3", "replica", "postgres_restore", "postgres_replica_lag", "rds_snapshot",
-         "immutability_probe", "consistency_group", "dataset", "vector_restore"]
+# Every location kind and every validator kind of the plugin tuple (derived: a new kind is fuzzed without an edit).
+KINDS = [*sorted(LOCATION_KINDS), *(plugin.kind for plugin in PLUGINS)]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),

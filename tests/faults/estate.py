@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.formats.manifest import seal_directory
+from drwatch.validators import PLUGINS
 from tests.support.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
 from tests.support.pgserver import PostgresServer
 from tests.support.pinecone_standin import BackupFault, PineconeStandIn
@@ -193,17 +194,25 @@ def make_world(moto: Server) -> Iterator[World]:
 
 # --- validator columns ---------------------------------------------------------------------------
 
-COLUMNS = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
-           "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-           "vector_pinecone")
+# Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
+HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
+            "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
+            "vector_pinecone")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
                "vector_pinecone": "vector_restore"}
+# Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
+# matrix without an edit here): an asset ``gen_<kind>`` whose production is a local directory and whose one copy
+# is an S3 bucket holding the same files, checked by ``{"kind": <kind>}`` with its defaults. The contract of such a
+# copy check: ok while the copy is there, error while S3 cannot be reached, failed once the copy is gone (every
+# object deleted). A kind that does not fit it (it needs a server, or options) gets a hand-made column instead.
+GENERIC = tuple(p.kind for p in PLUGINS if p.kind not in {COLUMN_KIND.get(c, c) for c in HANDMADE})
+COLUMNS = (*HANDMADE, *GENERIC)
 # Which side each column reaches over the network (S3 faults hit "s3", PostgreSQL faults hit "pg", faults of the
 # Pinecone API, i.e. of the stand-in, hit "pc").
 SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}, "postgres_restore": {"pg"},
          "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
-         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}}
+         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, **{kind: {"s3"} for kind in GENERIC}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
          "immutability_probe": ("vault", "immutability_probe"), "postgres_restore": ("db", "postgres_restore"),
@@ -212,7 +221,8 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "dataset": ("dataset", "dataset"), "model_weights": ("model", "model_weights"),
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
-         "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica")}
+         "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
+         **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
 PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (pinecone_api.TEMP_PREFIX)
 # Bad Pinecone backups of the matrix's ``vector_pinecone`` column (``missing_object``: no backup at all): the index
@@ -325,7 +335,10 @@ class Scenario:
             write_tree(d / loc / "healthy", files)
         self.assets["healthy"] = self._asset("healthy", [{"kind": "replica"}], copies=["dr"])
         for column in self.columns:
-            getattr(self, f"_add_{column}")()
+            if column in GENERIC:
+                self._add_generic(column)
+            else:
+                getattr(self, f"_add_{column}")()
         self.sandbox_dir.mkdir()
 
     def _asset(self, prefix: str, validators: list[dict[str, Any]], copies: list[str] | None = None,
@@ -335,6 +348,17 @@ class Scenario:
             v.setdefault("timeout", self.timeout)
         return {"rpo": "7d", "production": {"location": production, "prefix": prefix},
                 "copies": [{"location": c, "prefix": prefix} for c in copies or []], "validators": validators}
+
+    def _add_generic(self, kind: str) -> None:
+        """The generic column of ``kind`` (see GENERIC): production local, its one copy in S3, default options."""
+        asset = f"gen_{kind}"
+        files = sample_files(6, 1024, seed=7)
+        backdate(write_tree(self.dir / "local" / asset, files))  # production predates its S3 copy
+        name = bucket(self.ends.s3_server, f"fault-{kind.replace('_', '-')}")
+        upload(self.ends.s3_server, name, files, prefix=f"{asset}/")
+        self.buckets[asset] = name
+        self.s3_location(f"s3{asset}", name)
+        self.assets[asset] = self._asset(asset, [{"kind": kind}], copies=[f"s3{asset}"])
 
     def _add_replica_fs(self) -> None:
         files = sample_files(10, 4096, seed=2)
@@ -554,6 +578,12 @@ class Scenario:
             local(self.dir / "vecdumps" / "docs.dump")
         if "model_weights" in self.columns:
             remote(self.buckets["model"], "model/model-00002-of-00002.safetensors")
+        for kind in GENERIC:
+            if kind in self.columns and how is None:  # the copy is gone: every object of it deleted
+                s3 = s3client(self.ends.s3_server)
+                listed = s3.list_objects_v2(Bucket=self.buckets[f"gen_{kind}"], Prefix=f"gen_{kind}/")
+                for obj in listed.get("Contents", []):
+                    s3.delete_object(Bucket=self.buckets[f"gen_{kind}"], Key=obj["Key"])
         if "consistency_group" in self.columns and how is None:
             for loc in ("local", "dr"):  # never backed up: in no copy (the seal still lists it: shrink it too)
                 (self.dir / loc / "cg_b" / "docs" / f"{DOC_IDS[3]}.md").unlink()

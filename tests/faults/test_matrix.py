@@ -48,6 +48,7 @@ from tests.faults.conftest import MATRIX
 from tests.faults.estate import (
     COLUMNS,
     DNS_INVALID,
+    GENERIC,
     PINECONE_BAD_BACKUPS,
     PINECONE_PROD,
     SIDES,
@@ -102,7 +103,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "pc_throttled": _row(PC_COLS, ERR),  # the stand-in answers every request 429 RESOURCE_EXHAUSTED
     # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
     "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
-                        "model_weights"], ERR),
+                        "model_weights", *GENERIC], ERR),
     "pg_denied": _row(PG_COLS, ERR),
     "pc_denied": _row(PC_COLS, ERR),  # a wrong API key: the stand-in answers 401 UNAUTHENTICATED, like Pinecone
     "dns_unresolvable": _row(S3_COLS + PG_COLS + PC_COLS, ERR),
@@ -110,7 +111,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     | {"replica_fs": OK},
     "corrupt_byte": _row(BACKUP_COLS, FAILED),
     "truncated_file": _row(BACKUP_COLS, FAILED),
-    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group"], FAILED),
+    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", *GENERIC], FAILED),  # generic: copy gone
     "lock_missing": _row(["immutability_probe"], FAILED),
     "replay_paused": _row(["postgres_replica_lag"], FAILED),
     "skew": _row(["consistency_group"], FAILED),
