@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from drwatch.config.model import load_config
 from drwatch.formats.manifest import seal_directory
 from drwatch.metrics.collector import ProcessState, make_registry, render
-from drwatch.state.consistency import judge_skew, newest_consistent_set, skew
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
+from drwatch.validators.groups import judge_skew, newest_consistent_set, skew
 from tests.support.helpers import metric_value, run_cli, sample_files, write_config, write_tree
 from tests.support.pgserver import PostgresServer
 

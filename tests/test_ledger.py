@@ -16,10 +16,10 @@ from drwatch.core.errors import ConfigError
 from drwatch.state.pricing import GB, monthly_cost
 from drwatch.storage.prices import PriceTable
 from drwatch.store import open_store
-from drwatch.store.verify import LedgerBatch
 from drwatch.validators.copies.ledger import (
     DAY,
     CopySummary,
+    LedgerBatch,
     LedgerRow,
     OverBudget,
     Totals,

@@ -24,8 +24,7 @@ from drwatch.metrics.verify import verify_families
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.store import open_store
-from drwatch.store.verify import LedgerEntry
-from drwatch.validators.copies.ledger import DAY, day_of
+from drwatch.validators.copies.ledger import DAY, LedgerEntry, day_of
 from drwatch.validators.copies.verification import VerifySession
 from tests.support.helpers import basic_config, write_tree
 from tests.support.s3helpers import codes, parse, report, run, subjects

@@ -25,8 +25,8 @@ from drwatch.core.errors import ConfigError, ConfigProblem
 from drwatch.formats.sealsign import SealSignatureConfig
 from drwatch.storage.config import LocationConfig
 from drwatch.validators.config import ValidatorConfig
-from drwatch.validators.consistency_group import DocumentsCheck, EmbeddingModelCheck
 from drwatch.validators.copies.ledger import VerificationPolicy
+from drwatch.validators.groups import ConsistencyGroupConfig
 
 DEFAULT_PORT = 10099
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -157,16 +157,6 @@ class AssetConfig(_Model):
         if value <= timedelta(0):
             raise ValueError("rpo must be greater than zero")
         return value
-
-
-class ConsistencyGroupConfig(_Model):
-    """Assets restored together (a RAG system: index, model, documents); checked by a ``consistency_group``
-    validator on one member."""
-
-    assets: list[str] = Field(min_length=2)
-    max_skew: Duration
-    embedding_model: EmbeddingModelCheck | None = None
-    documents: DocumentsCheck | None = None
 
 
 class ComplianceConfig(_Model):

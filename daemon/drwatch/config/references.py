@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from drwatch.cluster.config import cluster_problems
 from drwatch.core.errors import ConfigError, ConfigProblem
 from drwatch.storage.config import S3LocationConfig, s3_place
-from drwatch.validators.consistency_group import group_problems
+from drwatch.validators.groups import group_problems
 
 if TYPE_CHECKING:
     from drwatch.config.model import Config

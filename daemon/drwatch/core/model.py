@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,21 @@ class Outcome(enum.StrEnum):
 
 
 OUTCOMES: tuple[str, ...] = tuple(o.value for o in Outcome)
+# The run-duration histogram's buckets (seconds): persisted per result by the store, exported by /metrics.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
+)
+
+
+def bucket_label(le: float) -> str:
+    return "+Inf" if math.isinf(le) else repr(float(le))
+
+
+def bucket_for(duration: float) -> str:
+    for le in DURATION_BUCKETS:
+        if duration <= le:
+            return bucket_label(le)
+    return "+Inf"
 
 
 class Severity(enum.StrEnum):

@@ -177,7 +177,7 @@ class Runner:
                             run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
                             log=log.bind(), deadline=deadline, exit_stack=stack,
                             hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
-                            snapshot=lambda: self.state.snapshot, store=self.store,
+                            results=lambda: self.state.snapshot, ledger=self.store,
                         )
                         validator = validators.build(vcfg)
                         async with asyncio.timeout(timeout) as cm:

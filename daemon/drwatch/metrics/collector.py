@@ -18,13 +18,12 @@ from prometheus_client.registry import Collector
 
 from drwatch import __version__
 from drwatch.config.model import Config
-from drwatch.core.model import OUTCOMES
+from drwatch.core.model import DURATION_BUCKETS, OUTCOMES, bucket_label
 from drwatch.engine.process import ProcessState as ProcessState  # noqa: PLC0414 (re-exported: its old home)
 from drwatch.metrics.groups import group_families
 from drwatch.metrics.verify import verify_asset_families, verify_location_families
 from drwatch.state.compliance import RULES, STATES, AssetVerdict, evaluate
 from drwatch.state.snapshot import Snapshot
-from drwatch.store.base import DURATION_BUCKETS, bucket_label
 from drwatch.validators import PLUGINS
 from drwatch.validators.plugin import Latest
 

@@ -67,6 +67,11 @@ class Snapshot:
     def stats(self, asset: str, validator: str) -> ValidatorStats | None:
         return self.validators.get((asset, validator))
 
+    def last_result(self, asset: str, validator: str) -> Result | None:
+        """The validator's latest stored result (drwatch.validators.base.ResultsView)."""
+        stats = self.validators.get((asset, validator))
+        return stats.last_result if stats is not None else None
+
     def copy_facts(self, asset: str) -> dict[str, CopyFact]:
         """Per copy label, the newest report of it among the asset's configured validators."""
         acfg = self.config.assets.get(asset)

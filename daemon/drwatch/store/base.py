@@ -8,23 +8,20 @@ pruning, and a crash never leaves a result without its counters.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.model import Ack, Attestation, CopyReport, Finding, Outcome, Result
-from drwatch.store.verify import LedgerBatch, LedgerEntry, counters, summaries
-from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
+from drwatch.core.model import Ack, Attestation, CopyReport, Finding, Outcome, Result, bucket_for
+from drwatch.store.verify import counters, summaries
+from drwatch.validators.base import LedgerWriter
+from drwatch.validators.copies.ledger import CopySummary
 
 if TYPE_CHECKING:
     from drwatch.store.chain import ChainCheck
     from drwatch.store.history import HistoryRows
 
 SCHEMA_VERSION = 5
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, math.inf,
-)
 
 
 class StoreSchemaError(ValidatorError):
@@ -38,17 +35,6 @@ class StoreSchemaError(ValidatorError):
             f"store schema version {found} is newer than this drwatch supports ({supported}): "
             "upgrade drwatch, or point it at another store",
         )
-
-
-def bucket_label(le: float) -> str:
-    return "+Inf" if math.isinf(le) else repr(float(le))
-
-
-def bucket_for(duration: float) -> str:
-    for le in DURATION_BUCKETS:
-        if duration <= le:
-            return bucket_label(le)
-    return "+Inf"
 
 
 def newer(stored: float | None, new: float | None, now: float) -> float | None:
@@ -131,7 +117,10 @@ class StoredState:
     acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> the newest ack
 
 
-class Store(Protocol):
+class Store(LedgerWriter, Protocol):
+    """Results, attestations, acks and their counters; and the verification ledger, which the engine hands to
+    the replica validator as its :class:`drwatch.validators.base.LedgerWriter`."""
+
     backend: str
 
     async def open(self) -> None: ...
@@ -143,14 +132,6 @@ class Store(Protocol):
     async def history(self, asset: str, validator: str | None = None, limit: int = 50) -> list[Result]: ...
     async def prune(self, before: float) -> int: ...
     async def ping(self) -> None: ...
-
-    # --- the verification ledger (drwatch.validators.copies.ledger; statements in store/verify.py) ---
-    async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]: ...
-    async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]: ...
-    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]: ...
-    async def ledger_write(self, batch: LedgerBatch) -> None: ...
-    async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]: ...
-    async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary: ...
 
     # --- reports and tamper evidence (drwatch.reporting; statements in store/history.py, store/chain.py) ---
     async def history_rows(self, since: float, until: float) -> HistoryRows: ...
@@ -171,9 +152,6 @@ REVISION_QUERY = (
 ACKS_TABLE = """CREATE TABLE acks (
     id {id} PRIMARY KEY{auto}, asset TEXT NOT NULL, validator TEXT NOT NULL,
     acked_by TEXT NOT NULL, reason TEXT NOT NULL, created_at {real} NOT NULL)"""
-RESULT_COLUMNS = (
-    "run_id, asset, validator, kind, outcome, started_at, finished_at, recovery_point, figures, findings, copies"
-)
 
 
 def result_params(result: Result) -> tuple[Any, ...]:

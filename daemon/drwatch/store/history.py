@@ -6,7 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from drwatch.store.base import RESULT_COLUMNS
+# The results table's columns as both backends write and read them (store/base.py result_params, result_from_row).
+RESULT_COLUMNS = (
+    "run_id, asset, validator, kind, outcome, started_at, finished_at, recovery_point, figures, findings, copies"
+)
 
 PERIOD = (f"SELECT id, {RESULT_COLUMNS}, config_hash, digest FROM results "
           "WHERE finished_at >= ? AND finished_at <= ? ORDER BY id")

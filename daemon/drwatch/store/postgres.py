@@ -10,26 +10,25 @@ from typing import Any
 import asyncpg
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.model import Ack, Attestation, Result
+from drwatch.core.model import Ack, Attestation, Result, bucket_for
 from drwatch.store import chain
 from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
-    RESULT_COLUMNS,
     REVISION_QUERY,
     SCHEMA_VERSION,
     StoredState,
     StoreSchemaError,
     assemble_state,
-    bucket_for,
     copy_byte_increments,
     result_from_row,
     result_params,
     stamp_sql,
     stamps,
 )
-from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
+from drwatch.store.history import RESULT_COLUMNS
+from drwatch.validators.copies.ledger import CopySummary, LedgerBatch, LedgerEntry, LedgerRow, Totals
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -294,11 +293,11 @@ class PostgresStore:
     async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]:
         return [v.queue_row(tuple(r)) for r in await self._p().fetch(v.pg(v.QUEUE), asset, limit, offset)]
 
-    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[v.LedgerEntry]:
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]:
         rows = await self._p().fetch(v.pg(v.PAGE), asset, copy, after, limit)
         return [v.entry_from_row(tuple(r)) for r in rows]
 
-    async def ledger_write(self, batch: v.LedgerBatch) -> None:
+    async def ledger_write(self, batch: LedgerBatch) -> None:
         async with self._p().acquire() as conn, conn.transaction():
             if batch.upserts:
                 await conn.executemany(v.pg(v.UPSERT_LEDGER), batch.upsert_params())

@@ -20,26 +20,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.model import Ack, Attestation, Result
+from drwatch.core.model import Ack, Attestation, Result, bucket_for
 from drwatch.store import chain
 from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
     ACKS_TABLE,
-    RESULT_COLUMNS,
     REVISION_QUERY,
     SCHEMA_VERSION,
     StoredState,
     StoreSchemaError,
     assemble_state,
-    bucket_for,
     copy_byte_increments,
     result_from_row,
     result_params,
     stamp_sql,
     stamps,
 )
-from drwatch.validators.copies.ledger import CopySummary, LedgerRow, Totals
+from drwatch.store.history import RESULT_COLUMNS
+from drwatch.validators.copies.ledger import CopySummary, LedgerBatch, LedgerEntry, LedgerRow, Totals
 
 T = TypeVar("T")
 
@@ -347,13 +346,13 @@ class SqliteStore:
 
         return await self._call(read)
 
-    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[v.LedgerEntry]:
-        def read(conn: sqlite3.Connection) -> list[v.LedgerEntry]:
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]:
+        def read(conn: sqlite3.Connection) -> list[LedgerEntry]:
             return [v.entry_from_row(r) for r in conn.execute(v.PAGE, (asset, copy, after, limit)).fetchall()]
 
         return await self._call(read)
 
-    async def ledger_write(self, batch: v.LedgerBatch) -> None:
+    async def ledger_write(self, batch: LedgerBatch) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from drwatch.validators.copies.ledger import CopySummary, LedgerRow
+from drwatch.validators.copies.ledger import CopySummary, LedgerEntry, LedgerRow
 
 SCHEMA_V3_SQLITE = [
     """CREATE TABLE verify_ledger (
@@ -104,22 +103,6 @@ def pg(sql: str) -> str:
     return _PLACEHOLDER.sub(lambda _m: f"${next(counter)}", sql)
 
 
-@dataclass(frozen=True)
-class LedgerEntry:
-    """A stored ledger row of one copy."""
-
-    key: str
-    size: int
-    version: str
-    storage_class: str
-    evidence: str  # the cheap evidence of the last metadata check: checksum, etag or size; or mismatch
-    value: str  # the value that evidence proved (checksum, ETag); for a mismatch "HOW|REFERENCE|CHECKSUM": how
-    # it was found bad (read, checksum, size...), the reference it was compared with (seal sha256 or version)
-    # and the object's own checksum or ETag then (empty when it had none)
-    checked_at: float
-    read_at: float | None
-
-
 def entry_from_row(row: Any) -> LedgerEntry:
     return LedgerEntry(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]),
                        float(row[6]), None if row[7] is None else float(row[7]))
@@ -127,28 +110,6 @@ def entry_from_row(row: Any) -> LedgerEntry:
 
 def queue_row(row: Any) -> LedgerRow:
     return LedgerRow(str(row[0]), str(row[1]), int(row[2]), None if row[3] is None else float(row[3]))
-
-
-@dataclass
-class LedgerBatch:
-    """Ledger changes of one asset written in one transaction, with what they cost."""
-
-    asset: str
-    upserts: list[tuple[Any, ...]]  # UPSERT_LEDGER parameters without the asset
-    deletes: list[tuple[str, str]]  # (copy, key)
-    day: int
-    egress_bytes: int = 0
-    requests: int = 0
-    counters: dict[tuple[str, str], int] | None = None  # (location, name) -> increment
-
-    def upsert_params(self) -> list[tuple[Any, ...]]:
-        return [(self.asset, *u) for u in self.upserts]
-
-    def delete_params(self) -> list[tuple[str, str, str]]:
-        return [(self.asset, c, k) for c, k in self.deletes]
-
-    def counter_params(self) -> list[tuple[str, str, int]]:
-        return [(loc, name, n) for (loc, name), n in (self.counters or {}).items() if n]
 
 
 def summary_from_rows(agg: Any, classes: list[Any], base: CopySummary) -> CopySummary:

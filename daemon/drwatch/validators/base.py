@@ -1,31 +1,157 @@
-"""The validator plug-in protocol, its run context and the config fields every validator shares."""
+"""The validator plug-in protocol, its run context and the config fields every validator shares.
+
+Validators see the rest of drwatch only through the small protocols here: the asset and configuration they run
+for (:class:`AssetView`, :class:`ConfigView`, which the loaded configuration satisfies), a writer of the
+verification ledger (:class:`LedgerWriter`, the store) and a read-only view of other validators' stored results
+(:class:`ResultsView`, the snapshot). They import nothing from config loading, the store, the snapshot or the
+engine (tests/test_import_graph.py; docs/architecture.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drwatch.core.durations import Duration
 from drwatch.core.errors import ConfigProblem
-from drwatch.core.model import Report
+from drwatch.core.model import CopyReport, Report, Result
 from drwatch.storage.filesystem import HashPool
 
 if TYPE_CHECKING:
     import structlog
 
-    from drwatch.config.model import AssetConfig, Config
     from drwatch.core.extras import Need
     from drwatch.core.sandbox import SandboxManager
-    from drwatch.state.snapshot import Snapshot
+    from drwatch.formats.sealsign import SealSignatureConfig
+    from drwatch.storage.config import LocationConfig
     from drwatch.storage.s3 import S3Pool
-    from drwatch.store.base import Store
+    from drwatch.validators.copies.ledger import (
+        CopySummary,
+        LedgerBatch,
+        LedgerEntry,
+        LedgerRow,
+        Totals,
+        VerificationPolicy,
+    )
+    from drwatch.validators.groups import ConsistencyGroupConfig
+
+
+# --- what validators see of the configuration (drwatch.config.model's Config and AssetConfig satisfy these) ---
+
+
+class CopyView(Protocol):
+    """One place of an asset (a copy, or production): a location and a prefix in it."""
+
+    @property
+    def location(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def label(self) -> str: ...
+
+
+class ProductionView(CopyView, Protocol):
+    @property
+    def frozen(self) -> bool: ...  # production must stay equal to the seal (any change since it fails)
+
+
+class AssetView(Protocol):
+    """The asset a validator runs for."""
+
+    @property
+    def rpo(self) -> timedelta: ...
+    @property
+    def rto(self) -> timedelta | None: ...
+    @property
+    def production(self) -> ProductionView: ...
+    @property
+    def copies(self) -> Sequence[CopyView]: ...
+    @property
+    def manifest(self) -> str | None: ...
+    @property
+    def seal_signature(self) -> SealSignatureConfig | None: ...
+    @property
+    def validators(self) -> Sequence[ValidatorConfigBase]: ...
+    @property
+    def verification(self) -> VerificationPolicy | None: ...
+
+
+class LimitsView(Protocol):
+    @property
+    def default_timeout(self) -> timedelta: ...
+    @property
+    def hash_workers(self) -> int: ...
+    @property
+    def sandbox_dir(self) -> str | None: ...
+
+
+class ComplianceView(Protocol):
+    @property
+    def drill_max_age(self) -> timedelta | None: ...
+    @property
+    def provider_counts_as_media(self) -> bool: ...
+    @property
+    def clock_skew(self) -> timedelta: ...
+    @property
+    def allow_governance(self) -> bool: ...
+    @property
+    def min_retention_remaining(self) -> timedelta: ...
+
+
+class ConfigView(Protocol):
+    """The whole configuration, read-only: locations, the other assets, consistency groups, limits."""
+
+    @property
+    def base_dir(self) -> Path: ...
+    def resolve_path(self, value: str) -> Path: ...
+    @property
+    def locations(self) -> Mapping[str, LocationConfig]: ...
+    @property
+    def assets(self) -> Mapping[str, AssetView]: ...
+    @property
+    def consistency_groups(self) -> Mapping[str, ConsistencyGroupConfig]: ...
+    @property
+    def limits(self) -> LimitsView: ...
+    @property
+    def compliance(self) -> ComplianceView: ...
+
+
+# --- what validators see of the stored state (the engine provides these) ---
+
+
+class LedgerWriter(Protocol):
+    """The verification ledger of an asset's copies, kept in the store (drwatch.validators.copies.ledger)."""
+
+    async def ledger_totals(self, asset: str, stale_before: float) -> dict[str, Totals]: ...
+    async def ledger_queue(self, asset: str, limit: int, offset: int) -> list[LedgerRow]: ...
+    async def ledger_page(self, asset: str, copy: str, after: str, limit: int) -> list[LedgerEntry]: ...
+    async def ledger_write(self, batch: LedgerBatch) -> None: ...
+    async def ledger_spent(self, asset: str, day: int) -> tuple[int, int]: ...
+    async def ledger_summary(self, asset: str, copy: str, since: float, base: CopySummary) -> CopySummary: ...
+
+
+class CopyFactView(Protocol):
+    @property
+    def report(self) -> CopyReport: ...
+    @property
+    def fresh_until(self) -> float: ...  # after this the fact is stale (the reporting validator's max age)
+
+
+class ResultsView(Protocol):
+    """What other validators proved, as stored (checks across assets judge these, never the validators)."""
+
+    def last_result(self, asset: str, validator: str) -> Result | None: ...
+    def copy_facts(self, asset: str) -> Mapping[str, CopyFactView]: ...
 
 
 class Schedule(BaseModel):
@@ -105,11 +231,11 @@ class ValidatorConfigBase(BaseModel):
     def label(self) -> str:
         return self.name or self.kind
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         """Locations this validator reads (for per-location concurrency limits)."""
         return sorted({asset.production.location, *(c.location for c in asset.copies)})
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         """Problems only visible with the whole config (e.g. references). Paths are relative."""
         return []
 
@@ -117,15 +243,15 @@ class ValidatorConfigBase(BaseModel):
         """Optional extras this configuration imports when it runs (``check-config`` warns when absent)."""
         return []
 
-    def judges(self, asset_name: str, cfg: Config) -> list[tuple[str, str]]:
+    def judges(self, asset_name: str, cfg: ConfigView) -> list[tuple[str, str]]:
         """The validators (asset, label) whose results this one reads: they must have a result before it
         runs (``drwatch check`` runs them first, the daemon waits for them). None of them reads results."""
         return []
 
-    def effective_timeout(self, cfg: Config) -> float:
+    def effective_timeout(self, cfg: ConfigView) -> float:
         return (self.timeout or cfg.limits.default_timeout).total_seconds()
 
-    def effective_max_age(self, cfg: Config) -> float:
+    def effective_max_age(self, cfg: ConfigView) -> float:
         """Results older than this are stale: the rules they support become unknown."""
         if self.max_age is not None:
             return float(self.max_age.total_seconds())
@@ -141,8 +267,8 @@ class RunContext:
 
     run_id: str
     asset_name: str
-    asset: AssetConfig
-    config: Config
+    asset: AssetView
+    config: ConfigView
     log: structlog.typing.FilteringBoundLogger
     deadline: float  # loop.time() by which the run must end
     exit_stack: AsyncExitStack
@@ -150,8 +276,8 @@ class RunContext:
     sandboxes: SandboxManager
     clock: Callable[[], float] = time.time
     s3: S3Pool | None = None
-    store: Store | None = None  # the durable store (the verification ledger of the replica validator)
-    snapshot: Callable[[], Snapshot] | None = None  # the current stored state (checks across assets)
+    ledger: LedgerWriter | None = None  # the verification ledger in the store (the replica validator)
+    results: Callable[[], ResultsView] | None = None  # other validators' stored results (checks across assets)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:

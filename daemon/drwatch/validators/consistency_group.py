@@ -21,53 +21,24 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from drwatch.core.durations import format_duration
 from drwatch.core.errors import ConfigProblem, ValidatorError
 from drwatch.core.model import CopyState, Finding, Outcome, Report, Severity
 from drwatch.formats.manifest import ManifestError, SealSignatureInvalid, SealUnsigned, aread
-from drwatch.formats.seals import asset_manifest_path, seal_digest, seal_header, seal_trust
-from drwatch.state.consistency import judge_skew
+from drwatch.formats.seals import seal_digest, seal_header
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Missing, S3Unavailable
+from drwatch.validators.assetseal import asset_manifest_path, seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.groups import DocumentsCheck, judge_skew
 from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import pgtools
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config, ConsistencyGroupConfig
-    from drwatch.state.snapshot import Snapshot
+    from drwatch.validators.base import AssetView, ConfigView, ResultsView
+    from drwatch.validators.groups import ConsistencyGroupConfig
 
 _CHECKED_PARALLEL = 16  # existence checks in flight per copy
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EmbeddingModelCheck(_Model):
-    """The vector index was embedded with exactly the model that is backed up."""
-
-    vectors: str  # asset whose seal carries the stamp
-    model: str  # asset whose seal digest the stamp must equal
-    key: str = "embedding_model"  # field of the vectors seal's header ``extra``
-
-
-class DocumentIds(pgtools.DsnRef):
-    """Where the vector index's document ids are read (read-only): its production database."""
-
-    table: str
-    column: str
-
-
-class DocumentsCheck(_Model):
-    """Document ids referenced by the vector index exist in the document store's recovery point."""
-
-    asset: str  # the document store asset
-    path: str = Field(pattern=r"\{id\}")  # key of one document under the asset's prefix, e.g. "docs/{id}.md"
-    ids: DocumentIds
-    sample: int = Field(default=200, ge=1, le=100_000)
 
 
 class ConsistencyGroupValidatorConfig(ValidatorConfigBase):
@@ -76,10 +47,10 @@ class ConsistencyGroupValidatorConfig(ValidatorConfigBase):
     kind: Literal["consistency_group"] = "consistency_group"
     group: str
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         return []  # reads the stored state and seals; copy existence checks are a small sample
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         group = cfg.consistency_groups.get(self.group)
         if group is None:
             known = ", ".join(sorted(cfg.consistency_groups)) or "none defined"
@@ -87,14 +58,14 @@ class ConsistencyGroupValidatorConfig(ValidatorConfigBase):
         if asset_name not in group.assets:
             return [ConfigProblem("group", f"asset {asset_name!r} is not a member of consistency group "
                                            f"{self.group!r} (members: {', '.join(group.assets)})")]
-        owners = [(a, v.label) for a, v in cfg.iter_validators()
+        owners = [(a, v.label) for a, asset_cfg in cfg.assets.items() for v in asset_cfg.validators
                   if isinstance(v, ConsistencyGroupValidatorConfig) and v.group == self.group]
         if owners and owners[0] != (asset_name, self.label):
             return [ConfigProblem("group", f"consistency group {self.group!r} is already checked by "
                                            f"assets.{owners[0][0]} validator {owners[0][1]!r}: one per group")]
         return []
 
-    def judges(self, asset_name: str, cfg: Config) -> list[tuple[str, str]]:
+    def judges(self, asset_name: str, cfg: ConfigView) -> list[tuple[str, str]]:
         """Every validator of every member proves (or not) its recovery points."""
         group = cfg.consistency_groups.get(self.group)
         if group is None:
@@ -103,21 +74,7 @@ class ConsistencyGroupValidatorConfig(ValidatorConfigBase):
                 for v in cfg.assets[member].validators if not v.reads_results]
 
 
-def group_problems(name: str, group: ConsistencyGroupConfig) -> list[ConfigProblem]:
-    """References inside a group's optional checks must be members (paths relative to the group)."""
-    problems: list[ConfigProblem] = []
-    members = set(group.assets)
-    if group.embedding_model is not None:
-        for fld in ("vectors", "model"):
-            value = getattr(group.embedding_model, fld)
-            if value not in members:
-                problems.append(ConfigProblem(f"embedding_model.{fld}", f"{value!r} is not a member of the group"))
-    if group.documents is not None and group.documents.asset not in members:
-        problems.append(ConfigProblem("documents.asset", f"{group.documents.asset!r} is not a member of the group"))
-    return problems
-
-
-def _candidates(snap: Snapshot, cfg: Config, asset_name: str, now: float) -> list[float]:
+def _candidates(snap: ResultsView, cfg: ConfigView, asset_name: str, now: float) -> list[float]:
     """Recovery points drwatch proved for the asset with results that are still fresh."""
     asset = cfg.assets[asset_name]
     points: set[float] = set()
@@ -127,8 +84,7 @@ def _candidates(snap: Snapshot, cfg: Config, asset_name: str, now: float) -> lis
                 and fact.fresh_until >= now):
             points.add(rep.recovery_point)
     for vcfg in asset.validators:
-        stats = snap.stats(asset_name, vcfg.label)
-        res = stats.last_result if stats is not None else None
+        res = snap.last_result(asset_name, vcfg.label)
         if (res is not None and res.outcome == Outcome.OK and res.recovery_point is not None and not res.copies
                 and res.finished_at + vcfg.effective_max_age(cfg) >= now):
             points.add(res.recovery_point)  # drills that prove a point without per-copy reports
@@ -143,13 +99,13 @@ class ConsistencyGroupValidator:
 
     async def run(self, ctx: RunContext) -> Report:
         group = ctx.config.consistency_groups.get(self.cfg.group)
-        if group is None or ctx.snapshot is None:
+        if group is None or ctx.results is None:
             raise ValidatorError("no_group", f"consistency group {self.cfg.group!r} is not configured")
         findings: list[Finding] = []
         figures: dict[str, float] = {"max_skew_seconds": group.max_skew.total_seconds()}
         problems = unknown = 0  # checks that failed / could not be done
         now = ctx.clock()
-        snap = ctx.snapshot()
+        snap = ctx.results()
 
         candidates = {m: _candidates(snap, ctx.config, m, now) for m in group.assets}
         unproven = [m for m, pts in candidates.items() if not pts]

@@ -25,7 +25,7 @@ from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 CANARY_NAME = "drwatch-canary"
 
@@ -43,11 +43,11 @@ class ImmutabilityProbeConfig(ValidatorConfigBase):
             raise ValueError("renew_before must be shorter than retention")
         return self
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         names = set(self.copies or [c.label for c in asset.copies])
         return sorted({c.location for c in asset.copies if c.label in names})
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = []
         known = {c.label: c.location for c in asset.copies}
         for i, name in enumerate(self.copies or []):

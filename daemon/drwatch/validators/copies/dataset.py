@@ -46,11 +46,12 @@ from drwatch.formats.parquet import (
     read_file_facts,
     s3_fetcher,
 )
-from drwatch.formats.seals import seal_absence, seal_trust
+from drwatch.formats.seals import seal_absence
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source
+from drwatch.validators.assetseal import seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies import mlflow_layout
 from drwatch.validators.copies.live import LiveKey, LiveRule, LiveTally, live_findings, seal_point
@@ -70,7 +71,7 @@ from drwatch.validators.copies.timetrust import FutureTimes, seal_in_future
 from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
 _LOCK_TEXT = LockText(
@@ -89,7 +90,7 @@ class DatasetConfig(ValidatorConfigBase):
     copies: list[str] | None = None  # check only these copies (default: all)
     list_limit: int = Field(default=10, ge=1)  # findings listed one by one per location and code
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = unknown_copies(self.copies, asset)
         prod = cfg.locations.get(asset.production.location)
         if asset.manifest is None and prod is not None and not isinstance(prod, FilesystemLocationConfig):

@@ -123,6 +123,44 @@ class Totals:
     due_bytes: int = 0  # never read or stale by the next run (see due_cutoff)
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A stored ledger row of one copy."""
+
+    key: str
+    size: int
+    version: str
+    storage_class: str
+    evidence: str  # the cheap evidence of the last metadata check: checksum, etag or size; or mismatch
+    value: str  # the value that evidence proved (checksum, ETag); for a mismatch "HOW|REFERENCE|CHECKSUM": how
+    # it was found bad (read, checksum, size...), the reference it was compared with (seal sha256 or version)
+    # and the object's own checksum or ETag then (empty when it had none)
+    checked_at: float
+    read_at: float | None
+
+
+@dataclass
+class LedgerBatch:
+    """Ledger changes of one asset written in one transaction, with what they cost."""
+
+    asset: str
+    upserts: list[tuple[Any, ...]]  # drwatch.store.verify.UPSERT_LEDGER parameters without the asset
+    deletes: list[tuple[str, str]]  # (copy, key)
+    day: int
+    egress_bytes: int = 0
+    requests: int = 0
+    counters: dict[tuple[str, str], int] | None = None  # (location, name) -> increment
+
+    def upsert_params(self) -> list[tuple[Any, ...]]:
+        return [(self.asset, *u) for u in self.upserts]
+
+    def delete_params(self) -> list[tuple[str, str, str]]:
+        return [(self.asset, c, k) for c, k in self.deletes]
+
+    def counter_params(self) -> list[tuple[str, str, int]]:
+        return [(loc, name, n) for (loc, name), n in (self.counters or {}).items() if n]
+
+
 def daily_allowance(policy: VerificationPolicy, totals: Totals, spent_today: int = 0) -> int:
     """Bytes the asset should read in all today (``spent_today`` included): what was read already plus
     everything still due (catch up), or the pace, whichever is larger; never above the egress budget."""

@@ -24,7 +24,7 @@ from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, So
 from drwatch.validators.base import RunContext
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig
+    from drwatch.validators.base import AssetView
 
 # --- locations ---------------------------------------------------------------------------------------
 
@@ -254,7 +254,7 @@ def copy_report(ctx: RunContext, src: Source, state: CopyState, facts: Facts, t:
     )
 
 
-def unknown_copies(selected: list[str] | None, asset: AssetConfig) -> list[ConfigProblem]:
+def unknown_copies(selected: list[str] | None, asset: AssetView) -> list[ConfigProblem]:
     """Config problems for a validator's ``copies:`` selection naming copies the asset does not have."""
     known = {c.label for c in asset.copies}
     return [ConfigProblem(f"copies[{i}]", f"unknown copy {name!r} (asset copies: {sorted(known)})")

@@ -36,13 +36,13 @@ from drwatch.core.durations import Duration, format_duration
 from drwatch.core.errors import ConfigProblem, ValidatorError
 from drwatch.core.model import CopyReport, CopyState, Finding, Outcome, Report, Severity
 from drwatch.formats.manifest import ManifestError, aread
-from drwatch.formats.seals import seal_absence, seal_present, seal_trust
+from drwatch.formats.seals import seal_absence, seal_present
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
-from drwatch.store.verify import LedgerEntry
+from drwatch.validators.assetseal import seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
-from drwatch.validators.copies.ledger import composite_matches
+from drwatch.validators.copies.ledger import LedgerEntry, composite_matches
 from drwatch.validators.copies.live import LiveKey, LiveRule, LiveTally, live_findings, seal_point
 from drwatch.validators.copies.merge import Window, guard, listing, next_entry
 from drwatch.validators.copies.posture import (
@@ -63,7 +63,7 @@ from drwatch.validators.copies.verification import VerifySession, reference_id
 from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 
 class ReplicaConfig(ValidatorConfigBase):
@@ -83,7 +83,7 @@ class ReplicaConfig(ValidatorConfigBase):
             raise ValueError("production_reread must be at least 1d (re-reads are paced per day), or null")
         return value
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         return unknown_copies(self.copies, asset)
 
 
@@ -274,9 +274,9 @@ class ReplicaValidator:
         policy = ctx.asset.verification
         if policy is None:
             return await self._unchanged_session(ctx, checked)
-        if ctx.store is None:
+        if ctx.ledger is None:
             raise ValidatorError("no_store", "the verification policy needs the store (run through the daemon)")
-        session = VerifySession(ctx.store, ctx.asset_name, policy, ctx.clock(),
+        session = VerifySession(ctx.ledger, ctx.asset_name, policy, ctx.clock(),
                                 86400.0 / self.cfg.schedule.interval_seconds())
         for s in streams:
             if isinstance(s.src, S3Source):
@@ -292,9 +292,9 @@ class ReplicaValidator:
         production is not checked against a seal, is not a filesystem, re-reads are off or there is no store."""
         prod = next((s for s in checked if s.src.role == "production"), None)
         reread = self.cfg.production_reread
-        if prod is None or not isinstance(prod.src, FilesystemSource) or reread is None or ctx.store is None:
+        if prod is None or not isinstance(prod.src, FilesystemSource) or reread is None or ctx.ledger is None:
             return None
-        session = UnchangedSession(ctx.store, ctx.asset_name, reread, ctx.clock(),
+        session = UnchangedSession(ctx.ledger, ctx.asset_name, reread, ctx.clock(),
                                    86400.0 / self.cfg.schedule.interval_seconds())
         session.add_copy(prod.name, prod.src.location, None, prod.unlisted)
         await session.start()

@@ -29,9 +29,8 @@ from datetime import timedelta
 
 from drwatch.core.model import Finding
 from drwatch.storage.filesystem import Entry
-from drwatch.store.base import Store
-from drwatch.store.verify import LedgerEntry
-from drwatch.validators.copies.ledger import VerificationPolicy
+from drwatch.validators.base import LedgerWriter
+from drwatch.validators.copies.ledger import LedgerEntry, VerificationPolicy
 from drwatch.validators.copies.verification import MISMATCH, VerifySession, version_of
 
 
@@ -40,7 +39,7 @@ class UnchangedSession(VerifySession):
 
     unread_evidence = "unchanged"
 
-    def __init__(self, store: Store, asset: str, reread: timedelta, now: float, runs_per_day: float) -> None:
+    def __init__(self, store: LedgerWriter, asset: str, reread: timedelta, now: float, runs_per_day: float) -> None:
         super().__init__(store, asset, VerificationPolicy(read_every=reread), now, runs_per_day)
 
     def candidate(self, copy: str, entry: Entry, prior: LedgerEntry | None, ref: str = "") -> bool:

@@ -1,6 +1,7 @@
 """The verification ledger inside one ``replica`` run: which objects to read, and what was proven, kept.
 
-The pure planning lives in :mod:`drwatch.validators.copies.ledger`; this module talks to the store. The ledger covers
+The pure planning lives in :mod:`drwatch.validators.copies.ledger`; this module talks to the store through the
+:class:`drwatch.validators.base.LedgerWriter` the engine gives the run. The ledger covers
 every
 stream the run proves: the copies, and production too when a seal is the reference (production is then
 verified like a copy: provider checksums against the seal first, reads within the same budget). A run:
@@ -41,11 +42,12 @@ from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Severity
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import RequestMeter
-from drwatch.store.base import Store
-from drwatch.store.verify import LedgerBatch, LedgerEntry
+from drwatch.validators.base import LedgerWriter
 from drwatch.validators.copies.ledger import (
     DAY,
     CopySummary,
+    LedgerBatch,
+    LedgerEntry,
     LedgerRow,
     OverBudget,
     Plan,
@@ -116,7 +118,7 @@ def _iso(ts: float) -> str:
 class _Cursor:
     """One copy's ledger rows in key order, read in pages, consumed in step with the listing."""
 
-    def __init__(self, store: Store, asset: str, copy: str) -> None:
+    def __init__(self, store: LedgerWriter, asset: str, copy: str) -> None:
         self.store, self.asset, self.copy = store, asset, copy
         self.rows: list[LedgerEntry] = []
         self.pos = 0
@@ -170,7 +172,7 @@ class VerifySession:
 
     unread_evidence = "size"  # how an object proven without a read and without provider evidence is counted
 
-    def __init__(self, store: Store, asset: str, policy: VerificationPolicy, now: float,
+    def __init__(self, store: LedgerWriter, asset: str, policy: VerificationPolicy, now: float,
                  runs_per_day: float) -> None:
         self.store, self.asset, self.policy, self.now = store, asset, policy, now
         self.day = day_of(now)

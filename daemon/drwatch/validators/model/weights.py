@@ -40,11 +40,12 @@ from drwatch.core.model import CopyReport, CopyState, Finding, Outcome, Report, 
 from drwatch.formats import safetensors as st
 from drwatch.formats.manifest import ManifestError, aread
 from drwatch.formats.parquet import s3_range
-from drwatch.formats.seals import asset_manifest_path, seal_present, seal_trust
+from drwatch.formats.seals import seal_present
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
 from drwatch.storage.hashing import new_hash
 from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
+from drwatch.validators.assetseal import asset_manifest_path, seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies.posture import (
     LockText,
@@ -63,7 +64,7 @@ from drwatch.validators.model.inference.drill import InferenceConfig, smoke_test
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 STATES = ("verified", "missing", "mismatch", "corrupt", "extra")
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials", "access_denied"})
@@ -85,14 +86,14 @@ class ModelWeightsConfig(ValidatorConfigBase):
     list_limit: int = Field(default=10, ge=1)
     inference: InferenceConfig | None = None
 
-    def inference_copy(self, asset: AssetConfig) -> str | None:
+    def inference_copy(self, asset: AssetView) -> str | None:
         if self.inference is None:
             return None
         if self.inference.copy_name is not None:
             return self.inference.copy_name
         return asset.copies[0].label if asset.copies else None
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         known = {c.label for c in asset.copies}
         problems = unknown_copies(self.copies, asset)
         if self.inference is not None:

@@ -22,7 +22,7 @@ from drwatch.storage.filesystem import aopen
 from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify, s3_errors
 
 if TYPE_CHECKING:
-    from drwatch.config.model import Config
+    from drwatch.validators.base import ConfigView
 
 _CHUNK = 1024 * 1024
 
@@ -196,7 +196,8 @@ DumpPrefix = Annotated[str, AfterValidator(_prefix)]
 DumpPattern = Annotated[str, AfterValidator(_pattern)]
 
 
-def dumps_at(config: Config, s3: S3Pool | None, location: str, prefix: str, pattern: str) -> FilesystemDumps | S3Dumps:
+def dumps_at(config: ConfigView, s3: S3Pool | None, location: str, prefix: str,
+             pattern: str) -> FilesystemDumps | S3Dumps:
     """The dumps under ``prefix`` of ``location`` whose name matches ``pattern``."""
     loc = config.locations[location]
     if isinstance(loc, FilesystemLocationConfig):

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -32,8 +32,13 @@ from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.secrets import read_secret, redact, register_dsn_password
 from drwatch.storage.filesystem import aopen
 
-if TYPE_CHECKING:
-    from drwatch.config.model import Config
+
+class _BaseDir(Protocol):
+    """Where relative secret paths resolve (the configuration, :class:`drwatch.validators.base.ConfigView`)."""
+
+    @property
+    def base_dir(self) -> Path: ...
+
 
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 OUTPUT_LIMIT = 64 * 1024  # bytes kept of a tool's stdout/stderr (the rest is read and dropped)
@@ -297,7 +302,7 @@ class DsnRef(BaseModel):
             raise ValueError("set exactly one of dsn_env (environment variable) or dsn_file (file path)")
         return self
 
-    def params(self, field: str, cfg: Config) -> dict[str, str]:
+    def params(self, field: str, cfg: _BaseDir) -> dict[str, str]:
         try:
             dsn = read_secret(field, env=self.dsn_env, file=self.dsn_file, base_dir=cfg.base_dir)
         except ConfigError as exc:

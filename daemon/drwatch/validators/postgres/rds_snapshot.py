@@ -31,7 +31,7 @@ from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig
+    from drwatch.validators.base import AssetView
 
 _NOT_FOUND = {"DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound"}
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
@@ -74,7 +74,7 @@ class RdsSnapshotConfig(ValidatorConfigBase):
             raise ValueError("use either 'profile' or explicit access keys, not both")
         return self
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         return []  # talks to the RDS API only
 
     @property

@@ -34,7 +34,7 @@ from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 from drwatch.validators.postgres import pgtools
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig
+    from drwatch.validators.base import AssetView
 
 _STATE_SQL = """
 SELECT pg_is_in_recovery() AS standby,
@@ -64,7 +64,7 @@ class PostgresReplicaLagConfig(ValidatorConfigBase):
             raise ValueError("set exactly one of dsn_env (environment variable) or dsn_file (file path)")
         return self
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         return []  # reads no location: only the standby
 
 

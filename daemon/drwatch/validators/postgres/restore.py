@@ -57,7 +57,7 @@ from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import pgcluster, pgdump, pgtools
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 DRILL_DB = "drill"  # the database restored into, in an ephemeral cluster
 _LISTED = 10  # error lines of a failed restore reported one by one
@@ -160,10 +160,10 @@ class PostgresRestoreConfig(ValidatorConfigBase):
     production: pgtools.DsnRef | None = None
     expect: ExpectConfig = Field(default_factory=ExpectConfig)
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         return [self.location]
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = []
         if self.location not in cfg.locations:
             problems.append(ConfigProblem("location", f"unknown location {self.location!r} "

@@ -70,7 +70,7 @@ from drwatch.validators.vector.pgvector_sandbox import (
 from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
-    from drwatch.config.model import Config
+    from drwatch.validators.base import ConfigView
     from drwatch.validators.vector.restore import VectorRestoreConfig
 
 
@@ -126,7 +126,7 @@ class PgvectorBackend(_Model):
     def _column(cls, value: str | None) -> str | None:
         return None if value is None else _ident(value)
 
-    def cross_check(self, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, cfg: ConfigView) -> list[ConfigProblem]:
         if self.location not in cfg.locations:
             return [ConfigProblem("backend.location", f"unknown location {self.location!r} "
                                   f"(known: {', '.join(sorted(cfg.locations)) or 'none'})")]

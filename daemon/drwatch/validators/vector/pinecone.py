@@ -61,7 +61,7 @@ from drwatch.validators.vector.queries import configured_queries
 if TYPE_CHECKING:
     from array import array
 
-    from drwatch.config.model import Config
+    from drwatch.validators.base import ConfigView
     from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
     from drwatch.validators.vector.restore import VectorRestoreConfig
     from drwatch.validators.vector.vectormath import Hit, Metric
@@ -158,7 +158,7 @@ def _owner_alive(tags: dict[str, str], created: float) -> bool:
     return started is None or started <= created + 2.0
 
 
-def orphan_grace(config: Config) -> float:
+def orphan_grace(config: ConfigView) -> float:
     """Longest timeout of any Pinecone drill in the config, plus a margin: no live run is older."""
     longest = 0.0
     for _asset, vcfg in _pinecone_validators(config):
@@ -166,7 +166,7 @@ def orphan_grace(config: Config) -> float:
     return (longest or config.limits.default_timeout.total_seconds()) + ORPHAN_MARGIN
 
 
-def _pinecone_validators(config: Config) -> list[tuple[str, Any]]:
+def _pinecone_validators(config: ConfigView) -> list[tuple[str, Any]]:
     return [(name, v) for name, asset in config.assets.items() for v in asset.validators
             if v.kind == "vector_restore" and isinstance(getattr(v, "backend", None), PineconeBackend)]
 
@@ -187,7 +187,7 @@ async def sweep_project(client: PineconeClient, grace: float, now: float, log: A
     return removed
 
 
-async def sweep_pinecone_orphans(config: Config, log: Any = None, budget: float = 120.0) -> list[str]:
+async def sweep_pinecone_orphans(config: ConfigView, log: Any = None, budget: float = 120.0) -> list[str]:
     """Start-up sweep for the daemon: every Pinecone project named by a ``vector_restore`` validator.
 
     Never raises for Pinecone or secret problems (they are logged; every run sweeps again); each project

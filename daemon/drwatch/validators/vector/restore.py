@@ -39,7 +39,7 @@ from drwatch.validators.vector.pinecone import PineconeBackend, run_pinecone_dri
 from drwatch.validators.vector.vectormath import Metric
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 VectorBackend = Annotated[PgvectorBackend | PineconeBackend, Field(discriminator="type")]
 
@@ -69,12 +69,12 @@ class VectorRestoreConfig(ValidatorConfigBase):
     distance_tolerance: float = Field(default=1e-6, ge=0.0, le=1.0,
                                       description="distances closer than this are ties")
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         if isinstance(self.backend, PgvectorBackend):
             return [self.backend.location]
         return super().locations(asset)
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = self.backend.cross_check(cfg) if isinstance(self.backend, PgvectorBackend) else []
         if self.query_vectors is not None and not cfg.resolve_path(self.query_vectors).is_file():
             problems.append(ConfigProblem("query_vectors", f"no such file: {cfg.resolve_path(self.query_vectors)}"))

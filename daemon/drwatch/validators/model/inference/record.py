@@ -17,19 +17,18 @@ from pathlib import Path
 
 import structlog
 
-from drwatch.config.model import Config
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.sandbox import SandboxManager
 from drwatch.formats.seals import seal_digest
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
-from drwatch.validators.base import RunContext
+from drwatch.validators.base import ConfigView, RunContext
 from drwatch.validators.model.inference import engines, goldens
 from drwatch.validators.model.inference.launch import run_worker
 from drwatch.validators.model.weights import CopyCheck, ModelWeightsConfig, ModelWeightsValidator
 
 
-def _pick(cfg: Config, asset_name: str, validator: str | None) -> ModelWeightsConfig:
+def _pick(cfg: ConfigView, asset_name: str, validator: str | None) -> ModelWeightsConfig:
     asset = cfg.assets.get(asset_name)
     if asset is None:
         raise ValueError(f"unknown asset {asset_name!r} (assets: {sorted(cfg.assets)})")
@@ -42,7 +41,7 @@ def _pick(cfg: Config, asset_name: str, validator: str | None) -> ModelWeightsCo
     return found[0]
 
 
-async def record_goldens(cfg: Config, asset_name: str, copy: str | None = None,
+async def record_goldens(cfg: ConfigView, asset_name: str, copy: str | None = None,
                          validator: str | None = None) -> tuple[Path, goldens.Goldens]:
     """Restore ``copy`` (default: the validator's inference copy), run the model, write the goldens file.
 
