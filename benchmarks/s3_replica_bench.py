@@ -505,7 +505,7 @@ class Bench:
     def drwatch(self, cfg: Path, prefix_cmd: list[str] | None = None) -> Run:
         fresh_store(cfg)
         wait_quiet(self.args.quiet_wait)
-        cmd = ["drwatch", "check", "--config", str(cfg), "--output", "json"]
+        cmd = [sys.executable, "-m", "drwatch", "check", "--config", str(cfg), "--output", "json"]
         return run_measured([*(prefix_cmd or []), *cmd], self.denv, self.srv, self.alog)
 
     def rclone(self, prefix: str, *extra: str) -> Run:
@@ -859,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.objects < 2 * FAULTS:
         p.error(f"--objects must be at least {2 * FAULTS}")
     a.repeat = max(1, a.repeat)
-    for tool in ("drwatch", "rclone"):
+    for tool in ("rclone",):
         if shutil.which(tool) is None:
             p.error(f"{tool} is not on PATH")
 

@@ -70,6 +70,7 @@ class S3LocationConfig(BaseModel):
     retry_mode: Literal["adaptive", "standard", "legacy"] = "adaptive"
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
     head_concurrency: int = Field(default=16, ge=1, le=256)
+    list_concurrency: int = Field(default=8, ge=1, le=64)  # ListObjectsV2 requests in flight per listing
     canary_prefix: str | None = None
     inventory: InventoryReportConfig | None = None  # per-object facts from an S3 Inventory report
     offline: bool = False

@@ -3,252 +3,55 @@
 Everything here reads. The only write drwatch ever makes to a backup location is the opt-in canary of
 the ``immutability_probe`` validator, under the location's ``canary_prefix`` (see that validator).
 
-Errors are mapped to honest outcomes by :func:`classify`: access denied, throttling, unreachable
-endpoints and timeouts are "could not check" (``ValidatorError``); a missing bucket or key is a fact
-about the backup that callers turn into findings.
+Errors are mapped to honest outcomes by :func:`classify` (``storage/s3errors.py``): access denied,
+throttling, unreachable endpoints and timeouts are "could not check" (``ValidatorError``); a missing bucket
+or key is a fact about the backup that callers turn into findings. The requests paid per page or per
+object take the lean path (``storage/s3lean.py``); listings are split by common prefix
+(``storage/s3list.py``); the data types are in ``storage/s3model.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drwatch.core.errors import ConfigError, ValidatorError
-from drwatch.core.secrets import read_secret
+from drwatch.storage.aws import Credentials, read_credentials, session_for
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.hashing import new_hash
+from drwatch.storage.s3errors import S3Missing, S3Unavailable, classify, s3_errors
+from drwatch.storage.s3model import (
+    ARCHIVE_CLASSES,
+    BucketFacts,
+    ObjectHead,
+    RequestMeter,
+    S3Object,
+    _attempts,
+    _head_from_boto,
+    _head_from_headers,
+    _ts,
+    checksum_matches_sha256,
+    sha256_hex_to_b64,
+)
 
 if TYPE_CHECKING:
-    from botocore.exceptions import ClientError
+    from drwatch.storage.s3lean import LeanS3
+    from drwatch.storage.s3list import ListedObject, ListPage
 
-    from drwatch.storage.s3lean import LeanS3, ListPage
-
-
-def s3_errors() -> tuple[type[BaseException], ...]:
-    """What a failing S3 call raises (botocore's roots, aiohttp's, OSError, TimeoutError). botocore is
-    imported on first use throughout this module: it costs ~0.15 s of start-up that a ``check`` of filesystem
-    assets never needs (benchmarks/startup_bench.py; tests/test_startup.py keeps it out)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError, OSError, TimeoutError, *_http_errors())
-
-
-def _http_errors() -> tuple[type[BaseException], ...]:
-    """aiohttp errors botocore does not wrap (a body cut off by a dying server). aiohttp is imported by
-    aioboto3 with the first client, so no such error can exist before; importing it here would cost every
-    command (check-config included) ~0.3 s."""
-    mod = sys.modules.get("aiohttp")
-    return (mod.ClientError,) if mod is not None else ()
-
-
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"})
-FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "SHA256", "SHA1", "CRC32C", "CRC32")
+# Re-exported: the names callers import from ``drwatch.storage.s3`` (one place to import S3 things from).
+__all__ = ["ARCHIVE_CLASSES", "BucketFacts", "Credentials", "ObjectHead", "RequestMeter", "S3Location", "S3Missing",
+           "S3Object", "S3Pool", "S3Unavailable", "checksum_matches_sha256", "classify", "resolve_credentials",
+           "s3_errors", "sha256_hex_to_b64"]
 _READ_CHUNK = 1024 * 1024
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-           "AllAccessDisabled", "AccountProblem", "403"}
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503",
-              "ServiceUnavailable", "InternalError", "500", "RequestTimeout"}
-_MISSING = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "NoSuchVersion"}
-_ARCHIVED = {"InvalidObjectState"}  # GET of a GLACIER/DEEP_ARCHIVE object that was not restored
-
-
-@dataclass(frozen=True)
-class S3Object:
-    key: str  # relative to the copy's prefix
-    size: int
-    etag: str
-    last_modified: float
-    storage_class: str = "STANDARD"
-    version_id: str | None = None
-    checksum_listed: bool = False  # the listing names an additional checksum algorithm for the object
-    checksum_algorithm: str | None = None  # that algorithm (CRC32, CRC64NVME, SHA256...)
-
-
-@dataclass(frozen=True)
-class ObjectHead:
-    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (full-object only)
-    composite: dict[str, str] = field(default_factory=dict)  # algorithm -> value (multipart composite)
-    lock_mode: str | None = None
-    retain_until: float | None = None
-    legal_hold: bool = False
-    version_id: str | None = None
-    storage_class: str = "STANDARD"
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class BucketFacts:
-    region: str | None  # observed (GetBucketLocation); None if not allowed to read it
-    versioning: str  # Enabled | Suspended | Disabled | unknown
-    object_lock: bool | None
-    default_lock_mode: str | None
-    kms_key_arn: str | None
-    encryption: str | None  # AES256 | aws:kms | None
-
-
-# API operations -> the bounded ``operation`` label of the request counters.
-_OPERATIONS = {"list_objects_v2": "list", "head_object": "head", "get_object": "get"}
-
-
-class RequestMeter:
-    """What drwatch sent to one location for one source of one run: HTTP requests by operation (retries
-    included, as botocore reports them) and object bytes received (GET bodies). Listing and HEAD responses
-    carry a few hundred bytes of XML/headers each and are not counted as egress; they are counted as
-    requests."""
-
-    def __init__(self, location: str) -> None:
-        self.location = location
-        self.requests: dict[str, int] = {}
-        self.egress_bytes = 0
-
-    def count(self, op: str, attempts: int) -> None:
-        label = _OPERATIONS.get(op, "bucket")
-        self.requests[label] = self.requests.get(label, 0) + attempts
-
-    def total(self) -> int:
-        return sum(self.requests.values())
-
-
-def _attempts(meta: Any) -> int:
-    """HTTP requests one API call sent: the first plus botocore's retries."""
-    try:
-        return 1 + int((meta or {}).get("RetryAttempts", 0))
-    except (TypeError, ValueError):
-        return 1
-
-
-class S3Unavailable(ValidatorError):
-    """Could not talk to the S3 endpoint as needed (denied, throttled, unreachable, timed out)."""
-
-
-class S3Missing(Exception):
-    """The bucket or key does not exist."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        super().__init__(what)
-
-
-def _code(exc: ClientError) -> str:
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code or status
-
-
-def classify(exc: BaseException, location: str) -> Exception:
-    """Map a botocore exception to S3Missing (a fact) or S3Unavailable (could not check)."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        ReadTimeoutError,
-    )
-
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code in _MISSING or status == "404":
-            return S3Missing(code)
-        if code in _ARCHIVED:
-            # A 403 that is not about permissions: the object must be restored before it can be read.
-            return S3Unavailable("archived", f"S3 location {location!r}: object is in an archive storage class "
-                                 "and not restored; it cannot be read")
-        if code in _DENIED or status == "403":
-            return S3Unavailable("access_denied", f"S3 location {location!r} denied access ({code})")
-        if code in _THROTTLED or status.startswith("5"):
-            return S3Unavailable("throttled", f"S3 location {location!r} is throttling or failing ({code})")
-        return S3Unavailable("s3_error", f"S3 location {location!r} answered {code}")
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
-        return S3Unavailable("unreachable", f"S3 location {location!r} is unreachable")
-    if isinstance(exc, ReadTimeoutError | TimeoutError):
-        return S3Unavailable("timeout", f"S3 location {location!r} timed out")
-    if isinstance(exc, NoCredentialsError):
-        return S3Unavailable("no_credentials", f"no credentials found for S3 location {location!r}")
-    if isinstance(exc, (BotoCoreError, OSError, *_http_errors())):
-        # HTTPClientError: aiohttp errors botocore does not wrap, e.g. a body cut off by a dying server
-        return S3Unavailable("unreachable", f"S3 location {location!r}: {type(exc).__name__}")
-    raise exc
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key_id: str | None
-    secret_access_key: str | None
-    session_token: str | None
-    profile: str | None
-
-    @property
-    def identity(self) -> str:
-        """What makes two locations share credentials (never the secret itself)."""
-        if self.access_key_id:
-            return f"key:{self.access_key_id}"
-        if self.profile:
-            return f"profile:{self.profile}"
-        return "default-chain"
+_LIST_AHEAD = 32  # listing pages buffered ahead of the consumer, all of a listing's concurrent requests together
 
 
 def resolve_credentials(name: str, loc: S3LocationConfig, base_dir: Path) -> Credentials:
-    """The location's keys; a key that cannot be read (variable unset, file missing or empty) is a
-    ValidatorError ``secret_unavailable`` (the check that needs it ends as ``error``), never an empty key."""
-    def get(field_name: str) -> str | None:
-        env = getattr(loc, f"{field_name}_env")
-        file = getattr(loc, f"{field_name}_file")
-        if env is None and file is None:
-            return None
-        try:
-            return read_secret(f"locations.{name}.{field_name}", env=env, file=file, base_dir=base_dir)
-        except ConfigError as exc:
-            raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
-
-    return Credentials(get("access_key_id"), get("secret_access_key"), get("session_token"), loc.profile)
-
-
-def _b64_to_hex(value: str) -> str | None:
-    try:
-        return base64.b64decode(value, validate=True).hex()
-    except ValueError:
-        return None
-
-
-def sha256_hex_to_b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
-_SHARED_SESSION: list[Any] = []  # the aioboto3 session every location with explicit keys uses
-
-
-def _session(creds: Credentials) -> Any:
-    """The aioboto3 session a location's client is made from.
-
-    A session parses botocore's service models once; a new session per location cost ~0.2-0.4 s of CPU
-    on the event loop for every client. Locations with explicit keys (passed per client, never stored in
-    the session, so its credential chain is never consulted) share one. A profile or the default chain is
-    resolved by the session itself: such a location keeps a session of its own, as before.
-    """
-    import aioboto3  # heavy: imported on first use, not when loading a config
-
-    if creds.access_key_id is None:
-        from botocore.exceptions import ProfileNotFound
-
-        try:
-            return aioboto3.Session(profile_name=creds.profile)
-        except ProfileNotFound:  # could not check (no credentials here), never a crash
-            raise ValidatorError("no_credentials", f"AWS profile {creds.profile!r} is not configured on this host "
-                                 "(AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE, ~/.aws/, or the unit's "
-                                 "drwatch-aws-credentials credential)") from None
-    if not _SHARED_SESSION:
-        _SHARED_SESSION.append(aioboto3.Session())
-    return _SHARED_SESSION[0]
+    """The location's keys (:func:`drwatch.storage.aws.read_credentials`)."""
+    return read_credentials(f"locations.{name}.", loc, base_dir)
 
 
 class S3Location:
@@ -292,7 +95,7 @@ class S3Location:
             if self._client is None:
                 from botocore.config import Config as BotoConfig
 
-                session = _session(self.creds)
+                session = session_for(self.creds)
                 boto_cfg = BotoConfig(
                     connect_timeout=self.cfg.connect_timeout.total_seconds(),
                     read_timeout=self.cfg.read_timeout.total_seconds(),
@@ -392,74 +195,84 @@ class S3Location:
             kms = default.get("KMSMasterKeyID", kms)
         return BucketFacts(region, versioning, object_lock, default_mode, kms, algo)
 
-    async def objects(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[S3Object]:
-        """Stream objects under prefix in key order (ListObjectsV2 pages), keys relative to the prefix.
+    async def listed(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[list[ListedObject]]:
+        """The objects under ``prefix`` (full keys) in key order, a page at a time. On the lean path the
+        prefix's common prefixes are listed concurrently when the listing is longer than one page
+        (``list_concurrency`` requests in flight, each a few pages ahead: ``storage/s3list.py``); memory stays
+        bounded."""
+        from drwatch.storage.s3list import split_pages
 
-        The next page is requested while the current one is consumed (one page ahead: memory stays
-        independent of the object count), so the listings of production and its copies run concurrently
-        with each other and with the merge."""
-        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        ahead: asyncio.Task[ListPage] | None = None
+        async def fetch(base: str, token: str | None, delimiter: str | None, after: str | None) -> ListPage:
+            return await self._page(base, token, delimiter, after, meter)
+
+        window = self.cfg.list_concurrency
+        pages = split_pages(fetch, prefix, window, max(2, _LIST_AHEAD // window))
         try:
-            ahead = asyncio.ensure_future(self._page(base, None, meter))
-            while True:
-                page = await ahead
-                ahead = None
-                if page.next_token:
-                    ahead = asyncio.ensure_future(self._page(base, page.next_token, meter))
-                for obj in page.objects:
-                    key = obj.key[len(base):]
+            async for page in pages:
+                yield page
+        except s3_errors() as exc:
+            raise classify(exc, self.name) from None
+        finally:
+            await pages.aclose()  # type: ignore[attr-defined]
+
+    async def objects(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[S3Object]:
+        """Stream objects under prefix in key order, keys relative to the prefix (see :meth:`listed`)."""
+        base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        cut = len(base)
+        pages = self.listed(base, meter)
+        try:
+            async for page in pages:
+                for obj in page:
+                    key = obj.key[cut:]
                     if not key or key.endswith("/"):
                         continue  # the prefix itself or a "directory" marker
                     yield S3Object(key=key, size=obj.size, etag=obj.etag, last_modified=obj.last_modified,
                                    storage_class=obj.storage_class, checksum_listed=bool(obj.checksum_algorithm),
                                    checksum_algorithm=obj.checksum_algorithm)
-                if ahead is None:
-                    break
-        except s3_errors() as exc:
-            raise classify(exc, self.name) from None
         finally:
-            if ahead is not None and not ahead.done():
-                # A consumer that stops early (or is cancelled): the page in flight goes with it, now.
-                ahead.cancel()
-                await asyncio.gather(ahead, return_exceptions=True)
-            elif ahead is not None and not ahead.cancelled():
-                ahead.exception()  # its result or error is no longer wanted; mark it retrieved
+            await pages.aclose()  # type: ignore[attr-defined]
 
-    async def _page(self, base: str, token: str | None, meter: RequestMeter | None) -> ListPage:
+    async def _page(self, base: str, token: str | None, delimiter: str | None, after: str | None,
+                    meter: RequestMeter | None) -> ListPage:
         """One ListObjectsV2 page: the lean path where it applies, else aioboto3. Raises botocore errors."""
         from botocore.exceptions import ClientError
 
-        from drwatch.storage.s3lean import ListedObject, ListPage
+        from drwatch.storage.s3list import ListedObject, ListPage
 
+        op = "list_objects_v2"
         if self.lean_path:
             lean = await self.lean()
             try:
-                page, attempts = await lean.list_page(base, token)
+                page, attempts = await lean.list_page(base, token, delimiter, after)
             except ClientError as exc:
                 if meter is not None:
-                    meter.count("list_objects_v2", _attempts(exc.response.get("ResponseMetadata")))
+                    meter.count(op, _attempts(exc.response.get("ResponseMetadata")))
                 raise
             if meter is not None:
-                meter.count("list_objects_v2", attempts)
+                meter.count(op, attempts)
             return page
         kwargs: dict[str, Any] = {"Bucket": self.cfg.bucket, "Prefix": base}
         if token is not None:
             kwargs["ContinuationToken"] = token
+        if delimiter is not None:
+            kwargs["Delimiter"] = delimiter
+        if after is not None:
+            kwargs["StartAfter"] = after
         client = await self.client()
         try:
             resp = await client.list_objects_v2(**kwargs)
         except ClientError as exc:
             if meter is not None:
-                meter.count("list_objects_v2", _attempts(exc.response.get("ResponseMetadata")))
+                meter.count(op, _attempts(exc.response.get("ResponseMetadata")))
             raise
         if meter is not None:
-            meter.count("list_objects_v2", _attempts(resp.get("ResponseMetadata")))
+            meter.count(op, _attempts(resp.get("ResponseMetadata")))
         return ListPage([ListedObject(
             key=str(obj["Key"]), size=int(obj["Size"]), etag=str(obj.get("ETag", "")).strip('"'),
             last_modified=_ts(obj.get("LastModified")), storage_class=str(obj.get("StorageClass") or "STANDARD"),
             checksum_algorithm=(obj.get("ChecksumAlgorithm") or [None])[0]) for obj in resp.get("Contents", [])],
-            resp.get("NextContinuationToken") if resp.get("IsTruncated") else None)
+            resp.get("NextContinuationToken") if resp.get("IsTruncated") else None,
+            [str(p["Prefix"]) for p in resp.get("CommonPrefixes", [])])
 
     async def head(self, key: str, meter: RequestMeter | None = None) -> ObjectHead:
         if not self.lean_path:
@@ -542,66 +355,6 @@ class S3Location:
     async def list_versions(self, prefix: str) -> list[dict[str, Any]]:
         resp = await self._call("list_object_versions", Bucket=self.cfg.bucket, Prefix=prefix)
         return list(resp.get("Versions", []))
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return 0.0
-
-
-def _split_checksums(values: dict[str, str], ctype: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Full-object checksums and multipart composites (a composite value ends with "-N")."""
-    checksums: dict[str, str] = {}
-    composite: dict[str, str] = {}
-    for algo, value in values.items():
-        if ctype == "COMPOSITE" or "-" in value:
-            composite[algo] = value
-        else:
-            checksums[algo] = value
-    return checksums, composite
-
-
-def _head_from_boto(resp: dict[str, Any]) -> ObjectHead:
-    values = {a: str(resp[f"Checksum{a}"]) for a in FULL_OBJECT_ALGORITHMS if resp.get(f"Checksum{a}")}
-    checksums, composite = _split_checksums(values, str(resp.get("ChecksumType") or ""))
-    return ObjectHead(
-        checksums=checksums,
-        composite=composite,
-        lock_mode=resp.get("ObjectLockMode"),
-        retain_until=_ts(resp.get("ObjectLockRetainUntilDate")) if resp.get("ObjectLockRetainUntilDate") else None,
-        legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
-        version_id=resp.get("VersionId"),
-        storage_class=str(resp.get("StorageClass") or "STANDARD"),
-        etag=str(resp.get("ETag", "")).strip('"'),
-    )
-
-
-def _head_from_headers(h: dict[str, str]) -> ObjectHead:
-    """The same ObjectHead from the raw HeadObject response headers (lower-case names) of the lean path."""
-    from drwatch.storage.s3lean import parse_time
-
-    values = {a: v for a in FULL_OBJECT_ALGORITHMS if (v := h.get(f"x-amz-checksum-{a.lower()}"))}
-    checksums, composite = _split_checksums(values, h.get("x-amz-checksum-type", ""))
-    retain = h.get("x-amz-object-lock-retain-until-date")
-    return ObjectHead(
-        checksums=checksums,
-        composite=composite,
-        lock_mode=h.get("x-amz-object-lock-mode") or None,
-        retain_until=parse_time(retain) if retain else None,
-        legal_hold=h.get("x-amz-object-lock-legal-hold") == "ON",
-        version_id=h.get("x-amz-version-id") or None,
-        storage_class=h.get("x-amz-storage-class") or "STANDARD",
-        etag=h.get("etag", "").strip('"'),
-    )
-
-
-def checksum_matches_sha256(head: ObjectHead, sha256_hex: str) -> bool | None:
-    """True/False if the object's full-object SHA256 checksum decides it, None if it has none."""
-    value = head.checksums.get("SHA256")
-    if value is None:
-        return None
-    return _b64_to_hex(value) == sha256_hex
 
 
 class S3Pool:

@@ -273,21 +273,33 @@ class S3Source:
         return Probe.OK, ""
 
     async def entries(self) -> AsyncIterator[Entry]:
+        """The copy's objects in key order, built straight from the listing's pages (one Entry per object, no
+        intermediate object)."""
         base = self.prefix.strip("/")
+        base = f"{base}/" if base else ""
+        cut = len(base)
         canary = (self.cfg.canary_prefix or "").strip("/")
+        canary = f"{canary}/" if canary else ""
+        classes = self.listed_classes
         try:
-            objects = self.client.objects(self.prefix, self.meter)
+            pages = self.client.listed(base, self.meter)
             try:
-                async for obj in objects:
-                    if canary and (f"{base}/{obj.key}" if base else obj.key).startswith(canary + "/"):
-                        continue  # the immutability probe's own canary is no part of any recovery point
-                    self.listed_classes.add(obj.storage_class)
-                    yield Entry(obj.key, obj.size, obj.last_modified, etag=obj.etag,
-                                storage_class=obj.storage_class, checksum_listed=obj.checksum_listed)
+                async for page in pages:
+                    for obj in page:
+                        key = obj.key[cut:]
+                        if not key or key.endswith("/"):
+                            continue  # the prefix itself or a "directory" marker
+                        if canary and obj.key.startswith(canary):
+                            continue  # the immutability probe's own canary is no part of any recovery point
+                        klass = obj.storage_class
+                        if klass not in classes:
+                            classes.add(klass)
+                        yield Entry(key, obj.size, obj.last_modified, etag=obj.etag, storage_class=klass,
+                                    checksum_listed=obj.checksum_algorithm is not None)
             finally:
                 # A consumer that stops early (or is cancelled) closes the page stream too, now: never left to
                 # the garbage collector.
-                await objects.aclose()  # type: ignore[attr-defined]
+                await pages.aclose()  # type: ignore[attr-defined]
         except S3Missing:
             # The bucket vanished while it was listed (it existed at the probe): like a directory that went.
             raise FileNotFoundError(f"bucket {self.cfg.bucket!r}") from None

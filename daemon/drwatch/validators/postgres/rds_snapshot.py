@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from drwatch.core.durations import Duration, format_duration
-from drwatch.core.errors import ConfigError, ValidatorError
+from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
-from drwatch.core.secrets import read_secret
+from drwatch.storage.aws import api_errors, aws_failure, read_credentials
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from drwatch.validators.base import AssetView
 
 _NOT_FOUND = {"DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound"}
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
-           "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException"}
 
 
 class RdsSnapshotConfig(ValidatorConfigBase):
@@ -96,38 +94,8 @@ def _ts(value: Any) -> float:
 
 
 def _unavailable(exc: BaseException, region: str) -> ValidatorError:
-    from botocore.exceptions import (
-        ClientError,
-        ConnectTimeoutError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        ReadTimeoutError,
-    )
-
     where = f"RDS API in {region}"
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _DENIED or status == 403:
-            return ValidatorError("access_denied", f"{where} denied access ({code})")
-        if code.startswith("Throttl") or status >= 500:
-            return ValidatorError("throttled", f"{where} is throttling or failing ({code or status})")
-        return ValidatorError("rds_error", f"{where} answered {code or status}")
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
-        return ValidatorError("unreachable", f"{where} is unreachable")
-    if isinstance(exc, ReadTimeoutError | TimeoutError):
-        return ValidatorError("timeout", f"{where} timed out")
-    if isinstance(exc, NoCredentialsError):
-        return ValidatorError("no_credentials", f"no credentials for the {where}")
-    return ValidatorError("unreachable", f"{where}: {type(exc).__name__}")
-
-
-def _api_errors() -> tuple[type[BaseException], ...]:
-    """What a failing RDS call raises. botocore is imported on first use in this module, not with the config:
-    a ``check`` of filesystem assets never pays its start-up (tests/test_startup.py)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return (ClientError, BotoCoreError, OSError, TimeoutError)
+    return aws_failure(exc, where, "rds_error") or ValidatorError("unreachable", f"{where}: {type(exc).__name__}")
 
 
 class _Rds:
@@ -155,7 +123,7 @@ class _Rds:
                                         created, str(s.get("Status", "")),
                                         bool(s.get("Encrypted", s.get("StorageEncrypted", False))),
                                         str(s.get("SnapshotType", ""))))
-        except _api_errors() as exc:
+        except api_errors() as exc:
             raise _unavailable(exc, self.region) from None
         return out
 
@@ -173,7 +141,7 @@ class _Rds:
             if str(exc.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
                 return None
             raise _unavailable(exc, self.region) from None
-        except _api_errors() as exc:
+        except api_errors() as exc:
             raise _unavailable(exc, self.region) from None
 
 
@@ -189,26 +157,18 @@ class RdsSnapshotValidator:
 
         cfg = self.cfg
 
-        def secret(name: str) -> str | None:
-            env, file = getattr(cfg, f"{name}_env"), getattr(cfg, f"{name}_file")
-            if env is None and file is None:
-                return None
-            try:
-                return read_secret(name, env=env, file=file, base_dir=ctx.config.base_dir)
-            except ConfigError as exc:
-                raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
-
-        keys = await asyncio.to_thread(lambda: [secret(n) for n in ("access_key_id", "secret_access_key",
-                                                                   "session_token")])
+        keys = await asyncio.to_thread(read_credentials, "", cfg, ctx.config.base_dir)
         try:
-            session = aioboto3.Session(aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
-                                       aws_session_token=keys[2], profile_name=cfg.profile, region_name=region)
+            session = aioboto3.Session(aws_access_key_id=keys.access_key_id,
+                                       aws_secret_access_key=keys.secret_access_key,
+                                       aws_session_token=keys.session_token, profile_name=cfg.profile,
+                                       region_name=region)
             boto_cfg = BotoConfig(connect_timeout=cfg.connect_timeout.total_seconds(),
                                   read_timeout=cfg.read_timeout.total_seconds(),
                                   retries={"mode": "standard", "max_attempts": cfg.max_attempts})
             client = await ctx.exit_stack.enter_async_context(
                 session.client("rds", endpoint_url=cfg.endpoint_url, config=boto_cfg))
-        except _api_errors() as exc:  # e.g. NoRegionError, ProfileNotFound
+        except api_errors() as exc:  # e.g. NoRegionError, ProfileNotFound
             raise _unavailable(exc, region or "the default region") from None
         return _Rds(cfg, client)
 
