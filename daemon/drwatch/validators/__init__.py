@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drwatch.validators import consistency_group, immutability_probe
+from drwatch.validators import consistency_group, file_freshness, immutability_probe
 from drwatch.validators.base import Validator
 from drwatch.validators.copies import dataset, replica
 from drwatch.validators.model import weights
@@ -28,6 +28,7 @@ PLUGINS: tuple[Plugin, ...] = (
     consistency_group.PLUGIN,
     vector_restore.PLUGIN,
     weights.PLUGIN,
+    file_freshness.PLUGIN,
 )
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
