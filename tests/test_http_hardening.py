@@ -29,10 +29,10 @@ import structlog
 import yaml
 
 from drwatch.config.model import load_config
+from drwatch.config.web import for_config
 from drwatch.engine.runner import AppState
 from drwatch.http.conn import HEADER_TIMEOUT, MAX_CONNECTIONS
 from drwatch.http.server import HttpServer
-from drwatch.http.webconfig import for_config
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from tests.support.helpers import DaemonProcess, basic_config, drwatch_cmd, free_port, populate, write_config

@@ -18,9 +18,9 @@ from drwatch.core.textsafe import escape
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config.model import reference_data
     from drwatch.config.preflight import extras_warnings, path_warnings, profile_warnings, seal_key_warnings
+    from drwatch.config.web import describe, exposed_files, for_config
     from drwatch.core.errors import SHOWN_PROBLEMS
     from drwatch.core.secrets import missing_here
-    from drwatch.http.webconfig import describe, exposed_files, for_config
 
     try:
         cfg = load(args.file, require_assets=False)

@@ -5,15 +5,11 @@ from __future__ import annotations
 import re
 import socket
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drwatch.core.durations import Duration
-from drwatch.core.errors import ConfigProblem
-
-if TYPE_CHECKING:
-    from drwatch.config.model import Config
 
 _NODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -62,12 +58,3 @@ class ClusterConfig(BaseModel):
     @property
     def node_name(self) -> str:
         return self.node or default_node_name()
-
-
-def cluster_problems(cfg: Config) -> list[ConfigProblem]:
-    """Cluster mode shares one PostgreSQL store: a SQLite file cannot be shared between hosts."""
-    if cfg.cluster.enabled and cfg.store.postgres is None:
-        return [ConfigProblem("cluster.enabled",
-                              "cluster mode needs a shared PostgreSQL store: set store: {postgres: {dsn_env: ...}} "
-                              "(SQLite is for a single node)")]
-    return []

@@ -8,13 +8,12 @@ import os
 import re
 from typing import TYPE_CHECKING, Any
 
-from drwatch.cluster.config import cluster_problems
 from drwatch.core.errors import ConfigError, ConfigProblem
 from drwatch.storage.config import S3LocationConfig, s3_place
 from drwatch.validators.groups import group_problems
 
 if TYPE_CHECKING:
-    from drwatch.config.model import Config
+    from drwatch.config.schema import Config
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -168,6 +167,15 @@ def cross_check_problems(cfg: Config) -> list[ConfigProblem]:
     ] + cluster_problems(cfg) + _alias_problems(cfg)
 
 
+def cluster_problems(cfg: Config) -> list[ConfigProblem]:
+    """Cluster mode shares one PostgreSQL store: a SQLite file cannot be shared between hosts."""
+    if cfg.cluster.enabled and cfg.store.postgres is None:
+        return [ConfigProblem("cluster.enabled",
+                              "cluster mode needs a shared PostgreSQL store: set store: {postgres: {dsn_env: ...}} "
+                              "(SQLite is for a single node)")]
+    return []
+
+
 def _place(cfg: Config, location: str, prefix: str) -> tuple[str, ...]:
     """Where a copy's bytes are: the real directory (symlinks resolved) or the S3 endpoint, bucket and prefix."""
     loc = cfg.locations[location]
@@ -202,7 +210,7 @@ def web_config_problems(cfg: Config) -> list[ConfigProblem]:
     """``http.web_config_file`` is loaded (certificates included) so that a bad one fails like the config."""
     if cfg.http.web_config_file is None:
         return []
-    from drwatch.http.webconfig import for_config
+    from drwatch.config.web import for_config
 
     try:
         for_config(cfg)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from drwatch.config.model import Config, HttpConfig, config_or_problem
+from drwatch.config.web import WebConfig, describe, exposed_files, for_config
 from drwatch.core import logs
 from drwatch.core.errors import ConfigError
 from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
 from drwatch.engine.scheduler import Scheduler
 from drwatch.engine.sdnotify import Notifier
-from drwatch.http.webconfig import WebConfig, WebGuard, describe, exposed_files, for_config
+from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot

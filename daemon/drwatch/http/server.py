@@ -24,9 +24,10 @@ from aiohttp.http import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from drwatch import __version__
+from drwatch.config.web import WebConfig
 from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
-from drwatch.http.webconfig import WebConfig, WebGuard
+from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.exposition import GZIP_LEVEL, Exposition, SnapshotRenderer, accepts_gzip
 from drwatch.state.report import document
 
