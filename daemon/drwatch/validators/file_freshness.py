@@ -31,7 +31,7 @@ from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.plugin import Plugin
 
 if TYPE_CHECKING:
-    from drwatch.config.model import AssetConfig, Config
+    from drwatch.validators.base import AssetView, ConfigView
 
 
 class FileFreshnessConfig(ValidatorConfigBase):
@@ -47,14 +47,14 @@ class FileFreshnessConfig(ValidatorConfigBase):
             raise ValueError("must be above zero (leave it out for the asset's RPO)")
         return value
 
-    def locations(self, asset: AssetConfig) -> list[str]:
+    def locations(self, asset: AssetView) -> list[str]:
         names = set(self.copies) if self.copies is not None else {c.label for c in asset.copies}
         locs = {c.location for c in asset.copies if c.label in names}
         if self.production:
             locs.add(asset.production.location)
         return sorted(locs)
 
-    def cross_check(self, asset_name: str, asset: AssetConfig, cfg: Config) -> list[ConfigProblem]:
+    def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = unknown_copies(self.copies, asset)
         if not asset.copies and not self.production:
             problems.append(ConfigProblem("", "the asset has no copy to check (set production: true to check "
