@@ -47,6 +47,18 @@ class AppState:
     listeners: list[Callable[[Result], None]] = field(default_factory=list)
 
 
+class GlobalSlot:
+    """A global concurrency slot taken by :meth:`Limits.take_global`; released once, by whoever is first."""
+
+    def __init__(self, sem: asyncio.Semaphore) -> None:
+        self._sem: asyncio.Semaphore | None = sem
+
+    def release(self) -> None:
+        sem, self._sem = self._sem, None
+        if sem is not None:
+            sem.release()
+
+
 class Limits:
     def __init__(self, cfg: Config) -> None:
         self.global_sem = asyncio.Semaphore(cfg.limits.max_concurrent)
@@ -55,10 +67,20 @@ class Limits:
             for name, loc in cfg.locations.items()
         }
 
+    async def take_global(self) -> GlobalSlot:
+        """The global slot, taken ahead of :meth:`slots` (which then releases it with the location slots)."""
+        await self.global_sem.acquire()
+        return GlobalSlot(self.global_sem)
+
     @asynccontextmanager
-    async def slots(self, locations: list[str]) -> AsyncIterator[None]:
+    async def slots(self, locations: list[str], held: GlobalSlot | None = None) -> AsyncIterator[None]:
+        """The global slot (``held``: taken already), then each location's, in one global order; all are
+        released together on exit."""
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self.global_sem)
+            if held is None:
+                await stack.enter_async_context(self.global_sem)
+            else:
+                stack.callback(held.release)
             for name in sorted(locations):  # one global order: no deadlock between validators
                 sem = self.per_location.get(name)
                 if sem is not None:
@@ -140,29 +162,40 @@ class Runner:
 
     async def _run_logged(self, asset: str, vcfg: ValidatorConfig) -> Result | None:
         try:
-            return await self.execute(asset, vcfg)
+            # Queued for the global slot here, before anything else of the run exists: with thousands of runs
+            # queued (an estate larger than its limits), each waits as a task and one future, not a chain of
+            # coroutines and context managers (memory, and objects for every full garbage collection to walk).
+            limits = self.limits  # a reload meanwhile applies to later runs (as for a run past this point)
+            slot = await limits.take_global()
+            try:
+                return await self.execute(asset, vcfg, held=(limits, slot))
+            finally:
+                slot.release()  # if the run ended before its slots were taken (they release it otherwise)
         except asyncio.CancelledError:
             raise
         except Exception:  # never lose the daemon to one run
             log.exception("run_crashed", asset=asset, validator=vcfg.label)
             return None
 
-    async def execute(self, asset_name: str, vcfg: ValidatorConfig, run_id: str | None = None) -> Result:
+    async def execute(self, asset_name: str, vcfg: ValidatorConfig, run_id: str | None = None, *,
+                      held: tuple[Limits, GlobalSlot] | None = None) -> Result:
         """Run one validator once (waiting for its concurrency slots) and record its result (under ``run_id``
-        when given: the cluster engine names a run before it starts, to find its result after a crash)."""
+        when given: the cluster engine names a run before it starts, to find its result after a crash).
+        ``held``: the limits whose global slot the caller took already (the location slots are taken here)."""
         current = asyncio.current_task()
         try:
-            return await self._execute(asset_name, vcfg, current, run_id or uuid.uuid4().hex)
+            return await self._execute(asset_name, vcfg, current, run_id or uuid.uuid4().hex, held)
         finally:
             self._started.discard(current)
 
     async def _execute(self, asset_name: str, vcfg: ValidatorConfig, current: asyncio.Task[Any] | None,
-                       run_id: str) -> Result:
+                       run_id: str, held: tuple[Limits, GlobalSlot] | None) -> Result:
         cfg = self.state.config
         asset = cfg.assets[asset_name]
         timeout = vcfg.effective_timeout(cfg)
+        limits, slot = held if held is not None else (self.limits, None)
         with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
-            async with self.limits.slots(vcfg.locations(asset)):
+            async with limits.slots(vcfg.locations(asset), slot):
                 self._started.add(current)
                 started = self.clock()
                 log.info("run_started", kind=vcfg.kind)
