@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drwatch.http.server import StatusText
 from drwatch.metrics.collector import ProcessState
 from drwatch.metrics.exposition import STALE_MAX_AGE, Exposition, accepts_gzip
 from tests.support.helpers import DaemonProcess, basic_config, free_port, populate, write_config
@@ -191,3 +192,17 @@ async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> 
     await asyncio.sleep(STALE_MAX_AGE + 0.1)
     snapshot[0] = object()
     assert (await expo.get()) is not fresh and expo.renders == 3
+
+
+def test_status_text_is_the_document_with_runtime_spliced_in() -> None:
+    """/api/v1/status encodes the (cached) document once and splices the per-request runtime member in: the body is
+    byte for byte ``json.dumps({**doc, "runtime": runtime}, indent=2)``, and its gzip form decompresses to it."""
+    doc = {"generated_at": "2026-12-07T00:00:00+00:00",
+           "assets": {"a\n\"b\"": {"rules": {"copies": {"state": "pass", "detail": "2/2 \u00e9 \\ ok"}}, "x": []}},
+           "results": [{"figures": {"n": 1.5}, "findings": []}], "acks": []}
+    text = StatusText(doc)
+    for runtime in ({"asyncio_tasks": 4, "http_connections": {}},
+                    {"asyncio_tasks": 9, "results_pending": 0, "http_connections": {"open": 2, "max": 3}}):
+        expected = json.dumps({**doc, "runtime": runtime}, indent=2).encode()
+        assert text.body(runtime, False) == expected
+        assert gzip.decompress(text.body(runtime, True)) == expected

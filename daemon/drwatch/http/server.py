@@ -13,10 +13,11 @@ and a place under a cap on open connections (:mod:`drwatch.http.conn`).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -28,7 +29,7 @@ from drwatch.config.web import WebConfig
 from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
 from drwatch.http.webconfig import WebGuard
-from drwatch.metrics.exposition import GZIP_LEVEL, Exposition, SnapshotRenderer, accepts_gzip
+from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip, deflate, gzip_framed
 from drwatch.state.report import document
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
@@ -69,9 +70,27 @@ class _Protocol(web.RequestHandler):
         return response
 
 
-def _json_body(doc: dict[str, Any], zipped: bool) -> bytes:
-    text = json.dumps(doc, indent=2).encode()
-    return gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0) if zipped else text
+class StatusText:
+    """A status document as ``json.dumps(doc, indent=2)`` bytes, made once per document, with the per-request
+    ``runtime`` member spliced in at the end: at thousands of assets the document is megabytes of JSON (the
+    indenting encoder is pure Python), far too much to encode again for each request. The gzip body is the
+    document's deflate segment (also made once) and the runtime's, in one member (:func:`gzip_framed`)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        text = json.dumps(doc, indent=2).encode()
+        if not doc or not text.endswith(b"\n}"):
+            raise ValueError("a status document is a non-empty JSON object")
+        self.prefix = text[:-2] + b',\n  "runtime": '
+        self.deflated = deflate(self.prefix)
+        self.crc = zlib.crc32(self.prefix)
+
+    def body(self, runtime: dict[str, Any], zipped: bool) -> bytes:
+        """Exactly ``json.dumps({**doc, "runtime": runtime}, indent=2)`` (gzipped when ``zipped``)."""
+        suffix = json.dumps(runtime, indent=2).replace("\n", "\n  ").encode() + b"\n}"
+        if not zipped:
+            return self.prefix + suffix
+        return gzip_framed([self.deflated, deflate(suffix)], zlib.crc32(suffix, self.crc),
+                           len(self.prefix) + len(suffix))
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:
@@ -90,8 +109,9 @@ class HttpServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock,
                                      SnapshotRenderer(lambda: self.state.snapshot, state.process, clock))
-        self._status_doc: tuple[tuple[int, int], object, dict[str, Any]] | None = None
-        self._status_pending: tuple[tuple[int, int], asyncio.Future[dict[str, Any]]] | None = None
+        self._status_doc: tuple[tuple[int, int], object, StatusText] | None = None
+        self._status_pending: tuple[tuple[int, int], asyncio.Future[StatusText]] | None = None
+        self._status_executor: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
         self._servers: list[asyncio.Server] = []
         self.connections: httpconn.ConnectionGuard | None = None
@@ -178,6 +198,9 @@ class HttpServer:
             self.connections.close()  # and whatever aiohttp did not know about (TLS handshakes)
             self.connections = None
             await asyncio.sleep(0)  # let the transports report connection_lost
+        if self._status_executor is not None:
+            self._status_executor.shutdown(wait=False, cancel_futures=True)
+            self._status_executor = None
 
     async def _index(self, _req: web.Request) -> web.Response:
         return web.Response(text=_INDEX.format(version=__version__), content_type="text/html")
@@ -201,29 +224,36 @@ class HttpServer:
         return web.Response(status=500, text="reload failed, keeping the running configuration:\n"
                             + "\n".join(problems) + "\n")
 
+    def _status_thread(self) -> ThreadPoolExecutor:
+        """The status document's own thread: never queued behind validators' file system calls in the default
+        executor (as the exposition's)."""
+        if self._status_executor is None:
+            self._status_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-status")
+        return self._status_executor
+
     async def _status(self, req: web.Request) -> web.Response:
-        # Thousands of assets: built off the loop, once per snapshot and wall-clock second for every request
-        # that asks meanwhile (the same single flight as /metrics), gzipped on request.
+        # Thousands of assets: built and encoded off the loop, once per snapshot and wall-clock second for every
+        # request that asks meanwhile (the same single flight as /metrics), gzipped on request.
         snapshot, now = self.state.snapshot, self._clock()
         key = (id(snapshot), int(now))
+        loop = asyncio.get_running_loop()
         cached = self._status_doc
         if cached is None or cached[0] != key or cached[1] is not snapshot:
             if self._status_pending is None or self._status_pending[0] != key:
-                task = asyncio.ensure_future(asyncio.to_thread(document, snapshot, now))
+                task = loop.run_in_executor(self._status_thread(), lambda: StatusText(document(snapshot, now)))
                 self._status_pending = (key, task)
             pending_key, pending = self._status_pending
-            doc = await asyncio.shield(pending)
-            self._status_doc = (pending_key, snapshot, doc)
+            text = await asyncio.shield(pending)
+            self._status_doc = (pending_key, snapshot, text)
             if self._status_pending is not None and self._status_pending[1] is pending:
                 self._status_pending = None
         else:
-            doc = cached[2]
+            text = cached[2]
         # Process figures for soak tests and debugging (bounded: counts only).
-        doc = {**doc, "runtime": {"asyncio_tasks": len(asyncio.all_tasks()),
-                                  "results_pending": self.state.process.results_pending,
-                                  "http_connections": self.connections.stats() if self.connections is not None
-                                  else {}}}
+        runtime = {"asyncio_tasks": len(asyncio.all_tasks()), "results_pending": self.state.process.results_pending,
+                   "http_connections": self.connections.stats() if self.connections is not None else {}}
         zipped = accepts_gzip(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
-        body = await asyncio.to_thread(_json_body, doc, zipped)
+        body = text.body(runtime, False) if not zipped else \
+            await loop.run_in_executor(self._status_thread(), text.body, runtime, True)
         headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if zipped else {})}
         return web.Response(body=body, content_type="application/json", headers=headers)

@@ -320,11 +320,16 @@ def gzip_member(segments: list[bytes], parts: list[bytes]) -> bytes:
     """A gzip member (RFC 1952) whose deflate data is ``segments`` (from :func:`deflate`, one per part) and
     whose content is the concatenation of ``parts``: header, the segments, an empty final block, CRC-32 and
     size of the content."""
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, unknown OS
     crc = size = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
         size += len(part)
+    return gzip_framed(segments, crc, size)
+
+
+def gzip_framed(segments: list[bytes], crc: int, size: int) -> bytes:
+    """:func:`gzip_member` given the content's CRC-32 and size (a caller that keeps them for a cached prefix)."""
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, unknown OS
     trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
     return b"".join([header, *segments, b"\x03\x00", trailer])
 
