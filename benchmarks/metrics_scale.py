@@ -16,7 +16,10 @@ window (proof the validators were running). ``--json PATH`` writes the figures.
     python benchmarks/metrics_scale.py                                # 1k, 3k, 10k assets, 60 s each
     python benchmarks/metrics_scale.py --assets 200 --duration 10     # short form (tests/test_metrics_scale.py)
 
-The daemon is stopped with SIGTERM (must exit 0) and the temp dir removed.
+The daemon is stopped with SIGTERM (must exit 0; killed if the measurement failed) and the temp dir removed.
+The machine's 1-minute load average before and after each window is printed: on a shared machine the tails are
+its load as much as the daemon's. ``--profile DIR`` records the daemon with py-spy during the window (collapsed
+stacks per thread).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -100,11 +104,13 @@ def runs_total(text: bytes) -> float:
 
 def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="drwatch-metrics-scale-"))
+    started: list[DaemonProcess] = []
     try:
         port = free_port()
         t0 = time.monotonic()
         cfg_path = write_config(tmp / "drwatch.yaml", build_estate(tmp, assets, args.every, args.jitter, port))
         daemon = DaemonProcess(cfg_path, port)
+        started.append(daemon)
         daemon.start(wait_ready=True, timeout=args.start_timeout)
         assert daemon.proc is not None
         pid = daemon.proc.pid
@@ -143,12 +149,28 @@ def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
         threads = [threading.Thread(target=scraper, args=(i * args.scrape_interval / args.scrapers,))
                    for i in range(args.scrapers)]
         threads.append(threading.Thread(target=healthy))
+        profiler = None
+        if args.profile:
+            # py-spy over the scrape window: collapsed stacks per thread (where the event loop's time goes).
+            args.profile.mkdir(parents=True, exist_ok=True)
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "-p", str(pid), "-r", "100", "-d", str(int(args.duration)), "--threads",
+                 "-f", "raw", "-o", str(args.profile / f"metrics-scale-{assets}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load_before = os.getloadavg()[0]
         for th in threads:
             th.start()
         time.sleep(args.duration)
         stop.set()
         for th in threads:
             th.join()
+        if profiler is not None:
+            try:
+                profiler.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                profiler.wait()
+        load_after = os.getloadavg()[0]
         rss = rss_kib(pid)
         _, plain, _ = fetch(url, gzip_ok=False)
         _, zipped_len = len(plain), len(gzip.compress(plain, 6))
@@ -174,10 +196,19 @@ def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
             "body_mib": round(len(plain) / 2**20, 2),
             "body_gzip_mib": round(zipped_len / 2**20, 2),
             "runs_during": int(runs),
+            "load_1m": [round(load_before, 1), round(load_after, 1)],  # the machine's, before/after the window
             "errors": errors[:5],
             "exit_code": code,
         }
+    except BaseException:
+        for d in started:
+            print(f"daemon log (tail):\n{d.log()[-4000:]}", file=sys.stderr)
+        raise
     finally:
+        for d in started:  # a failed measurement never leaves its daemon running
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -191,6 +222,7 @@ def main() -> int:
     ap.add_argument("--jitter", default="30s")
     ap.add_argument("--start-timeout", type=float, default=600)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", type=Path, help="py-spy record the daemon during the scrapes into this folder")
     args = ap.parse_args()
     results = []
     for n in (int(x) for x in args.assets.split(",")):
@@ -201,6 +233,7 @@ def main() -> int:
               f"(max {r['healthy_max_ms']}); RSS {r['rss_mib']} MiB ({r['rss_mib_per_1k_assets']} per 1k assets); "
               f"{r['series']} series ({r['series_per_asset']} per asset); body {r['body_mib']} MiB, gzip "
               f"{r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; {r['runs_during']} runs during; "
+              f"load {r['load_1m'][0]}-{r['load_1m'][1]} on {os.cpu_count()} CPUs; "
               f"exit {r['exit_code']}{'; errors: ' + '; '.join(r['errors']) if r['errors'] else ''}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"cpu": os.cpu_count(), "results": results}, indent=2))
