@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 PROD_BUCKET = "prod-bkt"
 COPY_BUCKET = "copy-bkt"
+LOCK_BUCKET = "lock-bkt"  # --locked: the same objects, COMPLIANCE-locked for 30 days
+INV_BUCKET = "inv-bkt"  # --locked: the S3 Inventory report of LOCK_BUCKET (AWS's layout, CSV)
 # production and copy use different S3 users (keys): shared credentials would make drwatch count the copy
 # as dependent on production (finding shared_credentials; the offsite rule fails)
 ENV_KEYS = {PROD_BUCKET: ("BENCH_PROD_ACCESS_KEY", "BENCH_PROD_SECRET_KEY"),
@@ -324,12 +327,14 @@ def code_version() -> str:
         return "drwatch (version unknown)"
 
 
-def write_config(work: Path, name: str, srv: Server, prefix: str, head_concurrency: int | None) -> Path:
+def write_config(work: Path, name: str, srv: Server, prefix: str, head_concurrency: int | None,
+                 copy_bucket: str = COPY_BUCKET, inventory: bool = False) -> Path:
     def location(bucket: str, site: str) -> dict[str, Any]:
+        keys = ENV_KEYS[PROD_BUCKET if bucket == PROD_BUCKET else COPY_BUCKET]
         loc: dict[str, Any] = {
             "kind": "s3", "bucket": bucket, "endpoint_url": srv.endpoint, "region": srv.region,
             "addressing_style": "path", "provider": "bench", "site": site,
-            "access_key_id_env": ENV_KEYS[bucket][0], "secret_access_key_env": ENV_KEYS[bucket][1],
+            "access_key_id_env": keys[0], "secret_access_key_env": keys[1],
         }
         if head_concurrency is not None:
             loc["head_concurrency"] = head_concurrency
@@ -343,7 +348,7 @@ def write_config(work: Path, name: str, srv: Server, prefix: str, head_concurren
         # production + one copy, no lock required: a clean check exits 0, a bad copy 1. Both buckets are on one
         # server, so drwatch rightly observes one region (not off-site): the offsite rule is not asked for.
         "compliance": {"copies": 2, "media": 1, "offsite": 0, "immutable": 0},
-        "locations": {"prod": location(PROD_BUCKET, "dc-a"), "copy": location(COPY_BUCKET, "dc-b")},
+        "locations": {"prod": location(PROD_BUCKET, "dc-a"), "copy": location(copy_bucket, "dc-b")},
         "assets": {name: {
             "rpo": "7d",
             "production": {"location": "prod", "prefix": prefix},
@@ -351,6 +356,10 @@ def write_config(work: Path, name: str, srv: Server, prefix: str, head_concurren
             "validators": [{"kind": "replica", "schedule": {"every": "1h"}, "timeout": "6h"}],
         }},
     }
+    if inventory:  # the copy's S3 Inventory report, in a destination bucket of its own
+        cfg["locations"]["inv"] = location(INV_BUCKET, "dc-b")  # type: ignore[index]
+        cfg["locations"]["copy"]["inventory"] = {"location": "inv", "prefix": "reports",  # type: ignore[index]
+                                                 "configuration_id": "daily"}
     path = work / f"{name}.yaml"
     path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
     return path
@@ -429,6 +438,7 @@ class Bench:
     setup: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     versions: list[str] = field(default_factory=list)
+    lock_rows: list[Row] = field(default_factory=list)  # --locked: (shape in Row.tool) plain / locked / report
 
     def __post_init__(self) -> None:
         self.alog = AccessLog(self.srv.access_log)
@@ -502,14 +512,16 @@ class Bench:
         return nbytes
 
     # ---- runs
-    def drwatch(self, cfg: Path, prefix_cmd: list[str] | None = None) -> Run:
+    def drwatch(self, cfg: Path, prefix_cmd: list[str] | None = None, tree: Path | None = None) -> Run:
+        """``python -m drwatch check`` of this checkout, or of the checkout ``tree`` (a baseline commit)."""
         fresh_store(cfg)
         wait_quiet(self.args.quiet_wait)
         cmd = [sys.executable, "-m", "drwatch", "check", "--config", str(cfg), "--output", "json"]
-        return run_measured([*(prefix_cmd or []), *cmd], self.denv, self.srv, self.alog)
+        env = self.denv if tree is None else dict(self.denv, PYTHONPATH=str(tree / "daemon"))
+        return run_measured([*(prefix_cmd or []), *cmd], env, self.srv, self.alog)
 
-    def rclone(self, prefix: str, *extra: str) -> Run:
-        src, dst = f"prod:{PROD_BUCKET}/{prefix}".rstrip("/"), f"copy:{COPY_BUCKET}/{prefix}".rstrip("/")
+    def rclone(self, prefix: str, *extra: str, copy_bucket: str = COPY_BUCKET) -> Run:
+        src, dst = f"prod:{PROD_BUCKET}/{prefix}".rstrip("/"), f"copy:{copy_bucket}/{prefix}".rstrip("/")
         wait_quiet(self.args.quiet_wait)
         return run_measured(["rclone", "check", src, dst, *extra], self.renv, self.srv, self.alog)
 
@@ -587,6 +599,103 @@ class Bench:
             dest = Path(a.keep_profile)
             shutil.copyfile(raw, dest)
             self.profile["raw_file"] = str(dest)
+
+    # ---- COMPLIANCE-locked copy, without and with an S3 Inventory report (--locked; moto)
+    def locked(self) -> None:
+        """The same objects in a COMPLIANCE-locked bucket: drwatch HEADs each object for its lock state without a
+        report (this checkout, and ``--baseline-tree`` for the per-object path before the lean path) and reads
+        it from a fresh report with one (zero HEADs); the unlocked copy and rclone in the same rounds."""
+        from tests.support.inventory import take_inventory, write_report
+
+        a = self.args
+        count, prefix = (self.group, f"data/g{0:03d}") if a.objects > 2 * self.group else (a.objects, "")
+        c = self.srv.client(COPY_BUCKET)
+        c.create_bucket(Bucket=LOCK_BUCKET, ObjectLockEnabledForBucket=True)
+        c.create_bucket(Bucket=INV_BUCKET)
+        retain = datetime.now(UTC) + timedelta(days=30)
+        algorithm = a.checksum if a.checksum != "none" else "CRC32"  # a locked PUT needs a checksum or MD5
+        log(f"locked: uploading {count} objects to {LOCK_BUCKET} (COMPLIANCE, 30 days, {algorithm}) ...")
+
+        def put(i: int) -> None:
+            c.put_object(Bucket=LOCK_BUCKET, Key=key_of(i, self.group), Body=body_of(i), ObjectLockMode="COMPLIANCE",
+                         ObjectLockRetainUntilDate=retain, ChecksumAlgorithm=algorithm)
+
+        with ThreadPoolExecutor(a.threads) as pool:
+            list(pool.map(put, range(count)))
+        time.sleep(1.05)  # the report is taken after the objects' last-modified second
+        rows = take_inventory(self.srv.obj, LOCK_BUCKET, prefix)
+        time.sleep(1.05)
+        write_report(self.srv.obj, INV_BUCKET, prefix="reports", source_bucket=LOCK_BUCKET, config_id="daily",
+                     rows=rows)
+        shapes: list[tuple[str, Path, Path | None]] = [
+            ("unlocked copy", write_config(self.work, "lk-plain", self.srv, prefix, a.head_concurrency), None),
+            ("locked, no report", write_config(self.work, "lk-head", self.srv, prefix, a.head_concurrency,
+                                               LOCK_BUCKET), None),
+            ("locked + report", write_config(self.work, "lk-inv", self.srv, prefix, a.head_concurrency,
+                                             LOCK_BUCKET, inventory=True), None)]
+        if a.baseline_tree is not None:
+            shapes.append((f"locked, no report @ {a.baseline_label}", shapes[1][1], a.baseline_tree))
+        runs: dict[str, list[Run]] = {label: [] for label, _, _ in shapes}
+        runs["rclone check (locked copy)"] = []
+        for rnd in range(a.repeat):
+            for label, cfg, tree in shapes:
+                log(f"locked, round {rnd + 1}/{a.repeat}: drwatch {label} ...")
+                run = self.drwatch(cfg, tree=tree)
+                runs[label].append(run)
+                log(f"  {run.wall:.1f}s, {run.cpu:.1f}s CPU, rc {run.rc}, requests {run.requests}")
+            run = self.rclone(prefix, copy_bucket=LOCK_BUCKET)
+            runs["rclone check (locked copy)"].append(run)
+            log(f"  rclone: {run.wall:.1f}s, rc {run.rc}, requests {run.requests}")
+        for label, _cfg, _tree in shapes:
+            locked = label.startswith("locked")
+            for run in runs[label]:
+                res = drwatch_result(run)
+                cp = copy_report(res)
+                heads = run.requests.get("HEAD object", 0)
+                # this checkout HEADs the locked copy once per object (its lock state); the baseline may HEAD
+                # production too, to compare the listed CRC32s
+                want_heads = count if locked and "+ report" not in label else 0
+                self.expect(res["outcome"] == "ok" and cp.get("objects", {}).get("verified") == count
+                            and cp.get("lock") == ({"compliance": count} if locked else {"none": count})
+                            and (heads == want_heads or ("@" in label and heads >= want_heads)),
+                            f"drwatch {label}, {count} objects: {res['outcome']}, copy {cp.get('objects')}, lock "
+                            f"{cp.get('lock')}, {heads} HEAD (expected {want_heads})")
+            evidence = copy_report(drwatch_result(runs[label][0])).get("evidence")
+            self.lock_rows.append(Row(count, label, runs[label], f"evidence: {evidence}"))
+        for run in runs["rclone check (locked copy)"]:
+            counts = rclone_counts(run.stderr)
+            self.expect(run.rc == 0 and counts.get("matching files") == count,
+                        f"rclone, locked copy of {count}: rc {run.rc}, {counts}")
+        self.lock_rows.append(Row(count, "rclone check (locked copy)", runs["rclone check (locked copy)"],
+                                  "md5 from listing ETags"))
+
+    def report_locked(self) -> None:
+        if not self.lock_rows:
+            return
+        n = self.lock_rows[0].objects
+        print(f"\nCOMPLIANCE-locked copy of {n} objects (median of {self.args.repeat} round(s)); HEAD counted in "
+              "the server's access log")
+        print(f"{'copy / tool':42} {'wall s':>7} {'CPU s':>6} {'srv CPU':>7} {'HEAD':>6} {'HEAD/s':>7} "
+              f"{'CPU ms/obj':>10}")
+        rows = {r.tool: r for r in self.lock_rows}
+        base = rows["unlocked copy"]
+        for r in self.lock_rows:
+            heads = r.runs[0].requests.get("HEAD object", 0)
+            rate = heads / r.median("wall") if heads else 0.0
+            per = (r.median("cpu") - base.median("cpu")) / n * 1000 if r is not base and "rclone" not in r.tool else 0.0
+            print(f"{r.tool:42} {r.median('wall'):7.2f} {r.median('cpu'):6.2f} {r.median('server_cpu'):7.2f} "
+                  f"{heads:6d} {rate:7.0f} {per:10.3f}")
+        plain, head, report = base.median("wall"), rows["locked, no report"], rows["locked + report"]
+        print(f"  locked + report / unlocked = {report.median('wall') / plain:.2f}x wall (target <= 1.2x, 0 HEAD); "
+              f"locked without report / unlocked = {head.median('wall') / plain:.2f}x")
+        old = next((r for r in self.lock_rows if "@" in r.tool), None)
+        if old is not None:
+            per_new = (head.median("cpu") - base.median("cpu")) / n
+            per_old = (old.median("cpu") - base.median("cpu")) / n
+            print(f"  per-object path (client CPU per object over the unlocked copy): {per_old * 1000:.3f} ms @ "
+                  f"{self.args.baseline_label} -> {per_new * 1000:.3f} ms now ({per_old / max(per_new, 1e-9):.1f}x); "
+                  f"wall {old.median('wall'):.2f} -> {head.median('wall'):.2f} s "
+                  f"({old.median('wall') / head.median('wall'):.1f}x)")
 
     # ---- faults
     def faults(self) -> None:
@@ -680,6 +789,7 @@ class Bench:
                     per = (hi["maxrss_kib"] - lo["maxrss_kib"]) / (hi["objects"] - lo["objects"]) * 1000
                     print(f"  {tool}: peak RSS {human(lo['maxrss_kib'] * KiB)} at {lo['objects']} objects -> "
                           f"{human(hi['maxrss_kib'] * KiB)} at {hi['objects']} ({per:+.1f} KiB per 1000 objects)")
+        self.report_locked()
         if self.profile:
             print_profile(self.profile)
         print("\ncorrectness:")
@@ -833,6 +943,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checksum", choices=("none", "CRC32", "CRC32C", "CRC64NVME", "SHA256"), default="none",
                    help="boto3 uploader: the additional checksum each PUT carries (CRC32: what current AWS SDKs "
                         "send by default; the listing then names the algorithm). Default none")
+    p.add_argument("--locked", action="store_true",
+                   help="also a COMPLIANCE-locked copy of the same objects, without and with an S3 Inventory report "
+                        "(moto: the report's rows are taken with HEADs before the measured runs)")
+    p.add_argument("--baseline-tree", type=Path, default=None,
+                   help="with --locked: also run the locked check with the drwatch of this checkout (e.g. "
+                        "'git archive COMMIT daemon | tar -x -C DIR': the per-object path before the lean path)")
+    p.add_argument("--baseline-label", default="baseline", help="what --baseline-tree is (a commit)")
     p.add_argument("--repeat", type=int, default=1, help="measured rounds per size; medians are shown (1)")
     p.add_argument("--head-concurrency", type=int, default=None,
                    help="drwatch S3 location head_concurrency (default: drwatch's own default)")
@@ -877,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
             bench.upload()
             bench.measure()
             bench.maybe_profile()
+            if a.locked:
+                bench.locked()
             bench.faults()
         except RuntimeError as exc:
             bench.expect(False, str(exc))

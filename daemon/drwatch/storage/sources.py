@@ -246,7 +246,7 @@ class FilesystemSource:
         return facts
 
 
-def _same_single_part(entry: Entry, ref: Entry) -> bool:
+def same_single_part(entry: Entry, ref: Entry) -> bool:
     """Equal single-part ETags (not ``md5-N`` of a multipart upload) of two listed objects of equal size."""
     return bool(entry.etag) and entry.etag == ref.etag and "-" not in (entry.etag or "") and entry.size == ref.size
 
@@ -322,9 +322,9 @@ class S3Source:
         prove equal content; a checksum could only agree). Saves one request per object, on both sides."""
         bucket = self.bucket
         if bucket is not None and bucket.object_lock is False and (
-                not entry.checksum_listed or (ref is not None and _same_single_part(entry, ref))):
+                not entry.checksum_listed or (ref is not None and same_single_part(entry, ref))):
             return ObjectHead(etag=entry.etag or "", storage_class=entry.storage_class or "STANDARD")
-        same = ref is not None and _same_single_part(entry, ref)
+        same = ref is not None and same_single_part(entry, ref)
         if self.inventory is not None and (not entry.checksum_listed or same):
             # The S3 Inventory report answers for the lock state when no checksum value could change the verdict
             # (storage/inventory.py: fresh and verified, the object listed with this ETag and size, unchanged since).

@@ -58,6 +58,11 @@ class Reference:
         self._digest: asyncio.Future[str] | None = None
         self._head: asyncio.Future[ObjectHead | None] | None = None
 
+    @property
+    def head_known(self) -> bool:
+        """Whether the reference's HEAD was asked for already (another copy's proof): using it costs nothing."""
+        return self._head is not None
+
     async def head(self) -> ObjectHead | None:
         """The reference object's HEAD, requested once even when several copies ask at the same time."""
         if self.prod is None:

@@ -39,7 +39,7 @@ from drwatch.formats.manifest import ManifestError, aread
 from drwatch.formats.seals import seal_absence, seal_present
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import S3Unavailable, checksum_matches_sha256
-from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
+from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source, same_single_part
 from drwatch.validators.assetseal import seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies.ledger import LedgerEntry, composite_matches
@@ -370,7 +370,9 @@ class ReplicaValidator:
                     and ref.entry.algorithm == "sha256":
                 verdict = checksum_matches_sha256(head, await ref.sha256())
                 how, value = "checksum", f"SHA256:{head.checksums['SHA256']}"
-            else:
+            elif not (ref.prod is not None and not ref.head_known and same_single_part(e, ref.entry)):
+                # A CRC (not SHA256) would only be compared with production's, which costs production a HEAD:
+                # not asked where equal single-part ETags (MD5s, stronger than a CRC) already prove the object.
                 rhead = await ref.head()
                 common = [a for a in head.checksums if rhead is not None and a in rhead.checksums]
                 if common and rhead is not None:
