@@ -46,18 +46,16 @@ import asyncio
 import functools
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING, Any
 
 from drwatch.core.durations import format_duration
-from drwatch.core.errors import ConfigProblem, DrillFailed, ValidatorError
+from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Report, Severity
 from drwatch.core.secrets import redact
 from drwatch.validators.base import RunContext
 from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.postgres import pgcluster, pgdump, pgtools
-from drwatch.validators.postgres.restore import EphemeralSandbox, SandboxConfig, TargetSandbox
+from drwatch.validators.postgres.restore import EphemeralSandbox, TargetSandbox
 from drwatch.validators.vector.pgvector_compare import LISTED, Comparison
 from drwatch.validators.vector.pgvector_parquet import is_parquet, load_parquet
 from drwatch.validators.vector.pgvector_sandbox import (
@@ -70,67 +68,7 @@ from drwatch.validators.vector.pgvector_sandbox import (
 from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
-    from drwatch.validators.base import ConfigView
-    from drwatch.validators.vector.restore import VectorRestoreConfig
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IndexConfig(_Model):
-    """The ANN index built when the restore has none for the metric (a Parquet export never has one)."""
-
-    method: Literal["hnsw", "ivfflat"] = "hnsw"
-    m: int = Field(default=16, ge=2, le=100)
-    ef_construction: int = Field(default=64, ge=4, le=1000)
-    lists: int = Field(default=100, ge=1, le=32768)  # ivfflat
-
-
-class ParquetColumns(_Model):
-    id_column: str = "id"
-    vector_column: str = "vector"
-
-
-def _ident(value: str) -> str:
-    if not value or "\x00" in value or len(value) > 63:
-        raise ValueError("a column name: 1 to 63 characters, no NUL")
-    return value
-
-
-class PgvectorBackend(_Model):
-    type: Literal["pgvector"]
-    production: pgtools.DsnRef
-    table: str
-    id_column: str = "id"
-    vector_column: str = "embedding"
-    changed_at_column: str | None = None
-    location: str
-    prefix: pgdump.DumpPrefix = ""
-    pattern: pgdump.DumpPattern = "*"
-    parquet: ParquetColumns = Field(default_factory=ParquetColumns)
-    sandbox: SandboxConfig = Field(default_factory=lambda: EphemeralSandbox(mode="ephemeral"))
-    index: IndexConfig = Field(default_factory=IndexConfig)
-    ef_search: int | None = Field(default=None, ge=1, le=1000)  # hnsw.ef_search (default: max(40, k))
-    probes: int | None = Field(default=None, ge=1, le=32768)  # ivfflat.probes
-    jobs: int = Field(default=2, ge=1, le=64)
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str) -> str:
-        pgtools.split_table(value)
-        return value
-
-    @field_validator("id_column", "vector_column", "changed_at_column")
-    @classmethod
-    def _column(cls, value: str | None) -> str | None:
-        return None if value is None else _ident(value)
-
-    def cross_check(self, cfg: ConfigView) -> list[ConfigProblem]:
-        if self.location not in cfg.locations:
-            return [ConfigProblem("backend.location", f"unknown location {self.location!r} "
-                                  f"(known: {', '.join(sorted(cfg.locations)) or 'none'})")]
-        return []
+    from drwatch.validators.vector.config import PgvectorBackend, VectorRestoreConfig
 
 
 # --- the drill ----------------------------------------------------------------------------------------

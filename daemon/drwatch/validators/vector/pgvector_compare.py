@@ -17,8 +17,7 @@ from drwatch.validators.vector import vectormath
 from drwatch.validators.vector.pgvector_sandbox import query_limit
 
 if TYPE_CHECKING:
-    from drwatch.validators.vector.pgvector import PgvectorBackend
-    from drwatch.validators.vector.restore import VectorRestoreConfig
+    from drwatch.validators.vector.config import PgvectorBackend, VectorRestoreConfig
 
 _OPS = {"cosine": "<=>", "l2": "<->", "inner_product": "<#>"}
 _OPCLASS = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "inner_product": "vector_ip_ops"}

@@ -16,7 +16,7 @@ from drwatch.validators.postgres import pgtools
 from drwatch.validators.vector.pgvector_sandbox import cleanup, query_limit
 
 if TYPE_CHECKING:
-    from drwatch.validators.vector.pgvector import ParquetColumns, PgvectorBackend
+    from drwatch.validators.vector.config import ParquetColumns, PgvectorBackend
     from drwatch.validators.vector.pgvector_compare import Sides
 
 _BATCH = 5000  # rows per COPY batch

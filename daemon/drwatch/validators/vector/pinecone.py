@@ -47,23 +47,21 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from drwatch.core.durations import Duration, format_duration
+from drwatch.core.durations import format_duration
 from drwatch.core.errors import ConfigError, DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.validators.base import RunContext
+from drwatch.validators.vector.config import PineconeBackend
 from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
     from array import array
 
     from drwatch.validators.base import ConfigView
+    from drwatch.validators.vector.config import VectorRestoreConfig
     from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
-    from drwatch.validators.vector.restore import VectorRestoreConfig
     from drwatch.validators.vector.vectormath import Hit, Metric
 
 TEMP_PREFIX = "drwatch-drill-"  # the same as drwatch.validators.vector.pinecone_api.TEMP_PREFIX (kept import-free here)
@@ -72,49 +70,6 @@ REMOVE_BUDGET = 60.0  # seconds the deletion of a temporary index may take, afte
 DAY = 86400.0
 _METRICS: dict[str, Metric] = {"cosine": "cosine", "dotproduct": "inner_product", "euclidean": "l2"}
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-class PineconeBackend(BaseModel):
-    """``backend: {type: pinecone, index: NAME, api_key_env: VAR, ...}`` of ``vector_restore``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["pinecone"]
-    index: str = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?$", description="production index")
-    namespace: str = Field(default="", description="namespace queried and sampled ('' = default)")
-    api_key_env: str | None = None
-    api_key_file: str | None = None
-    control_url: str = Field(default="https://api.pinecone.io", description="control plane base URL")
-    request_timeout: Duration = timedelta(seconds=30)
-    max_attempts: int = Field(default=4, ge=1, le=10, description="tries per call (429/5xx/network)")
-    poll_interval: Duration = timedelta(seconds=5)
-    exact_scan_max_vectors: int = Field(default=10_000, ge=0, le=1_000_000,
-                                        description="read every vector (exact top-k) up to this many")
-    max_records: int = Field(default=1_000_000, ge=1, description="cost guard: largest backup drilled")
-    max_temporary_indexes: int = Field(default=1, ge=1, le=100,
-                                       description="cost guard: drwatch-drill-* indexes allowed at once")
-    max_drills_per_day: int = Field(default=4, ge=1, le=1000,
-                                    description="cost guard: restores into drwatch-drill-* per 24 h (project)")
-
-    @field_validator("control_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
-            raise ValueError("must be an http(s) URL, e.g. https://api.pinecone.io")
-        return value.rstrip("/")
-
-    @field_validator("poll_interval", "request_timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be greater than zero")
-        return value
-
-    @model_validator(mode="after")
-    def _key(self) -> PineconeBackend:
-        if (self.api_key_env is None) == (self.api_key_file is None):
-            raise ValueError("set exactly one of 'api_key_env' or 'api_key_file' (the Pinecone API key)")
-        return self
 
 
 def temp_index_name(now: float) -> str:

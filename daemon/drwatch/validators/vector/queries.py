@@ -22,7 +22,7 @@ from drwatch.core.errors import ValidatorError
 
 if TYPE_CHECKING:
     from drwatch.validators.base import RunContext
-    from drwatch.validators.vector.restore import VectorRestoreConfig
+    from drwatch.validators.vector.config import VectorRestoreConfig
 
 MAX_QUERIES = 10_000
 _NPY_MAGIC = b"\x93NUMPY"
