@@ -180,6 +180,38 @@ def start_server(kind: str, n: int) -> Server:
                   moto.log_path, lambda: {"moto": moto.pid} if moto.pid else {}, moto)
 
 
+def serve(path: Path, bench: Bench) -> None:
+    """--serve: write what --attach needs and wait for SIGTERM/SIGINT (the caller cleans the server up)."""
+    import signal
+
+    srv = bench.srv
+    root = str(getattr(srv.obj, "root_dir", "")) or None
+    path.write_text(json.dumps({"kind": srv.kind, "endpoint": srv.endpoint, "keys": srv.keys, "region": srv.region,
+                                "log": str(srv.access_log), "root": root, "pids": srv.pids(),
+                                "setup": bench.setup}))
+    log(f"serving: {path} (SIGTERM or Ctrl-C to stop and clean up)")
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+
+
+def attach_server(path: Path) -> Server:
+    """The server a --serve run described (its processes found again by their pids, or by the Ceph root)."""
+    d = json.loads(path.read_text())
+    root = d.get("root") or str(Path(d["log"]).parent.parent)
+    pids = {str(k): int(v) for k, v in (d.get("pids") or {}).items()}
+    if not pids:  # a description written before --serve existed: the Ceph daemons named by their config path
+        for proc in Path("/proc").iterdir():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if proc.name.isdigit() and f"{root}/ceph.conf" in cmd:
+                pids[f"{cmd.split()[0]}-{proc.name}"] = int(proc.name)
+    keys = {b: (k[0], k[1]) for b, k in d["keys"].items()}
+    return Server(d.get("kind", "Ceph RGW 16.2 (memstore)"), d["endpoint"], keys, d["region"], Path(d["log"]),
+                  lambda: pids, None)
+
+
 # ----------------------------------------------------------------------------- access-log request counts
 
 _REQUEST = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>\d{3})')
@@ -950,6 +982,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --locked: also run the locked check with the drwatch of this checkout (e.g. "
                         "'git archive COMMIT daemon | tar -x -C DIR': the per-object path before the lean path)")
     p.add_argument("--baseline-label", default="baseline", help="what --baseline-tree is (a commit)")
+    p.add_argument("--serve", type=Path, metavar="FILE",
+                   help="set up only (server + upload), describe the server in FILE, and keep it until SIGTERM/SIGINT "
+                        "(the setup of 100k objects per bucket takes 15-25 min here; measure with --attach)")
+    p.add_argument("--attach", type=Path, metavar="FILE",
+                   help="measure against the server a --serve run described in FILE (same --objects and --server)")
+    p.add_argument("--no-faults", action="store_true",
+                   help="skip part 3 (it deletes and changes objects of the copy: an attached server's next run "
+                        "would find them)")
     p.add_argument("--repeat", type=int, default=1, help="measured rounds per size; medians are shown (1)")
     p.add_argument("--head-concurrency", type=int, default=None,
                    help="drwatch S3 location head_concurrency (default: drwatch's own default)")
@@ -987,22 +1027,27 @@ def main(argv: list[str] | None = None) -> int:
     srv: Server | None = None
     bench: Bench | None = None
     try:
-        srv = start_server(a.server, a.objects)
+        srv = attach_server(a.attach) if a.attach else start_server(a.server, a.objects)
         bench = Bench(a, work, srv, group_size(a.objects))
         bench.versions.append(code_version())
         try:
-            bench.upload()
+            if not a.attach:
+                bench.upload()
+            if a.serve:
+                serve(a.serve, bench)
+                return 0
             bench.measure()
             bench.maybe_profile()
             if a.locked:
                 bench.locked()
-            bench.faults()
+            if not a.no_faults:
+                bench.faults()
         except RuntimeError as exc:
             bench.expect(False, str(exc))
         bench.versions.append(code_version())
         bench.report()
     finally:
-        if srv is not None:
+        if srv is not None and not a.attach:
             srv.obj.cleanup()
             log("server cleaned up")
         shutil.rmtree(work, ignore_errors=True)
