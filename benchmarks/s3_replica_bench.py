@@ -850,7 +850,8 @@ _PHASES = (
     ("GET object + hash (S3Location.sha256)", ("S3Location.sha256",)),
     ("LIST (S3Location.objects)", ("S3Location.objects",)),
     ("bucket facts / probe", ("S3Location.bucket_facts", "S3Location.bucket_exists", "S3Source.probe")),
-    ("merge loop (ReplicaValidator._merge/_verify, own code)", ("ReplicaValidator._merge", "ReplicaValidator._verify")),
+    ("merge loop (ReplicaMerge, Prover: own code)",
+     ("ReplicaMerge.run", "ReplicaMerge._key", "ReplicaMerge._object", "Prover.verify", "Prover._ledger")),
     ("S3 client creation", ("S3Location.client",)),
     (
         "store, report, compliance",
