@@ -9,6 +9,7 @@ from typing import Any
 from drwatch import __version__
 from drwatch.cli.check import cmd_check, cmd_check_config, cmd_status
 from drwatch.cli.records import cmd_ack, cmd_attest
+from drwatch.cli.report import add_parsers as _add_report
 from drwatch.cli.run import cmd_demo, cmd_golden, cmd_run
 from drwatch.cli.seal import cmd_seal, cmd_seal_keygen
 
@@ -124,7 +125,7 @@ def _add_golden(sub: Any) -> None:
 
 
 _COMMANDS = (_add_run, _add_check, _add_check_config, _add_status, _add_seal, _add_seal_keygen, _add_attest,
-             _add_ack, _add_demo, _add_golden)
+             _add_ack, _add_demo, _add_golden, _add_report)
 
 
 def _describe(sub: Any) -> None:

@@ -1,8 +1,9 @@
 """The hash of the cluster-wide part of a configuration.
 
 Every node loads the same file, but some sections are legitimately per node: ``cluster.node`` (its
-name), ``http`` (its listen address), ``limits`` (its hardware) and ``logging``. Everything else decides
-what runs and how results are judged, and must be identical on every node before a reload applies.
+name), ``http`` (its listen address), ``limits`` (its hardware), ``logging`` and ``reports`` (a key file).
+Everything else decides what runs and how results are judged, and must be identical on every node before a
+reload applies.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from drwatch.config.model import Config
 
-NODE_LOCAL = ("http", "limits", "logging")
+NODE_LOCAL = ("http", "limits", "logging", "reports")
 HASH_LENGTH = 12  # hex digits shown in drwatch_config_hash_info (48 bits: collisions are not a concern)
 
 

@@ -167,6 +167,13 @@ class ComplianceConfig(_Model):
     clock_skew: Duration = timedelta(minutes=5)
 
 
+class ReportsConfig(_Model):
+    """``drwatch report`` (docs/reports.md): an Ed25519 private key (PEM, as ``drwatch seal-keygen`` writes) signs
+    every report; ``drwatch verify-report`` checks the signature with its public half."""
+
+    signing_key_file: str | None = None
+
+
 class MetricsConfig(_Model):
     """What /metrics exports beyond the series the shipped alerts and dashboard need (docs/metrics.md)."""
 
@@ -185,6 +192,7 @@ class Config(_Model):
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # several nodes, one store (drwatch.cluster)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # opt-in series (the series budget)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)  # drwatch report: signing
 
     # Not part of the file: where it came from (relative paths resolve against its directory).
     source: Annotated[str, Field(exclude=True)] = ""

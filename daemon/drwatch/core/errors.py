@@ -80,6 +80,21 @@ COMMAND_EXITS: dict[str, tuple[tuple[int, str], ...]] = {
         (EXIT_NONCOMPLIANT, "refused: DIR holds something else (or a demo, without --force), or the S3 keys are "
                             "not set"),
     ),
+    "report": (
+        (EXIT_OK, "the report is written"),
+        (EXIT_NOINPUT, "reports.signing_key_file cannot be used"),
+        (EXIT_UNAVAILABLE, "the store is unavailable"),
+        (EXIT_CANTCREAT, "the report cannot be written"),
+        (EXIT_CONFIG, "invalid configuration, no --config, an unknown --asset or a wrong --since"),
+    ),
+    "verify-report": (
+        (EXIT_OK, "the report and every result it lists are as the store holds them (pruned ones noted)"),
+        (EXIT_NONCOMPLIANT, "tampered: the report was edited or its signature fails, or a result was edited, "
+                            "deleted or reordered in the store, or the chain was rewritten"),
+        (EXIT_NOINPUT, "the report or a key cannot be read"),
+        (EXIT_UNAVAILABLE, "the store is unavailable"),
+        (EXIT_CONFIG, "invalid configuration or no --config"),
+    ),
     "golden": (
         (EXIT_OK, "the goldens are recorded"),
         (EXIT_NONCOMPLIANT, "the copy is not known-good (it does not match its seal)"),

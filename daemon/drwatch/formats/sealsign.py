@@ -154,6 +154,13 @@ class Signer:
                                   "(openssl genpkey -algorithm ed25519)")
         return cls(key)
 
+    def sign(self, message: bytes) -> str:
+        """The base64 Ed25519 signature of ``message`` (reports sign their own context string and digest)."""
+        return base64.b64encode(self._key.sign(message)).decode()
+
+    def public_key(self) -> Any:
+        return self._key.public_key()
+
     def record(self, digest: bytes) -> str:
         """The signature line (with its newline) for a seal whose bytes so far hash to ``digest``."""
         signature = base64.b64encode(self._key.sign(signed_message(digest))).decode()

@@ -1,10 +1,11 @@
-"""HTTP endpoints on the event loop (aiohttp): /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/status.
+"""HTTP endpoints on the event loop (aiohttp): / (the status page), /metrics, /-/healthy, /-/ready, /-/reload,
+/api/v1/status.
 
 ``GET`` (and ``HEAD``) for every path but ``/-/reload``, which takes ``POST`` only; any other method is answered
 405 with an ``Allow`` header. Responses name the server ``drwatch``, without a version. A malformed request is
 answered 400 and counted, not logged with a traceback (:meth:`httpconn.ConnectionGuard.bad_request`).
 
-``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
+``/``, ``/metrics`` and ``/api/v1/status`` read the current snapshot only; they never touch the store. With
 ``http.web_config_file`` every path is served over TLS and/or behind basic authentication
 (:mod:`drwatch.http.webconfig`). Every connection has a deadline to send its request header, an idle timeout,
 and a place under a cap on open connections (:mod:`drwatch.http.conn`).
@@ -30,16 +31,12 @@ from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
 from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip, deflate, gzip_framed
+from drwatch.reporting.page import render as status_page
 from drwatch.state.report import document
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVER_NAME = "drwatch"  # the Server header: no version (aiohttp's default names its own and Python's)
-
-_INDEX = """<!doctype html><html><head><title>drwatch</title></head><body>
-<h1>drwatch {version}</h1><p>Disaster-recovery watch: continuously proving recoverability.</p>
-<ul><li><a href="metrics">/metrics</a></li><li><a href="api/v1/status">/api/v1/status</a></li>
-<li><a href="-/healthy">/-/healthy</a></li><li><a href="-/ready">/-/ready</a></li></ul></body></html>"""
 
 
 class _Protocol(web.RequestHandler):
@@ -77,6 +74,7 @@ class StatusText:
     document's deflate segment (also made once) and the runtime's, in one member (:func:`gzip_framed`)."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc  # the status page at / renders the same document
         text = json.dumps(doc, indent=2).encode()
         if not doc or not text.endswith(b"\n}"):
             raise ValueError("a status document is a non-empty JSON object")
@@ -203,7 +201,13 @@ class HttpServer:
             self._status_executor = None
 
     async def _index(self, _req: web.Request) -> web.Response:
-        return web.Response(text=_INDEX.format(version=__version__), content_type="text/html")
+        # The status page: the document /api/v1/status serves (same snapshot, same single flight), as HTML.
+        text = await self._status_text()
+        rto = {name: (a.rto.total_seconds() if a.rto is not None else None)
+               for name, a in self.state.snapshot.config.assets.items()}
+        page = await asyncio.get_running_loop().run_in_executor(self._status_thread(), status_page, text.doc,
+                                                                __version__, rto)
+        return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def _metrics(self, req: web.Request) -> web.Response:
         body, headers = await self.exposition.body(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
@@ -231,9 +235,9 @@ class HttpServer:
             self._status_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-status")
         return self._status_executor
 
-    async def _status(self, req: web.Request) -> web.Response:
+    async def _status_text(self) -> StatusText:
         # Thousands of assets: built and encoded off the loop, once per snapshot and wall-clock second for every
-        # request that asks meanwhile (the same single flight as /metrics), gzipped on request.
+        # request that asks meanwhile (the same single flight as /metrics).
         snapshot, now = self.state.snapshot, self._clock()
         key = (id(snapshot), int(now))
         loop = asyncio.get_running_loop()
@@ -249,6 +253,11 @@ class HttpServer:
                 self._status_pending = None
         else:
             text = cached[2]
+        return text
+
+    async def _status(self, req: web.Request) -> web.Response:
+        text = await self._status_text()
+        loop = asyncio.get_running_loop()
         # Process figures for soak tests and debugging (bounded: counts only).
         runtime = {"asyncio_tasks": len(asyncio.all_tasks()), "results_pending": self.state.process.results_pending,
                    "http_connections": self.connections.stats() if self.connections is not None else {}}

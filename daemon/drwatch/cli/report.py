@@ -1,0 +1,139 @@
+"""``drwatch report`` (the evidence of a period, HTML or JSON) and ``drwatch verify-report`` (a report checked
+against the store's result chain). docs/reports.md describes both and the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from drwatch.cli.common import run_configured
+from drwatch.core.errors import EXIT_CANTCREAT, EXIT_CONFIG, EXIT_NOINPUT, EXIT_NONCOMPLIANT, EXIT_OK
+from drwatch.core.textsafe import escape
+
+
+def _signer(cfg: Any) -> Any:
+    from drwatch.formats.sealsign import Signer
+
+    key = cfg.reports.signing_key_file
+    return None if key is None else Signer.load(cfg.resolve_path(key))
+
+
+async def _report(cfg: Any, args: argparse.Namespace) -> int:
+    from drwatch.core.atomicfile import write_text_atomic
+    from drwatch.core.durations import parse_duration
+    from drwatch.formats.sealsign import SigningKeyError
+    from drwatch.reporting import build, html, integrity
+    from drwatch.store import open_store
+
+    try:
+        span = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"drwatch report: --since: {escape(exc)}", file=sys.stderr)
+        return EXIT_CONFIG
+    unknown = [a for a in args.asset or [] if a not in cfg.assets]
+    if unknown:
+        print(f"drwatch report: unknown asset {escape(unknown[0])!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        signer = _signer(cfg)
+    except SigningKeyError as exc:
+        print(f"drwatch report: reports.signing_key_file: {exc}", file=sys.stderr)
+        return EXIT_NOINPUT
+    until = time.time()
+    since = until - span
+    store = open_store(cfg)
+    await store.open()
+    try:
+        rows = await store.history_rows(since, until)
+    finally:
+        await store.close()
+    doc = build.build(cfg, rows, since, until, args.asset or None)
+    data = (integrity.seal_json(doc, signer) if args.format == "json"
+            else integrity.seal_html(html.render(doc), signer))
+    if args.out == "-":
+        sys.stdout.buffer.write(data)
+        return EXIT_OK
+    def write(fh: Any) -> None:
+        fh.write(data.decode())
+
+    try:
+        write_text_atomic(Path(args.out), write)
+    except OSError as exc:
+        print(f"drwatch report: cannot write {escape(args.out)}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANTCREAT
+    s = doc["summary"]
+    print(f"report of {s['assets']} assets, {s['results']} results ({doc['period']['since']} to "
+          f"{doc['period']['until']}, chain head #{doc['evidence']['chain_head']['id']}"
+          f"{', signed' if signer is not None else ''}) -> {escape(args.out)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return run_configured(args, "drwatch report", lambda cfg: _report(cfg, args), log_level="warning")
+
+
+async def _verify(cfg: Any, args: argparse.Namespace, data: bytes) -> int:
+    from drwatch.formats.sealsign import SealKeyError, SigningKeyError, load_public_key
+    from drwatch.reporting import integrity
+    from drwatch.reporting.verify import compare
+    from drwatch.store import open_store
+
+    try:
+        if args.public_key:
+            key = load_public_key(Path(args.public_key))
+        else:
+            signer = _signer(cfg)
+            key = None if signer is None else signer.public_key()
+    except (SealKeyError, SigningKeyError) as exc:
+        print(f"drwatch verify-report: {escape(exc)}", file=sys.stderr)
+        return EXIT_NOINPUT
+    evidence, problems, signed = integrity.open_report(data, key)
+    findings: list[Any] = []
+    checked = 0
+    if evidence is not None:
+        store = open_store(cfg)
+        await store.open()
+        try:
+            chain = await store.chain_check()
+        finally:
+            await store.close()
+        findings = compare(evidence, chain)
+        checked = len(evidence.get("results") or [])
+    for p in problems:
+        print(f"TAMPERED report: {p}")
+    for f in findings:
+        print(f"{'TAMPERED' if f.tampered else 'note'} {f.kind}: {escape(f.detail)}")
+    bad = bool(problems) or any(f.tampered for f in findings)
+    print(f"{'FAILED' if bad else 'OK'}: {checked} results of the report checked against the store's chain"
+          f"{'; signature verified' if signed and not problems else ''}")
+    return EXIT_NONCOMPLIANT if bad else EXIT_OK
+
+
+def cmd_verify_report(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"drwatch verify-report: cannot read {escape(args.file)}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NOINPUT
+    return run_configured(args, "drwatch verify-report", lambda cfg: _verify(cfg, args, data), log_level="warning")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("report", help="write the evidence of a period per asset: compliance over time, drills, "
+                                      "failures and fixes, attestations (HTML or JSON)")
+    p.add_argument("--config", "-c")
+    p.add_argument("--since", default="30d", help="how far back (a duration: 30d, 12h; default 30d)")
+    p.add_argument("--asset", action="append", help="only this asset (repeatable)")
+    p.add_argument("--format", choices=["html", "json"], default="html")
+    p.add_argument("--out", "-o", required=True, help="report file ('-' for stdout)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("verify-report", help="check a report against the store: an edited, deleted or reordered "
+                                             "result, a rewritten chain, an edited report or a bad signature")
+    p.add_argument("file")
+    p.add_argument("--config", "-c")
+    p.add_argument("--public-key", help="PEM Ed25519 public key to check the signature with (default: the public "
+                                        "half of reports.signing_key_file)")
+    p.set_defaults(func=cmd_verify_report)

@@ -1,0 +1,205 @@
+"""3-2-1-1-0 over a period: the stored results, attestations and acknowledgements replayed, in the order they
+were stored, through the same evaluation /metrics and ``status`` use (:func:`drwatch.state.compliance.evaluate_asset`).
+
+The verdict changes when something is recorded, and also when time alone moves it: a check goes stale, a
+recovery point ages past the RPO, a failure leaves the window, an attestation or an Object Lock runs out. The
+replay evaluates whenever a result differs from the previous one of its validator in what the verdict reads
+(outcome and each copy's state, media, place, lock and offline flags), at every attestation and
+acknowledgement, and at the next moment time alone may change it, so each interval is exact, not sampled. A
+result like the one before it (the usual case) costs no evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from drwatch.config.model import Config
+from drwatch.core.model import Ack, Attestation, Outcome, Result
+from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate_asset
+from drwatch.state.snapshot import Snapshot
+from drwatch.store.base import ValidatorStats, newer, result_from_row
+
+_TICK = 1e-3  # the evaluation compares with <= and >: a time-driven change shows just after its moment
+
+
+@dataclass
+class Row:
+    """One stored result as the report reads it: copies and figures decoded, the full Result only on demand."""
+
+    raw: tuple[Any, ...]  # (id, *RESULT_COLUMNS, config_hash, digest)
+    copies: list[dict[str, Any]]
+    figures: dict[str, float]
+    _result: Result | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, raw: tuple[Any, ...]) -> Row:
+        return cls(raw, json.loads(raw[11]), json.loads(raw[9]))
+
+    id = property(lambda self: int(self.raw[0]))
+    run_id = property(lambda self: str(self.raw[1]))
+    asset = property(lambda self: str(self.raw[2]))
+    validator = property(lambda self: str(self.raw[3]))
+    kind = property(lambda self: str(self.raw[4]))
+    outcome = property(lambda self: str(self.raw[5]))
+    started_at = property(lambda self: float(self.raw[6]))
+    finished_at = property(lambda self: float(self.raw[7]))
+    config_hash = property(lambda self: str(self.raw[12] or ""))
+    digest = property(lambda self: str(self.raw[13] or ""))
+
+    @property
+    def result(self) -> Result:
+        if self._result is None:
+            self._result = result_from_row(self.raw[1:12])
+        return self._result
+
+    def signature(self) -> tuple[Any, ...]:
+        """What the verdict reads from this result, times aside (those move the moments of _next_change)."""
+        return (self.outcome, tuple(
+            (c["copy"], c["state"], c.get("media"), c.get("site"), c.get("region"), c.get("provider"),
+             c.get("immutable"), c.get("offline"), c.get("region_observed"), tuple(c.get("dependencies") or ()))
+            for c in self.copies))
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: float
+    end: float
+    compliant: bool
+    states: tuple[str, ...]  # per rule of RULES: pass | fail | unknown
+    reason: str  # why not compliant, as the verdict said at the interval's start ("" when compliant)
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def _reason(verdict: AssetVerdict) -> str:
+    return "; ".join(f"{rule}: {v.state.value}: {v.detail}" for rule in RULES
+                     if (v := verdict.rules[rule]).state != RuleState.PASS)
+
+
+@dataclass
+class _Validator:
+    """A validator's state during the replay (the store's validator_state, as of the replayed moment)."""
+
+    max_age: float
+    last_run: float | None = None
+    last_success: float | None = None
+    last_failure: float | None = None
+    row: Row | None = None
+    before: Result | None = None  # its newest result before the period, until a row of the period replaces it
+    signature: tuple[Any, ...] | None = None
+
+    def latest(self) -> Result | None:
+        return self.row.result if self.row is not None else self.before
+
+    def moments(self, rpo: float, horizon: float, window: float) -> list[float]:
+        out = [] if self.last_failure is None else [self.last_failure + window]
+        if self.row is not None:
+            out.append(self.row.finished_at + self.max_age)
+            for c in self.row.copies:
+                if c.get("recovery_point") is not None:
+                    out.append(float(c["recovery_point"]) + rpo)
+                if c.get("retain_until_min") is not None:
+                    out.append(float(c["retain_until_min"]) - horizon)
+        elif self.before is not None:
+            out.append(self.before.finished_at + self.max_age)
+            for rep in self.before.copies:
+                if rep.recovery_point is not None:
+                    out.append(rep.recovery_point + rpo)
+                if rep.retain_until_min is not None:
+                    out.append(rep.retain_until_min - horizon)
+        return out
+
+
+def replay(cfg: Config, asset: str, initial: dict[str, ValidatorStats], rows: list[Row],
+           attestations: list[Attestation], acks: list[Ack], since: float, until: float) -> list[Interval]:
+    """The asset's compliance intervals over [since, until]. ``initial``: per validator label, its state just
+    before ``since``; ``rows``: the asset's results of the period in stored order; ``attestations`` and
+    ``acks``: every one up to ``until``, oldest first (those before ``since`` are in force at the start)."""
+    acfg = cfg.assets[asset]
+    comp = cfg.compliance
+    rpo, horizon = acfg.rpo.total_seconds(), comp.min_retention_remaining.total_seconds()
+    window, att_age = comp.window.total_seconds(), comp.offline_attestation_max_age.total_seconds()
+    state: dict[str, _Validator] = {}
+    for vcfg in acfg.validators:
+        start_state = state[vcfg.label] = _Validator(vcfg.effective_max_age(cfg))
+        got = initial.get(vcfg.label)
+        if got is not None:
+            start_state.last_run, start_state.last_success = got.last_run_at, got.last_success_at
+            start_state.last_failure, start_state.before = got.last_failure_at, got.last_result
+    atts = {(a.asset, a.copy): a for a in attestations if a.asset == asset and a.created_at < since}
+    ack_map = {(k.asset, k.validator): k for k in acks if k.asset == asset and k.created_at < since}
+    events: list[tuple[float, int, Row | Attestation | Ack]] = [(r.finished_at, i, r) for i, r in enumerate(rows)]
+    n = len(events)
+    events += [(a.created_at, n + i, a) for i, a in enumerate(attestations)
+               if a.asset == asset and since <= a.created_at <= until]
+    n = len(events)
+    events += [(k.created_at, n + i, k) for i, k in enumerate(acks)
+               if k.asset == asset and since <= k.created_at <= until]
+    events.sort(key=lambda e: (e[0], e[1]))
+
+    def verdict_at(t: float) -> tuple[tuple[str, ...], bool, AssetVerdict]:
+        validators = {(asset, label): ValidatorStats(asset, label, v.last_run, v.last_success, v.last_failure,
+                                                     last_result=v.latest())
+                      for label, v in state.items() if v.last_run is not None or v.latest() is not None}
+        verdict = evaluate_asset(cfg, Snapshot(cfg, validators, atts, acks=ack_map), asset, t)
+        return tuple(verdict.rules[r].state.value for r in RULES), verdict.compliant, verdict
+
+    def next_change(t: float) -> float:
+        moments = [m for v in state.values() for m in v.moments(rpo, horizon, window)]
+        for att in atts.values():
+            moments.append(att.created_at + att_age)
+            if att.recovery_point is not None:
+                moments.append(att.recovery_point + rpo)
+        later = [m + _TICK for m in moments if m + _TICK > t]
+        return min(later) if later else math.inf
+
+    intervals: list[Interval] = []
+    states, compliant, verdict = verdict_at(since)
+    start, reason = since, ("" if compliant else _reason(verdict))
+    i, t = 0, since
+    wake = next_change(t)
+    while True:
+        nxt = min(events[i][0] if i < len(events) else math.inf, wake)
+        if nxt >= until:
+            break
+        t = max(t, nxt)
+        changed = t >= wake
+        while i < len(events) and events[i][0] <= t:
+            item = events[i][2]
+            i += 1
+            if isinstance(item, Row):
+                found = state.get(item.validator)
+                if found is None:  # a validator no longer configured: the verdict does not read it
+                    continue
+                v = found
+                finished = item.finished_at
+                if item.outcome != Outcome.CANCELLED:
+                    v.last_run = newer(v.last_run, finished, finished)
+                    if item.outcome == Outcome.OK:
+                        v.last_success = newer(v.last_success, finished, finished)
+                    elif item.outcome == Outcome.FAILED:
+                        v.last_failure = newer(v.last_failure, finished, finished)
+                signature = item.signature()
+                changed = changed or signature != v.signature or (v.row is None and v.before is None)
+                v.row, v.signature = item, signature
+            elif isinstance(item, Attestation):
+                atts[(item.asset, item.copy)] = item
+                changed = True
+            else:
+                ack_map[(item.asset, item.validator)] = item
+                changed = True
+        wake = next_change(t)
+        if not changed:
+            continue
+        new_states, new_compliant, verdict = verdict_at(t)
+        if new_states != states:
+            intervals.append(Interval(start, t, compliant, states, reason))
+            states, compliant, start = new_states, new_compliant, t
+            reason = "" if compliant else _reason(verdict)
+    intervals.append(Interval(start, until, compliant, states, reason))
+    return intervals

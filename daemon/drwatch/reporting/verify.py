@@ -1,0 +1,46 @@
+"""``drwatch verify-report``: a report checked against the store it was built from.
+
+The store's chain must be intact (drwatch.store.chain), must still hold the chain head the report carries with
+the same digest, and must hold every result the report lists with the digest the report recorded. A result
+pruned since (history retention) is reported as pruned: proven by its tombstone, its content no longer shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from drwatch.store.chain import GENESIS, ChainCheck
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # report | edited | deleted | reordered | head | unchained | pruned
+    detail: str
+
+    @property
+    def tampered(self) -> bool:
+        return self.kind != "pruned"
+
+
+def compare(evidence: dict[str, Any], chain: ChainCheck) -> list[Finding]:
+    out = [Finding(p.kind, f"store result id {p.id}{f' (run {p.run_id})' if p.run_id else ''}: {p.detail}")
+           for p in chain.problems]
+    head = evidence.get("chain_head") or {}
+    head_id, head_digest = int(head.get("id", 0)), str(head.get("digest", GENESIS))
+    if head_id:
+        link = chain.links.get(head_id)
+        if link is None:
+            out.append(Finding("deleted", f"the report's chain head, result id {head_id}, is no longer in the store"))
+        elif link[0] != head_digest:
+            out.append(Finding("edited", f"the store's result id {head_id} is not the one the report's chain head "
+                                         "names: the chain was rewritten since the report"))
+    for rid, digest in evidence.get("results") or []:
+        link = chain.links.get(int(rid))
+        if link is None:
+            out.append(Finding("deleted", f"result id {rid} of the report is no longer in the store"))
+        elif link[0] != digest:
+            out.append(Finding("edited", f"result id {rid} (run {link[1]}) differs from the one in the report"))
+        elif link[2]:
+            out.append(Finding("pruned", f"result id {rid} (run {link[1]}) was pruned since (its link remains)"))
+    return out
