@@ -35,6 +35,7 @@ from drwatch.validators import PLUGINS
 
 if TYPE_CHECKING:
     from drwatch.cluster.engine import ClusterEngine
+    from drwatch.http.server import HttpServer
 
 log = structlog.get_logger("drwatch.engine.daemon")
 MAINTENANCE_INTERVAL = 10.0
@@ -48,6 +49,19 @@ PRUNE_INTERVAL = 3600.0
 
 def sandbox_manager(cfg: Config) -> SandboxManager:
     return SandboxManager(cfg.resolve_path(cfg.limits.sandbox_dir) if cfg.limits.sandbox_dir else None)
+
+
+async def _sweep(cfg: Config, stack: AsyncExitStack) -> SandboxManager:
+    """What crashed runs left: sandboxes on this host (removed before anything runs) and, outside it (temporary
+    Pinecone indexes...), each plugin's sweep in the background (never delays readiness; every run of those kinds
+    sweeps again before it starts)."""
+    sandboxes = sandbox_manager(cfg)
+    removed = await asyncio.to_thread(sandboxes.sweep_orphans)
+    if removed:
+        log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
+    remote_sweeps = [asyncio.create_task(p.sweep(cfg, log, 60)) for p in PLUGINS if p.sweep is not None]
+    stack.push_async_callback(_cancel_all, remote_sweeps)
+    return sandboxes
 
 
 def summary(state: AppState, now: float) -> str:
@@ -133,30 +147,15 @@ class Daemon:
 
     async def run(self) -> int:
         cfg = self._initial
-        loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
-            # Signals first: a SIGTERM during start-up stops cleanly, and an early SIGHUP (whose default
-            # action would kill the process) is remembered and applied once ready.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-                stack.callback(loop.remove_signal_handler, sig)
-            loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-            stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+            self._install_signals(stack)
             # Watchdog pings from the first moment to the last (drain included): they prove the loop runs.
             watchdog = asyncio.create_task(self._watchdog())
             stack.push_async_callback(_cancel_all, [watchdog])
-
             stack.callback(sys.setswitchinterval, sys.getswitchinterval())  # as it was (in-process tests)
             sys.setswitchinterval(SWITCH_INTERVAL)
             stack.callback(gc.unfreeze)  # what the heap froze is collected as usual again (in-process tests)
-            sandboxes = sandbox_manager(cfg)
-            removed = await asyncio.to_thread(sandboxes.sweep_orphans)
-            if removed:
-                log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
-            # What crashed runs left outside this host (temporary Pinecone indexes...): each plugin's sweep, in
-            # the background (never delays readiness; every run of those kinds sweeps again before it starts).
-            remote_sweeps = [asyncio.create_task(p.sweep(cfg, log, 60)) for p in PLUGINS if p.sweep is not None]
-            stack.push_async_callback(_cancel_all, remote_sweeps)
+            sandboxes = await _sweep(cfg, stack)
 
             store = open_store(cfg)
             await store.open()
@@ -166,35 +165,8 @@ class Daemon:
             state = self.state = AppState(cfg, Snapshot.from_state(cfg, stored), process)
             runner = self.runner = Runner(state, store, sandboxes, self.clock)
             stack.push_async_callback(runner.aclose)
-
-            from drwatch.http.server import HttpServer
-
-            web_cfg = await asyncio.to_thread(for_config, cfg)
-            await _warn_exposed(cfg, web_cfg)
-            if cfg.http.enabled:
-                http = HttpServer(state, self.reload, self.clock, web_cfg)
-                await http.start(cfg.http.host, cfg.http.port)
-                stack.push_async_callback(http.stop)
-                self.http_port = http.port
-                self.web_guard = http.guard
-                base = f"{http.guard.scheme}://{cfg.http.host}:{http.port}"
-                log.info("listening", address=f"{base}/metrics", status=f"{base}/api/v1/status", **describe(web_cfg))
-                if self._on_listening is not None:
-                    self._on_listening(http.port, http.guard.scheme)
-
-            if cfg.cluster.enabled:  # several nodes share the store: a job engine instead of the scheduler
-                from drwatch.cluster.engine import cluster_dsn, open_engine
-                from drwatch.metrics.cluster import ClusterCollector
-
-                cluster = self.cluster = open_engine(state, runner, cluster_dsn(cfg), self._on_hup, self.clock)
-                stack.push_async_callback(cluster.close)
-                await cluster.start()
-                if cfg.http.enabled:
-                    http.registry.register(ClusterCollector(lambda: cluster.view))
-            else:
-                scheduler = self.scheduler = Scheduler(runner, self.clock)
-                scheduler.start(cfg, state.snapshot)
-                stack.callback(scheduler.shutdown)
+            http = await self._start_http(stack, cfg, state)
+            await self._start_engine(stack, cfg, state, runner, http)
 
             maintenance = asyncio.create_task(self._maintenance(store, runner))
             self.heap.settle()
@@ -205,23 +177,69 @@ class Daemon:
             if self._reload_requested and not self._stop.is_set():
                 self._on_hup()
             await self._stop.wait()
-
-            log.info("stopping")
-            self.notifier.stopping()
-            state.ready = False
-            if self.scheduler is not None:
-                self.scheduler.shutdown()
-            await _cancel_all(list(self._reloads))
-            if self.cluster is not None:
-                await self.cluster.drain(state.config.limits.drain_timeout.total_seconds())
-            else:
-                await runner.drain(state.config.limits.drain_timeout.total_seconds())
-            await _cancel_all([maintenance])
-            await runner.flush()
-            if runner.pending:
-                log.error("results_not_persisted", count=len(runner.pending))
+            await self._shut_down(state, runner, maintenance)
         log.info("stopped")
         return 0
+
+    def _install_signals(self, stack: AsyncExitStack) -> None:
+        """Signals first: a SIGTERM during start-up stops cleanly, and an early SIGHUP (whose default action
+        would kill the process) is remembered and applied once ready."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        stack.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    async def _start_http(self, stack: AsyncExitStack, cfg: Config, state: AppState) -> HttpServer | None:
+        from drwatch.http.server import HttpServer
+
+        web_cfg = await asyncio.to_thread(for_config, cfg)
+        await _warn_exposed(cfg, web_cfg)
+        if not cfg.http.enabled:
+            return None
+        http = HttpServer(state, self.reload, self.clock, web_cfg)
+        await http.start(cfg.http.host, cfg.http.port)
+        stack.push_async_callback(http.stop)
+        self.http_port = http.port
+        self.web_guard = http.guard
+        base = f"{http.guard.scheme}://{cfg.http.host}:{http.port}"
+        log.info("listening", address=f"{base}/metrics", status=f"{base}/api/v1/status", **describe(web_cfg))
+        if self._on_listening is not None:
+            self._on_listening(http.port, http.guard.scheme)
+        return http
+
+    async def _start_engine(self, stack: AsyncExitStack, cfg: Config, state: AppState, runner: Runner,
+                            http: HttpServer | None) -> None:
+        if cfg.cluster.enabled:  # several nodes share the store: a job engine instead of the scheduler
+            from drwatch.cluster.engine import cluster_dsn, open_engine
+            from drwatch.metrics.cluster import ClusterCollector
+
+            cluster = self.cluster = open_engine(state, runner, cluster_dsn(cfg), self._on_hup, self.clock)
+            stack.push_async_callback(cluster.close)
+            await cluster.start()
+            if http is not None:
+                http.registry.register(ClusterCollector(lambda: cluster.view))
+        else:
+            scheduler = self.scheduler = Scheduler(runner, self.clock)
+            scheduler.start(cfg, state.snapshot)
+            stack.callback(scheduler.shutdown)
+
+    async def _shut_down(self, state: AppState, runner: Runner, maintenance: asyncio.Task[None]) -> None:
+        log.info("stopping")
+        self.notifier.stopping()
+        state.ready = False
+        if self.scheduler is not None:
+            self.scheduler.shutdown()
+        await _cancel_all(list(self._reloads))
+        if self.cluster is not None:
+            await self.cluster.drain(state.config.limits.drain_timeout.total_seconds())
+        else:
+            await runner.drain(state.config.limits.drain_timeout.total_seconds())
+        await _cancel_all([maintenance])
+        await runner.flush()
+        if runner.pending:
+            log.error("results_not_persisted", count=len(runner.pending))
 
     def _on_hup(self) -> None:
         if self._stop.is_set():

@@ -175,6 +175,14 @@ def _restore_errors(cfg: Config, snap: Snapshot, asset_name: str, asset: AssetCo
     return RuleVerdict(RuleState.PASS, f"{len(asset.validators)} validator(s) ok{history}")
 
 
+def _names(items: list[CopyStatus]) -> str:
+    return ", ".join(s.name for s in items) or "none"
+
+
+def _reasons(items: list[CopyStatus]) -> str:
+    return "".join(f"; {s.name}: {s.reason}" for s in items)
+
+
 def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> AssetVerdict:
     asset = cfg.assets[asset_name]
     req = cfg.compliance
@@ -183,72 +191,72 @@ def evaluate_asset(cfg: Config, snap: Snapshot, asset_name: str, now: float) -> 
     statuses = [_copy_status(cfg, asset, name, loc, facts.get(name), snap, asset_name, now) for name, loc in refs]
     good = [s for s in statuses if s.status in ("verified", "attested")]
     unknown = [s for s in statuses if s.status == "unknown"]
-
-    def names(items: list[CopyStatus]) -> str:
-        return ", ".join(s.name for s in items) or "none"
-
-    def reasons(items: list[CopyStatus]) -> str:
-        return "".join(f"; {s.name}: {s.reason}" for s in items)
-
     bad = [s for s in statuses if s.status not in ("verified", "attested")]
     rules: dict[str, RuleVerdict] = {}
     rules["copies"] = RuleVerdict(
         _tri(len(good), len(good) + len(unknown), req.copies),
-        f"{len(good)}/{req.copies} verified ({names(good)})" + reasons(bad),
+        f"{len(good)}/{req.copies} verified ({_names(good)})" + _reasons(bad),
     )
-    # A volatile filesystem (tmpfs, ramfs) is gone at the next reboot: it is no medium at all.
-    media = {s.media for s in good if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
-    media_possible = media | {s.media for s in unknown if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
-    extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
-    media_state = _tri(len(media), len(media_possible) + extra_unknown_media, req.media)
-    unknown_media = [s.name for s in good if s.media == "unknown"]
-    volatile = [s.name for s in good if s.media in VOLATILE_MEDIA]
-    rules["media"] = RuleVerdict(
-        media_state,
-        f"{len(media)}/{req.media} media among verified copies ({', '.join(sorted(media)) or 'none'})"
-        + (f"; media not known for: {', '.join(unknown_media)}" if unknown_media else "")
-        + (f"; volatile (not a medium): {', '.join(volatile)}" if volatile else "")
-        + (reasons([s for s in unknown if s.media not in media]) if media_state == RuleState.UNKNOWN else ""),
-    )
-    prod = statuses[0]
-
+    rules["media"] = _media_rule(req.media, good, unknown)
     independent = not req.require_independent_credentials
-
-    def offsite(s: CopyStatus) -> bool:
-        """A different failure domain: observed region (or provider) first, declared site otherwise. A copy
-        observed on production's disk or mount source is never off-site, whatever it declares."""
-        if s.name == "production" or (s.dependencies and not independent) or SAME_DOMAIN in s.dependencies:
-            return False
-        if s.region and prod.region and (s.region_observed or prod.region_observed):
-            return s.region != prod.region or (s.provider != prod.provider and bool(s.provider and prod.provider))
-        if s.region and prod.region and s.region != prod.region:
-            return True
-        return bool(s.site) and bool(prod.site) and s.site != prod.site
-
-    off = [s for s in good if offsite(s)]
-    off_unknown = [s for s in unknown if offsite(s)]
-    dependent = [s for s in good if s.dependencies]
-    off_state = _tri(len(off), len(off) + len(off_unknown), req.offsite)
-    site_note = "" if prod.site or prod.region else "; production declares no site/region"
-    rules["offsite"] = RuleVerdict(
-        off_state,
-        f"{len(off)}/{req.offsite} verified off-site ({names(off)}){site_note}"
-        + (reasons(off_unknown) if off_state == RuleState.UNKNOWN else "")
-        + "".join(f"; {s.name} depends on production ({', '.join(s.dependencies)})"
-                  + ("" if independent and SAME_DOMAIN not in s.dependencies else ", not counted")
-                  for s in dependent),
-    )
+    rules["offsite"] = _offsite_rule(req.offsite, statuses[0], good, unknown, independent)
     imm = [s for s in statuses if s.immutable and s.status in ("verified", "attested", "attested-old")
            and (independent or not s.dependencies)]
     imm_unknown = [s for s in unknown if s.could_be_immutable]
     imm_state = _tri(len(imm), len(imm) + len(imm_unknown), req.immutable)
     rules["immutable"] = RuleVerdict(
         imm_state,
-        f"{len(imm)}/{req.immutable} immutable or offline ({names(imm)})"
-        + (reasons(imm_unknown) if imm_state == RuleState.UNKNOWN else ""),
+        f"{len(imm)}/{req.immutable} immutable or offline ({_names(imm)})"
+        + (_reasons(imm_unknown) if imm_state == RuleState.UNKNOWN else ""),
     )
     rules["restore_errors"] = _restore_errors(cfg, snap, asset_name, asset, now)
     return AssetVerdict(asset_name, rules, tuple(statuses), len(good), snap.recovery_point(asset_name))
+
+
+def _media_rule(required: int, good: list[CopyStatus], unknown: list[CopyStatus]) -> RuleVerdict:
+    # A volatile filesystem (tmpfs, ramfs) is gone at the next reboot: it is no medium at all.
+    media = {s.media for s in good if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
+    media_possible = media | {s.media for s in unknown if s.media != "unknown" and s.media not in VOLATILE_MEDIA}
+    extra_unknown_media = sum(1 for s in unknown if s.media == "unknown")
+    media_state = _tri(len(media), len(media_possible) + extra_unknown_media, required)
+    unknown_media = [s.name for s in good if s.media == "unknown"]
+    volatile = [s.name for s in good if s.media in VOLATILE_MEDIA]
+    return RuleVerdict(
+        media_state,
+        f"{len(media)}/{required} media among verified copies ({', '.join(sorted(media)) or 'none'})"
+        + (f"; media not known for: {', '.join(unknown_media)}" if unknown_media else "")
+        + (f"; volatile (not a medium): {', '.join(volatile)}" if volatile else "")
+        + (_reasons([s for s in unknown if s.media not in media]) if media_state == RuleState.UNKNOWN else ""),
+    )
+
+
+def _offsite(s: CopyStatus, prod: CopyStatus, independent: bool) -> bool:
+    """A different failure domain: observed region (or provider) first, declared site otherwise. A copy
+    observed on production's disk or mount source is never off-site, whatever it declares."""
+    if s.name == "production" or (s.dependencies and not independent) or SAME_DOMAIN in s.dependencies:
+        return False
+    if s.region and prod.region and (s.region_observed or prod.region_observed):
+        return s.region != prod.region or (s.provider != prod.provider and bool(s.provider and prod.provider))
+    if s.region and prod.region and s.region != prod.region:
+        return True
+    return bool(s.site) and bool(prod.site) and s.site != prod.site
+
+
+def _offsite_rule(required: int, prod: CopyStatus, good: list[CopyStatus], unknown: list[CopyStatus],
+                  independent: bool) -> RuleVerdict:
+    off = [s for s in good if _offsite(s, prod, independent)]
+    off_unknown = [s for s in unknown if _offsite(s, prod, independent)]
+    dependent = [s for s in good if s.dependencies]
+    off_state = _tri(len(off), len(off) + len(off_unknown), required)
+    site_note = "" if prod.site or prod.region else "; production declares no site/region"
+    return RuleVerdict(
+        off_state,
+        f"{len(off)}/{required} verified off-site ({_names(off)}){site_note}"
+        + (_reasons(off_unknown) if off_state == RuleState.UNKNOWN else "")
+        + "".join(f"; {s.name} depends on production ({', '.join(s.dependencies)})"
+                  + ("" if independent and SAME_DOMAIN not in s.dependencies else ", not counted")
+                  for s in dependent),
+    )
 
 
 def evaluate(cfg: Config, snap: Snapshot, now: float) -> dict[str, AssetVerdict]:
