@@ -45,7 +45,7 @@ from drwatch.core import logs
 from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
 from drwatch.formats import safetensors as st
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drwatch.config.model import load_config
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store

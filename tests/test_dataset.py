@@ -28,7 +28,7 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.state.compliance import RuleState
 from drwatch.storage.filesystem import MANIFEST_NAME
 from tests.support.helpers import REPO, backdate, run_cli, write_config, write_tree

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from drwatch.core.model import CopyState, Outcome, Result, Severity
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.storage.filesystem import MANIFEST_NAME
 from tests.support import s3helpers as s3h
 from tests.support.helpers import basic_config, populate, write_tree

@@ -19,7 +19,7 @@ import pytest
 
 from drwatch.config.model import Config
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.verify import verify_families
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.state.compliance import evaluate
 from drwatch.state.snapshot import Snapshot
 from tests.support.helpers import basic_config, populate, run_cli

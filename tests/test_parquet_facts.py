@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drwatch.formats.manifest import ManifestError, aread, iter_entries, read_header, seal_directory
+from drwatch.formats.manifest import ManifestError, aread, iter_entries, read_header
 from drwatch.formats.parquet import (
     FooterError,
     ParquetFacts,
@@ -26,6 +26,7 @@ from drwatch.formats.parquet import (
     read_file_facts,
     schema_fingerprint,
 )
+from drwatch.formats.sealing import seal_directory
 from drwatch.storage.filesystem import MANIFEST_NAME
 from tests.support.helpers import REPO
 

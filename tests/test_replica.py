@@ -18,7 +18,7 @@ from drwatch.config.model import parse_config
 from drwatch.core.model import CopyState, Outcome, Result
 from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.state.compliance import RuleState
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.filesystem import MANIFEST_NAME

@@ -52,8 +52,8 @@ from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Outcome, Result
 from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
-from drwatch.formats.manifest import seal_directory, seal_entries
 from drwatch.formats.parquet import ParquetFacts, read_file_facts
+from drwatch.formats.sealing import seal_directory, seal_entries
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, sha256_file

@@ -20,7 +20,7 @@ import pytest
 
 from drwatch.config.model import Config
 from drwatch.core.model import Outcome, Result
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.verify import verify_families
 from drwatch.state.pricing import GB
 from drwatch.state.snapshot import Snapshot

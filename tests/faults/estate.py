@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.validators import PLUGINS
 from tests.support.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
 from tests.support.pgserver import PostgresServer

@@ -26,7 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
-from drwatch.formats.manifest import seal_directory
+from drwatch.formats.sealing import seal_directory
 from drwatch.formats.seals import seal_digest_sync
 from drwatch.storage.filesystem import MANIFEST_NAME
 

@@ -27,8 +27,8 @@ async def _seal_s3(args: argparse.Namespace, url: str, signer: Any = None) -> An
     """Seal a recovery point in S3: sizes and sha256 (from full-object SHA256 checksums where the store
     keeps them, else by reading) or blake3 (always by reading). Reads only; the manifest goes to a local file
     or stdout."""
-    from drwatch.formats.manifest import seal_entries
     from drwatch.formats.parquet import ParquetFacts, available, fetch_facts, s3_fetcher
+    from drwatch.formats.sealing import seal_entries
     from drwatch.storage.config import S3LocationConfig
     from drwatch.storage.s3 import S3Pool
     from drwatch.storage.sources import S3Source
@@ -124,8 +124,8 @@ class _Skipped:
 
 async def _seal_local(root: Path, workers: int, extra: dict[str, str] | None, out_path: Path | None,
                       skipped: _Skipped, signer: Any = None, algorithm: str = "sha256") -> Any:
-    """``manifest.seal_directory`` with its refusals turned into _SealRefused (nothing is written)."""
-    from drwatch.formats.manifest import SealEmptyError, SealInputError, seal_directory
+    """``sealing.seal_directory`` with its refusals turned into _SealRefused (nothing is written)."""
+    from drwatch.formats.sealing import SealEmptyError, SealInputError, seal_directory
 
     try:
         return await seal_directory(root, sys.stdout if out_path is None else None, out_path, workers, extra,

@@ -111,6 +111,25 @@ def _int(value: Any) -> int | None:
 
 def check_header(header_len: int, header: bytes, size: int) -> Layout:
     """Judge a header (``header`` = the ``header_len`` bytes after the length) of a file of ``size`` bytes."""
+    doc = _header_document(header_len, header, size)
+    if isinstance(doc, Layout):
+        return doc
+    problems: list[Problem] = []
+    metadata: dict[str, str] = {}
+    meta = doc.pop("__metadata__", None)
+    if meta is not None:
+        if isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()):
+            metadata = dict(meta)
+        else:
+            problems.append(Problem(HEADER_INVALID, "__metadata__ is not a mapping of text to text"))
+    tensors = [t for name, info in doc.items() if (t := _tensor(name, info, problems)) is not None]
+    if len(tensors) == len(doc):  # a tensor without a usable range leaves the layout unknowable
+        problems.extend(_layout_problems(tensors, size - 8 - header_len))
+    return Layout(size, header_len, tuple(tensors), metadata, tuple(problems))
+
+
+def _header_document(header_len: int, header: bytes, size: int) -> dict[Any, Any] | Layout:
+    """The header's JSON object, or the Layout of a file whose header is not one."""
     if size < 8:
         return Layout(size, problems=(Problem(TRUNCATED, f"the file holds {size} bytes, fewer than the 8-byte "
                                                          "header length"),))
@@ -136,47 +155,39 @@ def check_header(header_len: int, header: bytes, size: int) -> Layout:
                                                                           f"({type(exc).__name__})"),))
     if not isinstance(doc, dict):
         return Layout(size, header_len, problems=(Problem(HEADER_INVALID, "header is not a JSON object"),))
-    problems: list[Problem] = []
-    metadata: dict[str, str] = {}
-    meta = doc.pop("__metadata__", None)
-    if meta is not None:
-        if isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()):
-            metadata = dict(meta)
-        else:
-            problems.append(Problem(HEADER_INVALID, "__metadata__ is not a mapping of text to text"))
-    tensors: list[Tensor] = []
-    for name, info in doc.items():
-        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            problems.append(Problem(HEADER_INVALID, f"tensor {name!r}: expected exactly dtype, shape, data_offsets"))
-            continue
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        dims = [_int(d) for d in shape] if isinstance(shape, list) else [None]
-        if any(d is None or d < 0 for d in dims):
-            problems.append(Problem(HEADER_INVALID, f"tensor {name!r}: shape {shape!r} is not a list of "
-                                                    "non-negative integers"))
-            continue
-        bounds = [_int(o) for o in offsets] if isinstance(offsets, list) and len(offsets) == 2 else [None]
-        if any(b is None for b in bounds):
-            problems.append(Problem(OFFSETS_INVALID, f"tensor {name!r}: data_offsets {offsets!r} are not two "
-                                                     "integers"))
-            continue
-        begin, end = int(bounds[0] or 0), int(bounds[1] or 0)
-        if begin < 0 or end < begin:
-            problems.append(Problem(OFFSETS_INVALID, f"tensor {name!r}: data_offsets [{begin}, {end}] are "
-                                                     "negative or reversed"))
-            continue
-        bits = DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
-        if bits is None:
-            problems.append(Problem(DTYPE_UNKNOWN, f"tensor {name!r}: unknown dtype {dtype!r}"))
-        else:
-            nbits = math.prod(int(d) for d in dims if d is not None) * bits
-            if nbits % 8 or nbits // 8 != end - begin:
-                problems.append(Problem(SHAPE_MISMATCH, f"tensor {name!r}: {dtype}{list(dims)} needs "
-                                                        f"{nbits / 8:g} bytes, its range holds {end - begin}"))
-        tensors.append(Tensor(str(name), str(dtype), tuple(int(d) for d in dims if d is not None), begin, end))
-    if len(tensors) == len(doc):  # a tensor without a usable range leaves the layout unknowable
-        problems.extend(_layout_problems(tensors, size - 8 - header_len))
-    return Layout(size, header_len, tuple(tensors), metadata, tuple(problems))
+    return doc
+
+
+def _tensor(name: Any, info: Any, problems: list[Problem]) -> Tensor | None:
+    """One tensor's entry, its problems appended; None when it has no usable range."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        problems.append(Problem(HEADER_INVALID, f"tensor {name!r}: expected exactly dtype, shape, data_offsets"))
+        return None
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    dims = [_int(d) for d in shape] if isinstance(shape, list) else [None]
+    if any(d is None or d < 0 for d in dims):
+        problems.append(Problem(HEADER_INVALID, f"tensor {name!r}: shape {shape!r} is not a list of "
+                                                "non-negative integers"))
+        return None
+    bounds = [_int(o) for o in offsets] if isinstance(offsets, list) and len(offsets) == 2 else [None]
+    if any(b is None for b in bounds):
+        problems.append(Problem(OFFSETS_INVALID, f"tensor {name!r}: data_offsets {offsets!r} are not two "
+                                                 "integers"))
+        return None
+    begin, end = int(bounds[0] or 0), int(bounds[1] or 0)
+    if begin < 0 or end < begin:
+        problems.append(Problem(OFFSETS_INVALID, f"tensor {name!r}: data_offsets [{begin}, {end}] are "
+                                                 "negative or reversed"))
+        return None
+    bits = DTYPE_BITS.get(dtype) if isinstance(dtype, str) else None
+    if bits is None:
+        problems.append(Problem(DTYPE_UNKNOWN, f"tensor {name!r}: unknown dtype {dtype!r}"))
+    else:
+        nbits = math.prod(int(d) for d in dims if d is not None) * bits
+        if nbits % 8 or nbits // 8 != end - begin:
+            problems.append(Problem(SHAPE_MISMATCH, f"tensor {name!r}: {dtype}{list(dims)} needs "
+                                                    f"{nbits / 8:g} bytes, its range holds {end - begin}"))
+    return Tensor(str(name), str(dtype), tuple(int(d) for d in dims if d is not None), begin, end)
 
 
 def _layout_problems(tensors: list[Tensor], data_len: int) -> list[Problem]:
