@@ -47,10 +47,12 @@ from drwatch.cluster.confighash import config_hash
 from drwatch.cluster.fence import Fence, FenceLost
 from drwatch.cluster.heartbeat import ClusterView, beat, live_previous_owner
 from drwatch.cluster.schema import SCHEMA, install, make_queries, queue_settings
+from drwatch.cluster.slotrecords import begin_slot, finish_cancelled, finish_slot, slot_done
 from drwatch.cluster.slots import Slot, SlotClock
 from drwatch.config.model import Config
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Outcome, Result, Severity
+from drwatch.engine.drain import drain_tasks
 from drwatch.engine.runner import AppState, Runner
 from drwatch.validators.config import ValidatorConfig
 
@@ -150,20 +152,8 @@ class PgQueuerEngine:
             task.cancel()
         if self._qm is not None:
             self._qm.shutdown.set()
-        waiting = [t for t, started in self._running.items() if not started and not t.done()]
-        for t in waiting:
-            t.cancel("drwatch is shutting down")
-        running = [t for t in self._running if not t.done() and t not in waiting]
-        if running:
-            log.info("draining", running=len(running), timeout=grace)
-            _done, still = await asyncio.wait(running, timeout=grace)
-            for t in still:
-                t.cancel("drwatch is shutting down")
-            if still:
-                log.warning("drain_timeout_cancelling", cancelled=len(still))
-        pending = [t for t in self._running if not t.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=120)
+        waiting = [t for t, started in self._running.items() if not started]
+        await drain_tasks(log, waiting, list(self._running), grace)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
 
@@ -360,7 +350,7 @@ class PgQueuerEngine:
         give_up = loop.time() + vcfg.effective_timeout(cfg) + self.ccfg.lease.total_seconds() \
             + cfg.limits.drain_timeout.total_seconds()
         while True:
-            if await self._slot_done(asset, label, slot):
+            if await slot_done(self._pool, asset, label, slot):
                 log.info("slot_already_done", asset=asset, validator=label, slot=slot)
                 return
             try:
@@ -375,7 +365,7 @@ class PgQueuerEngine:
                 return
             await asyncio.sleep(min(1.0, self.ccfg.poll.total_seconds()))
         try:
-            begun = await self._begin(asset, label, slot, due)
+            begun = await begin_slot(self._pool, self.node, asset, label, slot, due)
             if begun is None:
                 log.info("slot_already_done", asset=asset, validator=label, slot=slot)
                 return
@@ -386,88 +376,12 @@ class PgQueuerEngine:
                 await self.runner.record(result)
             else:
                 result = await self.runner.execute(asset, vcfg, run_id=run_id)
-            await self._finish(asset, label, slot, due, result)
+            await finish_slot(self._pool, self.node, asset, label, slot, due, result)
         except asyncio.CancelledError:
-            await asyncio.shield(self._finish_cancelled(asset, label, slot))
+            await asyncio.shield(finish_cancelled(self._pool, self.node, asset, label, slot))
             raise
         finally:
             await asyncio.shield(self.fence.release(asset, label))
-
-    async def _slot_done(self, asset: str, label: str, slot: int) -> bool:
-        assert self._pool is not None
-        done = await self._pool.fetchval(f"SELECT last_done >= $3 FROM {SCHEMA}.slots "
-                                         "WHERE asset = $1 AND validator = $2", asset, label, slot)
-        return bool(done)
-
-    async def _begin(self, asset: str, label: str, slot: int, due: float) -> tuple[int, str] | None:
-        """Under the fence: None if the slot is done, else (how many times it has been started, the run id
-        of this start).
-
-        The run id is written before the run starts. If the previous start of this slot stored its result
-        under its run id and its node died before marking the slot done, that result is the slot's run: the
-        slot is completed here (run row and counter credited to that node) instead of running it again."""
-        assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(f"SELECT last_done, attempt_slot, attempts, running_run_id, running_node "
-                                      f"FROM {SCHEMA}.slots WHERE asset = $1 AND validator = $2 FOR UPDATE",
-                                      asset, label)
-            if row is None or row["last_done"] >= slot:
-                return None
-            previous = row["running_run_id"] if row["attempt_slot"] == slot else None
-            if previous is not None:
-                stored = await conn.fetchrow("SELECT outcome, started_at, finished_at FROM results WHERE run_id = $1",
-                                             previous)
-                if stored is not None:
-                    node = str(row["running_node"] or self.node)
-                    await self._complete(conn, asset, label, slot, due, previous, node, str(stored["outcome"]),
-                                         float(stored["started_at"]), float(stored["finished_at"]))
-                    log.info("slot_completed_from_stored_result", asset=asset, validator=label, slot=slot,
-                             run_id=previous, node=node,
-                             message="the previous owner stored this run's result and died before marking the "
-                                     "slot done; not run again")
-                    return None
-            run_id = uuid.uuid4().hex
-            attempts = int(row["attempts"]) + 1 if row["attempt_slot"] == slot else 1
-            await conn.execute(f"UPDATE {SCHEMA}.slots SET attempts = $3, attempt_slot = $4, running_node = $5, "
-                               "running_since = now(), running_run_id = $6 WHERE asset = $1 AND validator = $2",
-                               asset, label, attempts, slot, self.node, run_id)
-        return attempts, run_id
-
-    async def _finish(self, asset: str, label: str, slot: int, due: float, result: Result) -> None:
-        assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            await self._complete(conn, asset, label, slot, due, result.run_id, self.node, result.outcome.value,
-                                 result.started_at, result.finished_at)
-
-    async def _complete(self, conn: asyncpg.Connection, asset: str, label: str, slot: int, due: float,
-                        run_id: str, node: str, outcome: str, started_at: float, finished_at: float) -> None:
-        """Mark the slot done with its run row and the per-node counter (inside the caller's transaction)."""
-        await conn.execute(f"UPDATE {SCHEMA}.slots SET last_done = GREATEST(last_done, $3), running_node = NULL, "
-                           "running_since = NULL, running_run_id = NULL WHERE asset = $1 AND validator = $2",
-                           asset, label, slot)
-        await conn.execute(f"INSERT INTO {SCHEMA}.runs (run_id, asset, validator, slot, node, outcome, due, "
-                           "started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                           "ON CONFLICT (run_id) DO NOTHING", run_id, asset, label, slot, node, outcome, due,
-                           started_at, finished_at)
-        await self._count(conn, outcome, node)
-
-    async def _finish_cancelled(self, asset: str, label: str, slot: int) -> None:
-        """A cancelled run (shutdown, lost fence) is recorded by the runner; its slot is over."""
-        if self._pool is None:
-            return
-        try:
-            async with asyncio.timeout(5), self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(f"UPDATE {SCHEMA}.slots SET last_done = GREATEST(last_done, $3), "
-                                   "running_node = NULL, running_since = NULL, running_run_id = NULL "
-                                   "WHERE asset = $1 AND validator = $2 AND running_node = $4",
-                                   asset, label, slot, self.node)
-                await self._count(conn, Outcome.CANCELLED.value, self.node)
-        except Exception as exc:
-            log.warning("cancelled_slot_not_recorded", error_type=type(exc).__name__)
-
-    async def _count(self, conn: asyncpg.Connection, outcome: str, node: str) -> None:
-        await conn.execute(f"INSERT INTO {SCHEMA}.node_runs (node, outcome, count) VALUES ($1, $2, 1) "
-                           "ON CONFLICT (node, outcome) DO UPDATE SET count = node_runs.count + 1", node, outcome)
 
     def _abandoned(self, asset: str, vcfg: ValidatorConfig, attempts: int, run_id: str) -> Result:
         now = self.clock()

@@ -25,6 +25,7 @@ from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.logs import printable
 from drwatch.core.model import Finding, Outcome, Report, Result, Severity
 from drwatch.core.sandbox import SandboxManager
+from drwatch.engine.drain import drain_tasks
 from drwatch.engine.process import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import HashPool
@@ -328,22 +329,7 @@ class Runner:
         self.accepting = False
         tasks = [t for t in self.running.values() if not t.done()]
         # Runs still waiting for a concurrency slot never start during a drain.
-        queued = [t for t in tasks if t not in self._started]
-        for t in queued:
-            t.cancel("drwatch is shutting down")
-        if queued:
-            log.info("queued_runs_dropped", count=len(queued))
-            await asyncio.wait(queued, timeout=5)
-        tasks = [t for t in tasks if t not in queued and not t.done()]
-        if not tasks:
-            return
-        log.info("draining", running=len(tasks), timeout=grace)
-        _done, still = await asyncio.wait(tasks, timeout=grace)
-        for t in still:
-            t.cancel("drwatch is shutting down")
-        if still:
-            log.warning("drain_timeout_cancelling", cancelled=len(still))
-            await asyncio.wait(still, timeout=120)
+        await drain_tasks(log, [t for t in tasks if t not in self._started], tasks, grace)
 
     def close(self) -> None:
         for pool in {self.hashes, *self._hash_users}:
