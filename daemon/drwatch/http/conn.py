@@ -22,7 +22,8 @@ summarised at most once a minute (``http_connections_shed``). So are malformed r
 an invalid header, broken chunked encoding, an oversized header): aiohttp answers them 400 and drwatch counts them
 by kind in one ``http_bad_requests`` info line a minute at most, without a traceback or the client's bytes.
 
-A connection pushed out releases its descriptor on the next turn of the event loop, so :class:`ListenSocket`
+A connection pushed out releases its descriptor on the next turn of the event loop, so
+:class:`drwatch.http.listen.ListenSocket`
 accepts at most ``ACCEPT_BURST`` connections per turn. Should the process still run out of file descriptors
 at ``accept()`` (EMFILE/ENFILE), it frees one as above, or accepts the pending connection on a reserved
 descriptor and closes it, instead of letting asyncio log a traceback for each attempt.
@@ -40,19 +41,15 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import structlog
 
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 512
-# Pending connections the kernel queues before accept(): a burst beyond it has SYNs dropped, and a scrape
-# caught in one waits a SYN retransmission (1 s, then 3 s) before it is even accepted.
-LISTEN_BACKLOG = 1024
 ACCEPT_BURST = 64  # accept()s per event-loop turn: bounds descriptors held by connections being shed
 SUMMARY_INTERVAL = 60.0
-_OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 
 log = structlog.get_logger("drwatch.http")
 
@@ -404,47 +401,3 @@ class ConnectionGuard:
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
-
-
-class ListenSocket(socket.socket):
-    """A listening socket whose ``accept()`` hands EMFILE/ENFILE to :meth:`ConnectionGuard.out_of_descriptors`.
-
-    asyncio's accept loop calls ``accept()`` on the socket object given to ``create_server(sock=...)``.
-    """
-
-    guard: ConnectionGuard | None = None
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        if self.guard is not None and not self.guard.may_accept():
-            raise BlockingIOError(errno.EAGAIN, "enough for this turn of the event loop")
-        try:
-            return super().accept()
-        except OSError as exc:
-            if exc.errno not in _OUT_OF_FDS or self.guard is None:
-                raise
-            self.guard.out_of_descriptors(self, exc)
-
-
-async def bind(host: str, port: int) -> list[ListenSocket]:
-    """Listening sockets for ``host:port`` as ``loop.create_server(host, port)`` makes them (every address the
-    host resolves to, SO_REUSEADDR, IPv6 sockets v6-only), but of class :class:`ListenSocket`."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    socks: list[ListenSocket] = []
-    try:
-        for family, type_, proto, _name, address in dict.fromkeys(infos):
-            sock = ListenSocket(family, type_, proto)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: "
-                                         f"{exc.strerror}") from None
-    except BaseException:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks

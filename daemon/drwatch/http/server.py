@@ -29,6 +29,7 @@ from drwatch import __version__
 from drwatch.config.web import WebConfig
 from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
+from drwatch.http import listen
 from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip, deflate, gzip_framed
 from drwatch.reporting.page import render as status_page
@@ -171,13 +172,13 @@ class HttpServer:
         guard = self.connections = httpconn.ConnectionGuard(
             protocol, ssl_context=self.guard.ssl_context, header_timeout=header_timeout, idle_timeout=idle_timeout,
             max_connections=max_connections)
-        socks: list[httpconn.ListenSocket] = []
+        socks: list[listen.ListenSocket] = []
         try:
-            socks = await httpconn.bind(host, port)
+            socks = await listen.bind(host, port)
             for sock in socks:
                 sock.guard = self.connections
                 self._servers.append(await loop.create_server(self.connections, sock=sock,
-                                                              backlog=httpconn.LISTEN_BACKLOG))
+                                                              backlog=listen.LISTEN_BACKLOG))
         except BaseException:
             for sock in socks:
                 sock.close()
