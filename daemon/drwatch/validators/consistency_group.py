@@ -30,7 +30,7 @@ from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Missing, S3Unavailable
 from drwatch.validators.assetseal import asset_manifest_path, seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
-from drwatch.validators.groups import DocumentsCheck, judge_skew
+from drwatch.validators.groups import DocumentsCheck, SkewVerdict, judge_skew
 from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import pgtools
 
@@ -114,29 +114,8 @@ class ConsistencyGroupValidator:
             findings.append(Finding(Severity.WARNING, "member_unproven",
                                     "no verified recovery point with a fresh result (its validators have not "
                                     "proven one yet)", member))
-        verdict = judge_skew(candidates, group.max_skew.total_seconds())
-        if verdict is not None:
-            figures["skew_seconds"] = verdict.skew
-            point = verdict.consistent_set_point()
-            if point is not None:
-                figures["consistent_set_timestamp_seconds"] = point
-                figures["consistent_set_age_seconds"] = max(0.0, now - point)
-            if verdict.skewed:
-                problems += 1
-                figures["skewed"] = 1.0
-                newest = ", ".join(f"{m} {format_duration(max(0.0, now - p))} old" for m, p in verdict.newest.items())
-                if verdict.consistent_set is None:
-                    tail = "no set of proven recovery points lies within max_skew"
-                else:
-                    tail = (f"newest consistent set is {format_duration(max(0.0, now - (point or now)))} old: "
-                            + ", ".join(f"{m}@{p:.0f}" for m, p in verdict.consistent_set.items()))
-                findings.append(Finding(
-                    Severity.CRITICAL, "skew_exceeded",
-                    f"newest recovery points are {format_duration(verdict.skew)} apart (max_skew "
-                    f"{format_duration(group.max_skew.total_seconds())}): {newest}; {tail}", self.cfg.group))
-            else:
-                figures["skewed"] = 0.0
-
+        problems += self._skew(judge_skew(candidates, group.max_skew.total_seconds()), group, now, findings,
+                               figures)
         if group.embedding_model is not None:
             ok, found = await self._stamp(ctx, group)
             findings.extend(found)
@@ -162,6 +141,33 @@ class ConsistencyGroupValidator:
             outcome = Outcome.OK
         figures["state_consistent"] = 1.0 if outcome == Outcome.OK else 0.0
         return Report(outcome, tuple(findings), figures)
+
+    def _skew(self, verdict: SkewVerdict | None, group: ConsistencyGroupConfig, now: float,
+              findings: list[Finding], figures: dict[str, float]) -> int:
+        """The skew between the members' newest proven points (figures and a finding): 1 if it exceeds
+        max_skew."""
+        if verdict is None:
+            return 0
+        figures["skew_seconds"] = verdict.skew
+        point = verdict.consistent_set_point()
+        if point is not None:
+            figures["consistent_set_timestamp_seconds"] = point
+            figures["consistent_set_age_seconds"] = max(0.0, now - point)
+        if not verdict.skewed:
+            figures["skewed"] = 0.0
+            return 0
+        figures["skewed"] = 1.0
+        newest = ", ".join(f"{m} {format_duration(max(0.0, now - p))} old" for m, p in verdict.newest.items())
+        if verdict.consistent_set is None:
+            tail = "no set of proven recovery points lies within max_skew"
+        else:
+            tail = (f"newest consistent set is {format_duration(max(0.0, now - (point or now)))} old: "
+                    + ", ".join(f"{m}@{p:.0f}" for m, p in verdict.consistent_set.items()))
+        findings.append(Finding(
+            Severity.CRITICAL, "skew_exceeded",
+            f"newest recovery points are {format_duration(verdict.skew)} apart (max_skew "
+            f"{format_duration(group.max_skew.total_seconds())}): {newest}; {tail}", self.cfg.group))
+        return 1
 
     async def _stamp(self, ctx: RunContext, group: ConsistencyGroupConfig) -> tuple[bool | None, list[Finding]]:
         check = group.embedding_model
