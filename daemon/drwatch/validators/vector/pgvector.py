@@ -84,25 +84,9 @@ class _Drill(Comparison):
     async def run(self) -> Report:
         ctx, be = self.ctx, self.be
         dumps = pgdump.dumps_at(ctx.config, ctx.s3, be.location, be.prefix, be.pattern)
-        points = await dumps.list()
-        where = f"{be.location}:{be.prefix or '/'}"
-        if not points:
-            why = "does not exist" if points is None else f"holds nothing matching {be.pattern!r}"
-            self.bad("no_recovery_point", f"{where} {why}", where)
+        chosen = await self._choose(dumps)
+        if chosen is None:
             return self.report(None)
-        future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
-        points = [p for p in points if future.believe(p.name, p.mtime)]
-        if (ahead := future.finding(where, "dump(s)")) is not None:
-            self.findings.append(ahead)
-        if not points:
-            self.bad("no_recovery_point", f"{where} holds nothing with a believable time", where)
-            return self.report(None)
-        chosen, _ = pgdump.choose(points, "newest", 0)
-        age = max(0.0, ctx.clock() - chosen.mtime)
-        self.figures["recovery_point_age_seconds"] = age
-        if age > ctx.asset.rpo.total_seconds():
-            self.bad("rpo_exceeded", f"newest recovery point {chosen.name} is {format_duration(age)} old "
-                                     f"(RPO {format_duration(ctx.asset.rpo.total_seconds())})", where)
 
         # Production first: if it cannot be read there is nothing to compare with (and no restore is wasted).
         prod = await self._connect_production()
@@ -114,13 +98,7 @@ class _Drill(Comparison):
         self.configured = await configured_queries(ctx, self.cfg, prod_dims, f"production's {self.label}")
 
         target = be.sandbox if isinstance(be.sandbox, TargetSandbox) else None
-        if target is not None:  # only client tools here: pgvector is the target server's
-            run_as = None
-            bin_dir = await asyncio.to_thread(pgtools.find_bin_dir, target.bin_dir, ("pg_restore", "psql"))
-        else:
-            assert isinstance(be.sandbox, EphemeralSandbox)
-            run_as = await asyncio.to_thread(pgcluster.sandbox_user, be.sandbox.run_as)  # NSS lookups may block
-            bin_dir = await find_vector_bin_dir(be.sandbox.bin_dir, run_as)
+        run_as, bin_dir = await self._tools(target)
         sandbox = await ctx.exit_stack.enter_async_context(ctx.sandboxes.directory(ctx.run_id))
         started = time.monotonic()
         path = await dumps.fetch(chosen, sandbox)
@@ -157,21 +135,60 @@ class _Drill(Comparison):
             self.bad(exc.code, exc.message, chosen.name)
             return self.report(chosen.mtime)
         self.figures["restore_seconds"] = self.figures["fetch_seconds"] + time.monotonic() - restore_started
+        await self._compare_restored(prod, params, prod_dims, parquet, chosen.name, target is None)
+        return self.report(chosen.mtime)
+
+    async def _choose(self, dumps: pgdump.FilesystemDumps | pgdump.S3Dumps) -> pgdump.RecoveryPoint | None:
+        """The newest believable recovery point (its age checked against the RPO); None when there is none."""
+        ctx, be = self.ctx, self.be
+        points = await dumps.list()
+        where = f"{be.location}:{be.prefix or '/'}"
+        if not points:
+            why = "does not exist" if points is None else f"holds nothing matching {be.pattern!r}"
+            self.bad("no_recovery_point", f"{where} {why}", where)
+            return None
+        future = FutureTimes.at(ctx)  # a dump dated ahead of the clock never makes the recovery point fresh
+        points = [p for p in points if future.believe(p.name, p.mtime)]
+        if (ahead := future.finding(where, "dump(s)")) is not None:
+            self.findings.append(ahead)
+        if not points:
+            self.bad("no_recovery_point", f"{where} holds nothing with a believable time", where)
+            return None
+        chosen, _ = pgdump.choose(points, "newest", 0)
+        age = max(0.0, ctx.clock() - chosen.mtime)
+        self.figures["recovery_point_age_seconds"] = age
+        if age > ctx.asset.rpo.total_seconds():
+            self.bad("rpo_exceeded", f"newest recovery point {chosen.name} is {format_duration(age)} old "
+                                     f"(RPO {format_duration(ctx.asset.rpo.total_seconds())})", where)
+        return chosen
+
+    async def _tools(self, target: TargetSandbox | None) -> tuple[str | None, Path]:
+        """The user the sandbox runs as (None for a target server) and the PostgreSQL client tools' directory."""
+        be = self.be
+        if target is not None:  # only client tools here: pgvector is the target server's
+            return None, await asyncio.to_thread(pgtools.find_bin_dir, target.bin_dir, ("pg_restore", "psql"))
+        assert isinstance(be.sandbox, EphemeralSandbox)
+        run_as = await asyncio.to_thread(pgcluster.sandbox_user, be.sandbox.run_as)  # NSS lookups may block
+        return run_as, await find_vector_bin_dir(be.sandbox.bin_dir, run_as)
+
+    async def _compare_restored(self, prod: Any, params: dict[str, str], prod_dims: int, parquet: bool, name: str,
+                                ephemeral: bool) -> None:
+        ctx = self.ctx
         rto = ctx.asset.rto.total_seconds() if ctx.asset.rto is not None else None
         if rto is not None and self.figures["restore_seconds"] > rto:
             self.findings.append(Finding(Severity.WARNING, "rto_exceeded", f"restore took "
                                  f"{format_duration(self.figures['restore_seconds'])} (RTO {format_duration(rto)})",
-                                 chosen.name))
+                                 name))
 
-        ctx.log.info("vector_drill_restored", recovery_point=chosen.name, parquet=parquet,
+        ctx.log.info("vector_drill_restored", recovery_point=name, parquet=parquet,
                      seconds=round(self.figures["restore_seconds"], 3))
-        restored = await pgtools.connect(params, what="restored database", code="sandbox_unavailable" if target is None
+        restored = await pgtools.connect(params, what="restored database", code="sandbox_unavailable" if ephemeral
                                          else "restore_target_unavailable",
                                          statement_timeout=query_limit(ctx))
         ctx.exit_stack.push_async_callback(cleanup, ctx, functools.partial(pgtools.close_connection, restored), 10,
                                            "close restored connection")
         try:
-            await self.compare(prod, restored, prod_dims, parquet, chosen.name)
+            await self.compare(prod, restored, prod_dims, parquet, name)
         except DrillFailed as exc:
             self.bad(exc.code, exc.message)
         except pgtools.CONNECT_ERRORS as exc:
@@ -179,7 +196,6 @@ class _Drill(Comparison):
             code, what = ("production_unavailable", "production") if prod.is_closed() else \
                 ("check_failed", "checking the restore")
             raise ValidatorError(code, redact(f"{what}: {type(exc).__name__}: {exc}")) from None
-        return self.report(chosen.mtime)
 
     # --- production ---
 

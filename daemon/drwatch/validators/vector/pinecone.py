@@ -46,7 +46,6 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from drwatch.core.durations import format_duration
@@ -57,18 +56,14 @@ from drwatch.validators.vector.config import PineconeBackend
 from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
-    from array import array
-
     from drwatch.validators.base import ConfigView
     from drwatch.validators.vector.config import VectorRestoreConfig
     from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
-    from drwatch.validators.vector.vectormath import Hit, Metric
 
 TEMP_PREFIX = "drwatch-drill-"  # the same as drwatch.validators.vector.pinecone_api.TEMP_PREFIX (kept import-free here)
 ORPHAN_MARGIN = 300.0
 REMOVE_BUDGET = 60.0  # seconds the deletion of a temporary index may take, after the run's deadline too
 DAY = 86400.0
-_METRICS: dict[str, Metric] = {"cosine": "cosine", "dotproduct": "inner_product", "euclidean": "l2"}
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -242,129 +237,28 @@ async def _wait_ready(ctx: RunContext, client: PineconeClient, job_id: str, name
         await asyncio.sleep(poll if left > poll else left + 0.1)
 
 
-async def _read_all(client: PineconeClient, host: str, namespace: str) -> dict[str, array[float]]:
-    out: dict[str, array[float]] = {}
-    async for page in client.list_ids(host, namespace):
-        out.update(await client.fetch(host, page, namespace))
-    return out
+async def _newest_backup(client: PineconeClient, index: str) -> tuple[Backup, float]:
+    """The newest finished backup of the index and when it was made."""
+    backups = await client.list_backups(index)
+    usable = sorted((b for b in backups if b.usable), key=lambda b: b.created or 0.0)
+    if not usable:
+        raise DrillFailed("no_backup", f"index {index} has no finished backup ({len(backups)} listed)")
+    newest = usable[-1]
+    assert newest.created is not None
+    return newest, newest.created
 
 
-async def _stream_samples(client: PineconeClient, host: str, namespace: str, sizes: Sequence[tuple[int, int]]
-                          ) -> list[list[str]]:
-    """Deterministic samples (n, seed) of every id in a namespace, in memory bounded by the sample sizes."""
-    from drwatch.validators.vector.vectormath import sample_ids
-
-    samples: list[list[str]] = [[] for _ in sizes]
-    async for page in client.list_ids(host, namespace):
-        samples = [sample_ids([*cur, *page], n, seed) for cur, (n, seed) in zip(samples, sizes, strict=True)]
-    return samples
-
-
-async def _query_all(client: PineconeClient, host: str, vectors: Sequence[Sequence[float]], k: int,
-                     namespace: str) -> list[list[str]]:
-    sem = asyncio.Semaphore(4)
-
-    async def one(vec: Sequence[float]) -> list[str]:
-        async with sem:
-            return [m.id for m in await client.query(host, vec, k, namespace)]
-
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(one(v)) for v in vectors]
-    return [t.result() for t in tasks]
-
-
-def _digests(vectors: dict[str, array[float]], ids: Sequence[str]) -> dict[str, str]:
-    from drwatch.validators.vector.vectormath import vector_digest
-
-    return {i: vector_digest(vectors[i]) for i in ids if i in vectors}
-
-
-async def _compare(ctx: RunContext, cfg: VectorRestoreConfig, client: PineconeClient, prod: IndexInfo,
-                   temp: IndexInfo, backup: Backup, bad: Any, findings: list[Finding],
-                   figures: dict[str, float], configured: list[list[float]] | None) -> None:
-    from drwatch.validators.vector import vectormath as vm
-
-    backend: PineconeBackend = cfg.backend  # type: ignore[assignment]
-    ns, k = backend.namespace, cfg.k
-    metric = _METRICS.get(prod.metric)
-    if metric is None:
-        raise ValidatorError("unsupported_metric", f"index {prod.name} uses metric {prod.metric!r}")
-    if "metric" in cfg.model_fields_set and cfg.metric != metric:
-        findings.append(Finding(Severity.WARNING, "metric_mismatch", f"configured metric {cfg.metric} differs from "
-                                f"the index's {prod.metric}; the index's is used", prod.name))
-    pstats, tstats = await asyncio.gather(client.describe_index_stats(prod.host),
-                                          client.describe_index_stats(temp.host))
-    figures["rows_restored"] = float(tstats.total)
-    expected = backup.record_count
-    if expected is not None and abs(tstats.total - expected) > cfg.max_missing_ratio * expected:
-        bad("count_mismatch", f"restored index holds {tstats.total} vectors, the backup {expected}")
-    prod_n, temp_n = pstats.namespaces.get(ns, 0), tstats.namespaces.get(ns, 0)
-    if prod_n == 0:
-        raise ValidatorError("production_empty", f"namespace {ns!r} of index {prod.name} holds no vectors")
-    if max(prod_n, temp_n) <= backend.exact_scan_max_vectors:
-        try:
-            import numpy  # noqa: F401  (exact_topk needs it: fail before reading everything)
-        except ImportError:
-            from drwatch.core.extras import PINECONE_EXACT
-
-            raise ValidatorError("missing_extra", f"exact top-k needs numpy: {PINECONE_EXACT.install}") from None
-        pv, tv = await _read_all(client, prod.host, ns), await _read_all(client, temp.host, ns)
-        prod_ids = sorted(pv)
-        coverage = len(set(prod_ids) & tv.keys()) / len(prod_ids)
-        sample, qids = await asyncio.to_thread(lambda: (vm.sample_ids(prod_ids, cfg.sample, cfg.seed),
-                                                         vm.sample_ids(prod_ids, cfg.queries, cfg.seed + 1)))
-        qvecs: Sequence[Sequence[float]] = configured if configured is not None else [pv[i] for i in qids]
-        ann = await _query_all(client, temp.host, qvecs, k, ns)
-        temp_ids = sorted(tv)
-
-        def exact() -> tuple[list[list[Hit]], list[list[Hit]], list[list[Hit]]]:
-            pe = vm.exact_topk(list(pv.values()), list(pv), qvecs, k + 1, metric)
-            te = vm.exact_topk([tv[i] for i in temp_ids], temp_ids, qvecs, k + 1, metric) if tv else \
-                [[] for _ in qvecs]
-            hits = [[(i, vm.distance(q, tv[i], metric)) for i in ids if i in tv] for q, ids in zip(qvecs, ann,
-                                                                                              strict=True)]
-            return pe, te, hits
-
-        prod_exact, temp_exact, ann_hits = await asyncio.to_thread(exact)
-        ratio, _ = vm.exact_topk_match(prod_exact, temp_exact, k, cfg.distance_tolerance)
-        recall = vm.recall_at_k_ties(ann_hits, [h[:k] for h in prod_exact], k, cfg.distance_tolerance)
-        figures["exact_match_ratio"] = ratio
-        if ratio < cfg.min_exact_match:
-            bad("exact_topk_mismatch", f"exact top-{k} agree with production for {ratio:.1%} of {len(qvecs)} "
-                                       f"queries (at least {cfg.min_exact_match:.1%} required)")
-    else:
-        sample, qids = await _stream_samples(client, prod.host, ns, [
-            (cfg.sample, cfg.seed), (cfg.queries if configured is None else 0, cfg.seed + 1)])
-        pv, tv = await client.fetch(prod.host, sample, ns), await client.fetch(temp.host, sample, ns)
-        coverage = len(pv.keys() & tv.keys()) / len(pv) if pv else 1.0
-        if configured is not None:
-            qvecs = configured
-        else:
-            qsrc = await client.fetch(prod.host, qids, ns)
-            qvecs = [qsrc[i] for i in qids if i in qsrc]
-        prod_ann = await _query_all(client, prod.host, qvecs, k, ns)
-        ann = await _query_all(client, temp.host, qvecs, k, ns)
-        recall = vm.recall_at_k(ann, prod_ann, k) if qvecs else 1.0
-        findings.append(Finding(Severity.WARNING, "exact_check_skipped",
-                                f"namespace holds {max(prod_n, temp_n)} vectors, more than exact_scan_max_vectors="
-                                f"{backend.exact_scan_max_vectors}: exact top-k not compared; recall is the "
-                                "restored index's answers against production's", prod.name))
-    pd, td = await asyncio.to_thread(_digests, pv, sample), await asyncio.to_thread(_digests, tv, sample)
-    both = [i for i in sample if i in pd and i in td]
-    mismatches = sum(1 for i in both if pd[i] != td[i])
-    figures.update({"id_coverage_ratio": coverage, "vector_checksum_mismatches": float(mismatches),
-                    "recall_at_k": recall, "queries": float(len(qvecs))})
-    if 1.0 - coverage > cfg.max_missing_ratio:
-        bad("missing_rows", f"{1.0 - coverage:.2%} of production's vectors are missing from the restore "
-                            f"(at most {cfg.max_missing_ratio:.2%} allowed)")
-    if both and mismatches / len(both) > cfg.max_mismatch_ratio:
-        bad("vector_mismatch", f"{mismatches} of {len(both)} sampled vectors differ from production")
-    if recall < cfg.min_recall:
-        bad("recall_low", f"recall@{k} of the restored index is {recall:.3f} (at least {cfg.min_recall} required)")
+def _rto_exceeded(ctx: RunContext, restore_seconds: float, index: str) -> list[Finding]:
+    rto = ctx.asset.rto
+    if rto is None or restore_seconds <= rto.total_seconds():
+        return []
+    return [Finding(Severity.WARNING, "rto_exceeded", f"restore took {format_duration(restore_seconds)}"
+                    f" (RTO {format_duration(rto.total_seconds())})", index)]
 
 
 async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report:
     from drwatch.validators.vector import pinecone_api as pc
+    from drwatch.validators.vector.pinecone_compare import compare
 
     backend = cfg.backend
     assert isinstance(backend, PineconeBackend)
@@ -387,19 +281,14 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
         raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
     # Before anything is billed: a bad query file is our error, found without a restore.
     configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
-    backups = await client.list_backups(backend.index)
-    usable = sorted((b for b in backups if b.usable), key=lambda b: b.created or 0.0)
-    if not usable:
-        raise DrillFailed("no_backup", f"index {backend.index} has no finished backup ({len(backups)} listed)")
-    newest = usable[-1]
-    assert newest.created is not None
+    newest, created = await _newest_backup(client, backend.index)
     now = ctx.clock()
-    figures["backup_timestamp_seconds"] = newest.created
+    figures["backup_timestamp_seconds"] = created
     rpo = ctx.asset.rpo.total_seconds()
-    if now - newest.created > rpo:
+    if now - created > rpo:
         bad("backup_stale", f"newest backup {newest.name or newest.backup_id} is "
-                            f"{format_duration(now - newest.created)} old (RPO {format_duration(rpo)})")
-        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=newest.created)
+                            f"{format_duration(now - created)} old (RPO {format_duration(rpo)})")
+        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=created)
     await _cost_guard(client, backend, newest, now)
 
     name = temp_index_name(now)
@@ -417,15 +306,12 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     temp = await _wait_ready(ctx, client, job, name, newest, backend.poll_interval.total_seconds())
     restore_seconds = loop.time() - started
     figures["restore_seconds"] = restore_seconds
-    rto = ctx.asset.rto
-    if rto is not None and restore_seconds > rto.total_seconds():
-        findings.append(Finding(Severity.WARNING, "rto_exceeded", f"restore took {format_duration(restore_seconds)}"
-                                f" (RTO {format_duration(rto.total_seconds())})", backend.index))
-    await _compare(ctx, cfg, client, prod, temp, newest, bad, findings, figures, configured)
+    findings += _rto_exceeded(ctx, restore_seconds, backend.index)
+    await compare(cfg, client, prod, temp, newest, bad, findings, figures, configured)
     removed = await _remove_temp(client, name, ctx.log)
     if not removed:
         findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
                                 "deleted; the next run's orphan sweep retries", name))
     removed = True  # one attempt from here; the fallback would only repeat it
     outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
-    return Report(outcome, tuple(findings), figures, recovery_point=newest.created)
+    return Report(outcome, tuple(findings), figures, recovery_point=created)
