@@ -180,6 +180,26 @@ def _fenced(name: str) -> None:
         raise ValueError(f"refusing to create or delete index {name!r}: drwatch only manages {TEMP_PREFIX}* indexes")
 
 
+def _transport_error(exc: BaseException, what: str, url: str) -> PineconeUnavailable:
+    if isinstance(exc, TimeoutError):
+        return PineconeUnavailable("timeout", f"Pinecone {what} timed out")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return PineconeUnavailable("unreachable", f"Pinecone {what}: cannot connect to {_where(url)}")
+    return PineconeUnavailable("unreachable", f"Pinecone {what}: {type(exc).__name__} from {_where(url)}")
+
+
+async def _parsed(text: str, what: str, parse: Callable[[str], Any]) -> Any:
+    """A successful answer's body (an empty one is ``{}``); a large one is parsed in a thread."""
+    if not text.strip():
+        return {}
+    try:
+        if len(text) > _PARSE_IN_THREAD:
+            return await asyncio.to_thread(parse, text)
+        return parse(text)
+    except ValueError:
+        raise PineconeUnavailable("bad_response", f"Pinecone {what}: answer is not JSON") from None
+
+
 class PineconeClient:
     """One API key, one aiohttp session; use as ``async with`` (or close with :meth:`aclose`).
 
@@ -257,40 +277,21 @@ class PineconeClient:
             timeout = aiohttp.ClientTimeout(total=min(self.request_timeout, left + (1.0 if until is None else 0.0)))
             retry_after: float | None = None
             try:
-                self.requests += 1
-                async with self._http().request(method, url, params=list(params), json=body,
-                                                timeout=timeout) as resp:
-                    status = resp.status
-                    text = await resp.text(errors="replace")
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-            except TimeoutError:
-                last = PineconeUnavailable("timeout", f"Pinecone {what} timed out")
-                if not idempotent:
-                    raise last from None
-            except aiohttp.ClientConnectorError:
-                # Nothing was sent: safe to retry even a create.
-                last = PineconeUnavailable("unreachable", f"Pinecone {what}: cannot connect to {_where(url)}")
-            except (aiohttp.ClientError, OSError) as exc:
-                last = PineconeUnavailable("unreachable", f"Pinecone {what}: {type(exc).__name__} from {_where(url)}")
-                if not idempotent:
+                status, text, retry_after = await self._send(method, url, params, body, timeout)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                last = _transport_error(exc, what, url)
+                # Nothing was sent when the connection could not be made: safe to retry even a create.
+                if not idempotent and not (isinstance(exc, aiohttp.ClientConnectorError)
+                                           and not isinstance(exc, TimeoutError)):
                     raise last from None
             else:
                 if status < 300:
-                    if not text.strip():
-                        return {}
-                    try:
-                        if len(text) > _PARSE_IN_THREAD:
-                            return await asyncio.to_thread(parse, text)
-                        return parse(text)
-                    except ValueError:
-                        raise PineconeUnavailable("bad_response", f"Pinecone {what}: answer is not JSON") from None
+                    return await _parsed(text, what, parse)
                 if status == 404 and allow_404:
                     return None
-                err = _error(status, text, what)
-                if status == 429 or (status >= 500 and idempotent):
-                    last = err
-                else:
-                    raise err
+                last = _error(status, text, what)
+                if not (status == 429 or (status >= 500 and idempotent)):
+                    raise last
             if attempt + 1 >= self.max_attempts:
                 break
             delay = min(self.backoff_cap, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
@@ -301,6 +302,15 @@ class PineconeClient:
             await asyncio.sleep(delay)
         assert last is not None
         raise last
+
+    async def _send(self, method: str, url: str, params: Sequence[tuple[str, str]], body: dict[str, Any] | None,
+                    limit: aiohttp.ClientTimeout) -> tuple[int, str, float | None]:
+        """One request: (status, body text, Retry-After seconds)."""
+        self.requests += 1
+        async with self._http().request(method, url, params=list(params), json=body, timeout=limit) as resp:
+            status = resp.status
+            text = await resp.text(errors="replace")
+            return status, text, _retry_after(resp.headers.get("Retry-After"))
 
     # --- control plane ---------------------------------------------------------------------------
 
