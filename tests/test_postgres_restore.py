@@ -33,7 +33,7 @@ from drwatch.engine.runner import AppState, Runner
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
-from drwatch.validators.postgres import pgdump, pgtools
+from drwatch.validators.postgres import drill, pgdump, pgtools
 from drwatch.validators.postgres.pgdump import RecoveryPoint, choose
 from tests.support.helpers import DaemonProcess, free_port, metric_value, write_config
 from tests.support.pgserver import PostgresServer
@@ -542,14 +542,14 @@ async def test_orphaned_drill_databases_are_dropped_unless_their_run_is_active(e
     sweeper = await pgtools.connect(params, code="x", what="sweeper")
     other = await pgtools.connect(params, code="x", what="other sweeper")
     try:
-        await pgtools.hold_run_lock(live, "liverun")
-        await other.execute("SELECT pg_advisory_lock($1, 0)", pgtools.LOCK_CLASS_SWEEP)
-        assert await pgtools.drop_orphan_drill_databases(sweeper) == []  # another sweep is running
-        await other.execute("SELECT pg_advisory_unlock($1, 0)", pgtools.LOCK_CLASS_SWEEP)
-        assert await pgtools.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_deadrun"]
+        await drill.hold_run_lock(live, "liverun")
+        await other.execute("SELECT pg_advisory_lock($1, 0)", drill.LOCK_CLASS_SWEEP)
+        assert await drill.drop_orphan_drill_databases(sweeper) == []  # another sweep is running
+        await other.execute("SELECT pg_advisory_unlock($1, 0)", drill.LOCK_CLASS_SWEEP)
+        assert await drill.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_deadrun"]
         assert drill_databases(server) == ["drwatch_drill_liverun"]
         await live.close()  # the run ends (or its process dies): its lock goes with the connection
-        assert await pgtools.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_liverun"]
+        assert await drill.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_liverun"]
         assert drill_databases(server) == []
     finally:
         for conn in (live, sweeper, other):

@@ -13,13 +13,17 @@ import pwd
 import re
 import secrets
 import shlex
+import shutil
 import socket
 import stat
 from pathlib import Path
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.sandbox import stop_postmaster
-from drwatch.validators.postgres.pgtools import OUTPUT_LIMIT, run_tool, tool_env
+from drwatch.core.subprocesses import OUTPUT_LIMIT, run_tool
+from drwatch.validators.postgres import pgtools
+from drwatch.validators.postgres.pgtemplate import Template
+from drwatch.validators.postgres.pgtools import tool_env
 
 
 def free_port() -> int:
@@ -30,12 +34,17 @@ def free_port() -> int:
 
 class EphemeralCluster:
     """A throwaway cluster in ``root`` (inside a sandbox): initdb + pg_ctl as ``run_as``, fsync off,
-    listening on 127.0.0.1 on a free port with a random password (scram), its socket in ``root``."""
+    listening on 127.0.0.1 on a free port with a random password (scram), its socket in ``root``.
+
+    With ``templates`` (a directory), initdb's result is kept there and later clusters copy it instead of
+    running initdb (:mod:`drwatch.validators.postgres.pgtemplate`); such a cluster gets its own random
+    password right after the start."""
 
     SUPERUSER = "drwatch"
     START_ATTEMPTS = 3
+    INITDB_ARGS = ("-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync")
 
-    def __init__(self, bin_dir: Path, root: Path, run_as: str | None) -> None:
+    def __init__(self, bin_dir: Path, root: Path, run_as: str | None, templates: Path | None = None) -> None:
         self.bin_dir = bin_dir
         self.root = root
         self.data = root / "data"
@@ -43,6 +52,9 @@ class EphemeralCluster:
         self.run_as = run_as
         self.password = secrets.token_urlsafe(24)
         self.port = 0
+        self.template = Template(templates, bin_dir, run_as, self.INITDB_ARGS) if templates is not None else None
+        self._rekey_from: str | None = None  # the copied template's password, until the drill's own is set
+        self.copied = False  # the data directory is a copy of a template (no initdb ran)
 
     def params(self, dbname: str = "postgres") -> dict[str, str]:
         return {"host": "127.0.0.1", "port": str(self.port), "user": self.SUPERUSER, "password": self.password,
@@ -60,12 +72,34 @@ class EphemeralCluster:
         return pwfile
 
     async def init(self, limit: float) -> None:
-        pwfile = await asyncio.to_thread(self._prepare)
-        res = await run_tool([str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", self.SUPERUSER,
-                              f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync"],
+        await asyncio.to_thread(self._prepare)
+        if self.template is not None:
+            self._rekey_from = await self.template.copy_to(self.data, limit)
+            self.copied = self._rekey_from is not None
+            if self.copied:
+                return
+        await self._initdb(limit)
+        if self.template is not None:
+            await self.template.save(self.data, self.password, limit)
+
+    async def _initdb(self, limit: float) -> None:
+        res = await run_tool([str(self.bin_dir / "initdb"), "-D", str(self.data), *self.INITDB_ARGS,
+                              f"--pwfile={self.root / 'pwfile'}"],
                              env=tool_env(), limit=limit, run_as=self.run_as, keep_stdout=False, cwd=self.root)
         if res.returncode != 0:
             raise ValidatorError("sandbox_init_failed", f"initdb failed: {res.stderr.strip()[-500:]}")
+
+    async def _rekey(self) -> None:
+        """A cluster copied from a template: replace the template's superuser password with this drill's."""
+        old, self._rekey_from = self._rekey_from, None
+        if old is None:
+            return
+        conn = await pgtools.connect({**self.params(), "password": old}, code="sandbox_unavailable",
+                                     what="sandbox server")
+        try:  # token_urlsafe: letters, digits, - and _ only
+            await conn.execute(f"ALTER ROLE {self.SUPERUSER} PASSWORD '{self.password}'", timeout=30)
+        finally:
+            await pgtools.close_connection(conn)
 
     async def start(self, limit: float) -> None:
         sock = str(self.root) if len(str(self.root)) < 80 else ""  # unix socket paths are limited to 107 bytes
@@ -83,10 +117,18 @@ class EphemeralCluster:
                                   str(max(5, int(limit))), "-l", str(self.log), "-o", opts],
                                  env=tool_env(), limit=limit + 10, run_as=self.run_as, cwd=self.root)
             if res.returncode == 0:
+                await self._rekey()
                 return
             log_text = await asyncio.to_thread(_read_from, self.log, offset)
             await self.stop()
             if attempt < self.START_ATTEMPTS and re.search(r"could not bind|already in use", log_text, re.I):
+                continue
+            if self._rekey_from is not None and self.template is not None and attempt < self.START_ATTEMPTS:
+                # A copy that does not start: the template is damaged. Removed; this cluster runs initdb.
+                await self.template.discard()
+                self._rekey_from, self.copied = None, False
+                await asyncio.to_thread(shutil.rmtree, self.data)
+                await self._initdb(limit)
                 continue
             raise ValidatorError("sandbox_start_failed", f"the sandbox server did not start: "
                                  f"{(log_text or res.stderr).strip()[-500:]}")

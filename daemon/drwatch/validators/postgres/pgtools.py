@@ -1,36 +1,27 @@
-"""PostgreSQL tooling for restore drills: tools as subprocesses, where the binaries are, DSNs (libpq
-environment, asyncpg), read-only connections, what a database holds, and the drill databases of ``target``
-mode with their advisory locks.
+"""PostgreSQL tooling for restore drills: the tools' environment and where the binaries are, DSNs (libpq
+environment, asyncpg), read-only connections, and what a database holds.
 
-Every subprocess runs in its own process group, with a time limit; on timeout or cancellation the whole
-group is killed (SIGKILL) and reaped before the exception propagates, so ``pg_restore -j N`` workers never
-outlive a run. Nothing here blocks the event loop: processes via ``asyncio.create_subprocess_exec``, file
-work in threads. See also :mod:`drwatch.validators.postgres.pgdump` (dumps) and
-:mod:`drwatch.validators.postgres.pgcluster` (throwaway clusters).
+Tools run through :func:`drwatch.core.subprocesses.run_tool` (own process group, time limit, killed and
+reaped on timeout or cancellation). See also :mod:`drwatch.validators.postgres.pgdump` (dumps),
+:mod:`drwatch.validators.postgres.pgcluster` (throwaway clusters) and
+:mod:`drwatch.validators.postgres.drill` (the database a drill restores into).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import shutil
-import signal
-import struct
-import time
-import zlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.secrets import read_secret, redact, register_dsn_password
-from drwatch.storage.filesystem import aopen
+from drwatch.core.subprocesses import run_tool, unwind
 
 
 class _BaseDir(Protocol):
@@ -41,99 +32,9 @@ class _BaseDir(Protocol):
 
 
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
-OUTPUT_LIMIT = 64 * 1024  # bytes kept of a tool's stdout/stderr (the rest is read and dropped)
-REAP_TIMEOUT = 10.0
-DRILL_DB_PREFIX = "drwatch_drill_"
-# Advisory lock keys (two int4 form): class 0x64727764 ("drwd"); a run's lock uses the run id's first 31 bits.
-LOCK_CLASS_RUN = 0x64727764
-LOCK_CLASS_SWEEP = 0x64727765
-_T = TypeVar("_T")
 
 
-# --- subprocesses -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    tool: str
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-
-async def _drain(stream: asyncio.StreamReader | None, keep: bool) -> bytes:
-    """Read a pipe to its end (so the child never blocks on it), keeping at most OUTPUT_LIMIT bytes."""
-    if stream is None:
-        return b""
-    kept = bytearray()
-    while chunk := await stream.read(65536):
-        if keep and len(kept) < OUTPUT_LIMIT:
-            kept += chunk[: OUTPUT_LIMIT - len(kept)]
-    return bytes(kept)
-
-
-async def unwind(work: Awaitable[_T], within: float) -> _T | None:
-    """Run cleanup ``work`` to its end even if the caller is cancelled meanwhile (bounded by ``within`` seconds).
-
-    A cancellation that arrives while waiting is re-raised once the work is done. Work still running after
-    ``within`` seconds is left to finish in the background (its result is dropped).
-    """
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    cancelled = False
-    while not task.done() and (left := deadline - loop.time()) > 0:
-        try:
-            await asyncio.wait({task}, timeout=left)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return task.result() if task.done() else None
-
-
-async def _reap(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process group of ``proc`` (its own session) and wait for it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    await unwind(proc.wait(), REAP_TIMEOUT)
-
-
-async def run_tool(argv: Sequence[str], *, env: Mapping[str, str], limit: float, run_as: str | None = None,
-                   stdin: Path | None = None, keep_stdout: bool = True, cwd: Path | None = None) -> ToolResult:
-    """Run one tool to completion in its own process group; kill and reap the group on timeout/cancel.
-
-    ``run_as`` prefixes ``runuser -u USER --`` (drwatch runs as root; PostgreSQL refuses root).
-    Raises ValidatorError when the tool is missing or runs longer than ``limit`` seconds.
-    """
-    name = Path(argv[0]).name
-    full = ["runuser", "-u", run_as, "--", *argv] if run_as else list(argv)
-    started = time.monotonic()
-    stdin_fh = await aopen(stdin, "rb") if stdin is not None else None  # closed if cancelled meanwhile
-    try:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *full, stdin=stdin_fh or asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=dict(env), cwd=cwd, start_new_session=True)
-        except (FileNotFoundError, PermissionError) as exc:
-            raise ValidatorError("tools_missing", f"cannot run {full[0]}: {exc.strerror}") from None
-    finally:
-        if stdin_fh is not None:
-            stdin_fh.close()  # the child holds its own descriptor
-    try:
-        async with asyncio.timeout(limit):
-            out, err = await asyncio.gather(_drain(proc.stdout, keep_stdout), _drain(proc.stderr, True))
-            rc = await proc.wait()
-    except TimeoutError:
-        await _reap(proc)
-        raise ValidatorError("tool_timeout", f"{name} did not finish within {limit:.0f}s (killed)") from None
-    except BaseException:
-        await _reap(proc)  # cancelled (drwatch stops, the run timed out): no child outlives the run
-        raise
-    return ToolResult(name, rc, out.decode(errors="replace"), redact(err.decode(errors="replace")),
-                      time.monotonic() - started)
+# --- tool environment and binaries ----------------------------------------------------------------
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -142,9 +43,6 @@ def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
            "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "drwatch"}
     env.update(extra or {})
     return env
-
-
-# --- binaries ---------------------------------------------------------------------------------------
 
 
 def _version_key(path: Path) -> tuple[int, ...]:
@@ -437,62 +335,3 @@ async def table_checksum(conn: Any, table: tuple[str, str], limit: float, keys_f
     value = await conn.fetchval(f"SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), '')) "
                                 f"FROM {q} AS t", timeout=limit)
     return str(value)
-
-
-# --- target mode: drill databases and their advisory locks -----------------------------------------
-
-
-def drill_db_name(run_id: str) -> str:
-    return f"{DRILL_DB_PREFIX}{run_id}"[:63]
-
-
-def run_lock_key(run_id: str) -> int:
-    """An int4 key for a run's advisory lock (stable across processes)."""
-    key: int = struct.unpack(">i", struct.pack(">I", zlib.crc32(run_id.encode())))[0]
-    return key
-
-
-async def hold_run_lock(conn: Any, run_id: str) -> None:
-    """Mark ``run_id`` active on this server for as long as ``conn`` lives (a session advisory lock:
-    released by the server when the connection ends, also after a SIGKILL of drwatch)."""
-    await conn.execute("SELECT pg_advisory_lock($1, $2)", LOCK_CLASS_RUN, run_lock_key(run_id), timeout=30)
-
-
-async def drop_drill_database(conn: Any, name: str) -> None:
-    """DROP DATABASE IF EXISTS ... WITH (FORCE) (PostgreSQL 13+: ends sessions still using it)."""
-    force = " WITH (FORCE)" if conn.get_server_version().major >= 13 else ""
-    if not force:
-        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name,
-                           timeout=30)
-    await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)}{force}", timeout=120)
-
-
-async def drop_orphan_drill_databases(conn: Any, log: Callable[..., Any] | None = None) -> list[str]:
-    """Drop ``drwatch_drill_*`` databases on this server whose run is no longer active.
-
-    A run is active while some connection holds its advisory lock (``hold_run_lock``), in this or any
-    other drwatch process; a run whose process died (even by SIGKILL) lost it with its connection. The
-    sweep itself runs under a separate advisory lock so two sweepers never race; one that finds it taken
-    skips the sweep (the other one does it). Returns the names dropped.
-    """
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, 0)", LOCK_CLASS_SWEEP, timeout=30):
-        return []
-    dropped: list[str] = []
-    try:
-        names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
-                                 DRILL_DB_PREFIX.replace("_", r"\_") + "%", timeout=30)
-        for row in names:
-            name = str(row["datname"])
-            key = run_lock_key(name[len(DRILL_DB_PREFIX):])
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS_RUN, key, timeout=30):
-                continue  # its run is alive somewhere
-            try:
-                await drop_drill_database(conn, name)
-                dropped.append(name)
-                if log is not None:
-                    log("orphaned_drill_database_dropped", database=name)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS_RUN, key, timeout=30)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1, 0)", LOCK_CLASS_SWEEP, timeout=30)
-    return dropped

@@ -203,36 +203,51 @@ class RdsSnapshotValidator:
         if cfg.require_encrypted and not newest.encrypted:
             bad("snapshot_unencrypted", f"snapshot {newest.identifier} is not encrypted", source.region)
 
+        await self._retention(source, findings, figures)
+        if cfg.dr_region:
+            await self._dr_copy(ctx, cfg.dr_region, now, findings, figures)
+        outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
+        return Report(outcome, tuple(findings), figures, recovery_point=newest.created)
+
+    async def _retention(self, source: _Rds, findings: list[Finding], figures: dict[str, float]) -> None:
+        """The source's automated-backup retention: off, or shorter than ``min_retention``, fails."""
+        cfg = self.cfg
         retention = await source.retention_days()
         if retention is None:
             findings.append(Finding(Severity.WARNING, "source_not_found",
                                     f"{cfg.source} does not exist (deleted?): its snapshots are all that is left",
                                     source.region))
-        else:
-            figures["retention_days"] = float(retention)
-            if retention == 0:
-                bad("automated_backups_disabled", f"{cfg.source} has automated backups turned off (retention 0)")
-            elif cfg.min_retention is not None and retention * 86400 < cfg.min_retention.total_seconds():
-                bad("retention_too_short", f"backup retention is {retention} day(s), at least "
-                                           f"{format_duration(cfg.min_retention.total_seconds())} required")
+            return
+        figures["retention_days"] = float(retention)
+        if retention == 0:
+            findings.append(Finding(Severity.CRITICAL, "automated_backups_disabled",
+                                    f"{cfg.source} has automated backups turned off (retention 0)", ""))
+        elif cfg.min_retention is not None and retention * 86400 < cfg.min_retention.total_seconds():
+            findings.append(Finding(Severity.CRITICAL, "retention_too_short",
+                                    f"backup retention is {retention} day(s), at least "
+                                    f"{format_duration(cfg.min_retention.total_seconds())} required", ""))
 
-        if cfg.dr_region:
-            dr = await self._client(ctx, cfg.dr_region)
-            copies = sorted((s for s in await dr.snapshots() if s.status == "available" and not math.isnan(s.created)),
-                            key=lambda s: s.created)
-            if not copies:
-                bad("dr_copy_missing", f"no snapshot of {cfg.source} in {dr.region}", dr.region)
-            else:
-                copy = copies[-1]
-                figures[f"snapshot_timestamp_seconds.{dr.region}"] = copy.created
-                if now - copy.created > rpo:
-                    bad("dr_copy_stale", f"newest copy {copy.identifier} in {dr.region} is "
-                                         f"{format_duration(now - copy.created)} old (RPO {format_duration(rpo)})",
-                        dr.region)
-                if cfg.require_encrypted and not copy.encrypted:
-                    bad("snapshot_unencrypted", f"copy {copy.identifier} is not encrypted", dr.region)
-        outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
-        return Report(outcome, tuple(findings), figures, recovery_point=newest.created)
+    async def _dr_copy(self, ctx: RunContext, region: str, now: float, findings: list[Finding],
+                       figures: dict[str, float]) -> None:
+        """The newest available copy in the DR region: missing, older than the RPO or unencrypted fails."""
+        cfg = self.cfg
+        rpo = ctx.asset.rpo.total_seconds()
+        dr = await self._client(ctx, region)
+        copies = sorted((s for s in await dr.snapshots() if s.status == "available" and not math.isnan(s.created)),
+                        key=lambda s: s.created)
+        if not copies:
+            findings.append(Finding(Severity.CRITICAL, "dr_copy_missing", f"no snapshot of {cfg.source} in {dr.region}",
+                                    dr.region))
+            return
+        copy = copies[-1]
+        figures[f"snapshot_timestamp_seconds.{dr.region}"] = copy.created
+        if now - copy.created > rpo:
+            findings.append(Finding(Severity.CRITICAL, "dr_copy_stale", f"newest copy {copy.identifier} in {dr.region} "
+                                    f"is {format_duration(now - copy.created)} old (RPO {format_duration(rpo)})",
+                                    dr.region))
+        if cfg.require_encrypted and not copy.encrypted:
+            findings.append(Finding(Severity.CRITICAL, "snapshot_unencrypted",
+                                    f"copy {copy.identifier} is not encrypted", dr.region))
 
 
 SNAPSHOT_TIME = Family("drwatch_rds_snapshot_timestamp_seconds", "Creation time of the newest available RDS snapshot "

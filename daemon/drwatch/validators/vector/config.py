@@ -16,7 +16,7 @@ from drwatch.core.errors import ConfigProblem
 from drwatch.core.extras import NUMPY, PARQUET_VECTORS, PINECONE_EXACT, Need
 from drwatch.validators.base import ValidatorConfigBase
 from drwatch.validators.postgres import pgdump, pgtools
-from drwatch.validators.postgres.restore import EphemeralSandbox, SandboxConfig
+from drwatch.validators.postgres.drill import EphemeralSandbox, SandboxConfig
 from drwatch.validators.vector.vectormath import Metric
 
 if TYPE_CHECKING:

@@ -52,10 +52,11 @@ from drwatch.core.durations import format_duration
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Report, Severity
 from drwatch.core.secrets import redact
+from drwatch.core.subprocesses import ToolResult, run_tool
 from drwatch.validators.base import RunContext
 from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.postgres import pgcluster, pgdump, pgtools
-from drwatch.validators.postgres.restore import EphemeralSandbox, TargetSandbox
+from drwatch.validators.postgres.drill import EphemeralSandbox, TargetSandbox
 from drwatch.validators.vector.pgvector_compare import LISTED, Comparison
 from drwatch.validators.vector.pgvector_parquet import is_parquet, load_parquet
 from drwatch.validators.vector.pgvector_sandbox import (
@@ -112,7 +113,7 @@ class _Drill(Comparison):
 
         if info is not None and info.format != "plain":
             # The archive's table of contents only: a damaged archive fails here, before a server starts.
-            listing = await pgtools.run_tool([str(bin_dir / "pg_restore"), "--list", str(path)],
+            listing = await run_tool([str(bin_dir / "pg_restore"), "--list", str(path)],
                                              env=pgtools.tool_env(), limit=max(1.0, min(300.0, ctx.remaining())),
                                              keep_stdout=False)
             if listing.returncode != 0:
@@ -232,13 +233,13 @@ class _Drill(Comparison):
             if self.be.jobs > 1 and info.format in ("custom", "directory"):
                 argv += ["-j", str(self.be.jobs)]
             argv.append(str(path))
-        res = await pgtools.run_tool(argv, env=env, limit=ctx.remaining() + 5, keep_stdout=False)
+        res = await run_tool(argv, env=env, limit=ctx.remaining() + 5, keep_stdout=False)
         if res.returncode == 0:
             return True
         self._restore_failed(res, name)
         return False
 
-    def _restore_failed(self, res: pgtools.ToolResult, name: str) -> None:
+    def _restore_failed(self, res: ToolResult, name: str) -> None:
         """A failed restore or archive listing: the backup's fault (findings) or the sandbox's (raised)."""
         code, backup_fault = pgdump.classify_restore_error(res.stderr)
         lines = pgdump.error_lines(res.stderr)

@@ -21,7 +21,7 @@ from typing import Any
 
 import drwatch
 from drwatch.core.errors import ValidatorError
-from drwatch.validators.postgres.pgtools import run_tool
+from drwatch.core.subprocesses import run_tool
 
 _PASS_THROUGH = ("LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 
