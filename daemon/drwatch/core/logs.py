@@ -19,10 +19,23 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
+# structlog imports these at import time whenever they are installed, only to offer them to its console
+# renderer: rich (with pygments) for tracebacks, colorama for colours on Windows, better_exceptions. Here
+# rich comes with pgqueuer's CLI (typer): together ~70 ms of CPU at every start of drwatch
+# (benchmarks/startup_bench.py). drwatch's console renderer uses plain tracebacks and ANSI colours (the
+# codes colorama defines) whether or not they are installed, so structlog is imported without them; a
+# package that imports them later gets them as usual.
+_UNUSED = [name for name in ("rich", "colorama", "better_exceptions") if name not in sys.modules]
+sys.modules.update(dict.fromkeys(_UNUSED))  # type: ignore[arg-type]  # None: `import name` raises ImportError
+try:
+    import structlog
+finally:
+    for _name in _UNUSED:
+        if sys.modules.get(_name, 0) is None:
+            del sys.modules[_name]
 
-from drwatch.core import secrets
-from drwatch.core.textsafe import escape
+from drwatch.core import secrets  # noqa: E402
+from drwatch.core.textsafe import escape  # noqa: E402
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _PLAIN = (int, float, bool, type(None))
@@ -127,7 +140,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     tail: list[Any]
     renderer: Any = (structlog.processors.JSONRenderer() if use_json
-                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+                     else structlog.dev.ConsoleRenderer(colors=stream.isatty(),
+                                                        exception_formatter=structlog.dev.plain_traceback))
     if to_journal(stream):
         renderer = _JournalPrefix(renderer)
     if use_json:
