@@ -24,8 +24,8 @@ Then REPEAT interleaved rounds, each of
       timed afterwards on the same restored cluster: the verification queries drwatch runs there (a
       count(*) per table; the ordered md5 of the tables up to 100,000 rows, as ``proof``) and the teardown
       (``pg_ctl stop -m immediate`` + removal of the directory);
-  (b) ``drwatch check --config CFG --output json -v`` (a fresh store each time; the console script next to
-      this interpreter, not a pyenv shim on PATH) for an asset whose only
+  (b) ``drwatch check --config CFG --output json -v`` (a fresh store each time; ``python -m drwatch`` with
+      this interpreter, not a pyenv shim on PATH, reading a warm bytecode cache) for an asset whose only
       validator is a postgres_restore of that dump (ephemeral sandbox, ``jobs: JOBS``), in three variants:
         - ``tables``: ``expect.tables`` only (presence). drwatch still counts every restored table
           (the ``rows_restored`` figure), so one count(*) per table is always paid;
@@ -287,20 +287,30 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def drwatch_command() -> str:
-    """The ``drwatch`` console script itself: the one next to this interpreter when there is one (a pyenv
-    shim on PATH is a bash script that costs 0.2-0.9 s per call here, which is not drwatch's), else PATH."""
-    beside = Path(sys.executable).parent / "drwatch"
-    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else shutil.which("drwatch") or "drwatch"
+def drwatch_command() -> list[str]:
+    """``python -m drwatch`` with this interpreter: what the console script runs, without a pyenv shim on PATH
+    (a bash script that costs 0.2-0.9 s per call here, which is not drwatch's) and without depending on a
+    console script generated for an older layout of the package."""
+    return [sys.executable, "-m", "drwatch"]
 
 
-def drill(round_no: int, variant: str, cfg: Path, env: dict[str, str], drwatch: str) -> Drill:
+def bytecode_env(env: dict[str, str], work: Path) -> dict[str, str]:
+    """Imports read ``.pyc`` files as in an installed drwatch (pip compiles on install): a bytecode cache in
+    the scratch folder (nothing written into the source tree), warmed up before the first measured run."""
+    out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    subprocess.run([sys.executable, "-c", "import drwatch.cli.main, drwatch.config.model, drwatch.validators"],
+                   env=out, check=True, timeout=300)
+    return out
+
+
+def drill(round_no: int, variant: str, cfg: Path, env: dict[str, str], drwatch: list[str]) -> Drill:
     d = Drill(round_no, variant, load1())
     for suffix in ("", "-wal", "-shm", "-journal"):
         (cfg.parent / f"state-{variant}.sqlite{suffix}").unlink(missing_ok=True)
     spawned = time.time()
     t0 = time.perf_counter()
-    res = subprocess.run([drwatch, "check", "--config", str(cfg), "--output", "json", "-v"], capture_output=True,
+    res = subprocess.run([*drwatch, "check", "--config", str(cfg), "--output", "json", "-v"], capture_output=True,
                          text=True, env=env, check=False, timeout=7200)
     d.wall = time.perf_counter() - t0
     ended = spawned + d.wall
@@ -483,11 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(v not in VARIANTS for v in variants):
         p.error(f"--variants: choose from {', '.join(VARIANTS)}")
     drwatch = drwatch_command()
-    if shutil.which(drwatch) is None:
-        p.error("drwatch is not installed (pip install -e daemon/)")
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below on kill
-    info: dict[str, Any] = {"uptime_start": uptime(), "drwatch": drwatch}
+    info: dict[str, Any] = {"uptime_start": uptime(), "drwatch": " ".join(drwatch)}
     log(info["uptime_start"])
     a.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="drwatch-pgbench-", dir=a.workdir))
@@ -517,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"dump {info['dump_bytes'] / 1e6:.1f} MB in {info['dump_s']:.1f}s")
         if any(v != "tables" for v in variants):
             info["prod_cost"] = asyncio.run(production_proof_cost(pgtools.parse_dsn(prod_dsn)))
-        env = {**os.environ, PROD_ENV: prod_dsn}
+        env = bytecode_env({**os.environ, PROD_ENV: prod_dsn}, work)
         cfgs = {v: write_config(work, v, dumps, a.jobs, 100_000 * a.scale) for v in variants}
         bl_root = work / "baseline"
         bl_root.mkdir(mode=0o700)
