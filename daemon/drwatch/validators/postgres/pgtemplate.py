@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.subprocesses import run_tool
+from drwatch.core.subprocesses import run_tool, unwind
 from drwatch.validators.postgres.pgtools import tool_env
 
 PREFIX = "drwatch-pgtemplate-"
@@ -103,8 +103,8 @@ class Template:
                 await asyncio.to_thread(self._publish, tmp, where)
         except (OSError, ValidatorError):
             pass
-        finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        finally:  # also when the run is cut off meanwhile
+            await unwind(asyncio.to_thread(shutil.rmtree, tmp, True), 60)
 
     @staticmethod
     def _start_tmp(tmp: Path, password: str) -> None:
