@@ -19,6 +19,7 @@ GETs, the canary) stays on aioboto3.
 from __future__ import annotations
 
 import asyncio
+import html
 import random
 import re
 import xml.etree.ElementTree as ET
@@ -64,9 +65,108 @@ class _Wire:
         self.method, self.url, self.headers = method, url, headers
 
 
+def _unquote(text: str) -> str:
+    """``unquote_plus`` of a URL-encoded key; keys whose only escape is ``%2F`` (RGW encodes every ``/``) or that
+    have none take a replace instead (the same result, ~10x cheaper)."""
+    if "%" not in text and "+" not in text:
+        return text
+    plain = text.replace("%2F", "/")
+    return plain if "%" not in plain and "+" not in plain else unquote_plus(text)
+
+
+def _value(text: str, tag: str, start: int = 0, end: int | None = None) -> str | None:
+    """The text of the first ``<tag>...</tag>`` in ``text[start:end]`` (entities decoded), or None."""
+    i = text.find(f"<{tag}>", start, end)
+    if i < 0:
+        return None
+    i += len(tag) + 2
+    j = text.find(f"</{tag}>", i, end)
+    if j < 0:
+        raise ValueError(f"unterminated <{tag}>")
+    value = text[i:j]
+    return html.unescape(value) if "&" in value else value
+
+
+# One object as S3, Ceph RGW and moto write it: Key, LastModified, ETag, ChecksumAlgorithm (0 or more; and
+# ChecksumType), Size, StorageClass, then what drwatch does not read. A page is taken by this pattern only if it
+# matches every ``<Contents>`` of the page; otherwise the general parse below reads it.
+_OBJECT = re.compile(
+    r"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    r"((?:<ChecksumAlgorithm>[^<]*</ChecksumAlgorithm>)*)(?:<ChecksumType>[^<]*</ChecksumType>)?"
+    r"<Size>([0-9]+)</Size><StorageClass>([^<]*)</StorageClass>")
+_ALGO = len("<ChecksumAlgorithm>")
+
+
 def parse_list_page(body: bytes) -> ListPage:
-    """The fields drwatch reads of one ListObjectsV2 page (``encoding-type=url`` decoded). One pass over each
-    ``Contents`` element; tags compared whole (namespace included), no per-field search."""
+    """The fields drwatch reads of one ListObjectsV2 page (``encoding-type=url`` decoded): one regular
+    expression over the page when every object is laid out as S3 writes it (the XML tree cost ~40% of a
+    listing's client CPU), else :func:`parse_list_page_fast` / :func:`parse_list_page_tree` (the same result,
+    tested against each other on real servers' pages)."""
+    text = body.decode("utf-8")
+    found = _OBJECT.findall(text)
+    if len(found) != text.count("<Contents>") or "<![CDATA[" in text or "<ListBucketResult" not in text:
+        return parse_list_page_fast(body)
+    decode = (_value(text, "EncodingType") or "").strip().lower() == "url"
+    truncated = (_value(text, "IsTruncated") or "").strip().lower() == "true"
+    token = _value(text, "NextContinuationToken") or None
+    objects = [ListedObject(
+        _key(key, decode), int(size), (html.unescape(etag) if "&" in etag else etag).strip('"'), parse_time(stamp),
+        (html.unescape(klass) if "&" in klass else klass) or "STANDARD",
+        algos[_ALGO:algos.index("<", _ALGO)] or None if algos else None)
+        for key, stamp, etag, algos, size, klass in found]
+    return ListPage(objects, token if truncated else None, _prefixes(text, decode))
+
+
+def _key(raw: str, decode: bool) -> str:
+    key = html.unescape(raw) if "&" in raw else raw
+    return _unquote(key) if decode else key
+
+
+def _prefixes(text: str, decode: bool) -> list[str]:
+    prefixes: list[str] = []
+    at = text.find("<CommonPrefixes>")
+    while at >= 0:
+        close = text.find("</CommonPrefixes>", at)
+        prefix = _value(text, "Prefix", at, close)
+        if prefix:
+            prefixes.append(_unquote(prefix) if decode else prefix)
+        at = text.find("<CommonPrefixes>", close)
+    return prefixes
+
+
+def parse_list_page_fast(body: bytes) -> ListPage:
+    """:func:`parse_list_page` with string searches per tag (any order of the fields in an object). Sound for
+    S3's answers: a ``<`` inside a value is always escaped, so every ``<Tag>`` found is a tag. An answer with
+    prefixed tags or CDATA takes :func:`parse_list_page_tree`."""
+    text = body.decode("utf-8")
+    if "<![CDATA[" in text or ("Contents>" in text and "<Contents>" not in text) or "<ListBucketResult" not in text:
+        return parse_list_page_tree(body)
+    first = text.find("<Contents>")
+    decode = (_value(text, "EncodingType") or "").strip().lower() == "url"
+    truncated = (_value(text, "IsTruncated") or "").strip().lower() == "true"
+    token = _value(text, "NextContinuationToken") or None
+    prefixes = _prefixes(text, decode)
+    objects: list[ListedObject] = []
+    append = objects.append
+    at = first
+    while at >= 0:
+        close = text.find("</Contents>", at)
+        if close < 0:
+            raise ValueError("unterminated <Contents>")
+        key = _value(text, "Key", at, close) or ""
+        size = _value(text, "Size", at, close)
+        etag = _value(text, "ETag", at, close) or ""
+        storage = _value(text, "StorageClass", at, close)
+        algo = _value(text, "ChecksumAlgorithm", at, close)
+        append(ListedObject(_unquote(key) if decode else key, int(size or 0), etag.strip('"'),
+                            parse_time(_value(text, "LastModified", at, close)), storage or "STANDARD", algo or None))
+        at = text.find("<Contents>", close)
+    return ListPage(objects, token if truncated else None, prefixes)
+
+
+def parse_list_page_tree(body: bytes) -> ListPage:
+    """:func:`parse_list_page` with a full XML tree (ElementTree): the reference, and the path for answers the
+    fast parse does not take (prefixed tags, CDATA). One pass over each ``Contents`` element."""
     root = ET.fromstring(body)  # the configured endpoint's answer; expat expands no external entities
     ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
     contents, key_t, size_t, etag_t = f"{ns}Contents", f"{ns}Key", f"{ns}Size", f"{ns}ETag"
@@ -74,7 +174,7 @@ def parse_list_page(body: bytes) -> ListPage:
     decode = (root.findtext(f"{ns}EncodingType") or "").strip().lower() == "url"
     truncated = (root.findtext(f"{ns}IsTruncated") or "").strip().lower() == "true"
     token = root.findtext(f"{ns}NextContinuationToken") or None
-    prefixes = [unquote_plus(t) if decode else t for el in root.iter(f"{ns}CommonPrefixes")
+    prefixes = [_unquote(t) if decode else t for el in root.iter(f"{ns}CommonPrefixes")
                 if (t := el.findtext(f"{ns}Prefix"))]
     objects: list[ListedObject] = []
     for child in root.iter(contents):
@@ -84,7 +184,7 @@ def parse_list_page(body: bytes) -> ListPage:
         for el in child:
             tag, text = el.tag, el.text or ""
             if tag == key_t:
-                key = unquote_plus(text) if decode else text
+                key = _unquote(text) if decode else text
             elif tag == size_t:
                 size = int(text or 0)
             elif tag == etag_t:
