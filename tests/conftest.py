@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.pgserver import PostgresServer
+from tests.support.s3helpers import Locations
 from tests.support.s3servers import CephRGW, MotoServer, ceph_rgw, moto_server
 
 _counter = iter(range(1, 1_000_000))
@@ -43,6 +44,12 @@ def moto() -> Iterator[MotoServer]:
     """A moto S3 server (us-east-1) for the whole session. Never stop it: a restarted moto is empty."""
     with moto_server("us-east-1") as server:
         yield server
+
+
+@pytest.fixture
+def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
+    """The locations of a test's config, their credentials in the environment (see Locations)."""
+    return Locations(monkeypatch)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -82,11 +82,6 @@ def files() -> dict[str, bytes]:
 ROWS = 6000
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 async def estate(tmp: Path, locs: Locations, server: MotoServer, files: dict[str, bytes],
                  validator: dict[str, Any] | None = None, *, sha256: bool = False,
                  algorithm: str = "sha256") -> tuple[dict[str, Any], str]:

@@ -28,11 +28,6 @@ DAY = 86400.0
 YEAR_2099 = 4_070_908_800.0
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 def date(root: Path, when: float) -> None:
     for path in root.rglob("*"):
         if path.is_file():

@@ -27,11 +27,6 @@ CANARY_PREFIX = "drwatch-canary/"
 CANARY_KEY = CANARY_PREFIX + CANARY_NAME
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 def probe_config(tmp: Path, locs: Locations, server: Server, name: str, *, copy_prefix: str = "data",
                  validators: list[dict[str, Any]] | None = None, **location: Any) -> dict[str, Any]:
     """Production is a local directory; the copy ``vault`` is the bucket, probed under CANARY_PREFIX."""

@@ -249,11 +249,6 @@ async def test_production_dated_in_the_future_explains_nothing(tmp_path: Path) -
 # ----------------------------------------------------------------------------- S3 (LastModified)
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 SMALL = {f"part-{i:02d}.bin": bytes([i]) * (1500 + i) for i in range(6)}
 
 

@@ -88,11 +88,6 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Estate:
     return Estate(root, model, gold, len(files), sum(len(v) for v in files.values()))
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 def copy_model(estate: Estate, dest: Path) -> Path:
     shutil.copytree(estate.model, dest / "model")
     return dest / "model"

@@ -35,7 +35,7 @@ from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
 from drwatch.validators.postgres import drill, pgdump, pgtools
 from drwatch.validators.postgres.pgdump import RecoveryPoint, choose
-from tests.support.helpers import DaemonProcess, free_port, metric_value, write_config
+from tests.support.helpers import DaemonProcess, free_port, metric_value, processes_mentioning, write_config
 from tests.support.pgserver import PostgresServer
 from tests.support.s3servers import MotoServer
 
@@ -102,22 +102,6 @@ def sandbox_root() -> Iterator[Path]:
     base.chmod(0o755)
     yield base / "sandboxes"
     shutil.rmtree(base, ignore_errors=True)
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line contains ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
 
 
 def running(pid: int) -> bool:

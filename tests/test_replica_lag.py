@@ -21,19 +21,7 @@ from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
 from tests.support.helpers import free_port, metric_value
-from tests.support.pgserver import PostgresServer
-
-
-class StandbyServer(PostgresServer):
-    """A streaming standby of ``primary``: its data directory is a ``pg_basebackup -R`` instead of initdb."""
-
-    def __init__(self, primary: PostgresServer) -> None:
-        super().__init__(bin_dir=primary.bin_dir)
-        self.primary = primary
-
-    def _initdb(self) -> None:
-        self._run([self._bin("pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast",
-                   "-h", self.primary.host, "-p", str(self.primary.port), "-U", "postgres"], what="pg_basebackup")
+from tests.support.pgserver import PostgresServer, StandbyServer
 
 
 @pytest.fixture(scope="module")

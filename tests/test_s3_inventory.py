@@ -51,11 +51,6 @@ INVENTORY_CODES = {"inventory_stale", "inventory_corrupt", "inventory_unreadable
 
 
 @pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
-@pytest.fixture
 def files() -> dict[str, bytes]:
     return sample_files(8, 2048)
 

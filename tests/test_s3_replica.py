@@ -69,11 +69,6 @@ def files() -> dict[str, bytes]:
     return sample_files(6, 2048)
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 class Unchanged:
     """Records every version of some buckets; ``check()`` asserts that none was added, changed or removed."""
 

@@ -23,11 +23,6 @@ from tests.test_replica import run_replica
 FILES = {"a.bin": b"alpha" * 100, "dir/b.txt": b"bravo\n", "dir/c.bin": bytes(range(256)) * 4}
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 def keypair(tmp: Path, name: str) -> tuple[Path, Path]:
     private, public = tmp / f"{name}.key", tmp / f"{name}.pub"
     out = run_cli("seal-keygen", "--private-key", str(private), "--public-key", str(public))

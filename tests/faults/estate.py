@@ -24,8 +24,16 @@ from typing import Any
 
 from drwatch.formats.sealing import seal_directory
 from drwatch.validators import PLUGINS
-from tests.support.helpers import DaemonProcess, backdate, free_port, run_cli, sample_files, write_config, write_tree
-from tests.support.pgserver import PostgresServer
+from tests.support.helpers import (
+    DaemonProcess,
+    backdate,
+    free_port,
+    run_cli,
+    sample_files,
+    write_config,
+    write_tree,
+)
+from tests.support.pgserver import PostgresServer, StandbyServer
 from tests.support.pinecone_standin import BackupFault, PineconeStandIn
 from tests.support.s3helpers import Server, bucket, until, upload
 from tests.support.s3helpers import client as s3client
@@ -33,22 +41,6 @@ from tests.support.s3helpers import client as s3client
 DOC_IDS = [f"doc-{i:02d}" for i in range(12)]
 CANARY_PREFIX = "drwatch-canary/"
 DNS_INVALID = "drwatch-fault.invalid"  # RFC 6761: never resolves
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line contains ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-        except (OSError, IndexError):
-            continue
-        if text in cmdline and state not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -92,18 +84,6 @@ async def _seal(root: Path, sealed_at: float) -> None:
 
 def seal(root: Path, sealed_at: float) -> None:
     asyncio.run(_seal(root, sealed_at))
-
-
-class StandbyServer(PostgresServer):
-    """A streaming standby of ``primary`` (``pg_basebackup -R`` instead of initdb)."""
-
-    def __init__(self, primary: PostgresServer) -> None:
-        super().__init__(bin_dir=primary.bin_dir)
-        self.primary = primary
-
-    def _initdb(self) -> None:
-        self._run([self._bin("pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast",
-                   "-h", self.primary.host, "-p", str(self.primary.port), "-U", "postgres"], what="pg_basebackup")
 
 
 def caught_up(primary: PostgresServer, standby: PostgresServer, timeout: float = 60) -> None:

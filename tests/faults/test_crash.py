@@ -41,11 +41,10 @@ from tests.faults.estate import (
     Scenario,
     World,
     minilm_estate,
-    processes_mentioning,
     public_tmpdir,
     wait_until,
 )
-from tests.support.helpers import DaemonProcess, metric_value
+from tests.support.helpers import DaemonProcess, metric_value, processes_mentioning
 from tests.support.pgserver import PostgresServer
 from tests.support.pinecone_standin import PineconeStandIn, pinecone_standin
 from tests.support.s3servers import MotoServer

@@ -60,12 +60,11 @@ from tests.faults.estate import (
     World,
     caught_up,
     flip_byte,
-    processes_mentioning,
     truncate,
     wait_until,
 )
 from tests.faults.proxy import Fault, FaultProxy
-from tests.support.helpers import metric_value, run_cli
+from tests.support.helpers import metric_value, processes_mentioning, run_cli
 from tests.support.s3servers import MotoServer
 
 OK = frozenset({"ok"})

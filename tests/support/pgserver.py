@@ -436,6 +436,18 @@ class PostgresServer:
         return result
 
 
+class StandbyServer(PostgresServer):
+    """A streaming standby of ``primary``: its data directory is a ``pg_basebackup -R`` instead of initdb."""
+
+    def __init__(self, primary: PostgresServer) -> None:
+        super().__init__(bin_dir=primary.bin_dir)
+        self.primary = primary
+
+    def _initdb(self) -> None:
+        self._run([self._bin("pg_basebackup"), "-D", str(self.data_dir), "-R", "-X", "stream", "-c", "fast",
+                   "-h", self.primary.host, "-p", str(self.primary.port), "-U", "postgres"], what="pg_basebackup")
+
+
 @contextlib.contextmanager
 def postgres_server(base_dir: Path | None = None, *, bin_dir: Path | None = None) -> Iterator[PostgresServer]:
     """Start a throwaway server, yield it, and always clean it up."""
