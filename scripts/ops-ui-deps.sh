@@ -5,6 +5,8 @@
 #   systemd-analyze (verify, security --offline, syscall-filter; package systemd)
 #   strace          (traces a real daemon against the unit's SystemCallFilter=/MemoryDenyWriteExecute=)
 #   prometheus      (a real Prometheus runs every dashboard query; scripts/test.sh installs it too)
+#   chromium        (Debian's headless Chromium renders the report and the status page: tests/test_report_render.py,
+#                   scripts/report-screenshots.py; fonts-dejavu-core so text renders the same everywhere)
 # Idempotent: installs only what is missing (apt-get update only then) and re-runs `npm ci` only when the lock
 # file changed. Runs as root (CI) or with sudo available. Installing the packages starts no service here.
 set -euo pipefail
@@ -20,13 +22,15 @@ command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1 && missing+=
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "ops-ui-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for bin in node npm systemd-analyze strace; do
+for bin in node npm systemd-analyze strace chromium; do
   command -v "$bin" >/dev/null || { echo "ops-ui-deps: $bin missing after install" >&2; exit 1; }
 done
 echo "ops-ui-deps: node $(node --version), npm $(npm --version), $(systemd-analyze --version | head -n 1)," \

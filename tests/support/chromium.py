@@ -48,7 +48,8 @@ class Browser:
         self._session = session
 
     async def render(self, url: str, *, width: int = 1200, height: int = 900, mobile: bool = False,
-                     screenshot: bool = False, scripts: bool = False, wait: float = 60) -> Rendered:
+                     screenshot: bool = False, scripts: bool = False, wait: float = 60,
+                     max_height: int = 0) -> Rendered:
         """Open ``url`` in a new tab (page scripts disabled unless ``scripts``) and wait for its load event."""
         port = self._ws_url.split("/")[2]
         async with self._session.put(f"http://{port}/json/new?about:blank") as resp:
@@ -106,9 +107,9 @@ class Browser:
                     if screenshot:
                         metrics = await call("Page.getLayoutMetrics")
                         size = metrics.get("cssContentSize") or metrics["contentSize"]
+                        tall = min(size["height"], max_height) if max_height else size["height"]
                         shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                                          clip={"x": 0, "y": 0, "width": width, "height": size["height"],
-                                                "scale": 1})
+                                          clip={"x": 0, "y": 0, "width": width, "height": tall, "scale": 1})
                         out.screenshot = base64.b64decode(shot["data"])
                 finally:
                     task.cancel()

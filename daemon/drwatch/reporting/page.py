@@ -30,7 +30,13 @@ td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .fail,.failed,.no,.inconsistent,.over{color:#b3261e;font-weight:600}
 .unknown,.error,.timeout,.cancelled,.stale{color:#8a6d00;font-weight:600}
 ul.why{margin:4px 0 0;padding-left:18px;font-size:13px;word-break:break-word}
-@media (max-width:640px){body{font-size:14px}th,td{padding:3px 4px}}
+@media (max-width:640px){body{font-size:14px}
+table.cards,table.cards tbody,table.cards tr,table.cards td{display:block;width:100%}
+table.cards tr.head{display:none}
+table.cards tr{border-bottom:2px solid #d0d4da;padding:4px 0}
+table.cards td{border:none;padding:2px 4px;display:flex;justify-content:space-between;gap:12px}
+table.cards td[data-label]::before{content:attr(data-label);font-weight:400;color:#5f6670}
+table.cards td.name{display:block}}
 """
 
 
@@ -44,11 +50,13 @@ def _drills(doc: dict[str, Any], rto: dict[str, float | None]) -> list[str]:
         within = "" if limit is None else ('<span class="ok">within RTO</span>' if seconds <= limit
                                            else '<span class="over">OVER RTO</span>')
         rows = r["figures"].get("rows_restored")
-        out.append(f'<tr><td>{t(r["asset"])}</td><td>{t(r["validator"])}</td><td>{t(r["finished_at"])}</td>'
-                   f'<td class="{t(r["outcome"])}">{t(r["outcome"])}</td>'
-                   f'<td class="n drill-restore">{format_duration(seconds)}</td>'
-                   f'<td class="n">{"-" if limit is None else format_duration(limit)}</td><td>{within}</td>'
-                   f'<td class="n">{"-" if rows is None else f"{rows:.0f}"}</td></tr>')
+        out.append(f'<tr><td class="name"><b>{t(r["asset"])}</b> {t(r["validator"])}</td>'
+                   f'<td data-label="finished">{t(r["finished_at"])}</td>'
+                   f'<td data-label="outcome" class="{t(r["outcome"])}">{t(r["outcome"])}</td>'
+                   f'<td data-label="restore time" class="n drill-restore">{format_duration(seconds)}</td>'
+                   f'<td data-label="RTO" class="n">{"-" if limit is None else format_duration(limit)}</td>'
+                   f'<td data-label="">{within}</td>'
+                   f'<td data-label="rows" class="n">{"-" if rows is None else f"{rows:.0f}"}</td></tr>')
     return out
 
 
@@ -60,26 +68,31 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
     for name, a in assets.items():
         why = [f"<li><b>{r}</b>: {t(a['rules'][r]['state'])}: {t(a['rules'][r]['detail'])}</li>"
                for r in RULES if a["rules"][r]["state"] != "pass"]
-        cells = "".join(f'<td class="{t(a["rules"][r]["state"])}">{t(a["rules"][r]["state"])}</td>' for r in RULES)
-        rows.append(f'<tr class="asset"><td><b>{t(name)}</b>'
+        cells = "".join(f'<td data-label="{r}" class="{t(a["rules"][r]["state"])}">{t(a["rules"][r]["state"])}</td>'
+                        for r in RULES)
+        rows.append(f'<tr class="asset"><td class="name"><b>{t(name)}</b>'
                     + (f'<ul class="why">{"".join(why)}</ul>' if why else "") + f"</td>{cells}"
-                    f'<td class="{"yes" if a["compliant"] else "no"}">{"yes" if a["compliant"] else "no"}</td></tr>')
+                    f'<td data-label="compliant" class="{"yes" if a["compliant"] else "no"}">'
+                    f'{"yes" if a["compliant"] else "no"}</td></tr>')
     groups = []
     for name, g in doc["consistency_groups"].items():
         skew = g.get("skew_seconds")
         findings = "; ".join(f"{f['code']}: {f['message']}" for f in (g.get("findings") or [])[:5])
-        groups.append(f'<tr><td>{t(name)}</td><td class="{t(g["state"])}">{t(g["state"])}</td>'
-                      f'<td class="n">{"-" if skew is None else format_duration(skew)}</td>'
-                      f'<td class="n">{format_duration(g["max_skew_seconds"])}</td><td>{t(", ".join(g["assets"]))}'
-                      f'</td><td>{t(findings)}</td></tr>')
+        groups.append(f'<tr><td class="name"><b>{t(name)}</b></td>'
+                      f'<td data-label="state" class="{t(g["state"])}">{t(g["state"])}</td>'
+                      f'<td data-label="skew" class="n">{"-" if skew is None else format_duration(skew)}</td>'
+                      f'<td data-label="max skew" class="n">{format_duration(g["max_skew_seconds"])}</td>'
+                      f'<td data-label="assets">{t(", ".join(g["assets"]))}</td>'
+                      f'<td data-label="findings">{t(findings)}</td></tr>')
     problems = []
     for r in doc["results"]:
         if r["outcome"] == "ok":
             continue
         findings = "; ".join(f"{f['code']}: {f['message']}" for f in r["findings"][:3])
-        problems.append(f'<tr><td>{t(r["asset"])}</td><td>{t(r["validator"])}</td>'
-                        f'<td class="{t(r["outcome"])}">{t(r["outcome"])}</td><td>{t(r["finished_at"])}</td>'
-                        f"<td>{t(findings)}</td></tr>")
+        problems.append(f'<tr><td class="name"><b>{t(r["asset"])}</b> {t(r["validator"])}</td>'
+                        f'<td data-label="outcome" class="{t(r["outcome"])}">{t(r["outcome"])}</td>'
+                        f'<td data-label="finished">{t(r["finished_at"])}</td>'
+                        f'<td data-label="findings">{t(findings)}</td></tr>')
     drills = _drills(doc, rto)
     head = "".join(f"<th>{r}</th>" for r in RULES)
     return (
@@ -91,16 +104,20 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
         '<a href="-/healthy">/-/healthy</a><a href="-/ready">/-/ready</a></nav>'
         f'<p class="meta">As of {t(doc["generated_at"])}: {len(assets) - bad} of {len(assets)} assets compliant '
         "(3-2-1-1-0). The same state /metrics exports.</p>"
-        f'<h2>Compliance</h2><div class="wrap"><table><tr><th>asset</th>{head}<th>compliant</th></tr>'
+        '<h2>Compliance</h2><div class="wrap"><table class="cards">'
+        f'<tr class="head"><th>asset</th>{head}<th>compliant</th></tr>'
         + "".join(rows) + "</table></div>"
-        + ('<h2>Consistency groups</h2><div class="wrap"><table><tr><th>group</th><th>state</th><th>skew</th>'
+        + ('<h2>Consistency groups</h2><div class="wrap"><table class="cards"><tr class="head"><th>group</th>'
+           "<th>state</th><th>skew</th>"
            "<th>max skew</th><th>assets</th><th>findings</th></tr>" + "".join(groups) + "</table></div>"
            if groups else "")
-        + ('<h2>Latest restore drills</h2><div class="wrap"><table><tr><th>asset</th><th>validator</th>'
-           "<th>finished</th><th>outcome</th><th>restore time</th><th>RTO</th><th></th><th>rows</th></tr>"
+        + ('<h2>Latest restore drills</h2><div class="wrap"><table class="cards"><tr class="head">'
+           "<th>asset / validator</th><th>finished</th><th>outcome</th><th>restore time</th><th>RTO</th><th></th>"
+           "<th>rows</th></tr>"
            + "".join(drills) + "</table></div>" if drills else "")
-        + ('<h2>Checks that did not pass</h2><div class="wrap"><table><tr><th>asset</th><th>validator</th>'
-           "<th>outcome</th><th>finished</th><th>findings</th></tr>" + "".join(problems) + "</table></div>"
+        + ('<h2>Checks that did not pass</h2><div class="wrap"><table class="cards"><tr class="head">'
+           "<th>asset / validator</th><th>outcome</th><th>finished</th><th>findings</th></tr>" + "".join(problems)
+           + "</table></div>"
            if problems else "")
         + "</body></html>"
     )
