@@ -20,7 +20,9 @@ from tests.support.helpers import basic_config, populate, write_config
 # dependencies (always installed); the second are extras, guarded where they are installed.
 DENIED = ("botocore", "aioboto3", "aiobotocore", "boto3", "asyncpg", "aiohttp", "cryptography", "apscheduler",
           "prometheus_client")
-DENIED_EXTRAS = ("numpy", "pyarrow", "torch", "safetensors")
+# pygments: what structlog's optional rich tracebacks load (drwatch.core.logs imports structlog without rich;
+# the attempt itself shows in -X importtime, so rich is not listed).
+DENIED_EXTRAS = ("numpy", "pyarrow", "torch", "safetensors", "pygments")
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$")
 
 

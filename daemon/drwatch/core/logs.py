@@ -24,7 +24,8 @@ from typing import Any
 # rich comes with pgqueuer's CLI (typer): together ~70 ms of CPU at every start of drwatch
 # (benchmarks/startup_bench.py). drwatch's console renderer uses plain tracebacks and ANSI colours (the
 # codes colorama defines) whether or not they are installed, so structlog is imported without them; a
-# package that imports them later gets them as usual.
+# package that imports them later gets them as usual. drwatch.cli imports this module before anything else
+# (a module that imported structlog first would load them).
 _UNUSED = [name for name in ("rich", "colorama", "better_exceptions") if name not in sys.modules]
 sys.modules.update(dict.fromkeys(_UNUSED))  # type: ignore[arg-type]  # None: `import name` raises ImportError
 try:
