@@ -91,6 +91,7 @@ class Daemon:
         self._reload_requested = False
         self._reloads: set[asyncio.Task[tuple[bool, list[str]]]] = set()
         self.heap = Heap()
+        self._heap_timer: asyncio.TimerHandle | None = None
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -169,6 +170,9 @@ class Daemon:
             await self._start_engine(stack, cfg, state, runner, http)
 
             maintenance = asyncio.create_task(self._maintenance(store, runner))
+            # Its own timer: maintenance can wait long for the store (behind thousands of results being recorded).
+            self._heap_timer = loop.call_later(MAINTENANCE_INTERVAL, self._heap_tick)
+            stack.callback(lambda: self._heap_timer.cancel() if self._heap_timer is not None else None)
             self.heap.settle()
             state.ready = True
             self.notifier.ready(summary(state, self.clock()))
@@ -272,11 +276,18 @@ class Daemon:
                         log.info("history_pruned", rows=pruned)
                 if self.notifier.enabled:  # under systemd: the compliance of every asset, off the loop
                     self.notifier.status(await asyncio.to_thread(summary, self.state, now))
-                self.heap.tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("maintenance_failed", error_type=type(exc).__name__)
+
+    def _heap_tick(self) -> None:
+        self._heap_timer = None
+        try:
+            self.heap.tick()
+        finally:
+            if not self._stop.is_set():
+                self._heap_timer = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._heap_tick)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
@@ -294,7 +305,7 @@ class Heap:
     the config, the snapshot, the metrics' per-asset entries and the schedule are ~500,000 objects, a pause of
     0.2-0.4 s of CPU, every ten to thirty seconds as results replace the snapshot's entries. So what is alive is
     frozen (``gc.freeze``: out of every collection) after start-up, after a reload, and every maintenance tick
-    (:meth:`tick`, 10 s): a full collection then walks only what was made since the last tick. Frozen objects are
+    (:meth:`tick`, every 10 s): a full collection then walks only what was made since the last tick. Frozen objects are
     still freed when their reference count drops (a replaced result, a replaced config); only garbage in cycles
     among them waits, for the hourly :meth:`tick` that unfreezes and collects everything (one full pause per
     :data:`FULL_COLLECTION_INTERVAL`, its cost logged at debug).
