@@ -171,7 +171,7 @@ class Daemon:
 
             maintenance = asyncio.create_task(self._maintenance(store, runner))
             # Its own timer: maintenance can wait long for the store (behind thousands of results being recorded).
-            self._heap_timer = loop.call_later(MAINTENANCE_INTERVAL, self._heap_tick)
+            self._heap_timer = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._heap_tick)
             stack.callback(lambda: self._heap_timer.cancel() if self._heap_timer is not None else None)
             self.heap.settle()
             state.ready = True
