@@ -163,7 +163,7 @@ def test_seal_and_goldens_files_get_ordinary_permissions(tmp_path: Path) -> None
     """A seal written by a backup job (another user than the drwatch service) must stay readable by drwatch:
     `drwatch seal` gives a new file 0666 less the umask (not mkstemp's 0600) and keeps the mode of a file it
     replaces; goldens are written the same way."""
-    from drwatch.validators.model.inference.goldens import Goldens, save
+    from drwatch.inference.goldens import Goldens, save
 
     populate(tmp_path, copies=0)
     root = tmp_path / "prod" / "data"

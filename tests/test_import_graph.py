@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "daemon" / "drwatch"
 # root package ``drwatch``, which holds the version, is named by itself only).
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("drwatch", "drwatch.core")),
-    ("io", ("drwatch.formats", "drwatch.storage")),  # file formats and storage access: peers
+    ("io", ("drwatch.formats", "drwatch.storage", "drwatch.inference")),  # formats, storage, the inference worker
     ("validators", ("drwatch.validators",)),
     ("config", ("drwatch.config", "drwatch.cluster.config")),  # above the validators: it holds their configs
     ("store", ("drwatch.store",)),

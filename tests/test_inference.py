@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from drwatch.core.model import Finding, Severity
-from drwatch.validators.model.inference import engines, goldens
+from drwatch.inference import engines, goldens
+from drwatch.inference.engine_sbert import compare_embeddings, cosine
+from drwatch.inference.engine_vllm import compare_greedy
+from drwatch.inference.launch import WorkerResult
+from drwatch.inference.worker import _failure
 from drwatch.validators.model.inference.drill import InferenceConfig
 from drwatch.validators.model.inference.drill import judge as judge_result
-from drwatch.validators.model.inference.engine_sbert import compare_embeddings, cosine
-from drwatch.validators.model.inference.engine_vllm import compare_greedy
-from drwatch.validators.model.inference.launch import WorkerResult
-from drwatch.validators.model.inference.worker import _failure
 
 
 def out(tokens: list[int], top: list[list[tuple[int, float]]] | None = None) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def test_early_stop_and_count_mismatch() -> None:
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("vllm"), reason="vLLM ships CUDA-only wheels")
 def test_vllm_engine_generates_greedy_outputs(tmp_path: Path) -> None:
     """Only where vLLM is importable (a CUDA host): a tiny model decodes deterministically, twice alike."""
-    from drwatch.validators.model.inference.worker import serve
+    from drwatch.inference.worker import serve
 
     model = Path(__import__("os").environ.get("DRWATCH_VLLM_TEST_MODEL", "facebook/opt-125m"))
     request = {"engine": "vllm", "model_dir": str(model), "inputs": ["The capital of France is"],

@@ -27,11 +27,11 @@ from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.runner import AppState, Runner
 from drwatch.formats import safetensors as st
 from drwatch.formats.seals import seal_digest_sync
+from drwatch.inference import goldens
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.store import open_store
-from drwatch.validators.model.inference import goldens
 from drwatch.validators.model.inference.drill import GiB
 from drwatch.validators.model.weights import ModelWeightsConfig
 from tests.support.helpers import run_cli, write_config, write_tree
@@ -137,7 +137,7 @@ def workers_running(marker: str) -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "drwatch.validators.model.inference.worker" in cmd and marker in cmd:
+            if "drwatch.inference.worker" in cmd and marker in cmd:
                 pids.append(int(entry.name))
     return pids
 

@@ -264,7 +264,7 @@ def crash_while(sc: Scenario, kind: str, store: tuple[dict[str, Any], dict[str, 
 
 def inference_workers(sandbox_dir: Path) -> list[int]:
     in_sandbox = processes_mentioning(str(sandbox_dir))
-    return [p for p in processes_mentioning("drwatch.validators.model.inference.worker") if p in in_sandbox]
+    return [p for p in processes_mentioning("drwatch.inference.worker") if p in in_sandbox]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ Per copy (production included unless ``production: false``):
 
 With ``inference`` set, one backup copy is restored: its files are copied into the run's sandbox while
 they are hashed (this is that copy's sha256 check, so it is read once), then the model runs in a worker
-subprocess (:mod:`drwatch.validators.model.inference.launch`) on the golden inputs and its outputs are compared with the
+subprocess (:mod:`drwatch.inference.launch`) on the golden inputs and its outputs are compared with the
 recorded goldens. A model whose restored bytes differ from the seal and that fails to load or scores below
 ``min_similarity`` is ``failed``; when the restored bytes equal the seal the goldens were recorded from, a
 failure cannot be the backup's: it is an ``error`` (engine missing, memory limit, timeout, a changed

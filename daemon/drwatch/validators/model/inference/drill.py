@@ -2,7 +2,7 @@
 
 Used by the ``model_weights`` validator once a copy has been restored into the sandbox (and by
 ``drwatch golden record`` for the configuration). The worker runs in a subprocess
-(:mod:`drwatch.validators.model.inference.launch`); this module only decides what its result means:
+(:mod:`drwatch.inference.launch`); this module only decides what its result means:
 
 - the restored bytes differ from the seal and the model fails or drifts: ``failed`` (the backup is bad);
 - the bytes equal the seal the goldens were recorded from, yet it fails or drifts: ``error`` (the serving
@@ -23,8 +23,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from drwatch.core.durations import Duration
 from drwatch.core.model import Finding, Severity
 from drwatch.formats.seals import seal_digest
-from drwatch.validators.model.inference import engines, goldens
-from drwatch.validators.model.inference.launch import WorkerResult, run_worker
+from drwatch.inference import engines, goldens
+from drwatch.inference.launch import WorkerResult, run_worker
 
 if TYPE_CHECKING:  # validators/__init__ imports model_weights, which imports this module
     from drwatch.validators.base import RunContext

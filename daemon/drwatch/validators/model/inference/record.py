@@ -20,11 +20,11 @@ import structlog
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.sandbox import SandboxManager
 from drwatch.formats.seals import seal_digest
+from drwatch.inference import engines, goldens
+from drwatch.inference.launch import run_worker
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
 from drwatch.validators.base import ConfigView, RunContext
-from drwatch.validators.model.inference import engines, goldens
-from drwatch.validators.model.inference.launch import run_worker
 from drwatch.validators.model.weights import CopyCheck, ModelWeightsConfig, ModelWeightsValidator
 
 

@@ -76,7 +76,7 @@ async def run_worker(*, engine: str, model_dir: Path, inputs: Sequence[str], opt
         request.write_text(body, encoding="utf-8")
 
     await asyncio.to_thread(prepare)
-    worker = "drwatch.validators.model.inference.worker"
+    worker = "drwatch.inference.worker"
     argv = [python or sys.executable, "-m", worker, "--request", str(request), "--out", str(out)]
     started = time.monotonic()
     try:

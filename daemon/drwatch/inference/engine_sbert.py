@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from drwatch.validators.model.inference.score import Score
+from drwatch.inference.score import Score
 
 DEFAULT_INPUTS = (
     "The backup must restore before anyone needs it.",

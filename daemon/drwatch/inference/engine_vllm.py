@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from drwatch.validators.model.inference.score import Score
+from drwatch.inference.score import Score
 
 DEFAULT_PROMPTS = (
     "The capital of France is",

@@ -1,4 +1,4 @@
-"""``python -m drwatch.validators.model.inference.worker --request FILE --out FILE``: load a model, run its inputs,
+"""``python -m drwatch.inference.worker --request FILE --out FILE``: load a model, run its inputs,
 write JSON.
 
 The request (JSON): ``{"engine", "model_dir", "inputs": [...], "options": {...}, "memory_limit": bytes|null}``.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drwatch.validators.model.inference import engines
+from drwatch.inference import engines
 
 
 def _memory_error(exc: BaseException) -> bool:
@@ -78,7 +78,7 @@ def serve(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m drwatch.validators.model.inference.worker")
+    parser = argparse.ArgumentParser(prog="python -m drwatch.inference.worker")
     parser.add_argument("--request", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
