@@ -137,6 +137,13 @@ async def test_signed_html_report(tmp_path: Path) -> None:
     report.write_bytes(page.replace(b"NOT compliant", b"compliant    ", 1))
     code, out = _verify(cfg_path, report)
     assert code == 1 and "edited after it was written" in out, out
+    # The HTML carries each result's digest shortened to 64 bits: a result edited in the store is found.
+    report.write_bytes(page)
+    store = {"sqlite": str(tmp_path / "state.sqlite")}
+    await external_sql(store, "UPDATE results SET outcome = 'ok' WHERE id = (SELECT MAX(id) FROM results "
+                              "WHERE outcome = 'failed')")
+    code, out = _verify(cfg_path, report)
+    assert code == 1 and "edited" in out and "billing-replica" in out, out
     # Signed with another key: refused.
     other = tmp_path / "other.key"
     proc = run_cli("seal-keygen", "--private-key", str(other), "--public-key", str(tmp_path / "other.pub"))

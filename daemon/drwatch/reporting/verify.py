@@ -3,6 +3,7 @@
 The store's chain must be intact (drwatch.store.chain), must still hold the chain head the report carries with
 the same digest, and must hold every result the report lists with the digest the report recorded. A result
 pruned since (history retention) is reported as pruned: proven by its tombstone, its content no longer shown.
+The HTML report carries each result's digest shortened to 64 bits (16 hex digits), the JSON report whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from drwatch.store.chain import GENESIS, ChainCheck
+
+MIN_HEX = 16  # a report's result digest may be shortened (the HTML report's are), never below 64 bits
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ def compare(evidence: dict[str, Any], chain: ChainCheck) -> list[Finding]:
         link = chain.links.get(int(rid))
         if link is None:
             out.append(Finding("deleted", f"result id {rid} of the report is no longer in the store"))
-        elif link[0] != digest:
+        elif len(str(digest)) < MIN_HEX or not link[0].startswith(str(digest)):
             out.append(Finding("edited", f"result id {rid} (run {link[1]}) differs from the one in the report"))
         elif link[2]:
             out.append(Finding("pruned", f"result id {rid} (run {link[1]}) was pruned since (its link remains)"))
