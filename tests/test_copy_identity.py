@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,7 @@ import yaml
 from drwatch.config.model import Config, parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
 from drwatch.storage.config import canonical_endpoint
-from drwatch.store import open_store
 from tests.support.helpers import (
     DaemonProcess,
     basic_config,
@@ -35,6 +29,7 @@ from tests.support.helpers import (
     write_config,
     write_tree,
 )
+from tests.support.runs import open_runner
 from tests.support.s3helpers import bucket, upload
 from tests.support.s3servers import MotoServer, s3_client
 
@@ -42,21 +37,12 @@ from tests.support.s3servers import MotoServer, s3_client
 async def run_twice(tmp: Path, cfg: Config, between: Any = None) -> tuple[Result, Result]:
     """Two runs of the replica validator by one runner on one loaded config (the daemon between two
     scheduled runs); ``between()`` changes the estate in the meantime."""
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sandboxes"))
-        try:
-            first = await runner.execute("data", cfg.assets["data"].validators[0])
-            if between is not None:
-                between()
-            second = await runner.execute("data", cfg.assets["data"].validators[0])
-            return first, second
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sandboxes") as runner:
+        first = await runner.execute("data", cfg.assets["data"].validators[0])
+        if between is not None:
+            between()
+        second = await runner.execute("data", cfg.assets["data"].validators[0])
+        return first, second
 
 
 def load(tmp: Path, cfg_dict: dict[str, Any]) -> Config:

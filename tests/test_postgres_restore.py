@@ -29,14 +29,13 @@ from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.model import Outcome, Result, Severity
 from drwatch.core.sandbox import SandboxManager, stop_postmaster
-from drwatch.engine.runner import AppState, Runner
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
 from drwatch.validators.postgres import drill, pgdump, pgtools
 from drwatch.validators.postgres.pgdump import RecoveryPoint, choose
 from tests.support.helpers import DaemonProcess, free_port, metric_value, processes_mentioning, write_config
 from tests.support.pgserver import PostgresServer
+from tests.support.runs import open_runner
 from tests.support.s3servers import MotoServer
 
 SLOW_SQL = """--
@@ -144,27 +143,18 @@ async def run_drill(tmp: Path, root: Path, cfg_dict: dict[str, Any], *, clock: C
     """Run the asset's validator once through the runner; with ``cancel_when``, cancel the run as soon as
     the predicate holds and return None (the `cancelled` result is checked from the store)."""
     cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(root), clock)
-        try:
-            task = asyncio.create_task(runner.execute("db", cfg.assets["db"].validators[0]))
-            if cancel_when is None:
-                return await task
-            while not cancel_when():
-                assert not task.done(), task.result().findings
-                await asyncio.sleep(0.05)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            assert [r.outcome for r in await store.history("db")] == [Outcome.CANCELLED]
-            return None
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, root, clock) as runner:
+        task = asyncio.create_task(runner.execute("db", cfg.assets["db"].validators[0]))
+        if cancel_when is None:
+            return await task
+        while not cancel_when():
+            assert not task.done(), task.result().findings
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [r.outcome for r in await runner.store.history("db")] == [Outcome.CANCELLED]
+        return None
 
 
 def codes(result: Result, severity: Severity | None = None) -> set[str]:

@@ -15,12 +15,10 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
 from tests.support.helpers import free_port, metric_value
+from tests.support.runs import open_runner
 from tests.support.s3servers import MotoServer
 
 _ids = itertools.count(1)
@@ -59,17 +57,8 @@ async def check(tmp: Path, moto: MotoServer, monkeypatch: pytest.MonkeyPatch, *,
             "access_key_id_env": "DRW_RDS_AK", "secret_access_key_env": "DRW_RDS_SK", "max_attempts": 1,
             "connect_timeout": "2s", **validator}]}},
     }), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sbx"), clock)
-        try:
-            return await runner.execute("db", cfg.assets["db"].validators[0])
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sbx", clock) as runner:
+        return await runner.execute("db", cfg.assets["db"].validators[0])
 
 
 def critical(result: Result) -> set[str]:

@@ -24,21 +24,13 @@ from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted
 from drwatch.store import open_store
 from tests.support.helpers import REPO, basic_config, drwatch_cmd, populate, sample_files, write_config, write_tree
+from tests.support.runs import open_runner
 
 
 async def run_replica(tmp: Path, cfg_dict: dict[str, Any], asset: str = "data") -> Result:
     cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sandboxes"))
-        try:
-            return await runner.execute(asset, cfg.assets[asset].validators[0])
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sandboxes") as runner:
+        return await runner.execute(asset, cfg.assets[asset].validators[0])
 
 
 def codes(result: Result) -> set[str]:

@@ -15,13 +15,11 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
 from tests.support.helpers import free_port, metric_value
 from tests.support.pgserver import PostgresServer, StandbyServer
+from tests.support.runs import open_runner
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +56,8 @@ async def check(tmp: Path, dsn: str, monkeypatch: pytest.MonkeyPatch, **validato
         "assets": {"db": {"rpo": "1h", "production": {"location": "prod"}, "validators": [
             {"kind": "postgres_replica_lag", "dsn_env": "DRW_REPLICA_DSN", **validator}]}},
     }), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sbx"))
-        try:
-            return await runner.execute("db", cfg.assets["db"].validators[0])
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sbx") as runner:
+        return await runner.execute("db", cfg.assets["db"].validators[0])
 
 
 async def test_idle_primary_means_zero_lag_not_growing_lag(pair: tuple[PostgresServer, StandbyServer],

@@ -34,6 +34,7 @@ from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
 from tests.support.pgserver import PostgresServer
+from tests.support.runs import open_runner
 from tests.support.s3servers import MotoServer
 from tests.support.vectorcorpus import Corpus, corpus, vector_text
 
@@ -178,17 +179,8 @@ def config(tmp: Path, dumps: Path, backend: dict[str, Any] | None = None, *, rpo
 
 async def drill(tmp: Path, root: Path, cfg_dict: dict[str, Any]) -> Result:
     cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(root), time.time)
-        try:
-            return await runner.execute("index", cfg.assets["index"].validators[0])
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, root) as runner:
+        return await runner.execute("index", cfg.assets["index"].validators[0])
 
 
 def codes(result: Result, severity: Severity | None = None) -> set[str]:

@@ -22,11 +22,6 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
 from drwatch.validators.vector.pinecone import (
     created_from_name,
     sweep_pinecone_orphans,
@@ -35,6 +30,7 @@ from drwatch.validators.vector.pinecone import (
 from drwatch.validators.vector.pinecone_api import PineconeClient
 from tests.support.helpers import free_port
 from tests.support.pinecone_standin import BackupFault, PineconeStandIn, pinecone_standin
+from tests.support.runs import open_runner
 
 PROD = "prod-index"
 KEY_ENV = "DRW_TEST_PINECONE_KEY"
@@ -77,17 +73,8 @@ async def check(tmp: Path, server: PineconeStandIn, monkeypatch: pytest.MonkeyPa
                 url: str | None = None, clock: Callable[[], float] = time.time, **options: Any) -> Result:
     monkeypatch.setenv(KEY_ENV, server.api_key if key is None else key)
     cfg = parse_config(yaml.safe_dump(config_doc(tmp, url or server.url, **options)), source=str(tmp / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sbx"), clock)
-        try:
-            return await runner.execute("vectors", cfg.assets["vectors"].validators[0])
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sbx", clock) as runner:
+        return await runner.execute("vectors", cfg.assets["vectors"].validators[0])
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], within: float, interval: float = 0.02) -> None:
@@ -548,17 +535,8 @@ async def test_live_pinecone_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                              max_drills_per_day=10, max_temporary_indexes=3)
             doc["assets"]["vectors"]["validators"][0]["backend"]["index"] = name
             cfg = parse_config(yaml.safe_dump(doc), source=str(tmp_path / "drwatch.yaml"))
-            store = open_store(cfg)
-            await store.open()
-            try:
-                state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-                runner = Runner(state, store, SandboxManager(tmp_path / "sbx"), time.time)
-                try:
-                    result = await runner.execute("vectors", cfg.assets["vectors"].validators[0])
-                finally:
-                    await runner.aclose()
-            finally:
-                await store.close()
+            async with open_runner(cfg, tmp_path / "sbx") as runner:
+                result = await runner.execute("vectors", cfg.assets["vectors"].validators[0])
             assert result.outcome == Outcome.OK, result.findings
             assert result.figures["rows_restored"] == len(data)
             indexes = (await call("GET", f"{api}/indexes"))["indexes"]

@@ -25,12 +25,9 @@ import yaml
 
 from drwatch.config.model import Config, parse_config
 from drwatch.core.model import CopyReport, Result
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
-from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
+from tests.support.runs import open_runner
 from tests.support.s3servers import S3Client
 
 _names = itertools.count(1)
@@ -212,17 +209,8 @@ async def run(tmp: Path, cfg_dict: Mapping[str, Any], validator: int = 0,
               clock: Callable[[], float] = time.time) -> tuple[Result, Config]:
     """One validator run through a real Runner (store, S3 client pool), as the daemon does it."""
     cfg = parse(tmp, cfg_dict)
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp / "sandboxes"), clock=clock)
-        try:
-            return await runner.execute("data", cfg.assets["data"].validators[validator]), cfg
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, tmp / "sandboxes", clock) as runner:
+        return await runner.execute("data", cfg.assets["data"].validators[validator]), cfg
 
 
 def rules(cfg: Config, *results: Result, now: float | None = None) -> dict[str, RuleState]:
