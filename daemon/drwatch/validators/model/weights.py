@@ -154,6 +154,18 @@ class CopyCheck:
         return bool(self.counts["missing"] or self.counts["mismatch"] or self.counts["corrupt"])
 
 
+def _figures(seal: dict[str, Entry], entries: list[Entry], copies: list[CopyCheck],
+             hash_seconds: float) -> dict[str, float]:
+    return {
+        "files_reference": float(len(seal)), "bytes_reference": float(sum(e.size for e in entries)),
+        "files_verified": float(sum(c.counts["verified"] for c in copies)),
+        "bytes_hashed": float(sum(c.bytes_hashed for c in copies)), "hash_seconds": hash_seconds,
+        "safetensors_checked": float(sum(c.structure_checked for c in copies)),
+        **{f"files_{s}": float(sum(c.counts[s] for c in copies if c.src.role == "copy"))
+           for s in ("missing", "mismatch", "corrupt", "extra")},
+    }
+
+
 def _s3_key(src: S3Source, key: str) -> str:
     base = src.prefix.strip("/")
     return f"{base}/{key}" if base else key
@@ -225,14 +237,7 @@ class ModelWeightsValidator:
                                for c in copies))
         hash_seconds = time.monotonic() - started
 
-        figures: dict[str, float] = {
-            "files_reference": float(len(seal)), "bytes_reference": float(sum(e.size for e in entries)),
-            "files_verified": float(sum(c.counts["verified"] for c in copies)),
-            "bytes_hashed": float(sum(c.bytes_hashed for c in copies)), "hash_seconds": hash_seconds,
-            "safetensors_checked": float(sum(c.structure_checked for c in copies)),
-            **{f"files_{s}": float(sum(c.counts[s] for c in copies if c.src.role == "copy"))
-               for s in ("missing", "mismatch", "corrupt", "extra")},
-        }
+        figures = _figures(seal, entries, copies, hash_seconds)
         inf_failed = inf_error = False
         target = next((c for c in copies if c.name == inf_name), None)
         if inf is not None and restore_dir is not None and target is not None:
@@ -258,12 +263,9 @@ class ModelWeightsValidator:
         figures["recovery_point_age_seconds"] = max(0.0, now - sealed_at)
         # With production.frozen, production that no longer matches the seal fails too (production_drift).
         frozen = ctx.asset.production.frozen
-        if any(r.state == CopyState.FAILED for r in reports if r.role == "copy" or frozen) or stale or inf_failed:
-            outcome = Outcome.FAILED
-        elif any(r.state == CopyState.ERROR for r in reports) or inf_error:
-            outcome = Outcome.ERROR
-        else:
-            outcome = Outcome.OK
+        failed = any(r.state == CopyState.FAILED for r in reports if r.role == "copy" or frozen) or stale or inf_failed
+        outcome = (Outcome.FAILED if failed else
+                   Outcome.ERROR if any(r.state == CopyState.ERROR for r in reports) or inf_error else Outcome.OK)
         return Report(outcome, tuple(findings), figures, tuple(reports), sealed_at)
 
     # --- one copy ------------------------------------------------------------------------------
@@ -283,25 +285,10 @@ class ModelWeightsValidator:
             c.seconds = time.monotonic() - started
 
     async def _check_files(self, ctx: RunContext, c: CopyCheck, seal: dict[str, Entry], restore: Path | None) -> None:
-        listing: dict[str, Entry] = {}
-        # Filesystem directories that cannot be listed (permission): their files could not be checked.
-        unlisted: list[tuple[str, str]] = []
-
-        def unlistable(prefix: str, exc: OSError) -> None:  # runs in the walk's thread
-            unlisted.append((prefix, exc.strerror or type(exc).__name__))
-
-        entries = (alist(c.src.root, on_unreadable=unlistable) if isinstance(c.src, FilesystemSource)
-                   else c.src.entries())
-        try:
-            async for e in entries:
-                if e.key != MANIFEST_NAME:
-                    listing[e.key] = e
-        except S3Unavailable as exc:
-            c.break_off(exc.code, f"listing failed: {exc.message}")
+        listed = await self._list(c)
+        if listed is None:
             return
-        except OSError as exc:
-            c.break_off("unreadable", f"listing failed: {exc.strerror or type(exc).__name__}")
-            return
+        listing, unlisted = listed
         for prefix, reason in unlisted:
             c.errors += 1
             c.note("unreadable", f"cannot list directory: {reason}; the files under it could not be checked", prefix,
@@ -319,59 +306,89 @@ class ModelWeightsValidator:
         window = asyncio.Semaphore(max(2, ctx.hashes.workers * 2))
         corrupt: set[str] = set()
         if self.cfg.structure:
-            tensors: dict[str, frozenset[str] | None] = {k: None for k in seal if k.endswith(".safetensors")}
+            await self._structure(c, seal, listing, present, window, corrupt)
+        await asyncio.gather(*(self._guard(c, self._verify(c, listing[k], seal[k], k in corrupt, restore, window), k)
+                               for k in present))
 
-            async def header(key: str) -> None:
-                async with window:
-                    layout = await self._layout(c, listing[key])
-                if layout is None:
-                    return
-                c.structure_checked += 1
-                if layout.ok:
-                    tensors[key] = layout.names
-                    return
-                corrupt.add(key)
-                for p in layout.problems:
-                    c.note(p.code, p.message, key)
+    async def _list(self, c: CopyCheck) -> tuple[dict[str, Entry], list[tuple[str, str]]] | None:
+        """The copy's files (the seal itself left out) and the filesystem directories that could not be listed
+        (permission: their files could not be checked); None when the listing failed (the copy is broken off)."""
+        listing: dict[str, Entry] = {}
+        unlisted: list[tuple[str, str]] = []
 
-            await asyncio.gather(*(self._guard(c, header(k), k) for k in present if k.endswith(".safetensors")))
-            for key in (k for k in present if k.endswith(_INDEX_SUFFIX)):
-                problems = await self._guard(c, self._index(c, listing[key], tensors), key)
-                for p in problems or []:
-                    severe = p.code != st.INDEX_UNLISTED_TENSOR
-                    if severe:
-                        corrupt.add(key)
-                    c.note(p.code, p.message, key, Severity.CRITICAL if severe else Severity.WARNING)
-            c.counts["corrupt"] += len(corrupt)
+        def unlistable(prefix: str, exc: OSError) -> None:  # runs in the walk's thread
+            unlisted.append((prefix, exc.strerror or type(exc).__name__))
 
-        async def verify(key: str) -> None:
-            entry, ref = listing[key], seal[key]
-            if isinstance(c.src, S3Source):
-                head = await c.src.head(entry)
-                if head is not None:
-                    record_lock(c, head)
-            if key in corrupt:
-                return
-            if restore is None and entry.size != ref.size:
-                c.counts["mismatch"] += 1
-                c.note("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
-                return
+        entries = (alist(c.src.root, on_unreadable=unlistable) if isinstance(c.src, FilesystemSource)
+                   else c.src.entries())
+        try:
+            async for e in entries:
+                if e.key != MANIFEST_NAME:
+                    listing[e.key] = e
+        except S3Unavailable as exc:
+            c.break_off(exc.code, f"listing failed: {exc.message}")
+            return None
+        except OSError as exc:
+            c.break_off("unreadable", f"listing failed: {exc.strerror or type(exc).__name__}")
+            return None
+        return listing, unlisted
+
+    async def _structure(self, c: CopyCheck, seal: dict[str, Entry], listing: dict[str, Entry], present: list[str],
+                         window: asyncio.Semaphore, corrupt: set[str]) -> None:
+        """safetensors headers and their index files: the corrupt ones are added to ``corrupt``."""
+        tensors: dict[str, frozenset[str] | None] = {k: None for k in seal if k.endswith(".safetensors")}
+
+        async def header(key: str) -> None:
             async with window:
-                digest, n = await (self._restore(c, entry, restore, ref.algorithm) if restore is not None
-                                   else c.src.sha256(entry, ref.algorithm))
-            c.hashed += 1
-            c.bytes_hashed += n
-            if n != ref.size:
-                c.counts["mismatch"] += 1
-                c.note("size_mismatch", f"size {n} != sealed {ref.size}", key)
-            elif digest != ref.sha256:
-                c.counts["mismatch"] += 1
-                c.note("content_mismatch", f"{ref.algorithm} differs from the seal", key)
-            else:
-                c.counts["verified"] += 1
-                c.bytes_verified += n
+                layout = await self._layout(c, listing[key])
+            if layout is None:
+                return
+            c.structure_checked += 1
+            if layout.ok:
+                tensors[key] = layout.names
+                return
+            corrupt.add(key)
+            for p in layout.problems:
+                c.note(p.code, p.message, key)
 
-        await asyncio.gather(*(self._guard(c, verify(k), k) for k in present))
+        await asyncio.gather(*(self._guard(c, header(k), k) for k in present if k.endswith(".safetensors")))
+        for key in (k for k in present if k.endswith(_INDEX_SUFFIX)):
+            problems = await self._guard(c, self._index(c, listing[key], tensors), key)
+            for p in problems or []:
+                severe = p.code != st.INDEX_UNLISTED_TENSOR
+                if severe:
+                    corrupt.add(key)
+                c.note(p.code, p.message, key, Severity.CRITICAL if severe else Severity.WARNING)
+        c.counts["corrupt"] += len(corrupt)
+
+    async def _verify(self, c: CopyCheck, entry: Entry, ref: Entry, corrupt: bool, restore: Path | None,
+                      window: asyncio.Semaphore) -> None:
+        """One file against the seal: its lock facts (S3), then size and digest (read, or restored)."""
+        key = ref.key
+        if isinstance(c.src, S3Source):
+            head = await c.src.head(entry)
+            if head is not None:
+                record_lock(c, head)
+        if corrupt:
+            return
+        if restore is None and entry.size != ref.size:
+            c.counts["mismatch"] += 1
+            c.note("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
+            return
+        async with window:
+            digest, n = await (self._restore(c, entry, restore, ref.algorithm) if restore is not None
+                               else c.src.sha256(entry, ref.algorithm))
+        c.hashed += 1
+        c.bytes_hashed += n
+        if n != ref.size:
+            c.counts["mismatch"] += 1
+            c.note("size_mismatch", f"size {n} != sealed {ref.size}", key)
+        elif digest != ref.sha256:
+            c.counts["mismatch"] += 1
+            c.note("content_mismatch", f"{ref.algorithm} differs from the seal", key)
+        else:
+            c.counts["verified"] += 1
+            c.bytes_verified += n
 
     async def _guard(self, c: CopyCheck, work: Any, key: str) -> Any:
         """Run one file's work; a failing read costs that file (or the whole copy when its location is down)."""
