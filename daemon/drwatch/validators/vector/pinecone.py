@@ -58,7 +58,8 @@ from drwatch.validators.vector.queries import configured_queries
 if TYPE_CHECKING:
     from drwatch.validators.base import ConfigView
     from drwatch.validators.vector.config import VectorRestoreConfig
-    from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
+    from drwatch.validators.vector.pinecone_api import PineconeClient
+    from drwatch.validators.vector.pinecone_model import Backup, IndexInfo
 
 TEMP_PREFIX = "drwatch-drill-"  # the same as drwatch.validators.vector.pinecone_api.TEMP_PREFIX (kept import-free here)
 ORPHAN_MARGIN = 300.0

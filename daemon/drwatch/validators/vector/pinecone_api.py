@@ -37,8 +37,6 @@ import random
 import re
 from array import array
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -47,6 +45,7 @@ import aiohttp
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.secrets import redact
+from drwatch.validators.vector.pinecone_model import Backup, IndexInfo, IndexStats, Match, RestoreJob, int_or_none
 
 API_VERSION = "2025-10"
 CONTROL_URL = "https://api.pinecone.io"
@@ -65,114 +64,6 @@ class PineconeNotFound(PineconeUnavailable):
 
     def __init__(self, what: str) -> None:
         super().__init__("not_found", f"Pinecone: {what} not found")
-
-
-def parse_time(value: Any) -> float | None:
-    """An RFC 3339 timestamp (``2025-03-11T18:29:50.549505Z``) as unix seconds; None if absent/invalid."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip().replace(" ", "T")
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        return None
-    return stamp.timestamp()
-
-
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    name: str
-    host: str
-    dimension: int | None
-    metric: str
-    ready: bool
-    state: str
-    tags: dict[str, str] = field(default_factory=dict)
-    deletion_protection: str = "disabled"
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> IndexInfo:
-        status = doc.get("status") or {}
-        tags = doc.get("tags") or {}
-        return cls(name=str(doc.get("name", "")), host=str(doc.get("host") or ""),
-                   dimension=_int_or_none(doc.get("dimension")), metric=str(doc.get("metric") or ""),
-                   ready=bool(status.get("ready", False)), state=str(status.get("state", "")),
-                   tags={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
-                   deletion_protection=str(doc.get("deletion_protection") or "disabled"))
-
-
-@dataclass(frozen=True)
-class Backup:
-    backup_id: str
-    name: str
-    source_index_name: str
-    status: str
-    created: float | None  # unix seconds
-    record_count: int | None
-    namespace_count: int | None
-    dimension: int | None
-    metric: str
-    size_bytes: int | None
-
-    @property
-    def usable(self) -> bool:
-        """Finished: the API calls a finished backup ``Ready`` (older versions: ``Completed``)."""
-        return self.status.lower() in ("ready", "completed") and self.created is not None
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Backup:
-        return cls(backup_id=str(doc.get("backup_id", "")), name=str(doc.get("name") or ""),
-                   source_index_name=str(doc.get("source_index_name") or ""), status=str(doc.get("status") or ""),
-                   created=parse_time(doc.get("created_at")), record_count=_int_or_none(doc.get("record_count")),
-                   namespace_count=_int_or_none(doc.get("namespace_count")),
-                   dimension=_int_or_none(doc.get("dimension")), metric=str(doc.get("metric") or ""),
-                   size_bytes=_int_or_none(doc.get("size_bytes")))
-
-
-@dataclass(frozen=True)
-class RestoreJob:
-    job_id: str
-    backup_id: str
-    target_index_name: str
-    status: str
-    created: float | None
-    completed: float | None
-    percent_complete: float | None
-
-    @property
-    def done(self) -> bool:
-        return self.status.lower() == "completed"
-
-    @property
-    def failed(self) -> bool:
-        return self.status.lower() in ("failed", "cancelled", "canceled", "error")
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> RestoreJob:
-        pct = doc.get("percent_complete")
-        return cls(job_id=str(doc.get("restore_job_id", "")), backup_id=str(doc.get("backup_id") or ""),
-                   target_index_name=str(doc.get("target_index_name") or ""), status=str(doc.get("status") or ""),
-                   created=parse_time(doc.get("created_at")), completed=parse_time(doc.get("completed_at")),
-                   percent_complete=float(pct) if isinstance(pct, int | float) else None)
-
-
-@dataclass(frozen=True)
-class IndexStats:
-    total: int
-    namespaces: dict[str, int]
-    dimension: int | None
-
-
-@dataclass(frozen=True)
-class Match:
-    id: str
-    score: float
 
 
 def _fenced(name: str) -> None:
@@ -376,9 +267,9 @@ class PineconeClient:
                                   what="describe index stats") or {}
         namespaces = {str(ns): int((v or {}).get("vectorCount", 0))
                       for ns, v in (doc.get("namespaces") or {}).items()}
-        total = _int_or_none(doc.get("totalVectorCount"))
+        total = int_or_none(doc.get("totalVectorCount"))
         return IndexStats(total if total is not None else sum(namespaces.values()), namespaces,
-                          _int_or_none(doc.get("dimension")))
+                          int_or_none(doc.get("dimension")))
 
     async def query(self, host: str, vector: Sequence[float], top_k: int, namespace: str = "") -> list[Match]:
         doc = await self._request("POST", f"{self.data_url(host)}/query", what="query",

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from array import array
 
     from drwatch.validators.vector.config import PineconeBackend, VectorRestoreConfig
-    from drwatch.validators.vector.pinecone_api import Backup, IndexInfo, PineconeClient
+    from drwatch.validators.vector.pinecone_api import PineconeClient
+    from drwatch.validators.vector.pinecone_model import Backup, IndexInfo
     from drwatch.validators.vector.vectormath import Hit, Metric
 
 _METRICS: dict[str, Metric] = {"cosine": "cosine", "dotproduct": "inner_product", "euclidean": "l2"}
