@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from drwatch.config.model import Config
@@ -25,29 +25,25 @@ from drwatch.store.base import ValidatorStats, newer, result_from_row
 _TICK = 1e-3  # the evaluation compares with <= and >: a time-driven change shows just after its moment
 
 
-@dataclass
 class Row:
     """One stored result as the report reads it: copies and figures decoded, the full Result only on demand."""
 
-    raw: tuple[Any, ...]  # (id, *RESULT_COLUMNS, config_hash, digest)
-    copies: list[dict[str, Any]]
-    figures: dict[str, float]
-    _result: Result | None = field(default=None, repr=False)
+    __slots__ = ("_result", "asset", "config_hash", "copies", "digest", "figures", "finished_at", "id", "kind",
+                 "outcome", "raw", "run_id", "started_at", "validator")
+
+    def __init__(self, raw: tuple[Any, ...]) -> None:
+        self.raw = raw  # (id, *RESULT_COLUMNS, config_hash, digest)
+        self.id, self.run_id, self.asset, self.validator, self.kind, self.outcome = (
+            int(raw[0]), str(raw[1]), str(raw[2]), str(raw[3]), str(raw[4]), str(raw[5]))
+        self.started_at, self.finished_at = float(raw[6]), float(raw[7])
+        self.config_hash, self.digest = str(raw[12] or ""), str(raw[13] or "")
+        self.copies: list[dict[str, Any]] = json.loads(raw[11])
+        self.figures: dict[str, float] = json.loads(raw[9]) if raw[9] != "{}" else {}
+        self._result: Result | None = None
 
     @classmethod
     def of(cls, raw: tuple[Any, ...]) -> Row:
-        return cls(raw, json.loads(raw[11]), json.loads(raw[9]))
-
-    id = property(lambda self: int(self.raw[0]))
-    run_id = property(lambda self: str(self.raw[1]))
-    asset = property(lambda self: str(self.raw[2]))
-    validator = property(lambda self: str(self.raw[3]))
-    kind = property(lambda self: str(self.raw[4]))
-    outcome = property(lambda self: str(self.raw[5]))
-    started_at = property(lambda self: float(self.raw[6]))
-    finished_at = property(lambda self: float(self.raw[7]))
-    config_hash = property(lambda self: str(self.raw[12] or ""))
-    digest = property(lambda self: str(self.raw[13] or ""))
+        return cls(raw)
 
     @property
     def result(self) -> Result:
