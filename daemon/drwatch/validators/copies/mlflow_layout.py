@@ -85,11 +85,22 @@ async def read_small(src: Source, key: str) -> bytes:
 
 async def check(keys: set[str], layout: Layout, sink: Sink) -> None:
     """Check every experiment and run of ``layout`` in the location behind ``sink``."""
-    sem = asyncio.Semaphore(READS_AT_ONCE)
+    c = _Checker(keys, sink)
+    await asyncio.gather(*(c.experiment(e) for e in sorted(layout.experiments)),
+                         *(c.run(e, r) for e, r in sorted(layout.runs)))
 
-    async def load(key: str, parse: Callable[[bytes], Any]) -> tuple[bool, Any]:
+
+class _Checker:
+    """The checks of one location, at most ``READS_AT_ONCE`` documents read at a time."""
+
+    def __init__(self, keys: set[str], sink: Sink) -> None:
+        self.keys, self.sink = keys, sink
+        self.sem = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def load(self, key: str, parse: Callable[[bytes], Any]) -> tuple[bool, Any]:
         """(True, document) or (False, None) when it could not be read or parsed (already reported)."""
-        async with sem:
+        sink = self.sink
+        async with self.sem:
             try:
                 data = await sink.read(key)
             except FileNotFoundError:
@@ -109,21 +120,21 @@ async def check(keys: set[str], layout: Layout, sink: Sink) -> None:
             sink.bad("mlflow_meta_invalid", f"does not parse ({type(exc).__name__})", key)
             return False, None
 
-    async def experiment(exp: str) -> None:
+    async def experiment(self, exp: str) -> None:
         meta = f"{exp}/meta.yaml"
-        if meta not in keys:
-            sink.bad("mlflow_meta_missing", "experiment directory without meta.yaml", exp)
+        if meta not in self.keys:
+            self.sink.bad("mlflow_meta_missing", "experiment directory without meta.yaml", exp)
             return
-        ok, doc = await load(meta, yaml.safe_load)
+        ok, doc = await self.load(meta, yaml.safe_load)
         if ok and (not isinstance(doc, dict) or str(doc.get("experiment_id")) != exp):
-            sink.bad("mlflow_meta_invalid", f"experiment_id is not {exp!r}", meta)
+            self.sink.bad("mlflow_meta_invalid", f"experiment_id is not {exp!r}", meta)
 
-    async def run(exp: str, run_id: str) -> None:
-        base = f"{exp}/{run_id}"
-        if f"{base}/meta.yaml" not in keys:
+    async def run(self, exp: str, run_id: str) -> None:
+        base, sink = f"{exp}/{run_id}", self.sink
+        if f"{base}/meta.yaml" not in self.keys:
             sink.bad("mlflow_meta_missing", "run directory without meta.yaml", base)
         else:
-            ok, doc = await load(f"{base}/meta.yaml", yaml.safe_load)
+            ok, doc = await self.load(f"{base}/meta.yaml", yaml.safe_load)
             if ok and not isinstance(doc, dict):
                 sink.bad("mlflow_meta_invalid", "meta.yaml is not a mapping", f"{base}/meta.yaml")
             elif ok and str(doc.get("run_id") or doc.get("run_uuid")) != run_id:
@@ -132,17 +143,18 @@ async def check(keys: set[str], layout: Layout, sink: Sink) -> None:
             elif ok and str(doc.get("experiment_id")) != exp:
                 sink.bad("mlflow_run_id_mismatch", f"experiment_id {doc.get('experiment_id')!r} is not {exp!r}",
                          f"{base}/meta.yaml")
-        if f"{base}/{MODEL_HISTORY}" in keys:
-            ok, models = await load(f"{base}/{MODEL_HISTORY}", json.loads)
-            if ok and not (isinstance(models, list) and all(isinstance(m, dict) for m in models)):
-                sink.bad("mlflow_meta_invalid", "the logged-model history is not a list of models",
-                         f"{base}/{MODEL_HISTORY}")
-            elif ok:
-                for m in models:
-                    path = str(m.get("artifact_path", "")).strip("/")
-                    if not path or f"{base}/artifacts/{path}/MLmodel" not in keys:
-                        sink.bad("mlflow_artifact_missing", f"logged model {path!r} has no artifacts/{path}/MLmodel",
-                                 base)
+        if f"{base}/{MODEL_HISTORY}" in self.keys:
+            await self.models(base)
 
-    await asyncio.gather(*(experiment(e) for e in sorted(layout.experiments)),
-                         *(run(e, r) for e, r in sorted(layout.runs)))
+    async def models(self, base: str) -> None:
+        """Every model the run logged has its ``MLmodel`` under ``artifacts/``."""
+        ok, models = await self.load(f"{base}/{MODEL_HISTORY}", json.loads)
+        if ok and not (isinstance(models, list) and all(isinstance(m, dict) for m in models)):
+            self.sink.bad("mlflow_meta_invalid", "the logged-model history is not a list of models",
+                          f"{base}/{MODEL_HISTORY}")
+        elif ok:
+            for m in models:
+                path = str(m.get("artifact_path", "")).strip("/")
+                if not path or f"{base}/artifacts/{path}/MLmodel" not in self.keys:
+                    self.sink.bad("mlflow_artifact_missing", f"logged model {path!r} has no artifacts/{path}/MLmodel",
+                                  base)

@@ -17,10 +17,11 @@ from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import ObjectHead, checksum_matches_sha256
 from drwatch.storage.sources import same_single_part
 from drwatch.validators.copies.ledger import LedgerEntry, composite_matches
+from drwatch.validators.copies.ledger_rows import reference_id
 from drwatch.validators.copies.live import LiveKey, LiveTally
 from drwatch.validators.copies.posture import record_lock
 from drwatch.validators.copies.reference import Reference
-from drwatch.validators.copies.verification import VerifySession, reference_id
+from drwatch.validators.copies.verification import VerifySession
 
 
 @dataclass

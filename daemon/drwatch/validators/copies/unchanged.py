@@ -31,7 +31,8 @@ from drwatch.core.model import Finding
 from drwatch.storage.filesystem import Entry
 from drwatch.validators.base import LedgerWriter
 from drwatch.validators.copies.ledger import LedgerEntry, VerificationPolicy
-from drwatch.validators.copies.verification import MISMATCH, VerifySession, version_of
+from drwatch.validators.copies.ledger_rows import MISMATCH, version_of
+from drwatch.validators.copies.verification import VerifySession
 
 
 class UnchangedSession(VerifySession):

@@ -28,21 +28,16 @@ verified like a copy: provider checksums against the seal first, reads within th
 from __future__ import annotations
 
 import asyncio
-import math
-import sqlite3
-import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from drwatch.core.durations import format_duration
 from drwatch.core.errors import ValidatorError
-from drwatch.core.model import Finding, Severity
+from drwatch.core.model import Finding
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import RequestMeter
 from drwatch.validators.base import LedgerWriter
+from drwatch.validators.copies.budget import budget_findings
 from drwatch.validators.copies.ledger import (
     DAY,
     CopySummary,
@@ -56,115 +51,22 @@ from drwatch.validators.copies.ledger import (
     daily_allowance,
     day_of,
     due_cutoff,
-    format_size,
     over_day_budget,
     select_reads,
-    shortfall,
 )
-
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    """What a store backend raises when it is away or refuses (asyncpg only if that backend is loaded)."""
-    errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, sqlite3.Error)
-    pg = sys.modules.get("asyncpg")
-    if pg is not None:
-        errors += (pg.PostgresError, pg.InterfaceError)
-    return errors
-
+from drwatch.validators.copies.ledger_rows import (
+    MISMATCH,
+    CopyRun,
+    LedgerCursor,
+    iso,
+    same_version,
+    store_errors,
+    version_of,
+)
 
 FLUSH_ROWS = 500
 FLUSH_SECONDS = 1.0
-_PAGE = 1000
 _QUEUE_PAGE = 2000
-
-
-MISMATCH = "mismatch"  # the evidence of a ledger row whose object was found to differ from the reference
-
-
-def version_of(entry: Entry) -> str:
-    """What changes when an object's content is replaced, as the listing shows it for free.
-
-    S3: the ETag. The server computes it (the MD5 of the bytes, of the parts' MD5s for a multipart upload, or
-    a value new on every write under SSE-KMS/SSE-C): a writer cannot keep it while changing the bytes, so an
-    overwrite of the same size is seen without a version id (which only HEAD or ListObjectVersions, a listing
-    of every noncurrent version too, would give). Files: the mtime, the inode number and the inode's ctime. A
-    file replaced by a new one (written aside and renamed over it, mtime set back with ``utime``) has a new
-    inode; one rewritten in place with its mtime set back has a new ctime (``utime`` itself sets it, and no
-    call can set it back). Both make the object due for reading at once. ctime also moves on chmod, chown and
-    a new hard link: such a file is read once more. (``;`` separates the parts: a mismatch row's value holds
-    the reference's version between ``|``.)"""
-    if entry.etag:
-        return f"etag:{entry.etag}"
-    mtime = f"mtime:{entry.mtime!r}"
-    return f"{mtime};ino:{entry.ino};ctime:{entry.ctime_ns}" if entry.ino else mtime
-
-
-def same_version(stored: str, seen: str) -> bool:
-    """Whether a stored version and one seen now are the same. A row written before inodes and ctimes were
-    recorded (``mtime:...`` alone) matches on its mtime, so an upgrade does not re-read every file at once;
-    the row gets the full version when it is written again, at the end of that run."""
-    return stored == seen or (stored.startswith("mtime:") and ";" not in stored and seen.split(";", 1)[0] == stored)
-
-
-def reference_id(entry: Entry) -> str:
-    """What changes when the reference of a key changes: the seal's sha256, else production's version."""
-    return f"{entry.algorithm}:{entry.sha256}" if entry.sha256 else version_of(entry)
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Cursor:
-    """One copy's ledger rows in key order, read in pages, consumed in step with the listing."""
-
-    def __init__(self, store: LedgerWriter, asset: str, copy: str) -> None:
-        self.store, self.asset, self.copy = store, asset, copy
-        self.rows: list[LedgerEntry] = []
-        self.pos = 0
-        self.after = ""
-        self.done = False
-
-    async def _peek(self) -> LedgerEntry | None:
-        if self.pos >= len(self.rows) and not self.done:
-            self.rows = await self.store.ledger_page(self.asset, self.copy, self.after, _PAGE)
-            self.pos = 0
-            if len(self.rows) < _PAGE:
-                self.done = True
-            if self.rows:
-                self.after = self.rows[-1].key
-        return self.rows[self.pos] if self.pos < len(self.rows) else None
-
-    async def seek(self, key: str, gone: list[str]) -> LedgerEntry | None:
-        """The row of ``key`` if any; keys before it were not listed (deleted objects) and go to ``gone``."""
-        while (row := await self._peek()) is not None and row.key < key:
-            gone.append(row.key)
-            self.pos += 1
-        if row is not None and row.key == key:
-            self.pos += 1
-            return row
-        return None
-
-    async def rest(self, gone: list[str]) -> None:
-        while (row := await self._peek()) is not None:
-            gone.append(row.key)
-            self.pos += 1
-
-
-@dataclass
-class _CopyRun:
-    name: str
-    location: str
-    meter: RequestMeter | None
-    cursor: _Cursor
-    fs_bytes_read: int = 0  # filesystem copies: file bytes read (S3 bytes are in the meter)
-    gone: list[str] = field(default_factory=list)
-    # Directories of the listing that could not be read ("a/b/", reason), appended as the walk finds them:
-    # rows under them were not listed because they could not be, not because the objects are gone.
-    unlisted: list[tuple[str, str]] = field(default_factory=list)
-
-    def deleted(self) -> list[str]:
-        return [k for k in self.gone if not any(k.startswith(prefix) for prefix, _ in self.unlisted)]
 
 
 class VerifySession:
@@ -177,7 +79,7 @@ class VerifySession:
         self.store, self.asset, self.policy, self.now = store, asset, policy, now
         self.day = day_of(now)
         self.runs_per_day = runs_per_day
-        self.copies: dict[str, _CopyRun] = {}  # every stream under the ledger (production too when sealed)
+        self.copies: dict[str, CopyRun] = {}  # every stream under the ledger (production too when sealed)
         self.meters: list[RequestMeter] = []  # every S3 meter of the run (production included)
         self.plan = Plan()
         self.totals = Totals()
@@ -204,7 +106,7 @@ class VerifySession:
                  unlisted: list[tuple[str, str]] | None = None) -> None:
         """A stream under the ledger; ``unlisted``: the (shared, growing) list of its directories that could
         not be listed, whose rows are kept rather than deleted."""
-        self.copies[name] = _CopyRun(name, location, meter, _Cursor(self.store, self.asset, name),
+        self.copies[name] = CopyRun(name, location, meter, LedgerCursor(self.store, self.asset, name),
                                      unlisted=unlisted if unlisted is not None else [])
 
     def add_meter(self, meter: RequestMeter) -> None:
@@ -222,7 +124,7 @@ class VerifySession:
             self.totals = Totals(sum(t.objects for t in totals), sum(t.bytes for t in totals),
                                  sum(t.due_bytes for t in totals))
             rows = await self._queue()
-        except _store_errors() as exc:  # the monitor's own store: could not check, never a bad backup
+        except store_errors() as exc:  # the monitor's own store: could not check, never a bad backup
             raise ValidatorError("ledger_unavailable",
                                  f"cannot read the verification ledger ({type(exc).__name__})") from None
         left = self.allowance() - self.spent_bytes
@@ -312,7 +214,7 @@ class VerifySession:
         """How the ledger found a known-bad object bad, for the finding that repeats it."""
         how = prior.value.partition("|")[0]
         if how == "read" and prior.read_at is not None:
-            return f"read {_iso(prior.read_at)}, unchanged since"
+            return f"read {iso(prior.read_at)}, unchanged since"
         return f"{how or 'an earlier check'}, unchanged since"
 
     def note_seen(self, copy: str, entry: Entry, prior: LedgerEntry | None) -> None:
@@ -423,7 +325,7 @@ class VerifySession:
             return
         try:
             await self.store.ledger_write(batch)
-        except _store_errors() as exc:  # the monitor's own store: could not check, never a bad backup
+        except store_errors() as exc:  # the monitor's own store: could not check, never a bad backup
             raise ValidatorError("ledger_unavailable",
                                  f"cannot write the verification ledger ({type(exc).__name__})") from None
         self._flushed = values
@@ -472,33 +374,5 @@ class VerifySession:
             await self.store.ledger_summary(self.asset, name, self.now - period, base)
         meta_per_day = sum(n for per in metadata_requests.values() for op, n in per.items() if op != "get") \
             * self.runs_per_day
-        over = self.over_budget()
-        findings = []
-        if over.objects:
-            factor = 2 if self.reference_reads else 1
-            need_all = max(over.largest, math.ceil(factor * asset_bytes / days))
-            findings.append(Finding(
-                Severity.WARNING, "verify_object_over_budget",
-                f"{over.objects} object(s) ({format_size(over.bytes)}) each cost more to read than the whole "
-                f"daily budget of {format_size(cap_b or 0)}: they are never read-verified (largest {over.example}, "
-                f"{format_size(over.largest)}). Reading them needs a budget of at least "
-                f"{format_size(over.largest)}/day; reading every byte within {format_duration(period)} needs "
-                f"{format_size(need_all)}/day", "verification"))
-        readable = Totals(max(0, asset_objects - over.objects), max(0, asset_bytes - over.bytes), 0)
-        gap = shortfall(self.policy, readable, meta_per_day, self.reference_reads)
-        if gap is None:
-            return findings
-        what = []
-        if gap.bytes_short:
-            what.append(f"{format_size(gap.needed_bytes_per_day)}/day of reads (budget "
-                        f"{format_size(cap_b or 0)}/day)")
-        if gap.requests_short:
-            what.append(f"{gap.needed_requests_per_day} requests/day (budget {cap_r}/day)")
-        days_full = gap.days_for_full_read
-        full = "never" if math.isinf(days_full) else f"every {format_duration(days_full * DAY)}"
-        which, each = ("byte", "byte") if not over.objects else (
-            f"other byte (all but the {over.objects} object(s) over the daily budget)", "of those bytes")
-        findings.append(Finding(Severity.WARNING, "verify_budget_too_small",
-                                f"reading every {which} within {format_duration(period)} needs "
-                                f"{' and '.join(what)}; at this budget each {each} is read {full}", "verification"))
-        return findings
+        return budget_findings(self.policy, self.over_budget(), self.reference_reads,
+                               Totals(asset_objects, asset_bytes, 0), meta_per_day)
