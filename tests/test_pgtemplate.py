@@ -59,9 +59,12 @@ async def can_connect(c: EphemeralCluster, password: str) -> bool:
 async def test_a_second_cluster_is_a_copy_with_its_own_password(root: Path) -> None:
     """The first cluster runs initdb and leaves the template (readable by drwatch's user only); the next one
     copies it (no initdb) and starts with its own random password: the template's, which the first cluster
-    was made with, no longer opens it."""
+    was made with, no longer opens it. A temporary copy left by a process that died while saving is removed."""
+    stale = root / f".{PREFIX}0123abcd-0123456789abcdef.999999999.tmp"
+    stale.mkdir()
     first = cluster(root, "a")
     await first.init(limit=300)
+    assert not stale.exists()
     assert not first.copied
     [template] = templates(root)
     assert (template / "data" / "PG_VERSION").is_file()

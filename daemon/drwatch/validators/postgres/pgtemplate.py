@@ -31,6 +31,16 @@ PREFIX = "drwatch-pgtemplate-"
 FORMAT = "1"  # changes with what a template holds
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _identity(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
@@ -108,6 +118,10 @@ class Template:
 
     @staticmethod
     def _start_tmp(tmp: Path, password: str) -> None:
+        for stale in tmp.parent.glob(f".{PREFIX}*.tmp"):  # copies of processes that died while saving
+            pid = stale.name.rsplit(".", 2)[-2]
+            if not pid.isdigit() or not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(mode=0o700)
         fd = os.open(tmp / "password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
