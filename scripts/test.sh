@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian 12 machine, then run it.
 #   apt: PostgreSQL 15 (real server for store tests), Prometheus (promtool + real scrapes), rclone
-#   (benchmark baseline), Ceph mon/osd/radosgw (real S3 with Object Lock); pip: drwatch[dev] (moto[server]).
+#   (benchmark baseline), redis-server + redis-tools (redis_restore drills: redis-server, redis-check-rdb/aof), Ceph mon/osd/radosgw (real S3 with Object Lock); pip: drwatch[dev] (moto[server]).
 # Runs as root (CI) or with sudo available. Exits non-zero on any failure, including "no tests ran".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 # python3-venv: the README's quick start (tests/test_quickstart.py runs it on Debian's own python3).
-APT_PACKAGES=(postgresql prometheus rclone ca-certificates python3-venv)
+APT_PACKAGES=(postgresql prometheus rclone ca-certificates python3-venv redis-server redis-tools)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

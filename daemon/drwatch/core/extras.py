@@ -45,6 +45,7 @@ NUMPY = Extra("ml", ("numpy",))  # .npy query vectors
 PARQUET_VECTORS = Extra("ml", ("pyarrow", "numpy"))  # pgvector drills from a Parquet export
 PINECONE_EXACT = Extra("pinecone", ("numpy",))  # exact top-k of a Pinecone drill
 CLUSTER = Extra("cluster", ("pgqueuer",))  # cluster mode's job engine
+REDIS = Extra("redis", ("redis",))  # redis_restore: redis-py's asyncio client (redis.asyncio)
 # Inference engines (model_weights inference), by engine name: what the worker imports.
 ENGINES = {"sentence_transformers": Extra("ml", ("sentence_transformers", "torch")), "vllm": Extra("vllm", ("vllm",))}
 

@@ -16,6 +16,7 @@ from drwatch.validators.model import weights
 from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import rds_snapshot, replica_lag
 from drwatch.validators.postgres import restore as postgres_restore
+from drwatch.validators.redisdb import restore as redis_restore
 from drwatch.validators.vector import restore as vector_restore
 
 PLUGINS: tuple[Plugin, ...] = (
@@ -29,6 +30,7 @@ PLUGINS: tuple[Plugin, ...] = (
     vector_restore.PLUGIN,
     weights.PLUGIN,
     file_freshness.PLUGIN,
+    redis_restore.PLUGIN,
 )
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
