@@ -28,8 +28,8 @@ from drwatch.core.sandbox import SandboxManager
 from drwatch.validators.plugin import Latest
 from drwatch.validators.redisdb import restore as redis_restore
 from drwatch.validators.redisdb.snapshot import parse_rdb_head
-from tests.faults.estate import flip_byte, processes_mentioning, truncate
-from tests.support.helpers import free_port
+from tests.faults.estate import flip_byte, truncate
+from tests.support.helpers import free_port, processes_mentioning
 from tests.support.redisserver import RedisServer
 from tests.support.s3helpers import Locations, bucket, codes, config, parse, run, upload
 from tests.support.s3servers import MotoServer

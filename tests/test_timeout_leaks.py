@@ -67,6 +67,7 @@ from tests.faults.estate import (
     World,
     make_world,
     minilm_estate,
+    redis_rdb,
 )
 from tests.support.helpers import (
     REPO,
@@ -271,6 +272,9 @@ CASES: dict[str, Case] = {
     "vector_restore_pinecone": Case("vector_restore", "pcindex", "vector_restore", 2.0, socket_open,
                                     "a connection to the Pinecone API", cancel_delay=1.0,
                                     leftovers=lambda e: e.pinecone_temporary(), own_deadline="timeout"),
+    # The RDB fetched from S3 through the slow proxy (then checked and loaded into a sandbox redis-server): cut
+    # while it is being fetched.
+    "redis_restore": Case("redis_restore", "redis", "redis_restore", 1.0, socket_open, "a connection to S3"),
 }
 # Every kind of the plugin tuple without a hand-made column in the fault estate runs on its generic one
 # (tests/faults/estate.py GENERIC: its S3 copy behind the slow proxy, so each request takes a while): cut while
@@ -402,7 +406,7 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
                                       "rds_snapshot", "consistency_group", "vector_restore", "dataset",
                                       "vector_pinecone", "postgres_restore_s3", "model_weights_inference",
-                                      *GENERIC), ends)
+                                      "redis_restore", *GENERIC), ends)
         stack.callback(sc.cleanup)
         sc.build()
         zeros = zero_digest(BLOB)
@@ -437,6 +441,8 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         # The same with a verification policy: the run keeps a ledger in the store and flushes it when cut off.
         sc.assets["big_objects_ledger"] = {**sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"]),
                                            "verification": {"read_every": "1d"}}
+        # A 2 MiB RDB: fetching it through the slow proxy takes seconds.
+        s3client(moto).put_object(Bucket=sc.buckets["redis"], Key="redis/dump.rdb", Body=redis_rdb(blobs=8))
         ends.pinecone.slow("", LATENCY)
         export_parquet(sc.dir / "pqexports" / "export.parquet", 25_000)
         sc.locations["pqexports"] = {"kind": "filesystem", "path": str(sc.dir / "pqexports"), "site": "dc-b"}

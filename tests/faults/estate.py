@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from tests.support.helpers import (
 )
 from tests.support.pgserver import PostgresServer, StandbyServer
 from tests.support.pinecone_standin import BackupFault, PineconeStandIn
+from tests.support.redisserver import RedisServer
 from tests.support.s3helpers import Server, bucket, until, upload
 from tests.support.s3helpers import client as s3client
 
@@ -172,12 +174,29 @@ def make_world(moto: Server) -> Iterator[World]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@functools.cache
+def redis_rdb(blobs: int = 0) -> bytes:
+    """The RDB of a real redis-server holding 300 keys of five types and ``blobs`` incompressible 256 KiB strings
+    (made once per process)."""
+    server = RedisServer().start()
+    try:
+        server.fill(0, 300)
+        client = server.client()
+        client.config_set("rdbcompression", "no")
+        for i in range(blobs):
+            client.set(f"blob:{i}", os.urandom(256 * 1024))
+        tmp = server.dir / "copy.rdb"
+        return server.save(tmp).read_bytes()
+    finally:
+        server.stop()
+
+
 # --- validator columns ---------------------------------------------------------------------------
 
 # Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
 HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
             "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-            "vector_pinecone")
+            "vector_pinecone", "redis_restore")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
                "vector_pinecone": "vector_restore"}
 # Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
@@ -192,7 +211,8 @@ COLUMNS = (*HANDMADE, *GENERIC)
 SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}, "postgres_restore": {"pg"},
          "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
-         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, **{kind: {"s3"} for kind in GENERIC}}
+         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "redis_restore": {"s3"},
+         **{kind: {"s3"} for kind in GENERIC}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
          "immutability_probe": ("vault", "immutability_probe"), "postgres_restore": ("db", "postgres_restore"),
@@ -202,6 +222,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
+         "redis_restore": ("redis", "redis_restore"),
          **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
 PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (pinecone_api.TEMP_PREFIX)
@@ -387,6 +408,15 @@ class Scenario:
             "kind": "postgres_restore", "location": "s3dumps", "prefix": "db", "pattern": "*.dump", "jobs": 1,
             "expect": {"tables": ["items"], "row_counts": {"items": 3000}}}], production="s3dumps")
 
+    def _add_redis_restore(self) -> None:
+        """An RDB written by a real redis-server (300 keys), in S3: the drill fetches, checks and loads it."""
+        name = bucket(self.ends.s3_server, "fault-redis")
+        s3client(self.ends.s3_server).put_object(Bucket=name, Key="redis/dump.rdb", Body=redis_rdb())
+        self.buckets["redis"] = name
+        self.s3_location("s3redis", name)
+        self.assets["redis"] = self._asset("redis", [{"kind": "redis_restore", "location": "s3redis",
+                                                      "prefix": "redis"}], production="s3redis")
+
     def _add_postgres_replica_lag(self) -> None:
         self.env["DRW_FAULT_STANDBY_DSN"] = self.dsn(self.ends.standby_port, "postgres")
         self.assets["standby"] = self._asset("", [{
@@ -552,6 +582,8 @@ class Scenario:
             local(self.dir / "dumps" / "app.dump")
         if "postgres_restore_s3" in self.columns:
             remote(self.buckets["dumps"], "db/app.dump")
+        if "redis_restore" in self.columns:
+            remote(self.buckets["redis"], "redis/dump.rdb")
         if "dataset" in self.columns:
             remote(self.buckets["dataset"], "dataset/events/part-0001.parquet")
         if "vector_restore" in self.columns:

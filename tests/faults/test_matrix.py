@@ -77,7 +77,7 @@ S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c]]
 PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
 PC_COLS = [c for c in COLUMNS if "pc" in SIDES[c]]
 BACKUP_COLS = ["replica_fs", "replica_s3", "postgres_restore", "postgres_restore_s3", "dataset", "model_weights",
-               "vector_restore", "vector_pinecone"]
+               "vector_restore", "vector_pinecone", "redis_restore"]
 
 
 def _row(cols: list[str], want: frozenset[str]) -> dict[str, frozenset[str]]:
@@ -102,7 +102,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "pc_throttled": _row(PC_COLS, ERR),  # the stand-in answers every request 429 RESOURCE_EXHAUSTED
     # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
     "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
-                        "model_weights", *GENERIC], ERR),
+                        "model_weights", "redis_restore", *GENERIC], ERR),
     "pg_denied": _row(PG_COLS, ERR),
     "pc_denied": _row(PC_COLS, ERR),  # a wrong API key: the stand-in answers 401 UNAUTHENTICATED, like Pinecone
     "dns_unresolvable": _row(S3_COLS + PG_COLS + PC_COLS, ERR),

@@ -42,6 +42,7 @@ from drwatch.core.errors import ConfigError, ConfigProblem, ValidatorError
 from drwatch.core.extras import REDIS, Need
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.core.secrets import read_secret, redact, register_dsn_password
+from drwatch.core.subprocesses import run_tool, unwind
 from drwatch.core.textsafe import escape
 from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.validators.base import RunContext, ValidatorConfigBase
@@ -191,7 +192,7 @@ class RedisRestoreValidator:
         checker = "redis-check-aof" if info.format == "aof" else "redis-check-rdb"
         bin_dir = await asyncio.to_thread(server.find_tools, cfg.bin_dir, ("redis-server", checker))
         target = path / info.manifest if info.format == "aof" else path
-        checked = await pgtools.run_tool([str(bin_dir / checker), str(target)], env=pgtools.tool_env(),
+        checked = await run_tool([str(bin_dir / checker), str(target)], env=pgtools.tool_env(),
                                          limit=max(1.0, ctx.remaining()), cwd=sandbox)
         figures["check_seconds"] = checked.seconds
         output = checked.stdout + checked.stderr
@@ -421,7 +422,7 @@ async def _close(conn: Any) -> None:
 
 async def _cleanup(fn: Any, within: float, ctx: RunContext) -> None:
     try:
-        await pgtools.unwind(fn(), within)
+        await unwind(fn(), within)
     except Exception as exc:  # cleanup must not replace the run's result
         ctx.log.warning("drill_cleanup_failed", step="stop sandbox redis-server", error=f"{type(exc).__name__}: {exc}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from drwatch.core.errors import ValidatorError
-from drwatch.validators.postgres.pgtools import unwind
+from drwatch.core.subprocesses import unwind
 
 _LOG_TAIL = 16 * 1024
 # What a failed check or load says when the snapshot is newer than these tools can read: not a bad backup.
