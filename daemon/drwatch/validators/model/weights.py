@@ -47,6 +47,7 @@ from drwatch.storage.s3 import S3Unavailable, classify
 from drwatch.storage.sources import Facts, FilesystemSource, S3Source, Source
 from drwatch.validators.assetseal import asset_manifest_path, seal_trust
 from drwatch.validators.base import RunContext, ValidatorConfigBase
+from drwatch.validators.copies.merge import Tally
 from drwatch.validators.copies.posture import (
     LockText,
     copy_facts,
@@ -115,43 +116,30 @@ class ModelWeightsConfig(ValidatorConfigBase):
 
 
 @dataclass
-class CopyCheck:
-    src: Source
-    limit: int
-    state: CopyState | None = None  # set early: unavailable, missing, offline
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
-    bytes_verified: int = 0
+class CopyCheck(Tally):
+    """One location's tallies in a ``model_weights`` run: the copy tally of the copies family
+    (:class:`drwatch.validators.copies.merge.Tally`) plus what the model checks count."""
+
+    limit: int = 10  # findings listed one by one per code (list_limit), then only counted
+    corrupt: int = 0
     bytes_hashed: int = 0
     hashed: int = 0
     structure_checked: int = 0
-    errors: int = 0
-    broken: bool = False
     seconds: float = 0.0
-    findings: list[Finding] = field(default_factory=list)
-    listed: dict[str, int] = field(default_factory=dict)
-    lock: dict[str, int] = field(default_factory=dict)
-    retain_until_min: float | None = None
-    storage_classes: set[str] = field(default_factory=set)
     skip: set[str] = field(default_factory=set)  # files already counted as gone or unreadable
 
     @property
-    def name(self) -> str:
-        return self.src.name
+    def counts(self) -> dict[str, int]:
+        """Files by state (``STATES``): the copy report's objects."""
+        return {"verified": self.verified, "missing": self.missing, "mismatch": self.mismatch,
+                "corrupt": self.corrupt, "extra": self.extra}
 
-    def note(self, code: str, message: str, key: str, severity: Severity = Severity.CRITICAL) -> None:
-        shown = self.listed.get(code, 0)
-        self.listed[code] = shown + 1
-        if shown < self.limit:
-            self.findings.append(Finding(severity, code, message, f"{self.name}:{key}"))
-
-    def break_off(self, code: str, message: str) -> None:
-        self.errors += 1
-        if not self.broken:
-            self.broken = True
-            self.findings.append(Finding(Severity.WARNING, code, message, self.name))
+    def flag(self, code: str, message: str, key: str, severity: Severity = Severity.CRITICAL) -> None:
+        """A finding about one file (``note`` with this location's ``limit``)."""
+        self.note(code, message, key, self.limit, severity)
 
     def failed(self) -> bool:
-        return bool(self.counts["missing"] or self.counts["mismatch"] or self.counts["corrupt"])
+        return bool(self.missing or self.mismatch or self.corrupt)
 
 
 def _figures(seal: dict[str, Entry], entries: list[Entry], copies: list[CopyCheck],
@@ -224,7 +212,7 @@ class ModelWeightsValidator:
         if (ahead := seal_in_future(ctx, sealed_at)) is not None:
             return Report(Outcome.FAILED, (ahead,))  # like a corrupt seal: its recovery point is not believed
         seal = {e.key: e for e in entries}
-        copies = [CopyCheck(s, self.cfg.list_limit) for s in self.sources(ctx)]
+        copies = [CopyCheck(s, limit=self.cfg.list_limit) for s in self.sources(ctx)]
         inf = self.cfg.inference
         inf_name = self.cfg.inference_copy(ctx.asset)
         restore_dir: Path | None = None
@@ -291,17 +279,17 @@ class ModelWeightsValidator:
         listing, unlisted = listed
         for prefix, reason in unlisted:
             c.errors += 1
-            c.note("unreadable", f"cannot list directory: {reason}; the files under it could not be checked", prefix,
+            c.flag("unreadable", f"cannot list directory: {reason}; the files under it could not be checked", prefix,
                    Severity.WARNING)
         for key in sorted(seal.keys() - listing.keys()):
             if any(key.startswith(prefix) for prefix, _ in unlisted):
                 c.errors += 1  # under an unlistable directory: could not check, never missing
                 continue
-            c.counts["missing"] += 1
-            c.note("missing_file", "file of the sealed model is missing", key)
+            c.missing += 1
+            c.flag("missing_file", "file of the sealed model is missing", key)
         for key in sorted(listing.keys() - seal.keys()):
-            c.counts["extra"] += 1
-            c.note("extra_file", "file not in the sealed model", key, Severity.WARNING)
+            c.extra += 1
+            c.flag("extra_file", "file not in the sealed model", key, Severity.WARNING)
         present = sorted(seal.keys() & listing.keys())
         window = asyncio.Semaphore(max(2, ctx.hashes.workers * 2))
         corrupt: set[str] = set()
@@ -349,7 +337,7 @@ class ModelWeightsValidator:
                 return
             corrupt.add(key)
             for p in layout.problems:
-                c.note(p.code, p.message, key)
+                c.flag(p.code, p.message, key)
 
         await asyncio.gather(*(self._guard(c, header(k), k) for k in present if k.endswith(".safetensors")))
         for key in (k for k in present if k.endswith(_INDEX_SUFFIX)):
@@ -358,8 +346,8 @@ class ModelWeightsValidator:
                 severe = p.code != st.INDEX_UNLISTED_TENSOR
                 if severe:
                     corrupt.add(key)
-                c.note(p.code, p.message, key, Severity.CRITICAL if severe else Severity.WARNING)
-        c.counts["corrupt"] += len(corrupt)
+                c.flag(p.code, p.message, key, Severity.CRITICAL if severe else Severity.WARNING)
+        c.corrupt += len(corrupt)
 
     async def _verify(self, c: CopyCheck, entry: Entry, ref: Entry, corrupt: bool, restore: Path | None,
                       window: asyncio.Semaphore) -> None:
@@ -372,8 +360,8 @@ class ModelWeightsValidator:
         if corrupt:
             return
         if restore is None and entry.size != ref.size:
-            c.counts["mismatch"] += 1
-            c.note("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
+            c.mismatch += 1
+            c.flag("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
             return
         async with window:
             digest, n = await (self._restore(c, entry, restore, ref.algorithm) if restore is not None
@@ -381,13 +369,13 @@ class ModelWeightsValidator:
         c.hashed += 1
         c.bytes_hashed += n
         if n != ref.size:
-            c.counts["mismatch"] += 1
-            c.note("size_mismatch", f"size {n} != sealed {ref.size}", key)
+            c.mismatch += 1
+            c.flag("size_mismatch", f"size {n} != sealed {ref.size}", key)
         elif digest != ref.sha256:
-            c.counts["mismatch"] += 1
-            c.note("content_mismatch", f"{ref.algorithm} differs from the seal", key)
+            c.mismatch += 1
+            c.flag("content_mismatch", f"{ref.algorithm} differs from the seal", key)
         else:
-            c.counts["verified"] += 1
+            c.verified += 1
             c.bytes_verified += n
 
     async def _guard(self, c: CopyCheck, work: Any, key: str) -> Any:
@@ -398,17 +386,17 @@ class ModelWeightsValidator:
         try:
             return await work
         except FileNotFoundError:
-            c.counts["missing"] += 1
-            c.note("missing_file", "file vanished during the check", key)
+            c.missing += 1
+            c.flag("missing_file", "file vanished during the check", key)
         except S3Unavailable as exc:
             if exc.code in _LOCATION_DOWN:
                 c.break_off(exc.code, exc.message)
             else:
                 c.errors += 1
-                c.note("unreadable", f"cannot read: {exc.message}", key, Severity.WARNING)
+                c.flag("unreadable", f"cannot read: {exc.message}", key, Severity.WARNING)
         except OSError as exc:
             c.errors += 1
-            c.note("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, Severity.WARNING)
+            c.flag("unreadable", f"cannot read: {exc.strerror or type(exc).__name__}", key, Severity.WARNING)
         c.skip.add(key)
         return None
 

@@ -70,7 +70,7 @@ async def record_goldens(cfg: ConfigView, asset_name: str, copy: str | None = No
         ref = refs[name]
         src = validator_obj.source(ctx, name, "production" if name == "production" else "copy", ref.location,
                                     ref.prefix)
-        c = CopyCheck(src, vcfg.list_limit)
+        c = CopyCheck(src, limit=vcfg.list_limit)
         sandbox = await stack.enter_async_context(sandboxes.directory(run_id))
         model_dir = sandbox / "model"
         await validator_obj.check_copy(ctx, c, {e.key: e for e in entries}, model_dir)
