@@ -203,6 +203,26 @@ async def test_production_moving_within_tolerance_does_not_page(tmp_path: Path, 
     assert critical(result) == []
 
 
+async def test_a_database_above_the_sandbox_databases_is_error_until_configured(
+        tmp_path: Path, locs: Locations, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot of a server with 32 databases holding keys in db 20: the default sandbox (16 databases) cannot
+    load it, which is the configuration's fault (error, `databases_too_few`), not the backup's; `databases: 32`
+    restores it."""
+    wide = RedisServer(databases=32).start()
+    try:
+        wide.fill(20, 10)
+        wide.save(tmp_path / "backups" / "redis" / "dump.rdb")
+    finally:
+        wide.stop()
+    result, _ = await run(tmp_path, redis_config(tmp_path, locs, monkeypatch))
+    assert result.outcome == Outcome.ERROR, result.findings
+    assert "databases_too_few" in codes(result)
+    assert_nothing_left(tmp_path)
+    result, _ = await run(tmp_path, redis_config(tmp_path, locs, monkeypatch, databases=32))
+    assert result.outcome == Outcome.OK, result.findings
+    assert result.figures["keys_restored"] == 10
+
+
 async def test_production_down_is_error(tmp_path: Path, locs: Locations, monkeypatch: pytest.MonkeyPatch,
                                         prod: RedisServer) -> None:
     """Nothing listens where production should be: error (`production_unavailable`), never failed."""

@@ -17,9 +17,10 @@ import redis
 
 
 class RedisServer:
-    def __init__(self, root: Path | None = None, *, appendonly: bool = False) -> None:
+    def __init__(self, root: Path | None = None, *, appendonly: bool = False, databases: int = 16) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="drw-redis-", dir=root or "/tmp"))
         self.appendonly = appendonly
+        self.databases = databases
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -34,7 +35,7 @@ class RedisServer:
         argv = [shutil.which("redis-server") or "redis-server", "--port", "0", "--unixsocket", str(self.socket),
                 "--unixsocketperm", "700", "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--logfile", str(self.dir / "log"), "--appendonly", "yes" if self.appendonly else "no",
-                "--aof-timestamp-enabled", "yes"]
+                "--aof-timestamp-enabled", "yes", "--databases", str(self.databases)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20

@@ -269,6 +269,8 @@ class RedisRestoreValidator:
             log = await asyncio.to_thread(srv.log_tail)
             code, fault = server.check_verdict(log)
             message = f"redis-server could not load {chosen.name} ({exc}): {server.error_lines(log)}"
+            if code == "databases_too_few":
+                raise ValidatorError(code, f"{message} (set `databases` to production's)") from None
             if fault and re.search(r"load|RDB|AOF|Bad file format|Short read|checksum", log, re.I):
                 raise _LoadFailed(code, message) from None
             raise ValidatorError("sandbox_server_failed", message) from None

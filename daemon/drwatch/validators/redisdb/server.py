@@ -28,6 +28,8 @@ _LOG_TAIL = 16 * 1024
 # What a failed check or load says when the snapshot is newer than these tools can read: not a bad backup.
 NEWER_FORMAT = re.compile(r"Can't handle RDB format version|Unknown RDB format version|unknown RDB encoding type|"
                           r"Module .* not found|module .* not loaded", re.I)
+# The snapshot uses a database index above the sandbox server's ``databases``: the config's, not the backup's fault.
+TOO_FEW_DATABASES = re.compile(r"configured to handle more than \d+ databases")
 TRUNCATED = re.compile(r"Unexpected EOF|Short read|truncated|EOF reading", re.I)
 
 
@@ -62,7 +64,9 @@ def find_tools(configured: str | None, needed: Sequence[str]) -> Path:
 
 
 def check_verdict(output: str) -> tuple[str, bool]:
-    """(code, backup_fault) for a failed ``redis-check-rdb`` / ``redis-check-aof``."""
+    """(code, backup_fault) for a failed ``redis-check-rdb`` / ``redis-check-aof`` or load."""
+    if TOO_FEW_DATABASES.search(output):
+        return "databases_too_few", False
     if NEWER_FORMAT.search(output):
         return "snapshot_newer_than_tools", False
     return ("snapshot_truncated" if TRUNCATED.search(output) else "snapshot_corrupt"), True
