@@ -26,9 +26,9 @@ from tests.faults.estate import (
     Scenario,
     Watch,
     World,
-    processes_mentioning,
     wait_until,
 )
+from tests.support.helpers import processes_mentioning
 from tests.support.s3helpers import versions
 from tests.support.s3proxy import RecordingProxy
 from tests.support.s3servers import MotoServer
