@@ -159,3 +159,21 @@ async def test_report_of_one_asset_and_a_wrong_asset(tmp_path: Path) -> None:
     assert list(doc["assets"]) == [FAILING]
     proc = run_cli("report", "-c", str(cfg_path), "--asset", "nope", "--out", str(tmp_path / "x.html"))
     assert proc.returncode == 78 and "unknown asset" in proc.stderr
+
+
+async def test_a_wrong_store_path_is_unavailable_not_an_empty_report(tmp_path: Path) -> None:
+    """A typo in store.sqlite must not create an empty store there and report 0 results (or, for
+    verify-report, every result 'deleted'): both exit 69 naming the path, and nothing is created."""
+    cfg_path = await _estate(tmp_path, {"sqlite": str(tmp_path / "state.sqlite")})
+    _report(cfg_path, tmp_path / "r.json")
+    raw = yaml.safe_load(cfg_path.read_text())
+    wrong = tmp_path / "typo" / "state.sqlite"
+    raw["store"] = {"sqlite": str(wrong)}
+    bad_cfg = tmp_path / "wrong-store.yaml"
+    bad_cfg.write_text(yaml.safe_dump(raw))
+    proc = run_cli("report", "-c", str(bad_cfg), "--format", "json", "--out", str(tmp_path / "x.json"))
+    assert proc.returncode == 69 and f"no store at {wrong}" in proc.stderr, proc.stderr
+    proc = run_cli("verify-report", "-c", str(bad_cfg), str(tmp_path / "r.json"))
+    assert proc.returncode == 69 and f"no store at {wrong}" in proc.stderr, proc.stderr
+    assert "TAMPERED" not in proc.stdout
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "x.json").exists()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from typing import Any
 
-from drwatch.cli.common import load, print_config_error, run_configured
-from drwatch.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNCHECKED, ConfigError
+from drwatch.cli.common import load, missing_store, print_config_error, run_configured
+from drwatch.core.errors import EXIT_CONFIG, EXIT_OK, EXIT_UNCHECKED, ConfigError
 from drwatch.core.textsafe import escape
 
 
@@ -148,20 +147,9 @@ async def _status(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.state.snapshot import Snapshot
     from drwatch.store import open_store
 
-    if cfg.store.postgres is None:  # opening a SQLite store creates it: status only reads one that exists
-        path = cfg.sqlite_path()
-        try:
-            path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            hint = ("" if cfg.store.sqlite is not None or os.environ.get("STATE_DIRECTORY") else
-                    " (the service keeps it in its state directory: run with STATE_DIRECTORY=/var/lib/drwatch, "
-                    "or set store.sqlite)")
-            print(f"drwatch status: no store at {path}: drwatch has not run with this configuration{hint}",
-                  file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        except OSError as exc:
-            print(f"drwatch status: cannot read the store {path}: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+    missing = missing_store(cfg, "drwatch status")  # opening a SQLite store creates it: status only reads
+    if missing is not None:
+        return missing
     store = open_store(cfg)
     await store.open()
     try:

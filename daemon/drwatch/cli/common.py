@@ -56,3 +56,25 @@ def run_configured(args: argparse.Namespace, prefix: str, body: Callable[[Any], 
     except ValidatorError as exc:
         print(f"{prefix}: {escape(exc.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+
+
+def missing_store(cfg: Any, prog: str) -> int | None:
+    """Exit 69 (after saying why) when the configuration's SQLite store does not exist: opening one creates
+    it, and a command that only reads the store (status, report, verify-report) would then answer from an
+    empty store made at a wrong path. None when it exists, or the store is PostgreSQL."""
+    if cfg.store.postgres is not None:
+        return None
+    path = cfg.sqlite_path()
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        hint = ("" if cfg.store.sqlite is not None or os.environ.get("STATE_DIRECTORY") else
+                " (the service keeps it in its state directory: run with STATE_DIRECTORY=/var/lib/drwatch, "
+                "or set store.sqlite)")
+        print(f"{prog}: no store at {escape(str(path))}: drwatch has not run with this configuration{hint}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except OSError as exc:
+        print(f"{prog}: cannot read the store {escape(str(path))}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return None

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from drwatch.cli.common import run_configured
+from drwatch.cli.common import missing_store, run_configured
 from drwatch.core.errors import EXIT_CANTCREAT, EXIT_CONFIG, EXIT_NOINPUT, EXIT_NONCOMPLIANT, EXIT_OK
 from drwatch.core.textsafe import escape
 
@@ -42,6 +42,9 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
     except SigningKeyError as exc:
         print(f"drwatch report: reports.signing_key_file: {exc}", file=sys.stderr)
         return EXIT_NOINPUT
+    missing = missing_store(cfg, "drwatch report")
+    if missing is not None:
+        return missing
     until = time.time()
     since = until - span
     store = open_store(cfg)
@@ -94,6 +97,9 @@ async def _verify(cfg: Any, args: argparse.Namespace, data: bytes) -> int:
     findings: list[Any] = []
     checked = 0
     if evidence is not None:
+        missing = missing_store(cfg, "drwatch verify-report")
+        if missing is not None:
+            return missing
         store = open_store(cfg)
         await store.open()
         try:
