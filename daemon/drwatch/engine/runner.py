@@ -193,59 +193,15 @@ class Runner:
                        run_id: str, held: tuple[Limits, GlobalSlot] | None) -> Result:
         cfg = self.state.config
         asset = cfg.assets[asset_name]
-        timeout = vcfg.effective_timeout(cfg)
         limits, slot = held if held is not None else (self.limits, None)
         with structlog.contextvars.bound_contextvars(run_id=run_id, asset=asset_name, validator=vcfg.label):
             async with limits.slots(vcfg.locations(asset), slot):
                 self._started.add(current)
                 started = self.clock()
                 log.info("run_started", kind=vcfg.kind)
-                loop = asyncio.get_running_loop()
-                report: Report
-                bug: Exception | None = None
                 hashes = self._hold_hashes()
-                deadline = loop.time() + timeout
                 try:
-                    async with AsyncExitStack() as stack:
-                        ctx = RunContext(
-                            run_id=run_id, asset_name=asset_name, asset=asset, config=cfg,
-                            log=log.bind(), deadline=deadline, exit_stack=stack,
-                            hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
-                            results=lambda: self.state.snapshot, ledger=self.store,
-                        )
-                        validator = validators.build(vcfg)
-                        async with asyncio.timeout(timeout) as cm:
-                            try:
-                                report = await validator.run(ctx)
-                            except TimeoutError:
-                                if cm.expired():
-                                    raise
-                                raise ValidatorError("timeout", "an operation inside the check timed out") \
-                                    from None
-                except DrillFailed as exc:
-                    report = Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),))
-                except ValidatorError as exc:
-                    if loop.time() >= deadline:
-                        # A step bounded by what was left of the run (a query, a request) gave up as the time ran
-                        # out: the run timed out; the step's own complaint is context, not a finding of its own.
-                        report = Report(Outcome.TIMEOUT, (Finding(
-                            Severity.WARNING, "timeout", f"run exceeded its timeout of {timeout:g}s "
-                            f"(while: {exc.code})"),))
-                    else:
-                        report = Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),))
-                except TimeoutError:
-                    report = Report(Outcome.TIMEOUT, (Finding(Severity.WARNING, "timeout",
-                                                              f"run exceeded its timeout of {timeout:g}s"),))
-                except asyncio.CancelledError:
-                    result = self._result(run_id, asset_name, vcfg, started, Report(
-                        Outcome.CANCELLED, (Finding(Severity.INFO, "cancelled", "run was cancelled"),)))
-                    await asyncio.shield(self._record_bounded(result))
-                    log.info("run_cancelled")
-                    raise
-                except Exception as exc:
-                    bug = exc  # logged with the run's one line below, traceback included
-                    report = Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
-                                                            f"validator crashed: {type(exc).__name__}"),))
+                    report, bug = await self._attempt(run_id, asset_name, vcfg, started, hashes)
                 finally:
                     self._release_hashes(hashes)
             result = self._result(run_id, asset_name, vcfg, started, report)
@@ -253,6 +209,61 @@ class Runner:
             self._warned[key] = _log_finished(result, bug, self.warn_problems, self._warned.get(key))
             await self.record(result)
             return result
+
+    async def _attempt(self, run_id: str, asset_name: str, vcfg: ValidatorConfig, started: float,
+                       hashes: HashPool) -> tuple[Report, Exception | None]:
+        """Run the validator once, bounded by its timeout, and turn what it raised into a report (and a bug, if any).
+
+        A cancelled run is recorded as ``cancelled`` (shielded) and the cancellation re-raised.
+        """
+        cfg = self.state.config
+        timeout = vcfg.effective_timeout(cfg)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            return await self._invoke(run_id, asset_name, vcfg, hashes, deadline, timeout), None
+        except DrillFailed as exc:
+            return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),)), None
+        except ValidatorError as exc:
+            if loop.time() >= deadline:
+                # A step bounded by what was left of the run (a query, a request) gave up as the time ran
+                # out: the run timed out; the step's own complaint is context, not a finding of its own.
+                return Report(Outcome.TIMEOUT, (Finding(
+                    Severity.WARNING, "timeout", f"run exceeded its timeout of {timeout:g}s "
+                    f"(while: {exc.code})"),)), None
+            return Report(Outcome.ERROR, (Finding(Severity.WARNING, exc.code, exc.message),)), None
+        except TimeoutError:
+            return Report(Outcome.TIMEOUT, (Finding(Severity.WARNING, "timeout",
+                                                    f"run exceeded its timeout of {timeout:g}s"),)), None
+        except asyncio.CancelledError:
+            result = self._result(run_id, asset_name, vcfg, started, Report(
+                Outcome.CANCELLED, (Finding(Severity.INFO, "cancelled", "run was cancelled"),)))
+            await asyncio.shield(self._record_bounded(result))
+            log.info("run_cancelled")
+            raise
+        except Exception as exc:
+            # logged with the run's one line, traceback included
+            return Report(Outcome.ERROR, (Finding(Severity.WARNING, "internal_error",
+                                                  f"validator crashed: {type(exc).__name__}"),)), exc
+
+    async def _invoke(self, run_id: str, asset_name: str, vcfg: ValidatorConfig, hashes: HashPool,
+                      deadline: float, limit_s: float) -> Report:
+        cfg = self.state.config
+        async with AsyncExitStack() as stack:
+            ctx = RunContext(
+                run_id=run_id, asset_name=asset_name, asset=cfg.assets[asset_name], config=cfg,
+                log=log.bind(), deadline=deadline, exit_stack=stack,
+                hashes=hashes, sandboxes=self.sandboxes, clock=self.clock, s3=self.s3,
+                results=lambda: self.state.snapshot, ledger=self.store,
+            )
+            validator = validators.build(vcfg)
+            async with asyncio.timeout(limit_s) as cm:
+                try:
+                    return await validator.run(ctx)
+                except TimeoutError:
+                    if cm.expired():
+                        raise
+                    raise ValidatorError("timeout", "an operation inside the check timed out") from None
 
     def _result(self, run_id: str, asset: str, vcfg: ValidatorConfig, started: float, report: Report) -> Result:
         return Result(
