@@ -110,7 +110,7 @@ async def test_pruning_keeps_the_chain_provable(store_config: dict[str, Any]) ->
 async def _schema4_store(store_config: dict[str, Any]) -> None:
     """A store as drwatch wrote it before the chain (schema 4), holding three results."""
     from drwatch.store import postgres as pgstore
-    from drwatch.store import sqlite as sqlitestore
+    from drwatch.store import sqlite_schema as sqlitestore
 
     rows = [(f"old-{i}", "data", "replica", "replica", "ok", T0 + i, T0 + i + 1, None, "{}", "[]", "[]")
             for i in range(3)]
