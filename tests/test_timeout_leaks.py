@@ -237,6 +237,7 @@ CASES: dict[str, Case] = {
     # Servers behind a proxy that delays every answer.
     "immutability_probe": Case("immutability_probe", "vault", "immutability_probe", 1.5, socket_open,
                                "a connection to S3"),
+    "s3_replication": Case("s3_replication", "repl", "s3_replication", 1.0, socket_open, "a connection to S3"),
     "rds_snapshot": Case("rds_snapshot", "rds", "rds_snapshot", 3.0, socket_open, "a connection to the RDS API"),
     "postgres_replica_lag": Case("postgres_replica_lag", "standby", "lag", 1.2, socket_open,
                                  "a connection to the standby"),
@@ -406,7 +407,7 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
                                       "rds_snapshot", "consistency_group", "vector_restore", "dataset",
                                       "vector_pinecone", "postgres_restore_s3", "model_weights_inference",
-                                      "redis_restore", *GENERIC), ends)
+                                      "redis_restore", "s3_replication", *GENERIC), ends)
         stack.callback(sc.cleanup)
         sc.build()
         zeros = zero_digest(BLOB)

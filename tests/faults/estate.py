@@ -196,7 +196,7 @@ def redis_rdb(blobs: int = 0) -> bytes:
 # Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
 HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
             "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-            "vector_pinecone", "redis_restore")
+            "vector_pinecone", "redis_restore", "s3_replication")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
                "vector_pinecone": "vector_restore"}
 # Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
@@ -212,6 +212,7 @@ SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}
          "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
          "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "redis_restore": {"s3"},
+         "s3_replication": {"s3"},
          **{kind: {"s3"} for kind in GENERIC}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
@@ -223,6 +224,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
          "redis_restore": ("redis", "redis_restore"),
+         "s3_replication": ("repl", "s3_replication"),
          **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
 PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (pinecone_api.TEMP_PREFIX)
@@ -360,6 +362,24 @@ class Scenario:
         self.buckets[asset] = name
         self.s3_location(f"s3{asset}", name)
         self.assets[asset] = self._asset(asset, [{"kind": kind}], copies=[f"s3{asset}"])
+
+    def _add_s3_replication(self) -> None:
+        """Production in a versioned bucket whose replication rule sends ``repl/`` to the copy's Object-Locked
+        bucket in eu-west-1; the ``replication_disabled`` fault puts the same rule Disabled."""
+        server = self.ends.s3_server
+        prod = bucket(server, "fault-repl-prod", versioned=True)
+        upload(server, prod, sample_files(6, 1024, seed=11), prefix="repl/")
+        vault = bucket(server, "fault-repl-vault", lock=True, region="eu-west-1")
+        s3client(server).put_bucket_replication(Bucket=prod, ReplicationConfiguration={
+            "Role": "arn:aws:iam::123456789012:role/replication", "Rules": [{
+                "ID": "dr", "Priority": 1, "Filter": {"Prefix": "repl/"},
+                "Status": "Disabled" if self.fault == "replication_disabled" else "Enabled",
+                "DeleteMarkerReplication": {"Status": "Disabled"},
+                "Destination": {"Bucket": f"arn:aws:s3:::{vault}"}}]})
+        self.s3_location("s3repl_prod", prod)
+        self.s3_location("s3repl_vault", vault, region="eu-west-1")
+        self.assets["repl"] = self._asset("repl", [{"kind": "s3_replication"}], copies=["s3repl_vault"],
+                                          production="s3repl_prod")
 
     def _add_replica_fs(self) -> None:
         files = sample_files(10, 4096, seed=2)

@@ -112,6 +112,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "truncated_file": _row(BACKUP_COLS, FAILED),
     "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", *GENERIC], FAILED),  # generic: copy gone
     "lock_missing": _row(["immutability_probe"], FAILED),
+    "replication_disabled": _row(["s3_replication"], FAILED),  # the production bucket's rule put Disabled
     "replay_paused": _row(["postgres_replica_lag"], FAILED),
     "skew": _row(["consistency_group"], FAILED),
     # Not a copy, and times that cannot be believed (issue 13), observed by every run:
@@ -137,6 +138,7 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
 # Findings that must (or, with "!", must not) be among a column's findings: the outcome for the right reason.
 FINDINGS: dict[str, dict[str, set[str]]] = {
     "production_changed": {"replica_fs": {"copy_behind", "!rpo_exceeded"}},
+    "replication_disabled": {"s3_replication": {"replication_rule_disabled"}},
     "copy_behind_past_rpo": {"replica_fs": {"copy_behind", "rpo_exceeded", "!content_mismatch"}},
     "copy_symlinked": {"replica_fs": {"copy_aliases_production"}},
     "copy_on_production_disk": {"replica_fs": {"same_failure_domain"}},

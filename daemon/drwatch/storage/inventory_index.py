@@ -44,7 +44,6 @@ class InventoryHead(ObjectHead):
     where a checksum value would decide a verdict, the object is HEADed after all."""
 
     checksum_algorithm: str = ""
-    replication_status: str = ""
     encryption_status: str = ""
 
 

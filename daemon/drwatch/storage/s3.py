@@ -195,6 +195,18 @@ class S3Location:
             kms = default.get("KMSMasterKeyID", kms)
         return BucketFacts(region, versioning, object_lock, default_mode, kms, algo)
 
+    async def replication(self, meter: RequestMeter | None = None) -> dict[str, Any] | None:
+        """The bucket's replication configuration (GetBucketReplication, read-only); None when the bucket has
+        none. Denied, unreachable... raise :class:`S3Unavailable`; a missing bucket :class:`S3Missing`."""
+        try:
+            resp = await self._call("get_bucket_replication", meter, Bucket=self.cfg.bucket)
+        except S3Missing as exc:
+            if exc.what == "ReplicationConfigurationNotFoundError":
+                return None
+            raise
+        config: dict[str, Any] = resp.get("ReplicationConfiguration") or {}
+        return config
+
     async def listed(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[list[ListedObject]]:
         """The objects under ``prefix`` (full keys) in key order, a page at a time. On the lean path the
         prefix's common prefixes are listed concurrently when the listing is longer than one page

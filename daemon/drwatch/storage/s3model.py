@@ -35,6 +35,7 @@ class ObjectHead:
     version_id: str | None = None
     storage_class: str = "STANDARD"
     etag: str = ""
+    replication_status: str = ""  # COMPLETED | PENDING | FAILED | REPLICA | "" (not replicated by a rule)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def _head_from_boto(resp: dict[str, Any]) -> ObjectHead:
         version_id=resp.get("VersionId"),
         storage_class=str(resp.get("StorageClass") or "STANDARD"),
         etag=str(resp.get("ETag", "")).strip('"'),
+        replication_status=str(resp.get("ReplicationStatus") or ""),
     )
 
 
@@ -150,6 +152,7 @@ def _head_from_headers(h: dict[str, str]) -> ObjectHead:
         version_id=h.get("x-amz-version-id") or None,
         storage_class=h.get("x-amz-storage-class") or "STANDARD",
         etag=h.get("etag", "").strip('"'),
+        replication_status=h.get("x-amz-replication-status", ""),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drwatch.validators import consistency_group, file_freshness, immutability_probe
+from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication
 from drwatch.validators.base import Validator
 from drwatch.validators.copies import dataset, replica
 from drwatch.validators.model import weights
@@ -31,6 +31,7 @@ PLUGINS: tuple[Plugin, ...] = (
     weights.PLUGIN,
     file_freshness.PLUGIN,
     redis_restore.PLUGIN,
+    s3_replication.PLUGIN,
 )
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
