@@ -45,11 +45,12 @@ from typing import NoReturn
 
 import structlog
 
+from drwatch.http.summary import SUMMARY_INTERVAL, Summary
+
 HEADER_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0
 MAX_CONNECTIONS = 512
 ACCEPT_BURST = 64  # accept()s per event-loop turn: bounds descriptors held by connections being shed
-SUMMARY_INTERVAL = 60.0
 
 log = structlog.get_logger("drwatch.http")
 
@@ -205,35 +206,6 @@ class Connection(asyncio.Protocol):
         self.abort()
 
 
-class _Summary:
-    """Counts by reason, logged as one line at once and then at most once per ``SUMMARY_INTERVAL``."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, emit: Callable[[dict[str, int]], None]) -> None:
-        self._loop = loop
-        self._emit = emit
-        self._unreported: Counter[str] = Counter()
-        self._next = 0.0
-        self._handle: asyncio.TimerHandle | None = None
-
-    def count(self, reason: str) -> None:
-        self._unreported[reason] += 1
-        if self._loop.time() >= self._next:
-            self.flush()
-        elif self._handle is None:
-            self._handle = self._loop.call_at(self._next, self.flush)
-
-    def flush(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if not self._unreported:
-            return
-        counts = dict(self._unreported)
-        self._unreported.clear()
-        self._next = self._loop.time() + SUMMARY_INTERVAL
-        self._emit(counts)
-
-
 class ConnectionGuard:
     """The protocol factory for the listening sockets: admits, times and sheds :class:`Connection` objects.
 
@@ -253,8 +225,8 @@ class ConnectionGuard:
         self._by_transport: dict[asyncio.BaseTransport, Connection] = {}
         self._tls_tasks: set[asyncio.Task[None]] = set()
         self.totals: Counter[str] = Counter()
-        self._shed = _Summary(self.loop, self._log_shed)
-        self._bad = _Summary(self.loop, self._log_bad_requests)
+        self._shed = Summary(self.loop, self._log_shed)
+        self._bad = Summary(self.loop, self._log_bad_requests)
         self._fd_quiet_until = 0.0
         self._spare: int | None = self._reserve()
         self._accepted = 0  # accept()s in this turn of the event loop
