@@ -455,6 +455,35 @@ async def test_client_fence_refuses_production(standin: PineconeStandIn) -> None
     assert PROD in standin.indexes
 
 
+async def test_client_creates_a_temporary_index_and_upserts_into_it(standin: PineconeStandIn) -> None:
+    """The write side of a drill from a Parquet export (issue 17 item 5, first part): ``create_index`` makes an
+    empty serverless drwatch-drill-* index carrying the owner tags (production's name is refused before a request
+    leaves); ``upsert`` writes 250 vectors in batches of 100 (three requests), metadata included, and they are
+    fetched back as float32; values of another dimension are Pinecone's 400 (`api_error`)."""
+    from drwatch.validators.vector.pinecone_api import UPSERT_BATCH, PineconeUnavailable
+
+    seed_production(standin, backup=False)
+    data = vectors(250)
+    async with PineconeClient(standin.api_key, control_url=standin.url) as client:
+        with pytest.raises(ValueError, match="refusing"):
+            await client.create_index(PROD, DIM, "cosine", {})
+        assert standin.requests == []
+        name = "drwatch-drill-20261207t145500-abcd"
+        info = await client.create_index(name, DIM, "cosine", {"drwatch-run": "r1"})
+        assert (info.name, info.dimension, info.metric, info.tags) == (name, DIM, "cosine", {"drwatch-run": "r1"})
+        rows = [(i, v, {"n": n} if n % 2 else None) for n, (i, v) in enumerate(sorted(data.items()))]
+        assert await client.upsert(info.host, rows, namespace="ns") == 250
+        assert len(standin.requests_matching("POST", "/vectors/upsert")) == -(-250 // UPSERT_BATCH) == 3
+        back = await client.fetch(info.host, ["doc-00000", "doc-00249"], namespace="ns")
+        assert list(back["doc-00249"]) == pytest.approx(data["doc-00249"], rel=1e-6)
+        assert sorted(standin.indexes[name].namespaces["ns"]) == sorted(data)
+        with pytest.raises(PineconeUnavailable) as err:
+            await client.upsert(info.host, [("bad", [1.0, 2.0], None)])
+        assert err.value.code == "api_error" and "dimension" in err.value.message
+        assert await client.delete_index(name)
+    assert name not in standin.indexes and PROD in standin.indexes
+
+
 async def test_plain_http_data_host_needs_plain_http_control_plane() -> None:
     """A data-plane host is HTTPS unless the control plane itself is plain HTTP (the stand-in)."""
     async with PineconeClient("k", control_url="https://api.pinecone.io") as client:

@@ -5,12 +5,12 @@ of Pinecone API version 2025-10 that drwatch's client (``drwatch.validators.vect
 with
 a free port, in its own thread and event loop (a real HTTP server, like the moto fixture):
 
-- control plane: ``GET/DELETE /indexes/{name}``, ``GET /indexes``, ``GET /indexes/{name}/backups``,
+- control plane: ``GET/DELETE /indexes/{name}``, ``GET/POST /indexes``, ``GET /indexes/{name}/backups``,
   ``GET /backups/{id}``, ``POST /backups/{id}/create-index``, ``GET /restore-jobs``,
   ``GET /restore-jobs/{id}``;
 - data plane, under each index's ``host`` (``http://127.0.0.1:PORT/data/{name}``):
   ``POST /describe_index_stats``, ``POST /query`` (exact brute force: cosine, dotproduct, euclidean),
-  ``GET /vectors/fetch``, ``GET /vectors/list`` (sorted, paged).
+  ``GET /vectors/fetch``, ``GET /vectors/list`` (sorted, paged), ``POST /vectors/upsert``.
 
 It checks the ``Api-Key`` (401 ``UNAUTHENTICATED``) and ``X-Pinecone-API-Version`` headers, answers
 errors in Pinecone's ``{"error": {"code", "message"}, "status"}`` shape and refuses what Pinecone refuses
@@ -213,6 +213,7 @@ class PineconeStandIn:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
         r.add_get("/indexes", self._list_indexes)
+        r.add_post("/indexes", self._create_index)
         r.add_get("/indexes/{name}", self._describe_index)
         r.add_delete("/indexes/{name}", self._delete_index)
         r.add_get("/indexes/{name}/backups", self._list_backups)
@@ -224,6 +225,7 @@ class PineconeStandIn:
         r.add_post("/data/{name}/query", self._query)
         r.add_get("/data/{name}/vectors/fetch", self._fetch)
         r.add_get("/data/{name}/vectors/list", self._list_vectors)
+        r.add_post("/data/{name}/vectors/upsert", self._upsert)
         return app
 
     @web.middleware
@@ -277,6 +279,47 @@ class PineconeStandIn:
     async def _list_indexes(self, request: web.Request) -> web.Response:
         with self._lock:
             return web.json_response({"indexes": [self._index_json(i) for i in self.indexes.values()]})
+
+    async def _create_index(self, request: web.Request) -> web.Response:
+        """``POST /indexes`` (serverless): an empty index, ready after ``ready_delay``."""
+        body = await request.json()
+        name, dimension = str(body.get("name", "")), body.get("dimension")
+        metric = str(body.get("metric") or "cosine")
+        if not _NAME_RE.match(name):
+            return _error(400, "INVALID_ARGUMENT", "Index name must contain only lowercase alphanumeric "
+                          "characters or hyphens, and must not begin or end with a hyphen.")
+        if not isinstance(dimension, int) or not 1 <= dimension <= 20000:
+            return _error(400, "INVALID_ARGUMENT", "dimension must be an integer between 1 and 20000")
+        if metric not in ("cosine", "dotproduct", "euclidean") or "serverless" not in (body.get("spec") or {}):
+            return _error(400, "INVALID_ARGUMENT", "metric or spec is invalid")
+        with self._lock:
+            if name in self.indexes:
+                return _error(409, "ALREADY_EXISTS", f"Resource {name} already exists")
+            idx = self.indexes[name] = StandInIndex(
+                name, dimension, metric, {}, tags={str(k): str(v) for k, v in (body.get("tags") or {}).items()},
+                ready_at=time.monotonic() + self.ready_delay,
+                deletion_protection=str(body.get("deletion_protection", "disabled")))
+            return web.json_response(self._index_json(idx), status=201)
+
+    async def _upsert(self, request: web.Request) -> web.Response:
+        """``POST {host}/vectors/upsert``: values of the index's dimension, at most 1000 per request."""
+        body = await request.json()
+        vectors = body.get("vectors") or []
+        with self._lock:
+            idx = self._data_index(request)
+            if isinstance(idx, web.Response):
+                return idx
+            if len(vectors) > 1000:
+                return _error(400, "INVALID_ARGUMENT", "at most 1000 vectors per upsert")
+            for v in vectors:
+                values = v.get("values") or []
+                if not isinstance(v.get("id"), str) or not v["id"] or len(values) != idx.dimension:
+                    return _error(400, "INVALID_ARGUMENT", f"Vector dimension {len(values)} does not match the "
+                                  f"dimension of the index {idx.dimension}")
+            ns = idx.namespaces.setdefault(str(body.get("namespace") or ""), {})
+            for v in vectors:
+                ns[v["id"]] = [float(x) for x in v["values"]]
+        return web.json_response({"upsertedCount": len(vectors)})
 
     async def _describe_index(self, request: web.Request) -> web.Response:
         with self._lock:

@@ -52,6 +52,7 @@ CONTROL_URL = "https://api.pinecone.io"
 TEMP_PREFIX = "drwatch-drill-"  # every index drwatch creates; the only ones it may delete
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,43}[a-z0-9])?$")  # Pinecone: lowercase, digits, '-', <= 45
 FETCH_BATCH = 100  # ids per fetch request (they travel in the query string)
+UPSERT_BATCH = 100  # vectors per upsert request (Pinecone: at most 1000 and 2 MB; 100 x 1536 dims is ~1.5 MB)
 _PARSE_IN_THREAD = 64 * 1024  # answers larger than this are parsed in a thread (the loop never blocks)
 
 
@@ -232,6 +233,34 @@ class PineconeClient:
         if not job:
             raise PineconeUnavailable("bad_response", "Pinecone create-index answered without a restore job id")
         return job
+
+    async def create_index(self, name: str, dimension: int, metric: str, tags: dict[str, str], *,
+                           cloud: str = "aws", region: str = "us-east-1") -> IndexInfo:
+        """Create an empty serverless drwatch temporary index (to upsert a Parquet export into); it may not be
+        ready yet (poll :meth:`describe_index`)."""
+        _fenced(name)
+        doc = await self._request("POST", f"{self.control_url}/indexes", what="create index", idempotent=False,
+                                  body={"name": name, "dimension": int(dimension), "metric": metric, "tags": tags,
+                                        "deletion_protection": "disabled", "vector_type": "dense",
+                                        "spec": {"serverless": {"cloud": cloud, "region": region}}})
+        if not isinstance(doc, dict):
+            raise PineconeUnavailable("bad_response", "Pinecone create index answered without the index")
+        return IndexInfo.from_json(doc)
+
+    async def upsert(self, host: str, vectors: Sequence[tuple[str, Sequence[float], dict[str, Any] | None]],
+                     namespace: str = "") -> int:
+        """Write ``(id, values, metadata)`` into a drwatch temporary index, :data:`UPSERT_BATCH` per request
+        (an upsert of the same vectors is idempotent: retried like a read); returns the count Pinecone
+        reports."""
+        written = 0
+        for start in range(0, len(vectors), UPSERT_BATCH):
+            batch = [{"id": i, "values": [float(x) for x in values], **({"metadata": meta} if meta else {})}
+                     for i, values, meta in vectors[start:start + UPSERT_BATCH]]
+            doc = await self._request("POST", f"{self.data_url(host)}/vectors/upsert", what="upsert",
+                                      body={"vectors": batch, "namespace": namespace}) or {}
+            count = int_or_none(doc.get("upsertedCount"))
+            written += count if count is not None else 0
+        return written
 
     async def _paged(self, url: str, what: str, limit: int = 100) -> AsyncIterator[dict[str, Any]]:
         token: str | None = None
