@@ -32,8 +32,8 @@ from drwatch.metrics.collector import ProcessState
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.store import open_store
+from drwatch.validators.model.config import ModelWeightsConfig
 from drwatch.validators.model.inference.drill import GiB
-from drwatch.validators.model.weights import ModelWeightsConfig
 from tests.support.helpers import run_cli, write_config, write_tree
 from tests.support.s3helpers import Locations, bucket, codes, config, report, run, upload
 from tests.support.s3servers import MotoServer

@@ -25,7 +25,9 @@ from drwatch.inference.launch import run_worker
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
 from drwatch.validators.base import ConfigView, RunContext
-from drwatch.validators.model.weights import CopyCheck, ModelWeightsConfig, ModelWeightsValidator
+from drwatch.validators.model.config import ModelWeightsConfig
+from drwatch.validators.model.files import CopyCheck
+from drwatch.validators.model.weights import ModelWeightsValidator
 
 
 def _pick(cfg: ConfigView, asset_name: str, validator: str | None) -> ModelWeightsConfig:
