@@ -1,4 +1,5 @@
-"""Documentation stays true: the metrics table equals a real scrape; README commands exist."""
+"""Documentation stays true: the metrics table equals a real scrape; README commands exist; every validator kind
+is documented."""
 
 from __future__ import annotations
 
@@ -58,3 +59,16 @@ def test_example_config_is_valid() -> None:
     """config/example.yaml passes check-config."""
     result = run_cli("check-config", str(REPO / "config" / "example.yaml"))
     assert result.returncode == 0, result.stderr
+
+
+def test_every_validator_kind_is_documented() -> None:
+    """docs/development.md step 4: a kind added to PLUGINS has its row in docs/validators.md and is listed in
+    the `kind` row of docs/configuration.md (a plugin passes every other test without them)."""
+    from drwatch.validators import PLUGINS
+
+    validators = (REPO / "docs" / "validators.md").read_text()
+    kind_row = next(line for line in (REPO / "docs" / "configuration.md").read_text().splitlines()
+                    if line.startswith("| `kind` | text | required |"))
+    for plugin in PLUGINS:
+        assert f"| `{plugin.kind}` |" in validators, f"{plugin.kind}: no row in docs/validators.md"
+        assert f"`{plugin.kind}`" in kind_row, f"{plugin.kind}: not in configuration.md's `kind` row"
