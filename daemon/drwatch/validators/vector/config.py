@@ -82,6 +82,19 @@ class PgvectorBackend(_Model):
         return []
 
 
+class PineconeParquetExport(_Model):
+    """``backend.parquet`` of the Pinecone backend: the backup is a Parquet export (the newest file matching
+    ``pattern`` under ``location``/``prefix``: a filesystem or S3 location), upserted into a temporary index instead
+    of restoring a backup of the backups API."""
+
+    location: str
+    prefix: pgdump.DumpPrefix = ""
+    pattern: pgdump.DumpPattern = "*.parquet"
+    id_column: str = "id"
+    values_column: str = "values"
+    metadata_column: str | None = "metadata"  # optional in the file; JSON text or a struct
+
+
 class PineconeBackend(BaseModel):
     """``backend: {type: pinecone, index: NAME, api_key_env: VAR, ...}`` of ``vector_restore``."""
 
@@ -103,6 +116,7 @@ class PineconeBackend(BaseModel):
                                        description="cost guard: drwatch-drill-* indexes allowed at once")
     max_drills_per_day: int = Field(default=4, ge=1, le=1000,
                                     description="cost guard: restores into drwatch-drill-* per 24 h (project)")
+    parquet: PineconeParquetExport | None = None  # the backup is a Parquet export, not a backup of the backups API
 
     @field_validator("control_url")
     @classmethod
@@ -152,10 +166,16 @@ class VectorRestoreConfig(ValidatorConfigBase):
     def locations(self, asset: AssetView) -> list[str]:
         if isinstance(self.backend, PgvectorBackend):
             return [self.backend.location]
+        if self.backend.parquet is not None:
+            return [self.backend.parquet.location]
         return super().locations(asset)
 
     def cross_check(self, asset_name: str, asset: AssetView, cfg: ConfigView) -> list[ConfigProblem]:
         problems = self.backend.cross_check(cfg) if isinstance(self.backend, PgvectorBackend) else []
+        export = getattr(self.backend, "parquet", None)
+        if isinstance(export, PineconeParquetExport) and export.location not in cfg.locations:
+            problems.append(ConfigProblem("backend.parquet.location", f"unknown location {export.location!r} "
+                                          f"(known: {', '.join(sorted(cfg.locations)) or 'none'})"))
         if self.query_vectors is not None and not cfg.resolve_path(self.query_vectors).is_file():
             problems.append(ConfigProblem("query_vectors", f"no such file: {cfg.resolve_path(self.query_vectors)}"))
         return problems
@@ -167,7 +187,10 @@ class VectorRestoreConfig(ValidatorConfigBase):
         if isinstance(self.backend, PgvectorBackend):
             if self.backend.pattern.lower().endswith(".parquet"):
                 out.append(Need("backend.pattern", PARQUET_VECTORS, "extra_missing", "Parquet recovery points"))
-        elif self.backend.exact_scan_max_vectors > 0:
-            out.append(Need("backend.exact_scan_max_vectors", PINECONE_EXACT, "missing_extra",
-                            "the exact top-k of namespaces up to this size"))
+        else:
+            if self.backend.parquet is not None:
+                out.append(Need("backend.parquet", PARQUET_VECTORS, "extra_missing", "a Pinecone Parquet export"))
+            if self.backend.exact_scan_max_vectors > 0:
+                out.append(Need("backend.exact_scan_max_vectors", PINECONE_EXACT, "missing_extra",
+                                "the exact top-k of namespaces up to this size"))
         return out

@@ -51,6 +51,10 @@ class VectorRestoreValidator:
     async def run(self, ctx: RunContext) -> Report:
         if isinstance(self.cfg.backend, PgvectorBackend):
             return await run_pgvector_drill(ctx, self.cfg, self.cfg.backend)
+        if self.cfg.backend.parquet is not None:
+            from drwatch.validators.vector.pinecone_parquet import run_parquet_drill
+
+            return await run_parquet_drill(ctx, self.cfg)
         return await run_pinecone_drill(ctx, self.cfg)
 
 

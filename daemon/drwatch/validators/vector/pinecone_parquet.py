@@ -1,0 +1,204 @@
+"""``vector_restore`` on the Pinecone backend from a Parquet export (``backend.parquet``), the do-it-yourself backup
+(e.g. ``pinecone/latest.parquet`` in S3): the newest file matching ``pattern`` under the export's location (a
+filesystem, or S3 streamed into the run's sandbox) is read (``id``, ``values``, optional ``metadata`` columns),
+upserted into a temporary ``drwatch-drill-*`` index and compared with production exactly as a backup restored
+through the backups API is (:func:`drwatch.validators.vector.pinecone_compare.compare`).
+
+The export's time is the file's modification time (the recovery point; older than the RPO: ``backup_stale``,
+without a drill). A file that is no Parquet or is damaged (``recovery_point_unreadable``), without the id or
+values column (``parquet_column_missing``), with null or duplicate ids (``invalid_ids``, ``duplicate_ids``), a
+value that is no finite number (``invalid_values``), values of another dimension than production's
+(``dimension_mismatch``) or no row (``recovery_point_empty``) fails before anything is billed. The cost guard
+applies as to a restore: more rows than ``max_records``, or ``max_temporary_indexes`` temporary indexes already
+there, refuse the drill (``error``). The temporary index is deleted on every path, cancellation and timeout
+included (the clean-up is registered before the create), and swept by the next run otherwise.
+
+The whole export is held in memory while it is upserted (``max_records`` bounds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drwatch.core.durations import format_duration
+from drwatch.core.errors import DrillFailed, ValidatorError
+from drwatch.core.model import Finding, Outcome, Report, Severity
+from drwatch.validators.postgres import pgdump
+from drwatch.validators.vector.config import PineconeBackend, PineconeParquetExport
+from drwatch.validators.vector.pinecone import (
+    _api_key,
+    _remove_temp,
+    _rto_exceeded,
+    orphan_grace,
+    owner_tags,
+    sweep_project,
+    temp_index_name,
+)
+from drwatch.validators.vector.queries import configured_queries
+
+if TYPE_CHECKING:
+    from drwatch.validators.base import RunContext
+    from drwatch.validators.vector.config import VectorRestoreConfig
+    from drwatch.validators.vector.pinecone_api import PineconeClient
+    from drwatch.validators.vector.pinecone_model import IndexInfo
+
+Row = tuple[str, list[float], dict[str, Any] | None]
+
+
+def read_export(path: Path, cols: PineconeParquetExport, dimension: int | None, name: str) -> list[Row]:
+    """The export's rows (blocking: run in a thread). Raises :class:`DrillFailed` for a bad export."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        from drwatch.core.extras import PARQUET_VECTORS
+
+        raise ValidatorError("extra_missing", f"a Pinecone Parquet export needs pyarrow: "
+                             f"{PARQUET_VECTORS.install}") from None
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        for col in (cols.id_column, cols.values_column):
+            if col not in names:
+                raise DrillFailed("parquet_column_missing", f"{name} has no column {col!r} "
+                                  f"(columns: {', '.join(names)})")
+        wanted = [cols.id_column, cols.values_column]
+        if cols.metadata_column is not None and cols.metadata_column in names:
+            wanted.append(cols.metadata_column)
+        table = pf.read(columns=wanted)
+    except DrillFailed:
+        raise
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for damaged files
+        raise DrillFailed("recovery_point_unreadable", f"{name}: {exc}") from None
+    ids = table.column(cols.id_column).to_pylist()
+    values = table.column(cols.values_column).to_pylist()
+    metas = table.column(wanted[2]).to_pylist() if len(wanted) == 3 else [None] * len(ids)
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for n, (i, v, m) in enumerate(zip(ids, values, metas, strict=True)):
+        if i is None or i == "" or v is None:
+            raise DrillFailed("invalid_ids", f"{name}: row {n} has no id or no values")
+        key = str(i)
+        if key in seen:
+            raise DrillFailed("duplicate_ids", f"{name}: id {key!r} appears more than once")
+        seen.add(key)
+        if dimension is not None and len(v) != dimension:
+            raise DrillFailed("dimension_mismatch", f"{name}: id {key!r} has {len(v)} values, production's index "
+                              f"{dimension}")
+        floats = [float(x) for x in v]
+        if not all(math.isfinite(x) for x in floats):
+            raise DrillFailed("invalid_values", f"{name}: id {key!r} has a value that is not a finite number")
+        meta = json.loads(m) if isinstance(m, str) and m else m if isinstance(m, dict) else None
+        rows.append((key, floats, meta))
+    return rows
+
+
+async def _cost_guard(client: PineconeClient, backend: PineconeBackend, rows: int, name: str) -> None:
+    from drwatch.validators.vector.pinecone_api import TEMP_PREFIX
+
+    if rows > backend.max_records:
+        raise ValidatorError("cost_guard", f"export {name} holds {rows} vectors, more than "
+                                           f"max_records={backend.max_records}: drill refused")
+    temps = [i.name for i in await client.list_indexes() if i.name.startswith(TEMP_PREFIX)]
+    if len(temps) >= backend.max_temporary_indexes:
+        raise ValidatorError("cost_guard", f"{len(temps)} temporary drwatch indexes exist (max_temporary_indexes="
+                                           f"{backend.max_temporary_indexes}): drill refused")
+
+
+async def _ready(ctx: RunContext, client: PineconeClient, name: str, poll: float) -> IndexInfo:
+    while True:
+        info = await client.describe_index(name)
+        if info is None:
+            raise ValidatorError("temp_index_vanished", f"temporary index {name} disappeared after its creation")
+        if info.ready:
+            return info
+        left = ctx.remaining()
+        await asyncio.sleep(poll if left > poll else left + 0.1)  # past the deadline: the runner's timeout fires
+
+
+async def _settled(ctx: RunContext, client: PineconeClient, host: str, count: int, poll: float) -> None:
+    """Pinecone's writes are eventually consistent: wait until the index counts every upserted vector."""
+    while (await client.describe_index_stats(host)).total < count:
+        left = ctx.remaining()
+        await asyncio.sleep(poll if left > poll else left + 0.1)
+
+
+async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report:
+    from drwatch.validators.vector import pinecone_api as pc
+    from drwatch.validators.vector.pinecone_compare import compare
+    from drwatch.validators.vector.pinecone_model import Backup
+
+    backend = cfg.backend
+    assert isinstance(backend, PineconeBackend) and backend.parquet is not None
+    export = backend.parquet
+    findings: list[Finding] = []
+    figures: dict[str, float] = {"k": float(cfg.k), "recall_threshold": cfg.min_recall}
+
+    def bad(code: str, message: str) -> None:
+        findings.append(Finding(Severity.CRITICAL, code, message, backend.index))
+
+    key = await _api_key(ctx, backend)
+    client = await ctx.exit_stack.enter_async_context(pc.PineconeClient(
+        key, control_url=backend.control_url, request_timeout=backend.request_timeout.total_seconds(),
+        max_attempts=backend.max_attempts, remaining=ctx.remaining))
+    swept = await sweep_project(client, orphan_grace(ctx.config), ctx.clock(), ctx.log)
+    if swept:
+        findings.append(Finding(Severity.INFO, "orphans_deleted", f"deleted {len(swept)} orphaned temporary "
+                                                                  "index(es) of earlier runs"))
+    prod = await client.describe_index(backend.index)
+    if prod is None:
+        raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
+    configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
+    exports = pgdump.dumps_at(ctx.config, ctx.s3, export.location, export.prefix, export.pattern)
+    points = [p for p in await exports.list() or [] if not p.directory]
+    if not points:
+        raise DrillFailed("no_backup", f"no Parquet export matching {export.pattern!r} under "
+                                       f"{export.location}/{export.prefix}")
+    newest = max(points, key=lambda p: p.mtime)
+    now = ctx.clock()
+    figures["backup_timestamp_seconds"] = newest.mtime
+    rpo = ctx.asset.rpo.total_seconds()
+    if now - newest.mtime > rpo:
+        bad("backup_stale", f"newest export {newest.name} is {format_duration(now - newest.mtime)} old "
+                            f"(RPO {format_duration(rpo)})")
+        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=newest.mtime)
+    sandbox = await ctx.exit_stack.enter_async_context(ctx.sandboxes.directory(ctx.run_id))
+    path = await exports.fetch(newest, sandbox)
+    rows = await asyncio.to_thread(read_export, path, export, prod.dimension, newest.name)
+    if not rows:
+        raise DrillFailed("recovery_point_empty", f"export {newest.name} holds no vector")
+    await _cost_guard(client, backend, len(rows), newest.name)
+
+    name = temp_index_name(now)
+    removed = False
+
+    async def fallback() -> None:
+        if not removed:
+            await _remove_temp(client, name, ctx.log)
+
+    ctx.exit_stack.push_async_callback(fallback)  # before the create: a lost answer still gets cleaned up
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    poll = backend.poll_interval.total_seconds()
+    await client.create_index(name, prod.dimension or len(rows[0][1]), prod.metric, owner_tags(ctx.run_id))
+    ctx.log.info("pinecone_upsert_started", index=name, export=newest.name, rows=len(rows))
+    temp = await _ready(ctx, client, name, poll)
+    await client.upsert(temp.host, rows, backend.namespace)
+    await _settled(ctx, client, temp.host, len(rows), poll)
+    restore_seconds = loop.time() - started
+    figures["restore_seconds"] = restore_seconds
+    findings += _rto_exceeded(ctx, restore_seconds, backend.index)
+    backup = Backup(backup_id=newest.name, name=newest.name, source_index_name=backend.index, status="Ready",
+                    created=newest.mtime, record_count=len(rows), namespace_count=1, dimension=prod.dimension,
+                    metric=prod.metric, size_bytes=newest.size)
+    await compare(cfg, client, prod, temp, backup, bad, findings, figures, configured)
+    removed = await _remove_temp(client, name, ctx.log)
+    if not removed:
+        findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
+                                "deleted; the next run's orphan sweep retries", name))
+    removed = True
+    outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
+    return Report(outcome, tuple(findings), figures, recovery_point=newest.mtime)
