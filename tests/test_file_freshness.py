@@ -78,6 +78,7 @@ async def test_a_stale_copy_fails_with_its_age(tmp_path: Path, locs: Locations) 
     assert result.outcome == Outcome.FAILED
     assert critical(result) == [("stale", "far")]
     assert "2d" in next(f.message for f in result.findings if f.code == "stale")
+    assert "the newest file (" in next(f.message for f in result.findings if f.code == "stale")
     assert rules(cfg, result)["restore_errors"] == "fail"
     # ``within`` overrides the RPO: three days allowed, the same copy passes.
     ok, _ = await run(tmp_path, fs_config(tmp_path, locs, within="3d"))
@@ -169,6 +170,7 @@ async def test_s3_copy_fresh_then_stale(tmp_path: Path, moto: MotoServer, locs: 
     later, _ = await run(tmp_path, cfg, clock=lambda: time.time() + 2 * DAY)
     assert later.outcome == Outcome.FAILED
     assert critical(later) == [("stale", "vault")]
+    assert "the newest object (" in next(f.message for f in later.findings if f.code == "stale")  # S3: not "file"
     # Seen from a clock a day behind, every object is ahead of it: a warning, and no believable time.
     behind, _ = await run(tmp_path, cfg, clock=lambda: time.time() - DAY)
     assert behind.outcome == Outcome.FAILED

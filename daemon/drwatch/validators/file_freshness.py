@@ -106,17 +106,18 @@ class FileFreshnessValidator:
         if (warning := future.finding(src.name)) is not None:
             findings.append(warning)
         figures[f"files.{src.name}"] = float(count)
+        what = "object" if src.kind == "s3" else "file"
         if count == 0:
-            findings.append(Finding(Severity.CRITICAL, "empty_prefix", "no file under the prefix", src.name))
+            findings.append(Finding(Severity.CRITICAL, "empty_prefix", f"no {what} under the prefix", src.name))
             return CopyState.FAILED
         if newest is None:
-            findings.append(Finding(Severity.CRITICAL, "stale", "no file has a believable time (all are dated "
+            findings.append(Finding(Severity.CRITICAL, "stale", f"no {what} has a believable time (all are dated "
                                     "ahead of this host's clock)", src.name))
             return CopyState.FAILED
         figures[f"newest_timestamp_seconds.{src.name}"] = newest
         age = ctx.clock() - newest
         if age > limit:
-            findings.append(Finding(Severity.CRITICAL, "stale", f"the newest file ({newest_key}) is "
+            findings.append(Finding(Severity.CRITICAL, "stale", f"the newest {what} ({newest_key}) is "
                                     f"{format_duration(age)} old (limit {format_duration(limit)})", src.name))
             return CopyState.FAILED
         return CopyState.VERIFIED
