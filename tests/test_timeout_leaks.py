@@ -276,6 +276,8 @@ CASES: dict[str, Case] = {
     # The RDB fetched from S3 through the slow proxy (then checked and loaded into a sandbox redis-server): cut
     # while it is being fetched.
     "redis_restore": Case("redis_restore", "redis", "redis_restore", 1.0, socket_open, "a connection to S3"),
+    # The state object's bucket facts, GET and lock-file HEAD through the slow proxy: cut while talking to S3.
+    "terraform_state": Case("terraform_state", "tfstate", "terraform_state", 1.0, socket_open, "a connection to S3"),
 }
 # Every kind of the plugin tuple without a hand-made column in the fault estate runs on its generic one
 # (tests/faults/estate.py GENERIC: its S3 copy behind the slow proxy, so each request takes a while): cut while
@@ -407,7 +409,8 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
                                       "rds_snapshot", "consistency_group", "vector_restore", "dataset",
                                       "vector_pinecone", "postgres_restore_s3", "model_weights_inference",
-                                      "redis_restore", "s3_replication", *GENERIC), ends)
+                                      "redis_restore", "s3_replication", "terraform_state", *GENERIC),
+                      ends)
         stack.callback(sc.cleanup)
         sc.build()
         zeros = zero_digest(BLOB)

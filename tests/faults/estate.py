@@ -193,10 +193,18 @@ def redis_rdb(blobs: int = 0) -> bytes:
 
 # --- validator columns ---------------------------------------------------------------------------
 
+def terraform_state_body() -> bytes:
+    """A version-4 Terraform state describing one VPC in eu-west-1."""
+    return json.dumps({"version": 4, "terraform_version": "1.9.5", "serial": 3, "outputs": {},
+                       "lineage": "0d9e2a51-7c41-4c2b-9a57-3e1f0c6b2a10", "resources": [
+                           {"mode": "managed", "type": "aws_vpc", "name": "main", "instances": [{"attributes": {
+                               "arn": "arn:aws:ec2:eu-west-1:123456789012:vpc/vpc-0abc"}}]}]}).encode()
+
+
 # Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
 HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
             "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-            "vector_pinecone", "redis_restore", "s3_replication")
+            "vector_pinecone", "redis_restore", "s3_replication", "terraform_state")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
                "vector_pinecone": "vector_restore"}
 # Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
@@ -213,6 +221,7 @@ SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
          "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "redis_restore": {"s3"},
          "s3_replication": {"s3"},
+         "terraform_state": {"s3"},
          **{kind: {"s3"} for kind in GENERIC}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
@@ -223,7 +232,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
-         "redis_restore": ("redis", "redis_restore"),
+         "redis_restore": ("redis", "redis_restore"), "terraform_state": ("tfstate", "terraform_state"),
          "s3_replication": ("repl", "s3_replication"),
          **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
@@ -437,6 +446,17 @@ class Scenario:
         self.assets["redis"] = self._asset("redis", [{"kind": "redis_restore", "location": "s3redis",
                                                       "prefix": "redis"}], production="s3redis")
 
+    def _add_terraform_state(self) -> None:
+        """A Terraform state (version 4, resources in eu-west-1) in a versioned S3 bucket with native locking;
+        the validator reads the object, the bucket's facts and the lock file's HEAD."""
+        name = bucket(self.ends.s3_server, "fault-tfstate", versioned=True)
+        s3client(self.ends.s3_server).put_object(Bucket=name, Key="tfstate/terraform.tfstate",
+                                                 Body=terraform_state_body())
+        self.buckets["tfstate"] = name
+        self.s3_location("s3tfstate", name)
+        self.assets["tfstate"] = self._asset("tfstate", [{"kind": "terraform_state", "use_lockfile": True}],
+                                             production="s3tfstate")
+
     def _add_postgres_replica_lag(self) -> None:
         self.env["DRW_FAULT_STANDBY_DSN"] = self.dsn(self.ends.standby_port, "postgres")
         self.assets["standby"] = self._asset("", [{
@@ -604,6 +624,8 @@ class Scenario:
             remote(self.buckets["dumps"], "db/app.dump")
         if "redis_restore" in self.columns:
             remote(self.buckets["redis"], "redis/dump.rdb")
+        if "terraform_state" in self.columns:
+            remote(self.buckets["tfstate"], "tfstate/terraform.tfstate")
         if "dataset" in self.columns:
             remote(self.buckets["dataset"], "dataset/events/part-0001.parquet")
         if "vector_restore" in self.columns:

@@ -102,15 +102,15 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "pc_throttled": _row(PC_COLS, ERR),  # the stand-in answers every request 429 RESOURCE_EXHAUSTED
     # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
     "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
-                        "model_weights", "redis_restore", *GENERIC], ERR),
+                        "model_weights", "redis_restore", "terraform_state", *GENERIC], ERR),
     "pg_denied": _row(PG_COLS, ERR),
     "pc_denied": _row(PC_COLS, ERR),  # a wrong API key: the stand-in answers 401 UNAUTHENTICATED, like Pinecone
     "dns_unresolvable": _row(S3_COLS + PG_COLS + PC_COLS, ERR),
     "disk_full_sandbox": _row(["postgres_restore", "postgres_restore_s3", "vector_restore"], ERR)
     | {"replica_fs": OK},
     "corrupt_byte": _row(BACKUP_COLS, FAILED),
-    "truncated_file": _row(BACKUP_COLS, FAILED),
-    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", *GENERIC], FAILED),  # generic: copy gone
+    "truncated_file": _row([*BACKUP_COLS, "terraform_state"], FAILED),  # a cut state is no JSON (a flipped byte may be)
+    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", "terraform_state", *GENERIC], FAILED),  # generic: copy gone
     "lock_missing": _row(["immutability_probe"], FAILED),
     "replication_disabled": _row(["s3_replication"], FAILED),  # the production bucket's rule put Disabled
     "replay_paused": _row(["postgres_replica_lag"], FAILED),
@@ -149,6 +149,8 @@ FINDINGS: dict[str, dict[str, set[str]]] = {
     "dump_comment_only": {"postgres_restore": {"restore_empty"}},
     "production_unmounted_manifest": {"replica_fs": {"manifest_unreadable", "!manifest_missing"}},
     "replaced_by_zeros": {"replica_fs": {"content_mismatch"}},
+    "truncated_file": {"terraform_state": {"state_invalid"}},
+    "missing_object": {"terraform_state": {"state_missing"}},
 }
 YEAR_2099 = 4_070_908_800.0
 EIGHT_DAYS = 8 * 86400.0

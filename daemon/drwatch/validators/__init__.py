@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication
+from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication, terraform_state
 from drwatch.validators.base import Validator
 from drwatch.validators.copies import dataset, replica
 from drwatch.validators.model import weights
@@ -32,6 +32,7 @@ PLUGINS: tuple[Plugin, ...] = (
     file_freshness.PLUGIN,
     redis_restore.PLUGIN,
     s3_replication.PLUGIN,
+    terraform_state.PLUGIN,
 )
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
