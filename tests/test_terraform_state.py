@@ -125,6 +125,18 @@ async def test_s3_state_passes_and_history_survives_a_restart(tmp_path: Path, mo
     again, _ = await run(tmp_path, cfg)  # the next run takes the new lineage as the reference
     assert again.outcome == Outcome.OK, again.findings
 
+    # A run that could not reach S3 carries the reference forward: the serial going back is still seen after it.
+    endpoint = cfg["locations"]["state"]["endpoint_url"]
+    cfg["locations"]["state"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    down, _ = await run(tmp_path, cfg)
+    assert down.outcome == Outcome.ERROR and down.figures["serial"] == 9
+    assert [f.subject for f in down.findings if f.code == "state_lineage"] == ["ffffffff-0000-4000-8000-000000000000"]
+    cfg["locations"]["state"]["endpoint_url"] = endpoint
+    client(moto).put_object(Bucket=name, Key="env/terraform.tfstate", Body=older)
+    digest(moto, table, name, older)
+    still, _ = await run(tmp_path, cfg)
+    assert crit(still) == ["lineage_changed"]  # 'older' has the first lineage: compared with the carried one
+
 
 async def test_s3_bad_states_fail(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
     """Not JSON, version 3, no lineage, a missing object: each fails with its code."""
@@ -206,6 +218,11 @@ async def test_s3_and_dynamodb_unreachable_are_error(tmp_path: Path, moto: MotoS
     result, _ = await run(tmp_path, cfg)
     assert result.outcome == Outcome.ERROR and crit(result) == []
     assert codes(result) == {"unreachable"}, result.findings
+    # Something already bad stays failed when a later step cannot be checked: a stale state, DynamoDB down.
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=state(), dynamodb_table="any",
+                       dynamodb_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    stale, _ = await run(tmp_path, cfg, clock=lambda: time.time() + 3 * DAY)
+    assert stale.outcome == Outcome.FAILED and crit(stale) == ["stale"] and "unreachable" in codes(stale)
 
     table = lock_table(moto, f"tflock-{time.time_ns()}")
     proxy = FaultProxy("127.0.0.1", moto.port).start()

@@ -110,7 +110,8 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     | {"replica_fs": OK},
     "corrupt_byte": _row(BACKUP_COLS, FAILED),
     "truncated_file": _row([*BACKUP_COLS, "terraform_state"], FAILED),  # a cut state is no JSON (a flipped byte may be)
-    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", "terraform_state", *GENERIC], FAILED),  # generic: copy gone
+    # generic: copy gone; terraform_state: the state object deleted
+    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", "terraform_state", *GENERIC], FAILED),
     "lock_missing": _row(["immutability_probe"], FAILED),
     "replication_disabled": _row(["s3_replication"], FAILED),  # the production bucket's rule put Disabled
     "replay_paused": _row(["postgres_replica_lag"], FAILED),

@@ -6,7 +6,7 @@ The state is the object ``key`` under the asset's production prefix, on a filesy
 - its content: readable, valid JSON, ``version`` 4, a non-negative integer ``serial`` and a non-empty ``lineage``;
   the lineage stays the one of this validator's previous stored result and the serial never goes back (from the
   read-only results view, so it survives restarts; a run that sees a change fails, the next one takes the new
-  value as the reference);
+  value as the reference; a run that reads no state, ``error`` included, carries the previous reference forward);
 - its age: the object's ``LastModified`` (file mtime) within ``within`` (default: the asset's RPO); a time ahead
   of this host's clock is the ``time_in_future`` warning and never makes the state fresh;
 - S3 only: the bucket versioned (a broken ``apply`` can be rolled back) and, with ``object_lock: true``,
@@ -228,20 +228,33 @@ class _Run:
             return None
         return state
 
-    def history(self, serial: int, lineage: str) -> None:
+    def previous(self) -> tuple[str, float] | None:
+        """The lineage and serial this validator's previous stored result saw (or carried forward)."""
+        if self.ctx.results is None:
+            return None
+        prev = self.ctx.results().last_result(self.ctx.asset_name, self.cfg.label)
+        if prev is None:
+            return None
+        old = next((f.subject for f in prev.findings if f.code == "state_lineage"), None)
+        old_serial = prev.figures.get("serial")
+        return None if old is None or old_serial is None else (old, old_serial)
+
+    def carry(self, reference: tuple[str, float] | None) -> None:
+        """A run that read no state keeps the previous reference in its result (the next run compares with it)."""
+        if reference is not None and "serial" not in self.figures:
+            old, old_serial = reference
+            self.figures["serial"] = old_serial
+            self.findings.append(Finding(Severity.INFO, "state_lineage", f"lineage {old}, serial "
+                                         f"{int(old_serial)} (seen before; not read by this run)", old))
+
+    def history(self, serial: int, lineage: str, reference: tuple[str, float] | None) -> None:
         """Lineage stable and serial never decreasing, against this validator's previous stored result."""
         self.figures["serial"] = float(serial)
         self.findings.append(Finding(Severity.INFO, "state_lineage", f"lineage {lineage}, serial {serial}",
                                      lineage))
-        if self.ctx.results is None:
+        if reference is None:
             return
-        prev = self.ctx.results().last_result(self.ctx.asset_name, self.cfg.label)
-        if prev is None:
-            return
-        old = next((f.subject for f in prev.findings if f.code == "state_lineage"), None)
-        old_serial = prev.figures.get("serial")
-        if old is None or old_serial is None:
-            return
+        old, old_serial = reference
         if old != lineage:
             self.critical("lineage_changed", f"the state's lineage is {lineage}, the previous run saw {old}: the "
                           "state was replaced by another one (a different workspace, or a new 'terraform init')")
@@ -376,6 +389,21 @@ class TerraformStateValidator:
 
     async def run(self, ctx: RunContext) -> Report:
         r = _Run(self.cfg, ctx)
+        reference = r.previous()
+        try:
+            await self._check(r, reference)
+        except ValidatorError as exc:  # could not check: the result still carries the reference forward
+            if ctx.remaining() <= 0:
+                raise  # a step that gave up as the run's time ran out: the runner's timeout
+            r.carry(reference)
+            findings = (Finding(Severity.WARNING, exc.code, exc.message), *r.findings)
+            # what was already found bad stays a failure; otherwise the run could not check
+            return Report(Outcome.FAILED if r.failed else Outcome.ERROR, findings, r.figures)
+        r.carry(reference)
+        return Report(Outcome.FAILED if r.failed else Outcome.OK, tuple(r.findings), r.figures)
+
+    async def _check(self, r: _Run, reference: tuple[str, float] | None) -> None:
+        ctx = r.ctx
         prod = ctx.asset.production
         loc = ctx.config.locations[prod.location]
         key = _path_in(prod.prefix, self.cfg.key)
@@ -400,7 +428,7 @@ class TerraformStateValidator:
             state = r.parse(body)
             if state is not None:
                 r.figures["resources"] = float(len(state.get("resources") or []))
-                r.history(state["serial"], state["lineage"])
+                r.history(state["serial"], state["lineage"], reference)
             if s3 is not None and self.cfg.dynamodb_table:
                 await r.dynamodb(s3, key, body)
         if s3 is not None:
@@ -411,7 +439,6 @@ class TerraformStateValidator:
                        "concurrent applies can corrupt the state", "lock")
         if state is not None:
             r.regions(state, state_region, await _copy_regions(ctx))
-        return Report(Outcome.FAILED if r.failed else Outcome.OK, tuple(r.findings), r.figures)
 
 
 async def _copy_regions(ctx: RunContext) -> dict[str, str]:
