@@ -177,3 +177,18 @@ async def test_a_wrong_store_path_is_unavailable_not_an_empty_report(tmp_path: P
     assert proc.returncode == 69 and f"no store at {wrong}" in proc.stderr, proc.stderr
     assert "TAMPERED" not in proc.stdout
     assert not (tmp_path / "typo").exists() and not (tmp_path / "x.json").exists()
+
+
+async def test_a_report_checked_against_another_store_says_so(tmp_path: Path) -> None:
+    """A report verified with the configuration of another estate (another store): every result differs, and
+    the first line says why that may be, before the per-result lines."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg_a = await _estate(tmp_path / "a", {"sqlite": str(tmp_path / "a" / "state.sqlite")})
+    cfg_b = await _estate(tmp_path / "b", {"sqlite": str(tmp_path / "b" / "state.sqlite")})
+    _report(cfg_a, tmp_path / "a.json")
+    assert _verify(cfg_a, tmp_path / "a.json")[0] == 0
+    code, out = _verify(cfg_b, tmp_path / "a.json")
+    assert code == 1, out
+    assert out.splitlines()[0].startswith("TAMPERED unmatched: none of the report's"), out
+    assert "made from another store" in out

@@ -38,7 +38,13 @@ def compare(evidence: dict[str, Any], chain: ChainCheck) -> list[Finding]:
         elif link[0] != head_digest:
             out.append(Finding("edited", f"the store's result id {head_id} is not the one the report's chain head "
                                          "names: the chain was rewritten since the report"))
-    for rid, digest in evidence.get("results") or []:
+    listed = evidence.get("results") or []
+    if listed and not _any_in_store(listed, head_digest, chain):
+        out.insert(0, Finding("unmatched", f"none of the report's {len(listed)} results (nor its chain head) is in "
+                                           "this store's chain: the report was made from another store (check "
+                                           "--config and its store), or this store's chain was rewritten from "
+                                           "its first result"))
+    for rid, digest in listed:
         link = chain.links.get(int(rid))
         if link is None:
             out.append(Finding("deleted", f"result id {rid} of the report is no longer in the store"))
@@ -47,3 +53,12 @@ def compare(evidence: dict[str, Any], chain: ChainCheck) -> list[Finding]:
         elif link[2]:
             out.append(Finding("pruned", f"result id {rid} (run {link[1]}) was pruned since (its link remains)"))
     return out
+
+
+def _any_in_store(listed: list[Any], head_digest: str, chain: ChainCheck) -> bool:
+    """Whether any digest the report carries (a result's, maybe shortened, or its head's) is one of the store's."""
+    width = min((len(str(d)) for _, d in listed), default=64)
+    if width < MIN_HEX:
+        return True  # not comparable: the per-result findings say what is wrong
+    stored = {link[0][:width] for link in chain.links.values()}
+    return head_digest[:width] in stored or any(str(d)[:width] in stored for _, d in listed)
