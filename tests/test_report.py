@@ -151,6 +151,9 @@ async def test_signed_html_report(tmp_path: Path) -> None:
     report.write_bytes(page)
     code, out = _verify(cfg_path, report, "--public-key", str(tmp_path / "other.pub"))
     assert code == 1 and "another key" in out, out
+    # A public key that is not there: 66, the path and the reason, no "[Errno 2]".
+    code, out = _verify(cfg_path, report, "--public-key", str(tmp_path / "nowhere.pub"))
+    assert code == 66 and f"{tmp_path / 'nowhere.pub'}: No such file or directory" in out and "Errno" not in out, out
 
 
 async def test_report_of_one_asset_and_a_wrong_asset(tmp_path: Path) -> None:

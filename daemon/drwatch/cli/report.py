@@ -91,7 +91,8 @@ async def _verify(cfg: Any, args: argparse.Namespace, data: bytes) -> int:
             signer = _signer(cfg)
             key = None if signer is None else signer.public_key()
     except (SealKeyError, SigningKeyError) as exc:
-        print(f"drwatch verify-report: {escape(exc)}", file=sys.stderr)
+        reason = exc.strerror if isinstance(exc, SealKeyError) and exc.strerror else str(exc)  # no "[Errno 2]"
+        print(f"drwatch verify-report: {escape(reason)}", file=sys.stderr)
         return EXIT_NOINPUT
     evidence, problems, signed = integrity.open_report(data, key)
     findings: list[Any] = []
