@@ -25,11 +25,7 @@ VERSION = 1
 
 def _proven(row: Row) -> tuple[int, int]:
     """(objects, bytes) the run proved: what its copies verified."""
-    objects = nbytes = 0
-    for c in row.copies:
-        objects += int((c.get("objects") or {}).get("verified", 0))
-        nbytes += int(c.get("bytes_verified", 0))
-    return objects, nbytes
+    return row.objects, row.nbytes
 
 
 @dataclass
@@ -121,8 +117,8 @@ def _asset_doc(cfg: Config, name: str, data: _Asset, attestations: list[Attestat
         v["runs"][row.outcome] = v["runs"].get(row.outcome, 0) + 1
         v["objects_proven"] += objects
         v["bytes_proven"] += nbytes
-        figures = row.figures
-        if "restore_seconds" in figures or "rows_restored" in figures:
+        if row.drill:
+            figures = row.figures
             restore = figures.get("restore_seconds")
             restored = figures.get("rows_restored")
             v["rows_restored"] += restored or 0.0

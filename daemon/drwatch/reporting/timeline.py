@@ -25,11 +25,16 @@ from drwatch.store.base import ValidatorStats, newer, result_from_row
 _TICK = 1e-3  # the evaluation compares with <= and >: a time-driven change shows just after its moment
 
 
-class Row:
-    """One stored result as the report reads it: copies and figures decoded, the full Result only on demand."""
+_SIGNATURE_FIELDS = ("media", "site", "region", "provider", "immutable", "offline", "region_observed")
 
-    __slots__ = ("_result", "asset", "config_hash", "copies", "digest", "figures", "finished_at", "id", "kind",
-                 "outcome", "raw", "run_id", "started_at", "validator")
+
+class Row:
+    """One stored result as the report reads it: what the verdict and the figures read from its copies, taken in
+    one pass when the row is read; the copies, figures and the full Result decoded again only on demand."""
+
+    __slots__ = ("_result", "asset", "config_hash", "digest", "drill", "finished_at", "id", "kind", "nbytes",
+                 "objects", "outcome", "raw", "recovery_points", "retain_until", "run_id", "signature_",
+                 "started_at", "validator")
 
     def __init__(self, raw: tuple[Any, ...]) -> None:
         self.raw = raw  # (id, *RESULT_COLUMNS, config_hash, digest)
@@ -37,13 +42,38 @@ class Row:
             int(raw[0]), str(raw[1]), str(raw[2]), str(raw[3]), str(raw[4]), str(raw[5]))
         self.started_at, self.finished_at = float(raw[6]), float(raw[7])
         self.config_hash, self.digest = str(raw[12] or ""), str(raw[13] or "")
-        self.copies: list[dict[str, Any]] = json.loads(raw[11])
-        self.figures: dict[str, float] = json.loads(raw[9]) if raw[9] != "{}" else {}
+        text = raw[9]  # a drill's figures (restore_seconds, rows_restored): decoded only where the text names one
+        figures = self.figures if '"restore_seconds"' in text or '"rows_restored"' in text else {}
+        self.drill = "restore_seconds" in figures or "rows_restored" in figures
         self._result: Result | None = None
+        signature: list[tuple[Any, ...]] = []
+        self.recovery_points, self.retain_until = [], []
+        self.objects = self.nbytes = 0
+        for c in json.loads(raw[11]):  # one pass: what the verdict and the figures read
+            get = c.get
+            signature.append((c["copy"], c["state"], *map(get, _SIGNATURE_FIELDS), tuple(get("dependencies") or ())))
+            if (rp := get("recovery_point")) is not None:
+                self.recovery_points.append(float(rp))
+            if (ru := get("retain_until_min")) is not None:
+                self.retain_until.append(float(ru))
+            if objects := get("objects"):
+                self.objects += int(objects.get("verified", 0))
+            self.nbytes += int(get("bytes_verified", 0))
+        self.signature_ = (self.outcome, tuple(signature))
 
     @classmethod
     def of(cls, raw: tuple[Any, ...]) -> Row:
         return cls(raw)
+
+    @property
+    def copies(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = json.loads(self.raw[11])
+        return out
+
+    @property
+    def figures(self) -> dict[str, float]:
+        out: dict[str, float] = json.loads(self.raw[9]) if self.raw[9] != "{}" else {}
+        return out
 
     @property
     def result(self) -> Result:
@@ -53,10 +83,7 @@ class Row:
 
     def signature(self) -> tuple[Any, ...]:
         """What the verdict reads from this result, times aside (those move the moments of _next_change)."""
-        return (self.outcome, tuple(
-            (c["copy"], c["state"], c.get("media"), c.get("site"), c.get("region"), c.get("provider"),
-             c.get("immutable"), c.get("offline"), c.get("region_observed"), tuple(c.get("dependencies") or ()))
-            for c in self.copies))
+        return self.signature_
 
 
 @dataclass(frozen=True)
@@ -88,19 +115,24 @@ class _Validator:
     row: Row | None = None
     before: Result | None = None  # its newest result before the period, until a row of the period replaces it
     signature: tuple[Any, ...] | None = None
+    cached: tuple[tuple[Row | None, float | None], list[float]] | None = None
 
     def latest(self) -> Result | None:
         return self.row.result if self.row is not None else self.before
 
     def moments(self, rpo: float, horizon: float, window: float) -> list[float]:
+        """The moments time alone may change what this validator means to the verdict (computed once per state)."""
+        key = (self.row, self.last_failure)
+        if self.cached is None or self.cached[0] != key:
+            self.cached = (key, self._moments(rpo, horizon, window))
+        return self.cached[1]
+
+    def _moments(self, rpo: float, horizon: float, window: float) -> list[float]:
         out = [] if self.last_failure is None else [self.last_failure + window]
         if self.row is not None:
             out.append(self.row.finished_at + self.max_age)
-            for c in self.row.copies:
-                if c.get("recovery_point") is not None:
-                    out.append(float(c["recovery_point"]) + rpo)
-                if c.get("retain_until_min") is not None:
-                    out.append(float(c["retain_until_min"]) - horizon)
+            out += [rp + rpo for rp in self.row.recovery_points]
+            out += [ru - horizon for ru in self.row.retain_until]
         elif self.before is not None:
             out.append(self.before.finished_at + self.max_age)
             for rep in self.before.copies:
