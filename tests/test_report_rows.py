@@ -54,6 +54,13 @@ def test_row_reads_what_the_decoded_result_holds() -> None:
         assert row.drill == ("restore_seconds" in figures or "rows_restored" in figures)
         assert row.figures == figures
         assert row.result == res
+        # the next result of the validator with the same stored copies reuses them: it reads the same
+        again = Result(f"run-{i}b", "a", res.validator, "replica", rng.choice(list(Outcome)), t, t + 60,
+                       copies=res.copies)
+        fresh, reused = _row(again, i + 1000), Row((i + 1000, *result_params(again), "h", "cd" * 32), row)
+        for name in ("objects", "nbytes", "recovery_points", "retain_until", "drill"):
+            assert getattr(reused, name) == getattr(fresh, name)
+        assert reused.signature() == fresh.signature() == _signature(again)
 
 
 def test_signature_ignores_times_and_counts_only() -> None:

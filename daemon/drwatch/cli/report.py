@@ -53,7 +53,7 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
         rows = await store.history_rows(since, until)
     finally:
         await store.close()
-    doc = build.build(cfg, rows, since, until, args.asset or None)
+    doc = build.build(cfg, rows, since, until, args.asset or None, every_run=args.format == "json")
     data = (integrity.seal_json(doc, signer) if args.format == "json"
             else integrity.seal_html(html.render(doc), signer))
     if args.out == "-":

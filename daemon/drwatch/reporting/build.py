@@ -47,9 +47,11 @@ def _initial(rows: HistoryRows, names: set[str]) -> dict[str, _Asset]:
         assets.setdefault(res.asset, _Asset()).before[res.validator] = ValidatorStats(
             res.asset, res.validator, last_run_at=res.finished_at, last_success_at=got.get("ok"),
             last_failure_at=got.get("failed"), last_result=res)
+    last: dict[tuple[Any, Any], Row] = {}
     for raw in rows.period:
         if raw[2] in names:
-            assets.setdefault(str(raw[2]), _Asset()).rows.append(Row.of(raw))
+            row = last[(raw[2], raw[3])] = Row.of(raw, last.get((raw[2], raw[3])))
+            assets.setdefault(str(raw[2]), _Asset()).rows.append(row)
     return assets
 
 

@@ -32,20 +32,31 @@ class Row:
     """One stored result as the report reads it: what the verdict and the figures read from its copies, taken in
     one pass when the row is read; the copies, figures and the full Result decoded again only on demand."""
 
-    __slots__ = ("_result", "asset", "config_hash", "digest", "drill", "finished_at", "id", "kind", "nbytes",
-                 "objects", "outcome", "raw", "recovery_points", "retain_until", "run_id", "signature_",
+    __slots__ = ("_result", "asset", "config_hash", "digest", "drill", "figures_", "finished_at", "id", "kind",
+                 "nbytes", "objects", "outcome", "raw", "recovery_points", "retain_until", "run_id", "signature_",
                  "started_at", "validator")
+    recovery_points: list[float]
+    retain_until: list[float]
+    objects: int
+    nbytes: int
+    signature_: tuple[Any, ...]
 
-    def __init__(self, raw: tuple[Any, ...]) -> None:
+    def __init__(self, raw: tuple[Any, ...], prev: Row | None = None) -> None:
         self.raw = raw  # (id, *RESULT_COLUMNS, config_hash, digest)
         self.id, self.run_id, self.asset, self.validator, self.kind, self.outcome = (
             int(raw[0]), str(raw[1]), str(raw[2]), str(raw[3]), str(raw[4]), str(raw[5]))
         self.started_at, self.finished_at = float(raw[6]), float(raw[7])
         self.config_hash, self.digest = str(raw[12] or ""), str(raw[13] or "")
         text = raw[9]  # a drill's figures (restore_seconds, rows_restored): decoded only where the text names one
+        self.figures_: dict[str, float] | None = None
         figures = self.figures if '"restore_seconds"' in text or '"rows_restored"' in text else {}
         self.drill = "restore_seconds" in figures or "rows_restored" in figures
         self._result: Result | None = None
+        if prev is not None and prev.raw[11] == raw[11]:  # copies as stored by the validator's previous result
+            self.recovery_points, self.retain_until = prev.recovery_points, prev.retain_until
+            self.objects, self.nbytes = prev.objects, prev.nbytes
+            self.signature_ = (self.outcome, prev.signature_[1])
+            return
         signature: list[tuple[Any, ...]] = []
         self.recovery_points, self.retain_until = [], []
         self.objects = self.nbytes = 0
@@ -62,8 +73,10 @@ class Row:
         self.signature_ = (self.outcome, tuple(signature))
 
     @classmethod
-    def of(cls, raw: tuple[Any, ...]) -> Row:
-        return cls(raw)
+    def of(cls, raw: tuple[Any, ...], prev: Row | None = None) -> Row:
+        """``prev``: the same validator's previous row, whose decoded copies are reused when the stored text is
+        the same (a recovery point and counts that did not move since)."""
+        return cls(raw, prev)
 
     @property
     def copies(self) -> list[dict[str, Any]]:
@@ -72,8 +85,9 @@ class Row:
 
     @property
     def figures(self) -> dict[str, float]:
-        out: dict[str, float] = json.loads(self.raw[9]) if self.raw[9] != "{}" else {}
-        return out
+        if self.figures_ is None:
+            self.figures_ = json.loads(self.raw[9]) if self.raw[9] != "{}" else {}
+        return self.figures_
 
     @property
     def result(self) -> Result:
