@@ -97,7 +97,10 @@ def _populate(root: Path, rng: random.Random) -> dict[str, Path]:
     assets["feature-store"] = fs
 
     tf = prod / "terraform-state"
-    _write(tf / "terraform.tfstate", json.dumps({"version": 4, "serial": 812, "resources": []}).encode())
+    _write(tf / "terraform.tfstate", json.dumps({
+        "version": 4, "terraform_version": "1.9.5", "serial": 812, "lineage": "3f0c2a9e-5b1d-4c7e-9a42-0d6e8b1f7c35",
+        "outputs": {}, "resources": [{"mode": "managed", "type": "aws_vpc", "name": "main", "instances": [
+            {"attributes": {"arn": "arn:aws:ec2:eu-central-1:123456789012:vpc/vpc-0d1e2f"}}]}]}).encode())
     assets["terraform-state"] = tf
     return assets
 
@@ -171,6 +174,7 @@ assets:
       - {location: usb-drive, prefix: terraform-state, name: usb}
     validators:
       - {kind: replica, schedule: {every: 1m, jitter: 10s}}
+      - {kind: terraform_state, schedule: {every: 5m, jitter: 30s}}  # version 4, lineage/serial, age, regions
 consistency_groups:
   rag:  # the index was embedded with exactly the backed-up model, and both come from the same day
     assets: [vector-index, model-weights]
