@@ -286,3 +286,37 @@ def test_s3_options_on_a_local_state_are_a_config_error(tmp_path: Path, locs: Lo
     cfg, _ = fs_estate(tmp_path, locs, state(), dynamodb_table="locks")
     with pytest.raises(ConfigError, match="dynamodb_table apply to an S3 backend only"):
         parse(tmp_path, cfg)
+
+
+async def test_access_denied_to_s3_or_dynamodb_is_error(tmp_path: Path, locs: Locations) -> None:
+    """A moto server of its own that enforces IAM (after the 3 requests that create a user allowed ``s3:*``
+    only): DescribeTable with that user is AccessDeniedException, and S3 with a wrong secret key is denied; both
+    `error` (``access_denied``), never failed."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+        server = MotoServer()
+        server.start()
+    try:
+        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        iam.create_user(UserName="tf")
+        iam.put_user_policy(UserName="tf", PolicyName="s3", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="tf")["AccessKey"]
+        user = SimpleNamespace(endpoint_url=server.endpoint_url, port=server.port, region=server.region,
+                               access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"],
+                               client=lambda: boto3.client(
+                                   "s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                                   aws_access_key_id=key["AccessKeyId"],
+                                   aws_secret_access_key=key["SecretAccessKey"]))
+        cfg, _ = s3_estate(tmp_path, locs, user, body=state(), dynamodb_table="tflock")
+        ok_s3, _ = await run(tmp_path, cfg)  # S3 is allowed: the state is read, DynamoDB is not
+        assert ok_s3.outcome == Outcome.ERROR and crit(ok_s3) == [], ok_s3.findings
+        assert "access_denied" in codes(ok_s3) and ok_s3.figures["serial"] == 7
+        cfg["locations"]["state"]["secret_access_key_env"] = "DRW_TF_WRONG_SECRET"
+        locs.monkeypatch.setenv("DRW_TF_WRONG_SECRET", "not-the-secret")
+        denied, _ = await run(tmp_path, cfg)
+        assert denied.outcome == Outcome.ERROR and crit(denied) == [], denied.findings
+        assert "access_denied" in codes(denied)
+    finally:
+        server.cleanup()
