@@ -22,6 +22,8 @@ import pytest
 
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
+from drwatch.validators import terraform_state
+from drwatch.validators.plugin import Latest
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support.helpers import free_port
 from tests.support.s3helpers import Locations, bucket, client, codes, config, parse, run
@@ -124,6 +126,11 @@ async def test_s3_state_passes_and_history_survives_a_restart(tmp_path: Path, mo
     assert replaced.outcome == Outcome.FAILED and crit(replaced) == ["lineage_changed"]
     again, _ = await run(tmp_path, cfg)  # the next run takes the new lineage as the reference
     assert again.outcome == Outcome.OK, again.findings
+    vcfg = parse(tmp_path, cfg).assets["data"].validators[0]
+    samples = list(terraform_state.project([Latest("data", vcfg, again)]))
+    assert samples == [("drwatch_terraform_state_serial", ("data", "terraform_state"), 9.0),
+                       ("drwatch_terraform_state_last_modified_timestamp_seconds", ("data", "terraform_state"),
+                        again.figures["last_modified_timestamp_seconds"])]
 
     # A run that could not reach S3 carries the reference forward: the serial going back is still seen after it.
     endpoint = cfg["locations"]["state"]["endpoint_url"]

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -45,7 +46,7 @@ from drwatch.storage.s3 import S3Location, S3Missing, S3Unavailable, classify
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies.posture import arn_region
 from drwatch.validators.copies.timetrust import FutureTimes
-from drwatch.validators.plugin import Plugin
+from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
 if TYPE_CHECKING:
     from drwatch.validators.base import AssetView, ConfigView
@@ -457,4 +458,20 @@ async def _copy_regions(ctx: RunContext) -> dict[str, str]:
     return out
 
 
-PLUGIN = Plugin(TerraformStateConfig, TerraformStateValidator)
+SERIAL = Family("drwatch_terraform_state_serial", "Serial of the Terraform state read by the latest run (the one "
+                "seen before when that run could not read it).", ("asset", "validator"))
+WRITTEN = Family("drwatch_terraform_state_last_modified_timestamp_seconds", "When the Terraform state read by the "
+                 "latest run was last written (S3 LastModified or file mtime), unix time.", ("asset", "validator"))
+
+
+def project(latest: Sequence[Latest]) -> Iterator[Sample]:
+    """Per validator: the state's serial and when it was last written, from the latest result."""
+    for asset, vcfg, result in latest:
+        fig = result.figures
+        if "serial" in fig:
+            yield SERIAL.name, (asset, vcfg.label), fig["serial"]
+        if "last_modified_timestamp_seconds" in fig:
+            yield WRITTEN.name, (asset, vcfg.label), fig["last_modified_timestamp_seconds"]
+
+
+PLUGIN = Plugin(TerraformStateConfig, TerraformStateValidator, (SERIAL, WRITTEN), project)
