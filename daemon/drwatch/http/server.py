@@ -31,7 +31,8 @@ from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
 from drwatch.http import listen
 from drwatch.http.webconfig import WebGuard
-from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip, deflate, gzip_framed
+from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip
+from drwatch.metrics.textformat import deflate, gzip_framed
 from drwatch.reporting.page import render as status_page
 from drwatch.state.report import document
 

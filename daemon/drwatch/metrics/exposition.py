@@ -15,30 +15,25 @@ import dataclasses
 import gzip
 import heapq
 import math
-import re
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
 
 from drwatch.config.model import Config
 from drwatch.engine.process import ProcessState
 from drwatch.metrics.collector import AssetStanding, asset_families, global_families, process_families, render
+from drwatch.metrics.textformat import GZIP_LEVEL, Fixed, deflate, gzip_member, sample_lines, split_family
 from drwatch.state.compliance import evaluate_asset
 from drwatch.state.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
 STALE_MAX_AGE = 1.0  # seconds: how old a rendering served during an expensive render may be
 T = TypeVar("T")
-GZIP_LEVEL = 6  # what prometheus-client's own handler uses; ~10x smaller, a few ms per MB
 
 
 @dataclass(frozen=True)
@@ -190,54 +185,6 @@ def accepts_gzip(accept_encoding: str) -> bool:
 _EPSILON = 0.001  # seconds: a verdict is re-evaluated this much before (and after) a time it may change at
 
 
-class _Fixed:
-    """A collector over given families (to render them with prometheus-client's own code)."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
-
-
-def _split(family: Metric) -> tuple[bytes, bytes]:
-    """``family`` rendered by prometheus-client: its two header lines (HELP, TYPE) and its sample lines."""
-    text = generate_latest(_Fixed([family]))
-    cut = text.index(b"\n", text.index(b"\n") + 1) + 1  # the help text has its newlines escaped
-    return text[:cut], text[cut:]
-
-
-_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _go_float(value: float) -> str:
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
-
-
-def _sample_lines(family: Metric) -> bytes:
-    """The sample lines of ``family`` as prometheus-client's ``generate_latest`` writes them, ~5x faster:
-    labels sorted by name, values escaped (backslash, newline, double quote), Go float format. Families it
-    would write differently (OpenMetrics-only samples, timestamps, names outside the legacy charset) are
-    rendered by prometheus-client itself."""
-    out = []
-    for sample in family.samples:
-        if (sample.timestamp is not None or sample.exemplar is not None or sample.name.endswith(_OM_SUFFIXES)
-                or not _LEGACY_NAME.match(sample.name) or not all(_LEGACY_NAME.match(k) for k in sample.labels)):
-            return _split(family)[1]
-        value = _go_float(sample.value)
-        if sample.labels:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items()))
-            out.append(f"{sample.name}{{{labels}}} {value}\n")
-        else:
-            out.append(f"{sample.name} {value}\n")
-    return "".join(out).encode()
-
-
 def standing_changes_at(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
     """Every time at which the asset's verdict states may change while its results stay the same.
 
@@ -307,33 +254,6 @@ def _changed_assets(old: Mapping[tuple[str, str], object], new: Mapping[tuple[st
     return out
 
 
-def deflate(data: bytes) -> bytes:
-    """``data`` as raw deflate blocks ending on a byte boundary with no final block: such segments, compressed
-    independently, concatenate into one deflate stream (what pigz does); :func:`gzip_member` closes it."""
-    if not data:
-        return b""
-    z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
-    return z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
-
-
-def gzip_member(segments: list[bytes], parts: list[bytes]) -> bytes:
-    """A gzip member (RFC 1952) whose deflate data is ``segments`` (from :func:`deflate`, one per part) and
-    whose content is the concatenation of ``parts``: header, the segments, an empty final block, CRC-32 and
-    size of the content."""
-    crc = size = 0
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-        size += len(part)
-    return gzip_framed(segments, crc, size)
-
-
-def gzip_framed(segments: list[bytes], crc: int, size: int) -> bytes:
-    """:func:`gzip_member` given the content's CRC-32 and size (a caller that keeps them for a cached prefix)."""
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, unknown OS
-    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return b"".join([header, *segments, b"\x03\x00", trailer])
-
-
 @dataclass(frozen=True)
 class Segments:
     """An exposition in pieces: the text, and each piece deflated (see :func:`deflate`)."""
@@ -395,8 +315,8 @@ class SnapshotRenderer:
             self._expiry = [(e.valid_until, i) for i, e in enumerate(self._entries)
                             if e is not None and e.valid_until < math.inf]
             heapq.heapify(self._expiry)
-        head = generate_latest(_Fixed(process_families(self._process)))
-        tail = generate_latest(_Fixed(global_families(cfg, snap, now)))
+        head = generate_latest(Fixed(process_families(self._process)))
+        tail = generate_latest(Fixed(global_families(cfg, snap, now)))
         plain, deflated = [head], [deflate(head)]
         for f, (header, zheader) in enumerate(zip(self._headers, self._deflated_headers, strict=True)):
             plain.append(header)
@@ -429,7 +349,7 @@ class SnapshotRenderer:
 
     def _reset(self, cfg: Config, snap: Snapshot) -> None:
         self._config = cfg
-        self._headers = tuple(_split(f)[0] for f in asset_families(cfg, snap, [], {}))
+        self._headers = tuple(split_family(f)[0] for f in asset_families(cfg, snap, [], {}))
         self._deflated_headers = tuple(deflate(h) for h in self._headers)
         self._names = list(cfg.assets)
         self._index = {name: i for i, name in enumerate(self._names)}
@@ -458,7 +378,7 @@ class SnapshotRenderer:
         if entry is not None and same_inputs and entry.standing == standing:
             self._entries[i] = _AssetEntry(inputs, standing, now, valid_until, entry.fragments)
             return False
-        fragments = tuple(_sample_lines(f) for f in asset_families(cfg, snap, [name], {name: standing}))
+        fragments = tuple(sample_lines(f) for f in asset_families(cfg, snap, [name], {name: standing}))
         self.asset_renders += 1
         self._entries[i] = _AssetEntry(inputs, standing, now, valid_until, fragments)
         return entry is None or fragments != entry.fragments

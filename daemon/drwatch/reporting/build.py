@@ -99,15 +99,12 @@ def _run_doc(row: Row, objects: int, nbytes: int) -> dict[str, Any]:
             "config_hash": row.config_hash}
 
 
-def _asset_doc(cfg: Config, name: str, data: _Asset, attestations: list[Attestation], acks: list[Ack],
-               since: float, until: float, every_run: bool) -> dict[str, Any]:
-    acfg = cfg.assets[name]
-    rto = acfg.rto.total_seconds() if acfg.rto is not None else None
-    rows = sorted(data.rows, key=lambda r: r.id)
-    intervals = replay(cfg, name, data.before, rows, attestations, acks, since, until)
-    period = max(until - since, 1e-9)
-    compliant_s = sum(iv.seconds for iv in intervals if iv.compliant)
-    drills, verifications = [], []
+def _runs(rows: list[Row], rto: float | None, every_run: bool) -> tuple[
+        dict[str, dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Any]]]:
+    """Per validator its run counts and what was proven; the drills; the verification runs listed; the
+    configuration hashes in force (hash -> [first seen, last seen, results])."""
+    drills: list[dict[str, Any]] = []
+    verifications: list[dict[str, Any]] = []
     validators: dict[str, dict[str, Any]] = {}
     hashes: dict[str, list[Any]] = {}  # hash -> [first, last, results]
     for row in rows:
@@ -135,6 +132,18 @@ def _asset_doc(cfg: Config, name: str, data: _Asset, attestations: list[Attestat
             hashes[row.config_hash] = [finished, finished, 1]
         else:
             h[0], h[1], h[2] = min(h[0], finished), max(h[1], finished), h[2] + 1
+    return validators, drills, verifications, hashes
+
+
+def _asset_doc(cfg: Config, name: str, data: _Asset, attestations: list[Attestation], acks: list[Ack],
+               since: float, until: float, every_run: bool) -> dict[str, Any]:
+    acfg = cfg.assets[name]
+    rto = acfg.rto.total_seconds() if acfg.rto is not None else None
+    rows = sorted(data.rows, key=lambda r: r.id)
+    intervals = replay(cfg, name, data.before, rows, attestations, acks, since, until)
+    period = max(until - since, 1e-9)
+    compliant_s = sum(iv.seconds for iv in intervals if iv.compliant)
+    validators, drills, verifications, hashes = _runs(rows, rto, every_run)
     copies_offline = {c.label for c in acfg.copies if cfg.locations[c.location].offline}
     return {
         "rpo_seconds": acfg.rpo.total_seconds(),

@@ -126,13 +126,26 @@ def _more(n: int) -> str:
 
 
 def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> str:
+    out: list[str] = []
+    _compliance_part(out, name, a, since, until)
+    _drills_part(out, a, since, until)
+    _failures_part(out, a)
+    _verifications_part(out, a)
+    _attestations_part(out, a)
+    hashes = ", ".join(f'{t(h["config_hash"] or "(before schema 5)")} ({h["results"]} results, '
+                       f'{t(h["first_seen"])} to {t(h["last_seen"])})' for h in a["config_hashes"])
+    out.append(f'<p class="meta">Configuration in force: {hashes or "no results in the period"}</p></section>')
+    return "".join(out)
+
+
+def _compliance_part(out: list[str], name: str, a: dict[str, Any], since: float, until: float) -> None:
     c = a["compliance"]
-    out = [f'<section class="asset" id="asset-{t(name)}"><h2>{t(name)}</h2>',
-           f'<p>Compliant <b>{c["share_compliant"]:.1%}</b> of the period; now '
-           f'<span class="{"ok" if c["compliant_at_end"] else "bad"}">'
-           f'{"compliant" if c["compliant_at_end"] else "NOT compliant"}</span>. '
-           f'RPO {_dur(a["rpo_seconds"])}, RTO {_dur(a["rto_seconds"])}.</p>',
-           timeline_svg(c["intervals"], since, until, f"{name}: 3-2-1-1-0 over the period")]
+    out.extend([f'<section class="asset" id="asset-{t(name)}"><h2>{t(name)}</h2>',
+               f'<p>Compliant <b>{c["share_compliant"]:.1%}</b> of the period; now '
+               f'<span class="{"ok" if c["compliant_at_end"] else "bad"}">'
+               f'{"compliant" if c["compliant_at_end"] else "NOT compliant"}</span>. '
+               f'RPO {_dur(a["rpo_seconds"])}, RTO {_dur(a["rto_seconds"])}.</p>',
+               timeline_svg(c["intervals"], since, until, f"{name}: 3-2-1-1-0 over the period")])
     if c["reason_at_end"]:
         out.append(f'<p class="why">Why now: {t(c["reason_at_end"])}</p>')
     bad = [iv for iv in c["intervals"] if not iv["compliant"]]
@@ -145,6 +158,9 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
             out.append(f'<tr><td>{t(iv["start"])}</td><td>{t(iv["end"])}</td><td class="n">{_dur(iv["seconds"])}</td>'
                        f'<td>{rules}</td><td class="why">{t(iv["reason"])}</td></tr>')
         out.append("</table></div>" + _more(len(bad)))
+
+
+def _drills_part(out: list[str], a: dict[str, Any], since: float, until: float) -> None:
     all_drills = a["drills"]
     over = [d for d in all_drills if d["within_rto"] is False or d["outcome"] != "ok"]
     latest = [d for d in all_drills[-LATEST_DRILLS:] if d not in over]
@@ -169,6 +185,9 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
                        f'<td class="n">{_bytes(d["bytes_proven"])}</td><td class="why">{_findings_text(d["findings"])}'
                        "</td></tr>")
         out.append("</table></div>" + _more(len(drills)))
+
+
+def _failures_part(out: list[str], a: dict[str, Any]) -> None:
     failures = a["failures"]
     out.append(f"<h3>Failures ({len(failures)})</h3>")
     if failures:
@@ -180,6 +199,9 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
                        f'<td class="n">{_dur(f["seconds_to_fix"])}</td><td class="n">{f["failed_runs"]}</td>'
                        f'<td class="why">{t(", ".join(f["codes"]))}: {t(f["message"])}</td></tr>')
         out.append("</table></div>" + _more(len(failures)))
+
+
+def _verifications_part(out: list[str], a: dict[str, Any]) -> None:
     out.append("<h3>Verification runs by validator</h3>")
     out.append('<div class="wrap"><table><tr><th>validator</th><th>kind</th><th>ok</th><th>failed</th><th>error</th>'
                "<th>timeout</th><th>cancelled</th><th>objects proven</th><th>bytes proven</th></tr>")
@@ -200,6 +222,9 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
                        f'<td class="{t(v["outcome"])}">{t(v["outcome"])}</td>'
                        f'<td class="why">{_findings_text(v["findings"])}</td></tr>')
         out.append("</table></div>" + _more(len(notok)))
+
+
+def _attestations_part(out: list[str], a: dict[str, Any]) -> None:
     if a["attestations"]:
         out.append("<h3>Attestations of offline copies</h3><table><tr><th>copy</th><th>attested</th>"
                    "<th>recovery point</th><th>note</th></tr>")
@@ -207,11 +232,6 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
             out.append(f'<tr><td>{t(att["copy"])}</td><td>{t(att["created_at"])}</td>'
                        f'<td>{t(att["recovery_point"] or "-")}</td><td class="why">{t(att["note"])}</td></tr>')
         out.append("</table>")
-    hashes = ", ".join(f'{t(h["config_hash"] or "(before schema 5)")} ({h["results"]} results, '
-                       f'{t(h["first_seen"])} to {t(h["last_seen"])})' for h in a["config_hashes"])
-    out.append(f'<p class="meta">Configuration in force: {hashes or "no results in the period"}</p></section>')
-    return "".join(out)
-
 
 def render(doc: dict[str, Any]) -> str:
     """The HTML page of a report document (build.build); the evidence block is embedded as inert JSON data."""

@@ -60,11 +60,8 @@ def _drills(doc: dict[str, Any], rto: dict[str, float | None]) -> list[str]:
     return out
 
 
-def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> str:
-    """The page for a status document; ``rto``: each asset's RTO in seconds (None: none set)."""
-    assets = doc["assets"]
-    bad = sum(1 for a in assets.values() if not a["compliant"])
-    rows = []
+def _asset_rows(assets: dict[str, Any]) -> list[str]:
+    rows: list[str] = []
     for name, a in assets.items():
         why = [f"<li><b>{r}</b>: {t(a['rules'][r]['state'])}: {t(a['rules'][r]['detail'])}</li>"
                for r in RULES if a["rules"][r]["state"] != "pass"]
@@ -74,7 +71,11 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
                     + (f'<ul class="why">{"".join(why)}</ul>' if why else "") + f"</td>{cells}"
                     f'<td data-label="compliant" class="{"yes" if a["compliant"] else "no"}">'
                     f'{"yes" if a["compliant"] else "no"}</td></tr>')
-    groups = []
+    return rows
+
+
+def _group_rows(doc: dict[str, Any]) -> list[str]:
+    groups: list[str] = []
     for name, g in doc["consistency_groups"].items():
         skew = g.get("skew_seconds")
         findings = "; ".join(f"{f['code']}: {f['message']}" for f in (g.get("findings") or [])[:5])
@@ -84,7 +85,11 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
                       f'<td data-label="max skew" class="n">{format_duration(g["max_skew_seconds"])}</td>'
                       f'<td data-label="assets">{t(", ".join(g["assets"]))}</td>'
                       f'<td data-label="findings">{t(findings)}</td></tr>')
-    problems = []
+    return groups
+
+
+def _problem_rows(doc: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
     for r in doc["results"]:
         if r["outcome"] == "ok":
             continue
@@ -93,6 +98,16 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
                         f'<td data-label="outcome" class="{t(r["outcome"])}">{t(r["outcome"])}</td>'
                         f'<td data-label="finished">{t(r["finished_at"])}</td>'
                         f'<td data-label="findings">{t(findings)}</td></tr>')
+    return problems
+
+
+def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> str:
+    """The page for a status document; ``rto``: each asset's RTO in seconds (None: none set)."""
+    assets = doc["assets"]
+    bad = sum(1 for a in assets.values() if not a["compliant"])
+    rows = _asset_rows(assets)
+    groups = _group_rows(doc)
+    problems = _problem_rows(doc)
     drills = _drills(doc, rto)
     head = "".join(f"<th>{r}</th>" for r in RULES)
     return (

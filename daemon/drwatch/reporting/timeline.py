@@ -162,86 +162,106 @@ def replay(cfg: Config, asset: str, initial: dict[str, ValidatorStats], rows: li
     """The asset's compliance intervals over [since, until]. ``initial``: per validator label, its state just
     before ``since``; ``rows``: the asset's results of the period in stored order; ``attestations`` and
     ``acks``: every one up to ``until``, oldest first (those before ``since`` are in force at the start)."""
-    acfg = cfg.assets[asset]
-    comp = cfg.compliance
-    rpo, horizon = acfg.rpo.total_seconds(), comp.min_retention_remaining.total_seconds()
-    window, att_age = comp.window.total_seconds(), comp.offline_attestation_max_age.total_seconds()
-    state: dict[str, _Validator] = {}
-    for vcfg in acfg.validators:
-        start_state = state[vcfg.label] = _Validator(vcfg.effective_max_age(cfg))
-        got = initial.get(vcfg.label)
-        if got is not None:
-            start_state.last_run, start_state.last_success = got.last_run_at, got.last_success_at
-            start_state.last_failure, start_state.before = got.last_failure_at, got.last_result
-    atts = {(a.asset, a.copy): a for a in attestations if a.asset == asset and a.created_at < since}
-    ack_map = {(k.asset, k.validator): k for k in acks if k.asset == asset and k.created_at < since}
-    events: list[tuple[float, int, Row | Attestation | Ack]] = [(r.finished_at, i, r) for i, r in enumerate(rows)]
-    n = len(events)
-    events += [(a.created_at, n + i, a) for i, a in enumerate(attestations)
-               if a.asset == asset and since <= a.created_at <= until]
-    n = len(events)
-    events += [(k.created_at, n + i, k) for i, k in enumerate(acks)
-               if k.asset == asset and since <= k.created_at <= until]
-    events.sort(key=lambda e: (e[0], e[1]))
+    return _Replay(cfg, asset, initial, attestations, acks, since).run(rows, attestations, acks, until)
 
-    def verdict_at(t: float) -> tuple[tuple[str, ...], bool, AssetVerdict]:
-        validators = {(asset, label): ValidatorStats(asset, label, v.last_run, v.last_success, v.last_failure,
-                                                     last_result=v.latest())
-                      for label, v in state.items() if v.last_run is not None or v.latest() is not None}
-        verdict = evaluate_asset(cfg, Snapshot(cfg, validators, atts, acks=ack_map), asset, t)
+
+class _Replay:
+    """The state of one asset's replay: each validator's, the attestations and acks in force."""
+
+    def __init__(self, cfg: Config, asset: str, initial: dict[str, ValidatorStats],
+                 attestations: list[Attestation], acks: list[Ack], since: float) -> None:
+        self.cfg, self.asset, self.since = cfg, asset, since
+        acfg = cfg.assets[asset]
+        comp = cfg.compliance
+        self.rpo, self.horizon = acfg.rpo.total_seconds(), comp.min_retention_remaining.total_seconds()
+        self.window, self.att_age = comp.window.total_seconds(), comp.offline_attestation_max_age.total_seconds()
+        self.state: dict[str, _Validator] = {}
+        for vcfg in acfg.validators:
+            start_state = self.state[vcfg.label] = _Validator(vcfg.effective_max_age(cfg))
+            got = initial.get(vcfg.label)
+            if got is not None:
+                start_state.last_run, start_state.last_success = got.last_run_at, got.last_success_at
+                start_state.last_failure, start_state.before = got.last_failure_at, got.last_result
+        self.atts = {(a.asset, a.copy): a for a in attestations if a.asset == asset and a.created_at < since}
+        self.ack_map = {(k.asset, k.validator): k for k in acks if k.asset == asset and k.created_at < since}
+
+    def events(self, rows: list[Row], attestations: list[Attestation], acks: list[Ack],
+               until: float) -> list[tuple[float, int, Row | Attestation | Ack]]:
+        """Results, attestations and acks of the period, in time order (stored order among equal times)."""
+        since, asset = self.since, self.asset
+        events: list[tuple[float, int, Row | Attestation | Ack]] = [(r.finished_at, i, r) for i, r in enumerate(rows)]
+        n = len(events)
+        events += [(a.created_at, n + i, a) for i, a in enumerate(attestations)
+                   if a.asset == asset and since <= a.created_at <= until]
+        n = len(events)
+        events += [(k.created_at, n + i, k) for i, k in enumerate(acks)
+                   if k.asset == asset and since <= k.created_at <= until]
+        events.sort(key=lambda e: (e[0], e[1]))
+        return events
+
+    def verdict_at(self, t: float) -> tuple[tuple[str, ...], bool, AssetVerdict]:
+        validators = {(self.asset, label): ValidatorStats(self.asset, label, v.last_run, v.last_success,
+                                                          v.last_failure, last_result=v.latest())
+                      for label, v in self.state.items() if v.last_run is not None or v.latest() is not None}
+        verdict = evaluate_asset(self.cfg, Snapshot(self.cfg, validators, self.atts, acks=self.ack_map), self.asset, t)
         return tuple(verdict.rules[r].state.value for r in RULES), verdict.compliant, verdict
 
-    def next_change(t: float) -> float:
-        moments = [m for v in state.values() for m in v.moments(rpo, horizon, window)]
-        for att in atts.values():
-            moments.append(att.created_at + att_age)
+    def next_change(self, t: float) -> float:
+        """The next moment after ``t`` at which time alone may change the verdict."""
+        moments = [m for v in self.state.values() for m in v.moments(self.rpo, self.horizon, self.window)]
+        for att in self.atts.values():
+            moments.append(att.created_at + self.att_age)
             if att.recovery_point is not None:
-                moments.append(att.recovery_point + rpo)
+                moments.append(att.recovery_point + self.rpo)
         later = [m + _TICK for m in moments if m + _TICK > t]
         return min(later) if later else math.inf
 
-    intervals: list[Interval] = []
-    states, compliant, verdict = verdict_at(since)
-    start, reason = since, ("" if compliant else _reason(verdict))
-    i, t = 0, since
-    wake = next_change(t)
-    while True:
-        nxt = min(events[i][0] if i < len(events) else math.inf, wake)
-        if nxt >= until:
-            break
-        t = max(t, nxt)
-        changed = t >= wake
-        while i < len(events) and events[i][0] <= t:
-            item = events[i][2]
-            i += 1
-            if isinstance(item, Row):
-                found = state.get(item.validator)
-                if found is None:  # a validator no longer configured: the verdict does not read it
-                    continue
-                v = found
-                finished = item.finished_at
-                if item.outcome != Outcome.CANCELLED:
-                    v.last_run = newer(v.last_run, finished, finished)
-                    if item.outcome == Outcome.OK:
-                        v.last_success = newer(v.last_success, finished, finished)
-                    elif item.outcome == Outcome.FAILED:
-                        v.last_failure = newer(v.last_failure, finished, finished)
-                signature = item.signature()
-                changed = changed or signature != v.signature or (v.row is None and v.before is None)
-                v.row, v.signature = item, signature
-            elif isinstance(item, Attestation):
-                atts[(item.asset, item.copy)] = item
-                changed = True
-            else:
-                ack_map[(item.asset, item.validator)] = item
-                changed = True
-        wake = next_change(t)
-        if not changed:
-            continue
-        new_states, new_compliant, verdict = verdict_at(t)
-        if new_states != states:
-            intervals.append(Interval(start, t, compliant, states, reason))
-            states, compliant, start = new_states, new_compliant, t
-            reason = "" if compliant else _reason(verdict)
-    intervals.append(Interval(start, until, compliant, states, reason))
-    return intervals
+    def apply(self, item: Row | Attestation | Ack) -> bool:
+        """Take one event into the state; whether the verdict may have changed."""
+        if isinstance(item, Attestation):
+            self.atts[(item.asset, item.copy)] = item
+            return True
+        if not isinstance(item, Row):
+            self.ack_map[(item.asset, item.validator)] = item
+            return True
+        v = self.state.get(item.validator)
+        if v is None:  # a validator no longer configured: the verdict does not read it
+            return False
+        finished = item.finished_at
+        if item.outcome != Outcome.CANCELLED:
+            v.last_run = newer(v.last_run, finished, finished)
+            if item.outcome == Outcome.OK:
+                v.last_success = newer(v.last_success, finished, finished)
+            elif item.outcome == Outcome.FAILED:
+                v.last_failure = newer(v.last_failure, finished, finished)
+        signature = item.signature()
+        changed = signature != v.signature or (v.row is None and v.before is None)
+        v.row, v.signature = item, signature
+        return changed
+
+    def run(self, rows: list[Row], attestations: list[Attestation], acks: list[Ack], until: float) -> list[Interval]:
+        events = self.events(rows, attestations, acks, until)
+        intervals: list[Interval] = []
+        states, compliant, verdict = self.verdict_at(self.since)
+        start, reason = self.since, ("" if compliant else _reason(verdict))
+        i, t = 0, self.since
+        wake = self.next_change(t)
+        while True:
+            nxt = min(events[i][0] if i < len(events) else math.inf, wake)
+            if nxt >= until:
+                break
+            t = max(t, nxt)
+            changed = t >= wake
+            while i < len(events) and events[i][0] <= t:
+                changed = self.apply(events[i][2]) or changed
+                i += 1
+            wake = self.next_change(t)
+            if not changed:
+                continue
+            new_states, new_compliant, verdict = self.verdict_at(t)
+            if new_states != states:
+                intervals.append(Interval(start, t, compliant, states, reason))
+                states, compliant, start = new_states, new_compliant, t
+                reason = "" if compliant else _reason(verdict)
+        intervals.append(Interval(start, until, compliant, states, reason))
+        return intervals
