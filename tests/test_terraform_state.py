@@ -22,8 +22,8 @@ import pytest
 
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.validators import terraform_state
 from drwatch.validators.plugin import Latest
+from drwatch.validators.terraform import validator as terraform_state
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support.helpers import free_port
 from tests.support.s3helpers import Locations, bucket, client, codes, config, parse, run

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication, terraform_state
+from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication
 from drwatch.validators.base import Validator
 from drwatch.validators.copies import dataset, replica
 from drwatch.validators.model import weights
@@ -17,6 +17,7 @@ from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import rds_snapshot, replica_lag
 from drwatch.validators.postgres import restore as postgres_restore
 from drwatch.validators.redisdb import restore as redis_restore
+from drwatch.validators.terraform import validator as terraform_state
 from drwatch.validators.vector import restore as vector_restore
 
 PLUGINS: tuple[Plugin, ...] = (

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,7 @@ from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
     from drwatch.validators.base import RunContext
+    from drwatch.validators.postgres.pgdump import FilesystemDumps, RecoveryPoint, S3Dumps
     from drwatch.validators.vector.config import VectorRestoreConfig
     from drwatch.validators.vector.pinecone_api import PineconeClient
     from drwatch.validators.vector.pinecone_model import IndexInfo
@@ -127,18 +130,40 @@ async def _settled(ctx: RunContext, client: PineconeClient, host: str, count: in
 
 
 async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report:
-    from drwatch.validators.vector import pinecone_api as pc
-    from drwatch.validators.vector.pinecone_compare import compare
-    from drwatch.validators.vector.pinecone_model import Backup
-
     backend = cfg.backend
     assert isinstance(backend, PineconeBackend) and backend.parquet is not None
-    export = backend.parquet
     findings: list[Finding] = []
     figures: dict[str, float] = {"k": float(cfg.k), "recall_threshold": cfg.min_recall}
 
     def bad(code: str, message: str) -> None:
         findings.append(Finding(Severity.CRITICAL, code, message, backend.index))
+
+    client, prod = await _connect(ctx, backend, findings)
+    configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
+    exports, newest = await _newest_export(ctx, backend.parquet)
+    now = ctx.clock()
+    figures["backup_timestamp_seconds"] = newest.mtime
+    rpo = ctx.asset.rpo.total_seconds()
+    if now - newest.mtime > rpo:
+        bad("backup_stale", f"newest export {newest.name} is {format_duration(now - newest.mtime)} old "
+                            f"(RPO {format_duration(rpo)})")
+        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=newest.mtime)
+    sandbox = await ctx.exit_stack.enter_async_context(ctx.sandboxes.directory(ctx.run_id))
+    path = await exports.fetch(newest, sandbox)
+    rows = await asyncio.to_thread(read_export, path, backend.parquet, prod.dimension, newest.name)
+    if not rows:
+        raise DrillFailed("recovery_point_empty", f"export {newest.name} holds no vector")
+    await _cost_guard(client, backend, len(rows), newest.name)
+    await _drill(ctx, cfg, _Restored(client, prod, newest, rows, temp_index_name(now)), bad, findings, figures,
+                 configured)
+    outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
+    return Report(outcome, tuple(findings), figures, recovery_point=newest.mtime)
+
+
+async def _connect(ctx: RunContext, backend: PineconeBackend,
+                   findings: list[Finding]) -> tuple[PineconeClient, IndexInfo]:
+    """The Pinecone client (closed with the run), the project swept of earlier runs' orphans, production's index."""
+    from drwatch.validators.vector import pinecone_api as pc
 
     key = await _api_key(ctx, backend)
     client = await ctx.exit_stack.enter_async_context(pc.PineconeClient(
@@ -151,28 +176,40 @@ async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report
     prod = await client.describe_index(backend.index)
     if prod is None:
         raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
-    configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
+    return client, prod
+
+
+async def _newest_export(ctx: RunContext,
+                         export: PineconeParquetExport) -> tuple[FilesystemDumps | S3Dumps, RecoveryPoint]:
     exports = pgdump.dumps_at(ctx.config, ctx.s3, export.location, export.prefix, export.pattern)
     points = [p for p in await exports.list() or [] if not p.directory]
     if not points:
         raise DrillFailed("no_backup", f"no Parquet export matching {export.pattern!r} under "
                                        f"{export.location}/{export.prefix}")
-    newest = max(points, key=lambda p: p.mtime)
-    now = ctx.clock()
-    figures["backup_timestamp_seconds"] = newest.mtime
-    rpo = ctx.asset.rpo.total_seconds()
-    if now - newest.mtime > rpo:
-        bad("backup_stale", f"newest export {newest.name} is {format_duration(now - newest.mtime)} old "
-                            f"(RPO {format_duration(rpo)})")
-        return Report(Outcome.FAILED, tuple(findings), figures, recovery_point=newest.mtime)
-    sandbox = await ctx.exit_stack.enter_async_context(ctx.sandboxes.directory(ctx.run_id))
-    path = await exports.fetch(newest, sandbox)
-    rows = await asyncio.to_thread(read_export, path, export, prod.dimension, newest.name)
-    if not rows:
-        raise DrillFailed("recovery_point_empty", f"export {newest.name} holds no vector")
-    await _cost_guard(client, backend, len(rows), newest.name)
+    return exports, max(points, key=lambda p: p.mtime)
 
-    name = temp_index_name(now)
+
+@dataclass(frozen=True)
+class _Restored:
+    """What the drill restores: the export's rows into a temporary index ``name`` next to production's."""
+
+    client: PineconeClient
+    prod: IndexInfo
+    newest: RecoveryPoint
+    rows: list[Row]
+    name: str
+
+
+async def _drill(ctx: RunContext, cfg: VectorRestoreConfig, r: _Restored, bad: Callable[[str, str], None],
+                 findings: list[Finding], figures: dict[str, float], configured: list[list[float]] | None) -> None:
+    """Create the temporary index, upsert the rows, compare it with production, delete it (the run's exit stack
+    deletes it when a step fails)."""
+    from drwatch.validators.vector.pinecone_compare import compare
+    from drwatch.validators.vector.pinecone_model import Backup
+
+    backend = cfg.backend
+    assert isinstance(backend, PineconeBackend)
+    client, prod, newest, rows, name = r.client, r.prod, r.newest, r.rows, r.name
     removed = False
 
     async def fallback() -> None:
@@ -200,5 +237,3 @@ async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report
         findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
                                 "deleted; the next run's orphan sweep retries", name))
     removed = True
-    outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
-    return Report(outcome, tuple(findings), figures, recovery_point=newest.mtime)
