@@ -4,8 +4,9 @@ snapshots it wrote, on a filesystem and on a real moto S3 server.
 Each run goes through a real Runner (store, S3 client pool, sandboxes) as in the daemon. Faults are real: a
 truncated and a byte-flipped RDB, production holding far more keys than the snapshot, production down (nothing
 listens), ``redis-check-rdb`` absent from the tools directory, a run cut off by its timeout and by cancellation
-while its sandbox server loads, and a drill process SIGKILLed with its sandbox server running (the start-up sweep
-kills the server). Processes are looked for in /proc, not assumed gone.
+while its sandbox server loads (kept loading by Redis's key-load-delay, and SIGSTOPped for the timeout), and a
+drill process SIGKILLed with its sandbox server running (the start-up sweep kills the server). Processes are
+looked for in /proc, not assumed gone.
 """
 
 from __future__ import annotations
@@ -255,37 +256,81 @@ async def test_an_old_snapshot_exceeds_the_rpo(tmp_path: Path, locs: Locations, 
     assert critical(result) == ["rpo_exceeded"]
 
 
-def big_snapshot(tmp: Path) -> Path:
-    """An RDB of ~150 MB of incompressible values: the sandbox server takes a while to load it."""
+def slow_loading_tools(tmp: Path) -> Path:
+    """A tools directory whose ``redis-server`` is the real one run with Redis's own debug setting
+    ``key-load-delay`` (10 ms per key read) and ``loading-process-events-interval-bytes`` at its minimum (it
+    answers ``LOADING`` every ~1 KB read): the snapshot of ``many_keys_snapshot`` takes ~20 s to load however
+    fast the machine (a large snapshot alone loads within a short timeout on a quiet one)."""
+    tools = tmp / "bin"
+    tools.mkdir()
+    real = shutil.which("redis-server") or "/usr/bin/redis-server"
+    wrapper = tools / "redis-server"
+    wrapper.write_text(f'#!/bin/sh\nexec {real} "$@" --key-load-delay 10000 '
+                       '--loading-process-events-interval-bytes 1024\n')
+    wrapper.chmod(0o755)
+    (tools / "redis-check-rdb").symlink_to(shutil.which("redis-check-rdb") or "/usr/bin/redis-check-rdb")
+    return tools
+
+
+def many_keys_snapshot(tmp: Path) -> Path:
+    """An RDB of 2,000 uncompressed strings of 512 bytes (~1 MB): fetched and checked in a moment."""
     server = RedisServer().start()
     try:
         c = server.client()
-        pipe = c.pipeline(transaction=False)
-        for i in range(600):
-            pipe.set(f"blob:{i}", os.urandom(256 * 1024))
-        pipe.execute()
         c.config_set("rdbcompression", "no")
+        pipe = c.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.set(f"blob:{i}", os.urandom(512))
+        pipe.execute()
         return server.save(tmp / "backups" / "redis" / "dump.rdb")
     finally:
         server.stop()
 
 
+async def loading_sandbox_server(tmp: Path, task: asyncio.Future[Any]) -> int:
+    """The drill's sandbox redis-server once it answers ``LOADING`` on its socket (reached through its cwd: a
+    short path at any depth); fails when the run ends first."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import BusyLoadingError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert not task.done(), f"the run ended before its sandbox server was seen loading: {task.result()}"
+        assert time.monotonic() < deadline, "no sandbox server ever loaded"
+        for pid in set(sandbox_servers(tmp)):
+            client = aioredis.Redis(unix_socket_path=f"/proc/{pid}/cwd/redis.sock", socket_timeout=5,
+                                    socket_connect_timeout=5)
+            try:
+                await client.ping()
+                raise AssertionError("the sandbox server finished loading: key-load-delay had no effect")
+            except BusyLoadingError:
+                return pid
+            except (RedisConnectionError, RedisTimeout, OSError):
+                pass  # not listening yet, busy, or gone
+            finally:
+                await client.aclose()
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
 async def test_a_run_cut_off_leaves_no_server_and_no_sandbox(tmp_path: Path, locs: Locations,
                                                              monkeypatch: pytest.MonkeyPatch, how: str) -> None:
-    """Timed out, or cancelled, while the sandbox redis-server loads a large snapshot: the outcome says so, and
-    no redis-server and no sandbox directory is left (looked for in /proc)."""
-    big_snapshot(tmp_path)
-    cfg = redis_config(tmp_path, locs, monkeypatch, timeout="1s" if how == "timeout" else "120s")
+    """Timed out, or cancelled, while the sandbox redis-server is loading a snapshot (seen answering
+    ``LOADING``; Redis's ``key-load-delay`` keeps it loading, so the cut-off does not race the machine's
+    speed): the outcome says so, and no redis-server and no sandbox directory is left (looked for in /proc).
+    For the timeout the server is also SIGSTOPped once seen: the drill's SIGKILL must reap a stopped process."""
+    many_keys_snapshot(tmp_path)
+    cfg = redis_config(tmp_path, locs, monkeypatch, timeout="8s" if how == "timeout" else "120s",
+                       bin_dir=str(slow_loading_tools(tmp_path)))
+    task = asyncio.ensure_future(run(tmp_path, cfg))
+    pid = await loading_sandbox_server(tmp_path, task)
     if how == "timeout":
-        result, _ = await run(tmp_path, cfg)
+        os.kill(pid, signal.SIGSTOP)
+        result, _ = await task
         assert result.outcome == Outcome.TIMEOUT, result.findings
     else:
-        task = asyncio.ensure_future(run(tmp_path, cfg))
-        deadline = time.monotonic() + 60
-        while not sandbox_servers(tmp_path):
-            assert not task.done() and time.monotonic() < deadline, "no sandbox server ever ran"
-            await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
