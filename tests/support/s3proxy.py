@@ -58,6 +58,7 @@ class RecordingProxy:
         self.records: list[Record] = []
         self._lock = threading.Lock()
         self._slow = threading.Lock()
+        self._busy = 0  # requests being forwarded (a cancelled client's queued GETs are still served)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -93,6 +94,15 @@ class RecordingProxy:
                 return self.rfile.read(length) if length else b""
 
             def _forward(self) -> None:
+                with proxy._lock:
+                    proxy._busy += 1
+                try:
+                    self._relay()
+                finally:
+                    with proxy._lock:
+                        proxy._busy -= 1
+
+            def _relay(self) -> None:
                 body = self._body()
                 split = urlsplit(self.path)
                 rec_path = unquote(split.path)
@@ -143,6 +153,22 @@ class RecordingProxy:
     def snapshot(self, bucket: str | None = None) -> list[Record]:
         with self._lock:
             return [r for r in self.records if bucket is None or r.bucket == bucket]
+
+    def settle(self, quiet: float = 0.5, timeout: float = 30.0) -> None:
+        """Wait until no request is being forwarded and none has started for ``quiet`` seconds: after a client
+        was cancelled, the requests it had sent are still served (and recorded, with what reached it)."""
+        deadline = time.monotonic() + timeout
+        last = (-1, -1)
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                now = (self._busy, len(self.records))
+            if now != last:
+                last, since = now, time.monotonic()
+            elif now[0] == 0 and time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("the proxy is still forwarding requests")
 
     def clear(self) -> None:
         with self._lock:
