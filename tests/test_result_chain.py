@@ -150,3 +150,30 @@ async def test_existing_results_are_chained_on_migration(store_config: dict[str,
     # The migrated rows are proven like any other: an edit of one is found.
     await external_sql(store_config, "UPDATE results SET figures = '{\"x\": 1.0}' WHERE run_id = 'old-1'")
     assert await _problems(store_config) == [("edited", "old-1")]
+
+
+async def test_concurrent_prunes_and_writers_keep_the_chain(store_config: dict[str, Any]) -> None:
+    """Two nodes prune the same old results while a third records the runs that make more of them prunable:
+    every result is pruned once, with its tombstone, and the chain stays intact (PostgreSQL runs each statement
+    of a READ COMMITTED transaction on a fresh snapshot: a prune not serialised with the writers and the other
+    prunes tombstones one set of rows and deletes another, or fails on the other node's tombstones)."""
+    import asyncio
+
+    n = 40
+    async with opened(store_cfg(store_config)) as writer:
+        for i in range(n):
+            await writer.record(result(f"old-{i}", asset=f"a{i % 8}", finished=T0 + i), config_hash="abc123")
+    async with opened(store_cfg(store_config)) as node1, opened(store_cfg(store_config)) as node2, \
+            opened(store_cfg(store_config)) as writer:
+        async def write() -> None:
+            for i in range(8):
+                await writer.record(result(f"new-{i}", asset=f"a{i}", finished=T0 + 10_000), config_hash="abc123")
+
+        counts = await asyncio.gather(node1.prune(T0 + 1000), node2.prune(T0 + 1000), write(),
+                                      node1.prune(T0 + 1000), node2.prune(T0 + 1000), return_exceptions=True)
+        assert not [c for c in counts if isinstance(c, BaseException)], counts
+        rest = await node2.prune(T0 + 1000)
+        checked = await node1.chain_check()
+    assert checked.intact, checked.problems
+    assert sum(c for c in counts if isinstance(c, int)) + rest == n  # every old result pruned exactly once
+    assert (checked.results, checked.pruned) == (8, n)

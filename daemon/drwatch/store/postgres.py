@@ -257,7 +257,11 @@ class PostgresStore:
 
     async def prune(self, before: float) -> int:
         async with self._p().acquire() as conn, conn.transaction():
-            # A pruned result leaves its chain link (a tombstone), so the chain still proves the rest.
+            # A pruned result leaves its chain link (a tombstone), so the chain still proves the rest. The head
+            # row is locked first, as record() does: each statement below reads a fresh snapshot (READ
+            # COMMITTED), and a writer committing between them (moving last_result_id) or another node's prune
+            # would otherwise have rows deleted without a tombstone, or tombstoned twice (a unique violation).
+            await conn.execute("SELECT 1 FROM result_chain WHERE id = 1 FOR UPDATE")
             await conn.execute(v.pg(chain.TOMBSTONE_INSERT), time.time(), before)
             status: str = await conn.execute(v.pg(f"DELETE FROM results WHERE {chain.PRUNE_CONDITION}"), before)
         return int(status.rsplit(maxsplit=1)[-1])
