@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 from drwatch.config.model import parse_config
+from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Outcome, Result
+from drwatch.validators.vector.config import PineconeParquetExport
+from drwatch.validators.vector.pinecone_parquet import read_export
 from tests.support.helpers import free_port
 from tests.support.pinecone_standin import PineconeStandIn
 from tests.support.runs import open_runner
@@ -122,6 +125,29 @@ async def test_a_corrupt_export_fails(tmp_path: Path, standin: PineconeStandIn,
         assert flipped.outcome == Outcome.FAILED, flipped.findings
         assert codes(flipped) and codes(flipped) <= found, flipped.findings
         assert temp_indexes(standin) == []
+
+
+async def test_an_export_with_malformed_rows_fails(tmp_path: Path, standin: PineconeStandIn,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows that decode but are not vectors (a values column of plain numbers, metadata that is not a JSON
+    object): a bad backup, failed (`invalid_values`, `invalid_metadata`) before any index is created, never
+    `internal_error`. An export gone between the listing and the read: could not check (`location_unavailable`)."""
+    standin.create_index(PROD, DIM, "cosine", vectors())
+    path = write_export(tmp_path, vectors())
+    ids = sorted(vectors())
+    for table, code in ((pa.table({"id": ids, "values": [1.0] * len(ids)}), "invalid_values"),
+                        (pa.table({"id": ids, "values": [vectors()[i] for i in ids],
+                                   "metadata": ["{not json"] * len(ids)}), "invalid_metadata"),
+                        (pa.table({"id": ids, "values": [["x"] * DIM] * len(ids)}), "invalid_values")):
+        pq.write_table(table, path)
+        result = await check(tmp_path, standin, monkeypatch)
+        assert result.outcome == Outcome.FAILED, result.findings
+        assert codes(result) == {code}, result.findings
+    assert standin.requests_matching("POST", "/indexes") == [] and temp_indexes(standin) == []
+    path.unlink()
+    with pytest.raises(ValidatorError) as gone:
+        read_export(path, PineconeParquetExport(location="exports"), DIM, path.name)
+    assert gone.value.code == "location_unavailable"
 
 
 async def test_an_export_missing_vectors_fails(tmp_path: Path, standin: PineconeStandIn,

@@ -62,7 +62,11 @@ def read_export(path: Path, cols: PineconeParquetExport, dimension: int | None, 
         raise ValidatorError("extra_missing", f"a Pinecone Parquet export needs pyarrow: "
                              f"{PARQUET_VECTORS.install}") from None
     try:
-        pf = pq.ParquetFile(path)
+        fh = path.open("rb")  # the place unreadable (gone since listed, denied, I/O error): could not check
+    except OSError as exc:
+        raise ValidatorError("location_unavailable", f"cannot read {name}: {exc.strerror or exc}") from None
+    try:
+        pf = pq.ParquetFile(fh)
         names = pf.schema_arrow.names
         for col in (cols.id_column, cols.values_column):
             if col not in names:
@@ -76,6 +80,8 @@ def read_export(path: Path, cols: PineconeParquetExport, dimension: int | None, 
         raise
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError subclasses for damaged files
         raise DrillFailed("recovery_point_unreadable", f"{name}: {exc}") from None
+    finally:
+        fh.close()
     ids = table.column(cols.id_column).to_pylist()
     values = table.column(cols.values_column).to_pylist()
     metas = table.column(wanted[2]).to_pylist() if len(wanted) == 3 else [None] * len(ids)
@@ -88,15 +94,38 @@ def read_export(path: Path, cols: PineconeParquetExport, dimension: int | None, 
         if key in seen:
             raise DrillFailed("duplicate_ids", f"{name}: id {key!r} appears more than once")
         seen.add(key)
-        if dimension is not None and len(v) != dimension:
-            raise DrillFailed("dimension_mismatch", f"{name}: id {key!r} has {len(v)} values, production's index "
-                              f"{dimension}")
-        floats = [float(x) for x in v]
-        if not all(math.isfinite(x) for x in floats):
-            raise DrillFailed("invalid_values", f"{name}: id {key!r} has a value that is not a finite number")
-        meta = json.loads(m) if isinstance(m, str) and m else m if isinstance(m, dict) else None
-        rows.append((key, floats, meta))
+        rows.append((key, _values(v, key, name, dimension), _metadata(m, key, name)))
     return rows
+
+
+def _values(v: Any, key: str, name: str, dimension: int | None) -> list[float]:
+    """A row's vector: a list of finite numbers of production's dimension (else the export is bad)."""
+    if not isinstance(v, list):
+        raise DrillFailed("invalid_values", f"{name}: id {key!r} holds {type(v).__name__}, not a list of numbers")
+    if dimension is not None and len(v) != dimension:
+        raise DrillFailed("dimension_mismatch", f"{name}: id {key!r} has {len(v)} values, production's index "
+                          f"{dimension}")
+    try:
+        floats = [float(x) for x in v]
+    except (TypeError, ValueError):
+        floats = [math.nan]
+    if not all(math.isfinite(x) for x in floats):
+        raise DrillFailed("invalid_values", f"{name}: id {key!r} has a value that is not a finite number")
+    return floats
+
+
+def _metadata(m: Any, key: str, name: str) -> dict[str, Any] | None:
+    if isinstance(m, dict):
+        return m
+    if not isinstance(m, str) or not m:
+        return None
+    try:
+        meta = json.loads(m)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise DrillFailed("invalid_metadata", f"{name}: id {key!r} has metadata that is not a JSON object")
+    return meta
 
 
 async def _cost_guard(client: PineconeClient, backend: PineconeBackend, rows: int, name: str) -> None:
