@@ -492,6 +492,25 @@ def test_any_env_reference_must_be_a_variable_name() -> None:
     assert "EXAMPLEKEY" not in found[0][1]
 
 
+@pytest.mark.parametrize("where", ["location", "rds_snapshot"])
+@pytest.mark.parametrize("credential", ["access_key_id", "secret_access_key", "session_token"])
+def test_a_credential_has_one_source(where: str, credential: str) -> None:
+    """An AWS credential named both by variable and by file (which one would be used?) is refused, for an S3
+    location as for rds_snapshot (one model for both: the location once accepted two session tokens)."""
+    data = estate()
+    keys = {"access_key_id_env": "DR_KEY_ID", "secret_access_key_env": "DR_SECRET",
+            f"{credential}_env": "DR_EITHER", f"{credential}_file": "/run/credentials/either"}
+    if where == "location":
+        data["locations"]["bucket"] = {"kind": "s3", "bucket": "dr-copies", **keys}
+        expected_path = "locations.bucket"
+    else:
+        data["assets"]["weights"]["validators"].append({"kind": "rds_snapshot", "instance": "db1", **keys})
+        expected_path = f"assets.weights.validators[{len(data['assets']['weights']['validators']) - 1}]"
+    path, message = only_problem(data)
+    assert path == expected_path
+    assert f"set at most one of {credential}_env / {credential}_file" in message
+
+
 @pytest.mark.parametrize("listen", ["127.0.0.1", "127.0.0.1:", "localhost:http", "127.0.0.1:70000", ":10099"])
 def test_listen_needs_host_and_port(listen: str) -> None:
     """`http.listen` must be HOST:PORT with a numeric port in range and an explicit host."""

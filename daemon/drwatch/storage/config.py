@@ -44,7 +44,36 @@ class InventoryReportConfig(BaseModel):
     max_age: Duration = timedelta(hours=48)
 
 
-class S3LocationConfig(BaseModel):
+class AwsCredentialFields(BaseModel):
+    """Where an AWS client's credentials are (S3 locations, rds_snapshot): a named ``profile``, or explicit keys
+    by ``*_env`` / ``*_file`` (never inline; read by :func:`drwatch.storage.aws.read_credentials`), or neither:
+    the default credential chain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str | None = None
+    access_key_id_env: str | None = None
+    access_key_id_file: str | None = None
+    secret_access_key_env: str | None = None
+    secret_access_key_file: str | None = None
+    session_token_env: str | None = None
+    session_token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_per_credential(self) -> AwsCredentialFields:
+        for name in ("access_key_id", "secret_access_key", "session_token"):
+            if getattr(self, f"{name}_env") is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"set at most one of {name}_env / {name}_file")
+        has_key = self.access_key_id_env is not None or self.access_key_id_file is not None
+        has_secret = self.secret_access_key_env is not None or self.secret_access_key_file is not None
+        if has_key != has_secret:
+            raise ValueError("access key id and secret access key must be given together")
+        if has_key and self.profile is not None:
+            raise ValueError("use either 'profile' or explicit access keys, not both")
+        return self
+
+
+class S3LocationConfig(AwsCredentialFields):
     """An S3 bucket on AWS or any S3-compatible store. Read-only to drwatch except ``canary_prefix``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,13 +86,6 @@ class S3LocationConfig(BaseModel):
     provider: str = "aws"
     site: str = ""
     media: str | None = None
-    profile: str | None = None
-    access_key_id_env: str | None = None
-    access_key_id_file: str | None = None
-    secret_access_key_env: str | None = None
-    secret_access_key_file: str | None = None
-    session_token_env: str | None = None
-    session_token_file: str | None = None
     connect_timeout: Duration = timedelta(seconds=10)
     read_timeout: Duration = timedelta(seconds=60)
     max_attempts: int = Field(default=5, ge=1, le=20)
@@ -77,17 +99,7 @@ class S3LocationConfig(BaseModel):
     pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
     @model_validator(mode="after")
-    def _credentials(self) -> S3LocationConfig:
-        key = [self.access_key_id_env, self.access_key_id_file]
-        secret = [self.secret_access_key_env, self.secret_access_key_file]
-        if sum(v is not None for v in key) > 1 or sum(v is not None for v in secret) > 1:
-            raise ValueError("set at most one of *_env / *_file for each credential")
-        has_key = any(v is not None for v in key)
-        has_secret = any(v is not None for v in secret)
-        if has_key != has_secret:
-            raise ValueError("access key id and secret access key must be given together")
-        if has_key and self.profile is not None:
-            raise ValueError("use either 'profile' or explicit access keys, not both")
+    def _canary(self) -> S3LocationConfig:
         if self.canary_prefix is not None and not self.canary_prefix.strip("/"):
             raise ValueError("canary_prefix must be a non-empty prefix (e.g. drwatch-canary/)")
         return self

@@ -27,6 +27,7 @@ from drwatch.core.durations import Duration, format_duration
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.storage.aws import api_errors, aws_failure, read_credentials
+from drwatch.storage.config import AwsCredentialFields
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 _NOT_FOUND = {"DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault", "DBClusterNotFound"}
 
 
-class RdsSnapshotConfig(ValidatorConfigBase):
+class RdsSnapshotConfig(ValidatorConfigBase, AwsCredentialFields):
     kind: Literal["rds_snapshot"] = "rds_snapshot"
     instance: str | None = None  # DBInstanceIdentifier, or
     cluster: str | None = None  # DBClusterIdentifier (Aurora)
@@ -46,13 +47,6 @@ class RdsSnapshotConfig(ValidatorConfigBase):
     require_encrypted: bool = True
     min_retention: Duration | None = None  # backup retention period at least this (whole days)
     endpoint_url: str | None = None  # an RDS-compatible endpoint (tests); default AWS
-    profile: str | None = None
-    access_key_id_env: str | None = None
-    access_key_id_file: str | None = None
-    secret_access_key_env: str | None = None
-    secret_access_key_file: str | None = None
-    session_token_env: str | None = None
-    session_token_file: str | None = None
     connect_timeout: Duration = timedelta(seconds=10)
     read_timeout: Duration = timedelta(seconds=30)
     max_attempts: int = Field(default=3, ge=1, le=10)
@@ -61,15 +55,6 @@ class RdsSnapshotConfig(ValidatorConfigBase):
     def _target(self) -> RdsSnapshotConfig:
         if (self.instance is None) == (self.cluster is None):
             raise ValueError("set exactly one of 'instance' (DBInstanceIdentifier) or 'cluster' (DBClusterIdentifier)")
-        for name in ("access_key_id", "secret_access_key", "session_token"):
-            if getattr(self, f"{name}_env") is not None and getattr(self, f"{name}_file") is not None:
-                raise ValueError(f"set at most one of {name}_env / {name}_file")
-        keyed = [getattr(self, f"{n}_{s}") is not None for n in ("access_key_id", "secret_access_key")
-                 for s in ("env", "file")]
-        if (keyed[0] or keyed[1]) != (keyed[2] or keyed[3]):
-            raise ValueError("access key id and secret access key must be given together")
-        if (keyed[0] or keyed[1]) and self.profile is not None:
-            raise ValueError("use either 'profile' or explicit access keys, not both")
         return self
 
     def locations(self, asset: AssetView) -> list[str]:
