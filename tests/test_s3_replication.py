@@ -246,6 +246,32 @@ async def test_production_unreadable_is_error_not_failed(tmp_path: Path, moto: M
     assert [(f.code, f.subject) for f in throttled.findings] == [("unreachable", "production")]
 
 
+async def test_a_destination_whose_region_is_unreadable_is_error_even_beside_a_near_miss(
+        tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
+    """Two rules: the first (higher priority) to copy `vault`, whose endpoint nothing answers (its region cannot be
+    read), the second to copy `near` in production's own region. The first rule may well prove the copy: could not
+    check (`error`, the copy's `unreachable` finding), never `replication_same_region`. With `vault` readable the
+    first rule decides: ok."""
+    e = Estate(tmp_path, locs, moto)
+    near = bucket(moto, "repl-near", versioned=True, lock=True, region="us-east-1")
+    locs.s3("near", moto, near, site="dc-c")
+    replicate(moto, e.prod, rule(e.vault, rid="far", priority=2), rule(near, rid="same", priority=1))
+
+    def two_copies() -> dict[str, Any]:
+        return config(tmp_path, locs, ("prod", "data"), [("vault", "data"), ("near", "data")],
+                      validators=[{"kind": "s3_replication"}])
+
+    good, _ = await run(tmp_path, two_copies())
+    assert good.outcome == Outcome.OK, good.findings
+    nobody = SimpleNamespace(endpoint_url=f"http://127.0.0.1:{free_port()}", access_key=moto.access_key,
+                             secret_key=moto.secret_key, region=FAR)
+    locs.s3("vault", nobody, e.vault, site="dc-b", region=FAR, max_attempts=1, connect_timeout="1s")
+    unknown, _ = await run(tmp_path, two_copies())
+    assert unknown.outcome == Outcome.ERROR and critical(unknown) == [], unknown.findings
+    assert ("unreachable", "vault") in [(f.code, f.subject) for f in unknown.findings]
+    assert ("replication_same_region", Severity.WARNING) in [(f.code, f.severity) for f in unknown.findings]
+
+
 def test_config_is_checked(tmp_path: Path, locs: Locations, moto: MotoServer) -> None:
     """Production on a filesystem, and an unknown copy, are config errors with their paths."""
     (tmp_path / "p").mkdir()

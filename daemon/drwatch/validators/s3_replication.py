@@ -187,7 +187,12 @@ class S3ReplicationValidator:
                                     f"{klass}{', RTC' if rtc else ''})", copy.name))
             self._delete_markers(rule, rid, copy, findings)
             return True, False
-        if unknown_region and best[0] < 3:
+        if unknown_region:
+            # A rule whose destination's region could not be read may be the one that proves the copy: whatever
+            # the other rules miss, the run could not check (the miss is context, not the verdict).
+            if best[0] > 0:
+                findings.append(Finding(Severity.WARNING, _MISSES[best[0]], f"{best[1]} (a rule whose destination "
+                                        "could not be read may still prove the copy)", "production"))
             return False, True
         findings.append(Finding(Severity.CRITICAL, _MISSES[best[0]], best[1], "production"))
         return False, False
