@@ -10,6 +10,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import pytest
 
 from drwatch.core.model import Outcome
 from tests.test_store import T0, external_sql, opened, result, store_cfg
@@ -177,3 +178,37 @@ async def test_concurrent_prunes_and_writers_keep_the_chain(store_config: dict[s
     assert checked.intact, checked.problems
     assert sum(c for c in counts if isinstance(c, int)) + rest == n  # every old result pruned exactly once
     assert (checked.results, checked.pruned) == (8, n)
+
+
+async def test_migration_chains_in_batches(store_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schema 5 migration pages through the results: the links run on across its batches."""
+    from drwatch.store import chain
+
+    monkeypatch.setattr(chain, "MIGRATE_BATCH", 2)
+    await _schema4_store(store_config)  # three results: two batches
+    async with opened(store_cfg(store_config)) as store:
+        migrated = await store.chain_check()
+    assert migrated.intact, migrated.problems
+    assert (migrated.results, migrated.head_id) == (3, 3)
+
+
+async def test_a_big_store_migrates_within_the_command_timeout(store_config: dict[str, Any]) -> None:
+    """200,000 results of a schema 4 PostgreSQL store are chained on open with a 2 s command timeout: no one
+    statement covers them all (an UPDATE per row in one executemany ran past it, and the daemon could never open
+    its store after the upgrade)."""
+    if "postgres" not in store_config:
+        return  # SQLite has no command timeout; test_migration_chains_in_batches covers its batches
+    from drwatch.store.postgres import PostgresStore
+
+    await _schema4_store(store_config)
+    await external_sql(store_config, "INSERT INTO results (run_id, asset, validator, kind, outcome, started_at, "
+                                     f"finished_at, figures, findings, copies) SELECT 'big-' || i, 'data', 'replica', "
+                                     f"'replica', 'ok', {T0} + i, {T0} + i + 1, '{{}}', '[]', '[]' "
+                                     "FROM generate_series(1, 200000) AS i")
+    store = PostgresStore(os.environ[store_config["postgres"]["dsn_env"]], command_timeout=2.0)
+    await store.open()
+    await store.close()
+    async with opened(store_cfg(store_config)) as reader:  # verifying reads them all: the default timeout
+        checked = await reader.chain_check()
+    assert checked.intact, checked.problems[:3]
+    assert checked.results == 200_003

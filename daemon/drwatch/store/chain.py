@@ -70,10 +70,18 @@ def digest(prev: str, values: Sequence[Any]) -> str:
     return hashlib.sha256(_CONTEXT + payload.encode()).hexdigest()
 
 
-def link_existing(rows: Iterable[Sequence[Any]]) -> tuple[list[tuple[str, str, int]], int, str]:
-    """Chain rows ``(id, *CHAIN_COLUMNS)`` in id order from the genesis: the (prev, digest, id) updates,
-    and the head (last id, digest). Used once, by the schema 5 migration."""
-    prev, last_id, updates = GENESIS, 0, []
+# The schema 5 migration chains the stored results in batches of this many (keyset pages by id): a big store
+# is never held in memory at once, and each statement stays well within the store's command timeout.
+MIGRATE_BATCH = 5000
+SELECT_UNCHAINED = f"SELECT id, {CHAIN_COLUMNS} FROM results WHERE id > ? ORDER BY id LIMIT ?"
+
+
+def link_existing(rows: Iterable[Sequence[Any]], prev: str = GENESIS,
+                  last_id: int = 0) -> tuple[list[tuple[str, str, int]], int, str]:
+    """Chain rows ``(id, *CHAIN_COLUMNS)`` in id order after ``prev`` (the genesis, or the last digest of the
+    batch before): the (prev, digest, id) updates, and the head (last id, digest). Used by the schema 5
+    migration, one batch at a time."""
+    updates: list[tuple[str, str, int]] = []
     for row in rows:
         d = digest(prev, row[1:])
         updates.append((prev, d, int(row[0])))

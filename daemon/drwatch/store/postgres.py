@@ -72,11 +72,16 @@ MIGRATIONS: dict[int, list[str]] = {
 
 
 async def _chain_existing(conn: asyncpg.Connection) -> None:
-    """Schema 5: chain the results stored so far, in id order, and write the head."""
-    rows = await conn.fetch(f"SELECT id, {chain.CHAIN_COLUMNS} FROM results ORDER BY id")
-    updates, last_id, head = chain.link_existing(tuple(r) for r in rows)
-    if updates:
-        await conn.executemany("UPDATE results SET prev_digest = $1, digest = $2 WHERE id = $3", updates)
+    """Schema 5: chain the results stored so far, in id order, and write the head. In batches: a big store is
+    never held in memory at once, each statement stays within the command timeout (one UPDATE per row of
+    millions did not), and the hashing runs off the event loop."""
+    last_id, head = 0, chain.GENESIS
+    while rows := await conn.fetch(v.pg(chain.SELECT_UNCHAINED), last_id, chain.MIGRATE_BATCH):
+        updates, last_id, head = await asyncio.to_thread(chain.link_existing, [tuple(r) for r in rows], head,
+                                                         last_id)
+        prevs, digests, ids = zip(*updates, strict=True)
+        await conn.execute("UPDATE results r SET prev_digest = u.p, digest = u.d FROM unnest($1::text[], "
+                           "$2::text[], $3::bigint[]) AS u(p, d, id) WHERE r.id = u.id", prevs, digests, ids)
     await conn.execute("INSERT INTO result_chain (id, last_id, head) VALUES (1, $1, $2)", last_id, head)
 
 _MIGRATION_LOCK = 0x64727761  # advisory lock key ("drwa"): one node migrates at a time

@@ -49,10 +49,12 @@ MIGRATIONS: dict[int, list[str]] = {
 
 
 def _chain_existing(conn: sqlite3.Connection) -> None:
-    """Schema 5: chain the results stored so far, in id order, and write the head."""
-    rows = conn.execute(f"SELECT id, {chain.CHAIN_COLUMNS} FROM results ORDER BY id")
-    updates, last_id, head = chain.link_existing(rows)
-    conn.executemany("UPDATE results SET prev_digest = ?, digest = ? WHERE id = ?", updates)
+    """Schema 5: chain the results stored so far, in id order (in batches: a big store is never held in
+    memory at once), and write the head."""
+    last_id, head = 0, chain.GENESIS
+    while rows := conn.execute(chain.SELECT_UNCHAINED, (last_id, chain.MIGRATE_BATCH)).fetchall():
+        updates, last_id, head = chain.link_existing(rows, head, last_id)
+        conn.executemany("UPDATE results SET prev_digest = ?, digest = ? WHERE id = ?", updates)
     conn.execute("INSERT INTO result_chain (id, last_id, head) VALUES (1, ?, ?)", (last_id, head))
 
 
