@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.helpers import REPO, DaemonProcess, PrometheusServer, free_port, run_cli
+from tests.support.helpers import REPO, DaemonProcess, PrometheusServer, ServerProcess, free_port, run_cli
 
 RULES = REPO / "deploy" / "prometheus" / "drwatch.rules.yml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
@@ -99,15 +98,14 @@ class Webhook:
                               indent=1)
 
 
-class Alertmanager:
+class Alertmanager(ServerProcess):
     """A real Alertmanager (Debian's) on a free loopback port, no clustering, temporary storage."""
 
     def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
         self.workdir = workdir
         self.config = config
         self.port = free_port()
-        self.log_path = workdir / "alertmanager.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir / "alertmanager.log")
 
     def start(self, timeout: float = 20) -> None:
         assert os.access(ALERTMANAGER_BIN, os.X_OK), f"{ALERTMANAGER_BIN} is missing: run scripts/ops-deps.sh"
@@ -129,22 +127,6 @@ class Alertmanager:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 class RulesPrometheus(PrometheusServer):

@@ -308,7 +308,32 @@ class NotifySocket:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class PrometheusServer:
+class ServerProcess:
+    """A server started in its own session (``start_new_session=True``) writing to ``log_path``: ``stop()``
+    terminates it (its session killed after 10 s), ``log()`` is what it wrote so far."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class PrometheusServer(ServerProcess):
     """A real Prometheus (``/usr/bin/prometheus``) on a free loopback port with a temporary TSDB."""
 
     def __init__(self, workdir: Path, targets: list[str], scrape_interval: str = "1s",
@@ -324,8 +349,7 @@ class PrometheusServer:
         self.scrape_interval = scrape_interval
         self.binary = binary
         self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "prometheus.log"
+        super().__init__(workdir / "prometheus.log")
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -367,22 +391,6 @@ class PrometheusServer:
                 return result
             time.sleep(0.25)
         raise AssertionError(f"no result for {expr!r} within {timeout}s:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
 
 
 def processes_mentioning(text: str) -> list[int]:
