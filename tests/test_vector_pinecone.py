@@ -22,12 +22,12 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.validators.vector.pinecone import (
+from drwatch.validators.vector.pinecone_api import PineconeClient
+from drwatch.validators.vector.pinecone_temp import (
     created_from_name,
     sweep_pinecone_orphans,
     temp_index_name,
 )
-from drwatch.validators.vector.pinecone_api import PineconeClient
 from tests.support.helpers import free_port
 from tests.support.pinecone_standin import BackupFault, PineconeStandIn, pinecone_standin
 from tests.support.runs import open_runner

@@ -5,7 +5,7 @@ Talks to Pinecone's REST API version 2025-10 through :mod:`drwatch.validators.ve
 aiohttp
 client; the ``pinecone`` SDK is not needed). One run:
 
-1. removes orphaned temporary indexes of earlier runs (:func:`sweep_project`);
+1. removes orphaned temporary indexes of earlier runs (:func:`.pinecone_temp.sweep_project`);
 2. lists the production index's backups: none finished → ``failed`` (``no_backup``); the newest older
    than the asset's RPO → ``failed`` (``backup_stale``, no drill: its outcome is already known);
 3. applies the **cost guard** (below); a refusal is ``error`` (``cost_guard``): the backup was not checked;
@@ -34,155 +34,35 @@ the project's restore jobs into ``drwatch-drill-*`` indexes over the last 24 h (
 
 **Orphans.** A temporary index is orphaned when its owner process (host + PID tags) is gone on this host,
 or when it is older than the longest timeout of any Pinecone drill in the config plus 5 minutes (an owner
-on another host). :func:`sweep_pinecone_orphans` does this at daemon start; each run repeats it.
+on another host). ``pinecone_temp.sweep_pinecone_orphans`` does this at daemon start; each run repeats it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
-import secrets
-import socket
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drwatch.core.durations import format_duration
-from drwatch.core.errors import ConfigError, DrillFailed, ValidatorError
+from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.validators.base import RunContext
 from drwatch.validators.vector.config import PineconeBackend
+from drwatch.validators.vector.pinecone_temp import (
+    TEMP_PREFIX,
+    TempIndex,
+    connect,
+    owner_tags,
+    rto_exceeded,
+    temp_index_name,
+)
 from drwatch.validators.vector.queries import configured_queries
 
 if TYPE_CHECKING:
-    from drwatch.validators.base import ConfigView
     from drwatch.validators.vector.config import VectorRestoreConfig
     from drwatch.validators.vector.pinecone_api import PineconeClient
     from drwatch.validators.vector.pinecone_model import Backup, IndexInfo
 
-TEMP_PREFIX = "drwatch-drill-"  # the same as drwatch.validators.vector.pinecone_api.TEMP_PREFIX (kept import-free here)
-ORPHAN_MARGIN = 300.0
-REMOVE_BUDGET = 60.0  # seconds the deletion of a temporary index may take, after the run's deadline too
 DAY = 86400.0
-_TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def temp_index_name(now: float) -> str:
-    """``drwatch-drill-<creation time, base 36>-<8 hex>`` (29 characters; Pinecone allows 45)."""
-    stamp, digits = int(now), ""
-    while True:
-        stamp, rem = divmod(stamp, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[rem] + digits
-        if not stamp:
-            break
-    return f"{TEMP_PREFIX}{digits}-{secrets.token_hex(4)}"
-
-
-def created_from_name(name: str) -> float | None:
-    match = re.fullmatch(re.escape(TEMP_PREFIX) + r"([0-9a-z]{1,12})-[0-9a-f]{8}", name)
-    return float(int(match.group(1), 36)) if match else None
-
-
-def _tag(value: str) -> str:
-    return _TAG_UNSAFE.sub("_", value)[:120]
-
-
-def owner_tags(run_id: str) -> dict[str, str]:
-    return {"drwatch_host": _tag(socket.gethostname()), "drwatch_pid": str(os.getpid()),
-            "drwatch_run": _tag(run_id)}
-
-
-def _owner_alive(tags: dict[str, str], created: float) -> bool:
-    """The owning process runs on this host and is the one that created the index (not a reused PID)."""
-    from drwatch.core.sandbox import _pid_alive, _process_start_time
-
-    if tags.get("drwatch_host") != _tag(socket.gethostname()):
-        return True  # another host's: only age tells
-    try:
-        pid = int(tags.get("drwatch_pid", ""))
-    except ValueError:
-        return False
-    if pid <= 0 or not _pid_alive(pid):
-        return False
-    started = _process_start_time(pid)
-    return started is None or started <= created + 2.0
-
-
-def orphan_grace(config: ConfigView) -> float:
-    """Longest timeout of any Pinecone drill in the config, plus a margin: no live run is older."""
-    longest = 0.0
-    for _asset, vcfg in _pinecone_validators(config):
-        longest = max(longest, vcfg.effective_timeout(config))
-    return (longest or config.limits.default_timeout.total_seconds()) + ORPHAN_MARGIN
-
-
-def _pinecone_validators(config: ConfigView) -> list[tuple[str, Any]]:
-    return [(name, v) for name, asset in config.assets.items() for v in asset.validators
-            if v.kind == "vector_restore" and isinstance(getattr(v, "backend", None), PineconeBackend)]
-
-
-async def sweep_project(client: PineconeClient, grace: float, now: float, log: Any = None) -> list[str]:
-    """Delete this project's orphaned ``drwatch-drill-*`` indexes; returns their names."""
-    removed = []
-    for idx in await client.list_indexes():
-        created = created_from_name(idx.name)
-        if created is None:  # not a name drwatch makes: never touched
-            continue
-        if now - created <= grace and _owner_alive(idx.tags, created):
-            continue
-        if await client.delete_index(idx.name):
-            removed.append(idx.name)
-            if log is not None:
-                log.warning("pinecone_orphan_deleted", index=idx.name, age_seconds=round(now - created))
-    return removed
-
-
-async def sweep_pinecone_orphans(config: ConfigView, log: Any = None, budget: float = 120.0) -> list[str]:
-    """Start-up sweep for the daemon: every Pinecone project named by a ``vector_restore`` validator.
-
-    Never raises for Pinecone or secret problems (they are logged; every run sweeps again); each project
-    gets at most ``budget`` seconds.
-    """
-    projects: dict[tuple[str, str | None, str | None], PineconeBackend] = {}
-    for _asset, vcfg in _pinecone_validators(config):
-        b = vcfg.backend
-        projects.setdefault((b.control_url, b.api_key_env, b.api_key_file), b)
-    if not projects:
-        return []
-    from drwatch.core.secrets import read_secret
-    from drwatch.validators.vector import pinecone_api as pc
-
-    grace, removed = orphan_grace(config), []
-    loop = asyncio.get_running_loop()
-    for backend in projects.values():
-        until = loop.time() + budget
-
-        def remaining(until: float = until) -> float:
-            return until - loop.time()
-
-        try:
-            key = await asyncio.to_thread(read_secret, "api_key", backend.api_key_env, backend.api_key_file,
-                                          config.base_dir)
-            async with pc.PineconeClient(key, control_url=backend.control_url,
-                                         request_timeout=backend.request_timeout.total_seconds(),
-                                         max_attempts=backend.max_attempts, remaining=remaining) as client:
-                removed += await sweep_project(client, grace, time.time(), log)
-        except (pc.PineconeUnavailable, ConfigError) as exc:
-            if log is not None:
-                log.warning("pinecone_orphan_sweep_failed", control_url=backend.control_url,
-                            error=getattr(exc, "code", "secret_unavailable"))
-    return removed
-
-
-async def _api_key(ctx: RunContext, backend: PineconeBackend) -> str:
-    from drwatch.core.secrets import read_secret
-
-    try:
-        return await asyncio.to_thread(read_secret, "backend.api_key", backend.api_key_env, backend.api_key_file,
-                                       ctx.config.base_dir)
-    except ConfigError as exc:
-        raise ValidatorError("secret_unavailable", "; ".join(str(p) for p in exc.problems)) from None
 
 
 async def _cost_guard(client: PineconeClient, backend: PineconeBackend, backup: Backup, now: float) -> None:
@@ -198,28 +78,6 @@ async def _cost_guard(client: PineconeClient, backend: PineconeBackend, backup: 
     if len(recent) >= backend.max_drills_per_day:
         raise ValidatorError("cost_guard", f"{len(recent)} drills restored in the last 24 h (max_drills_per_day="
                                            f"{backend.max_drills_per_day}): drill refused")
-
-
-async def _remove_temp(client: PineconeClient, name: str, log: Any) -> bool:
-    """Delete the temporary index, shielded from cancellation and bounded; False when it could not be."""
-    from drwatch.validators.vector.pinecone_api import PineconeUnavailable
-
-    async def delete() -> bool:
-        try:
-            await client.delete_index(name, budget=REMOVE_BUDGET)
-            return True
-        except PineconeUnavailable as exc:
-            log.warning("pinecone_temp_index_not_deleted", index=name, code=exc.code)
-            return False
-
-    task = asyncio.ensure_future(delete())
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):  # a second cancellation stops the wait, not the delete
-            await asyncio.wait_for(asyncio.shield(task), timeout=REMOVE_BUDGET)
-        raise
-
 
 async def _wait_ready(ctx: RunContext, client: PineconeClient, job_id: str, name: str, backup: Backup,
                       poll: float) -> IndexInfo:
@@ -248,17 +106,7 @@ async def _newest_backup(client: PineconeClient, index: str) -> tuple[Backup, fl
     assert newest.created is not None
     return newest, newest.created
 
-
-def _rto_exceeded(ctx: RunContext, restore_seconds: float, index: str) -> list[Finding]:
-    rto = ctx.asset.rto
-    if rto is None or restore_seconds <= rto.total_seconds():
-        return []
-    return [Finding(Severity.WARNING, "rto_exceeded", f"restore took {format_duration(restore_seconds)}"
-                    f" (RTO {format_duration(rto.total_seconds())})", index)]
-
-
 async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report:
-    from drwatch.validators.vector import pinecone_api as pc
     from drwatch.validators.vector.pinecone_compare import compare
 
     backend = cfg.backend
@@ -269,17 +117,7 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     def bad(code: str, message: str) -> None:
         findings.append(Finding(Severity.CRITICAL, code, message, backend.index))
 
-    key = await _api_key(ctx, backend)
-    client = await ctx.exit_stack.enter_async_context(pc.PineconeClient(
-        key, control_url=backend.control_url, request_timeout=backend.request_timeout.total_seconds(),
-        max_attempts=backend.max_attempts, remaining=ctx.remaining))
-    swept = await sweep_project(client, orphan_grace(ctx.config), ctx.clock(), ctx.log)
-    if swept:
-        findings.append(Finding(Severity.INFO, "orphans_deleted", f"deleted {len(swept)} orphaned temporary "
-                                                                  "index(es) of earlier runs"))
-    prod = await client.describe_index(backend.index)
-    if prod is None:
-        raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
+    client, prod = await connect(ctx, backend, findings)
     # Before anything is billed: a bad query file is our error, found without a restore.
     configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
     newest, created = await _newest_backup(client, backend.index)
@@ -293,13 +131,7 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     await _cost_guard(client, backend, newest, now)
 
     name = temp_index_name(now)
-    removed = False
-
-    async def fallback() -> None:
-        if not removed:
-            await _remove_temp(client, name, ctx.log)
-
-    ctx.exit_stack.push_async_callback(fallback)  # before the create: a lost answer still gets cleaned up
+    temp_index = TempIndex(ctx, client, name)
     loop = asyncio.get_running_loop()
     started = loop.time()
     job = await client.create_index_from_backup(newest.backup_id, name, owner_tags(ctx.run_id))
@@ -307,12 +139,8 @@ async def run_pinecone_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Repor
     temp = await _wait_ready(ctx, client, job, name, newest, backend.poll_interval.total_seconds())
     restore_seconds = loop.time() - started
     figures["restore_seconds"] = restore_seconds
-    findings += _rto_exceeded(ctx, restore_seconds, backend.index)
+    findings += rto_exceeded(ctx, restore_seconds, backend.index)
     await compare(cfg, client, prod, temp, newest, bad, findings, figures, configured)
-    removed = await _remove_temp(client, name, ctx.log)
-    if not removed:
-        findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
-                                "deleted; the next run's orphan sweep retries", name))
-    removed = True  # one attempt from here; the fallback would only repeat it
+    await temp_index.delete(findings)
     outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
     return Report(outcome, tuple(findings), figures, recovery_point=created)

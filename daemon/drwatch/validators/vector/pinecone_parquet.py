@@ -31,13 +31,12 @@ from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.validators.postgres import pgdump
 from drwatch.validators.vector.config import PineconeBackend, PineconeParquetExport
-from drwatch.validators.vector.pinecone import (
-    _api_key,
-    _remove_temp,
-    _rto_exceeded,
-    orphan_grace,
+from drwatch.validators.vector.pinecone_temp import (
+    TEMP_PREFIX,
+    TempIndex,
+    connect,
     owner_tags,
-    sweep_project,
+    rto_exceeded,
     temp_index_name,
 )
 from drwatch.validators.vector.queries import configured_queries
@@ -129,8 +128,6 @@ def _metadata(m: Any, key: str, name: str) -> dict[str, Any] | None:
 
 
 async def _cost_guard(client: PineconeClient, backend: PineconeBackend, rows: int, name: str) -> None:
-    from drwatch.validators.vector.pinecone_api import TEMP_PREFIX
-
     if rows > backend.max_records:
         raise ValidatorError("cost_guard", f"export {name} holds {rows} vectors, more than "
                                            f"max_records={backend.max_records}: drill refused")
@@ -167,7 +164,7 @@ async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report
     def bad(code: str, message: str) -> None:
         findings.append(Finding(Severity.CRITICAL, code, message, backend.index))
 
-    client, prod = await _connect(ctx, backend, findings)
+    client, prod = await connect(ctx, backend, findings)
     configured = await configured_queries(ctx, cfg, prod.dimension, f"index {backend.index}")
     exports, newest = await _newest_export(ctx, backend.parquet)
     now = ctx.clock()
@@ -187,25 +184,6 @@ async def run_parquet_drill(ctx: RunContext, cfg: VectorRestoreConfig) -> Report
                  configured)
     outcome = Outcome.FAILED if any(f.severity == Severity.CRITICAL for f in findings) else Outcome.OK
     return Report(outcome, tuple(findings), figures, recovery_point=newest.mtime)
-
-
-async def _connect(ctx: RunContext, backend: PineconeBackend,
-                   findings: list[Finding]) -> tuple[PineconeClient, IndexInfo]:
-    """The Pinecone client (closed with the run), the project swept of earlier runs' orphans, production's index."""
-    from drwatch.validators.vector import pinecone_api as pc
-
-    key = await _api_key(ctx, backend)
-    client = await ctx.exit_stack.enter_async_context(pc.PineconeClient(
-        key, control_url=backend.control_url, request_timeout=backend.request_timeout.total_seconds(),
-        max_attempts=backend.max_attempts, remaining=ctx.remaining))
-    swept = await sweep_project(client, orphan_grace(ctx.config), ctx.clock(), ctx.log)
-    if swept:
-        findings.append(Finding(Severity.INFO, "orphans_deleted", f"deleted {len(swept)} orphaned temporary "
-                                                                  "index(es) of earlier runs"))
-    prod = await client.describe_index(backend.index)
-    if prod is None:
-        raise ValidatorError("production_not_found", f"Pinecone index {backend.index} does not exist")
-    return client, prod
 
 
 async def _newest_export(ctx: RunContext,
@@ -239,13 +217,7 @@ async def _drill(ctx: RunContext, cfg: VectorRestoreConfig, r: _Restored, bad: C
     backend = cfg.backend
     assert isinstance(backend, PineconeBackend)
     client, prod, newest, rows, name = r.client, r.prod, r.newest, r.rows, r.name
-    removed = False
-
-    async def fallback() -> None:
-        if not removed:
-            await _remove_temp(client, name, ctx.log)
-
-    ctx.exit_stack.push_async_callback(fallback)  # before the create: a lost answer still gets cleaned up
+    temp_index = TempIndex(ctx, client, name)
     loop = asyncio.get_running_loop()
     started = loop.time()
     poll = backend.poll_interval.total_seconds()
@@ -256,13 +228,9 @@ async def _drill(ctx: RunContext, cfg: VectorRestoreConfig, r: _Restored, bad: C
     await _settled(ctx, client, temp.host, len(rows), poll)
     restore_seconds = loop.time() - started
     figures["restore_seconds"] = restore_seconds
-    findings += _rto_exceeded(ctx, restore_seconds, backend.index)
+    findings += rto_exceeded(ctx, restore_seconds, backend.index)
     backup = Backup(backup_id=newest.name, name=newest.name, source_index_name=backend.index, status="Ready",
                     created=newest.mtime, record_count=len(rows), namespace_count=1, dimension=prod.dimension,
                     metric=prod.metric, size_bytes=newest.size)
     await compare(cfg, client, prod, temp, backup, bad, findings, figures, configured)
-    removed = await _remove_temp(client, name, ctx.log)
-    if not removed:
-        findings.append(Finding(Severity.WARNING, "temp_index_not_deleted", f"temporary index {name} could not be "
-                                "deleted; the next run's orphan sweep retries", name))
-    removed = True
+    await temp_index.delete(findings)

@@ -32,7 +32,8 @@ from drwatch.validators.base import RunContext
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
 from drwatch.validators.vector.config import PgvectorBackend, VectorRestoreConfig
 from drwatch.validators.vector.pgvector import run_pgvector_drill
-from drwatch.validators.vector.pinecone import run_pinecone_drill, sweep_pinecone_orphans
+from drwatch.validators.vector.pinecone import run_pinecone_drill
+from drwatch.validators.vector.pinecone_temp import sweep_pinecone_orphans
 
 if TYPE_CHECKING:
     pass
