@@ -14,7 +14,7 @@ import pytest
 from drwatch.storage.filesystem import MANIFEST_NAME
 from drwatch.storage.hashing import CHUNK, SMALL, HashCancelled, HashPool, ReferenceUnreadable, compare_files
 from tests.support.helpers import basic_config, populate, run_cli, write_config
-from tests.test_replica import check_unprivileged, json_states, json_subjects
+from tests.test_replica import check_denied, check_unprivileged, json_states, json_subjects
 
 
 def _tree(root: Path, n: int, size: int = 300) -> list[Path]:
@@ -145,11 +145,7 @@ def test_unreadable_production_file_is_could_not_check(tmp_path: Path, big: bool
     makes the run an error — never a mismatch or missing file of the copy."""
     populate(tmp_path, copies=1, files=_files(big))
     bad = tmp_path / "prod" / "data" / "part-1.bin"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
-    finally:
-        bad.chmod(0o644)
+    res = check_denied(bad, write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
     codes = {f["code"] for f in res["findings"]}
     assert res["outcome"] == "error", res["findings"]
     assert not codes & {"content_mismatch", "missing_file"}, res["findings"]
@@ -162,11 +158,7 @@ def test_unreadable_copy_file_is_an_error_of_that_object(tmp_path: Path, big: bo
     other files are still proven; the run is an error, not failed."""
     populate(tmp_path, copies=1, files=_files(big))
     bad = tmp_path / "copy1" / "data" / "part-3.bin"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
-    finally:
-        bad.chmod(0o644)
+    res = check_denied(bad, write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
     assert res["outcome"] == "error", res["findings"]
     assert json_subjects(res, "unreadable") == ["copy1:part-3.bin"]
     assert json_states(res) == {"production": "verified", "copy1": "error"}

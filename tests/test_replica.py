@@ -451,6 +451,17 @@ def check_unprivileged(config: Path) -> dict[str, Any]:
     return dict(res)
 
 
+def check_denied(path: Path, config: Path) -> dict[str, Any]:
+    """``check_unprivileged`` while ``path`` has mode 000 (its mode restored afterwards, so tmp_path can be
+    removed)."""
+    mode = path.stat().st_mode & 0o7777
+    path.chmod(0)
+    try:
+        return check_unprivileged(config)
+    finally:
+        path.chmod(mode)
+
+
 def split_files() -> dict[str, bytes]:
     return {f"{d}/part-{i:05d}.csv": f"{d},{i}\n".encode() * 50 for d in ("train", "validation") for i in range(5)}
 
@@ -476,11 +487,7 @@ def test_unreadable_directory_is_could_not_check_and_the_rest_is_still_proven(
     if also_missing:
         (tmp_path / "copy1" / "data" / "validation" / "part-00003.csv").unlink()
     bad = tmp_path / "copy1" / "data" / "train"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
-    finally:
-        bad.chmod(0o755)
+    res = check_denied(bad, write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
     assert json_subjects(res, "unreadable") == ["copy1:train/"], res["findings"]
     copy1 = next(c for c in res["copies"] if c["copy"] == "copy1")
     assert copy1["objects"]["verified"] == 5 - also_missing
@@ -500,11 +507,7 @@ def test_unreadable_production_directory_without_seal_is_an_error(tmp_path: Path
     cannot be referenced, so the run is an error (permission_denied), never files "missing" from the copies."""
     populate(tmp_path, copies=1, files=split_files())
     bad = tmp_path / "prod" / "data" / "train"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
-    finally:
-        bad.chmod(0o755)
+    res = check_denied(bad, write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
     assert res["outcome"] == "error", res["findings"]
     assert [f["code"] for f in res["findings"]] == ["permission_denied"]
 
@@ -518,11 +521,7 @@ def test_unreadable_production_root_is_an_error_not_a_crash(tmp_path: Path, seal
     if sealed:
         asyncio.run(seal(tmp_path / "prod" / "data"))
     bad = tmp_path / "prod" / "data"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
-    finally:
-        bad.chmod(0o755)
+    res = check_denied(bad, write_config(tmp_path / "drwatch.yaml", basic_config(tmp_path, copies=1)))
     codes = [f["code"] for f in res["findings"]]
     assert res["outcome"] == "error", res["findings"]
     assert "internal_error" not in codes and "permission_denied" in codes, res["findings"]
@@ -550,10 +549,6 @@ def test_ledger_keeps_the_rows_of_a_directory_that_could_not_be_listed(tmp_path:
     before = copy_rows()
     assert len(before) == 10
     bad = tmp_path / "copy1" / "data" / "train"
-    bad.chmod(0)
-    try:
-        res = check_unprivileged(config)
-    finally:
-        bad.chmod(0o755)
+    res = check_denied(bad, config)
     assert res["outcome"] == "error" and json_subjects(res, "unreadable") == ["copy1:train/"]
     assert copy_rows() == before
