@@ -182,6 +182,26 @@ async def test_a_wrong_store_path_is_unavailable_not_an_empty_report(tmp_path: P
     assert not (tmp_path / "typo").exists() and not (tmp_path / "x.json").exists()
 
 
+async def test_a_corrupt_store_is_unavailable_not_a_traceback(tmp_path: Path) -> None:
+    """A store that opens but cannot be read (SQLite pages overwritten: a bad disk, a torn copy) makes report
+    and verify-report exit 69 with SQLite's reason, not crash with a traceback (exit 1)."""
+    store = tmp_path / "state.sqlite"
+    cfg_path = await _estate(tmp_path, {"sqlite": str(store)})
+    _report(cfg_path, tmp_path / "r.json")
+    size = store.stat().st_size
+    with store.open("r+b") as fh:  # every 7th page from a third in: the results' b-tree, not the header
+        for offset in range(size // 3, size, 4096 * 7):
+            fh.seek(offset)
+            fh.write(b"\xff" * 512)
+    for args in (("report", "-c", str(cfg_path), "--format", "json", "--out", str(tmp_path / "x.json")),
+                 ("verify-report", "-c", str(cfg_path), str(tmp_path / "r.json"))):
+        proc = run_cli(*args)
+        assert proc.returncode == 69, (args[0], proc.returncode, proc.stderr)
+        assert f"drwatch {args[0]}: cannot read the store {store}: " in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "TAMPERED" not in proc.stdout
+    assert not (tmp_path / "x.json").exists()
+
+
 async def test_a_report_checked_against_another_store_says_so(tmp_path: Path) -> None:
     """A report verified with the configuration of another estate (another store): every result differs, and
     the first line says why that may be, before the per-result lines."""

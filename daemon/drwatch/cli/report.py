@@ -6,12 +6,42 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from drwatch.cli.common import missing_store, run_configured
 from drwatch.core.errors import EXIT_CANTCREAT, EXIT_CONFIG, EXIT_NOINPUT, EXIT_NONCOMPLIANT, EXIT_OK
 from drwatch.core.textsafe import escape
+
+T = TypeVar("T")
+
+
+async def _read_store(cfg: Any, read: Callable[[Any], Awaitable[T]]) -> T:
+    """``read(store)`` on the configured store, opened for it and closed after. A store that cannot be read
+    (a corrupt SQLite file, a PostgreSQL server lost or timing out) is ``store_unavailable`` (exit 69), not a
+    traceback."""
+    import sqlite3
+
+    from drwatch.core.errors import ValidatorError
+    from drwatch.store import open_store
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, TimeoutError)
+    if cfg.store.postgres is not None:
+        import asyncpg
+
+        errors += (asyncpg.PostgresError, asyncpg.InterfaceError)
+    store = open_store(cfg)
+    await store.open()
+    try:
+        return await read(store)
+    except errors as exc:
+        # SQLite's and the PostgreSQL server's reasons name no password; a lost connection: its type only.
+        reason = str(exc) if isinstance(exc, sqlite3.Error) or hasattr(exc, "sqlstate") else type(exc).__name__
+        where = f" {cfg.sqlite_path()}" if cfg.store.postgres is None else ""
+        raise ValidatorError("store_unavailable", f"cannot read the store{where}: {reason}") from None
+    finally:
+        await store.close()
 
 
 def _signer(cfg: Any) -> Any:
@@ -26,7 +56,6 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.core.durations import parse_duration
     from drwatch.formats.sealsign import SigningKeyError
     from drwatch.reporting import build, html, integrity
-    from drwatch.store import open_store
 
     try:
         span = parse_duration(args.since)
@@ -47,12 +76,7 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
         return missing
     until = time.time()
     since = until - span
-    store = open_store(cfg)
-    await store.open()
-    try:
-        rows = await store.history_rows(since, until)
-    finally:
-        await store.close()
+    rows = await _read_store(cfg, lambda store: store.history_rows(since, until))
     doc = build.build(cfg, rows, since, until, args.asset or None, every_run=args.format == "json")
     data = (integrity.seal_json(doc, signer) if args.format == "json"
             else integrity.seal_html(html.render(doc), signer))
@@ -82,7 +106,6 @@ async def _verify(cfg: Any, args: argparse.Namespace, data: bytes) -> int:
     from drwatch.formats.sealsign import SealKeyError, SigningKeyError, load_public_key
     from drwatch.reporting import integrity
     from drwatch.reporting.verify import compare
-    from drwatch.store import open_store
 
     try:
         if args.public_key:
@@ -101,12 +124,7 @@ async def _verify(cfg: Any, args: argparse.Namespace, data: bytes) -> int:
         missing = missing_store(cfg, "drwatch verify-report")
         if missing is not None:
             return missing
-        store = open_store(cfg)
-        await store.open()
-        try:
-            chain = await store.chain_check()
-        finally:
-            await store.close()
+        chain = await _read_store(cfg, lambda store: store.chain_check())
         findings = compare(evidence, chain)
         checked = len(evidence.get("results") or [])
     for p in problems:
