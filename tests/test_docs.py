@@ -108,3 +108,19 @@ def test_every_finding_code_is_documented() -> None:
     missing = {code: where for code, where in codes.items()
                if code not in documented and not code.startswith("sandbox_")}
     assert not missing, missing
+
+
+def test_commands_the_docs_name_exist() -> None:
+    """Every `drwatch COMMAND` quoted in README.md and docs/*.md is a subcommand of the CLI (a renamed or
+    invented command, such as `drwatch record-goldens` for `drwatch golden record`, fails)."""
+    import argparse
+
+    from drwatch.cli.main import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    named: dict[str, str] = {}
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for command in re.findall(r"`drwatch ([a-z][a-z-]*)", page.read_text()):
+            named.setdefault(command, page.name)
+    assert {"check", "golden", "verify-report"} <= named.keys()  # the scan works
+    assert not {c: page for c, page in named.items() if c not in sub.choices}, sub.choices.keys()
