@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 import weakref
@@ -607,6 +608,38 @@ async def test_sandbox_is_removed_when_cancelled_while_being_created(tmp_path: P
     with pytest.raises(asyncio.CancelledError):
         await task
     assert manager.existing() == []
+
+
+async def test_sandbox_written_into_while_it_is_removed_is_still_removed(tmp_path: Path) -> None:
+    """A step of the run still writing into its sandbox from a worker thread while the run ends (cancelled: the
+    thread was not waited for) does not leave the directory behind: rmtree meets a directory that is not empty
+    (a file created after it listed the directory) and the removal is tried again until it is gone."""
+    manager = SandboxManager(tmp_path / "sandboxes")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def straggler(where: Path) -> None:  # files keep appearing until the directory itself is gone
+        n = 0
+        deadline = time.monotonic() + 1.0
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                (where / f"f{n}").write_bytes(b"x")
+            except FileNotFoundError:
+                break
+            n += 1
+        written.append(n)
+
+    async with manager.directory(uuid.uuid4().hex) as sandbox:
+        for i in range(200):
+            (sandbox / f"seed{i}").write_bytes(b"x")  # a listing long enough for new files to land behind it
+        thread = threading.Thread(target=straggler, args=(sandbox,))
+        thread.start()
+        await asyncio.sleep(0.05)
+    alive = thread.is_alive()
+    stop.set()
+    thread.join()
+    assert manager.existing() == [], f"sandbox left behind (straggler still writing at the end: {alive})"
+    assert written and written[0] > 0
 
 
 # --------------------------------------------------------------------------- HTTP

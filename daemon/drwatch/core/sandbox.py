@@ -149,6 +149,28 @@ def kill_processes_inside(sandbox: Path, wait: float = 5.0) -> list[int]:
     return killed
 
 
+REMOVE_TRIES = 20
+_RETRY_S = 0.1
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` and check that it is gone. Blocking (a worker thread).
+
+    ``rmtree(ignore_errors=True)`` gives up silently on a directory that is written into while it is removed
+    (ENOTEMPTY): a step of the run still finishing in a worker thread, or a process of the run still working
+    there. Such a process is killed (its working directory is inside the sandbox), and the removal is tried
+    again until the directory is gone (at most ``REMOVE_TRIES`` times, ``_RETRY_S`` apart). Raises OSError when
+    it is still there."""
+    for attempt in range(REMOVE_TRIES):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+        if attempt == 0 and kill_processes_inside(path):
+            log.warning("sandbox_processes_killed", path=str(path))
+        time.sleep(_RETRY_S)
+    raise OSError(f"sandbox {path} is still written into: not removed")
+
+
 class SandboxManager:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_root()
@@ -186,7 +208,7 @@ class SandboxManager:
                     await after
                 except Exception:
                     return  # the creation failed: nothing of ours to remove
-            await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+            await asyncio.to_thread(_remove_tree, path)
 
         task = asyncio.ensure_future(remove())
         try:
@@ -195,6 +217,8 @@ class SandboxManager:
             # Removal keeps running in its thread; a leftover is swept on the next start.
             log.warning("sandbox_removal_incomplete", path=str(path))
             raise
+        except OSError as exc:
+            log.warning("sandbox_removal_incomplete", path=str(path), error=str(exc))
 
     def sweep_orphans(self) -> list[Path]:
         """Remove sandboxes whose owner process is gone. Blocking: call at start or from a thread."""
