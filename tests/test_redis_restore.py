@@ -383,3 +383,27 @@ def test_a_crashed_drill_leaves_a_server_the_sweep_kills(tmp_path: Path, prod: R
             proc.wait(timeout=10)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+async def test_dump_and_snapshot_directories_are_listed_by_their_marker(tmp_path: Path) -> None:
+    """The listing shared by pg_dump dumps and Redis snapshots: a pg_dump -Fd directory is a recovery point by its
+    toc.dat and timed by it, a Redis AOF directory by its manifest and timed by its newest file (the incremental
+    file appended to); a directory without its marker and hidden entries are no recovery point; files are."""
+    from drwatch.validators.postgres.pgdump import FilesystemDumps, RecoveryPoint
+    from drwatch.validators.redisdb.snapshot import FilesystemSnapshots
+
+    root = tmp_path / "backups"
+    for folder, files in (("dump-1", {"toc.dat": 100, "3001.dat.gz": 300}),
+                          ("aof-1", {"appendonly.aof.manifest": 100, "appendonly.aof.1.incr.aof": 300}),
+                          ("junk", {"notes.txt": 500})):
+        (root / folder).mkdir(parents=True)
+        for name, when in files.items():
+            (root / folder / name).write_bytes(b"x" * 10)
+            os.utime(root / folder / name, (when, when))
+    (root / "dump.rdb").write_bytes(b"y" * 7)
+    os.utime(root / "dump.rdb", (50, 50))
+    (root / ".hidden").write_bytes(b"z")
+    dumps = sorted(await FilesystemDumps(tmp_path, "backups", "*").list() or [], key=lambda p: p.name)
+    snaps = sorted(await FilesystemSnapshots(tmp_path, "backups", "*").list() or [], key=lambda p: p.name)
+    assert dumps == [RecoveryPoint("dump-1", 100, 20, True), RecoveryPoint("dump.rdb", 50, 7, False)]
+    assert snaps == [RecoveryPoint("aof-1", 300, 20, True), RecoveryPoint("dump.rdb", 50, 7, False)]

@@ -208,7 +208,39 @@ def dumps_at(config: ConfigView, s3: S3Pool | None, location: str, prefix: str,
     return S3Dumps(s3.get(location, loc), prefix, pattern)
 
 
-class FilesystemDumps:
+@dataclass
+class _Directory:
+    """A directory recovery point being listed (a -Fd dump, a Redis AOF directory): its newest file time, total
+    size and the time of its marker file (``toc.dat``, ``*.manifest``; -1 while none is seen)."""
+
+    newest: float = 0.0
+    size: int = 0
+    marker: float = -1.0
+
+    def add(self, is_marker: bool, mtime: float, size: int) -> None:
+        self.newest, self.size = max(self.newest, mtime), self.size + size
+        if is_marker:
+            self.marker = mtime
+
+    def point(self, name: str, time_of: str) -> RecoveryPoint | None:
+        """The recovery point, timed by its marker or its newest file; None without a marker."""
+        if self.marker < 0:
+            return None
+        return RecoveryPoint(name, self.marker if time_of == "marker" else self.newest, self.size, True)
+
+
+class _Layout:
+    """What makes a directory under the prefix a recovery point: a marker file directly in it, and whether the
+    point's time is the marker's (``marker``) or its newest file's (``newest``). Dumps: ``toc.dat``."""
+
+    DIRECTORY_TIME = "marker"
+
+    @staticmethod
+    def marker(rest: str) -> bool:
+        return rest == "toc.dat"
+
+
+class FilesystemDumps(_Layout):
     def __init__(self, base: Path, prefix: str, pattern: str) -> None:
         self.base = base
         self.root = base.joinpath(*prefix.split("/")) if prefix else base
@@ -225,11 +257,14 @@ class FilesystemDumps:
                 if not fnmatch.fnmatchcase(e.name, self.pattern) or e.name.startswith("."):
                     continue
                 if e.is_dir():
-                    toc = Path(e.path) / "toc.dat"
-                    if toc.is_file():
-                        with os.scandir(e.path) as files:
-                            size = sum(f.stat().st_size for f in files if f.is_file())
-                        out.append(RecoveryPoint(e.name, toc.stat().st_mtime, size, True))
+                    dirs = _Directory()
+                    with os.scandir(e.path) as files:
+                        for f in files:
+                            if f.is_file():
+                                st = f.stat()
+                                dirs.add(self.marker(f.name), st.st_mtime, st.st_size)
+                    if (point := dirs.point(e.name, self.DIRECTORY_TIME)) is not None:
+                        out.append(point)
                 elif e.is_file():
                     st = e.stat()
                     out.append(RecoveryPoint(e.name, st.st_mtime, st.st_size, False))
@@ -245,7 +280,7 @@ class FilesystemDumps:
         return self.root / point.name  # read in place: nothing copied
 
 
-class S3Dumps:
+class S3Dumps(_Layout):
     def __init__(self, loc: S3Location, prefix: str, pattern: str) -> None:
         self.loc = loc
         self.prefix = prefix
@@ -253,7 +288,7 @@ class S3Dumps:
 
     async def list(self) -> list[RecoveryPoint] | None:
         files: list[RecoveryPoint] = []
-        dirs: dict[str, list[float]] = {}  # name -> [toc mtime or -1, total size]
+        dirs: dict[str, _Directory] = {}
         try:
             async for obj in self.loc.objects(self.prefix):
                 head, sep, rest = obj.key.partition("/")
@@ -262,13 +297,10 @@ class S3Dumps:
                 if not sep:
                     files.append(RecoveryPoint(head, obj.last_modified, obj.size, False))
                     continue
-                entry = dirs.setdefault(head, [-1.0, 0.0])
-                entry[1] += obj.size
-                if rest == "toc.dat":
-                    entry[0] = obj.last_modified
+                dirs.setdefault(head, _Directory()).add(self.marker(rest), obj.last_modified, obj.size)
         except S3Missing:
             return None
-        return files + [RecoveryPoint(n, m, int(s), True) for n, (m, s) in dirs.items() if m >= 0]
+        return files + [p for n, d in dirs.items() if (p := d.point(n, self.DIRECTORY_TIME)) is not None]
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name

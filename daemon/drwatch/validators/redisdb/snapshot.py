@@ -8,7 +8,6 @@ fields) and the tail of an AOF's last incremental file are read: a 100 GB snapsh
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import os
 import re
 import shutil
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from drwatch.core.errors import ValidatorError
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
-from drwatch.storage.s3 import S3Missing
 from drwatch.validators.postgres.pgdump import FilesystemDumps, RecoveryPoint, S3Dumps
 
 if TYPE_CHECKING:
@@ -180,53 +178,23 @@ def snapshots_at(config: ConfigView, s3: S3Pool | None, location: str, prefix: s
     return S3Snapshots(s3.get(location, loc), prefix, pattern)
 
 
-class FilesystemSnapshots(FilesystemDumps):
-    """RDB files and AOF directories (a folder holding ``*.manifest``) directly under the prefix."""
+class _AofLayout:
+    """RDB files and AOF directories (a folder / S3 prefix holding ``*.manifest`` directly), an AOF directory
+    timed by its newest file (its last incremental file is appended to)."""
 
-    def _list(self) -> list[RecoveryPoint] | None:
-        if not self.base.is_dir():
-            raise ValidatorError("location_unavailable", f"{self.base} is not mounted or not readable")
-        if not self.root.is_dir():
-            return None
-        out = []
-        with os.scandir(self.root) as it:
-            for e in it:
-                if not fnmatch.fnmatchcase(e.name, self.pattern) or e.name.startswith("."):
-                    continue
-                if e.is_dir():
-                    with os.scandir(e.path) as files:
-                        stats = [(f.name, f.stat()) for f in files if f.is_file()]
-                    if any(name.endswith(MANIFEST_SUFFIX) for name, _ in stats):
-                        out.append(RecoveryPoint(e.name, max(st.st_mtime for _, st in stats),
-                                                 sum(st.st_size for _, st in stats), True))
-                elif e.is_file():
-                    st = e.stat()
-                    out.append(RecoveryPoint(e.name, st.st_mtime, st.st_size, False))
-        return out
+    DIRECTORY_TIME = "newest"
+
+    @staticmethod
+    def marker(rest: str) -> bool:
+        return "/" not in rest and rest.endswith(MANIFEST_SUFFIX)
 
 
-class S3Snapshots(S3Dumps):
-    """RDB objects and AOF prefixes (holding ``*.manifest``) directly under the prefix."""
+class FilesystemSnapshots(_AofLayout, FilesystemDumps):
+    """RDB files and AOF directories directly under the prefix."""
 
-    async def list(self) -> list[RecoveryPoint] | None:
-        files: list[RecoveryPoint] = []
-        dirs: dict[str, list[float]] = {}  # name -> [newest mtime, total size, has a manifest]
-        try:
-            async for obj in self.loc.objects(self.prefix):
-                head, sep, rest = obj.key.partition("/")
-                if not fnmatch.fnmatchcase(head, self.pattern):
-                    continue
-                if not sep:
-                    files.append(RecoveryPoint(head, obj.last_modified, obj.size, False))
-                    continue
-                entry = dirs.setdefault(head, [0.0, 0.0, 0.0])
-                entry[0] = max(entry[0], obj.last_modified)
-                entry[1] += obj.size
-                if "/" not in rest and rest.endswith(MANIFEST_SUFFIX):
-                    entry[2] = 1.0
-        except S3Missing:
-            return None
-        return files + [RecoveryPoint(n, m, int(s), True) for n, (m, s, man) in dirs.items() if man]
+
+class S3Snapshots(_AofLayout, S3Dumps):
+    """RDB objects and AOF prefixes directly under the prefix."""
 
 
 async def list_points(where: FilesystemSnapshots | S3Snapshots) -> list[RecoveryPoint] | None:
