@@ -75,27 +75,36 @@ def test_every_validator_kind_is_documented() -> None:
         assert f"`{plugin.kind}`" in kind_row, f"{plugin.kind}: not in configuration.md's `kind` row"
 
 
-# The constructors that carry a finding code, and the position of the code among their arguments.
+# The constructors that carry a finding code, and the position of the code among their arguments; functions of
+# the daemon with a parameter `code` (helpers such as `bad(code, message)`) are found and added.
 _CODE_ARG = {"Finding": 1, "DrillFailed": 0, "ValidatorError": 0}
 _CODE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
 
 def _finding_codes() -> dict[str, str]:
-    """Every literal finding code of the daemon's source: code -> where it is first built (path:line)."""
+    """Every literal finding code of the daemon's source: code -> where it is first used (path:line)."""
+    sources = sorted((REPO / "daemon" / "drwatch").rglob("*.py"))
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in sources}
+    positions = {name: {index} for name, index in _CODE_ARG.items()}
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                params = [a.arg for a in node.args.posonlyargs + node.args.args]
+                params = params[1:] if params[:1] in (["self"], ["cls"]) else params
+                if "code" in params:
+                    positions.setdefault(node.name, set()).add(params.index("code"))
     codes: dict[str, str] = {}
-    for path in sorted((REPO / "daemon" / "drwatch").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            index = _CODE_ARG.get(name)
-            if index is None:
-                continue
-            arg = next((k.value for k in node.keywords if k.arg == "code"),
-                       node.args[index] if len(node.args) > index else None)
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and _CODE.match(arg.value):
-                codes.setdefault(arg.value, f"{path.relative_to(REPO)}:{node.lineno}")
+            args = [k.value for k in node.keywords if k.arg == "code"]
+            args += [node.args[i] for i in positions.get(name, ()) if i < len(node.args)]
+            for arg in args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and _CODE.match(arg.value):
+                    codes.setdefault(arg.value, f"{path.relative_to(REPO)}:{node.lineno}")
     return codes
 
 
@@ -103,7 +112,8 @@ def test_every_finding_code_is_documented() -> None:
     """docs/findings.md names every code the daemon builds a Finding, DrillFailed or ValidatorError with (codes
     are what operators match on; `sandbox_*` stands for the sandbox codes)."""
     codes = _finding_codes()
-    assert {"location_unavailable", "replica_lag_exceeded", "copy_not_known_good"} <= codes.keys()  # the scan works
+    # the scan works (no_snapshot and state_missing are given to helpers: bad(code, ...), critical(code, ...))
+    assert {"location_unavailable", "replica_lag_exceeded", "no_snapshot", "state_missing"} <= codes.keys()
     documented = set(re.findall(r"`([a-z][a-z0-9_]*)`", (REPO / "docs" / "findings.md").read_text()))
     missing = {code: where for code, where in codes.items()
                if code not in documented and not code.startswith("sandbox_")}
