@@ -118,18 +118,35 @@ class ChainCheck:
         return not self.problems
 
 
+Link = tuple[int, str, str | None, str | None, str | None]  # id, run_id, prev, digest, recomputed
+# Verifying pages through the results by id (as the migration does): only each row's link is kept.
+SELECT_PAGE = f"SELECT id, {CHAIN_COLUMNS}, prev_digest, digest FROM results WHERE id > ? ORDER BY id LIMIT ?"
+
+
+def links_of(rows: Iterable[Sequence[Any]]) -> list[Link]:
+    """Rows ``(id, *CHAIN_COLUMNS, prev_digest, digest)`` as their links, each digest recomputed."""
+    out: list[Link] = []
+    for row in rows:
+        prev, stored = row[-2], row[-1]
+        out.append((int(row[0]), str(row[1]), prev, stored, None if prev is None else digest(str(prev), row[1:-2])))
+    return out
+
+
 def check(rows: Iterable[Sequence[Any]], tombstones: Iterable[Sequence[Any]],
           head: Sequence[Any] | None) -> ChainCheck:
     """Verify the chain from rows ``(id, *CHAIN_COLUMNS, prev_digest, digest)``, tombstones
     ``(id, run_id, prev_digest, digest)`` and the head row ``(last_id, head)``."""
+    return check_links(links_of(rows), tombstones, head)
+
+
+def check_links(stored_links: Iterable[Link], tombstones: Iterable[Sequence[Any]],
+                head: Sequence[Any] | None) -> ChainCheck:
+    """:func:`check` from the results' links (:func:`links_of`, computed page by page for a big store)."""
     merged: dict[int, tuple[str, str | None, str | None, str | None]] = {}  # id -> run_id, prev, digest, recomputed
     problems: list[Problem] = []
     results = 0
-    for row in rows:
-        rid = int(row[0])
-        prev, stored = row[-2], row[-1]
-        recomputed = None if prev is None else digest(str(prev), row[1:-2])
-        merged[rid] = (str(row[1]), prev, stored, recomputed)
+    for rid, run, prev, stored, recomputed in stored_links:
+        merged[rid] = (run, prev, stored, recomputed)
         results += 1
     tomb_ids: set[int] = set()
     for rid, run_id, prev, stored in tombstones:

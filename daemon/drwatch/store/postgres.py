@@ -286,11 +286,17 @@ class PostgresStore:
                              (int(head[0]), str(head[1])) if head is not None else (0, chain.GENESIS))
 
     async def chain_check(self) -> chain.ChainCheck:
+        # Page by page in one snapshot: a big store is never in memory at once (only each result's link), no
+        # statement runs long (one SELECT of millions of rows ran past the command timeout), hashing off the loop.
+        links: list[chain.Link] = []
         async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            rows = await conn.fetch(chain.SELECT_ALL)
+            after = -(2**63)
+            while rows := await conn.fetch(v.pg(chain.SELECT_PAGE), after, chain.MIGRATE_BATCH):
+                links += await asyncio.to_thread(chain.links_of, [tuple(r) for r in rows])
+                after = links[-1][0]
             tombstones = await conn.fetch(chain.SELECT_TOMBSTONES)
             head = await conn.fetchrow(chain.SELECT_HEAD)
-        return await asyncio.to_thread(chain.check, (tuple(r) for r in rows), [tuple(r) for r in tombstones],
+        return await asyncio.to_thread(chain.check_links, links, [tuple(r) for r in tombstones],
                                        None if head is None else tuple(head))
 
     # --- the verification ledger ---
