@@ -4,8 +4,8 @@ The models are :mod:`drwatch.config.schema` (re-exported here: ``Config``, ``Ass
 checks are :mod:`drwatch.config.yamlload`, names, references and cross-checks :mod:`drwatch.config.references`.
 
 Top-level keys: ``store``, ``http``, ``limits``, ``locations``, ``assets``, ``consistency_groups``,
-``compliance``, ``logging``, ``cluster``. Secrets are never inline: fields ending in ``_env`` or ``_file`` name where
-they are (see :mod:`drwatch.core.secrets`).
+``compliance``, ``logging``, ``cluster``, ``metrics``, ``reports``. Secrets are never inline: fields ending in
+``_env`` or ``_file`` name where they are (see :mod:`drwatch.core.secrets`).
 """
 
 from __future__ import annotations
