@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -34,7 +33,7 @@ from drwatch.storage.filesystem import MANIFEST_NAME
 from tests.support.helpers import REPO, backdate, run_cli, write_config, write_tree
 from tests.support.s3helpers import Locations, bucket, codes, config, report, rules, run, subjects, upload, versions
 from tests.support.s3helpers import client as s3
-from tests.support.s3servers import MotoServer, s3_client
+from tests.support.s3servers import MotoServer, iam_moto_server, s3_client
 
 RULES = {"copies": 3, "media": 1, "offsite": 1, "immutable": 0}
 
@@ -272,21 +271,8 @@ async def test_unmounted_locations_are_errors(tmp_path: Path, locs: Locations, m
 def guarded_moto() -> Iterator[tuple[MotoServer, str, str]]:
     """A moto server of its own that checks credentials (IAM enforced after the first 3 requests, which create
     the one user allowed to use S3); tests may stop it. Yields (server, access key, secret key)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-        server = MotoServer()
-        server.start()
-    try:
-        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                           aws_access_key_id="test", aws_secret_access_key="test")
-        iam.create_user(UserName="drwatch")
-        iam.put_user_policy(UserName="drwatch", PolicyName="s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="drwatch")["AccessKey"]
-        yield server, key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        server.cleanup()
-
+    with iam_moto_server() as guarded:
+        yield guarded
 
 async def test_s3_denied_or_down_is_an_error(tmp_path: Path, locs: Locations, files: dict[str, bytes],
                                              guarded_moto: tuple[MotoServer, str, str]) -> None:

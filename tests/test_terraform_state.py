@@ -27,7 +27,7 @@ from drwatch.validators.terraform import validator as terraform_state
 from tests.faults.proxy import Fault, FaultProxy
 from tests.support.helpers import free_port
 from tests.support.s3helpers import Locations, bucket, client, codes, config, parse, run
-from tests.support.s3servers import MotoServer
+from tests.support.s3servers import MotoServer, iam_moto_server
 
 DAY = 86400.0
 LINEAGE = "8a4b3c2d-0000-4000-8000-1234567890ab"
@@ -299,23 +299,12 @@ async def test_access_denied_to_s3_or_dynamodb_is_error(tmp_path: Path, locs: Lo
     """A moto server of its own that enforces IAM (after the 3 requests that create a user allowed ``s3:*``
     only): DescribeTable with that user is AccessDeniedException, and S3 with a wrong secret key is denied; both
     `error` (``access_denied``), never failed."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-        server = MotoServer()
-        server.start()
-    try:
-        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                           aws_access_key_id="test", aws_secret_access_key="test")
-        iam.create_user(UserName="tf")
-        iam.put_user_policy(UserName="tf", PolicyName="s3", PolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="tf")["AccessKey"]
+    with iam_moto_server("tf") as (server, access_key, secret_key):
         user = SimpleNamespace(endpoint_url=server.endpoint_url, port=server.port, region=server.region,
-                               access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"],
+                               access_key=access_key, secret_key=secret_key,
                                client=lambda: boto3.client(
                                    "s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
-                                   aws_access_key_id=key["AccessKeyId"],
-                                   aws_secret_access_key=key["SecretAccessKey"]))
+                                   aws_access_key_id=access_key, aws_secret_access_key=secret_key))
         cfg, _ = s3_estate(tmp_path, locs, user, body=state(), dynamodb_table="tflock")
         ok_s3, _ = await run(tmp_path, cfg)  # S3 is allowed: the state is read, DynamoDB is not
         assert ok_s3.outcome == Outcome.ERROR and crit(ok_s3) == [], ok_s3.findings
@@ -325,5 +314,3 @@ async def test_access_denied_to_s3_or_dynamodb_is_error(tmp_path: Path, locs: Lo
         denied, _ = await run(tmp_path, cfg)
         assert denied.outcome == Outcome.ERROR and crit(denied) == [], denied.findings
         assert "access_denied" in codes(denied)
-    finally:
-        server.cleanup()

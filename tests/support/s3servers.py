@@ -346,6 +346,31 @@ def moto_server(region: str = "us-east-1") -> Iterator[MotoServer]:
         server.cleanup()
 
 
+@contextlib.contextmanager
+def iam_moto_server(user: str = "drwatch") -> Iterator[tuple[MotoServer, str, str]]:
+    """A moto server of its own that checks credentials: IAM is enforced after its first 3 requests, which create
+    ``user``, allowed ``s3:*`` only (any other service, DynamoDB included, is denied to it). Yields (server, the
+    user's access key id, its secret key); the server is always cleaned up (tests may stop it earlier)."""
+    import json
+
+    import pytest
+
+    server = MotoServer()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "3")
+            server.start()
+        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        yield server, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        server.cleanup()
+
+
 # ---------------------------------------------------------------------- Ceph RGW
 
 
