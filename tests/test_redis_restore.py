@@ -173,6 +173,20 @@ async def test_not_an_rdb_and_no_snapshot_fail(tmp_path: Path, locs: Locations,
     assert result.outcome == Outcome.FAILED and critical(result) == ["snapshot_unreadable"]
 
 
+async def test_a_snapshot_that_cannot_be_read_is_error(tmp_path: Path, locs: Locations,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest snapshot answers reads with an I/O error (a link to /proc/self/mem, whose page 0 is never mapped:
+    EIO, as a failing disk or a dropped network mount answers): could not check, error (`location_unavailable`),
+    never failed, never a crash (`internal_error`); no server or sandbox left."""
+    cfg = redis_config(tmp_path, locs, monkeypatch)
+    (tmp_path / "backups" / "redis").mkdir()
+    (tmp_path / "backups" / "redis" / "dump.rdb").symlink_to("/proc/self/mem")
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.ERROR and critical(result) == [], result.findings
+    assert codes(result) == {"location_unavailable"}, result.findings
+    assert_nothing_left(tmp_path)
+
+
 async def test_production_with_many_more_keys_fails(tmp_path: Path, locs: Locations, monkeypatch: pytest.MonkeyPatch,
                                                     prod: RedisServer) -> None:
     """A snapshot taken before production grew threefold (beyond the 5 % tolerance): `key_count_low` for db0, and

@@ -80,7 +80,11 @@ class RedisRestoreValidator:
         started = time.monotonic()
         path = await where_.fetch(chosen, sandbox)
         figures["fetch_seconds"] = time.monotonic() - started
-        info = await asyncio.to_thread(snapshot.inspect_snapshot, path)
+        try:
+            info = await asyncio.to_thread(snapshot.inspect_snapshot, path)
+        except OSError as exc:  # denied, gone since listed, an I/O error: the place, not the backup
+            raise ValidatorError("location_unavailable", f"cannot read {where}/{chosen.name}: "
+                                 f"{exc.strerror or exc}") from None
         recovery_point = self._recovery_point(ctx, info, chosen, figures, findings)
         if info.format not in ("rdb", "aof"):
             what = "the file is empty" if info.format == "empty" else \
