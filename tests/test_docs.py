@@ -134,3 +134,18 @@ def test_commands_the_docs_name_exist() -> None:
             named.setdefault(command, page.name)
     assert {"check", "golden", "verify-report"} <= named.keys()  # the scan works
     assert not {c: page for c, page in named.items() if c not in sub.choices}, sub.choices.keys()
+
+
+def test_plugin_metric_labels_are_documented() -> None:
+    """docs/metrics.md gives each plugin family the labels its plugin declares (the scrape comparison above
+    checks names only, and the demo runs few kinds)."""
+    from drwatch.validators import PLUGINS
+
+    documented: dict[str, list[str]] = {}
+    for line in (REPO / "docs" / "metrics.md").read_text().splitlines():
+        m = re.match(r"^\| `(drwatch_[a-z0-9_]+)` \| [a-z]+ \| ([^|]*)\|", line)
+        if m:
+            documented[m.group(1)] = [label.strip() for label in m.group(2).split(",") if label.strip()]
+    declared = {family.name: list(family.labels) for plugin in PLUGINS for family in plugin.families}
+    assert "drwatch_redis_keys" in declared  # the scan works
+    assert {name: documented.get(name) for name in declared} == declared
