@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "daemon"))
 
-from tests.support.reportestate import estate_config, estate_history  # noqa: E402
+from tests.support.reportestate import estate_config, record_estate  # noqa: E402
 
 from drwatch.config.model import load_config  # noqa: E402
 from drwatch.reporting import build, html, integrity  # noqa: E402
@@ -50,12 +50,7 @@ async def fill(cfg_path: Path, assets: int, results: int, now: float) -> None:
     store = SqliteStore(cfg.sqlite_path())
     await store.open()
     store.raw().execute("PRAGMA synchronous=OFF")
-    history, attestations = estate_history(now, assets, results)
-    for res in history:
-        await store.record(res, "bench0000001")
-    for att in attestations:
-        if att.created_at <= now:
-            await store.add_attestation(att)
+    await record_estate(store, now, "bench0000001", assets, results)
     await store.close()
 
 

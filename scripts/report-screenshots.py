@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "daemon"))
 
 from tests.support.chromium import browser, file_url  # noqa: E402
-from tests.support.reportestate import estate_config, estate_history  # noqa: E402
+from tests.support.reportestate import estate_config, record_estate  # noqa: E402
 
 from drwatch.config.model import load_config  # noqa: E402
 from drwatch.engine.runner import AppState  # noqa: E402
@@ -44,16 +44,10 @@ async def main(out: Path) -> None:
         cfg_path = tmp / "drwatch.yaml"
         cfg_path.write_text(yaml.safe_dump(estate_config(tmp, assets=5)))
         cfg = load_config(str(cfg_path))
-        now = time.time()
-        results, attestations = estate_history(now, assets=5, results=600)
         store = open_store(cfg)
         await store.open()
         try:
-            for res in results:
-                await store.record(res, "0a1b2c3d4e5f")
-            for att in attestations:
-                if att.created_at <= now:
-                    await store.add_attestation(att)
+            await record_estate(store, time.time(), "0a1b2c3d4e5f", assets=5, results=600)
             snap = Snapshot.from_state(cfg, await store.load_state())
         finally:
             await store.close()

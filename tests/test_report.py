@@ -14,7 +14,7 @@ import yaml
 from drwatch.config.model import load_config
 from drwatch.store import open_store
 from tests.support.helpers import run_cli
-from tests.support.reportestate import FAILING, FIXED, estate_config, estate_history
+from tests.support.reportestate import FAILING, FIXED, estate_config, record_estate
 from tests.test_store import external_sql
 
 DAY = 86400.0
@@ -27,16 +27,10 @@ async def _estate(tmp_path: Path, store_config: dict[str, Any], **reports: Any) 
         raw["reports"] = reports
     cfg_path.write_text(yaml.safe_dump(raw))
     cfg = load_config(str(cfg_path))
-    now = time.time()
-    results, attestations = estate_history(now, assets=5, results=300)
     store = open_store(cfg)
     await store.open()
     try:
-        for res in results:
-            await store.record(res, "cfg0000hash1")
-        for att in attestations:
-            if att.created_at <= now:
-                await store.add_attestation(att)
+        await record_estate(store, time.time(), "cfg0000hash1", assets=5, results=300)
     finally:
         await store.close()
     return cfg_path

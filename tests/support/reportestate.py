@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drwatch.core.model import Attestation, CopyReport, CopyState, Finding, Outcome, Result, Severity
+
+if TYPE_CHECKING:
+    from drwatch.store import Store
 
 DAY = 86400.0
 FAILING = "billing"  # fails at the end: its latest replica check found a copy bad
@@ -95,3 +98,14 @@ def estate_history(now: float, assets: int = 5, results: int = 1000, days: float
                                 start + k * 6 * DAY - 3000)
                     for name in names for k in range(0, int(days // 6) + 1)]
     return out, attestations
+
+
+async def record_estate(store: Store, now: float, config_hash: str, assets: int = 5, results: int = 1000) -> None:
+    """The estate's history (:func:`estate_history`) recorded in an open store as the daemon records it: the
+    results, then the attestations made by ``now``."""
+    history, attestations = estate_history(now, assets, results)
+    for res in history:
+        await store.record(res, config_hash)
+    for att in attestations:
+        if att.created_at <= now:
+            await store.add_attestation(att)
