@@ -213,6 +213,22 @@ async def test_state_in_the_region_it_rebuilds(tmp_path: Path, moto: MotoServer,
     assert warn((await run(tmp_path, cfg))[0]) == ["state_in_rebuilt_region"]
 
 
+async def test_a_copy_whose_region_cannot_be_read_is_no_region_failure(tmp_path: Path, moto: MotoServer,
+                                                                         locs: Locations) -> None:
+    """The state describes eu-west-1; its only copy is a bucket nothing answers for (its region cannot be read).
+    With ``region_policy: failure`` that is not `no_copy_outside_region` (failed): the copy may well be outside;
+    the run could not check (error, `region_unknown` naming the copy). With the copy readable in us-west-2: ok."""
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=state(region="eu-west-1"), use_lockfile=True,
+                       region_policy="failure")
+    good, _ = await run(tmp_path, cfg)
+    assert good.outcome == Outcome.OK, good.findings
+    cfg["locations"]["copy"]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
+    unknown, _ = await run(tmp_path, cfg)
+    assert unknown.outcome == Outcome.ERROR and crit(unknown) == [], unknown.findings
+    assert warn(unknown) == ["region_unknown"] and "copy" in unknown.findings[0].message
+    assert unknown.figures["serial"] == 7  # the state itself was read and judged
+
+
 async def test_s3_and_dynamodb_unreachable_are_error(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
     """Nothing listening at the S3 endpoint, DynamoDB answering 503 SlowDown through a real proxy, and DynamoDB
     unreachable: error, never failed."""

@@ -203,7 +203,10 @@ class StateRun:
             self.critical("stale", f"the state was last written {format_duration(age)} ago (limit "
                           f"{format_duration(limit)})")
 
-    def regions(self, state: dict[str, Any], state_region: str, copy_regions: dict[str, str]) -> None:
+    def regions(self, state: dict[str, Any], state_region: str, copy_regions: dict[str, str | None]) -> None:
+        """The state's own region and its copies' against the regions it describes. A copy whose region could not
+        be read (None) may be the one outside: with none known outside, that is ``region_unknown`` (the run could
+        not check), never ``no_copy_outside_region``."""
         described = described_regions(state)
         self.figures["regions_described"] = float(len(described))
         if not described:
@@ -214,6 +217,11 @@ class StateRun:
                       f"the state is stored in {state_region}, a region it describes ({names}): the outage that "
                       "needs it rebuilt takes the state with it")
         outside = sorted(c for c, r in copy_regions.items() if r and r not in described)
+        unread = sorted(c for c, r in copy_regions.items() if r is None)
+        if not outside and unread:
+            raise ValidatorError("region_unknown", f"the region of cop{'ies' if len(unread) > 1 else 'y'} "
+                                 f"{', '.join(unread)} could not be read: whether a copy of the state is outside "
+                                 f"the regions it describes ({names}) is unknown")
         if not outside:
             seen = ", ".join(f"{c}: {r or 'unknown'}" for c, r in sorted(copy_regions.items())) or "no copy"
             self.note(self.region_severity, "no_copy_outside_region",

@@ -99,19 +99,19 @@ class TerraformStateValidator:
             r.regions(state, state_region, await _copy_regions(ctx))
 
 
-async def _copy_regions(ctx: RunContext) -> dict[str, str]:
-    """Each declared copy's region: observed for S3 (GetBucketLocation), declared for a filesystem (unknown when
-    the bucket could not be asked)."""
-    out: dict[str, str] = {}
+async def _copy_regions(ctx: RunContext) -> dict[str, str | None]:
+    """Each declared copy's region: observed for S3 (GetBucketLocation), declared for a filesystem ("" when not
+    declared); None when the bucket could not be asked or did not say."""
+    out: dict[str, str | None] = {}
     for c in ctx.asset.copies:
         loc = ctx.config.locations[c.location]
         if isinstance(loc, FilesystemLocationConfig):
             out[c.label] = loc.region
         elif ctx.s3 is not None:
             try:
-                out[c.label] = (await ctx.s3.get(c.location, loc).bucket_facts()).region or ""
+                out[c.label] = (await ctx.s3.get(c.location, loc).bucket_facts()).region
             except S3Unavailable:
-                out[c.label] = ""
+                out[c.label] = None
     return out
 
 
