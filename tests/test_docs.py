@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ast
 import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -154,3 +156,41 @@ def test_plugin_metric_labels_are_documented() -> None:
     declared = {family.name: list(family.labels) for plugin in PLUGINS for family in plugin.families}
     assert "drwatch_redis_keys" in declared  # the scan works
     assert {name: documented.get(name) for name in declared} == declared
+
+
+def _config_models(model: type[Any], seen: dict[type[Any], None]) -> None:
+    """``model`` and every pydantic model its fields can hold (unions, lists, mappings), depth first."""
+    from pydantic import BaseModel
+
+    if model in seen:
+        return
+    seen[model] = None
+    for field in model.model_fields.values():
+        stack = [field.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                _config_models(tp, seen)
+            else:
+                stack.extend(typing.get_args(tp))
+
+
+def test_every_config_key_is_documented() -> None:
+    """Every key of the configuration (every field of every model under Config: locations, validators of every
+    kind, backends...) is named in docs/configuration.md; `X_file` also as the `X_env` / `_file` shorthand."""
+    from drwatch.config.model import _INTERNAL_FIELDS
+    from drwatch.config.schema import Config
+
+    models: dict[type[Any], None] = {}
+    _config_models(Config, models)
+    doc = (REPO / "docs" / "configuration.md").read_text()
+
+    def named(key: str) -> bool:
+        if re.search(rf"(?<![a-z0-9_]){re.escape(key)}(?![a-z0-9_])", doc):
+            return True
+        return key.endswith("_file") and f"`{key.removesuffix('_file')}_env` / `_file`" in doc
+
+    keys = {field.alias or name: model.__name__ for model in models for name, field in model.model_fields.items()}
+    assert {"list_concurrency", "production_reread", "signing_key_file", "lock_stale_after"} <= keys.keys()
+    missing = {key: where for key, where in keys.items() if key not in _INTERNAL_FIELDS and not named(key)}
+    assert not missing, missing
