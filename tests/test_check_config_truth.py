@@ -250,7 +250,7 @@ def test_inference_engine_numpy_and_cluster_extras_are_reported(tmp_path: Path) 
         "install the `ml` extra: " + install("ml"),
         "assets.index.validators[0].backend.exact_scan_max_vectors: validator 'vector_restore' (vector_restore) "
         "needs numpy (the exact top-k of namespaces up to this size), not installed for this Python: each run "
-        "would end as `error` (missing_extra); install the `pinecone` extra: " + install("pinecone"),
+        "would end as `error` (extra_missing); install the `pinecone` extra: " + install("pinecone"),
         "cluster.enabled: cluster mode needs pgqueuer (its job engine), not installed for this Python: `drwatch "
         "run` would exit 69 at start; install the `cluster` extra: " + install("cluster"),
     ]

@@ -191,6 +191,6 @@ class VectorRestoreConfig(ValidatorConfigBase):
             if self.backend.parquet is not None:
                 out.append(Need("backend.parquet", PARQUET_VECTORS, "extra_missing", "a Pinecone Parquet export"))
             if self.backend.exact_scan_max_vectors > 0:
-                out.append(Need("backend.exact_scan_max_vectors", PINECONE_EXACT, "missing_extra",
+                out.append(Need("backend.exact_scan_max_vectors", PINECONE_EXACT, "extra_missing",
                                 "the exact top-k of namespaces up to this size"))
         return out

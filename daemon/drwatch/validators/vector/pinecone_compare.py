@@ -117,7 +117,7 @@ async def _exact(cfg: VectorRestoreConfig, client: PineconeClient, prod: IndexIn
     except ImportError:
         from drwatch.core.extras import PINECONE_EXACT
 
-        raise ValidatorError("missing_extra", f"exact top-k needs numpy: {PINECONE_EXACT.install}") from None
+        raise ValidatorError("extra_missing", f"exact top-k needs numpy: {PINECONE_EXACT.install}") from None
     pv, tv = await _read_all(client, prod.host, ns), await _read_all(client, temp.host, ns)
     prod_ids = sorted(pv)
     coverage = len(set(prod_ids) & tv.keys()) / len(prod_ids)
