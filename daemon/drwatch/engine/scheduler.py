@@ -117,11 +117,14 @@ class _Job:
 
     __slots__ = ("key", "next_run", "trigger", "version")
 
-    def __init__(self, key: Key, trigger: BaseTrigger, next_run: datetime | None) -> None:
+    def __init__(self, key: Key, trigger: BaseTrigger, next_run: datetime | None, version: int) -> None:
         self.key = key
         self.trigger = trigger
         self.next_run = next_run
-        self.version = 0  # bumped when the job is rescheduled or removed: older heap entries are ignored
+        # Drawn anew (Scheduler._version) when the job is made, rescheduled or removed: heap entries of older
+        # versions are ignored. Unique across the scheduler, not per job: a job replaced by a reload (same id)
+        # must not match the heap entry its predecessor left.
+        self.version = version
 
 
 class Scheduler:
@@ -133,6 +136,7 @@ class Scheduler:
         self._jobs: dict[str, _Job] = {}
         self._heap: list[tuple[float, int, int, str]] = []  # (fire time, sequence, job version, job id)
         self._seq = 0
+        self._versions = 0  # the last job version drawn (_version)
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_at: float | None = None  # the wall-clock time the timer was set for
         self.running = False
@@ -148,13 +152,17 @@ class Scheduler:
 
     def _add_job(self, jid: str, key: Key, trigger: BaseTrigger, next_run: datetime | None) -> None:
         self._remove_job(jid)
-        job = self._jobs[jid] = _Job(key, trigger, next_run)
+        job = self._jobs[jid] = _Job(key, trigger, next_run, self._version())
         self._push(jid, job)
+
+    def _version(self) -> int:
+        self._versions += 1
+        return self._versions
 
     def _remove_job(self, jid: str) -> None:
         job = self._jobs.pop(jid, None)
         if job is not None:
-            job.version += 1
+            job.version = self._version()
 
     def _push(self, jid: str, job: _Job) -> None:
         if job.next_run is None:
@@ -217,7 +225,7 @@ class Scheduler:
             heapq.heappop(self._heap)
             jid = entry[3]
             job = self._jobs[jid]
-            job.version += 1
+            job.version = self._version()
             job.next_run = self._next_after(job, now)
             self._push(jid, job)
             fired += 1
