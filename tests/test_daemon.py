@@ -794,8 +794,8 @@ async def test_first_run_happens_soon_after_start(tmp_path: Path, probe: Probe) 
 
 
 def _json_part(log: str) -> str:
-    # cli.cmd_run prints one human line ("drwatch: serving metrics on ...") to stderr even when it is not a
-    # tty; that is cli.py's (reported separately). Everything drwatch *logs* must be JSON.
+    # cli/run.py cmd_run prints one human line ("drwatch: serving metrics on ...") to stderr even when it is not a
+    # tty; that is the CLI's (reported separately). Everything drwatch *logs* must be JSON.
     return "\n".join(line for line in log.splitlines() if not line.startswith("drwatch: serving metrics on "))
 
 

@@ -117,7 +117,7 @@ def path_warnings(cfg: Config) -> list[str]:
             problem = _within(_dir_problem, path)
             if problem is None:
                 continue
-            # What a run concludes (validators/copies.py probe_location): location there, directory not.
+            # What a run concludes (validators/copies/posture.py probe_location): location there, directory not.
             effect = ("a copy missing from a location that is there is a bad backup: checks end as `failed` "
                       "(copy_missing)") if where != "production" else "checks end as `error` (production_missing)"
             if problem.startswith("not readable"):
