@@ -30,6 +30,7 @@ from tests.faults.proxy import Fault, FaultProxy
 from tests.support.helpers import free_port, sample_files
 from tests.support.inventory import take_inventory, write_report
 from tests.support.s3helpers import Locations, bucket, client, codes, config, parse, rules, run, upload
+from tests.support.s3proxy import RecordingProxy
 from tests.support.s3servers import MotoServer
 
 FAR = "eu-west-1"
@@ -270,6 +271,27 @@ async def test_a_destination_whose_region_is_unreadable_is_error_even_beside_a_n
     assert unknown.outcome == Outcome.ERROR and critical(unknown) == [], unknown.findings
     assert ("unreachable", "vault") in [(f.code, f.subject) for f in unknown.findings]
     assert ("replication_same_region", Severity.WARNING) in [(f.code, f.severity) for f in unknown.findings]
+
+
+async def test_a_refused_status_read_stops_the_others(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
+    """Production answers every object HEAD 503 (through a real proxy; the bucket itself answers): could not check
+    (error), and the HEADs still queued behind the first refusal are cancelled with the run, not sent after it."""
+    proxy = RecordingProxy("127.0.0.1", moto.port, refuse_object_heads=503)
+    proxy.start()
+    try:
+        via = SimpleNamespace(endpoint_url=proxy.endpoint_url, access_key=moto.access_key,
+                              secret_key=moto.secret_key, region=moto.region)
+        e = Estate(tmp_path, locs, moto, prod_server=via, head_concurrency=1)
+        replicate(moto, e.prod, rule(e.vault))
+        result, _ = await run(tmp_path, e.config())
+        await asyncio.sleep(1.0)  # time for HEADs left running to be sent
+        proxy.settle()
+        heads = [r for r in proxy.snapshot() if r.method == "HEAD" and r.key]
+    finally:
+        proxy.stop()
+    assert result.outcome == Outcome.ERROR and critical(result) == [], result.findings
+    keys = {r.key for r in heads}  # each HEAD as retried by the location
+    assert 1 <= len(keys) <= 2, heads  # 6 objects: the first refused, at most one more already on its way
 
 
 def test_config_is_checked(tmp_path: Path, locs: Locations, moto: MotoServer) -> None:

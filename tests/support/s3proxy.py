@@ -4,7 +4,8 @@ Point a client's ``endpoint_url`` at :attr:`RecordingProxy.endpoint_url`; every 
 unchanged (same method, path, query, headers, body) to the upstream server (moto, RGW) and recorded with
 its status and byte counts. Generic: it knows nothing about drwatch, and :func:`s3_operation` classifies
 path-style S3 requests for assertions. ``get_delay`` slows down object GETs (one at a time) so a test can
-interrupt a client in the middle of its reads.
+interrupt a client in the middle of its reads; ``refuse_object_heads`` answers every object HEAD that status
+(recorded, not forwarded).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def s3_operation(rec: Record) -> str:
 
 
 class RecordingProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, get_delay: float = 0.0) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, get_delay: float = 0.0,
+                 refuse_object_heads: int = 0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.get_delay = get_delay
+        self.refuse_object_heads = refuse_object_heads  # an HTTP status answered to every HEAD of an object (0: none)
         self.records: list[Record] = []
         self._lock = threading.Lock()
         self._slow = threading.Lock()
@@ -106,6 +109,14 @@ class RecordingProxy:
                 body = self._body()
                 split = urlsplit(self.path)
                 rec_path = unquote(split.path)
+                if proxy.refuse_object_heads and self.command == "HEAD" and "/" in rec_path.lstrip("/"):
+                    self.send_response_only(proxy.refuse_object_heads)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    with proxy._lock:
+                        proxy.records.append(Record(self.command, rec_path, split.query, proxy.refuse_object_heads,
+                                                    len(body), 0))
+                    return
                 if proxy.get_delay and self.command == "GET" and "/" in rec_path.lstrip("/"):
                     with proxy._slow:
                         time.sleep(proxy.get_delay)

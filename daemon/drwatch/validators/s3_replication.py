@@ -239,11 +239,16 @@ class S3ReplicationValidator:
                     return (await prod.client.head(key, prod.meter)).replication_status
                 except S3Missing:
                     return ""  # deleted since it was listed
+        tasks = [asyncio.ensure_future(status(e)) for e in newest]
         try:
-            statuses = await asyncio.gather(*(status(e) for e in newest))
+            statuses = await asyncio.gather(*tasks)
         except S3Unavailable as exc:
             findings.append(Finding(Severity.WARNING, exc.code, exc.message, "production"))
             return None
+        finally:  # one refusal decides: the HEADs still queued are not sent after the run (gather leaves them)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if prod.inventory is not None:
             findings.extend(prod.inventory.findings)
         failed = [prod._key(e) for e, s in zip(newest, statuses, strict=True) if s == "FAILED"]
