@@ -36,6 +36,7 @@ import structlog.testing
 from drwatch import validators
 from drwatch.config.model import load_config
 from drwatch.core import logs
+from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Outcome, Report, Result
 from drwatch.core.sandbox import OWNER, PREFIX, SandboxManager
 from drwatch.core.secrets import read_secret
@@ -81,6 +82,9 @@ class Probe:
     finished: list[str] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     sandboxes: list[Path] = field(default_factory=list)
+    # Behave like a client library that swallows a cancellation: turn it into an error ("error") or carry on
+    # to an ok result ("result"), as redis-py does when a cancel lands while it reads a LOADING reply.
+    swallow_cancel: str | None = None
 
     def enter(self, key: tuple[str, str], locations: list[str]) -> None:
         self.started.append((key[0], asyncio.get_running_loop().time()))
@@ -127,7 +131,10 @@ class ProbeValidator:
                     figures["bytes_hashed"] = float(size)
             except asyncio.CancelledError:
                 probe.cancelled.append(ctx.asset_name)
-                raise
+                if probe.swallow_cancel == "error":
+                    raise ValidatorError("connection_failed", "the library's own error") from None
+                if probe.swallow_cancel is None:
+                    raise
             finally:
                 probe.leave(key, locations)
         probe.finished.append(ctx.asset_name)
@@ -497,6 +504,25 @@ async def test_sigterm_drains_then_cancels_and_records_cancelled(tmp_path: Path,
     assert stuck[0].findings[0].code == "cancelled"
     assert all(not p.exists() for p in probe.sandboxes)
     assert list((tmp_path / "sandboxes").iterdir()) == []
+
+
+@pytest.mark.parametrize("swallow", ["error", "result"])
+async def test_a_cancel_a_validator_swallowed_is_still_a_cancel(tmp_path: Path, probe: Probe, swallow: str) -> None:
+    """A validator whose library swallows the cancellation (turns it into its own error, or goes on to a
+    result): the run is recorded `cancelled`, not `error` or `ok`, and the cancellation reaches the caller."""
+    probe.delays["a"] = 120
+    probe.swallow_cancel = swallow
+    path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
+    async with open_runner(path) as runner:
+        assert runner.launch("a", "replica") is True
+        task = runner.running[("a", "replica")]
+        await wait_until(lambda: probe.active == 1, what="run started")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert probe.cancelled == ["a"]
+    outcomes = [r.outcome for r in await history(path, "a")]
+    assert outcomes == [Outcome.CANCELLED], outcomes
 
 
 async def test_queued_runs_do_not_start_during_drain(tmp_path: Path, probe: Probe) -> None:

@@ -177,6 +177,7 @@ async def test_interrupted_run_keeps_its_progress(
     first = [r.key.removeprefix("data/") for r in proxy.snapshot(copy) if s3_operation(r) == "get"
              and r.response_bytes == SIZE]  # delivered (a GET answered after the client went away sends nothing)
     assert len(first) >= 8
+    asked = [r for r in proxy.snapshot() if s3_operation(r) == "get"]  # either side, answered or not
     cfg_obj = parse(tmp_path, cfg)
     store = open_store(cfg_obj)
     await store.open()
@@ -190,7 +191,9 @@ async def test_interrupted_run_keeps_its_progress(
     # serializes the GETs, but the proofs run in the merge's window: a response delivered whose proof had not
     # finished at the cancel (more of them under CPU load) is not proven, yet the bytes the client received count
     assert recorded <= set(first) and 0 < len(recorded) < N, (recorded, first)
-    assert len(recorded) * SIZE <= spent <= len(first) * SIZE  # the bytes received count, proven or not
+    # the bytes received count, proven or not: the client meters a response as it starts (its length), so a
+    # response cut off by the cancel may count in full while the proxy saw it undelivered; never more than asked
+    assert len(recorded) * SIZE <= spent <= len(asked) * SIZE, (spent, len(asked), len(first))
     proxy.get_delay = 0.0
     proxy.clear()
     result, _ = await run(tmp_path, cfg, clock=clock)

@@ -21,6 +21,7 @@ import structlog
 from drwatch import validators
 from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
+from drwatch.core.cancels import CancelWatch
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.logs import printable
 from drwatch.core.model import Finding, Outcome, Report, Result, Severity
@@ -220,8 +221,12 @@ class Runner:
         timeout = vcfg.effective_timeout(cfg)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        cancel = CancelWatch()
         try:
-            return await self._invoke(run_id, asset_name, vcfg, hashes, deadline, timeout), None
+            try:
+                return await self._invoke(run_id, asset_name, vcfg, hashes, deadline, timeout), None
+            finally:
+                cancel.check()  # a library swallowed the cancel (into an error or a result): the run was cancelled
         except DrillFailed as exc:
             return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, exc.code, exc.message),)), None
         except ValidatorError as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drwatch.core.cancels import CancelWatch
 from drwatch.core.errors import ValidatorError
 from drwatch.core.subprocesses import unwind
 
@@ -163,6 +164,7 @@ class Sandboxed:
 
         loop = asyncio.get_running_loop()
         assert self.proc is not None
+        cancel = CancelWatch()  # redis-py turns a cancel that lands while it reads LOADING into BusyLoadingError
         delay = 0.02
         while True:
             if self.proc.returncode is not None:
@@ -174,8 +176,9 @@ class Sandboxed:
                     await self.client.ping()
                     return self.client
                 except (BusyLoadingError, RedisConnectionError, RedisTimeout, OSError):
-                    pass
+                    cancel.check()
                 except ResponseError as exc:
+                    cancel.check()
                     if "LOADING" not in str(exc):
                         raise
             if loop.time() > deadline:
