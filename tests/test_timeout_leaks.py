@@ -32,6 +32,7 @@ import gc
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ import yaml
 from drwatch import validators
 from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Outcome, Result
-from drwatch.core.sandbox import SandboxManager
+from drwatch.core.sandbox import SandboxManager, make_dirs
 from drwatch.engine.runner import AppState, Runner
 from drwatch.formats.parquet import ParquetFacts, read_file_facts
 from drwatch.formats.sealing import seal_directory, seal_entries
@@ -291,6 +292,26 @@ def sandbox_leftovers(sandboxes: Path) -> list[Path]:
     :mod:`drwatch.validators.postgres.pgtemplate`) is a cache kept on purpose, not a leftover; its
     temporary copy (a dot name) would be."""
     return sorted(p for p in sandboxes.iterdir() if not p.name.startswith(TEMPLATE_PREFIX))
+
+def test_a_thread_cut_off_never_re_creates_a_removed_sandbox(tmp_path: Path) -> None:
+    """make_dirs (the directories a worker thread writes into) creates below the sandbox only: once the sandbox is
+    removed (the run was cut off, the thread went on) it raises FileNotFoundError instead of re-creating it, the
+    leftover mkdir(parents=True) left behind."""
+    sandbox = tmp_path / "drwatch-sbx-run"
+    sandbox.mkdir()
+    make_dirs(sandbox, sandbox / "dump" / "a" / "b")
+    make_dirs(sandbox, sandbox / "dump" / "a")  # existing: fine
+    assert (sandbox / "dump" / "a" / "b").is_dir()
+    (sandbox / "dump" / "file").write_bytes(b"x")
+    with pytest.raises(FileExistsError):
+        make_dirs(sandbox, sandbox / "dump" / "file" / "c")
+    shutil.rmtree(sandbox)
+    with pytest.raises(FileNotFoundError):
+        make_dirs(sandbox, sandbox / "dump" / "a")
+    assert not sandbox.exists()
+    with pytest.raises(ValueError):
+        make_dirs(sandbox, tmp_path / "elsewhere")
+
 
 def test_every_registered_kind_has_a_case() -> None:
     """A kind added to the registry without a case here fails this test (and so is never left untested)."""

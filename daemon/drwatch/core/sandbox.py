@@ -171,6 +171,21 @@ def _remove_tree(path: Path) -> None:
     raise OSError(f"sandbox {path} is still written into: not removed")
 
 
+def make_dirs(root: Path, path: Path, mode: int = 0o700) -> None:
+    """Create ``path``'s missing directories below ``root`` (a sandbox), never ``root`` itself: a worker thread
+    still running after its run was cut off gets FileNotFoundError once the sandbox is removed, where
+    ``mkdir(parents=True)`` would have re-created it (a leftover no sweep removes while the daemon runs).
+    Blocking (a worker thread)."""
+    current = root
+    for part in path.relative_to(root).parts:
+        current = current / part
+        try:
+            current.mkdir(mode=mode)
+        except FileExistsError:
+            if not current.is_dir():
+                raise
+
+
 class SandboxManager:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_root()

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from drwatch.core.model import Severity
+from drwatch.core.sandbox import make_dirs
 from drwatch.formats import safetensors as st
 from drwatch.formats.parquet import s3_range
 from drwatch.storage.filesystem import CHUNK, MANIFEST_NAME, Entry, HashCancelled, alist, aopen
@@ -61,9 +62,10 @@ def _s3_key(src: S3Source, key: str) -> str:
     return f"{base}/{key}" if base else key
 
 
-def _copy_file(src: Path, dest: Path, stop: threading.Event, algorithm: str = "sha256") -> tuple[str, int]:
-    """Copy while hashing with the seal's ``algorithm`` (blocking; stops at the next chunk once ``stop`` is set)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _copy_file(src: Path, dest: Path, stop: threading.Event, algorithm: str, root: Path) -> tuple[str, int]:
+    """Copy while hashing with the seal's ``algorithm`` (blocking; stops at the next chunk once ``stop`` is set).
+    ``root``: the sandbox ``dest`` lies in (its directories are made below it, never it)."""
+    make_dirs(root, dest.parent)
     digest = new_hash(algorithm)
     total = 0
     buf = bytearray(CHUNK)
@@ -247,13 +249,14 @@ async def _index(c: CopyCheck, entry: Entry, tensors: dict[str, frozenset[str] |
     return st.check_index(data, shards, c.limit)
 
 async def _restore(c: CopyCheck, entry: Entry, root: Path, algorithm: str) -> tuple[str, int]:
-    """Copy one file into the sandbox while hashing it (this is the copy's digest check, in the seal's
-    ``algorithm``)."""
+    """Copy one file into ``root`` (a directory of the sandbox, ``root.parent``) while hashing it (this is the
+    copy's digest check, in the seal's ``algorithm``)."""
     dest = root.joinpath(*entry.parts)
     if isinstance(c.src, FilesystemSource):
         stop = threading.Event()
         try:
-            return await asyncio.to_thread(_copy_file, c.src.root.joinpath(*entry.parts), dest, stop, algorithm)
+            return await asyncio.to_thread(_copy_file, c.src.root.joinpath(*entry.parts), dest, stop, algorithm,
+                                           root.parent)
         except asyncio.CancelledError:
             stop.set()
             raise
@@ -262,7 +265,7 @@ async def _restore(c: CopyCheck, entry: Entry, root: Path, algorithm: str) -> tu
     client = await loc.client()
     digest = new_hash(algorithm)
     total = 0
-    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(make_dirs, root.parent, dest.parent)
     fh = await aopen(dest, "wb")  # never left open by a cancellation while it is being opened
 
     def consume(chunk: bytes) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator
 
 from drwatch.core.errors import ValidatorError
+from drwatch.core.sandbox import make_dirs
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.filesystem import aopen
 from drwatch.storage.s3 import S3Location, S3Missing, S3Pool, classify, s3_errors
@@ -311,18 +312,19 @@ class S3Dumps(_Layout):
             raise ValidatorError("sandbox_full", f"the sandbox has {free} bytes free, the dump needs {point.size}")
         target = sandbox / "dump" / point.name
         if not point.directory:
-            await self._download(self._key(point.name), target)
+            await self._download(self._key(point.name), target, sandbox)
             return target
         objects = self.loc.objects(self._key(point.name))
         try:
             async for obj in objects:
-                await self._download(f"{self._key(point.name)}/{obj.key}", target.joinpath(*obj.key.split("/")))
+                dest = target.joinpath(*obj.key.split("/"))
+                await self._download(f"{self._key(point.name)}/{obj.key}", dest, sandbox)
         finally:
             await objects.aclose()  # type: ignore[attr-defined]  # a run cut off mid-download: closed now, not by GC
         return target
 
-    async def _download(self, key: str, path: Path) -> None:
-        """Stream one object to a file (1 MiB chunks: memory bounded whatever the size)."""
+    async def _download(self, key: str, path: Path, sandbox: Path) -> None:
+        """Stream one object to a file in ``sandbox`` (1 MiB chunks: memory bounded whatever the size)."""
         client = await self.loc.client()
         try:
             resp = await client.get_object(Bucket=self.loc.cfg.bucket, Key=key)
@@ -334,7 +336,7 @@ class S3Dumps(_Layout):
 
         body = resp["Body"]
         try:  # a run cut off here closes the body, and the file even while a thread is opening it
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+            await asyncio.to_thread(make_dirs, sandbox, path.parent)
             fh = await aopen(path, "wb")
         except BaseException:
             body.close()
