@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -396,6 +397,47 @@ async def test_no_matching_dump_fails_and_unmounted_location_is_error(tmp_path: 
     result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "not-mounted", {}))
     assert result is not None and result.outcome == Outcome.ERROR
     assert codes(result) == {"location_unavailable"}
+    # The dumps directory cannot be read (a symlink loop: ELOOP, as EIO or a stale NFS handle would): could not
+    # check, never "no dump there" (failed), never a crash.
+    (tmp_path / "dumps" / "nightly").symlink_to(tmp_path / "dumps" / "nightly")
+    result = await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps",
+                                                                  {"prefix": "nightly"}))
+    assert result is not None and result.outcome == Outcome.ERROR, result.findings
+    assert codes(result) == {"location_unavailable"}, result.findings
+    assert "symbolic links" in result.findings[0].message
+
+
+def test_a_dump_rotated_away_while_listed_is_skipped(tmp_path: Path) -> None:
+    """The backup job's retention deletes dumps while drwatch lists them (files and directory-format dumps): the
+    listing skips what vanished and never fails the run for it (2,000 listings against a churning directory)."""
+    from drwatch.validators.postgres.pgdump import FilesystemDumps
+
+    root = tmp_path / "dumps"
+    root.mkdir()
+    (root / "keep.dump").write_bytes(b"PGDMP")
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            (root / f"f{i}.dump").write_bytes(b"PGDMP")
+            (root / f"d{i}.dump").mkdir()
+            (root / f"d{i}.dump" / "toc.dat").write_bytes(b"PGDMP")
+            if i > 3:
+                (root / f"f{i - 3}.dump").unlink()
+                shutil.rmtree(root / f"d{i - 3}.dump")
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        layout = FilesystemDumps(tmp_path, "dumps", "*.dump")
+        for _ in range(2000):
+            points = layout._list()
+            assert points is not None and "keep.dump" in {p.name for p in points}
+    finally:
+        stop.set()
+        worker.join()
 
 
 # --- could not check: error; and RTO ----------------------------------------------------------------

@@ -187,6 +187,32 @@ async def test_a_snapshot_that_cannot_be_read_is_error(tmp_path: Path, locs: Loc
     assert_nothing_left(tmp_path)
 
 
+@pytest.mark.parametrize("where", ["prefix", "aof_file"])
+async def test_snapshots_that_cannot_be_listed_or_staged_are_error(tmp_path: Path, locs: Locations,
+                                                                   monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The snapshots' prefix cannot be listed (a symlink loop: ELOOP, as a stale NFS handle would answer), or an
+    AOF directory's incremental file reads EIO: could not check (`location_unavailable`), never "no snapshot"
+    (failed) and never a crash; nothing left behind."""
+    cfg = redis_config(tmp_path, locs, monkeypatch)
+    redis = tmp_path / "backups" / "redis"
+    if where == "prefix":
+        redis.symlink_to(redis)
+    else:
+        aof = RedisServer(appendonly=True).start()
+        try:
+            aof.fill(0, 10)
+            shutil.copytree(aof.dir / "appendonlydir", redis / "appendonlydir")
+        finally:
+            aof.stop()
+        incr = next((redis / "appendonlydir").glob("*.incr.aof"))
+        incr.unlink()
+        incr.symlink_to("/proc/self/mem")
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.ERROR and critical(result) == [], result.findings
+    assert codes(result) == {"location_unavailable"}, result.findings
+    assert_nothing_left(tmp_path)
+
+
 async def test_production_with_many_more_keys_fails(tmp_path: Path, locs: Locations, monkeypatch: pytest.MonkeyPatch,
                                                     prod: RedisServer) -> None:
     """A snapshot taken before production grew threefold (beyond the 5 % tolerance): `key_count_low` for db0, and

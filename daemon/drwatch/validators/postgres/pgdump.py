@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import random
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -250,32 +252,46 @@ class FilesystemDumps(_Layout):
     def _list(self) -> list[RecoveryPoint] | None:
         if not self.base.is_dir():
             raise ValidatorError("location_unavailable", f"{self.base} is not mounted or not readable")
-        if not self.root.is_dir():
-            return None
+        try:
+            if not stat.S_ISDIR(self.root.stat().st_mode):
+                return None  # a file where the dumps directory should be: no dumps there
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no dumps directory: no recovery point (failed); a loop, EACCES, EIO raise (error)
         out = []
         with os.scandir(self.root) as it:
             for e in it:
                 if not fnmatch.fnmatchcase(e.name, self.pattern) or e.name.startswith("."):
                     continue
-                if e.is_dir():
-                    dirs = _Directory()
-                    with os.scandir(e.path) as files:
-                        for f in files:
-                            if f.is_file():
-                                st = f.stat()
-                                dirs.add(self.marker(f.name), st.st_mtime, st.st_size)
-                    if (point := dirs.point(e.name, self.DIRECTORY_TIME)) is not None:
-                        out.append(point)
-                elif e.is_file():
-                    st = e.stat()
-                    out.append(RecoveryPoint(e.name, st.st_mtime, st.st_size, False))
+                try:
+                    point = self._point(e)
+                except FileNotFoundError:
+                    continue  # rotated away while listed (the backup job's retention): not a recovery point
+                if point is not None:
+                    out.append(point)
         return out
+
+    def _point(self, e: os.DirEntry[str]) -> RecoveryPoint | None:
+        if e.is_dir():
+            dirs = _Directory()
+            with os.scandir(e.path) as files:
+                for f in files:
+                    with contextlib.suppress(FileNotFoundError):
+                        if f.is_file():
+                            st = f.stat()
+                            dirs.add(self.marker(f.name), st.st_mtime, st.st_size)
+            return dirs.point(e.name, self.DIRECTORY_TIME)
+        if e.is_file():
+            st = e.stat()
+            return RecoveryPoint(e.name, st.st_mtime, st.st_size, False)
+        return None
 
     async def list(self) -> list[RecoveryPoint] | None:
         try:
             return await asyncio.to_thread(self._list)
-        except PermissionError as exc:
-            raise ValidatorError("location_unavailable", f"cannot read {exc.filename}: permission denied") from None
+        except OSError as exc:  # EACCES, EIO, a stale NFS handle, a symlink loop: could not check, not a bad backup
+            what = exc.filename or self.root
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            raise ValidatorError("location_unavailable", f"cannot read {what}: {reason}") from None
 
     async def fetch(self, point: RecoveryPoint, sandbox: Path) -> Path:
         return self.root / point.name  # read in place: nothing copied
@@ -356,34 +372,3 @@ class S3Dumps(_Layout):
         finally:
             body.close()
             await asyncio.to_thread(fh.close)
-
-
-# --- what a failed restore means ---------------------------------------------------------------------------------
-
-_ENVIRONMENT_ERRORS = (  # (pattern, code): the sandbox or target could not do it; not the backup's fault
-    (r"unsupported version", "dump_newer_than_tools"),
-    (r"could not connect|connection to server .* failed|server closed the connection|terminating connection|"
-     r"the database system is (shutting down|starting up|in recovery mode)|Connection refused",
-     "restore_target_unavailable"),
-    (r"No space left on device|could not extend file", "sandbox_full"),
-    (r'extension "[^"]+" is not available|could not open extension control file|could not load library',
-     "extension_missing"),
-    (r'role "[^"]+" does not exist', "role_missing"),
-    (r"permission denied|must be owner|must be superuser", "restore_permission_denied"),
-)
-_CORRUPT = re.compile(r"corrupt|could not read (from )?input file|unexpected end of file|did not find magic string|"
-                      r"input file is too short|could not find block ID|could not (uncompress|decompress)|"
-                      r"invalid compressed|could not find file .* in archive|could not open input file", re.I)
-
-
-def classify_restore_error(stderr: str) -> tuple[str, bool]:
-    """(code, backup_fault) for a failed restore's stderr."""
-    for pattern, code in _ENVIRONMENT_ERRORS:
-        if re.search(pattern, stderr):
-            return code, False
-    return ("dump_corrupt" if _CORRUPT.search(stderr) else "restore_failed"), True
-
-
-def error_lines(stderr: str) -> list[str]:
-    lines = [ln.strip() for ln in stderr.splitlines() if re.search(r"error|ERROR|FATAL|PANIC", ln)]
-    return lines or [ln.strip() for ln in stderr.splitlines() if ln.strip()][-3:] or ["(no error output)"]

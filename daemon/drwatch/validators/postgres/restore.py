@@ -44,7 +44,7 @@ from drwatch.core.subprocesses import ToolResult, run_tool
 from drwatch.validators.base import RunContext, ValidatorConfigBase
 from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.plugin import Plugin
-from drwatch.validators.postgres import drill, pgcluster, pgdump, pgtools
+from drwatch.validators.postgres import drill, pgcluster, pgdump, pgtools, restore_errors
 from drwatch.validators.postgres.drill import EphemeralSandbox, SandboxConfig, TargetSandbox
 from drwatch.validators.postgres.proofs import ExpectConfig, Proof
 
@@ -194,8 +194,8 @@ class PostgresRestoreValidator:
     def _restore_failed(res: ToolResult, info: pgdump.DumpInfo, chosen: pgdump.RecoveryPoint,
                         findings: list[Finding], figures: dict[str, float]) -> Report:
         """A restore (or archive listing) that failed: the backup's fault (failed) or the sandbox's (error)."""
-        code, backup_fault = pgdump.classify_restore_error(res.stderr)
-        lines = pgdump.error_lines(res.stderr)
+        code, backup_fault = restore_errors.classify_restore_error(res.stderr)
+        lines = restore_errors.error_lines(res.stderr)
         if code == "dump_newer_than_tools":
             raise ValidatorError(code, f"{res.tool} cannot read this archive (format {info.archive_version or '?'}, "
                                  f"written by pg_dump {info.dump_version or '?'}): it needs newer PostgreSQL tools; "

@@ -118,6 +118,8 @@ async def _sample(cfg: RedisRestoreConfig, theirs: dict[int, int], total: int, c
                   restored: Callable[[int], Any], findings: list[Finding], figures: dict[str, float]) -> None:
     """RANDOMKEY in production per database (in proportion to its keys), then each key's type and size on
     both sides. A key missing from the restore or of another type counts against the snapshot."""
+    from redis.exceptions import RedisError
+
     n = bad_missing = bad_type = 0
     sizes = [0, 0]  # restored, production (elements or bytes of the keys present on both sides)
     examples: list[str] = []
@@ -135,6 +137,9 @@ async def _sample(cfg: RedisRestoreConfig, theirs: dict[int, int], total: int, c
         ours_conn = restored(db)
         try:
             ours = await _types_and_sizes(ours_conn, picked)
+        except (RedisError, OSError) as exc:  # our sandbox server, not production
+            raise ValidatorError("sandbox_server_failed", f"the sandbox server: {type(exc).__name__}: {exc}") \
+                from None
         finally:
             await _close(ours_conn)
         for key, (ptype, psize), (rtype, rsize) in zip(picked, prod_types, ours, strict=True):

@@ -8,6 +8,7 @@ fields) and the tail of an AOF's last incremental file are read: a 100 GB snapsh
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import shutil
@@ -198,10 +199,9 @@ class S3Snapshots(_AofLayout, S3Dumps):
 
 
 async def list_points(where: FilesystemSnapshots | S3Snapshots) -> list[RecoveryPoint] | None:
-    try:
-        return await where.list()
-    except PermissionError as exc:
-        raise ValidatorError("location_unavailable", f"cannot read {exc.filename}: permission denied") from None
+    """The snapshots there (None: the prefix does not exist); a place that cannot be read (denied, I/O error,
+    a symlink loop, S3 down) raises ``ValidatorError`` (``error``), as the dump layouts do."""
+    return await where.list()
 
 
 def memory_available() -> int | None:
@@ -232,7 +232,17 @@ async def stage(point: RecoveryPoint, path: Path, sandbox: Path, local: bool) ->
 
     try:
         await asyncio.to_thread(link_or_copy)
+    except shutil.Error as exc:  # copytree's per-file errors, (source, destination, reason) each
+        raise ValidatorError(_stage_code(str(exc)), f"cannot stage the snapshot in the sandbox: {exc}") from None
     except OSError as exc:
-        raise ValidatorError("sandbox_full", f"cannot stage the snapshot in the sandbox: {exc.strerror or exc}") \
-            from None
+        raise ValidatorError(_stage_code(str(exc)), f"cannot stage the snapshot in the sandbox: "
+                             f"{exc.strerror or exc}") from None
     return staged
+
+
+def _stage_code(reason: str) -> str:
+    """``sandbox_full`` when the sandbox ran out of space, else ``location_unavailable`` (the AOF directory
+    could not be read: denied, an I/O error): both ``error``, for different people."""
+    full = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+    return "sandbox_full" if any(f in reason for f in full) else "location_unavailable"
+

@@ -55,7 +55,7 @@ from drwatch.core.secrets import redact
 from drwatch.core.subprocesses import ToolResult, run_tool
 from drwatch.validators.base import RunContext
 from drwatch.validators.copies.timetrust import FutureTimes
-from drwatch.validators.postgres import pgcluster, pgdump, pgtools
+from drwatch.validators.postgres import pgcluster, pgdump, pgtools, restore_errors
 from drwatch.validators.postgres.drill import EphemeralSandbox, TargetSandbox
 from drwatch.validators.vector.pgvector_compare import LISTED, Comparison
 from drwatch.validators.vector.pgvector_parquet import is_parquet, load_parquet
@@ -241,8 +241,8 @@ class _Drill(Comparison):
 
     def _restore_failed(self, res: ToolResult, name: str) -> None:
         """A failed restore or archive listing: the backup's fault (findings) or the sandbox's (raised)."""
-        code, backup_fault = pgdump.classify_restore_error(res.stderr)
-        lines = pgdump.error_lines(res.stderr)
+        code, backup_fault = restore_errors.classify_restore_error(res.stderr)
+        lines = restore_errors.error_lines(res.stderr)
         if code == "dump_newer_than_tools":
             raise ValidatorError(code, f"{res.tool} cannot read {name}: it was written by a newer pg_dump; set "
                                  "backend.sandbox.bin_dir to a PostgreSQL (with pgvector) at least as new")
