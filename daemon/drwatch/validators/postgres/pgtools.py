@@ -9,6 +9,7 @@ reaped on timeout or cancellation). See also :mod:`drwatch.validators.postgres.p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -253,11 +254,30 @@ async def connect(params: Mapping[str, str], *, code: str, what: str, database: 
         settings["default_transaction_read_only"] = "on"
     import asyncpg
 
+    attempt = asyncio.ensure_future(asyncpg.connect(asyncpg_dsn(params), database=database, timeout=connect_limit,
+                                                    server_settings=settings, statement_cache_size=0))
     try:
-        return await asyncpg.connect(asyncpg_dsn(params), database=database, timeout=connect_limit,
-                                     server_settings=settings, statement_cache_size=0)
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        # asyncpg cancelled inside its connect (the socket just opened) leaves a future of its own to fail later,
+        # never retrieved ("unexpected connection_lost() call", logged as an error): the attempt is let finish
+        # (briefly: a local handshake takes milliseconds) and what it opened is closed, then the run stops.
+        await unwind(_discard(attempt), CONNECT_CANCEL_GRACE)
+        raise
     except connect_errors() as exc:
         raise ValidatorError(code, redact(f"{what}: cannot connect ({type(exc).__name__}: {exc})")) from None
+
+
+CONNECT_CANCEL_GRACE = 2.0
+
+
+async def _discard(attempt: asyncio.Future[Any]) -> None:
+    """Wait for a connection attempt nobody wants any more (cancelled past the grace) and close its connection."""
+    try:
+        conn = await asyncio.wait_for(attempt, CONNECT_CANCEL_GRACE)
+    except BaseException:  # failed, timed out or cancelled: nothing opened to close
+        return
+    conn.terminate()
 
 
 async def close_connection(conn: Any) -> None:
