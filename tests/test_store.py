@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog.testing
 import yaml
 
 from drwatch.config.model import Config, parse_config
@@ -483,6 +484,34 @@ async def test_runner_keeps_result_pending_while_postgres_is_down(
     finally:
         if not pg_server.running:
             pg_server.restart()
+
+
+async def test_runner_keeps_result_pending_while_the_chain_head_is_gone(
+        store_config: dict[str, Any], tmp_path: Path) -> None:
+    """Someone deleted the result chain's head row (table result_chain): results cannot be chained, so they
+    stay queued as for a store that is down (counted, logged with the reason), never dropped one by one and never
+    stored unchained; once the row is back they are written in order, the chain intact."""
+    populate(tmp_path)
+    cfg = parse_config(yaml.safe_dump(basic_config(tmp_path, store=store_config)))
+    saved: list[tuple[Any, ...]] = []
+
+    async def delete() -> None:
+        saved[:] = await external_sql(store_config, "SELECT last_id, head FROM result_chain")
+        await external_sql(store_config, "DELETE FROM result_chain")
+
+    async def restore() -> None:
+        (last_id, head), = saved
+        await external_sql(store_config, f"INSERT INTO result_chain (id, last_id, head) VALUES (1, {last_id}, "
+                                         f"'{head}')")
+
+    with structlog.testing.capture_logs() as logs:
+        async with opened(cfg) as store:
+            await _pending_until_store_returns(cfg, store, delete, restore)
+            check = await store.chain_check()
+    failed = [e for e in logs if e["event"] == "store_write_failed"]
+    assert failed and all(e["error_type"] == "ChainHeadMissing" and "result_chain" in e["error"] for e in failed)
+    assert not [e for e in logs if e["event"] == "result_not_storable"]
+    assert check.problems == (), check.problems
 
 
 async def test_runner_keeps_result_pending_while_sqlite_is_locked(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
 from drwatch.store.base import Store
+from drwatch.store.chain import ChainHeadMissing
 from drwatch.validators.base import RunContext
 from drwatch.validators.config import ValidatorConfig
 
@@ -318,7 +319,8 @@ class Runner:
                     log.exception("result_not_storable", asset=result.asset, validator=result.validator,
                                   run_id=result.run_id)
                     continue
-                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending))
+                log.warning("store_write_failed", error_type=type(exc).__name__, pending=len(self.pending),
+                            **({"error": str(exc)} if isinstance(exc, ChainHeadMissing) else {}))
                 break
             self.pending.popleft()
             self.state.snapshot = self.state.snapshot.with_result(result, time.time())
@@ -398,6 +400,8 @@ def _log_finished(result: Result, bug: Exception | None, warn: bool,
 
 
 def _is_store_error(exc: BaseException) -> bool:
+    if isinstance(exc, ChainHeadMissing):
+        return True
     mod = type(exc).__module__
     return mod.startswith(("asyncpg", "sqlite3")) or type(exc).__name__ in ("OperationalError",
                                                                              "InterfaceError")

@@ -57,6 +57,23 @@ TOMBSTONE_INSERT = ("INSERT INTO result_tombstones (id, run_id, finished_at, pre
                     "AND digest IS NOT NULL")
 
 
+class ChainHeadMissing(Exception):
+    """The one row of ``result_chain`` is gone (the table was truncated or the row deleted by hand): no result
+    can be chained, and whatever removed it may have changed more. A store fault: results stay queued."""
+
+    def __init__(self) -> None:
+        super().__init__("the result chain's head row (table result_chain) is missing: the store was edited; "
+                         "results are kept queued, not stored. `drwatch verify-report` shows what else changed; "
+                         "restore the store from its backup")
+
+
+def head_of(row: Sequence[Any] | None) -> tuple[int, str]:
+    """(last_id, head digest) of the ``SELECT_HEAD`` row; ``ChainHeadMissing`` when there is none."""
+    if row is None:
+        raise ChainHeadMissing
+    return int(row[0]), str(row[1])
+
+
 def _fields(values: Sequence[Any]) -> list[Any]:
     """The covered values normalised to what either backend hands back (times as floats, texts as str)."""
     (run_id, asset, validator, kind, outcome, started, finished, rp, figures, findings, copies, chash) = values

@@ -171,14 +171,13 @@ class PostgresStore:
         async with self._p().acquire() as conn, conn.transaction():
             # The head row is locked until commit: writers (every node of a cluster) chain one at a time, and
             # ids are drawn under the lock, so id order is chain order.
-            head = await conn.fetchrow("SELECT last_id, head FROM result_chain WHERE id = 1 FOR UPDATE")
-            assert head is not None
+            _last, prev = chain.head_of(await conn.fetchrow(f"{chain.SELECT_HEAD} FOR UPDATE"))
             params = (*result_params(result), config_hash)
-            link = chain.digest(head[1], params)
+            link = chain.digest(prev, params)
             rid = await conn.fetchval(
                 f"INSERT INTO results ({RESULT_COLUMNS}, config_hash, prev_digest, digest) "
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) ON CONFLICT (run_id) DO NOTHING RETURNING id",
-                *params, head[1], link,
+                *params, prev, link,
             )
             if rid is None:  # a retried write of the same run changes nothing
                 return

@@ -135,7 +135,7 @@ class SqliteStore:
             try:
                 self._check_file()
                 params = (*result_params(result), config_hash)
-                _last, prev = conn.execute(chain.SELECT_HEAD).fetchone()
+                _last, prev = chain.head_of(conn.execute(chain.SELECT_HEAD).fetchone())
                 link = chain.digest(prev, params)
                 cur = conn.execute(
                     f"INSERT INTO results ({RESULT_COLUMNS}, config_hash, prev_digest, digest) "
