@@ -4,7 +4,8 @@ Point a client's ``endpoint_url`` at :attr:`RecordingProxy.endpoint_url`; every 
 unchanged (same method, path, query, headers, body) to the upstream server (moto, RGW) and recorded with
 its status and byte counts. Generic: it knows nothing about drwatch, and :func:`s3_operation` classifies
 path-style S3 requests for assertions. ``get_delay`` slows down object GETs (one at a time) so a test can
-interrupt a client in the middle of its reads; ``refuse_object_heads`` answers every object HEAD that status
+interrupt a client in the middle of its reads; ``get_rate`` sends object GET bodies at that many bytes per second
+in all (one slow link shared by every connection); ``refuse_object_heads`` answers every object HEAD that status
 (recorded, not forwarded).
 """
 
@@ -54,9 +55,11 @@ def s3_operation(rec: Record) -> str:
 
 class RecordingProxy:
     def __init__(self, upstream_host: str, upstream_port: int, get_delay: float = 0.0,
-                 refuse_object_heads: int = 0) -> None:
+                 refuse_object_heads: int = 0, get_rate: float = 0.0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.get_delay = get_delay
+        self.get_rate = get_rate  # bytes per second of object GET bodies, all connections together (0: unlimited)
+        self._link_free = 0.0  # monotonic time the shared slow link is free again
         self.refuse_object_heads = refuse_object_heads  # an HTTP status answered to every HEAD of an object (0: none)
         self.records: list[Record] = []
         self._lock = threading.Lock()
@@ -138,8 +141,7 @@ class RecordingProxy:
                     sent = 0
                     if self.command != "HEAD":
                         try:
-                            self.wfile.write(data)
-                            sent = len(data)
+                            sent = self._send(data, "/" in rec_path.lstrip("/") and self.command == "GET")
                         except (BrokenPipeError, ConnectionResetError):
                             self.close_connection = True  # the client went away (cancelled): nothing delivered
                     with proxy._lock:
@@ -147,6 +149,20 @@ class RecordingProxy:
                                                     sent))
                 finally:
                     conn.close()
+
+            def _send(self, data: bytes, paced: bool) -> int:
+                """Write the body; an object GET's at ``get_rate`` (16 KiB at a time on the one shared link)."""
+                if not (paced and proxy.get_rate):
+                    self.wfile.write(data)
+                    return len(data)
+                for at in range(0, len(data), 16384):
+                    chunk = data[at:at + 16384]
+                    with proxy._lock:
+                        end = max(time.monotonic(), proxy._link_free) + len(chunk) / proxy.get_rate
+                        proxy._link_free = end
+                    time.sleep(max(0.0, end - time.monotonic()))
+                    self.wfile.write(chunk)
+                return len(data)
 
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 

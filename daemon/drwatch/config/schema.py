@@ -167,6 +167,30 @@ class ComplianceConfig(_Model):
     clock_skew: Duration = timedelta(minutes=5)
 
 
+# Time before the first byte of an object in an archive storage class can be read (AWS S3 docs, "Understanding
+# archive retrieval options"): Glacier Flexible Retrieval standard retrievals finish within 3-5 hours, Deep Archive
+# standard within 12 hours (bulk: 5-12 h and 48 h); Glacier Instant Retrieval reads in milliseconds.
+DEFAULT_RETRIEVAL: dict[str, timedelta] = {
+    "GLACIER": timedelta(hours=5), "DEEP_ARCHIVE": timedelta(hours=12), "GLACIER_IR": timedelta(0),
+}
+
+
+class RestoreTimeConfig(_Model):
+    """The restore-time model (drwatch.state.rto, docs/restore-time.md)."""
+
+    # Storage class -> retrieval latency, merged over DEFAULT_RETRIEVAL (a class not named reads at once).
+    retrieval: dict[str, Duration] = Field(default_factory=dict)
+    samples: Count = Field(default=20, ge=1, le=64)  # newest throughput samples per location averaged
+    sample_max_age: Duration = timedelta(days=30)  # older samples are not used
+    tolerance: float = Field(default=0.5, gt=0)  # |projected - measured| / measured a drill may differ by
+    error_drills: Count = Field(default=3, ge=1, le=64)  # consecutive drills beyond it: rto_projection_unreliable
+
+    def retrieval_seconds(self, storage_class: str) -> float:
+        table = {**DEFAULT_RETRIEVAL, **self.retrieval}
+        latency = table.get(storage_class.upper())
+        return latency.total_seconds() if latency is not None else 0.0
+
+
 class ReportsConfig(_Model):
     """``drwatch report`` (docs/reports.md): an Ed25519 private key (PEM, as ``drwatch seal-keygen`` writes) signs
     every report; ``drwatch verify-report`` checks the signature with its public half."""
@@ -193,6 +217,7 @@ class Config(_Model):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # several nodes, one store (drwatch.cluster)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # opt-in series (the series budget)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)  # drwatch report: signing
+    restore_time: RestoreTimeConfig = Field(default_factory=RestoreTimeConfig)  # projected restore times
 
     # Not part of the file: where it came from (relative paths resolve against its directory).
     source: Annotated[str, Field(exclude=True)] = ""

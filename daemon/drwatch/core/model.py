@@ -91,6 +91,11 @@ class CopyReport:
     retain_until_min: float | None = None  # earliest Object Lock retain-until among the recovery point
     evidence: dict[str, int] = field(default_factory=dict)  # objects proven by checksum/etag/read/size
     dependencies: tuple[str, ...] = ()  # independence findings: shared_credentials, kms_in_production_region
+    # Restore-time inputs (drwatch.state.rto): bytes this run read from the copy and the wall time with a read of
+    # it in flight; the storage classes its objects were listed or HEADed in.
+    read_bytes: int = 0
+    read_seconds: float = 0.0
+    storage_classes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +119,9 @@ class CopyReport:
             "retain_until_min": self.retain_until_min,
             "evidence": dict(self.evidence),
             "dependencies": list(self.dependencies),
+            "read_bytes": self.read_bytes,
+            "read_seconds": self.read_seconds,
+            "storage_classes": list(self.storage_classes),
         }
 
     @classmethod
@@ -139,6 +147,9 @@ class CopyReport:
             retain_until_min=data.get("retain_until_min"),
             evidence={str(k): int(v) for k, v in data.get("evidence", {}).items()},
             dependencies=tuple(data.get("dependencies", ())),
+            read_bytes=int(data.get("read_bytes", 0)),
+            read_seconds=float(data.get("read_seconds", 0.0)),
+            storage_classes=tuple(str(c) for c in data.get("storage_classes", ())),
         )
 
 

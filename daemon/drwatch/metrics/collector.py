@@ -21,8 +21,10 @@ from drwatch.config.model import Config
 from drwatch.core.model import DURATION_BUCKETS, OUTCOMES, bucket_label
 from drwatch.engine.process import ProcessState as ProcessState  # noqa: PLC0414 (re-exported: its old home)
 from drwatch.metrics.groups import group_families
+from drwatch.metrics.restore import restore_families
 from drwatch.metrics.verify import verify_asset_families, verify_location_families
-from drwatch.state.compliance import RULES, STATES, AssetVerdict, evaluate
+from drwatch.state.compliance import RULES, STATES, AssetVerdict, evaluate, evaluate_asset
+from drwatch.state.rto import AssetProjection, project_asset
 from drwatch.state.snapshot import Snapshot
 from drwatch.validators import PLUGINS
 from drwatch.validators.plugin import Latest
@@ -62,11 +64,17 @@ class AssetStanding:
     compliant: bool
     copies_verified: int
     recovery_point: float | None
+    restore: AssetProjection | None = None  # the projected restore time (drwatch.state.rto)
 
     @classmethod
-    def of(cls, verdict: AssetVerdict) -> AssetStanding:
+    def of(cls, verdict: AssetVerdict, restore: AssetProjection | None = None) -> AssetStanding:
         return cls(tuple(verdict.rules[rule].state.value for rule in RULES), verdict.compliant,
-                   verdict.copies_verified, verdict.recovery_point)
+                   verdict.copies_verified, verdict.recovery_point, restore)
+
+    @classmethod
+    def evaluate(cls, cfg: Config, snap: Snapshot, name: str, now: float) -> AssetStanding:
+        verdict = evaluate_asset(cfg, snap, name, now)
+        return cls.of(verdict, project_asset(cfg, snap, verdict, now))
 
 
 def asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str],
@@ -79,7 +87,8 @@ def asset_families(cfg: Config, snap: Snapshot, assets: Sequence[str],
     """
     return [*_validator_families(cfg, snap, assets), *_figure_families(cfg, snap, assets),
             *plugin_families(cfg, snap, assets), *verify_asset_families(cfg, snap, assets),
-            *_compliance_families(cfg, assets, standings), *_copy_families(cfg, snap, assets)]
+            *_compliance_families(cfg, assets, standings), *_copy_families(cfg, snap, assets),
+            *restore_families(assets, {a: s.restore for a, s in standings.items()})]
 
 
 def global_families(cfg: Config, snap: Snapshot, now: float) -> list[Metric]:
@@ -88,7 +97,8 @@ def global_families(cfg: Config, snap: Snapshot, now: float) -> list[Metric]:
 
 
 def standings(cfg: Config, snap: Snapshot, now: float) -> dict[str, AssetStanding]:
-    return {name: AssetStanding.of(verdict) for name, verdict in evaluate(cfg, snap, now).items()}
+    return {name: AssetStanding.of(verdict, project_asset(cfg, snap, verdict, now))
+            for name, verdict in evaluate(cfg, snap, now).items()}
 
 
 class SnapshotCollector(Collector):

@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from drwatch.config.model import Config
 from drwatch.engine.process import ProcessState
 from drwatch.metrics.collector import AssetStanding, asset_families, global_families, process_families, render
+from drwatch.metrics.restore import rate_expiries, rates_changed
 from drwatch.metrics.textformat import GZIP_LEVEL, Fixed, deflate, gzip_member, sample_lines, split_family
-from drwatch.state.compliance import evaluate_asset
 from drwatch.state.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
@@ -219,7 +219,7 @@ def standing_changes_at(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
             times.append(att.created_at + comp.offline_attestation_max_age.total_seconds())
             if att.recovery_point is not None:
                 times.append(att.recovery_point + rpo)
-    return times
+    return times + rate_expiries(cfg, snap, asset)
 
 
 @dataclass
@@ -341,6 +341,7 @@ class SnapshotRenderer:
                          (prev.attestations, snap.attestations), (prev.copy_bytes, snap.copy_bytes),
                          (prev.verify, snap.verify)):
             names |= _changed_assets(old, new)
+        names |= rates_changed(cfg, prev.rates, snap.rates)
         dirty = {self._index[n] for n in names if n in self._index}
         while self._expiry and self._expiry[0][0] <= now:
             _, i = heapq.heappop(self._expiry)
@@ -369,7 +370,7 @@ class SnapshotRenderer:
         same_inputs = entry is not None and _same(entry.inputs, inputs)
         if entry is not None and same_inputs and entry.valid_from <= now < entry.valid_until:
             return False
-        standing = AssetStanding.of(evaluate_asset(cfg, snap, name, now))
+        standing = AssetStanding.evaluate(cfg, snap, name, now)
         self.evaluations += 1
         upcoming = [t for t in standing_changes_at(cfg, snap, name) if t + _EPSILON >= now]
         valid_until = min(upcoming, default=math.inf) - _EPSILON

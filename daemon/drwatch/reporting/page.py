@@ -74,6 +74,33 @@ def _asset_rows(assets: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _restore_rows(assets: dict[str, Any]) -> list[str]:
+    """Per asset with an RTO or a projection: declared, projected (from which copy, and why), measured."""
+    rows: list[str] = []
+    for name, a in assets.items():
+        r = a.get("restore")
+        if r is None or (r["rto_seconds"] is None and r["projected_seconds"] is None):
+            continue
+        drill = r.get("drill") or {}
+        verdict = "" if r["within_rto"] is None else ('<span class="ok">within RTO</span>' if r["within_rto"]
+                                                      else '<span class="over">OVER RTO</span>')
+        why = "".join(f"<li>{t(f['code'])}: {t(f['message'])}</li>" for f in r["findings"][:3])
+        measured = drill.get("measured_seconds")
+        error = drill.get("error_ratio")
+        rows.append(f'<tr class="restore"><td class="name"><b>{t(name)}</b><ul class="why"><li>{t(r["why"])}</li>'
+                    f'{why}</ul></td>'
+                    f'<td data-label="RTO" class="n">{_dur(r["rto_seconds"])}</td>'
+                    f'<td data-label="projected" class="n restore-projected">{_dur(r["projected_seconds"])}</td>'
+                    f'<td data-label="from copy">{t(r["copy"] or "-")}</td><td data-label="">{verdict}</td>'
+                    f'<td data-label="drill measured" class="n">{_dur(measured)}</td>'
+                    f'<td data-label="model error" class="n">{"-" if error is None else f"{error:+.0%}"}</td></tr>')
+    return rows
+
+
+def _dur(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
+
+
 def _group_rows(doc: dict[str, Any]) -> list[str]:
     groups: list[str] = []
     for name, g in doc["consistency_groups"].items():
@@ -109,6 +136,7 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
     groups = _group_rows(doc)
     problems = _problem_rows(doc)
     drills = _drills(doc, rto)
+    restore = _restore_rows(assets)
     head = "".join(f"<th>{r}</th>" for r in RULES)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -126,6 +154,9 @@ def render(doc: dict[str, Any], version: str, rto: dict[str, float | None]) -> s
            "<th>state</th><th>skew</th>"
            "<th>max skew</th><th>assets</th><th>findings</th></tr>" + "".join(groups) + "</table></div>"
            if groups else "")
+        + ('<h2>Restore time</h2><div class="wrap"><table class="cards"><tr class="head">'
+           "<th>asset (why)</th><th>RTO</th><th>projected</th><th>from copy</th><th></th><th>drill measured</th>"
+           "<th>model error</th></tr>" + "".join(restore) + "</table></div>" if restore else "")
         + ('<h2>Latest restore drills</h2><div class="wrap"><table class="cards"><tr class="head">'
            "<th>asset / validator</th><th>finished</th><th>outcome</th><th>restore time</th><th>RTO</th><th></th>"
            "<th>rows</th></tr>"

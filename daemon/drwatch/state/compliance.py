@@ -242,6 +242,11 @@ def _offsite(s: CopyStatus, prod: CopyStatus, independent: bool) -> bool:
     return bool(s.site) and bool(prod.site) and s.site != prod.site
 
 
+def is_offsite(s: CopyStatus, prod: CopyStatus, independent: bool) -> bool:
+    """Whether the copy counts toward the off-site rule (the restore-time model names such copies)."""
+    return _offsite(s, prod, independent)
+
+
 def _offsite_rule(required: int, prod: CopyStatus, good: list[CopyStatus], unknown: list[CopyStatus],
                   independent: bool) -> RuleVerdict:
     off = [s for s in good if _offsite(s, prod, independent)]

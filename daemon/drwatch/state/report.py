@@ -14,6 +14,8 @@ from drwatch.core.textsafe import escape
 from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate
 from drwatch.state.consistency import group_state
 from drwatch.state.pricing import verified_copies
+from drwatch.state.rto import project
+from drwatch.state.rto_report import restore_doc, restore_lines
 from drwatch.state.snapshot import Snapshot
 
 
@@ -77,9 +79,10 @@ def verification_doc(snap: Snapshot) -> dict[str, Any]:
 
 def document(snap: Snapshot, now: float, results: Iterable[Result] | None = None) -> dict[str, Any]:
     verdicts = evaluate(snap.config, snap, now)
+    restore = project(snap.config, snap, verdicts, now)
     return {
         "generated_at": iso_time(now),
-        "assets": {name: asset_doc(v) for name, v in verdicts.items()},
+        "assets": {name: {**asset_doc(v), "restore": restore_doc(restore[name])} for name, v in verdicts.items()},
         "results": [result_doc(r) for r in (latest_results(snap) if results is None else results)],
         "verification": verification_doc(snap),
         "consistency_groups": {name: group_doc(snap, name, now) for name in snap.config.consistency_groups},
@@ -159,6 +162,7 @@ def table(doc: dict[str, Any]) -> str:
         lines += ["", "Checks that did not pass:", *problems]
     lines += _group_lines(doc.get("consistency_groups") or {})
     lines += _verification_lines(doc.get("verification") or {})
+    lines += restore_lines(doc["assets"])
     acks = doc.get("acks") or []
     if acks:
         lines += ["", "Acknowledged (drwatch ack):",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from drwatch.config.model import Config
 from drwatch.core.model import Ack, Attestation, CopyReport, Result
 from drwatch.store.base import StoredState, ValidatorStats
+from drwatch.store.rates import RateSample, SampleKey, appended, samples_of
 from drwatch.validators.copies.ledger import CopySummary
 
 
@@ -32,18 +33,21 @@ class Snapshot:
     verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
     verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
     acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> newest `drwatch ack`
+    # The restore-time model's rolling samples (drwatch.store.rates), as stored; with_result appends the same way.
+    rates: dict[SampleKey, tuple[RateSample, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_state(cls, config: Config, state: StoredState) -> Snapshot:
         return cls(config, dict(state.validators), dict(state.attestations), dict(state.copy_bytes),
-                   verify=dict(state.verify), verify_counters=dict(state.verify_counters), acks=dict(state.acks))
+                   verify=dict(state.verify), verify_counters=dict(state.verify_counters), acks=dict(state.acks),
+                   rates=dict(state.rates))
 
     def refreshed(self, state: StoredState) -> Snapshot:
         """The same config over a newer stored state (e.g. results or attestations another process wrote)."""
         return replace(self, validators=dict(state.validators), attestations=dict(state.attestations),
                        copy_bytes=dict(state.copy_bytes), generation=self.generation + 1,
                        verify=dict(state.verify), verify_counters=dict(state.verify_counters),
-                       acks=dict(state.acks))
+                       acks=dict(state.acks), rates=dict(state.rates))
 
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)
@@ -58,7 +62,8 @@ class Snapshot:
             if rep.bytes_verified > 0:
                 k = (result.asset, rep.copy)
                 copy_bytes[k] = copy_bytes.get(k, 0) + rep.bytes_verified
-        return replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1)
+        return replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1,
+                       rates=appended(self.rates, samples_of(result)))
 
     def with_attestation(self, att: Attestation) -> Snapshot:
         return replace(self, attestations={**self.attestations, (att.asset, att.copy): att},

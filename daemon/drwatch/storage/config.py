@@ -14,6 +14,18 @@ from drwatch.core.durations import Duration
 from drwatch.storage.prices import PriceTable
 
 
+class RestoreDeclaration(BaseModel):
+    """What drwatch cannot measure about restoring from a location (an offline vault, a tape library, a copy
+    never read): the time before the first byte (courier, robot, recall) and the read rate once it flows.
+    A measured rate (verification reads, drills) wins over the declared one; the declared retrieval time is
+    added to the storage class's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retrieval_time: Duration | None = None
+    bytes_per_second: float | None = Field(default=None, gt=0)
+
+
 class FilesystemLocationConfig(BaseModel):
     """A mounted path (local disk, NAS, removable media). Read-only to drwatch."""
 
@@ -27,6 +39,7 @@ class FilesystemLocationConfig(BaseModel):
     media: str | None = None
     offline: bool = False
     max_concurrency: int | None = Field(default=None, ge=1, le=1000)
+    restore: RestoreDeclaration | None = None  # restore-time model inputs drwatch cannot measure
     pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
 
@@ -96,6 +109,7 @@ class S3LocationConfig(AwsCredentialFields):
     canary_prefix: str | None = None
     inventory: InventoryReportConfig | None = None  # per-object facts from an S3 Inventory report
     offline: bool = False
+    restore: RestoreDeclaration | None = None  # restore-time model inputs drwatch cannot measure
     pricing: PriceTable | None = None  # cost of the DR posture (drwatch_cost_monthly_dollars)
 
     @model_validator(mode="after")

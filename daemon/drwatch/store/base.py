@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, CopyReport, Finding, Outcome, Result, bucket_for
+from drwatch.store.rates import RateSample, SampleKey, from_rows
 from drwatch.store.verify import counters, summaries
 from drwatch.validators.base import LedgerWriter
 from drwatch.validators.copies.ledger import CopySummary
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from drwatch.store.chain import ChainCheck
     from drwatch.store.history import HistoryRows
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class StoreSchemaError(ValidatorError):
@@ -115,6 +116,7 @@ class StoredState:
     verify: dict[tuple[str, str], CopySummary] = field(default_factory=dict)
     verify_counters: dict[tuple[str, str], int] = field(default_factory=dict)
     acks: dict[tuple[str, str], Ack] = field(default_factory=dict)  # (asset, validator) -> the newest ack
+    rates: dict[SampleKey, tuple[RateSample, ...]] = field(default_factory=dict)  # restore-time inputs (rates.py)
 
 
 class Store(LedgerWriter, Protocol):
@@ -195,7 +197,7 @@ def assemble_state(
     state_rows: list[Any], count_rows: list[Any], bucket_rows: list[Any], result_rows: list[Any],
     attestation_rows: list[Any], copy_rows: list[Any] | None = None,
     summary_rows: list[Any] | None = None, counter_rows: list[Any] | None = None,
-    ack_rows: list[Any] | None = None,
+    ack_rows: list[Any] | None = None, rate_rows: list[Any] | None = None,
 ) -> StoredState:
     """Build StoredState from rows shaped the same way by both backends."""
     runs: dict[tuple[str, str], dict[str, int]] = {}
@@ -227,4 +229,4 @@ def assemble_state(
     copy_bytes = {(a, c): int(n) for a, c, n in (copy_rows or [])}
     acks = {(a, v): Ack(a, v, by, reason, float(created)) for a, v, by, reason, created in (ack_rows or [])}
     return StoredState(validators, attestations, copy_bytes, summaries(summary_rows or []),
-                       counters(counter_rows or []), acks)
+                       counters(counter_rows or []), acks, from_rows(rate_rows or []))

@@ -11,7 +11,7 @@ import asyncpg
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, Result, bucket_for
-from drwatch.store import chain
+from drwatch.store import chain, rates
 from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
@@ -28,6 +28,7 @@ from drwatch.store.base import (
     stamps,
 )
 from drwatch.store.history import RESULT_COLUMNS
+from drwatch.store.rates import samples_of
 from drwatch.validators.copies.ledger import CopySummary, LedgerBatch, LedgerEntry, LedgerRow, Totals
 
 MIGRATIONS: dict[int, list[str]] = {
@@ -68,6 +69,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # Schema 5: the result chain (drwatch.store.chain); existing rows are chained by _chain_existing.
     5: [*chain.ADD_COLUMNS, chain.HEAD_TABLE.format(bigint="BIGINT"),
         chain.TOMBSTONES_TABLE.format(bigint="BIGINT", real="DOUBLE PRECISION")],
+    # Schema 6: the restore-time model's rate samples (drwatch.store.rates).
+    6: [rates.TABLE.format(id="BIGSERIAL", auto="", real="DOUBLE PRECISION", bigint="BIGINT"), rates.INDEX],
 }
 
 
@@ -202,6 +205,9 @@ class PostgresStore:
                     "DO UPDATE SET bytes_verified = copy_counters.bytes_verified + excluded.bytes_verified",
                     increments,
                 )
+            if samples := samples_of(result):
+                await conn.executemany(v.pg(rates.INSERT), [s.params() for s in samples])
+                await conn.executemany(v.pg(rates.PRUNE), rates.prune_params(samples))
 
     async def load_state(self) -> StoredState:
         async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -226,10 +232,12 @@ class PostgresStore:
                 "SELECT DISTINCT ON (asset, validator) asset, validator, acked_by, reason, created_at "
                 "FROM acks ORDER BY asset, validator, id DESC"
             )
+            rate_rows = await conn.fetch(rates.LOAD)
         return assemble_state(
             [tuple(r) for r in states], [tuple(r) for r in counts], [tuple(r) for r in buckets],
             [tuple(r) for r in results], [tuple(r) for r in attestations], [tuple(r) for r in copies],
             [tuple(r) for r in verify], [tuple(r) for r in counters], [tuple(r) for r in acks],
+            [tuple(r) for r in rate_rows],
         )
 
     async def add_attestation(self, attestation: Attestation) -> None:

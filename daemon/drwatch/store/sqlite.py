@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Ack, Attestation, Result, bucket_for
-from drwatch.store import chain
+from drwatch.store import chain, rates
 from drwatch.store import history as h
 from drwatch.store import verify as v
 from drwatch.store.base import (
@@ -35,6 +35,7 @@ from drwatch.store.base import (
     stamps,
 )
 from drwatch.store.history import RESULT_COLUMNS
+from drwatch.store.rates import samples_of
 from drwatch.store.sqlite_schema import migrate
 from drwatch.store.sqlite_schema import rollback as _rollback
 from drwatch.validators.copies.ledger import CopySummary, LedgerBatch, LedgerEntry, LedgerRow, Totals
@@ -164,6 +165,9 @@ class SqliteStore:
                         "DO UPDATE SET bytes_verified = copy_counters.bytes_verified + excluded.bytes_verified",
                         copy_byte_increments(result),
                     )
+                    if samples := samples_of(result):
+                        conn.executemany(rates.INSERT, [s.params() for s in samples])
+                        conn.executemany(rates.PRUNE, rates.prune_params(samples))
                 conn.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
@@ -201,7 +205,9 @@ class SqliteStore:
                 "SELECT asset, validator, acked_by, reason, created_at FROM acks a WHERE id = "
                 "(SELECT MAX(id) FROM acks b WHERE b.asset = a.asset AND b.validator = a.validator)"
             ).fetchall()
-            return assemble_state(states, counts, buckets, results, attestations, copies, verify, counters, acks)
+            rate_rows = conn.execute(rates.LOAD).fetchall()
+            return assemble_state(states, counts, buckets, results, attestations, copies, verify, counters, acks,
+                                  rate_rows)
 
         return await self._call(read)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from drwatch.store import chain
+from drwatch.store import chain, rates
 from drwatch.store import verify as v
 from drwatch.store.base import ACKS_TABLE, SCHEMA_VERSION, StoreSchemaError
 
@@ -45,6 +45,8 @@ MIGRATIONS: dict[int, list[str]] = {
     # Schema 5: the result chain (drwatch.store.chain); existing rows are chained by _chain_existing.
     5: [*chain.ADD_COLUMNS, chain.HEAD_TABLE.format(bigint="INTEGER"),
         chain.TOMBSTONES_TABLE.format(bigint="INTEGER", real="REAL")],
+    # Schema 6: the restore-time model's rate samples (drwatch.store.rates).
+    6: [rates.TABLE.format(id="INTEGER", auto=" AUTOINCREMENT", real="REAL", bigint="INTEGER"), rates.INDEX],
 }
 
 

@@ -18,6 +18,7 @@ from drwatch.core.model import CopyState, Finding, Severity
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import S3Unavailable
 from drwatch.storage.sources import FilesystemSource, Source
+from drwatch.validators.copies.readclock import ReadClock
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Tally:
     lock: dict[str, int] = field(default_factory=dict)  # objects by Object Lock state (copies.record_lock)
     retain_until_min: float | None = None
     storage_classes: set[str] = field(default_factory=set)
+    reads: ReadClock = field(default_factory=ReadClock)  # the copy's own reads, timed (restore-time model)
     findings: list[Finding] = field(default_factory=list)
     listed: dict[str, int] = field(default_factory=dict)  # findings per code so far (listed up to a limit)
     broken: bool = False  # the location failed mid-run: dropped from the merge, reported as error

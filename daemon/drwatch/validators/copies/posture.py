@@ -22,6 +22,7 @@ from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
 from drwatch.validators.base import RunContext
+from drwatch.validators.copies.readclock import ReadClock
 
 if TYPE_CHECKING:
     from drwatch.validators.base import AssetView
@@ -239,11 +240,15 @@ def dependencies(name: str, facts: Facts, prod: Facts) -> tuple[tuple[str, ...],
 
 def copy_report(ctx: RunContext, src: Source, state: CopyState, facts: Facts, t: LockTally, *, verified: int,
                 text: LockText, recovery_point: float | None, objects: dict[str, int], bytes_verified: int,
-                evidence: dict[str, int], deps: tuple[str, ...], findings: list[Finding]) -> CopyReport:
-    """The copy's report; an S3 copy's Object Lock verdict adds its findings to ``findings``."""
+                evidence: dict[str, int], deps: tuple[str, ...], findings: list[Finding],
+                reads: ReadClock | None = None) -> CopyReport:
+    """The copy's report; an S3 copy's Object Lock verdict adds its findings to ``findings``. ``reads``: the
+    copy's timed reads of this run (the restore-time model's throughput input)."""
     immutable: bool | None = False
+    classes = set(t.storage_classes)
     if isinstance(src, S3Source):
         immutable = lock_verdict(ctx, src, t, verified, facts, state, text, findings)
+        classes |= src.listed_classes
     return CopyReport(
         copy=src.name, location=src.location, role=src.role, state=state,
         recovery_point=recovery_point if state == CopyState.VERIFIED else None,
@@ -251,6 +256,8 @@ def copy_report(ctx: RunContext, src: Source, state: CopyState, facts: Facts, t:
         provider=facts.provider, immutable=immutable, offline=src.offline, objects=objects,
         bytes_verified=bytes_verified, region_observed=facts.region_observed, versioning=facts.versioning,
         lock=dict(t.lock), retain_until_min=t.retain_until_min, evidence=evidence, dependencies=deps,
+        read_bytes=reads.bytes if reads is not None else 0, read_seconds=reads.seconds if reads is not None else 0.0,
+        storage_classes=tuple(sorted(classes)),
     )
 
 

@@ -66,7 +66,7 @@ class Prover:
             if not self.verify_content or (self.read_sample < 1.0 and random.random() >= self.read_sample):
                 s.proven("size")
                 return
-            verdict, _n = await ref.read_matches(s.src, e)
+            verdict, _n = await ref.read_matches(s.src, e, s.reads)
             how = "read"
         if verdict:
             # Bytes proven equal (by any evidence but size); bytes read and found different do not count.
@@ -120,7 +120,7 @@ class Prover:
             if session.take(s.name, e, cost, priority=session.requeued(e, prior, ref_id, value)):
                 n = 0
                 try:
-                    read_ok, n = await ref.read_matches(s.src, e)
+                    read_ok, n = await ref.read_matches(s.src, e, s.reads)
                 finally:
                     session.read_done(s.name, e, cost, n)
                 read = True

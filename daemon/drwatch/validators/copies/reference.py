@@ -16,6 +16,7 @@ from drwatch.storage.filesystem import Entry
 from drwatch.storage.hashing import ReferenceUnreadable
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import FilesystemSource, S3Source, Source
+from drwatch.validators.copies.readclock import ReadClock
 
 _T = TypeVar("_T")
 
@@ -85,20 +86,27 @@ class Reference:
         head = await self.head()
         return 0 if head is not None and "SHA256" in head.checksums else self.entry.size
 
-    async def read_matches(self, src: Source, entry: Entry) -> tuple[bool, int]:
+    async def read_matches(self, src: Source, entry: Entry, clock: ReadClock | None = None) -> tuple[bool, int]:
         """Read the copy's object ``entry`` of ``src`` and whether it holds the reference's bytes; and the bytes
         of it read. Filesystem against filesystem production (``direct``), the two files are compared chunk by
         chunk — one read of each side, as hashing both would do, without the hashing; otherwise the copy is
         hashed and compared with the reference's digest (the seal's, or production's read once per key).
-        Errors reading the copy propagate as they are; production's raise :class:`ReferenceFailed`."""
-        if (self.direct and self.entry.sha256 is None and self._digest is None
-                and isinstance(self.prod, FilesystemSource) and isinstance(src, FilesystemSource)):
-            try:
-                same, n = await src.same_bytes(entry, self.prod.path(self.entry))
-            except ReferenceUnreadable as exc:
-                raise reference_failed(exc.error) from None
-            return same and n == self.entry.size, n
-        digest, n = await src.sha256(entry, self.entry.algorithm)  # the seal's algorithm (production's: sha256)
+        Errors reading the copy propagate as they are; production's raise :class:`ReferenceFailed`. ``clock``
+        times the copy's own read (with a direct comparison, both sides at once: the slower one sets the pace)."""
+        clock = clock or ReadClock()
+        n = 0
+        clock.started()
+        try:
+            if (self.direct and self.entry.sha256 is None and self._digest is None
+                    and isinstance(self.prod, FilesystemSource) and isinstance(src, FilesystemSource)):
+                try:
+                    same, n = await src.same_bytes(entry, self.prod.path(self.entry))
+                except ReferenceUnreadable as exc:
+                    raise reference_failed(exc.error) from None
+                return same and n == self.entry.size, n
+            digest, n = await src.sha256(entry, self.entry.algorithm)  # the seal's algorithm (production's: sha256)
+        finally:
+            clock.finished(n)
         return digest == await self.sha256() and n == self.entry.size, n
 
     async def sha256(self) -> str:

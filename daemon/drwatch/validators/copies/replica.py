@@ -259,7 +259,7 @@ class ReplicaValidator:
                      **s.counts()}
             if in_merge else {},
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
-            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
+            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings, reads=s.reads)
 
 
 def _outcome(reports: list[CopyReport], seal: SealState, stale: bool, findings: list[Finding]) -> Outcome:

@@ -1,0 +1,93 @@
+"""The restore-time model's series (:mod:`drwatch.state.rto`): projected restore time per asset and per copy,
+with its inputs as figures. Labels: asset, copy (bounded by the configuration)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from drwatch.config.model import Config
+from drwatch.state.rto import AssetProjection, drill_location
+from drwatch.state.snapshot import Snapshot
+from drwatch.store.rates import SampleKey
+
+_AC = ["asset", "copy"]
+
+
+def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProjection | None]) -> list[Metric]:
+    asset_seconds = GaugeMetricFamily(
+        "drwatch_asset_restore_projected_seconds",
+        "Projected time to restore the newest recovery point from the fastest copy that counts for the "
+        "copies rule (drwatch_copy_restore_best names it).", labels=["asset"])
+    size = GaugeMetricFamily("drwatch_asset_restore_size_bytes",
+                             "Bytes of the newest recovery point the projection restores.", labels=["asset"])
+    error = GaugeMetricFamily("drwatch_asset_restore_projection_error_ratio",
+                              "(projected - measured) / measured restore time of the latest restore drill, "
+                              "projected from the samples recorded before it.", labels=["asset"])
+    measured = GaugeMetricFamily("drwatch_asset_restore_measured_seconds",
+                                 "Restore time the latest compared restore drill measured.", labels=["asset"])
+    copy_seconds = GaugeMetricFamily("drwatch_copy_restore_projected_seconds",
+                                     "Projected time to restore the newest recovery point from this copy.", labels=_AC)
+    best = GaugeMetricFamily("drwatch_copy_restore_best",
+                             "1 for the copy the asset's projected restore time is judged by, 0 for the others.",
+                             labels=_AC)
+    rate = GaugeMetricFamily("drwatch_copy_restore_throughput_bytes_per_second",
+                             "Read throughput of the copy's location (measured, else declared).", labels=_AC)
+    retrieval = GaugeMetricFamily("drwatch_copy_restore_retrieval_seconds",
+                                  "Time before the first byte: storage class retrieval plus declared retrieval.",
+                                  labels=_AC)
+    fixed = GaugeMetricFamily("drwatch_copy_restore_fixed_seconds",
+                              "Restore work beyond reading (measured by the asset's drills), scaled to the size.",
+                              labels=_AC)
+    for name in assets:
+        p = projections.get(name)
+        if p is None:
+            continue
+        if p.seconds is not None:
+            asset_seconds.add_metric([name], p.seconds)
+        sizes = [c.size_bytes for c in p.copies if c.size_bytes is not None]
+        if sizes:
+            size.add_metric([name], sizes[0])
+        if (latest := p.drills.latest) is not None:
+            error.add_metric([name], latest.error)
+            measured.add_metric([name], latest.measured)
+        for c in p.copies:
+            labels = [name, c.copy]
+            best.add_metric(labels, 1 if c.copy == p.copy else 0)
+            retrieval.add_metric(labels, c.retrieval_seconds)
+            fixed.add_metric(labels, c.fixed_seconds)
+            if c.seconds is not None:
+                copy_seconds.add_metric(labels, c.seconds)
+            if c.throughput is not None:
+                rate.add_metric(labels, c.throughput)
+    return [asset_seconds, size, error, measured, copy_seconds, best, rate, retrieval, fixed]
+
+
+def _locations(cfg: Config, asset: str) -> set[str]:
+    """Locations whose throughput an asset's projection reads: its copies', and its drills' dump locations."""
+    acfg = cfg.assets[asset]
+    out = {c.location for c in acfg.copies}
+    out.update(loc for v in acfg.validators if (loc := drill_location(cfg, asset, v.label)) is not None)
+    return out
+
+
+def rates_changed(cfg: Config, old: Mapping[SampleKey, object], new: Mapping[SampleKey, object]) -> set[str]:
+    """Assets whose projection may change between two versions of the snapshot's rate samples: a location's
+    throughput is shared by every asset with a copy (or a drill) there."""
+    if old is new:
+        return set()
+    keys = {k for k, v in new.items() if old.get(k) is not v} | (old.keys() - new.keys())
+    locations = {name if kind == "read" else drill_location(cfg, asset, name) for kind, asset, name in keys}
+    touched = {asset for kind, asset, _n in keys if kind == "drill"}
+    return touched | {a for a in cfg.assets if a not in touched and _locations(cfg, a) & locations}
+
+
+def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
+    """Times at which a sample the asset's projection reads grows older than ``restore_time.sample_max_age``."""
+    if asset not in cfg.assets:
+        return []
+    age = cfg.restore_time.sample_max_age.total_seconds()
+    locations = _locations(cfg, asset)
+    return [s.at + age for (kind, a, name), rows in snap.rates.items()
+            if (kind == "read" and name in locations) or (kind == "drill" and a == asset) for s in rows]

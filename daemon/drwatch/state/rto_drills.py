@@ -1,0 +1,111 @@
+"""The restore-time model's rates from the persisted samples, and its check against real restores.
+
+``throughput``: bytes per second a location delivered (verification reads of every asset on it, drills' dump
+fetches from it); ``apply_rate``: the seconds per byte an asset's drills spent beyond fetching. A drill is then
+projected *from the samples recorded before it* (never its own) and compared with the restore it measured: the
+model's error. When the newest ``restore_time.error_drills`` comparable drills all missed by more than
+``restore_time.tolerance``, the projection is not to be trusted: ``rto_projection_unreliable``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drwatch.config.model import Config
+from drwatch.core.model import Finding, Severity
+from drwatch.state.snapshot import Snapshot
+from drwatch.store.rates import RateSample
+
+
+def drill_location(cfg: Config, asset: str, validator: str) -> str | None:
+    """The location a drill fetches its dumps from (its config's ``location``), if it has one."""
+    acfg = cfg.assets.get(asset)
+    vcfg = next((v for v in acfg.validators if v.label == validator), None) if acfg is not None else None
+    location = getattr(vcfg, "location", None)
+    return location if isinstance(location, str) else None
+
+
+def _usable(cfg: Config, samples: list[RateSample], now: float, before: float | None) -> list[RateSample]:
+    """The newest ``samples`` not older than ``sample_max_age`` (and, for a drill's check, recorded before it)."""
+    oldest = now - cfg.restore_time.sample_max_age.total_seconds()
+    kept = sorted((s for s in samples if s.at >= oldest and (before is None or s.at < before)), key=lambda s: s.at)
+    return kept[-cfg.restore_time.samples:]
+
+
+def _location_samples(cfg: Config, snap: Snapshot, location: str) -> list[RateSample]:
+    out: list[RateSample] = []
+    for (kind, asset, name), rows in snap.rates.items():
+        if (kind == "read" and name == location) or (kind == "drill" and drill_location(cfg, asset, name) == location):
+            out.extend(rows)
+    return out
+
+
+def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
+               before: float | None = None) -> tuple[float | None, int]:
+    """Bytes per second the location delivered (total bytes over total busy seconds), and the samples behind it."""
+    rows = _usable(cfg, _location_samples(cfg, snap, location), now, before)
+    seconds = sum(s.seconds for s in rows)
+    if not rows or seconds <= 0:
+        return None, 0
+    return sum(s.bytes for s in rows) / seconds, len(rows)
+
+
+def _drill_samples(snap: Snapshot, asset: str) -> list[RateSample]:
+    return [s for (kind, a, _n), rows in snap.rates.items() if kind == "drill" and a == asset for s in rows]
+
+
+def apply_rate(cfg: Config, snap: Snapshot, asset: str, now: float, before: float | None = None) -> float | None:
+    """Seconds per byte the asset's drills spent restoring beyond fetching the dump (None: no drill)."""
+    rows = _usable(cfg, _drill_samples(snap, asset), now, before)
+    nbytes = sum(s.bytes for s in rows)
+    if not rows or nbytes <= 0:
+        return None
+    return sum(max(0.0, (s.total or 0.0) - s.seconds) for s in rows) / nbytes
+
+
+@dataclass(frozen=True)
+class DrillComparison:
+    validator: str
+    at: float
+    measured: float  # the drill's restore seconds (fetch + restore)
+    projected: float  # from the samples before it
+
+    @property
+    def error(self) -> float:
+        """(projected - measured) / measured: positive when the model is pessimistic."""
+        return (self.projected - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class DrillCheck:
+    comparisons: tuple[DrillComparison, ...]  # oldest first
+
+    @property
+    def latest(self) -> DrillComparison | None:
+        return self.comparisons[-1] if self.comparisons else None
+
+    def findings(self, cfg: Config) -> list[Finding]:
+        rt = cfg.restore_time
+        recent = self.comparisons[-rt.error_drills:]
+        if len(recent) < rt.error_drills or not all(abs(c.error) > rt.tolerance for c in recent):
+            return []
+        errors = ", ".join(f"{c.error:+.0%}" for c in recent)
+        return [Finding(Severity.WARNING, "rto_projection_unreliable",
+                        f"the last {len(recent)} restore drill(s) differed from the projected restore time by "
+                        f"more than {rt.tolerance:.0%} ({errors}): the projection is not to be trusted",
+                        recent[-1].validator)]
+
+
+def check_drills(cfg: Config, snap: Snapshot, asset: str, now: float) -> DrillCheck:
+    """Each stored drill of the asset against the projection from the samples before it (where there were any)."""
+    out = []
+    for d in sorted(_drill_samples(snap, asset), key=lambda s: s.at):
+        location = drill_location(cfg, asset, d.name)
+        if location is None or d.total is None or d.total <= 0:
+            continue
+        rate, _n = throughput(cfg, snap, location, now, before=d.at)
+        per_byte = apply_rate(cfg, snap, asset, now, before=d.at)
+        if rate is None or per_byte is None:
+            continue
+        out.append(DrillComparison(d.name, d.at, d.total, d.bytes / rate + per_byte * d.bytes))
+    return DrillCheck(tuple(out))
