@@ -7,14 +7,24 @@ first exposition. Then, for ``--duration`` seconds:
 
 * ``--scrapers`` threads (two Prometheus replicas) each GET ``/metrics`` every ``--scrape-interval`` seconds
   with ``Accept-Encoding: gzip`` (as Prometheus does) and time the whole response;
-* one thread GETs ``/-/healthy`` every 20 ms (answered on the event loop: its latency bounds event-loop lag).
+* one thread GETs ``/-/healthy`` every 20 ms.
 
-It prints per size: /metrics latency p50/p99/max, /-/healthy p99/max during the scrapes, the daemon's RSS
+The event loop's lag comes from the daemon's own ``drwatch_event_loop_lag_seconds`` histogram (its heartbeat,
+every 0.1 s), read at the start and the end of the window: the share of beats late by at most 50 ms, and the p99
+as a bucket bound. (Before the endpoints moved to their own thread, ``/-/healthy`` was answered on the event loop
+and its latency was the loop's lag; code without the histogram reports the lag as "n/a".)
+
+``--baseline DIR`` measures, in the same run, each size with the drwatch package under DIR (its ``daemon``
+folder, e.g. a clone at an earlier commit) too, alternating baseline and current: the same machine and load.
+
+It prints per size: /metrics latency p50/p99/max, /-/healthy p50/p99/max during the scrapes, the daemon's RSS
 (total and per 1,000 assets), series (total and per asset), body size plain/gzip, runs completed during the
 window (proof the validators were running). ``--json PATH`` writes the figures.
 
     python benchmarks/metrics_scale.py                                # 1k, 3k, 10k assets, 60 s each
     python benchmarks/metrics_scale.py --assets 200 --duration 10     # short form (tests/test_metrics_scale.py)
+    git clone -q . /tmp/base && git -C /tmp/base checkout -q <commit>
+    python benchmarks/metrics_scale.py --assets 10000 --baseline /tmp/base/daemon   # before/after, same run
 
 The daemon is stopped with SIGTERM (must exit 0; killed if the measurement failed) and the temp dir removed.
 The machine's 1-minute load average before and after each window is printed: on a shared machine the tails are
@@ -102,14 +112,43 @@ def runs_total(text: bytes) -> float:
                if line.startswith(b"drwatch_validator_runs_total{"))
 
 
-def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
+LAG = "drwatch_event_loop_lag_seconds"
+
+
+def lag_buckets(text: bytes) -> dict[float, float]:
+    """The event-loop lag histogram's cumulative buckets (empty where the daemon has none)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(LAG.encode() + b"_bucket{"):
+            le = line.split(b'le="', 1)[1].split(b'"', 1)[0]
+            out[float(le)] = float(line.rsplit(b" ", 1)[1])
+    return out
+
+
+def lag_figures(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """Beats during the window, the share late by at most 50 ms, the p99 and the worst as bucket bounds."""
+    if not after:
+        return {"loop_beats": 0, "loop_lag_le_50ms": None, "loop_lag_p99_le_ms": None, "loop_lag_max_le_ms": None}
+    delta = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = delta[float("inf")]
+    if total <= 0:
+        return {"loop_beats": 0, "loop_lag_le_50ms": None, "loop_lag_p99_le_ms": None, "loop_lag_max_le_ms": None}
+    p99 = next(le for le, n in delta.items() if n >= 0.99 * total)
+    worst = next(le for le, n in delta.items() if n >= total)
+    return {"loop_beats": int(total), "loop_lag_le_50ms": round(delta[0.05] / total, 4),
+            "loop_lag_p99_le_ms": p99 * 1000, "loop_lag_max_le_ms": worst * 1000}
+
+
+def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> dict[str, Any]:
+    """One window at ``assets``; ``code``: the ``daemon`` folder whose drwatch the daemon runs (default: this
+    checkout's, as the environment says)."""
     tmp = Path(tempfile.mkdtemp(prefix="drwatch-metrics-scale-"))
     started: list[DaemonProcess] = []
     try:
         port = free_port()
         t0 = time.monotonic()
         cfg_path = write_config(tmp / "drwatch.yaml", build_estate(tmp, assets, args.every, args.jitter, port))
-        daemon = DaemonProcess(cfg_path, port)
+        daemon = DaemonProcess(cfg_path, port, env={"PYTHONPATH": str(code)} if code is not None else None)
         started.append(daemon)
         daemon.start(wait_ready=True, timeout=args.start_timeout)
         assert daemon.proc is not None
@@ -118,6 +157,7 @@ def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
         url = daemon.url("/metrics")
         first_s, plain, _ = fetch(url, gzip_ok=False, timeout=args.start_timeout)  # the first (full) render
         runs_before = runs_total(plain)
+        lag_before = lag_buckets(plain)
         scrape_s: list[float] = []
         healthy_s: list[float] = []
         sizes: list[tuple[int, int]] = []
@@ -176,16 +216,19 @@ def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
         _, zipped_len = len(plain), len(gzip.compress(plain, 6))
         series = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
         runs = runs_total(plain) - runs_before
+        lag = lag_figures(lag_before, lag_buckets(plain))
         daemon.signal(signal.SIGTERM)
-        code = daemon.proc.wait(timeout=120)
+        exit_code = daemon.proc.wait(timeout=120)
         return {
             "assets": assets,
+            "code": str(code) if code is not None else "current",
             "start_s": round(started_s, 1),
             "first_scrape_s": round(first_s, 3),
             "scrapes": len(scrape_s),
             "metrics_p50_ms": round(pct(scrape_s, 0.5) * 1000, 1),
             "metrics_p99_ms": round(pct(scrape_s, 0.99) * 1000, 1),
             "metrics_max_ms": round(max(scrape_s, default=float("nan")) * 1000, 1),
+            "healthy_p50_ms": round(pct(healthy_s, 0.5) * 1000, 1),
             "healthy_p99_ms": round(pct(healthy_s, 0.99) * 1000, 1),
             "healthy_max_ms": round(max(healthy_s, default=float("nan")) * 1000, 1),
             "healthy_polls": len(healthy_s),
@@ -196,9 +239,10 @@ def measure(assets: int, args: argparse.Namespace) -> dict[str, Any]:
             "body_mib": round(len(plain) / 2**20, 2),
             "body_gzip_mib": round(zipped_len / 2**20, 2),
             "runs_during": int(runs),
+            **lag,
             "load_1m": [round(load_before, 1), round(load_after, 1)],  # the machine's, before/after the window
             "errors": errors[:5],
-            "exit_code": code,
+            "exit_code": exit_code,
         }
     except BaseException:
         for d in started:
@@ -223,21 +267,31 @@ def main() -> int:
     ap.add_argument("--start-timeout", type=float, default=600)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--profile", type=Path, help="py-spy record the daemon during the scrapes into this folder")
+    ap.add_argument("--baseline", type=Path, help="a drwatch checkout's daemon folder to measure too (before/after)")
     args = ap.parse_args()
     results = []
+    codes: list[Path | None] = [args.baseline.resolve(), None] if args.baseline else [None]
     for n in (int(x) for x in args.assets.split(",")):
-        r = measure(n, args)
-        results.append(r)
-        print(f"{n:>6} assets: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
-              f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p99 {r['healthy_p99_ms']} ms "
-              f"(max {r['healthy_max_ms']}); RSS {r['rss_mib']} MiB ({r['rss_mib_per_1k_assets']} per 1k assets); "
-              f"{r['series']} series ({r['series_per_asset']} per asset); body {r['body_mib']} MiB, gzip "
-              f"{r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; {r['runs_during']} runs during; "
-              f"load {r['load_1m'][0]}-{r['load_1m'][1]} on {os.cpu_count()} CPUs; "
-              f"exit {r['exit_code']}{'; errors: ' + '; '.join(r['errors']) if r['errors'] else ''}", flush=True)
+        for code in codes:
+            r = measure(n, args, code)
+            results.append(r)
+            report(n, r)
     if args.json:
         args.json.write_text(json.dumps({"cpu": os.cpu_count(), "results": results}, indent=2))
     return 0 if all(r["exit_code"] == 0 and not r["errors"] for r in results) else 1
+
+
+def report(n: int, r: dict[str, Any]) -> None:
+    lag = (f"loop lag <= 50 ms for {r['loop_lag_le_50ms']:.2%} of {r['loop_beats']} beats, p99 <= "
+           f"{r['loop_lag_p99_le_ms']:g} ms, max <= {r['loop_lag_max_le_ms']:g} ms"
+           if r["loop_lag_le_50ms"] is not None else "loop lag n/a")
+    print(f"{n:>6} assets [{r['code']}]: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
+          f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p50 {r['healthy_p50_ms']} ms p99 "
+          f"{r['healthy_p99_ms']} ms (max {r['healthy_max_ms']}); {lag}; RSS {r['rss_mib']} MiB "
+          f"({r['rss_mib_per_1k_assets']} per 1k assets); {r['series']} series ({r['series_per_asset']} per asset); "
+          f"body {r['body_mib']} MiB, gzip {r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; "
+          f"{r['runs_during']} runs during; load {r['load_1m'][0]}-{r['load_1m'][1]} on {os.cpu_count()} CPUs; "
+          f"exit {r['exit_code']}{'; errors: ' + '; '.join(r['errors']) if r['errors'] else ''}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from drwatch.core.model import Outcome, Result
 from drwatch.store import open_store
 from tests.support.helpers import DaemonProcess, basic_config, free_port, metric_value, populate, write_config
 
-PROCESS_SERIES = frozenset({"drwatch_start_time_seconds", "drwatch_config_last_reload_success_timestamp_seconds"})
+PROCESS_SERIES = frozenset({"drwatch_start_time_seconds", "drwatch_config_last_reload_success_timestamp_seconds",
+                            *(f"drwatch_event_loop_lag_seconds{s}" for s in ("_bucket", "_sum", "_count"))})
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
 

@@ -1,5 +1,10 @@
-"""HTTP endpoints on the event loop (aiohttp): / (the status page), /metrics, /-/healthy, /-/ready, /-/reload,
-/api/v1/status.
+"""HTTP endpoints (aiohttp) on an event loop of their own, in a thread (:mod:`drwatch.http.loopthread`): / (the
+status page), /metrics, /-/healthy, /-/ready, /-/reload, /api/v1/status.
+
+The daemon's event loop is watched by a heartbeat (:mod:`drwatch.engine.heartbeat`): ``/-/healthy`` and
+``/-/ready`` answer 503 once it has not run for ``stall_limit`` seconds (a loop stuck in a synchronous call),
+as they would have hung when they were answered on that loop. ``POST /-/reload`` runs the reload on the
+daemon's loop.
 
 ``GET`` (and ``HEAD``) for every path but ``/-/reload``, which takes ``POST`` only; any other method is answered
 405 with an ``Allow`` header. Responses name the server ``drwatch``, without a version. A malformed request is
@@ -14,12 +19,13 @@ and a place under a cap on open connections (:mod:`drwatch.http.conn`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpProcessingError
@@ -27,17 +33,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from drwatch import __version__
 from drwatch.config.web import WebConfig
+from drwatch.engine.heartbeat import Heartbeat
 from drwatch.engine.runner import AppState
 from drwatch.http import conn as httpconn
 from drwatch.http import listen
+from drwatch.http.loopthread import LoopThread
 from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip
+from drwatch.metrics.loop import LoopLagCollector
 from drwatch.metrics.textformat import deflate, gzip_framed
 from drwatch.reporting.page import render as status_page
 from drwatch.state.report import document
 
-ReloadFn = Callable[[], Awaitable[tuple[bool, list[str]]]]
+ReloadFn = Callable[[], Coroutine[Any, Any, tuple[bool, list[str]]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 SERVER_NAME = "drwatch"  # the Server header: no version (aiohttp's default names its own and Python's)
 
 
@@ -98,15 +108,23 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
 
 
 class HttpServer:
+    """The endpoints, served from their own thread; :meth:`start` and :meth:`stop` are called on the daemon's loop
+    (the loop ``reload`` runs on and ``heartbeat`` watches)."""
+
     def __init__(self, state: AppState, reload: ReloadFn, clock: Callable[[], float] = time.time,
                  web_config: WebConfig | None = None, *, header_timeout: float = httpconn.HEADER_TIMEOUT,
-                 idle_timeout: float = httpconn.IDLE_TIMEOUT, max_connections: int | None = None) -> None:
+                 idle_timeout: float = httpconn.IDLE_TIMEOUT, max_connections: int | None = None,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.state = state
         self.guard = WebGuard(web_config)
         self._reload = reload
         self._clock = clock
+        self.heartbeat = heartbeat or Heartbeat()
+        self._thread = LoopThread("drwatch-http")
+        self._owner: asyncio.AbstractEventLoop | None = None  # the daemon's loop
         # The snapshot's families are rendered incrementally; other collectors (cluster mode) join the registry.
         self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(LoopLagCollector(self.heartbeat))
         self.exposition = Exposition(self.registry, lambda: self.state.snapshot, state.process, clock,
                                      SnapshotRenderer(lambda: self.state.snapshot, state.process, clock))
         self._status_doc: tuple[tuple[int, int], object, StatusText] | None = None
@@ -155,6 +173,21 @@ class HttpServer:
         return app
 
     async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port`` (0: any free port, then :attr:`port`), serving from the HTTP thread."""
+        self._owner = asyncio.get_running_loop()
+        self.heartbeat.start()
+        try:
+            await self._thread.start(lambda: self._listen(host, port), self._close)
+        except BaseException:
+            self.heartbeat.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close every connection and socket and end the HTTP thread (handlers running finish first)."""
+        await self._thread.stop()
+        self.heartbeat.stop()
+
+    async def _listen(self, host: str, port: int) -> None:
         header_timeout, idle_timeout, max_connections = self._limits
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -183,11 +216,10 @@ class HttpServer:
         except BaseException:
             for sock in socks:
                 sock.close()
-            await self.stop()
-            raise
+            raise  # the thread's teardown (_close) closes the rest
         self.port = self._servers[0].sockets[0].getsockname()[1] if self._servers else port
 
-    async def stop(self) -> None:
+    async def _close(self) -> None:
         for srv in self._servers:
             srv.close()
         self._servers.clear()
@@ -201,6 +233,13 @@ class HttpServer:
         if self._status_executor is not None:
             self._status_executor.shutdown(wait=False, cancel_futures=True)
             self._status_executor = None
+        self.exposition.close()
+
+    async def _on_daemon_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` run on the daemon's loop, awaited from the HTTP thread."""
+        assert self._owner is not None
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._owner)
+        return await asyncio.wrap_future(future)
 
     async def _index(self, _req: web.Request) -> web.Response:
         # The status page: the document /api/v1/status serves (same snapshot, same single flight), as HTML.
@@ -215,16 +254,22 @@ class HttpServer:
         body, headers = await self.exposition.body(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **headers})
 
+    def _stalled(self) -> web.Response | None:
+        if not self.heartbeat.stalled():
+            return None
+        return web.Response(status=503, text=f"drwatch's event loop has not run for "
+                                             f"{self.heartbeat.silent_for():.0f} s.\n")
+
     async def _healthy(self, _req: web.Request) -> web.Response:
-        return web.Response(text="drwatch is Healthy.\n")
+        return self._stalled() or web.Response(text="drwatch is Healthy.\n")
 
     async def _ready(self, _req: web.Request) -> web.Response:
-        if self.state.ready:
-            return web.Response(text="drwatch is Ready.\n")
-        return web.Response(status=503, text="drwatch is not ready yet.\n")
+        if not self.state.ready:
+            return web.Response(status=503, text="drwatch is not ready yet.\n")
+        return self._stalled() or web.Response(text="drwatch is Ready.\n")
 
     async def _reload_handler(self, _req: web.Request) -> web.Response:
-        ok, problems = await self._reload()
+        ok, problems = await self._on_daemon_loop(self._reload())
         if ok:
             return web.Response(text="configuration reloaded\n")
         return web.Response(status=500, text="reload failed, keeping the running configuration:\n"
@@ -261,7 +306,8 @@ class HttpServer:
         text = await self._status_text()
         loop = asyncio.get_running_loop()
         # Process figures for soak tests and debugging (bounded: counts only).
-        runtime = {"asyncio_tasks": len(asyncio.all_tasks()), "results_pending": self.state.process.results_pending,
+        runtime = {"asyncio_tasks": len(asyncio.all_tasks(self._owner)),  # the daemon's loop
+                   "results_pending": self.state.process.results_pending,
                    "http_connections": self.connections.stats() if self.connections is not None else {}}
         zipped = accepts_gzip(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
         body = text.body(runtime, False) if not zipped else \

@@ -130,7 +130,7 @@ class WebGuard:
                 "tls_server_config": self.config.model.tls_server_config if self.config else None}),
                 self._ssl.current)
         self._limiter = self._make_limiter(self.config)
-        self._ok.clear()
+        self._ok = OrderedDict()  # replaced, not cleared: the HTTP thread may be using the old one
         return problems
 
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -183,15 +183,17 @@ class WebGuard:
             return False
         hashed = users.get(user)
         key = (user, hashed or "", hmac.new(self._hmac_key, password.encode(), hashlib.sha256).digest())
-        if hashed is not None and key in self._ok:
-            self._ok.move_to_end(key)
+        cache = self._ok  # apply() (on the daemon's loop) replaces it
+        if hashed is not None and key in cache:
+            cache.move_to_end(key)
             return True
         async with self._bcrypt_lock:  # bcrypt is CPU-bound by design: one check at a time, off the loop
             target = hashed.encode() if hashed is not None else await asyncio.to_thread(_decoy_hash)
             ok = await asyncio.to_thread(_bcrypt_check, password.encode(), target)
         if ok and hashed is not None:
-            self._ok[key] = None
-            while len(self._ok) > _CACHE_SIZE:
-                self._ok.popitem(last=False)
+            cache = self._ok
+            cache[key] = None
+            while len(cache) > _CACHE_SIZE:
+                cache.popitem(last=False)
             return True
         return False

@@ -160,6 +160,12 @@ class Exposition:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drwatch-exposition")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
+    def close(self) -> None:
+        """Shut the rendering thread down (a render under way finishes in it; nothing waits for it)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
 
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an ``Accept-Encoding`` value admits gzip (``gzip`` or ``*`` with a q-value above 0)."""
