@@ -130,6 +130,7 @@ def test_paging_policy() -> None:
         "DrwatchImmutabilityProbeFailed": ("critical", "data-owners"),
         "DrwatchRPOBreached": ("critical", "data-owners"),
         "DrwatchRTOBreached": ("critical", "data-owners"),
+        "DrwatchRTOAtRisk": ("warning", "data-owners"),
         "DrwatchRuleCopiesFailing": ("critical", "data-owners"),
         "DrwatchRuleRestoreErrorsFailing": ("critical", "data-owners"),
         "DrwatchRuleMediaFailing": ("warning", "data-owners"),

@@ -171,6 +171,7 @@ async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(
     # the asset is not declared at risk on the archive copy's lower bound alone; the why says what is missing.
     assert warm_p.seconds is None and "no read of location 'warm' measured" in warm_p.why
     assert "rto_at_risk" not in codes(proj["data"]) and "warm not projected" in proj["data"].why
+    assert proj["data"].seconds is None and proj["data"].copy is None  # not judged: no asset-level projection
 
 
 def _dump(server: PostgresServer, tmp: Path) -> Path:

@@ -149,7 +149,7 @@ def _findings(asset_name: str, rto: float | None, best: CopyProjection | None,
                            f"the fastest counted copy {best.copy!r} is projected to restore in "
                            f"{format_duration(best.seconds)} (RTO {format_duration(rto)}): {best.why}", best.copy))
     for role, label in (("offsite", "off-site"), ("immutable", "immutable/offline")):
-        group = [c for c in copies if c.counted and getattr(c, role) and c.seconds is not None]
+        group = [c for c in copies if c.counted and getattr(c, role)]
         if group and all(c.seconds is not None and c.seconds > rto for c in group):
             fastest = min(group, key=lambda c: c.seconds or 0.0)
             out.append(Finding(Severity.WARNING, f"rto_{role}_slow",
@@ -174,9 +174,14 @@ def project_asset(cfg: Config, snap: Snapshot, verdict: AssetVerdict, now: float
     drills = check_drills(cfg, snap, name, now)
     findings = _findings(name, rto, best, copies) + drills.findings(cfg)
     unknown = [c for c in copies if c.counted and c.seconds is None]
-    if best is not None:
-        why = f"fastest counted copy {best.copy!r}: {best.why}; size from the {size_from}" + "".join(
-            f"; {c.copy} not projected: {c.why}" for c in unknown)
+    missing = "".join(f"; {c.copy} not projected: {c.why}" for c in unknown)
+    if best is not None and unknown and rto is not None and (best.seconds or 0.0) > rto:
+        # The copies projected cannot meet the RTO, but one not projected may: the asset cannot be judged.
+        why = (f"fastest projected copy {best.copy!r} ({format_duration(best.seconds or 0.0)}) is over the RTO, "
+               f"but not every counted copy is projected{missing}")
+        best = None
+    elif best is not None:
+        why = f"fastest counted copy {best.copy!r}: {best.why}; size from the {size_from}{missing}"
     elif not copies:
         why = "the asset has no copies"
     elif not any(c.counted for c in copies):
