@@ -23,11 +23,6 @@ FORMAT = "drwatch-report"
 VERSION = 1
 
 
-def _proven(row: Row) -> tuple[int, int]:
-    """(objects, bytes) the run proved: what its copies verified."""
-    return row.objects, row.nbytes
-
-
 @dataclass
 class _Asset:
     rows: list[Row] = field(default_factory=list)
@@ -108,12 +103,13 @@ def _runs(rows: list[Row], rto: float | None, every_run: bool) -> tuple[
     validators: dict[str, dict[str, Any]] = {}
     hashes: dict[str, list[Any]] = {}  # hash -> [first, last, results]
     for row in rows:
-        objects, nbytes = _proven(row)
+        objects, nbytes = row.objects, row.nbytes
         v = validators.get(row.validator)
         if v is None:
             v = validators[row.validator] = {"kind": row.kind, "runs": {}, "objects_proven": 0, "bytes_proven": 0,
                                              "rows_restored": 0.0}
-        v["runs"][row.outcome] = v["runs"].get(row.outcome, 0) + 1
+        runs = v["runs"]
+        runs[row.outcome] = runs.get(row.outcome, 0) + 1
         v["objects_proven"] += objects
         v["bytes_proven"] += nbytes
         if row.drill:

@@ -14,18 +14,52 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from drwatch.config.model import Config
+from drwatch.core import fastjson
 from drwatch.core.model import Ack, Attestation, Outcome, Result
 from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate_asset
 from drwatch.state.snapshot import Snapshot
-from drwatch.store.base import ValidatorStats, newer, result_from_row
+from drwatch.store.base import ValidatorStats, result_from_row
 
+_WHEN = itemgetter(0, 1)  # events by time, then stored order (the index is unique)
 _TICK = 1e-3  # the evaluation compares with <= and >: a time-driven change shows just after its moment
 
 
 _SIGNATURE_FIELDS = ("media", "site", "region", "provider", "immutable", "offline", "region_observed")
+# The same fields read in one call each from a copy as CopyReport.to_dict writes it (every key present); a copy
+# stored without one of them (an older row) is read by the .get path: both give the same signature.
+_SIGNATURE = itemgetter("copy", "state", *_SIGNATURE_FIELDS)
+_FIGURES = itemgetter("recovery_point", "retain_until_min", "objects", "bytes_verified")
+
+
+def _decode_copies(text: str) -> tuple[tuple[Any, ...], list[float], list[float], int, int]:
+    """One pass over a result's stored copies: what the verdict reads (its signature), the recovery points,
+    the earliest retain-until dates, and the objects and bytes the run verified."""
+    signature: list[tuple[Any, ...]] = []
+    rps: list[float] = []
+    rus: list[float] = []
+    objects = nbytes = 0
+    for c in fastjson.loads(text):
+        try:
+            sig = (*_SIGNATURE(c), tuple(c["dependencies"] or ()))
+            rp, ru, counts, size = _FIGURES(c)
+        except KeyError:
+            get = c.get
+            sig = (c["copy"], c["state"], *map(get, _SIGNATURE_FIELDS), tuple(get("dependencies") or ()))
+            rp, ru, counts = get("recovery_point"), get("retain_until_min"), get("objects")
+            size = get("bytes_verified", 0)
+        signature.append(sig)
+        if rp is not None:
+            rps.append(float(rp))
+        if ru is not None:
+            rus.append(float(ru))
+        if counts:
+            objects += int(counts.get("verified", 0))
+        nbytes += int(size)
+    return tuple(signature), rps, rus, objects, nbytes
 
 
 class Row:
@@ -57,20 +91,8 @@ class Row:
             self.objects, self.nbytes = prev.objects, prev.nbytes
             self.signature_ = (self.outcome, prev.signature_[1])
             return
-        signature: list[tuple[Any, ...]] = []
-        self.recovery_points, self.retain_until = [], []
-        self.objects = self.nbytes = 0
-        for c in json.loads(raw[11]):  # one pass: what the verdict and the figures read
-            get = c.get
-            signature.append((c["copy"], c["state"], *map(get, _SIGNATURE_FIELDS), tuple(get("dependencies") or ())))
-            if (rp := get("recovery_point")) is not None:
-                self.recovery_points.append(float(rp))
-            if (ru := get("retain_until_min")) is not None:
-                self.retain_until.append(float(ru))
-            if objects := get("objects"):
-                self.objects += int(objects.get("verified", 0))
-            self.nbytes += int(get("bytes_verified", 0))
-        self.signature_ = (self.outcome, tuple(signature))
+        signature, self.recovery_points, self.retain_until, self.objects, self.nbytes = _decode_copies(raw[11])
+        self.signature_ = (self.outcome, signature)
 
     @classmethod
     def of(cls, raw: tuple[Any, ...], prev: Row | None = None) -> Row:
@@ -129,17 +151,14 @@ class _Validator:
     row: Row | None = None
     before: Result | None = None  # its newest result before the period, until a row of the period replaces it
     signature: tuple[Any, ...] | None = None
-    cached: tuple[tuple[Row | None, float | None], list[float]] | None = None
+    ticks: tuple[float, ...] = ()  # the moments of :meth:`moments`, each plus _TICK (kept current by refresh)
 
     def latest(self) -> Result | None:
         return self.row.result if self.row is not None else self.before
 
-    def moments(self, rpo: float, horizon: float, window: float) -> list[float]:
-        """The moments time alone may change what this validator means to the verdict (computed once per state)."""
-        key = (self.row, self.last_failure)
-        if self.cached is None or self.cached[0] != key:
-            self.cached = (key, self._moments(rpo, horizon, window))
-        return self.cached[1]
+    def refresh(self, rpo: float, horizon: float, window: float) -> None:
+        """Recompute the moments after the state changed (a result taken in, a failure recorded)."""
+        self.ticks = tuple(m + _TICK for m in self._moments(rpo, horizon, window))
 
     def _moments(self, rpo: float, horizon: float, window: float) -> list[float]:
         out = [] if self.last_failure is None else [self.last_failure + window]
@@ -184,6 +203,10 @@ class _Replay:
                 start_state.last_failure, start_state.before = got.last_failure_at, got.last_result
         self.atts = {(a.asset, a.copy): a for a in attestations if a.asset == asset and a.created_at < since}
         self.ack_map = {(k.asset, k.validator): k for k in acks if k.asset == asset and k.created_at < since}
+        for v in self.state.values():
+            v.refresh(self.rpo, self.horizon, self.window)
+        self.att_ticks: tuple[float, ...] = ()
+        self.refresh_attestations()
 
     def events(self, rows: list[Row], attestations: list[Attestation], acks: list[Ack],
                until: float) -> list[tuple[float, int, Row | Attestation | Ack]]:
@@ -196,7 +219,7 @@ class _Replay:
         n = len(events)
         events += [(k.created_at, n + i, k) for i, k in enumerate(acks)
                    if k.asset == asset and since <= k.created_at <= until]
-        events.sort(key=lambda e: (e[0], e[1]))
+        events.sort(key=_WHEN)
         return events
 
     def verdict_at(self, t: float) -> tuple[tuple[str, ...], bool, AssetVerdict]:
@@ -208,18 +231,29 @@ class _Replay:
 
     def next_change(self, t: float) -> float:
         """The next moment after ``t`` at which time alone may change the verdict."""
-        moments = [m for v in self.state.values() for m in v.moments(self.rpo, self.horizon, self.window)]
+        best = math.inf
+        for v in self.state.values():
+            for m in v.ticks:
+                if t < m < best:
+                    best = m
+        for m in self.att_ticks:
+            if t < m < best:
+                best = m
+        return best
+
+    def refresh_attestations(self) -> None:
+        moments = []
         for att in self.atts.values():
             moments.append(att.created_at + self.att_age)
             if att.recovery_point is not None:
                 moments.append(att.recovery_point + self.rpo)
-        later = [m + _TICK for m in moments if m + _TICK > t]
-        return min(later) if later else math.inf
+        self.att_ticks = tuple(m + _TICK for m in moments)
 
     def apply(self, item: Row | Attestation | Ack) -> bool:
         """Take one event into the state; whether the verdict may have changed."""
         if isinstance(item, Attestation):
             self.atts[(item.asset, item.copy)] = item
+            self.refresh_attestations()
             return True
         if not isinstance(item, Row):
             self.ack_map[(item.asset, item.validator)] = item
@@ -227,16 +261,18 @@ class _Replay:
         v = self.state.get(item.validator)
         if v is None:  # a validator no longer configured: the verdict does not read it
             return False
-        finished = item.finished_at
-        if item.outcome != Outcome.CANCELLED:
-            v.last_run = newer(v.last_run, finished, finished)
-            if item.outcome == Outcome.OK:
-                v.last_success = newer(v.last_success, finished, finished)
-            elif item.outcome == Outcome.FAILED:
-                v.last_failure = newer(v.last_failure, finished, finished)
-        signature = item.signature()
+        # store.base.newer(stamp, finished, finished) is always ``finished``: the replayed stamps are the result's
+        outcome = item.outcome
+        if outcome != Outcome.CANCELLED:
+            v.last_run = item.finished_at
+            if outcome == Outcome.OK:
+                v.last_success = item.finished_at
+            elif outcome == Outcome.FAILED:
+                v.last_failure = item.finished_at
+        signature = item.signature_
         changed = signature != v.signature or (v.row is None and v.before is None)
         v.row, v.signature = item, signature
+        v.refresh(self.rpo, self.horizon, self.window)
         return changed
 
     def run(self, rows: list[Row], attestations: list[Attestation], acks: list[Ack], until: float) -> list[Interval]:
