@@ -56,7 +56,7 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.core.atomicfile import write_text_atomic
     from drwatch.core.durations import parse_duration
     from drwatch.formats.sealsign import SigningKeyError
-    from drwatch.reporting import build, html, integrity
+    from drwatch.reporting import build, chaincheck, html, integrity
 
     try:
         span = parse_duration(args.since)
@@ -77,19 +77,23 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
         return missing
     until = time.time()
     since = until - span
+    pending = chaincheck.PendingCheck(cfg)  # the whole chain re-hashed beside the report (verify-report's check)
     # The report allocates a few objects per stored result and frees nothing until it is written: the cyclic
     # collector's passes over that growing heap were half the time of a 100k-result report (and find nothing).
     gc.disable()
     try:
         rows = await _read_store(cfg, lambda store: store.history_rows(since, until))
         doc = build.build(cfg, rows, since, until, args.asset or None, every_run=args.format == "json")
+        doc["chain"] = await pending.result()
         data = (integrity.seal_json(doc, signer) if args.format == "json"
                 else integrity.seal_html(html.render(doc), signer))
     finally:
+        pending.cancel()
         gc.enable()
+    status = _chain_warning(doc["chain"])
     if args.out == "-":
         sys.stdout.buffer.write(data)
-        return EXIT_OK
+        return status
     def write(fh: Any) -> None:
         fh.write(data.decode())
 
@@ -102,7 +106,20 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
     print(f"report of {s['assets']} assets, {s['results']} results ({doc['period']['since']} to "
           f"{doc['period']['until']}, chain head #{doc['evidence']['chain_head']['id']}"
           f"{', signed' if signer is not None else ''}) -> {escape(args.out)}", file=sys.stderr)
-    return EXIT_OK
+    return status
+
+
+def _chain_warning(chain: dict[str, Any]) -> int:
+    """A store whose result chain is broken: warned on stderr (the report itself says so too), exit 1."""
+    if chain["intact"]:
+        return EXIT_OK
+    kinds = ", ".join(f"{k}: {n}" for k, n in chain["problem_kinds"].items())
+    print(f"drwatch report: WARNING: the store's result chain is broken ({chain['problems_total']} problems: "
+          f"{kinds}): results were edited, deleted or reordered after they were stored. The report is written "
+          "and says so; run drwatch verify-report on it for every finding.", file=sys.stderr)
+    for p in chain["problems"][:5]:
+        print(f"  {p['kind']}: store result id {p['id']}: {escape(p['detail'])}", file=sys.stderr)
+    return EXIT_NONCOMPLIANT
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -41,6 +41,8 @@ svg{display:block;width:100%;height:auto}
 @media print{body{max-width:none;padding:0;font-size:11px}h2{break-after:avoid}
 table{font-size:10px}tr{break-inside:avoid}.asset{break-before:page}a{color:inherit;text-decoration:none}}
 @page{size:A4;margin:14mm}
+.tamper{border:3px solid var(--bad);background:#fdecea;padding:8px 12px;margin:10px 0}
+.tamper strong{color:var(--bad)}.tamper ul{margin:4px 0 0;padding-left:20px;font-size:12px;word-break:break-word}
 """
 
 
@@ -233,6 +235,26 @@ def _attestations_part(out: list[str], a: dict[str, Any]) -> None:
                        f'<td>{t(att["recovery_point"] or "-")}</td><td class="why">{t(att["note"])}</td></tr>')
         out.append("</table>")
 
+def chain_banner(chain: dict[str, Any] | None) -> str:
+    """What the check of the store's result chain found when the report was made: a banner when it is broken."""
+    if chain is None:
+        return ""
+    if chain["intact"]:
+        return (f'<p class="meta">Result chain checked when this report was made: {chain["results"]} stored '
+                f'results re-hashed, every link and the head intact ({chain["pruned"]} pruned, linked by their '
+                "tombstones).</p>")
+    kinds = ", ".join(f"{t(k)}: {n}" for k, n in chain["problem_kinds"].items())
+    items = "".join(f'<li>{t(p["kind"])}: store result id {p["id"]}'
+                    + (f' (run {t(p["run_id"])})' if p["run_id"] else "") + f': {t(p["detail"])}</li>'
+                    for p in chain["problems"][:10])
+    more = chain["problems_total"] - min(10, len(chain["problems"]))
+    return ('<div class="tamper" role="alert" id="chain-broken"><strong>The store\'s result chain is broken: '
+            f'results were edited, deleted or reordered after they were stored.</strong> '
+            f'{chain["problems_total"]} problems ({kinds}) found when this report was made; what it shows may '
+            "not be what was recorded. <code>drwatch verify-report</code> lists every finding."
+            f'<ul>{items}{f"<li>… and {more} more</li>" if more > 0 else ""}</ul></div>')
+
+
 def render(doc: dict[str, Any]) -> str:
     """The HTML page of a report document (build.build); the evidence block is embedded as inert JSON data."""
     since, until = _ts(doc["period"]["since"]), _ts(doc["period"]["until"])
@@ -262,7 +284,7 @@ def render(doc: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
         f"<title>drwatch report {t(doc['period']['since'][:10])} to {t(doc['period']['until'][:10])}</title>"
         f"<style>{CSS}</style></head><body>"
-        f"<h1>Backup recoverability report</h1>"
+        f"<h1>Backup recoverability report</h1>{chain_banner(doc.get('chain'))}"
         f'<p class="meta">Period {t(doc["period"]["since"])} to {t(doc["period"]["until"])} '
         f'({_dur(doc["period"]["seconds"])}); drwatch {t(doc["drwatch_version"])}; configuration '
         f'{t(doc["config_hash"])}; result chain head #{head["id"]} {t(head["digest"])}.</p>'
