@@ -29,7 +29,7 @@ from drwatch.config.model import AssetConfig, Config
 from drwatch.core.durations import format_duration
 from drwatch.core.model import Finding, Severity
 from drwatch.state.compliance import AssetVerdict, CopyStatus, is_offsite
-from drwatch.state.rto_drills import DrillCheck, apply_rate, check_drills, drill_location, throughput
+from drwatch.state.rto_drills import DrillCheck, check_drills, drill_location, restore_work, throughput
 from drwatch.state.snapshot import CopyFact, Snapshot
 
 COUNTED = ("verified", "attested")
@@ -103,8 +103,8 @@ def _copy(cfg: Config, snap: Snapshot, asset_name: str, status: CopyStatus, prod
     declared = cfg.locations[location].restore
     if rate is None and declared is not None and declared.bytes_per_second is not None:
         rate, source = declared.bytes_per_second, "declared"
-    per_byte = apply_rate(cfg, snap, asset_name, now)
-    fixed = per_byte * size if per_byte is not None and size is not None else 0.0
+    work = restore_work(cfg, snap, asset_name, size, now) if size is not None else None
+    fixed = work or 0.0
     independent = not cfg.compliance.require_independent_credentials
     base = CopyProjection(
         copy=status.name, location=location, seconds=None, size_bytes=size, throughput=rate, throughput_from=source,
@@ -125,7 +125,7 @@ def _copy(cfg: Config, snap: Snapshot, asset_name: str, status: CopyStatus, prod
              + (f", {n} sample(s))" if source == "measured" else ")")]
     if retrieval:
         parts.append(f"+ {format_duration(retrieval)} retrieval" + (f" ({slowest})" if slowest else ""))
-    parts.append(f"+ {format_duration(fixed)} restore work (drills)" if per_byte is not None
+    parts.append(f"+ {format_duration(fixed)} restore work (drills)" if work is not None
                  else "(no drill: restore work beyond reading not measured)")
     return replace(base, seconds=seconds, why=" ".join(parts))
 

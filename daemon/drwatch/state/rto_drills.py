@@ -1,7 +1,8 @@
 """The restore-time model's rates from the persisted samples, and its check against real restores.
 
 ``throughput``: bytes per second a location delivered (verification reads of every asset on it, drills' dump
-fetches from it); ``apply_rate``: the seconds per byte an asset's drills spent beyond fetching. A drill is then
+fetches from it); ``restore_work``: what an asset's drills spent beyond fetching, per byte (and a fixed cost, once
+drills of different sizes tell the two apart). A drill is then
 projected *from the samples recorded before it* (never its own) and compared with the restore it measured: the
 model's error. When the newest ``restore_time.error_drills`` comparable drills all missed by more than
 ``restore_time.tolerance``, the projection is not to be trusted: ``rto_projection_unreliable``.
@@ -43,13 +44,35 @@ def _drill_samples(snap: Snapshot, asset: str) -> list[RateSample]:
     return list(snap.drills_by_asset.get(asset, ()))
 
 
-def apply_rate(cfg: Config, snap: Snapshot, asset: str, now: float, before: float | None = None) -> float | None:
-    """Seconds per byte the asset's drills spent restoring beyond fetching the dump (None: no drill)."""
+def _work(s: RateSample) -> float:
+    return max(0.0, (s.total or 0.0) - s.seconds)
+
+
+SPREAD = 1.5  # the largest drilled dump at least this many times the smallest: fit a fixed cost and a rate
+
+
+def restore_work(cfg: Config, snap: Snapshot, asset: str, size: float, now: float,
+                 before: float | None = None) -> float | None:
+    """Seconds the asset's restore spends beyond reading ``size`` bytes, from its drills (None: no drill).
+
+    Drills of one size give seconds per byte. Drills whose dumps differ in size (``SPREAD``) separate the fixed cost
+    of a restore (tool start, schema, sandbox database) from the per-byte work: a least-squares line through (bytes,
+    seconds), its intercept and slope kept non-negative, so a small drill does not make a large restore look
+    cheap and a large one does not make a small one look dear."""
     rows = _usable(cfg, _drill_samples(snap, asset), now, before)
-    nbytes = sum(s.bytes for s in rows)
-    if not rows or nbytes <= 0:
+    if not rows or sum(s.bytes for s in rows) <= 0:
         return None
-    return sum(max(0.0, (s.total or 0.0) - s.seconds) for s in rows) / nbytes
+    xs = [float(s.bytes) for s in rows]
+    ys = [_work(s) for s in rows]
+    if min(xs) <= 0 or max(xs) < SPREAD * min(xs):
+        return sum(ys) / sum(xs) * size
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    slope = max(0.0, slope)
+    fixed = max(0.0, my - slope * mx)
+    if fixed == 0.0:
+        slope = sum(ys) / sum(xs)
+    return fixed + slope * size
 
 
 @dataclass(frozen=True)
@@ -93,8 +116,8 @@ def check_drills(cfg: Config, snap: Snapshot, asset: str, now: float) -> DrillCh
         if location is None or d.total is None or d.total <= 0:
             continue
         rate, _n = throughput(cfg, snap, location, now, before=d.at)
-        per_byte = apply_rate(cfg, snap, asset, now, before=d.at)
-        if rate is None or per_byte is None:
+        work = restore_work(cfg, snap, asset, d.bytes, now, before=d.at)
+        if rate is None or work is None:
             continue
-        out.append(DrillComparison(d.name, d.at, d.total, d.bytes / rate + per_byte * d.bytes))
+        out.append(DrillComparison(d.name, d.at, d.total, d.bytes / rate + work))
     return DrillCheck(tuple(out))
