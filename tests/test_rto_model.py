@@ -131,3 +131,29 @@ def test_drills_far_from_their_projection_make_the_model_unreliable(tmp_path: Pa
     p = projected(cfg, erratic)
     assert len(p.drills.comparisons) == 4 and all(c.error < -0.5 for c in p.drills.comparisons), p.drills
     assert "rto_projection_unreliable" in {f.code for f in p.findings}, p.drills
+
+
+def test_drills_of_different_sizes_separate_a_fixed_cost(tmp_path: Path) -> None:
+    """Drills of 100 MB (3 s) and 400 MB (6 s) beyond a 1 s fetch: 1 s fixed + 1 s per 100 MB, so a 1 GB
+    restore's work is projected at 11 s — not the 15 s that seconds-per-byte alone (7 s / 500 MB) would give.
+    One size only: seconds per byte."""
+    from drwatch.state.rto_drills import restore_work
+    cfg = config(tmp_path)
+    one = Snapshot(cfg).with_result(drill(1, NOW - 50, 3.0), NOW)
+    assert restore_work(cfg, one, "data", 1e9, NOW) == 20.0  # 2 s per 100 MB
+    two = one.with_result(drill(2, NOW - 40, 6.0, nbytes=4 * 10**8), NOW)
+    work = restore_work(cfg, two, "data", 1e9, NOW)
+    assert work is not None and abs(work - 11.0) < 1e-6
+
+
+def test_status_page_shows_projection_copy_and_why(tmp_path: Path) -> None:
+    """The status page (the same document as /api/v1/status) has the restore-time table: declared RTO, projected
+    time, the copy it comes from and why."""
+    from drwatch.reporting.page import render
+    from drwatch.state.report import document
+    cfg = config(tmp_path)
+    snap = Snapshot(cfg).with_result(replica(1, NOW - 60), NOW).with_result(drill(1, NOW - 30, 3.0), NOW)
+    html = render(document(snap, NOW), "test", {"data": 4 * 3600.0})
+    section = html[html.index("<h2>Restore time</h2>"):]
+    assert 'class="n restore-projected">3s<' in section and '<td data-label="from copy">near</td>' in section
+    assert "fastest counted copy &#x27;near&#x27;" in section and "within RTO" in section
