@@ -279,6 +279,10 @@ CASES: dict[str, Case] = {
     "redis_restore": Case("redis_restore", "redis", "redis_restore", 1.0, socket_open, "a connection to S3"),
     # The state object's bucket facts, GET and lock-file HEAD through the slow proxy: cut while talking to S3.
     "terraform_state": Case("terraform_state", "tfstate", "terraform_state", 1.0, socket_open, "a connection to S3"),
+    # Probes of the S3 side's name and port, and KMS DescribeKey through the proxy that delays every chunk 1.5 s
+    # (the estate's RDS one): cut while the KMS request is in flight.
+    "recovery_dependencies": Case("recovery_dependencies", "deps", "recovery_dependencies", 2.0, socket_open,
+                                  "a connection to the KMS endpoint"),
 }
 # Every kind of the plugin tuple without a hand-made column in the fault estate runs on its generic one
 # (tests/faults/estate.py GENERIC: its S3 copy behind the slow proxy, so each request takes a while): cut while
@@ -430,7 +434,8 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         sc = Scenario(world, "none", ("immutability_probe", "postgres_restore", "postgres_replica_lag",
                                       "rds_snapshot", "consistency_group", "vector_restore", "dataset",
                                       "vector_pinecone", "postgres_restore_s3", "model_weights_inference",
-                                      "redis_restore", "s3_replication", "terraform_state", *GENERIC),
+                                      "redis_restore", "s3_replication", "terraform_state", "recovery_dependencies",
+                                      *GENERIC),
                       ends)
         stack.callback(sc.cleanup)
         sc.build()
@@ -466,6 +471,7 @@ def estate(moto: MotoServer) -> Iterator[Estate]:
         # The same with a verification policy: the run keeps a ledger in the store and flushes it when cut off.
         sc.assets["big_objects_ledger"] = {**sc._asset("big_objects", [{"kind": "replica"}], copies=["s3objects"]),
                                            "verification": {"read_every": "1d"}}
+        sc.assets["deps"]["validators"][0]["dependencies"][2]["endpoint_url"] = ends.rds_url  # KMS: 1.5 s a chunk
         # A 2 MiB RDB: fetching it through the slow proxy takes seconds.
         s3client(moto).put_object(Bucket=sc.buckets["redis"], Key="redis/dump.rdb", Body=redis_rdb(blobs=8))
         ends.pinecone.slow("", LATENCY)

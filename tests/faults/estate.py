@@ -204,7 +204,7 @@ def terraform_state_body() -> bytes:
 # Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
 HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
             "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-            "vector_pinecone", "redis_restore", "s3_replication", "terraform_state")
+            "vector_pinecone", "redis_restore", "s3_replication", "terraform_state", "recovery_dependencies")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
                "vector_pinecone": "vector_restore"}
 # Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
@@ -222,6 +222,7 @@ SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}
          "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "redis_restore": {"s3"},
          "s3_replication": {"s3"},
          "terraform_state": {"s3"},
+         "recovery_dependencies": {"s3"},  # probes the S3 side itself: its own row cells (test_matrix.DEPENDENCY)
          **{kind: {"s3"} for kind in GENERIC}}
 # (asset, validator label) of each column in the config.
 WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"),
@@ -233,7 +234,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
          "redis_restore": ("redis", "redis_restore"), "terraform_state": ("tfstate", "terraform_state"),
-         "s3_replication": ("repl", "s3_replication"),
+         "s3_replication": ("repl", "s3_replication"), "recovery_dependencies": ("deps", "recovery_dependencies"),
          **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
 PINECONE_PROD = "prod-index"  # the production index seeded in the stand-in for ``vector_restore_pinecone``
 PINECONE_TEMP_PREFIX = "drwatch-drill-"  # every temporary index a drill creates (pinecone_api.TEMP_PREFIX)
@@ -457,6 +458,31 @@ class Scenario:
         self.assets["tfstate"] = self._asset("tfstate", [{"kind": "terraform_state", "use_lockfile": True}],
                                              production="s3tfstate")
 
+    def _add_recovery_dependencies(self) -> None:
+        """What a restore of asset ``deps`` needs, all on the S3 side (wherever the fault points it): the endpoint's
+        host name (dns), a TCP connection to it, and a KMS key made on the session's moto (which serves KMS on the
+        S3 port), described with drwatch's own keys. Each lives in site dc-s3, production in dc-a. The
+        ``missing_object`` fault schedules the key's deletion (``damage``)."""
+        from urllib.parse import urlsplit
+
+        import boto3
+
+        server = self.ends.s3_server
+        kms = boto3.client("kms", endpoint_url=server.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id=self.ends.s3_access_key, aws_secret_access_key=self.ends.s3_secret_key)
+        meta = kms.create_key(Description="drwatch fault matrix")["KeyMetadata"]
+        key = meta["Arn"]
+        self.buckets["deps_key"] = meta["KeyId"]  # moto schedules deletion by key id (an ARN: 500)
+        self.env["DRW_FAULT_KMS_AK"] = self.ends.s3_access_key
+        self.env["DRW_FAULT_KMS_SK"] = self.ends.s3_secret_key
+        url = urlsplit(self.ends.s3_url)
+        self.assets["deps"] = self._asset("deps", [{"kind": "recovery_dependencies", "dependencies": [
+            {"kind": "dns", "name": "s3-name", "host": url.hostname, "site": "dc-s3"},
+            {"kind": "tcp", "name": "s3-port", "host": url.hostname, "port": url.port, "site": "dc-s3"},
+            {"kind": "kms_key", "name": "backup-key", "key_id": key, "endpoint_url": self.ends.s3_url,
+             "site": "dc-s3", "access_key_id_env": "DRW_FAULT_KMS_AK", "secret_access_key_env": "DRW_FAULT_KMS_SK"},
+        ]}])
+
     def _add_postgres_replica_lag(self) -> None:
         self.env["DRW_FAULT_STANDBY_DSN"] = self.dsn(self.ends.standby_port, "postgres")
         self.assets["standby"] = self._asset("", [{
@@ -626,6 +652,12 @@ class Scenario:
             remote(self.buckets["redis"], "redis/dump.rdb")
         if "terraform_state" in self.columns:
             remote(self.buckets["tfstate"], "tfstate/terraform.tfstate")
+        if "recovery_dependencies" in self.columns and how is None:  # the key the restore decrypts with, doomed
+            import boto3
+
+            boto3.client("kms", endpoint_url=self.ends.s3_server.endpoint_url, region_name="us-east-1",
+                         aws_access_key_id=self.ends.s3_access_key, aws_secret_access_key=self.ends.s3_secret_key,
+                         ).schedule_key_deletion(KeyId=self.buckets["deps_key"], PendingWindowInDays=7)
         if "dataset" in self.columns:
             remote(self.buckets["dataset"], "dataset/events/part-0001.parquet")
         if "vector_restore" in self.columns:

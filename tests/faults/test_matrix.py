@@ -73,7 +73,8 @@ ERR_OR_TIMEOUT = frozenset({"error", "timeout"})  # a stalled server: our timeou
 FAILED = frozenset({"failed"})
 SHM = Path("/dev/shm")  # a tmpfs: another device than the estate's disk, and volatile
 
-S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c]]
+DEPENDENCY = "recovery_dependencies"  # reaches the S3 side too, but the S3 side down is what it reports (below)
+S3_COLS = [c for c in COLUMNS if "s3" in SIDES[c] and c != DEPENDENCY]
 PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
 PC_COLS = [c for c in COLUMNS if "pc" in SIDES[c]]
 BACKUP_COLS = ["replica_fs", "replica_s3", "postgres_restore", "postgres_restore_s3", "dataset", "model_weights",
@@ -136,6 +137,13 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "replaced_by_zeros": _row(["replica_fs"], FAILED),  # same size and mtime, under a verification budget
     "repaired_backup": _row(["replica_fs"], OK),  # failed, then repaired: ok, restore_errors passes at once
 }
+# recovery_dependencies probes the S3 side (its host name, a TCP connection, KMS DescribeKey on moto): the side
+# down, stalled (the probe's 5 s timeout), resetting or unresolvable is what it exists to report -- ``failed``, a
+# restore would stop there --, a KMS answering 503 is could-not-check (``error``), a key pending deletion fails.
+# Not in s3_denied (the wrong secret is for Ceph RGW, which has no KMS).
+for _fault, _want in {"s3_stopped": FAILED, "s3_slow": OK, "s3_stall": FAILED, "s3_reset": FAILED,
+                      "s3_slowdown": ERR, "dns_unresolvable": FAILED, "missing_object": FAILED}.items():
+    EXPECTED[_fault][DEPENDENCY] = _want
 # Findings that must (or, with "!", must not) be among a column's findings: the outcome for the right reason.
 FINDINGS: dict[str, dict[str, set[str]]] = {
     "production_changed": {"replica_fs": {"copy_behind", "!rpo_exceeded"}},
@@ -151,7 +159,12 @@ FINDINGS: dict[str, dict[str, set[str]]] = {
     "production_unmounted_manifest": {"replica_fs": {"manifest_unreadable", "!manifest_missing"}},
     "replaced_by_zeros": {"replica_fs": {"content_mismatch"}},
     "truncated_file": {"terraform_state": {"state_invalid"}},
-    "missing_object": {"terraform_state": {"state_missing"}},
+    "missing_object": {"terraform_state": {"state_missing"}, DEPENDENCY: {"dependency_key_unusable"}},
+    "s3_stopped": {DEPENDENCY: {"dependency_unreachable"}},
+    "s3_stall": {DEPENDENCY: {"dependency_unreachable"}},
+    "s3_reset": {DEPENDENCY: {"dependency_unreachable"}},
+    "s3_slowdown": {DEPENDENCY: {"dependency_not_checked", "!dependency_unreachable"}},
+    "dns_unresolvable": {DEPENDENCY: {"dependency_unreachable"}},
 }
 YEAR_2099 = 4_070_908_800.0
 EIGHT_DAYS = 8 * 86400.0

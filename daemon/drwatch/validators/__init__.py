@@ -12,6 +12,7 @@ from typing import Any
 from drwatch.validators import consistency_group, file_freshness, immutability_probe, s3_replication
 from drwatch.validators.base import Validator
 from drwatch.validators.copies import dataset, replica
+from drwatch.validators.dependencies import validator as recovery_dependencies
 from drwatch.validators.model import weights
 from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import rds_snapshot, replica_lag
@@ -34,6 +35,7 @@ PLUGINS: tuple[Plugin, ...] = (
     redis_restore.PLUGIN,
     s3_replication.PLUGIN,
     terraform_state.PLUGIN,
+    recovery_dependencies.PLUGIN,
 )
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
