@@ -5,19 +5,22 @@ and media, some compliant and some not, with the reasons visible in ``drwatch ch
 |----------------|-------------------------------------------------------------------------------|
 | model-weights  | compliant: DR disk copy + attested offline tape vault (3-2-1-1-0 pass); the    |
 |                | DR copy is observed on production's disk (same_failure_domain): the vault is   |
-|                | the off-site copy                                                              |
+|                | the off-site copy; its recovery dependencies answer, but the Terraform state   |
+|                | lives in production's site with no alternative (dependency_in_failure_domain)  |
 | vector-index   | a shard in the DR copy has one flipped byte (same size): content mismatch;     |
 |                | with model-weights a consistency group (same day, stamped embedding model)     |
 | training-data  | two files missing from the DR copy                                             |
 | feature-store  | newest recovery point older than its 1h RPO                                    |
 | terraform-state| its USB copy is not mounted: could not check (unknown, not failed)             |
-| checkpoints    | (with --s3-endpoint) S3 production, COMPLIANCE-locked S3 vault, disk DR copy  |
+| checkpoints    | (with --s3-endpoint) S3 production, COMPLIANCE-locked S3 vault, disk DR copy; |
+|                | the replication rule feeding the vault stays in production's region           |
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -134,6 +137,12 @@ assets:
     validators:
       - {kind: replica, schedule: {every: 1m, jitter: 10s}}
       - {kind: model_weights, schedule: {every: 5m, jitter: 30s}}  # safetensors structure + sha256
+      - kind: recovery_dependencies  # what restoring it needs besides backups (loopback stand-ins here)
+        schedule: {every: 5m, jitter: 30s}
+        dependencies:
+          - {kind: dns, name: internal-dns, host: localhost, site: dc-a}
+          - {kind: dns, name: internal-dns-dr, host: localhost, site: dc-b, provides: internal-dns}
+          - {kind: terraform_state, name: infra-state, asset: terraform-state}  # lives in prod (dc-a)
   vector-index:
     description: RAG vector index export (JSONL shards)
     rpo: 1d
@@ -229,6 +238,7 @@ S3_ASSET = """\
     validators:
       - {kind: replica, schedule: {every: 2m, jitter: 15s}}
       - {kind: immutability_probe, schedule: {every: 10m, jitter: 1m}}
+      - {kind: s3_replication, copies: [vault], schedule: {every: 10m, jitter: 1m}}  # the rule making the vault
 """
 
 
@@ -254,6 +264,14 @@ def _add_s3(root: Path, rng: random.Random, endpoint: str, key_env: str, secret_
     client.put_bucket_versioning(Bucket=prod_bucket, VersioningConfiguration={"Status": "Enabled"})
     client.create_bucket(Bucket=vault_bucket, ObjectLockEnabledForBucket=True)
     client.put_bucket_versioning(Bucket=vault_bucket, VersioningConfiguration={"Status": "Enabled"})
+    # The rule that feeds the vault: enabled, but the vault is on the same endpoint and region (one failure
+    # domain: s3_replication says replication_same_region). An endpoint without replication support refuses it.
+    with contextlib.suppress(client.exceptions.ClientError):
+        client.put_bucket_replication(Bucket=prod_bucket, ReplicationConfiguration={
+            "Role": "arn:aws:iam::123456789012:role/drwatch-demo-replication", "Rules": [{
+                "ID": "checkpoints-to-vault", "Priority": 1, "Status": "Enabled", "Filter": {"Prefix": "checkpoints/"},
+                "DeleteMarkerReplication": {"Status": "Disabled"},
+                "Destination": {"Bucket": f"arn:aws:s3:::{vault_bucket}"}}]})
     until = datetime.now(UTC) + timedelta(days=30)
     dr = root / "sites" / "dc-b" / "backup" / "checkpoints"
     for step in (1000, 2000, 3000):
