@@ -1,7 +1,7 @@
 """The dashboard's drill panels and the AI/ML alerts against real drills: a real pgvector restore drill and a
-real model inference smoke test (each once healthy, once degraded), stored by `drwatch check`, served by a real
-`drwatch run` and scraped by a real Prometheus. Every panel query that shows drill metrics returns series, and
-the alert expressions of the AI/ML alerts select exactly the degraded assets."""
+real model inference smoke test (each once healthy, once degraded) and a real Redis restore drill, stored by
+`drwatch check`, served by a real `drwatch run` and scraped by a real Prometheus. Every panel query that shows
+drill metrics returns series, and the alert expressions of the AI/ML alerts select exactly the degraded assets."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import yaml
 
 from tests.support.helpers import DaemonProcess, PrometheusServer, free_port, run_cli, write_config
 from tests.support.pgserver import PostgresServer
+from tests.support.redisserver import RedisServer
 from tests.support.vectorcorpus import corpus
 from tests.test_dashboard import DRILL_METRICS, Stack, _dashboard, _metric_names, _substitute, _targets
 from tests.test_model_weights import flip_byte_in_tensor, minilm_dir
@@ -38,6 +39,7 @@ def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     base.chmod(0o755)
     server = PostgresServer(bin_dir=pgvector_bin())
     server.start()
+    cache = RedisServer().start()  # production of the Redis drill: 300 keys, saved as the snapshot below
     daemon: DaemonProcess | None = None
     prometheus: PrometheusServer | None = None
     try:
@@ -62,6 +64,8 @@ def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for where in ("good", "bad"):
             shutil.copy2(tmp / "prod" / "model" / ".drwatch-manifest.jsonl", tmp / where / "model")
         flip_byte_in_tensor(tmp / "bad" / "model")
+        cache.fill(0, 300)
+        cache.save(tmp / "redis" / "dump-1.rdb")
 
         port = free_port()
         vec_backend = {"type": "pgvector", "production": {"dsn_env": "DRW_DASH_VEC"}, "table": "docs",
@@ -89,12 +93,16 @@ def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                    "validators": [{"kind": "vector_restore", "schedule": {"every": "24h"},
                                                    "backend": {**vec_backend, "prefix": "weak",
                                                                "probes": 1}}]},
+                "embeddings-cache": {"rpo": "7d", "production": {"location": "fs", "prefix": "redis"},
+                                     "validators": [{"kind": "redis_restore", "schedule": {"every": "24h"},
+                                                     "location": "fs", "prefix": "redis",
+                                                     "production": {"url_env": "DRW_DASH_REDIS"}}]},
                 "rag-model": model_asset("good"),
                 "rag-model-bad": model_asset("bad"),
             },
         }
         path = write_config(tmp / "drwatch.yaml", cfg)
-        env = {"DRW_DASH_VEC": server.dsn("vec_prod")}
+        env = {"DRW_DASH_VEC": server.dsn("vec_prod"), "DRW_DASH_REDIS": cache.url}
         recorded = run_cli("golden", "record", "--config", str(path), "--asset", "rag-model", "--copy", "good",
                            env=env, timeout=300)
         assert recorded.returncode == 0, recorded.stderr
@@ -112,6 +120,7 @@ def drills(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if daemon is not None:
             daemon.stop()
         server.cleanup()
+        cache.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -136,7 +145,7 @@ def test_drill_panels_return_series(drills: Stack) -> None:
             empty.append((title, target["refId"], "instant", expr))
         if target.get("range") and not drills.query_range(expr):
             empty.append((title, target["refId"], "range", expr))
-    assert count >= 6
+    assert count >= 8
     assert not empty, empty
 
 
