@@ -158,7 +158,19 @@ class _Validator:
 
     def refresh(self, rpo: float, horizon: float, window: float) -> None:
         """Recompute the moments after the state changed (a result taken in, a failure recorded)."""
-        self.ticks = tuple(m + _TICK for m in self._moments(rpo, horizon, window))
+        row = self.row
+        if row is None:
+            self.ticks = tuple(m + _TICK for m in self._moments(rpo, horizon, window))
+            return
+        # The moments of _moments for a result of the period, written out (one per result replayed), same sums
+        ticks = [row.finished_at + self.max_age + _TICK]
+        if self.last_failure is not None:
+            ticks.append(self.last_failure + window + _TICK)
+        for rp in row.recovery_points:
+            ticks.append(rp + rpo + _TICK)
+        for ru in row.retain_until:
+            ticks.append(ru - horizon + _TICK)
+        self.ticks = tuple(ticks)
 
     def _moments(self, rpo: float, horizon: float, window: float) -> list[float]:
         out = [] if self.last_failure is None else [self.last_failure + window]
@@ -251,12 +263,12 @@ class _Replay:
 
     def apply(self, item: Row | Attestation | Ack) -> bool:
         """Take one event into the state; whether the verdict may have changed."""
-        if isinstance(item, Attestation):
-            self.atts[(item.asset, item.copy)] = item
-            self.refresh_attestations()
-            return True
-        if not isinstance(item, Row):
-            self.ack_map[(item.asset, item.validator)] = item
+        if type(item) is not Row:
+            if isinstance(item, Attestation):
+                self.atts[(item.asset, item.copy)] = item
+                self.refresh_attestations()
+            elif isinstance(item, Ack):
+                self.ack_map[(item.asset, item.validator)] = item
             return True
         v = self.state.get(item.validator)
         if v is None:  # a validator no longer configured: the verdict does not read it
