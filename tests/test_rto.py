@@ -132,9 +132,10 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
 
 async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(
         tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
-    """A copy whose objects are DEEP_ARCHIVE (proven by ETags, never read) is projected at no less than AWS's
-    documented standard retrieval time (12 h), a lower bound as its read rate is unknown; a 4 h RTO is at risk.
-    A STANDARD copy beside it has no retrieval latency. ``restore_time.retrieval`` overrides the tier (bulk: 48 h)."""
+    """A copy whose objects are DEEP_ARCHIVE (proven by ETags; unreadable, so not even sampled) is projected at no
+    less than AWS's documented standard retrieval time (12 h), a lower bound as its read rate is unknown; a 4 h RTO
+    is at risk. ``restore_time.retrieval`` overrides the tier (bulk: 48 h). A STANDARD copy added beside it (proven
+    by ETags too, but sampled by one ranged read) has no retrieval latency and becomes the asset's copy."""
     files = sample_files(4, 4096)
     prod, cold, warm = bucket(moto, "prod"), bucket(moto, "cold"), bucket(moto, "warm")
     upload(moto, prod, files)
@@ -165,13 +166,49 @@ async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(
     await run_all(cfg, tmp_path, ["data"])
     _snap, proj = await projections(cfg)
     cold_p, warm_p = (next(c for c in proj["data"].copies if c.copy == n) for n in ("cold", "warm"))
-    assert cold_p.seconds is not None and cold_p.seconds >= 48 * 3600
+    assert cold_p.seconds is not None and cold_p.seconds >= 48 * 3600 and cold_p.throughput is None
     assert warm_p.storage_class == "STANDARD" and warm_p.retrieval_seconds == 0
-    # The STANDARD copy was proven by ETags, never read: no throughput, no projection. It may be the fast one, so
-    # the asset is not declared at risk on the archive copy's lower bound alone; the why says what is missing.
-    assert warm_p.seconds is None and "no read of location 'warm' measured" in warm_p.why
-    assert "rto_at_risk" not in codes(proj["data"]) and "warm not projected" in proj["data"].why
-    assert proj["data"].seconds is None and proj["data"].copy is None  # not judged: no asset-level projection
+    assert warm_p.throughput_from == "measured" and warm_p.seconds is not None and warm_p.seconds < 60
+    assert proj["data"].copy == "warm" and "rto_at_risk" not in codes(proj["data"])
+
+
+async def test_copy_proven_without_reads_gets_one_ranged_sample_within_the_budget(
+        tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
+    """An S3 copy proven by ETags is never read; one ranged GET of its largest object (``throughput_sample``
+    bytes) measures its location's throughput, and not again within ``throughput_sample_every``. Under a
+    verification budget with no room for it, no sample is read: the copy stays unprojected."""
+    files = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(3)}
+    prod, copy = bucket(moto, "prod"), bucket(moto, "copy")
+    upload(moto, prod, files)
+    upload(moto, copy, files)
+    with RecordingProxy("127.0.0.1", moto.port) as proxy:
+        locs.s3("prod", moto, prod, site="dc-a", access_key="AKIDPROD")
+        locs.s3("copy", moto, copy, site="dc-b", access_key="AKIDCOPY")
+        locs.data["copy"]["endpoint_url"] = proxy.endpoint_url
+        data: dict[str, Any] = {
+            "store": {"sqlite": str(tmp_path / "state.sqlite")}, "locations": locs.data,
+            "assets": {"data": {"rpo": "1d", "rto": "1h", "production": {"location": "prod", "prefix": "data"},
+                                "copies": [{"location": "copy", "prefix": "data"}],
+                                "validators": [{"kind": "replica", "throughput_sample": 65536}]}}}
+        cfg = parse(tmp_path, data)
+        for _ in range(2):
+            await run_all(cfg, tmp_path, ["data"])
+        proxy.settle()
+        gets = [r for r in proxy.snapshot(copy) if r.method == "GET" and r.key]
+        assert [(r.key, r.response_bytes) for r in gets] == [("data/f2.bin", 65536)]  # the largest; once
+        _snap, proj = await projections(cfg)
+        c = proj["data"].copies[0]
+        assert c.throughput_from == "measured" and c.samples == 1 and proj["data"].copy == "copy"
+
+        proxy.clear()
+        data["store"] = {"sqlite": str(tmp_path / "budget.sqlite")}
+        data["assets"]["data"]["verification"] = {"budget": {"egress_bytes_per_day": 1000}}
+        cfg = parse(tmp_path, data)
+        await run_all(cfg, tmp_path, ["data"])
+        proxy.settle()
+        assert not [r for r in proxy.snapshot(copy) if r.method == "GET" and r.key]
+        _snap, proj = await projections(cfg)
+        assert proj["data"].copies[0].seconds is None
 
 
 def _dump(server: PostgresServer, tmp: Path) -> Path:

@@ -13,7 +13,7 @@ object take the lean path (``storage/s3lean.py``); listings are split by common 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
@@ -70,8 +70,7 @@ class S3Location:
     @property
     def lean_path(self) -> bool:
         """Whether listings and HEADs take the lean path (:mod:`drwatch.storage.s3lean`). An AWS location with
-        neither endpoint nor region declared stays on aioboto3, whose region redirector finds the bucket's
-        region."""
+        neither endpoint nor region declared stays on aioboto3, whose region redirector finds the bucket's region."""
         return self.cfg.endpoint_url is not None or self.cfg.region is not None
 
     async def lean(self) -> LeanS3:
@@ -210,8 +209,7 @@ class S3Location:
     async def listed(self, prefix: str, meter: RequestMeter | None = None) -> AsyncIterator[list[ListedObject]]:
         """The objects under ``prefix`` (full keys) in key order, a page at a time. On the lean path the
         prefix's common prefixes are listed concurrently when the listing is longer than one page
-        (``list_concurrency`` requests in flight, each a few pages ahead: ``storage/s3list.py``); memory stays
-        bounded."""
+        (``list_concurrency`` requests in flight, each a few pages ahead: ``storage/s3list.py``); bounded memory."""
         from drwatch.storage.s3list import split_pages
 
         async def fetch(base: str, token: str | None, delimiter: str | None, after: str | None) -> ListPage:
@@ -311,26 +309,31 @@ class S3Location:
         return _head_from_headers(headers)
 
     async def sha256(self, key: str, meter: RequestMeter | None = None, algorithm: str = "sha256") -> tuple[str, int]:
-        """Read the whole object and hash it with sha256 or a seal's ``algorithm`` (hashing in a worker thread,
-        bounded memory)."""
+        """Read the whole object and hash it (sha256 or a seal's ``algorithm``; in a worker thread, bounded memory)."""
         digest = new_hash(algorithm)  # before the GET: an algorithm that cannot be computed here costs no request
-        resp = await self._call("get_object", meter, Bucket=self.cfg.bucket, Key=key)
-        total = 0
-        body = resp["Body"]
+        total = await self._read_body(key, meter, digest.update)  # (the digest is read after the body)
+        return digest.hexdigest(), total
+
+    async def read_range(self, key: str, nbytes: int, meter: RequestMeter | None = None) -> int:
+        """Read the first ``nbytes`` of the object and drop them (a timed throughput sample); the bytes read."""
+        return await self._read_body(key, meter, None, Range=f"bytes=0-{max(0, nbytes - 1)}")
+
+    async def _read_body(self, key: str, meter: RequestMeter | None, consume: Callable[[bytes], object] | None,
+                         **extra: Any) -> int:  # bounded memory: chunk by chunk
+        resp = await self._call("get_object", meter, Bucket=self.cfg.bucket, Key=key, **extra)
+        total, body = 0, resp["Body"]
         try:
-            while True:
-                chunk = await body.read(_READ_CHUNK)
-                if not chunk:
-                    break
+            while chunk := await body.read(_READ_CHUNK):
                 total += len(chunk)
                 if meter is not None:
                     meter.egress_bytes += len(chunk)
-                await asyncio.to_thread(digest.update, chunk)
+                if consume is not None:
+                    await asyncio.to_thread(consume, chunk)
         except s3_errors() as exc:
             raise classify(exc, self.name) from None
         finally:
             body.close()
-        return digest.hexdigest(), total
+        return total
 
     # --- the canary (immutability_probe only) -------------------------------------------------
 

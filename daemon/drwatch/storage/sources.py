@@ -314,6 +314,13 @@ class S3Source:
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
 
+    async def read_sample(self, entry: Entry, nbytes: int) -> int:
+        """A throughput sample (the restore-time model): the object's first ``nbytes`` read and dropped."""
+        try:
+            return await self.client.read_range(self._key(entry), nbytes, self.meter)
+        except S3Missing:
+            raise FileNotFoundError(entry.key) from None
+
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
         """The object's lock state and checksums. Skipped (answered from the listing) when it cannot change
         the verdict: the bucket is known to have no Object Lock (no lock state to read), and either the

@@ -25,6 +25,8 @@ from drwatch.storage.filesystem import Entry
 from drwatch.storage.sources import FilesystemSource, S3Source, Source
 from drwatch.validators.copies.merge import Tally
 
+UNREADABLE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})  # S3 archive tiers: no GET before a retrieval
+
 
 @dataclass(frozen=True)
 class LiveRule:
@@ -117,6 +119,7 @@ class LiveTally(Tally):
     added: int = 0
     deleted: int = 0
     late: bool = False  # failed beyond its objects: behind past the RPO, or frozen production grown
+    largest: Entry | None = None  # the largest object listed that is not in an archive class (throughput sample)
 
     @property
     def dated(self) -> float:
@@ -133,6 +136,9 @@ class LiveTally(Tally):
         """Note one entry of this location's listing (its time dates the copy); returns it."""
         if entry is not None and entry.mtime <= rule.cutoff:
             self.newest = max(self.newest, entry.mtime)
+        if entry is not None and (self.largest is None or entry.size > self.largest.size) \
+                and (entry.storage_class or "STANDARD") not in UNREADABLE_CLASSES:
+            self.largest = entry
         return entry
 
     def differs(self, explained: str, code: str, message: str, key: str, limit: int, at: float | None = None) -> None:

@@ -48,6 +48,7 @@ from drwatch.validators.copies.proof import Prover, Stream
 from drwatch.validators.copies.reference import ReferenceFailed
 from drwatch.validators.copies.replica_merge import ReplicaMerge
 from drwatch.validators.copies.seal_open import SealState, open_seal
+from drwatch.validators.copies.throughput import sample_reads
 from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.copies.unchanged import UnchangedSession
 from drwatch.validators.copies.verification import VerifySession
@@ -66,6 +67,10 @@ class ReplicaConfig(ValidatorConfigBase):
     # Sealed filesystem production without `verification:`: files unchanged by stat since their last read are
     # not hashed again, and every file is re-read within this period (None: hash every file on every run).
     production_reread: Duration | None = timedelta(days=7)
+    # Restore-time model: one timed ranged read (bytes) of each S3 copy a run read nothing from, at most once per
+    # throughput_sample_every (copies/throughput.py); 0: off.
+    throughput_sample: int = Field(default=8 * 1024 * 1024, ge=0, le=1024**3)
+    throughput_sample_every: Duration = timedelta(days=1)
 
     @field_validator("production_reread")
     @classmethod
@@ -120,6 +125,8 @@ class ReplicaValidator:
                                  + (f": {why.message}" if why is not None else ""))
         session = await self._session(ctx, streams, checked) if seal.stream is not None else None
         ref_count, ref_bytes = await self._compare(ctx, seal, prod, checked, session, findings)
+        await sample_reads(ctx, self.cfg.label, self.cfg.throughput_sample,
+                           self.cfg.throughput_sample_every.total_seconds(), checked, session)
         now = ctx.clock()
         stale = self._judge_point(ctx, seal, ref_count, now, findings)
         if session is not None:
