@@ -33,21 +33,23 @@ DAY = 86400.0
 LINEAGE = "8a4b3c2d-0000-4000-8000-1234567890ab"
 
 
-def state(serial: int = 7, lineage: str = LINEAGE, version: int = 4, region: str = "eu-west-1") -> bytes:
-    """A version-4 state describing a VPC, an instance (availability zone) and an IAM role (global ARN)."""
+def state(serial: int = 7, lineage: str = LINEAGE, version: int = 4, region: str = "eu-west-1",
+          account: str = "210987654321") -> bytes:
+    """A version-4 state describing a VPC, an instance (availability zone) and an IAM role (global ARN), in
+    ``account`` (by default not moto's 123456789012, the account of the credentials that read the bucket)."""
     return json.dumps({
         "version": version, "terraform_version": "1.9.5", "serial": serial, "lineage": lineage, "outputs": {},
         "resources": [
             {"mode": "managed", "type": "aws_vpc", "name": "main",
              "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
              "instances": [{"schema_version": 1, "attributes": {
-                 "arn": f"arn:aws:ec2:{region}:123456789012:vpc/vpc-0abc", "cidr_block": "10.0.0.0/16"}}]},
+                 "arn": f"arn:aws:ec2:{region}:{account}:vpc/vpc-0abc", "cidr_block": "10.0.0.0/16"}}]},
             {"mode": "managed", "type": "aws_instance", "name": "web",
              "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
              "instances": [{"schema_version": 1, "attributes": {"availability_zone": f"{region}a"}}]},
             {"mode": "managed", "type": "aws_iam_role", "name": "ops",
              "provider": 'provider["registry.terraform.io/hashicorp/aws"]',
-             "instances": [{"schema_version": 0, "attributes": {"arn": "arn:aws:iam::123456789012:role/ops"}}]},
+             "instances": [{"schema_version": 0, "attributes": {"arn": f"arn:aws:iam::{account}:role/ops"}}]},
         ],
     }).encode()
 
@@ -211,6 +213,47 @@ async def test_state_in_the_region_it_rebuilds(tmp_path: Path, moto: MotoServer,
     cfg, _ = s3_estate(tmp_path, locs, moto, body=state(region="us-east-1"), copy_region="eu-central-1",
                        use_lockfile=True)
     assert warn((await run(tmp_path, cfg))[0]) == ["state_in_rebuilt_region"]
+
+
+async def test_state_in_the_account_it_rebuilds(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
+    """The state's resources live in moto's account 123456789012, the account of the credentials that read the
+    bucket (STS GetCallerIdentity on the same moto): `state_in_rebuilt_account`, a warning (ok), a failure with
+    ``region_policy: failure``. A declared ``state_account`` elsewhere clears it (no STS call); STS where nothing
+    listens is `account_unknown`, a warning (the state itself was still read and judged)."""
+    body = state(account="123456789012")
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True)
+    same, _ = await run(tmp_path, cfg)
+    assert same.outcome == Outcome.OK and warn(same) == ["state_in_rebuilt_account"], same.findings
+    said = next(f.message for f in same.findings if f.code == "state_in_rebuilt_account")
+    assert "account 123456789012" in said and "GetCallerIdentity" in said
+    assert same.figures["accounts_described"] == 1
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True, region_policy="failure")
+    strict, _ = await run(tmp_path, cfg)
+    assert strict.outcome == Outcome.FAILED and crit(strict) == ["state_in_rebuilt_account"]
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True, region_policy="failure",
+                       state_account="999999999999", sts_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    elsewhere, _ = await run(tmp_path, cfg)
+    assert elsewhere.outcome == Outcome.OK and warn(elsewhere) == [], elsewhere.findings
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True, region_policy="failure",
+                       sts_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    unknown, _ = await run(tmp_path, cfg)
+    assert unknown.outcome == Outcome.OK and warn(unknown) == ["account_unknown"], unknown.findings
+    assert "STS GetCallerIdentity is unreachable" in next(f.message for f in unknown.findings
+                                                          if f.code == "account_unknown")
+    assert unknown.figures["serial"] == 7
+    # The default state's resources live in another account: nothing to report.
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=state(), use_lockfile=True)
+    assert warn((await run(tmp_path, cfg))[0]) == []
+
+
+def test_state_account_is_an_account_id_and_applies_to_s3(tmp_path: Path, locs: Locations) -> None:
+    """``state_account`` must be 12 digits; it (and ``sts_endpoint_url``) are refused on a local state."""
+    cfg, _ = fs_estate(tmp_path, locs, state(), state_account="1234")
+    with pytest.raises(ConfigError, match="state_account"):
+        parse(tmp_path, cfg)
+    cfg, _ = fs_estate(tmp_path, locs, state(), state_account="123456789012")
+    with pytest.raises(ConfigError, match="apply to an S3 backend only"):
+        parse(tmp_path, cfg)
 
 
 async def test_a_copy_whose_region_cannot_be_read_is_no_region_failure(tmp_path: Path, moto: MotoServer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from drwatch.core.durations import Duration
 from drwatch.core.errors import ConfigProblem
@@ -25,7 +25,9 @@ class TerraformStateConfig(ValidatorConfigBase):
     dynamodb_endpoint_url: str | None = None  # default: the location's endpoint (AWS: the regional endpoint)
     use_lockfile: bool = False  # S3 native locking (<key>.tflock)
     lock_stale_after: Duration = timedelta(hours=6)  # a lock file older than this is a lock left behind
-    region_policy: Literal["warning", "failure"] = "warning"  # state_in_rebuilt_region / no_copy_outside_region
+    region_policy: Literal["warning", "failure"] = "warning"  # state_in_rebuilt_*, no_copy_outside_region
+    state_account: str | None = Field(default=None, pattern=r"^\d{12}$")  # the bucket's account (default: STS)
+    sts_endpoint_url: str | None = None  # default: the location's endpoint (AWS: the regional STS endpoint)
 
     @field_validator("within", "lock_stale_after")
     @classmethod
@@ -48,7 +50,8 @@ class TerraformStateConfig(ValidatorConfigBase):
         loc = cfg.locations.get(asset.production.location)
         if not isinstance(loc, S3LocationConfig):
             extra = [n for n, v in (("dynamodb_table", self.dynamodb_table), ("use_lockfile", self.use_lockfile),
-                                    ("object_lock", self.object_lock)) if v]
+                                    ("object_lock", self.object_lock), ("state_account", self.state_account),
+                                    ("sts_endpoint_url", self.sts_endpoint_url)) if v]
             if extra:
                 return [ConfigProblem("", f"{', '.join(extra)} apply to an S3 backend only (production is a "
                                           "filesystem location)")]

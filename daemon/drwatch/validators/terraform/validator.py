@@ -14,7 +14,10 @@ The state is the object ``key`` under the asset's production prefix, on a filesy
   ``LockID``) and the MD5 digest Terraform keeps there matches the state; ``use_lockfile`` looks for the S3 lock
   file ``<key>.tflock`` (one older than ``lock_stale_after`` is a lock a crashed run left behind);
 - its failure domain: the regions the state's own resources live in (their ARNs, ``region`` and
-  ``availability_zone`` attributes). A state stored in one of them is ``state_in_rebuilt_region``; when none of
+  ``availability_zone`` attributes) and accounts (the account field of their ARNs). A state stored in one of
+  those regions is ``state_in_rebuilt_region``, one whose S3 bucket belongs to one of those accounts
+  (``state_account``, else the account of the credentials reading it, STS GetCallerIdentity) is
+  ``state_in_rebuilt_account`` (``account_unknown`` when STS cannot say); when none of
   the asset's copies has an observed region outside them it is ``no_copy_outside_region`` (each a warning, or a
   failure with ``region_policy: failure``).
 
@@ -35,6 +38,7 @@ from drwatch.storage.config import FilesystemLocationConfig
 from drwatch.storage.s3 import S3Location, S3Unavailable
 from drwatch.validators.base import RunContext
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
+from drwatch.validators.terraform.account import judge_account
 from drwatch.validators.terraform.config import TerraformStateConfig, path_in
 from drwatch.validators.terraform.locking import Run
 
@@ -96,6 +100,8 @@ class TerraformStateValidator:
                 r.note(Severity.WARNING, "no_state_locking", "neither dynamodb_table nor use_lockfile is set: two "
                        "concurrent applies can corrupt the state", "lock")
         if state is not None:
+            if s3 is not None:
+                await judge_account(r, state, s3)
             r.regions(state, state_region, await _copy_regions(ctx))
 
 
