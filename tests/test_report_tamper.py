@@ -1,7 +1,8 @@
 """``drwatch report`` on a tampered store says so itself: the JSON ``chain`` member, a banner in the HTML (seen in a
 real headless Chromium), a warning on stderr and exit status 1, with the report still written. The tampering is
 done for real on both backends (SQL on the store from another connection; the sqlite3 shell for one edit): a
-result edited in place, a result deleted, two results swapped, the newest result removed (the chain truncated)."""
+result edited in place, a result deleted, two results swapped, the chain head row deleted, the newest result
+removed (the chain truncated)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ async def test_reordered_and_truncated_chains(tmp_path: Path, store_config: dict
                 f"UPDATE results SET id = {b} WHERE id = -1"):
         await external_sql(store_config, sql)
     assert _report(cfg_path, tmp_path / "restored.json")[0] == 0
+
+    # The chain head row itself removed (result_chain emptied): the report is made, and says so.
+    head = await external_sql(store_config, "SELECT last_id, head FROM result_chain")
+    await external_sql(store_config, "DELETE FROM result_chain")
+    doc = _broken(cfg_path, tmp_path / "headless.json", "head")
+    assert "result_chain" in json.dumps(doc["chain"]["problems"]) and doc["evidence"]["chain_head"]["id"] == 0
+    await external_sql(store_config, f"INSERT INTO result_chain (id, last_id, head) VALUES (1, {head[0][0]}, "
+                                     f"'{head[0][1]}')")
+    assert _report(cfg_path, tmp_path / "head-back.json")[0] == 0
 
     # Truncated: the newest result removed, the head still names it.
     await external_sql(store_config, "DELETE FROM results WHERE id = (SELECT MAX(id) FROM results)")

@@ -74,6 +74,12 @@ def head_of(row: Sequence[Any] | None) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
+def head_or_genesis(row: Sequence[Any] | None) -> tuple[int, str]:
+    """(last_id, head digest) for a report: a missing head row reads as the genesis (the chain check says what
+    is wrong with it; the report is still made)."""
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
 def _fields(values: Sequence[Any]) -> list[Any]:
     """The covered values normalised to what either backend hands back (times as floats, texts as str)."""
     (run_id, asset, validator, kind, outcome, started, finished, rp, figures, findings, copies, chash) = values
@@ -197,7 +203,10 @@ def check_links(stored_links: Iterable[Link], tombstones: Iterable[Sequence[Any]
         expected = stored
         last_id = rid
     head_id, head_digest = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
-    if head_id != last_id or head_digest != expected:
+    if head is None and last_id:
+        problems.append(Problem("head", 0, "", "the chain head row (result_chain) is gone: the table was emptied or "
+                                               "truncated after the results were stored"))
+    elif head_id != last_id or head_digest != expected:
         if head_id > last_id:
             detail = (f"the chain head names result id {head_id}, the newest stored link is {last_id}: "
                       "the newest results were deleted")

@@ -345,7 +345,7 @@ class SqliteStore:
                     stamps=conn.execute(h.STAMPS, (since,)).fetchall(),
                     attestations=conn.execute(h.ATTESTATIONS, (until,)).fetchall(),
                     acks=conn.execute(h.ACKS, (until,)).fetchall(),
-                    head=tuple(conn.execute(chain.SELECT_HEAD).fetchone()),
+                    head=chain.head_or_genesis(conn.execute(chain.SELECT_HEAD).fetchone()),
                 )
             finally:
                 _rollback(conn)
