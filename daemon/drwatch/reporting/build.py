@@ -13,7 +13,7 @@ from typing import Any
 from drwatch import __version__
 from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
-from drwatch.core.model import Ack, Attestation, Outcome
+from drwatch.core.model import Ack, Attestation, Outcome, Severity
 from drwatch.reporting.timeline import Interval, Row, replay
 from drwatch.state.compliance import RULES
 from drwatch.state.report import iso_time
@@ -22,6 +22,7 @@ from drwatch.store.history import HistoryRows
 
 FORMAT = "drwatch-report"
 _BY_ID = attrgetter("id")
+_SEVERITY = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 VERSION = 1
 
 
@@ -71,7 +72,8 @@ def _failures(rows: list[Row]) -> list[dict[str, Any]]:
         if row.outcome == Outcome.FAILED:
             res = row.result
             if ep is None:
-                first = res.findings[0] if res.findings else None
+                # What failed: the most severe finding (a copy's content_mismatch, not a warning listed before it)
+                first = max(res.findings, key=lambda f: _SEVERITY[f.severity], default=None)
                 ep = open_[row.validator] = {
                     "validator": row.validator, "first_seen": iso_time(res.finished_at), "first_run": res.run_id,
                     "fixed_at": None, "fixed_by_run": None, "seconds_to_fix": None, "failed_runs": 0,
@@ -148,11 +150,17 @@ def _asset_doc(cfg: Config, name: str, data: _Asset, attestations: list[Attestat
     compliant_s = sum(iv.seconds for iv in intervals if iv.compliant)
     validators, drills, verifications, hashes = _runs(rows, rto, every_run)
     copies_offline = {c.label for c in acfg.copies if cfg.locations[c.location].offline}
+    checked_from = since if data.before else min((r.finished_at for r in rows), default=None)
     return {
         "rpo_seconds": acfg.rpo.total_seconds(),
         "rto_seconds": rto,
         "compliance": {
             "share_compliant": round(compliant_s / period, 6),
+            # An asset first checked during the period (a new one, a new install) is not compliant before that
+            # (never checked); these say how it fared from its first result on (null: never checked).
+            "checked_from": iso_time(checked_from),
+            "share_compliant_checked": (None if checked_from is None else
+                                        round(min(1.0, compliant_s / max(until - checked_from, 1e-9)), 6)),
             "compliant_seconds": round(compliant_s, 3),
             "compliant_at_end": intervals[-1].compliant,
             "rules_at_end": dict(zip(RULES, intervals[-1].states, strict=True)),
