@@ -745,6 +745,40 @@ async def test_production_object_vanishing_mid_run_is_error_not_failed(
     assert vault.objects == {"verified": len(files), "missing": 0, "mismatch": 0, "extra": 0}
 
 
+async def test_a_live_production_file_deleted_before_it_is_checked_is_a_deletion_not_a_missing_file(
+        tmp_path: Path, moto_eu: MotoServer, locs: Locations) -> None:
+    """A sealed, live (not frozen) filesystem production: a file listed, then deleted before its own check
+    reached it (the live-estate soak saw `missing_file:production`, failed: a false page). It is a deletion since
+    the seal, counted like one the listing had missed; the copy still holds it, proven against the seal.
+    The copy's objects are read through a proxy that serves GETs one at a time, 0.3 s each: the merge reaches
+    the victim (the last key) only after the copy's first objects were read, and the victim is deleted from
+    production as soon as the first of those GETs arrives (production was listed by then)."""
+    files = {f"f{i:03d}": os.urandom(2048) for i in range(24)}
+    victim = "f023"
+    backdate(write_tree(tmp_path / "prod" / "data", files))
+    await seal_directory(tmp_path / "prod" / "data", out_path=tmp_path / "prod" / "data" / MANIFEST_NAME)
+    copy = bucket(moto_eu, "copy", region="eu-west-1")
+    upload(moto_eu, copy, files)  # ETags are MD5s, the seal has SHA-256: every copy object is read
+    locs.fs("prod", tmp_path / "prod", site="dc-a")
+    with RecordingProxy("127.0.0.1", moto_eu.port, get_delay=0.3) as proxy:
+        moto_s3(locs, "vault", moto_eu, copy, site="dc-b", endpoint_url=proxy.endpoint_url)
+        cfg = config(tmp_path, locs, ("prod", "data"), [("vault", "data")])
+        cfg["limits"] = {"hash_workers": 1}  # a window of 8 proofs in flight
+        running = asyncio.create_task(run(tmp_path, cfg))
+        for _ in range(3000):  # up to 30 s
+            if any(r.method == "GET" and r.key.startswith("data/") for r in proxy.snapshot(copy)):
+                break
+            await asyncio.sleep(0.01)
+        (tmp_path / "prod" / "data" / victim).unlink()
+        result, _ = await running
+
+    assert not codes(result) & {"missing_file", "content_mismatch"}, result.findings
+    assert result.outcome == Outcome.OK, result.findings
+    assert report(result, "production").objects.get("deleted") == 1, report(result, "production").objects
+    vault = report(result, "vault")
+    assert vault.state == CopyState.VERIFIED and vault.objects["verified"] == len(files), vault.objects
+
+
 @pytest.mark.parametrize("side", ["copy", "production"])
 async def test_wrong_credentials_are_access_denied(
         tmp_path: Path, rgw: CephRGW, files: dict[str, bytes], locs: Locations, side: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from drwatch.core.model import Severity
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.s3 import ObjectHead, checksum_matches_sha256
 from drwatch.storage.sources import same_single_part
@@ -47,14 +46,10 @@ class Prover:
     async def verify(self, s: Stream, e: Entry, ref: Reference, prior: LedgerEntry | None = None,
                      live: LiveKey | None = None) -> None:
         """Prove one object of one copy against the reference with the strongest cheap evidence."""
-        try:
-            # Production's listing entry, when production is the reference: lets the source skip a HEAD whose
-            # answer could not change the verdict (equal ETags).
-            head = await s.src.head(e, ref.entry if ref.prod is not None else None)
-        except FileNotFoundError:
-            s.missing += 1
-            s.note("missing_file", "object vanished during the check", e.key, self.limit, Severity.CRITICAL)
-            return
+        # Production's listing entry, when production is the reference: lets the source skip a HEAD whose answer
+        # could not change the verdict (equal ETags). Gone since the listing: FileNotFoundError, judged by the
+        # caller as an absent object.
+        head = await s.src.head(e, ref.entry if ref.prod is not None else None)
         if head is not None:
             record_lock(s, head)
         verdict, how, value = await self._metadata(e, head, ref)

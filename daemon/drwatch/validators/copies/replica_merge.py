@@ -113,10 +113,10 @@ class ReplicaMerge:
             s.changed += 1  # live production modified it after the seal: expected, not read
         elif h.size != reference.entry.size:
             await self.window.spawn(functools.partial(self._guarded, s, functools.partial(
-                self.prover.size_differs, s, h, reference, live, prior), h.key))
+                self.prover.size_differs, s, h, reference, live, prior), h.key, is_prod, live))
         else:
             await self.window.spawn(functools.partial(self._guarded, s, functools.partial(
-                self.prover.verify, s, h, reference, prior, live), h.key))
+                self.prover.verify, s, h, reference, prior, live), h.key, is_prod, live))
 
     async def _prior(self, s: Stream, h: Entry, reference: Reference | None) -> LedgerEntry | None:
         """The ledger's row of ``h`` when the stream is under the ledger (new or changed objects counted due)."""
@@ -127,9 +127,19 @@ class ReplicaMerge:
             self.session.note_seen(s.name, h, prior)
         return prior
 
-    async def _guarded(self, s: Stream, work: Callable[[], Awaitable[None]], key: str) -> None:
+    async def _guarded(self, s: Stream, work: Callable[[], Awaitable[None]], key: str, is_prod: bool,
+                       live: LiveKey) -> None:
+        async def gone_counts_as_absent() -> None:
+            try:
+                await work()
+            except FileNotFoundError:
+                # Listed, then gone before it was read: as if the listing had not named it. A live production
+                # deleted it (counted, not a fault); a copy the backup is rewriting is judged as an absent
+                # object is (behind, ahead, or missing when nothing explains it).
+                s.absent(key, is_prod, live, self.limit)
+
         try:
-            await guard(s, work, key, self.limit, "object vanished during the check", LOCATION_DOWN)
+            await guard(s, gone_counts_as_absent, key, self.limit, "object vanished during the check", LOCATION_DOWN)
         except ReferenceFailed as exc:
             if exc.code in LOCATION_DOWN:
                 raise  # production is down: nothing more can be proven (the run ends as error)
