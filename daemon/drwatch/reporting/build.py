@@ -5,7 +5,6 @@ The JSON shape is documented in docs/reports.md and versioned by ``version``; fi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from drwatch import __version__
 from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
+from drwatch.core import fastjson
 from drwatch.core.model import Ack, Attestation, Outcome, Severity
 from drwatch.reporting.timeline import Interval, Row, replay
 from drwatch.state.compliance import RULES
@@ -99,7 +99,7 @@ def _run_doc(row: Row, objects: int, nbytes: int) -> dict[str, Any]:
     return {"id": row.id, "run_id": row.run_id, "digest": row.digest, "validator": row.validator, "kind": row.kind,
             "started_at": iso_time(started), "finished_at": iso_time(finished), "outcome": row.outcome,
             "duration_seconds": round(max(0.0, finished - started), 3), "objects_proven": objects,
-            "bytes_proven": nbytes, "findings": [] if findings == "[]" else json.loads(findings),
+            "bytes_proven": nbytes, "findings": [] if findings == "[]" else fastjson.loads(findings),
             "config_hash": row.config_hash}
 
 

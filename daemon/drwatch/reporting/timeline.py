@@ -108,7 +108,7 @@ class Row:
     @property
     def figures(self) -> dict[str, float]:
         if self.figures_ is None:
-            self.figures_ = json.loads(self.raw[9]) if self.raw[9] != "{}" else {}
+            self.figures_ = fastjson.loads(self.raw[9]) if self.raw[9] != "{}" else {}
         return self.figures_
 
     @property
