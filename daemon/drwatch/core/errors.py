@@ -81,9 +81,11 @@ COMMAND_EXITS: dict[str, tuple[tuple[int, str], ...]] = {
                             "not set"),
     ),
     "report": (
-        (EXIT_OK, "the report is written"),
+        (EXIT_OK, "the report is written, the store's result chain intact"),
+        (EXIT_NONCOMPLIANT, "the report is written, but the store's result chain is broken (a result edited, "
+                            "deleted or reordered): the report and stderr say so"),
         (EXIT_NOINPUT, "reports.signing_key_file cannot be used"),
-        (EXIT_UNAVAILABLE, "the store is unavailable"),
+        (EXIT_UNAVAILABLE, "the store, or its result chain, cannot be read"),
         (EXIT_CANTCREAT, "the report cannot be written"),
         (EXIT_CONFIG, "invalid configuration, no --config, an unknown --asset or a wrong --since"),
     ),
