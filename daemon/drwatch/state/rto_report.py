@@ -48,8 +48,8 @@ def restore_lines(assets: dict[str, Any]) -> list[str]:
     why: list[str] = []
     for name, a in assets.items():
         r = a.get("restore")
-        if r is None:
-            continue
+        if r is None or (r["rto_seconds"] is None and r["projected_seconds"] is None):
+            continue  # no RTO and nothing projected: nothing to say
         drill = r.get("drill") or {}
         rows.append([name, _cell(r["rto_seconds"]), _cell(r["projected_seconds"])
                      + (" OVER RTO" if r["within_rto"] is False else ""), r["copy"] or "-",
