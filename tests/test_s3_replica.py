@@ -745,8 +745,9 @@ async def test_production_object_vanishing_mid_run_is_error_not_failed(
     assert vault.objects == {"verified": len(files), "missing": 0, "mismatch": 0, "extra": 0}
 
 
+@pytest.mark.parametrize("kind", ["replica", "dataset"])
 async def test_a_live_production_file_deleted_before_it_is_checked_is_a_deletion_not_a_missing_file(
-        tmp_path: Path, moto_eu: MotoServer, locs: Locations) -> None:
+        tmp_path: Path, moto_eu: MotoServer, locs: Locations, kind: str) -> None:
     """A sealed, live (not frozen) filesystem production: a file listed, then deleted before its own check
     reached it (the live-estate soak saw `missing_file:production`, failed: a false page). It is a deletion since
     the seal, counted like one the listing had missed; the copy still holds it, proven against the seal.
@@ -762,7 +763,7 @@ async def test_a_live_production_file_deleted_before_it_is_checked_is_a_deletion
     locs.fs("prod", tmp_path / "prod", site="dc-a")
     with RecordingProxy("127.0.0.1", moto_eu.port, get_delay=0.3) as proxy:
         moto_s3(locs, "vault", moto_eu, copy, site="dc-b", endpoint_url=proxy.endpoint_url)
-        cfg = config(tmp_path, locs, ("prod", "data"), [("vault", "data")])
+        cfg = config(tmp_path, locs, ("prod", "data"), [("vault", "data")], validators=[{"kind": kind}])
         cfg["limits"] = {"hash_workers": 1}  # a window of 8 proofs in flight
         running = asyncio.create_task(run(tmp_path, cfg))
         for _ in range(3000):  # up to 30 s

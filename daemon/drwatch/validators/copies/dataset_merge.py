@@ -102,9 +102,10 @@ class DatasetMerge:
                     elif i == prod_i and rule.newer(h.mtime, rule.seal_time):
                         s.changed += 1  # live production modified it after the seal: expected, not read
                     else:
-                        await window.spawn(functools.partial(guard, s, functools.partial(
-                            self._verify, s, h, r, limit, live), key, limit, "file vanished during the check",
-                            _LOCATION_DOWN))
+                        proof = functools.partial(s.unless_gone, functools.partial(self._verify, s, h, r, limit, live),
+                                                  key, i == prod_i, live, limit, "file")
+                        await window.spawn(functools.partial(guard, s, proof, key, limit,
+                                                             "file vanished during the check", _LOCATION_DOWN))
                     heads[i] = await advance(i)
                 if r is not None:
                     ref = await anext(seal_entries, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,16 @@ class LiveTally(Tally):
         else:
             assert pm is not None
             self.deferred.append((key, pm))
+
+    async def unless_gone(self, work: Callable[[], Awaitable[None]], key: str, production: bool, live: LiveKey,
+                          limit: int, what: str = "object") -> None:
+        """Run one object's proof; an object gone between the listing and its proof (FileNotFoundError from
+        its stat, HEAD or read) is judged as if the listing had not named it (:meth:`absent`): a live
+        production deleted it, a copy is behind, ahead or missing it. Never a ``missing_file`` of its own."""
+        try:
+            await work()
+        except FileNotFoundError:
+            self.absent(key, production, live, limit, what)
 
     def judge_deferred(self, rule: LiveRule, limit: int, what: str = "object") -> None:
         """At the end of the listing: each deferred absent key is behind or missing."""

@@ -129,17 +129,9 @@ class ReplicaMerge:
 
     async def _guarded(self, s: Stream, work: Callable[[], Awaitable[None]], key: str, is_prod: bool,
                        live: LiveKey) -> None:
-        async def gone_counts_as_absent() -> None:
-            try:
-                await work()
-            except FileNotFoundError:
-                # Listed, then gone before it was read: as if the listing had not named it. A live production
-                # deleted it (counted, not a fault); a copy the backup is rewriting is judged as an absent
-                # object is (behind, ahead, or missing when nothing explains it).
-                s.absent(key, is_prod, live, self.limit)
-
+        proof = functools.partial(s.unless_gone, work, key, is_prod, live, self.limit)
         try:
-            await guard(s, gone_counts_as_absent, key, self.limit, "object vanished during the check", LOCATION_DOWN)
+            await guard(s, proof, key, self.limit, "object vanished during the check", LOCATION_DOWN)
         except ReferenceFailed as exc:
             if exc.code in LOCATION_DOWN:
                 raise  # production is down: nothing more can be proven (the run ends as error)
