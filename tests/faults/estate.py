@@ -204,9 +204,10 @@ def terraform_state_body() -> bytes:
 # Columns with a hand-made estate (``Scenario._add_<column>``) and the kind each one runs.
 HANDMADE = ("replica_fs", "replica_s3", "immutability_probe", "postgres_restore", "postgres_restore_s3",
             "postgres_replica_lag", "rds_snapshot", "consistency_group", "dataset", "model_weights", "vector_restore",
-            "vector_pinecone", "redis_restore", "s3_replication", "terraform_state", "recovery_dependencies")
+            "vector_pinecone", "vector_pinecone_parquet", "redis_restore", "s3_replication", "terraform_state",
+            "recovery_dependencies")
 COLUMN_KIND = {"replica_fs": "replica", "replica_s3": "replica", "postgres_restore_s3": "postgres_restore",
-               "vector_pinecone": "vector_restore"}
+               "vector_pinecone": "vector_restore", "vector_pinecone_parquet": "vector_restore"}
 # Every other kind of the plugin tuple gets a generic column, named after the kind (derived: a new kind is in the
 # matrix without an edit here): an asset ``gen_<kind>`` whose production is a local directory and whose one copy
 # is an S3 bucket holding the same files, checked by ``{"kind": <kind>}`` with its defaults. The contract of such a
@@ -219,7 +220,8 @@ COLUMNS = (*HANDMADE, *GENERIC)
 SIDES = {"replica_fs": set(), "replica_s3": {"s3"}, "immutability_probe": {"s3"}, "postgres_restore": {"pg"},
          "postgres_restore_s3": {"s3"}, "postgres_replica_lag": {"pg"}, "rds_snapshot": {"s3"},
          "consistency_group": {"pg"}, "dataset": {"s3"}, "model_weights": {"s3"},
-         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "redis_restore": {"s3"},
+         "vector_restore": {"pg"}, "vector_pinecone": {"pc"}, "vector_pinecone_parquet": {"s3", "pc"},
+         "redis_restore": {"s3"},
          "s3_replication": {"s3"},
          "terraform_state": {"s3"},
          "recovery_dependencies": {"s3"},  # probes the S3 side itself: its own row cells (test_matrix.DEPENDENCY)
@@ -233,6 +235,7 @@ WHERE = {"replica_fs": ("files", "replica"), "replica_s3": ("objects", "replica"
          "vector_restore": ("index", "vector_restore"), "postgres_restore_target": ("db_target", "postgres_restore"),
          "model_weights_inference": ("mwi", "model_weights"), "vector_restore_pinecone": ("pcindex", "vector_restore"),
          "vector_pinecone": ("pcindex", "vector_restore"), "healthy": ("healthy", "replica"),
+         "vector_pinecone_parquet": ("pcparquet", "vector_restore"),
          "redis_restore": ("redis", "redis_restore"), "terraform_state": ("tfstate", "terraform_state"),
          "s3_replication": ("repl", "s3_replication"), "recovery_dependencies": ("deps", "recovery_dependencies"),
          **{kind: (f"gen_{kind}", kind) for kind in GENERIC}}
@@ -319,6 +322,7 @@ class Scenario:
     assets: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, Any] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
+    kms_keys: dict[str, str] = field(default_factory=dict)  # asset -> KMS key id (on the session's moto)
     timeout: str = "25s"  # each validator's run timeout
     owned: list[Callable[[], None]] = field(default_factory=list)  # stops what the scenario started itself
 
@@ -455,14 +459,17 @@ class Scenario:
                                                  Body=terraform_state_body())
         self.buckets["tfstate"] = name
         self.s3_location("s3tfstate", name)
-        self.assets["tfstate"] = self._asset("tfstate", [{"kind": "terraform_state", "use_lockfile": True}],
-                                             production="s3tfstate")
+        # STS (the bucket's account: state_in_rebuilt_account) is reached as the other AWS APIs are, at rds_url
+        self.assets["tfstate"] = self._asset("tfstate", [{
+            "kind": "terraform_state", "use_lockfile": True, "sts_endpoint_url": self.ends.rds_url or self.ends.s3_url,
+        }], production="s3tfstate")
 
     def _add_recovery_dependencies(self) -> None:
         """What a restore of asset ``deps`` needs, all on the S3 side (wherever the fault points it): the endpoint's
         host name (dns), a TCP connection to it, and a KMS key made on the session's moto (which serves KMS on the
-        S3 port), described with drwatch's own keys. Each lives in site dc-s3, production in dc-a. The
-        ``missing_object`` fault schedules the key's deletion (``damage``)."""
+        S3 port; reached as the other AWS APIs are, at ``rds_url`` when set), described with drwatch's own keys.
+        Each lives in site dc-s3, production in dc-a. The ``missing_object`` fault schedules the key's deletion
+        (``damage``)."""
         from urllib.parse import urlsplit
 
         import boto3
@@ -472,15 +479,16 @@ class Scenario:
                            aws_access_key_id=self.ends.s3_access_key, aws_secret_access_key=self.ends.s3_secret_key)
         meta = kms.create_key(Description="drwatch fault matrix")["KeyMetadata"]
         key = meta["Arn"]
-        self.buckets["deps_key"] = meta["KeyId"]  # moto schedules deletion by key id (an ARN: 500)
+        self.kms_keys["deps"] = meta["KeyId"]  # moto schedules deletion by key id (an ARN: 500)
         self.env["DRW_FAULT_KMS_AK"] = self.ends.s3_access_key
         self.env["DRW_FAULT_KMS_SK"] = self.ends.s3_secret_key
         url = urlsplit(self.ends.s3_url)
         self.assets["deps"] = self._asset("deps", [{"kind": "recovery_dependencies", "dependencies": [
             {"kind": "dns", "name": "s3-name", "host": url.hostname, "site": "dc-s3"},
             {"kind": "tcp", "name": "s3-port", "host": url.hostname, "port": url.port, "site": "dc-s3"},
-            {"kind": "kms_key", "name": "backup-key", "key_id": key, "endpoint_url": self.ends.s3_url,
-             "site": "dc-s3", "access_key_id_env": "DRW_FAULT_KMS_AK", "secret_access_key_env": "DRW_FAULT_KMS_SK"},
+            {"kind": "kms_key", "name": "backup-key", "key_id": key,
+             "endpoint_url": self.ends.rds_url or self.ends.s3_url, "site": "dc-s3",
+             "access_key_id_env": "DRW_FAULT_KMS_AK", "secret_access_key_env": "DRW_FAULT_KMS_SK"},
         ]}])
 
     def _add_postgres_replica_lag(self) -> None:
@@ -599,15 +607,48 @@ class Scenario:
         for ``missing_object``). Timeouts like the S3 locations': a stalled API ends inside the run's timeout."""
         from tests.test_vector_pinecone import vectors
 
-        server = self.ends.pinecone
-        if server is None:  # a scenario of another suite (test_read_only.py): its own stand-in, stopped by cleanup()
-            server = self.ends.pinecone = MatrixPinecone()
-            server.start()
-            self.owned.append(server.stop)
+        server = self._pinecone()
         server.create_index(PINECONE_PROD, 8, "cosine", vectors())
         if self.fault != "missing_object":
             server.create_backup(PINECONE_PROD, created=time.time() - 60, fault=PINECONE_BAD_BACKUPS.get(self.fault))
         self._pinecone_asset(server, timeout=self.timeout, request_timeout="4s", max_attempts=2)
+
+    def _pinecone(self) -> MatrixPinecone:
+        server: MatrixPinecone | None = self.ends.pinecone
+        if server is None:  # a scenario of another suite (test_read_only.py): its own stand-in, stopped by cleanup()
+            server = self.ends.pinecone = MatrixPinecone()
+            server.start()
+            self.owned.append(server.stop)
+        return server
+
+    def _add_vector_pinecone_parquet(self) -> None:
+        """Pinecone from a Parquet export (issue 17): production's 300 vectors exported as
+        ``pcparquet/latest.parquet`` in an S3 bucket, upserted into a temporary index of the stand-in (the same one
+        as ``vector_pinecone``'s, production seeded once) and compared with production. S3 faults hit the export,
+        Pinecone faults the stand-in."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from tests.test_vector_pinecone import vectors
+
+        server = self._pinecone()
+        if PINECONE_PROD not in server.index_names():
+            server.create_index(PINECONE_PROD, 8, "cosine", vectors())
+        data = vectors()
+        ids = sorted(data)
+        local = self.dir / "pcparquet.parquet"
+        pq.write_table(pa.table({"id": ids, "values": [data[i] for i in ids]}), local)
+        name = bucket(self.ends.s3_server, "fault-pcparquet")
+        upload(self.ends.s3_server, name, {"latest.parquet": local.read_bytes()}, prefix="pcparquet/")
+        self.buckets["pcparquet"] = name
+        self.s3_location("s3pcparquet", name)
+        self.env["DRW_FAULT_PINECONE_KEY"] = self.ends.pinecone_key or server.api_key
+        self.assets["pcparquet"] = self._asset("", [{
+            "kind": "vector_restore", "k": 10, "queries": 20, "sample": 100, "min_recall": 0.9,
+            "backend": {"type": "pinecone", "index": PINECONE_PROD, "api_key_env": "DRW_FAULT_PINECONE_KEY",
+                        "control_url": self.ends.pinecone_url or server.url, "poll_interval": "50ms",
+                        "request_timeout": "4s", "max_attempts": 2, "max_drills_per_day": 1000,
+                        "parquet": {"location": "s3pcparquet", "prefix": "pcparquet"}}}])
 
     def _pinecone_asset(self, server: PineconeStandIn, *, timeout: str, request_timeout: str,
                         max_attempts: int) -> None:
@@ -652,12 +693,14 @@ class Scenario:
             remote(self.buckets["redis"], "redis/dump.rdb")
         if "terraform_state" in self.columns:
             remote(self.buckets["tfstate"], "tfstate/terraform.tfstate")
+        if "vector_pinecone_parquet" in self.columns:
+            remote(self.buckets["pcparquet"], "pcparquet/latest.parquet")
         if "recovery_dependencies" in self.columns and how is None:  # the key the restore decrypts with, doomed
             import boto3
 
             boto3.client("kms", endpoint_url=self.ends.s3_server.endpoint_url, region_name="us-east-1",
                          aws_access_key_id=self.ends.s3_access_key, aws_secret_access_key=self.ends.s3_secret_key,
-                         ).schedule_key_deletion(KeyId=self.buckets["deps_key"], PendingWindowInDays=7)
+                         ).schedule_key_deletion(KeyId=self.kms_keys["deps"], PendingWindowInDays=7)
         if "dataset" in self.columns:
             remote(self.buckets["dataset"], "dataset/events/part-0001.parquet")
         if "vector_restore" in self.columns:

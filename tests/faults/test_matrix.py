@@ -18,7 +18,8 @@ that started after it; ``FINDINGS`` names the findings that must explain a row's
 
 Pinecone (``vector_pinecone``: ``vector_restore`` on the Pinecone backend) has no local server: it runs against
 the stand-in of tests/support/pinecone_standin.py (NOT Pinecone), one per case, in this process; a "pc" fault hits its
-control and data planes alike.
+control and data planes alike. ``vector_pinecone_parquet`` is the same drill taking its backup from a Parquet export
+in S3 (issue 17): S3 faults hit the export, Pinecone faults the stand-in.
 
 Each case asserts (a) the outcome per validator is the expected one: ``failed`` for a bad backup, ``error`` /
 ``timeout`` for a broken path to it, ``ok`` for a slow server that still answers (never the other way round);
@@ -79,6 +80,9 @@ PG_COLS = [c for c in COLUMNS if "pg" in SIDES[c]]
 PC_COLS = [c for c in COLUMNS if "pc" in SIDES[c]]
 BACKUP_COLS = ["replica_fs", "replica_s3", "postgres_restore", "postgres_restore_s3", "dataset", "model_weights",
                "vector_restore", "vector_pinecone", "redis_restore"]
+# Pinecone from a Parquet export: one flipped byte mid-file may leave every value finite and the answers unchanged
+# (Parquet has no page checksums here), so only a cut export (no footer) and no export at all are its bad backups.
+PARQUET_EXPORT = "vector_pinecone_parquet"
 
 
 def _row(cols: list[str], want: frozenset[str]) -> dict[str, frozenset[str]]:
@@ -103,16 +107,17 @@ EXPECTED: dict[str, dict[str, frozenset[str]]] = {
     "pc_throttled": _row(PC_COLS, ERR),  # the stand-in answers every request 429 RESOURCE_EXHAUSTED
     # RGW checks signatures (moto's RDS does not: rds_snapshot has no access-denied case here).
     "s3_denied": _row(["replica_s3", "immutability_probe", "postgres_restore_s3", "dataset",
-                        "model_weights", "redis_restore", "terraform_state", *GENERIC], ERR),
+                        "model_weights", "redis_restore", "terraform_state", PARQUET_EXPORT, *GENERIC], ERR),
     "pg_denied": _row(PG_COLS, ERR),
     "pc_denied": _row(PC_COLS, ERR),  # a wrong API key: the stand-in answers 401 UNAUTHENTICATED, like Pinecone
     "dns_unresolvable": _row(S3_COLS + PG_COLS + PC_COLS, ERR),
     "disk_full_sandbox": _row(["postgres_restore", "postgres_restore_s3", "vector_restore"], ERR)
     | {"replica_fs": OK},
     "corrupt_byte": _row(BACKUP_COLS, FAILED),
-    "truncated_file": _row([*BACKUP_COLS, "terraform_state"], FAILED),  # a cut state is no JSON (a flipped byte may be)
+    "truncated_file": _row([*BACKUP_COLS, "terraform_state", PARQUET_EXPORT], FAILED),  # a cut state is no JSON
     # generic: copy gone; terraform_state: the state object deleted
-    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", "terraform_state", *GENERIC], FAILED),
+    "missing_object": _row([*BACKUP_COLS, "rds_snapshot", "consistency_group", "terraform_state", PARQUET_EXPORT,
+                            *GENERIC], FAILED),
     "lock_missing": _row(["immutability_probe"], FAILED),
     "replication_disabled": _row(["s3_replication"], FAILED),  # the production bucket's rule put Disabled
     "replay_paused": _row(["postgres_replica_lag"], FAILED),
@@ -158,8 +163,9 @@ FINDINGS: dict[str, dict[str, set[str]]] = {
     "dump_comment_only": {"postgres_restore": {"restore_empty"}},
     "production_unmounted_manifest": {"replica_fs": {"manifest_unreadable", "!manifest_missing"}},
     "replaced_by_zeros": {"replica_fs": {"content_mismatch"}},
-    "truncated_file": {"terraform_state": {"state_invalid"}},
-    "missing_object": {"terraform_state": {"state_missing"}, DEPENDENCY: {"dependency_key_unusable"}},
+    "missing_object": {"terraform_state": {"state_missing"}, DEPENDENCY: {"dependency_key_unusable"},
+                       PARQUET_EXPORT: {"no_backup"}},
+    "truncated_file": {"terraform_state": {"state_invalid"}, PARQUET_EXPORT: {"recovery_point_unreadable"}},
     "s3_stopped": {DEPENDENCY: {"dependency_unreachable"}},
     "s3_stall": {DEPENDENCY: {"dependency_unreachable"}},
     "s3_reset": {DEPENDENCY: {"dependency_unreachable"}},
@@ -215,7 +221,7 @@ def scenario(request: pytest.FixtureRequest, world: World, moto: MotoServer) -> 
         ends = Endpoints(moto, moto.endpoint_url, moto.access_key, moto.secret_key, world.primary.host,
                          world.primary.port, world.standby.port, world.vector.port)
         pinecone = MatrixPinecone()  # the Pinecone stand-in (seeded by Scenario.build), started if a column uses it
-        if "vector_pinecone" in columns:
+        if "vector_pinecone" in columns or PARQUET_EXPORT in columns:
             ends.pinecone = pinecone
             pinecone.start()
             stack.callback(pinecone.stop)
@@ -427,7 +433,7 @@ def check_fault(scenario: Scenario, record_property: Any) -> None:
         code = daemon.stop(timeout=60)
     assert code == 0, daemon.log()[-3000:]
     assert not list(scenario.sandbox_dir.glob("drwatch-sbx-*"))
-    if "vector_pinecone" in scenario.columns:
+    if "vector_pinecone" in scenario.columns or PARQUET_EXPORT in scenario.columns:
         check_pinecone(scenario)
 
 
