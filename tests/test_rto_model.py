@@ -157,3 +157,52 @@ def test_status_page_shows_projection_copy_and_why(tmp_path: Path) -> None:
     section = html[html.index("<h2>Restore time</h2>"):]
     assert 'class="n restore-projected">3s<' in section and '<td data-label="from copy">near</td>' in section
     assert "fastest counted copy &#x27;near&#x27;" in section and "within RTO" in section
+
+
+def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample_window(tmp_path: Path) -> None:
+    """Two assets with copies on one location: a read measured by one asset's run changes the other's projection
+    too, and samples ageing out of ``sample_max_age`` change them with time alone; the incremental /metrics stays
+    byte for byte prometheus-client's rendering of the whole snapshot."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from drwatch.engine.process import ProcessState
+    from drwatch.metrics.collector import SnapshotCollector
+    from drwatch.metrics.exposition import SnapshotRenderer
+
+    data = {"locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "p"), "site": "a"},
+                          "near": {"kind": "filesystem", "path": str(tmp_path / "n"), "site": "a"}},
+            "restore_time": {"sample_max_age": "2d"},
+            "assets": {n: {"rpo": "30d", "rto": "1m", "production": {"location": "prod", "prefix": n},
+                           "copies": [{"location": "near", "prefix": n}], "validators": [{"kind": "replica"}]}
+                       for n in ("a", "b")}}
+    cfg = parse_config(yaml.safe_dump(data), source=str(tmp_path / "drwatch.yaml"))
+
+    def run(asset: str, i: int, at: float, read: tuple[int, float]) -> Result:
+        return replace_asset(replica(i, at, nbytes=10**9, read=read), asset)
+
+    state = {"snap": Snapshot(cfg).with_result(run("a", 1, NOW - 3 * 86400, (10**8, 1.0)), NOW)
+             .with_result(run("b", 2, NOW - 86400, (0, 0.0)), NOW)}
+    clock = [NOW]
+    process = ProcessState(started_at=NOW - 86400)
+    renderer = SnapshotRenderer(lambda: state["snap"], process, lambda: clock[0])
+
+    def reference() -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(lambda: state["snap"], process, lambda: clock[0]))
+        return generate_latest(registry)
+
+    first = renderer.render()
+    assert first == reference()
+    assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"}' not in first  # sample too old
+    state["snap"] = state["snap"].with_result(run("a", 3, NOW - 60, (10**9, 2.0)), NOW)  # only a ran
+    second = renderer.render()
+    assert second == reference()
+    assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' in second  # 1 GB at 500 MB/s
+    clock[0] = NOW + 2 * 86400  # a's last sample ages out too
+    third = renderer.render()
+    assert third == reference() and b'drwatch_copy_restore_projected_seconds{asset="b"' not in third
+
+
+def replace_asset(result: Result, asset: str) -> Result:
+    from dataclasses import replace
+    return replace(result, asset=asset, run_id=f"{asset}-{result.run_id}")

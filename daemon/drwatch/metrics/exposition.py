@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from drwatch.config.model import Config
 from drwatch.engine.process import ProcessState
 from drwatch.metrics.collector import AssetStanding, asset_families, global_families, process_families, render
-from drwatch.metrics.restore import rate_expiries, rates_changed
+from drwatch.metrics.restore import rate_expiries, rate_inputs, rates_changed
 from drwatch.metrics.textformat import GZIP_LEVEL, Fixed, deflate, gzip_member, sample_lines, split_family
 from drwatch.state.snapshot import Snapshot
 
@@ -241,7 +241,7 @@ def _inputs(snap: Snapshot, asset: str, validators: tuple[str, ...], refs: tuple
     """Everything of the snapshot an asset's series depend on (objects are replaced, never mutated)."""
     return (*(snap.validators.get((asset, v)) for v in validators), *(snap.acks.get((asset, v)) for v in validators),
             *(snap.attestations.get((asset, r)) for r in refs), *(snap.copy_bytes.get((asset, r)) for r in refs),
-            *(snap.verify.get((asset, r)) for r in refs))
+            *(snap.verify.get((asset, r)) for r in refs), *rate_inputs(snap, asset))
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

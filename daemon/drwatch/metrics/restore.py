@@ -86,6 +86,14 @@ def rates_changed(cfg: Config, old: Mapping[SampleKey, object], new: Mapping[Sam
     return touched | {a for a in cfg.assets if a not in touched and _locations(cfg, a) & locations}
 
 
+def rate_inputs(snap: Snapshot, asset: str) -> tuple[object, ...]:
+    """The rate samples an asset's projection reads (compared by value: a location's are shared with other assets)."""
+    if asset not in snap.config.assets:
+        return ()
+    return (*(snap.rates_by_location.get(loc) for loc in sorted(_locations(snap.config, asset))),
+            snap.drills_by_asset.get(asset))
+
+
 def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
     """Times at which a sample the asset's projection reads grows older than ``restore_time.sample_max_age``."""
     if asset not in cfg.assets:
