@@ -90,8 +90,7 @@ def rate_inputs(snap: Snapshot, asset: str) -> tuple[object, ...]:
     """The rate samples an asset's projection reads (compared by value: a location's are shared with other assets)."""
     if asset not in snap.config.assets:
         return ()
-    return (*(snap.rates_by_location.get(loc) for loc in sorted(_locations(snap.config, asset))),
-            snap.drills_by_asset.get(asset))
+    return (*(snap.samples_at(loc) for loc in sorted(_locations(snap.config, asset))), snap.drills_of(asset))
 
 
 def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
@@ -99,6 +98,5 @@ def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
     if asset not in cfg.assets:
         return []
     age = cfg.restore_time.sample_max_age.total_seconds()
-    rows = [*(s for loc in _locations(cfg, asset) for s in snap.rates_by_location.get(loc, ())),
-            *snap.drills_by_asset.get(asset, ())]
+    rows = [*(s for loc in _locations(cfg, asset) for s in snap.samples_at(loc)), *snap.drills_of(asset)]
     return [s.at + age for s in rows]

@@ -33,7 +33,7 @@ def _usable(cfg: Config, samples: list[RateSample], now: float, before: float | 
 def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
                before: float | None = None) -> tuple[float | None, int]:
     """Bytes per second the location delivered (total bytes over total busy seconds), and the samples behind it."""
-    rows = _usable(cfg, list(snap.rates_by_location.get(location, ())), now, before)
+    rows = _usable(cfg, list(snap.samples_at(location)), now, before)
     seconds = sum(s.seconds for s in rows)
     if not rows or seconds <= 0:
         return None, 0
@@ -41,7 +41,7 @@ def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
 
 
 def _drill_samples(snap: Snapshot, asset: str) -> list[RateSample]:
-    return list(snap.drills_by_asset.get(asset, ()))
+    return list(snap.drills_of(asset))
 
 
 def _work(s: RateSample) -> float:

@@ -5,6 +5,7 @@ Rebuilt from the store on start; replaced (never mutated) after each recorded re
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -51,23 +52,37 @@ class Snapshot:
                        acks=dict(state.acks), rates=dict(state.rates))
 
     @cached_property
-    def rates_by_location(self) -> dict[str, tuple[RateSample, ...]]:
-        """The rate samples per location: the copies' timed reads, and drills' dump fetches from it (a drill's
-        location is its config's ``location``). Built once per snapshot (snapshots are replaced, never mutated)."""
-        out: dict[str, list[RateSample]] = {}
-        for (kind, asset, name), rows in self.rates.items():
+    def _rate_index(self) -> tuple[dict[str, list[SampleKey]], dict[str, list[SampleKey]]]:
+        """Which sample keys are a location's (copies' reads, drills' dump fetches from it) and an asset's drills.
+        Carried to the next snapshot while no key is added (``with_result``): only the samples are re-read."""
+        by_location: dict[str, list[SampleKey]] = {}
+        drills: dict[str, list[SampleKey]] = {}
+        for key in self.rates:
+            kind, asset, name = key
             location = name if kind == "read" else self.drill_location(asset, name)
             if location is not None:
-                out.setdefault(location, []).extend(rows)
-        return {k: tuple(v) for k, v in out.items()}
+                by_location.setdefault(location, []).append(key)
+            if kind == "drill":
+                drills.setdefault(asset, []).append(key)
+        return by_location, drills
 
     @cached_property
-    def drills_by_asset(self) -> dict[str, tuple[RateSample, ...]]:
-        out: dict[str, list[RateSample]] = {}
-        for (kind, asset, _name), rows in self.rates.items():
-            if kind == "drill":
-                out.setdefault(asset, []).extend(rows)
-        return {k: tuple(v) for k, v in out.items()}
+    def _sample_cache(self) -> dict[tuple[str, str], tuple[RateSample, ...]]:
+        return {}
+
+    def samples_at(self, location: str) -> tuple[RateSample, ...]:
+        """The rate samples of a location: its copies' timed reads and the drills' dump fetches from it (a drill's
+        location is its config's ``location``); computed once per snapshot and location."""
+        return self._samples(("location", location), self._rate_index[0].get(location, ()))
+
+    def drills_of(self, asset: str) -> tuple[RateSample, ...]:
+        return self._samples(("drills", asset), self._rate_index[1].get(asset, ()))
+
+    def _samples(self, key: tuple[str, str], keys: Iterable[SampleKey]) -> tuple[RateSample, ...]:
+        got = self._sample_cache.get(key)
+        if got is None:
+            got = self._sample_cache[key] = tuple(s for k in keys for s in self.rates.get(k, ()))
+        return got
 
     def drill_location(self, asset: str, validator: str) -> str | None:
         """The location a drill fetches its dumps from (its config's ``location``), if it has one."""
@@ -89,8 +104,11 @@ class Snapshot:
             if rep.bytes_verified > 0:
                 k = (result.asset, rep.copy)
                 copy_bytes[k] = copy_bytes.get(k, 0) + rep.bytes_verified
-        return replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1,
-                       rates=appended(self.rates, samples_of(result)))
+        rates = appended(self.rates, samples_of(result))
+        new = replace(self, validators=validators, copy_bytes=copy_bytes, generation=self.generation + 1, rates=rates)
+        if "_rate_index" in self.__dict__ and rates.keys() == self.rates.keys():
+            new.__dict__["_rate_index"] = self.__dict__["_rate_index"]  # same keys, same config: same index
+        return new
 
     def with_attestation(self, att: Attestation) -> Snapshot:
         return replace(self, attestations={**self.attestations, (att.asset, att.copy): att},
