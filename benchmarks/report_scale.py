@@ -15,6 +15,11 @@ into Python, which is the floor any report over the store pays.
 
     python benchmarks/report_scale.py                        # 100 assets, 100,000 results
     python benchmarks/report_scale.py --assets 5 --results 1000 --repeat 1
+    python benchmarks/report_scale.py --keep /tmp/est --baseline-tree /tmp/base --baseline-label e137343
+    python benchmarks/report_scale.py --postgres --repeat 2   # the same estate in a private PostgreSQL
+
+Besides wall seconds it prints CPU seconds per command (user + system, the report's forked chain check
+included): the robust figure on a shared, loaded machine.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ async def parts(cfg_path: Path) -> tuple[float, float, float, int]:
 CPU: dict[str, list[float]] = {}
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+def timed(cmd: list[str], env: dict[str, str] | None = None, label: str = "") -> float:
     """Wall seconds of ``cmd``; its CPU seconds (user + system, with the children it forks: the report's chain
     check) are kept in CPU under the command's name (``report html``, ``verify-report``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -88,7 +93,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    name = cmd[3] + (f" {cmd[cmd.index('--format') + 1]}" if "--format" in cmd else "")
+    name = cmd[3] + (f" {cmd[cmd.index('--format') + 1]}" if "--format" in cmd else "") + label
     CPU.setdefault(name, []).append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return elapsed
 
@@ -99,6 +104,9 @@ def main() -> None:
     ap.add_argument("--results", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="directory to build the estate in and keep (reused when it has a store)")
+    ap.add_argument("--baseline-tree", help="a checkout (e.g. `git archive REV daemon | tar -x -C DIR`) whose "
+                    "drwatch report is timed too, alternated with this one's (it must read this store's schema)")
+    ap.add_argument("--baseline-label", default="baseline")
     ap.add_argument("--postgres", action="store_true", help="the store in a PostgreSQL server of its own "
                     "(tests.support.pgserver, stopped at the end) instead of SQLite; the baseline is then a plain "
                     "asyncpg fetch of the period")
@@ -126,6 +134,12 @@ def main() -> None:
                                           "--format", "json", "--out", str(work / "report.json")]))
             figures["verify"].append(timed([*env_cmd, "verify-report", "-c", str(cfg_path),
                                             str(work / "report.html")]))
+            if args.baseline_tree:  # the same report by another checkout's drwatch, alternated in this loop
+                env = {**os.environ, "PYTHONPATH": str(Path(args.baseline_tree) / "daemon")}
+                for fmt in ("html", "json"):
+                    figures.setdefault(f"base-{fmt}", []).append(timed(
+                        [*env_cmd, "report", "-c", str(cfg_path), "--since", "30d", "--format", fmt,
+                         "--out", str(work / f"base.{fmt}")], env, f" @ {args.baseline_label}"))
             read, built, render, size = asyncio.run(parts(cfg_path))
             figures["read"].append(read)
             figures["build"].append(built)
@@ -140,8 +154,11 @@ def main() -> None:
                             ("verify", "drwatch verify-report (subprocess)"),
                             ("read", "  in process: store read"), ("build", "  in process: build (replay)"),
                             ("render", "  in process: render HTML"),
-                            ("baseline", "baseline: sqlite3 SELECT of the period into Python")):
-            print(f"  {label:<50} {statistics.median(figures[name]):7.3f} s")
+                            ("baseline", "baseline: sqlite3 SELECT of the period into Python"),
+                            ("base-html", f"report --format html @ {args.baseline_label}"),
+                            ("base-json", f"report --format json @ {args.baseline_label}")):
+            if figures.get(name):
+                print(f"  {label:<50} {statistics.median(figures[name]):7.3f} s")
         print(f"  HTML report size: {size / 1024:.0f} KiB; JSON: {(work / 'report.json').stat().st_size / 1e6:.1f} MB")
         print_cpu()
     finally:
