@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.chromium import browser, file_url
-from tests.support.helpers import run_cli
+from tests.support.helpers import drwatch_cmd, run_cli
 from tests.support.reportestate import FIXED
 from tests.test_report import _estate, _verify
 from tests.test_store import external_sql
@@ -130,3 +131,46 @@ async def test_a_store_gone_during_the_check_is_unavailable(tmp_path: Path, fmt:
     code, err, _ = _report(cfg_path, tmp_path / f"r.{fmt}", fmt)
     assert code == 69 and "result_tombstones" in err, err
     assert not (tmp_path / f"r.{fmt}").exists()
+
+
+async def test_reports_made_while_results_are_recorded_find_the_chain_intact(tmp_path: Path,
+                                                                             store_config: dict[str, Any]) -> None:
+    """No false alarm: results recorded (and pruned) by another writer while reports are made; every report's
+    check reads one consistent snapshot of the chain."""
+    from drwatch.config.model import load_config
+    from drwatch.store import open_store
+    from tests.support.reportestate import estate_history
+
+    cfg_path = await _estate(tmp_path, store_config)
+    store = open_store(load_config(str(cfg_path)))
+    await store.open()
+    more, _ = estate_history(time.time() + 40 * 86400.0, assets=5, results=400, seed=11)
+    stop = asyncio.Event()
+    recorded = 0
+
+    async def writer() -> None:
+        nonlocal recorded
+        for res in more:
+            if stop.is_set():
+                return
+            await store.record(res, "cfg0000hash2")
+            recorded += 1
+            if recorded % 50 == 0:
+                await store.prune(time.time() - 20 * 86400.0)  # tombstones written while reports read
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(writer())
+    try:
+        for fmt in ("json", "html", "json"):
+            proc = await asyncio.create_subprocess_exec(
+                *drwatch_cmd("report", "-c", str(cfg_path), "--since", "30d", "--format", fmt, "--out",
+                             str(tmp_path / f"live.{fmt}")), stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()
+    finally:
+        stop.set()
+        await task
+        await store.close()
+    assert recorded > 10  # the writer did write during the reports
+    chain = json.loads((tmp_path / "live.json").read_bytes())["chain"]
+    assert chain["intact"] and chain["pruned"] > 0, chain
