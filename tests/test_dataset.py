@@ -122,6 +122,9 @@ async def test_intact_dataset_is_proven_everywhere(tmp_path: Path, locs: Locatio
     assert cloud.evidence == {"checksum": len(files)} and cloud.bytes_verified == total
     assert cloud.objects == {"verified": 5, "missing": 0, "mismatch": 0, "corrupt": 0, "extra": 0}
     assert cloud.recovery_point == result.recovery_point and cloud.media == "object-storage"
+    # The reads are timed for the restore-time model: the NAS's bytes, none of the S3 copy's (checksums only).
+    nas = next(r for r in result.copies if r.role == "copy" and r.copy != "cloud")
+    assert nas.read_bytes == total and nas.read_seconds > 0 and cloud.read_bytes == 0
     assert rules(parsed, result)["copies"] == RuleState.PASS
     assert versions(moto, name) == before
 

@@ -268,6 +268,8 @@ async def test_sharded_model_index(tmp_path: Path, locs: Locations, broken: bool
     assert result.figures["safetensors_checked"] == 4
     if not broken:
         assert result.outcome == Outcome.OK, result.findings
+        disk1 = report(result, "disk1")  # its reads timed for the restore-time model
+        assert disk1.read_bytes == sum(map(len, files.values())) and disk1.read_seconds > 0
         return
     assert result.outcome == Outcome.FAILED
     missing = [f for f in result.findings if f.code == "safetensors_index_missing_tensor"]

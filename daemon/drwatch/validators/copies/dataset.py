@@ -288,7 +288,7 @@ class DatasetValidator:
             objects={"verified": s.verified, "missing": s.missing, "mismatch": s.mismatch, "corrupt": s.corrupt,
                      "extra": s.extra, **s.counts()} if s.state is None and not bad_seal else {},
             bytes_verified=s.bytes_verified, evidence=dict(s.evidence),
-            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings)
+            deps=tuple(ctx.extras.get("dependencies", {}).get(s.name, ())), findings=findings, reads=s.reads)
 
 
 def _figures(seal: SealTally, prod: Loc, copies: list[Loc], checked: list[Loc], reports: list[CopyReport],

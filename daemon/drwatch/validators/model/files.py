@@ -190,8 +190,13 @@ async def _verify(c: CopyCheck, entry: Entry, ref: Entry, corrupt: bool, restore
         c.flag("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
         return
     async with window:
-        digest, n = await (_restore(c, entry, restore, ref.algorithm) if restore is not None
-                           else c.src.sha256(entry, ref.algorithm))
+        n = 0
+        c.reads.started()  # timed: the restore-time model's throughput of this location
+        try:
+            digest, n = await (_restore(c, entry, restore, ref.algorithm) if restore is not None
+                               else c.src.sha256(entry, ref.algorithm))
+        finally:
+            c.reads.finished(n)
     c.hashed += 1
     c.bytes_hashed += n
     if n != ref.size:

@@ -192,7 +192,7 @@ class ModelWeightsValidator:
             ctx, c.src, state, facts, c, verified=c.counts["verified"], text=_LOCK_TEXT, recovery_point=sealed_at,
             objects=dict(c.counts) if c.state is None else {}, bytes_verified=c.bytes_verified,
             evidence={"read": c.hashed, "structure": c.structure_checked} if c.state is None else {},
-            deps=deps, findings=findings)
+            deps=deps, findings=findings, reads=c.reads)
 
     # --- inference -----------------------------------------------------------------------------
 
