@@ -313,6 +313,7 @@ async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("dep", "message"), [
     ({"kind": "tcp", "name": "x", "host": "h", "region": "r"}, "set both 'host' and 'port'"),
     ({"kind": "https", "name": "x", "url": "http://h/", "region": "r"}, "must be an https:// URL"),
+    ({"kind": "registry", "name": "x", "url": "https://u:p@h/v2/", "region": "r"}, "must carry no credentials"),
     ({"kind": "tcp", "name": "x", "url": "https://h/", "region": "r"}, "takes 'host' and 'port'"),
     ({"kind": "dns", "name": "bad name", "host": "h", "region": "r"}, "metric label value"),
     ({"kind": "dns", "name": "x", "host": "h", "region": "r", "timeout": "10m"}, "at most 5m"),

@@ -93,6 +93,9 @@ class EndpointDependency(_Dependency):
             parts = urlsplit(self.url)
             if parts.scheme != "https" or not parts.hostname:
                 raise ValueError("'url' must be an https:// URL (the probe verifies TLS)")
+            if parts.username is not None or parts.password is not None:
+                raise ValueError("'url' must carry no credentials (the probe sends none; it would show them in "
+                                 "findings)")
         if (self.ca_file is not None or self.expect_status is not None) and not has_url:
             raise ValueError("'ca_file' and 'expect_status' apply to a 'url' probe only")
         if self.expect_status is not None and not all(100 <= s <= 599 for s in self.expect_status):
