@@ -83,6 +83,7 @@ class PendingCheck:
         try:
             status, value = await asyncio.to_thread(self.reader.recv)
         except EOFError:
+            await asyncio.to_thread(self.process.join, 10)
             status, value = "error", f"the chain check ended without an answer (exit {self.process.exitcode})"
         finally:
             self.reader.close()
