@@ -235,7 +235,7 @@ def test_an_ok_runs_warnings_reach_the_warning_level_when_they_change() -> None:
     from structlog.testing import capture_logs
 
     from drwatch.core.model import Finding, Outcome, Result, Severity
-    from drwatch.engine.runner import _log_finished
+    from drwatch.engine.runlog import log_finished as _log_finished
 
     def result(*findings: Finding) -> Result:
         return Result(run_id="r", asset="a", validator="v", kind="replica", outcome=Outcome.OK, started_at=0.0,

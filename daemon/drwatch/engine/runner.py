@@ -23,11 +23,11 @@ from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
 from drwatch.core.cancels import CancelWatch
 from drwatch.core.errors import DrillFailed, ValidatorError
-from drwatch.core.logs import printable
 from drwatch.core.model import Finding, Outcome, Report, Result, Severity
 from drwatch.core.sandbox import SandboxManager
 from drwatch.engine.drain import drain_tasks
 from drwatch.engine.process import ProcessState
+from drwatch.engine.runlog import log_finished
 from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import HashPool
 from drwatch.storage.s3 import S3Pool
@@ -208,7 +208,7 @@ class Runner:
                     self._release_hashes(hashes)
             result = self._result(run_id, asset_name, vcfg, started, report)
             key = (asset_name, vcfg.label)
-            self._warned[key] = _log_finished(result, bug, self.warn_problems, self._warned.get(key))
+            self._warned[key] = log_finished(result, bug, self.warn_problems, self._warned.get(key))
             await self.record(result)
             return result
 
@@ -358,45 +358,6 @@ class Runner:
         """Close the S3 clients, then the hash pools."""
         await self.s3.close()
         self.close()
-
-
-LOGGED_FINDINGS = 5  # findings named (code:subject) on a run's log line, worst first; the rest are counted
-_SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
-
-
-def _log_finished(result: Result, bug: Exception | None, warn: bool,
-                  warned: frozenset[str] | None = None) -> frozenset[str]:
-    """One line per run: info when it proved something (or was cancelled); warning (``warn``) when the backup
-    is bad or could not be checked (``failed``, ``error``, ``timeout``), naming the worst findings; error,
-    with the traceback, when the validator crashed (a drwatch bug). An ``ok`` run with warning findings names
-    them too, at warning level when their codes differ from ``warned`` (those of the last such line), else at
-    info. Info findings are counted, never named. asset, validator and run_id come from the bound context.
-    Returns the warning codes now logged (for the next call's ``warned``)."""
-    fields: dict[str, Any] = {"kind": result.kind, "outcome": result.outcome.value,
-                              "duration": round(result.duration, 3), "findings": len(result.findings)}
-    notable = sorted((f for f in result.findings if f.severity != Severity.INFO),
-                     key=lambda f: _SEVERITY_RANK[f.severity])
-    if notable:
-        fields["problems"] = [printable(f.code, 64) + (f":{printable(f.subject)}" if f.subject else "")
-                              for f in notable[:LOGGED_FINDINGS]]
-        fields["problems_more"] = max(0, len(notable) - LOGGED_FINDINGS)
-    codes = frozenset(f.code for f in notable)
-    if result.outcome == Outcome.CANCELLED:
-        log.info("run_finished", **fields)
-        return warned or frozenset()
-    if result.outcome == Outcome.OK:
-        if warn and codes and codes != warned:
-            log.warning("run_finished", **fields)
-            return codes
-        log.info("run_finished", **fields)
-        return codes if codes else frozenset()
-    if bug is not None:
-        log.error("run_finished", exc_info=bug, **fields)
-    elif warn:
-        log.warning("run_finished", **fields)
-    else:
-        log.info("run_finished", **fields)
-    return warned or frozenset()
 
 
 def _is_store_error(exc: BaseException) -> bool:
