@@ -197,6 +197,41 @@ def test_a_missing_store_dsn_warns_that_run_check_and_status_exit_78(tmp_path: P
         assert "store.postgres: environment variable DRW_TRUTH_DSN is not set" in done.stderr, (command, done.stderr)
 
 
+def test_a_dependency_ca_file_is_no_secret_and_a_missing_one_is_warned_as_check_then_finds_it(tmp_path: Path) -> None:
+    """A recovery dependency's ``ca_file`` is a public CA bundle read from its path: a world-readable one (0644, as
+    CA bundles are) is not warned about as a secret, and a missing one is warned about with what `check` then
+    concludes (dependency_not_checked), not as a secret looked up in $CREDENTIALS_DIRECTORY ending as
+    secret_unavailable; `check` on the same file does what the warning says and uses the readable bundle."""
+    from tests.support.pki import ScratchCA
+
+    ca = ScratchCA(tmp_path / "pki", "deps")
+    ca.cert_path.chmod(0o644)
+    write_tree(tmp_path / "prod", {"a.bin": b"a"})
+    away = {"site": "dc-b"}
+    config = write_config(tmp_path / "drwatch.yaml", {
+        "store": {"sqlite": str(tmp_path / "state.sqlite")},
+        "http": {"listen": "127.0.0.1:0"},
+        "locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "prod"), "site": "dc-a"}},
+        "assets": {"data": {"rpo": "1d", "production": {"location": "prod"}, "validators": [
+            {"kind": "recovery_dependencies", "dependencies": [
+                {"kind": "https", "name": "idp", "url": f"https://localhost:{free_port()}/",
+                 "ca_file": str(ca.cert_path), **away},
+                {"kind": "https", "name": "registry", "url": "https://localhost:1/", "ca_file": "pki/gone.pem",
+                 **away}]}]}},
+    })
+    said = drwatch("check-config", str(config))
+    assert said.returncode == 0, said.stderr
+    assert warnings_of(said) == [
+        f"assets.data.validators[0].dependencies[1].ca_file: {tmp_path / 'pki' / 'gone.pem'} no such file or "
+        "directory: this dependency is not checked (`dependency_not_checked`, a warning: the run ends as `error` "
+        "unless another dependency is down)"]
+    done = drwatch("check", "--config", str(config), "--output", "json")
+    res = result_of(json.loads(done.stdout), "recovery_dependencies")
+    by_dep = {f["subject"]: f["code"] for f in res["findings"]}
+    assert by_dep == {"registry": "dependency_not_checked", "idp": "dependency_unreachable"}, res
+    assert res["outcome"] == "failed" and done.returncode == 1
+
+
 # --- 2. optional extras -------------------------------------------------------------------------------------
 
 def test_example_config_warns_when_pyarrow_is_absent_and_check_agrees(tmp_path: Path) -> None:

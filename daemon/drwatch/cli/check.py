@@ -16,7 +16,13 @@ from drwatch.core.textsafe import escape
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drwatch.config.model import reference_data
-    from drwatch.config.preflight import extras_warnings, path_warnings, profile_warnings, seal_key_warnings
+    from drwatch.config.preflight import (
+        ca_file_warnings,
+        extras_warnings,
+        path_warnings,
+        profile_warnings,
+        seal_key_warnings,
+    )
     from drwatch.config.web import describe, exposed_files, for_config
     from drwatch.core.errors import SHOWN_PROBLEMS
     from drwatch.core.secrets import missing_here
@@ -36,7 +42,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     # Warnings, not errors (the exit code stays 0): each says what `run`/`check` would do in this environment.
     warnings = [*no_assets, *exposed_files(cfg, web_cfg), *missing_here(data, cfg.base_dir), *extras_warnings(cfg),
                 *path_warnings(cfg), *seal_key_warnings(cfg),
-                *profile_warnings(cfg)]
+                *profile_warnings(cfg), *ca_file_warnings(cfg, data)]
     for warning in warnings[:SHOWN_PROBLEMS]:
         print(f"drwatch: warning: {escape(warning)}", file=sys.stderr)
     if len(warnings) > SHOWN_PROBLEMS:

@@ -11,7 +11,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drwatch.core.extras import CLUSTER, warning
 from drwatch.storage.config import FilesystemLocationConfig
@@ -171,3 +171,30 @@ def profile_warnings(cfg: Config) -> list[str]:
             "AWS_SHARED_CREDENTIALS_FILE or ~/.aws/): checks on this location end as `error` (no_credentials) "
             "where it is missing; the service loads it from the drwatch-aws-credentials credential"
             for name, profile in sorted(profiles.items()) if profile not in known]
+
+
+def ca_file_warnings(cfg: Config, data: Any, path: str = "") -> list[str]:
+    """Every ``ca_file`` in the config data (a recovery dependency's CA bundle, resolved against the config's
+    directory) that is missing or unreadable here: that dependency is not checked (dependency_not_checked)."""
+    out: list[str] = []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+        if key == "ca_file" and isinstance(value, str):
+            resolved = cfg.resolve_path(value)
+            problem = _within(_file_problem, resolved)
+            if problem is not None:
+                out.append(f"{where}: {resolved} {problem}: this dependency is not checked "
+                           "(`dependency_not_checked`, a warning: the run ends as `error` unless another dependency "
+                           "is down)")
+        else:
+            out += ca_file_warnings(cfg, value, where)
+    return out
+
+
+def _file_problem(path: Path) -> str | None:
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return (exc.strerror or "cannot be read").lower()

@@ -104,14 +104,18 @@ def secret_file(file: str, base_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+_NOT_SECRETS = ("web_config_file", "ca_file")
+
+
 def _secret_fields(node: Any, suffix: str, path: str = "") -> list[tuple[str, str]]:
     """(field path, value) of every secret reference ``*<suffix>`` (``_file`` or ``_env``) in the config data;
-    ``http.web_config_file`` is a config file, not a secret."""
+    ``http.web_config_file`` is a config file and a dependency's ``ca_file`` a public CA bundle (read from its
+    path, never from $CREDENTIALS_DIRECTORY): neither is a secret."""
     out: list[tuple[str, str]] = []
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and key.endswith(suffix) and key != "web_config_file" and isinstance(value, str):
+            if isinstance(key, str) and key.endswith(suffix) and key not in _NOT_SECRETS and isinstance(value, str):
                 out.append((where, value))
             else:
                 out += _secret_fields(value, suffix, where)
