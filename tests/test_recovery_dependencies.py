@@ -226,7 +226,7 @@ async def test_each_way_a_dependency_is_down_fails(tmp_path: Path, moto: MotoSer
         "tfstate": (crit, "dependency_unhealthy")}
     messages = {f.subject: f.message for f in result.findings}
     assert "HTTP 503" in messages["idp"] and "Disabled" in messages["off"] and "PendingDeletion" in messages["doomed"]
-    assert "does not exist" in messages["gone"] and "no answer within 1s" in messages["stalled"]
+    assert "does not exist in region us-east-1" in messages["gone"] and "no answer within 1s" in messages["stalled"]
     assert messages["tfstate"].endswith("failed: state_version")
     assert result.figures["up.ldap"] == 1.0
     assert all(result.figures[f"up.{n}"] == 0.0 for n in ("resolver", "vault", "idp", "images", "stalled", "off"))
@@ -320,6 +320,9 @@ async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:
     ({"kind": "dns", "name": "x", "host": "h"}, "declare where it lives"),
     ({"kind": "terraform_state", "name": "x", "asset": "nope", "region": "r"}, "unknown asset 'nope'"),
     ({"kind": "tcp", "name": "x", "host": "h", "port": 1, "ca_file": "c", "region": "r"}, "'url' probe only"),
+    ({"kind": "kms_key", "name": "x", "region": "eu-west-1",
+      "key_id": "arn:aws:kms:us-east-1:123456789012:key/0d7c9f7e-0000-4000-8000-00000000000a"},
+     "'region' eu-west-1 contradicts the key ARN's region us-east-1"),
 ])
 def test_config_rejects(tmp_path: Path, dep: dict[str, Any], message: str) -> None:
     """Each mistake is refused at load with a message that says what to fix."""

@@ -115,6 +115,14 @@ class KmsKeyDependency(_Dependency, AwsCredentialFields):
     key_id: str = Field(min_length=1, max_length=2048)  # key id, key ARN, alias name or alias ARN
     endpoint_url: str | None = None  # a KMS-compatible endpoint (tests); default AWS's regional one
 
+    @model_validator(mode="after")
+    def _one_region(self) -> KmsKeyDependency:
+        m = _KMS_ARN.match(self.key_id)
+        if m and self.region and self.region != m.group("region"):
+            raise ValueError(f"'region' {self.region} contradicts the key ARN's region {m.group('region')}: a KMS "
+                             "key lives in one region (DescribeKey elsewhere says it does not exist); drop 'region'")
+        return self
+
     def where(self) -> tuple[str, str]:
         m = _KMS_ARN.match(self.key_id)
         return self.site, self.region or (m.group("region") if m else "")

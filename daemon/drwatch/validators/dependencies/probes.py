@@ -168,7 +168,7 @@ async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
     except ClientError as exc:
         code, status = error_code(exc)
         if code == "NotFoundException":
-            return down("dependency_key_unusable", f"KMS key {dep.key_id} does not exist")
+            return down("dependency_key_unusable", f"KMS key {dep.key_id} does not exist in region {dep.api_region}")
         if code in DENIED or status == "403":
             return unknown(f"drwatch's credentials were refused DescribeKey on {dep.key_id} ({code}): grant "
                            "kms:DescribeKey to check it")
