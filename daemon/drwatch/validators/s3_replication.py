@@ -174,13 +174,9 @@ class S3ReplicationValidator:
                                      "region: one failure domain", rid))
                 continue
             klass = str(dest.get("StorageClass") or "STANDARD")
-            if self.cfg.storage_class is not None and klass != self.cfg.storage_class:
-                best = max(best, (4, f"rule {rid!r} writes storage class {klass}, not {self.cfg.storage_class}",
-                                  rid))
-                continue
             rtc = (dest.get("ReplicationTime") or {}).get("Status") == "Enabled"
-            if self.cfg.replication_time_control and not rtc:
-                best = max(best, (5, f"rule {rid!r} has no Replication Time Control", rid))
+            if (miss := self._settings_miss(rid, klass, rtc)) is not None:
+                best = max(best, miss)
                 continue
             findings.append(Finding(Severity.INFO, "replication_rule", f"rule {rid!r} replicates "
                                     f"{prefix or 'the whole bucket'!r} to copy {copy.name!r} ({bucket}, {region}, "
@@ -196,6 +192,14 @@ class S3ReplicationValidator:
             return False, True
         findings.append(Finding(Severity.CRITICAL, _MISSES[best[0]], best[1], "production"))
         return False, False
+
+    def _settings_miss(self, rid: str, klass: str, rtc: bool) -> tuple[int, str, str] | None:
+        """A rule that reaches a copy in another region but not as configured (storage class, RTC)."""
+        if self.cfg.storage_class is not None and klass != self.cfg.storage_class:
+            return 4, f"rule {rid!r} writes storage class {klass}, not {self.cfg.storage_class}", rid
+        if self.cfg.replication_time_control and not rtc:
+            return 5, f"rule {rid!r} has no Replication Time Control", rid
+        return None
 
     @staticmethod
     def _delete_markers(rule: dict[str, Any], rid: str, copy: S3Source, findings: list[Finding]) -> None:

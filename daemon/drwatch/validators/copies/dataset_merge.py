@@ -24,6 +24,7 @@ from drwatch.validators.copies.live import LiveKey, LiveRule, LiveTally
 from drwatch.validators.copies.merge import Window, guard, listing, next_entry
 from drwatch.validators.copies.posture import record_lock
 
+_VANISHED = "file vanished during the check"
 _LOCATION_DOWN = frozenset({"unreachable", "no_credentials"})
 
 
@@ -104,8 +105,7 @@ class DatasetMerge:
                     else:
                         proof = functools.partial(s.unless_gone, functools.partial(self._verify, s, h, r, limit, live),
                                                   key, i == prod_i, live, limit, "file")
-                        await window.spawn(functools.partial(guard, s, proof, key, limit,
-                                                             "file vanished during the check", _LOCATION_DOWN))
+                        await window.spawn(functools.partial(guard, s, proof, key, limit, _VANISHED, _LOCATION_DOWN))
                     heads[i] = await advance(i)
                 if r is not None:
                     ref = await anext(seal_entries, None)
