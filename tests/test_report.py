@@ -156,6 +156,9 @@ async def test_report_of_one_asset_and_a_wrong_asset(tmp_path: Path) -> None:
     assert list(doc["assets"]) == [FAILING]
     proc = run_cli("report", "-c", str(cfg_path), "--asset", "nope", "--out", str(tmp_path / "x.html"))
     assert proc.returncode == 78 and "unknown asset" in proc.stderr
+    for empty in ("0s", "0d"):  # a period of no time: every asset 0 % compliant, even one compliant throughout
+        proc = run_cli("report", "-c", str(cfg_path), "--since", empty, "--out", str(tmp_path / "x.json"))
+        assert proc.returncode == 78 and "longer than 0 s" in proc.stderr and not (tmp_path / "x.json").exists()
 
 
 async def test_a_wrong_store_path_is_unavailable_not_an_empty_report(tmp_path: Path) -> None:

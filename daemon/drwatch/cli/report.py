@@ -60,6 +60,9 @@ async def _report(cfg: Any, args: argparse.Namespace) -> int:
 
     try:
         span = parse_duration(args.since)
+        if span <= 0:
+            raise ValueError(f"the period must be longer than 0 s, got {args.since!r} (a share of no time is no "
+                             "evidence)")
     except ValueError as exc:
         print(f"drwatch report: --since: {escape(exc)}", file=sys.stderr)
         return EXIT_CONFIG
