@@ -3,7 +3,7 @@
 For each size in ``--assets`` (default 1000,3000,10000) it builds an estate of tiny filesystem assets
 (production + one copy of one small file each, a ``replica`` validator on a short ``--every`` schedule with
 jitter, so results keep arriving and the snapshot changes all the time), starts the daemon and waits for its
-first exposition. Then, for ``--duration`` seconds:
+first exposition. Then, after ``--warmup`` seconds of the same scraping (not counted), for ``--duration`` seconds:
 
 * ``--scrapers`` threads (two Prometheus replicas) each GET ``/metrics`` every ``--scrape-interval`` seconds
   with ``Accept-Encoding: gzip`` (as Prometheus does) and time the whole response;
@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,18 @@ def fetch(url: str, gzip_ok: bool, timeout: float = 60) -> tuple[float, bytes, b
     return elapsed, gzip.decompress(body) if zipped else body, zipped
 
 
+def wait_listening(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -144,6 +157,7 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
     checkout's, as the environment says)."""
     tmp = Path(tempfile.mkdtemp(prefix="drwatch-metrics-scale-"))
     started: list[DaemonProcess] = []
+    started_procs: list[subprocess.Popen[bytes]] = []
     try:
         port = free_port()
         t0 = time.monotonic()
@@ -156,8 +170,6 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
         started_s = time.monotonic() - t0
         url = daemon.url("/metrics")
         first_s, plain, _ = fetch(url, gzip_ok=False, timeout=args.start_timeout)  # the first (full) render
-        runs_before = runs_total(plain)
-        lag_before = lag_buckets(plain)
         scrape_s: list[float] = []
         healthy_s: list[float] = []
         sizes: list[tuple[int, int]] = []
@@ -177,18 +189,38 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
                     errors.append(f"/metrics: {exc}")
                 stop.wait(max(0.0, args.scrape_interval - (time.monotonic() - t)))
 
-        def healthy() -> None:
+        def healthy(url: str, into: list[float]) -> None:
             while not stop.is_set():
                 try:
-                    elapsed, _, _ = fetch(daemon.url("/-/healthy"), gzip_ok=False, timeout=30)
-                    healthy_s.append(elapsed)
+                    elapsed, _, _ = fetch(url, gzip_ok=False, timeout=30)
+                    into.append(elapsed)
                 except OSError as exc:
-                    errors.append(f"/-/healthy: {exc}")
+                    errors.append(f"{url}: {exc}")
                 stop.wait(0.02)
 
         threads = [threading.Thread(target=scraper, args=(i * args.scrape_interval / args.scrapers,))
                    for i in range(args.scrapers)]
-        threads.append(threading.Thread(target=healthy))
+        threads.append(threading.Thread(target=healthy, args=(daemon.url("/-/healthy"), healthy_s)))
+        # The machine's floor: an idle `python3 -m http.server` in its own process, polled the same way at the
+        # same time (on a loaded 2-CPU machine, waiting for a CPU is most of any tail).
+        control_s: list[float] = []
+        control_port = free_port()
+        control = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(control_port)],
+                                   cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started_procs.append(control)
+        wait_listening(control_port)
+        threads.append(threading.Thread(target=healthy, args=(f"http://127.0.0.1:{control_port}/", control_s)))
+        for th in threads:
+            th.start()
+        # Warm-up: the scrapes right after the first (full) render wait for a render of everything that ran
+        # meanwhile (its state is older than a scrape may be served); a Prometheus scraping since the start never
+        # sees that. The window starts after --warmup seconds of scraping, for every code measured.
+        time.sleep(args.warmup)
+        _, plain, _ = fetch(url, gzip_ok=False)
+        runs_before = runs_total(plain)
+        lag_before = lag_buckets(plain)
+        for figures in (scrape_s, healthy_s, control_s, sizes):
+            figures.clear()
         profiler = None
         if args.profile:
             # py-spy over the scrape window: collapsed stacks per thread (where the event loop's time goes).
@@ -198,8 +230,6 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
                  "-f", "raw", "-o", str(args.profile / f"metrics-scale-{assets}.txt")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         load_before = os.getloadavg()[0]
-        for th in threads:
-            th.start()
         time.sleep(args.duration)
         stop.set()
         for th in threads:
@@ -232,6 +262,9 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
             "healthy_p99_ms": round(pct(healthy_s, 0.99) * 1000, 1),
             "healthy_max_ms": round(max(healthy_s, default=float("nan")) * 1000, 1),
             "healthy_polls": len(healthy_s),
+            "control_p50_ms": round(pct(control_s, 0.5) * 1000, 1),
+            "control_p99_ms": round(pct(control_s, 0.99) * 1000, 1),
+            "metrics_slowest_ms": [round(x * 1000) for x in sorted(scrape_s)[-3:]],
             "rss_mib": round(rss / 1024, 1),
             "rss_mib_per_1k_assets": round(rss / 1024 / assets * 1000, 1),
             "series": series,
@@ -249,6 +282,9 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
             print(f"daemon log (tail):\n{d.log()[-4000:]}", file=sys.stderr)
         raise
     finally:
+        for proc in started_procs:
+            proc.kill()
+            proc.wait()
         for d in started:  # a failed measurement never leaves its daemon running
             if d.proc is not None and d.proc.poll() is None:
                 d.proc.kill()
@@ -260,6 +296,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--assets", default="1000,3000,10000", help="comma-separated estate sizes")
     ap.add_argument("--duration", type=float, default=60, help="seconds of scraping per size")
+    ap.add_argument("--warmup", type=float, default=10, help="seconds of scraping before the measured window")
     ap.add_argument("--scrapers", type=int, default=2, help="concurrent scrapers (Prometheus replicas)")
     ap.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between one scraper's scrapes")
     ap.add_argument("--every", default="60s", help="validator schedule")
@@ -287,7 +324,8 @@ def report(n: int, r: dict[str, Any]) -> None:
            if r["loop_lag_le_50ms"] is not None else "loop lag n/a")
     print(f"{n:>6} assets [{r['code']}]: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
           f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p50 {r['healthy_p50_ms']} ms p99 "
-          f"{r['healthy_p99_ms']} ms (max {r['healthy_max_ms']}); {lag}; RSS {r['rss_mib']} MiB "
+          f"{r['healthy_p99_ms']} ms (max {r['healthy_max_ms']}); idle control server p50 {r['control_p50_ms']} ms p99 "
+          f"{r['control_p99_ms']} ms; slowest scrapes {r['metrics_slowest_ms']} ms; {lag}; RSS {r['rss_mib']} MiB "
           f"({r['rss_mib_per_1k_assets']} per 1k assets); {r['series']} series ({r['series_per_asset']} per asset); "
           f"body {r['body_mib']} MiB, gzip {r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; "
           f"{r['runs_during']} runs during; load {r['load_1m'][0]}-{r['load_1m'][1]} on {os.cpu_count()} CPUs; "

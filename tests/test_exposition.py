@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from drwatch.http.server import StatusText
 from drwatch.metrics.collector import ProcessState
-from drwatch.metrics.exposition import STALE_MAX_AGE, Exposition, accepts_gzip
+from drwatch.metrics.exposition import REFRESH_INTERVAL, Exposition, accepts_gzip
 from tests.support.helpers import DaemonProcess, basic_config, free_port, populate, write_config
 
 
@@ -171,13 +171,15 @@ class _BusyCollector(Collector):
 
 async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> None:
     """When the latest render took more CPU than STALE_WHILE_RENDERING_CPU, a scrape after a change gets the
-    previous rendering at once (if made within STALE_MAX_AGE) while the new one is made; the next scrape after
-    it gets the new one. An older rendering, or a cheap render (the sleeping collector above: no CPU), is
-    waited for."""
+    previous rendering at once (if its state is at most ``stale_max_age`` old) while the new one is made; the next
+    scrape after it gets the new one. An older rendering, or a cheap render (the sleeping collector above: no
+    CPU), is waited for."""
     snapshot: list[object] = [object()]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_BusyCollector(snapshot, 0.1))
     expo = Exposition(registry, lambda: snapshot[0], ProcessState(started_at=0.0), lambda: 7.0)
+    expo.stale_max_age = 0.5
+    expo.keep_fresh_for = 0.0  # no renders ahead of the scrapes here (the next test)
     first = await expo.get()
     assert expo.render_cpu >= 0.1
     snapshot[0] = object()
@@ -188,10 +190,47 @@ async def test_an_expensive_render_serves_the_previous_rendering_meanwhile() -> 
     assert pending is not None
     fresh = await pending
     assert fresh is not first and await expo.get() is fresh and expo.renders == 2
-    # A rendering older than STALE_MAX_AGE is never served: the scrape waits for the new one.
-    await asyncio.sleep(STALE_MAX_AGE + 0.1)
+    # A rendering older than stale_max_age is never served: the scrape waits for the new one.
+    await asyncio.sleep(0.6)
     snapshot[0] = object()
     assert (await expo.get()) is not fresh and expo.renders == 3
+    expo.close()
+
+
+async def _until(predicate: Callable[[], bool], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_an_expensive_exposition_is_rendered_ahead_of_the_scrapes_while_scraped() -> None:
+    """Where renders are expensive, a change is rendered within about REFRESH_INTERVAL without a scrape asking,
+    so the next scrape is served at once with the new state; renders ahead stop ``keep_fresh_for`` seconds after
+    the latest scrape (nobody asks: no CPU spent), and the first scrape after that waits for a fresh render."""
+    snapshot: list[object] = [object()]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_BusyCollector(snapshot, 0.05))
+    expo = Exposition(registry, lambda: snapshot[0], ProcessState(started_at=0.0), lambda: 7.0)
+    expo.keep_fresh_for = 2.0
+    try:
+        first = await expo.get()
+        snapshot[0] = object()
+        assert await _until(lambda: expo.renders == 2, REFRESH_INTERVAL + 5)  # no scrape asked for it
+        t0 = time.monotonic()
+        second = await expo.get()
+        assert second is not first and expo.renders == 2 and time.monotonic() - t0 < 0.05
+        await asyncio.sleep(2.5)  # no scrape for longer than keep_fresh_for
+        snapshot[0] = object()
+        await asyncio.sleep(REFRESH_INTERVAL + 0.5)
+        assert expo.renders == 2  # not rendered for nobody
+        expo.stale_max_age = 1.0
+        third = await expo.get()  # its state would be > 1 s old: waits for the render
+        assert third is not second and expo.renders == 3
+    finally:
+        expo.close()
 
 
 def test_status_text_is_the_document_with_runtime_spliced_in() -> None:

@@ -23,7 +23,8 @@ def test_short_metrics_scale_run(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "metrics_scale.py"), "--assets", "300", "--duration", "10",
-         "--every", "3s", "--jitter", "1s", "--scrape-interval", "0.5", "--json", str(out)],
+         "--every", "3s", "--jitter", "1s", "--scrape-interval", "0.5", "--warmup", "2",
+         "--json", str(out)],
         capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (result,) = json.loads(out.read_text())["results"]

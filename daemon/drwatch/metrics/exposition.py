@@ -5,7 +5,9 @@ staleness and RPO ages). Rendering walks every series (~8 µs each in prometheus
 assets that is seconds of CPU, which on the event loop would stall ``/-/healthy``, the watchdog and every
 validator. So the exposition is rendered in a worker thread, at most one render at a time (concurrent
 scrapes share it), and the bytes (plain and gzip) are served from a cache until the snapshot or the process
-figures change, or the wall-clock second moves on.
+figures change, or the wall-clock second moves on. Where a render is expensive, the exposition is kept fresh
+ahead of the scrapes while it is being scraped, so that a scrape never waits for a render (see
+:meth:`Exposition.get`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from drwatch.metrics.textformat import GZIP_LEVEL, Fixed, deflate, gzip_member, 
 from drwatch.state.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
-STALE_MAX_AGE = 1.0  # seconds: how old a rendering served during an expensive render may be
+STALE_MAX_AGE = 5.0  # seconds: how old the state of a rendering served during an expensive render may be
+REFRESH_INTERVAL = 1.0  # seconds between renders made ahead of the scrapes (the key's resolution: a second)
+KEEP_FRESH_FOR = 120.0  # seconds after the latest scrape during which renders are made ahead of the scrapes
 T = TypeVar("T")
 
 
@@ -90,7 +94,12 @@ class Exposition:
         self.renders = 0  # how many times the exposition was rendered (tests, benchmarks)
         self.render_cpu = 0.0  # CPU seconds of the latest render
         self._executor: ThreadPoolExecutor | None = None
-        self._current_at = 0.0  # time.monotonic() when the current rendering was made
+        self._current_at = 0.0  # time.monotonic() when the current rendering's render started (its state's age)
+        self._last_scrape = -math.inf  # time.monotonic() of the latest get()
+        self._refresh: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.stale_max_age = STALE_MAX_AGE
+        self.keep_fresh_for = KEEP_FRESH_FOR
 
     def _key(self) -> tuple[object, ...]:
         return (id(self._snapshot()), dataclasses.astuple(self._process), int(self._clock()))
@@ -101,10 +110,13 @@ class Exposition:
         A scrape that arrives during a render waits for that render and serves it (its state is at most one
         render old), rather than chase an estate whose snapshot changes with every result. Where rendering is
         expensive (the latest render took over :data:`STALE_WHILE_RENDERING_CPU` of CPU: thousands of assets
-        changing all the time, on a loaded machine) and the previous rendering was made at most
-        :data:`STALE_MAX_AGE` ago (by another scrape: two Prometheus replicas, a dashboard), the scrape does not
-        wait: it gets that rendering while the new one is made. A scrape never gets values older than that.
+        changing all the time, on a loaded machine), renders are made ahead of the scrapes, one a
+        :data:`REFRESH_INTERVAL` at most, for :data:`KEEP_FRESH_FOR` seconds after the latest scrape; a scrape
+        then gets the latest rendering at once if its state is at most :data:`STALE_MAX_AGE` old (``stale_max_age``)
+        while the next one is made. A scrape never gets values older than that: it waits for the render instead
+        (the first scrape after a quiet spell).
         """
+        self._last_scrape = time.monotonic()
         snapshot = self._snapshot()
         key = self._key()
         current = self._current
@@ -113,23 +125,50 @@ class Exposition:
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._render(snapshot, key))
         if (current is not None and self.render_cpu > STALE_WHILE_RENDERING_CPU
-                and time.monotonic() - self._current_at <= STALE_MAX_AGE):
+                and time.monotonic() - self._current_at <= self.stale_max_age):
             return current  # an expensive render is under way: serve the previous one, made a moment ago
         return await asyncio.shield(self._pending)
 
+    def _plan_refresh(self) -> None:
+        """After a render: the next one ahead of the scrapes, if renders are expensive and scrapes recent."""
+        if (self._closed or self._refresh is not None or self.render_cpu <= STALE_WHILE_RENDERING_CPU
+                or time.monotonic() - self._last_scrape > self.keep_fresh_for):
+            return
+        delay = max(0.0, self._current_at + REFRESH_INTERVAL - time.monotonic())
+        self._refresh = asyncio.get_running_loop().call_later(delay, self._refresh_now)
+
+    def _refresh_now(self) -> None:
+        self._refresh = None
+        if time.monotonic() - self._last_scrape > self.keep_fresh_for:
+            return  # nobody scrapes any more: the next scrape renders
+        snapshot = self._snapshot()
+        key = self._key()
+        current = self._current
+        if self._pending is not None:
+            return  # a scrape started one: it plans the next when done
+        if current is not None and current.key == key and self._current_snapshot is snapshot:
+            self._current_at = time.monotonic()  # still the state as of now
+            self._plan_refresh()
+            return
+        self._pending = asyncio.ensure_future(self._render(snapshot, key))
+        # Nobody may await it: its failure (logged by the scrape that next renders) must not go unretrieved.
+        self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+
     async def _render(self, snapshot: object, key: tuple[object, ...]) -> Rendered:
+        started = time.monotonic()
         try:
             parts, deflated, cpu = await self._in_thread(self._render_parts)
             rendered = Rendered(key, parts, deflated)
             if deflated is not None:
                 await self._in_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
             self.render_cpu = cpu
-            self._current_at = time.monotonic()
+            self._current_at = started
             self.renders += 1
             self._current, self._current_snapshot = rendered, snapshot
             return rendered
         finally:
             self._pending = None
+            self._plan_refresh()
 
     def _render_parts(self) -> tuple[list[bytes], list[bytes] | None, float]:
         """The body's parts, deflated parts, and the CPU seconds this thread spent on them."""
@@ -161,7 +200,12 @@ class Exposition:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def close(self) -> None:
-        """Shut the rendering thread down (a render under way finishes in it; nothing waits for it)."""
+        """No more renders ahead of scrapes; shut the rendering thread down (a render under way finishes in it;
+        nothing waits for it)."""
+        self._closed = True
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
