@@ -244,6 +244,8 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
         rss = rss_kib(pid)
         _, plain, _ = fetch(url, gzip_ok=False)
         _, zipped_len = len(plain), len(gzip.compress(plain, 6))
+        _, status, _ = fetch(daemon.url("/api/v1/status"), gzip_ok=True, timeout=args.start_timeout)
+        runtime = json.loads(status).get("runtime", {})
         series = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
         runs = runs_total(plain) - runs_before
         lag = lag_figures(lag_before, lag_buckets(plain))
@@ -272,6 +274,8 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
             "body_mib": round(len(plain) / 2**20, 2),
             "body_gzip_mib": round(zipped_len / 2**20, 2),
             "runs_during": int(runs),
+            # over the daemon's life (warm-up included): renders, and scrapes that waited for one
+            "renders": runtime.get("metrics_renders"), "scrapes_waited": runtime.get("metrics_scrapes_waited"),
             **lag,
             "load_1m": [round(load_before, 1), round(load_after, 1)],  # the machine's, before/after the window
             "errors": errors[:5],
@@ -325,7 +329,8 @@ def report(n: int, r: dict[str, Any]) -> None:
     print(f"{n:>6} assets [{r['code']}]: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
           f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p50 {r['healthy_p50_ms']} ms p99 "
           f"{r['healthy_p99_ms']} ms (max {r['healthy_max_ms']}); idle control server p50 {r['control_p50_ms']} ms p99 "
-          f"{r['control_p99_ms']} ms; slowest scrapes {r['metrics_slowest_ms']} ms; {lag}; RSS {r['rss_mib']} MiB "
+          f"{r['control_p99_ms']} ms; slowest scrapes {r['metrics_slowest_ms']} ms; renders {r['renders']}, "
+          f"scrapes that waited for one {r['scrapes_waited']} (since start); {lag}; RSS {r['rss_mib']} MiB "
           f"({r['rss_mib_per_1k_assets']} per 1k assets); {r['series']} series ({r['series_per_asset']} per asset); "
           f"body {r['body_mib']} MiB, gzip {r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; "
           f"{r['runs_during']} runs during; load {r['load_1m'][0]}-{r['load_1m'][1]} on {os.cpu_count()} CPUs; "

@@ -141,7 +141,9 @@ def test_daemon_serves_gzip_equal_to_plain(tmp_path: Path) -> None:
     finally:
         daemon.stop()
     assert list(status_zipped["assets"]) == list(status_plain["assets"]) == ["data"]
-    assert status_zipped["runtime"]["asyncio_tasks"] > 0
+    assert status_zipped["runtime"]["asyncio_tasks"] > 0  # the daemon's loop's (the endpoints have their own)
+    assert status_zipped["runtime"]["metrics_renders"] >= 1
+    assert 1 <= status_zipped["runtime"]["metrics_scrapes_waited"] <= status_zipped["runtime"]["metrics_renders"] + 3
 
     def series(text: str) -> set[str]:
         return {line.split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

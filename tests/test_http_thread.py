@@ -114,6 +114,7 @@ async def test_a_blocked_event_loop_is_served_around_and_fails_liveness(tmp_path
             assert early and set(early) == {200}, answers
             assert late and set(late) == {503}, answers
         assert {status for _, p, status, _ in answers if p == "/metrics"} == {200}
+        await asyncio.sleep(0.2)  # the loop runs again: its next beat is due at once
         status, text = await asyncio.to_thread(get, server.port, "/-/healthy")
         assert status == 200, text
         assert (await asyncio.to_thread(get, server.port, "/-/ready"))[0] == 200
@@ -180,3 +181,34 @@ async def test_stop_leaves_no_thread_socket_or_descriptor(tmp_path: Path) -> Non
     except ConnectionRefusedError:
         pass
     assert _fds() - before == set()
+
+
+async def test_stop_does_not_wait_for_connections_without_a_request(tmp_path: Path) -> None:
+    """Connections that sent half a request header, or nothing, right before the stop are dropped at once, not
+    waited for until their header deadline (30 s here): aiohttp waits for a connection whose request loop had not
+    started when it closed it (seen as a 10 s stop in the slowloris test)."""
+    cfg = load_config(_config(tmp_path))
+
+    async def reload() -> tuple[bool, list[str]]:
+        return True, []
+
+    server = HttpServer(AppState(cfg, Snapshot(cfg), ProcessState(time.time()), ready=True), reload,
+                        header_timeout=30, idle_timeout=30)
+    await server.start("127.0.0.1", 0)
+    socks: list[socket.socket] = []
+    try:
+        def connect() -> None:
+            for i in range(60):
+                s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                socks.append(s)
+                if i % 2:
+                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # the header never ends
+
+        await asyncio.to_thread(connect)
+        started = time.monotonic()
+        await server.stop()
+        assert time.monotonic() - started < 5
+    finally:
+        await server.stop()
+        for s in socks:
+            s.close()

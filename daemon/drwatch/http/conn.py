@@ -230,6 +230,7 @@ class ConnectionGuard:
         self._fd_quiet_until = 0.0
         self._spare: int | None = self._reserve()
         self._accepted = 0  # accept()s in this turn of the event loop
+        self.closed = False  # shutting down: a connection accepted before, but made after, is dropped at once
 
     def __call__(self) -> Connection:
         return Connection(self)
@@ -246,6 +247,8 @@ class ConnectionGuard:
                 **{k: self.totals[k] for k in sorted(self.totals)}}
 
     def admit(self, conn: Connection) -> bool:
+        if self.closed:
+            return False
         if self.open >= self.max_connections and not self._evict("evicted"):
             self.count("rejected")
             return False
@@ -361,8 +364,19 @@ class ConnectionGuard:
     def _log_bad_requests(counts: dict[str, int]) -> None:
         log.info("http_bad_requests", count=sum(counts.values()), kinds=counts, interval=SUMMARY_INTERVAL)
 
+    def drop_unused(self) -> None:
+        """At shutdown, before aiohttp's: drop the connections without a request under way (nothing sent yet, half
+        a header, idle keep-alive). aiohttp closes those too, but one whose request loop has not started yet when
+        it does is then waited for until its header deadline; requests being handled still finish. Connections
+        accepted but not yet made are dropped as they are made."""
+        self.closed = True
+        for phase in (Phase.AWAITING, Phase.PARTIAL, Phase.IDLE):
+            for conn in list(self._phases[phase]):
+                conn.abort()
+
     def close(self) -> None:
         """Drop whatever is still open (after aiohttp's own shutdown) and release the reserve descriptor."""
+        self.closed = True
         for task in list(self._tls_tasks):
             task.cancel()
         for conns in self._phases.values():

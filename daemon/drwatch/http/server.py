@@ -223,13 +223,16 @@ class HttpServer:
         for srv in self._servers:
             srv.close()
         self._servers.clear()
+        if self.connections is not None:
+            self.connections.drop_unused()
         if self._runner is not None:
             await self._runner.cleanup()  # finishes running handlers, closes keep-alive connections
             self._runner = None
         if self.connections is not None:
             self.connections.close()  # and whatever aiohttp did not know about (TLS handshakes)
             self.connections = None
-            await asyncio.sleep(0)  # let the transports report connection_lost
+            for _ in range(3):  # connections accepted before but not yet made are dropped; transports report lost
+                await asyncio.sleep(0)
         if self._status_executor is not None:
             self._status_executor.shutdown(wait=False, cancel_futures=True)
             self._status_executor = None
@@ -308,6 +311,7 @@ class HttpServer:
         # Process figures for soak tests and debugging (bounded: counts only).
         runtime = {"asyncio_tasks": len(asyncio.all_tasks(self._owner)),  # the daemon's loop
                    "results_pending": self.state.process.results_pending,
+                   "metrics_renders": self.exposition.renders, "metrics_scrapes_waited": self.exposition.waited,
                    "http_connections": self.connections.stats() if self.connections is not None else {}}
         zipped = accepts_gzip(req.headers.get(hdrs.ACCEPT_ENCODING, ""))
         body = text.body(runtime, False) if not zipped else \

@@ -92,6 +92,7 @@ class Exposition:
         self._current_snapshot: object = None
         self._pending: asyncio.Future[Rendered] | None = None
         self.renders = 0  # how many times the exposition was rendered (tests, benchmarks)
+        self.waited = 0  # scrapes that waited for a render (/api/v1/status runtime, benchmarks)
         self.render_cpu = 0.0  # CPU seconds of the latest render
         self._executor: ThreadPoolExecutor | None = None
         self._current_at = 0.0  # time.monotonic() when the current rendering's render started (its state's age)
@@ -127,6 +128,7 @@ class Exposition:
         if (current is not None and self.render_cpu > STALE_WHILE_RENDERING_CPU
                 and time.monotonic() - self._current_at <= self.stale_max_age):
             return current  # an expensive render is under way: serve the previous one, made a moment ago
+        self.waited += 1
         return await asyncio.shield(self._pending)
 
     def _plan_refresh(self) -> None:
