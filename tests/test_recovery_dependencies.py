@@ -199,6 +199,7 @@ async def test_each_way_a_dependency_is_down_fails(tmp_path: Path, moto: MotoSer
     up = 0, while the dependency that answers stays up."""
     ca = ScratchCA(tmp_path / "pki", "deps")
     status = {"code": 503}
+    closed = free_port()  # the KMS endpoint (a VPC endpoint, a proxy) down: the message names it
     async with tcp_listener() as port, tcp_listener(answer=False) as silent, https_server(ca, status) as url:
         deps = [
             {"kind": "dns", "name": "resolver", "host": "drwatch-test.invalid", **AWAY},
@@ -211,6 +212,7 @@ async def test_each_way_a_dependency_is_down_fails(tmp_path: Path, moto: MotoSer
             kms_dep("doomed", moto, kms_key(moto, "PendingDeletion"), monkeypatch),
             kms_dep("gone", moto, kms_key(moto).rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000",
                     monkeypatch),
+            {**kms_dep("kms-down", moto, kms_key(moto), monkeypatch), "endpoint_url": f"http://127.0.0.1:{closed}"},
             {"kind": "terraform_state", "name": "tfstate", "asset": "infra"},
         ]
         started = time.monotonic()
@@ -223,11 +225,14 @@ async def test_each_way_a_dependency_is_down_fails(tmp_path: Path, moto: MotoSer
         "idp": (crit, "dependency_unhealthy"), "images": (crit, "dependency_tls_invalid"),
         "stalled": (crit, "dependency_unreachable"), "off": (crit, "dependency_key_unusable"),
         "doomed": (crit, "dependency_key_unusable"), "gone": (crit, "dependency_key_unusable"),
+        "kms-down": (crit, "dependency_unreachable"),
         "tfstate": (crit, "dependency_unhealthy")}
     messages = {f.subject: f.message for f in result.findings}
     assert "HTTP 503" in messages["idp"] and "Disabled" in messages["off"] and "PendingDeletion" in messages["doomed"]
     assert "does not exist in region us-east-1" in messages["gone"] and "no answer within 1s" in messages["stalled"]
     assert messages["tfstate"].endswith("failed: state_version")
+    assert f"EndpointConnectionError (Could not connect to the endpoint URL: \"http://127.0.0.1:{closed}/\")" \
+        in messages["kms-down"], messages["kms-down"]
     assert result.figures["up.ldap"] == 1.0
     assert all(result.figures[f"up.{n}"] == 0.0 for n in ("resolver", "vault", "idp", "images", "stalled", "off"))
     assert elapsed < 8, "probes run in parallel: the 1 s timeout bounds the run, not the sum"

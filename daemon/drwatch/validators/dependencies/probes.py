@@ -180,7 +180,9 @@ async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
     except (BotoCoreError, OSError) as exc:  # endpoint unreachable, connect/read timeout, no region
         if type(exc).__name__ == "NoRegionError":
             return unknown("no region for the KMS API: set 'region' or use the key's ARN")
-        return down(UNREACHABLE, f"KMS DescribeKey on {dep.key_id}: {type(exc).__name__}")
+        detail = str(exc)[:200]  # botocore names the endpoint URL ("Could not connect to the endpoint URL: ...")
+        return down(UNREACHABLE, f"KMS DescribeKey on {dep.key_id}: {type(exc).__name__}"
+                    + (f" ({detail})" if detail else ""))
     state = str(meta.get("KeyState", ""))
     if state != "Enabled" or meta.get("Enabled") is False:
         when = meta.get("DeletionDate")
