@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 
 class Outcome(enum.StrEnum):
@@ -38,6 +39,17 @@ class Severity(enum.StrEnum):
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
+
+
+_F = TypeVar("_F", bound=Mapping[str, Any])
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def worst_first(findings: Iterable[_F]) -> list[_F]:
+    """Findings as documents (``severity`` a string), critical first, then warnings, then info; stable within a
+    severity. Views that show a few of a run's findings show these first: the reason a run failed is never
+    hidden behind its warnings."""
+    return sorted(findings, key=lambda f: SEVERITY_RANK.get(str(f.get("severity")), 3))
 
 
 class CopyState(enum.StrEnum):

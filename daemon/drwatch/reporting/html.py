@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from drwatch.core.durations import format_duration
+from drwatch.core.model import worst_first
 from drwatch.core.textsafe import escape
 
 MAX_ROWS = 200  # per table: the rest is in the JSON report (--format json), which lists every result
@@ -118,7 +119,7 @@ def drills_svg(drills: list[dict[str, Any]], since: float, until: float, rto: fl
 
 def _findings_text(findings: list[dict[str, str]], limit: int = 3) -> str:
     parts = [f"{f['severity']} {f['code']}{' [' + f['subject'] + ']' if f['subject'] else ''}: {f['message']}"
-             for f in findings[:limit]]
+             for f in worst_first(findings)[:limit]]
     more = f" (+{len(findings) - limit} more)" if len(findings) > limit else ""
     return t("; ".join(parts) + more)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from drwatch.core.durations import format_duration
+from drwatch.core.model import worst_first
 from drwatch.reporting.html import t
 from drwatch.state.compliance import RULES
 
@@ -120,7 +121,7 @@ def _problem_rows(doc: dict[str, Any]) -> list[str]:
     for r in doc["results"]:
         if r["outcome"] == "ok":
             continue
-        findings = "; ".join(f"{f['code']}: {f['message']}" for f in r["findings"][:3])
+        findings = "; ".join(f"{f['code']}: {f['message']}" for f in worst_first(r["findings"])[:3])
         problems.append(f'<tr><td class="name"><b>{t(r["asset"])}</b> {t(r["validator"])}</td>'
                         f'<td data-label="outcome" class="{t(r["outcome"])}">{t(r["outcome"])}</td>'
                         f'<td data-label="finished">{t(r["finished_at"])}</td>'

@@ -9,7 +9,7 @@ from typing import Any
 
 from drwatch.core.durations import format_duration
 from drwatch.core.errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNCHECKED
-from drwatch.core.model import Outcome, Result
+from drwatch.core.model import Outcome, Result, worst_first
 from drwatch.core.textsafe import escape
 from drwatch.state.compliance import RULES, AssetVerdict, RuleState, evaluate
 from drwatch.state.consistency import group_state
@@ -153,11 +153,11 @@ def table(doc: dict[str, Any]) -> str:
     for res in doc["results"]:
         if res["outcome"] != "ok":
             problems.append(f"  {res['asset']}/{res['validator']}: {res['outcome']}")
-            for f in res["findings"][:8]:
+            for f in worst_first(res["findings"])[:8]:
                 subject = f" [{f['subject']}]" if f["subject"] else ""
                 problems.append(f"      {f['severity']} {f['code']}{subject}: {f['message']}")
             if len(res["findings"]) > 8:
-                problems.append(f"      ... {len(res['findings']) - 8} more findings")
+                problems.append(f"      ... {len(res['findings']) - 8} more findings (--output json lists all)")
     if problems:
         lines += ["", "Checks that did not pass:", *problems]
     lines += _group_lines(doc.get("consistency_groups") or {})
@@ -188,7 +188,7 @@ def _group_lines(groups: dict[str, Any]) -> list[str]:
             why.append(f"  {name}: never checked (no consistency_group validator result yet)")
         elif g.get("outcome") == "ok" or not findings:
             why.append(f"  {name}: last checked {g['checked_at']} ({g.get('outcome')}): stale")
-        for f in findings[:8]:
+        for f in worst_first(findings)[:8]:
             subject = f" [{f['subject']}]" if f["subject"] else ""
             why.append(f"  {name}: {f['severity']} {f['code']}{subject}: {f['message']}")
         if len(findings) > 8:
