@@ -148,14 +148,23 @@ async def test_s3_state_passes_and_history_survives_a_restart(tmp_path: Path, mo
 
 
 async def test_s3_bad_states_fail(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
-    """Not JSON, version 3, no lineage, a missing object: each fails with its code."""
-    for body, code in ((b"{ not json", "state_invalid"), (state(version=3), "state_version"),
-                       (json.dumps({"version": 4, "serial": 1, "lineage": ""}).encode(), "state_invalid"),
-                       (None, "state_missing")):
+    """Not JSON, version 3, no lineage, a missing object, Terraform's backend pointer file and an OpenTofu-encrypted
+    state backed up as if they were the state: each fails with its code, and the message says which look-alike."""
+    pointer = {"version": 3, "serial": 1, "lineage": "x", "backend": {"type": "s3", "config": {"bucket": "tf"}}}
+    encrypted = {"serial": 7, "lineage": "x", "meta": {"key_provider.pbkdf2.main": "e30="},
+                 "encrypted_data": "AAAA", "encryption_version": "v0"}
+    for body, code, said in ((b"{ not json", "state_invalid", "not valid JSON"),
+                             (state(version=3), "state_version", "the state has version 3;"),
+                             (json.dumps({"version": 4, "serial": 1, "lineage": ""}).encode(), "state_invalid", ""),
+                             (None, "state_missing", ""),
+                             (json.dumps(pointer).encode(), "state_version", "backend pointer (.terraform/"),
+                             (json.dumps(encrypted).encode(), "state_version", "encrypted (OpenTofu state "),
+                             (json.dumps({"serial": 1}).encode(), "state_version", "has no 'version' field")):
         cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True)
         result, _ = await run(tmp_path, cfg)
         assert result.outcome == Outcome.FAILED, (code, result.findings)
         assert crit(result) == [code], result.findings
+        assert said in next(f.message for f in result.findings if f.code == code)
 
 
 async def test_s3_stale_state_and_stale_lock(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:

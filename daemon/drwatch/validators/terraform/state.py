@@ -138,8 +138,7 @@ class StateRun:
             return None
         version = state.get("version")
         if version != STATE_VERSION:
-            self.critical("state_version", f"the state has version {version!r}; drwatch knows version "
-                          f"{STATE_VERSION} (Terraform >= 0.12, OpenTofu)")
+            self.critical("state_version", _version_problem(state, version))
             return None
         serial, lineage = state.get("serial"), state.get("lineage")
         if not isinstance(serial, int) or isinstance(serial, bool) or serial < 0:
@@ -226,3 +225,18 @@ class StateRun:
             seen = ", ".join(f"{c}: {r or 'unknown'}" for c, r in sorted(copy_regions.items())) or "no copy"
             self.note(self.region_severity, "no_copy_outside_region",
                       f"no copy of the state is in a region outside the ones it describes ({names}); copies: {seen}")
+
+
+def _version_problem(state: dict[str, Any], version: Any) -> str:
+    """Why a state is not one drwatch reads, naming the two look-alikes backed up by mistake or by design."""
+    known = f"drwatch knows version {STATE_VERSION} (Terraform >= 0.12, OpenTofu)"
+    if isinstance(state.get("backend"), dict):
+        kind = str(state["backend"].get("type", "?"))[:40]
+        return (f"this is Terraform's backend pointer (.terraform/terraform.tfstate, backend {kind!r}), not the "
+                f"state: back up and point drwatch at the state the backend stores; {known}")
+    if "encrypted_data" in state:
+        return ("the state is encrypted (OpenTofu state encryption): drwatch reads plaintext states only and "
+                "cannot judge its version, serial or resources")
+    if version is None:
+        return f"the state has no 'version' field; {known}"
+    return f"the state has version {version!r}; {known}"
