@@ -108,7 +108,44 @@ def test_sample_window_and_declared_offline_inputs(tmp_path: Path) -> None:
     assert vault.counted and vault.immutable and vault.offsite and vault.throughput_from == "declared"
     assert vault.seconds == 10**9 / 100e6 + 86400
     codes = {f.code for f in p.findings}
-    assert codes == {"rto_offsite_slow", "rto_immutable_slow"}  # near (counted) is not projected: no rto_at_risk
+    # near (counted) is not projected: no rto_at_risk, and the RTO cannot be judged (it may be the fast copy)
+    assert codes == {"rto_offsite_slow", "rto_immutable_slow", "rto_not_judged"}
+    assert p.seconds is None
+
+
+def test_an_rto_that_cannot_be_judged_says_so_and_an_empty_recovery_point_restores_in_no_time(
+        tmp_path: Path) -> None:
+    """An attested offline vault with nothing declared (no throughput, no retrieval time) and a projected copy over
+    the RTO: the RTO cannot be judged (the vault may be the fast one): `rto_not_judged` and
+    drwatch_asset_restore_judged 0, never silence.
+    Once the vault declares its throughput the asset is judged (1). A proven recovery point of 0 bytes (ok run)
+    is a size: projected at the retrieval latency, not 'size not known' forever."""
+    from drwatch.metrics.restore import restore_families
+
+    def judged(cfg: Config, snap: Snapshot) -> list[tuple[dict[str, str], float]]:
+        p = projected(cfg, snap)
+        fams = {f.name: f for f in restore_families(["data"], {"data": p})}
+        return [(s.labels, s.value) for s in fams["drwatch_asset_restore_judged"].samples]
+
+    cfg = config(tmp_path, rto="1s", validators=[{"kind": "replica"}])
+    vault = cfg.locations["vault"]
+    object.__setattr__(vault, "restore", None)  # nothing declared: neither throughput nor retrieval time
+    snap = Snapshot(cfg).with_result(replica(1, NOW - 60, read=(10**8, 1.0)), NOW)
+    snap = snap.with_attestation(Attestation("data", "vault", "checked", NOW - 3600, NOW - 3600))
+    p = projected(cfg, snap)
+    assert p.seconds is None and "rto_at_risk" not in {f.code for f in p.findings}
+    assert "rto_not_judged" in {f.code for f in p.findings}
+    assert judged(cfg, snap) == [({"asset": "data"}, 0.0)]
+
+    cfg = config(tmp_path, rto="1s", validators=[{"kind": "replica"}])  # the vault declares 100 MB/s again
+    p = projected(cfg, snap)
+    assert p.seconds is not None and {"rto_at_risk"} <= {f.code for f in p.findings}
+    assert "rto_not_judged" not in {f.code for f in p.findings}
+    assert judged(cfg, snap) == [({"asset": "data"}, 1.0)]
+
+    empty = Snapshot(cfg).with_result(replica(2, NOW - 60, nbytes=0), NOW)
+    near = next(c for c in projected(cfg, empty).copies if c.copy == "near")
+    assert near.size_bytes == 0 and near.seconds == 0.0, near
 
 
 def replace_rates_time(snap: Snapshot, at: float) -> Snapshot:

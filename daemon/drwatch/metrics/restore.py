@@ -37,6 +37,10 @@ def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProje
     retrieval = GaugeMetricFamily("drwatch_copy_restore_retrieval_seconds",
                                   "Time before the first byte: storage class retrieval plus declared retrieval.",
                                   labels=_AC)
+    judged = GaugeMetricFamily("drwatch_asset_restore_judged",
+                               "For an asset with an RTO: 1 when its projected restore time is judged against it, "
+                               "0 when it cannot be (a counted copy without a projection; finding rto_not_judged).",
+                               labels=["asset"])
     fixed = GaugeMetricFamily("drwatch_asset_restore_fixed_seconds",
                               "Restore work beyond reading (measured by the asset's drills), scaled to the size.",
                               labels=["asset"])
@@ -46,6 +50,8 @@ def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProje
             continue
         if p.seconds is not None:
             asset_seconds.add_metric([name], p.seconds)
+        if p.rto is not None and any(c.counted for c in p.copies):
+            judged.add_metric([name], 1.0 if p.seconds is not None else 0.0)
         sizes = [c.size_bytes for c in p.copies if c.size_bytes is not None]
         if sizes:
             size.add_metric([name], sizes[0])
@@ -64,7 +70,7 @@ def restore_families(assets: Sequence[str], projections: Mapping[str, AssetProje
                 copy_seconds.add_metric(labels, c.seconds)
             if c.throughput is not None:
                 rate.add_metric(labels, c.throughput)
-    return [asset_seconds, size, fixed, error, measured, copy_seconds, best, rate, retrieval]
+    return [asset_seconds, judged, size, fixed, error, measured, copy_seconds, best, rate, retrieval]
 
 
 def _locations(cfg: Config, asset: str) -> set[str]:

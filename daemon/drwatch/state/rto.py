@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from drwatch.config.model import AssetConfig, Config
 from drwatch.core.durations import format_duration
-from drwatch.core.model import Finding, Severity
+from drwatch.core.model import Finding, Outcome, Severity
 from drwatch.state.compliance import AssetVerdict, CopyStatus, is_offsite
 from drwatch.state.rto_drills import DrillCheck, check_drills, drill_location, restore_work, throughput
 from drwatch.state.snapshot import CopyFact, Snapshot
@@ -73,8 +73,12 @@ def _size(snap: Snapshot, asset_name: str, asset: AssetConfig) -> tuple[float | 
     for v in asset.validators:
         res = snap.last_result(asset_name, v.label)
         for key in ("bytes", "bytes_reference"):
-            value = res.figures.get(key, 0.0) if res is not None else 0.0
-            if res is not None and value > 0 and (key not in found or res.finished_at > found[key][0]):
+            if res is None or key not in res.figures:
+                continue
+            value = res.figures[key]
+            # 0 bytes is a size only from a run that proved it (an empty recovery point restores in no time)
+            if (value > 0 or (value == 0 and res.outcome == Outcome.OK)) and \
+                    (key not in found or res.finished_at > found[key][0]):
                 found[key] = (res.finished_at, value, v.label)
     if "bytes" in found:
         return found["bytes"][1], f"dump {found['bytes'][2]} restored"
@@ -188,6 +192,10 @@ def project_asset(cfg: Config, snap: Snapshot, verdict: AssetVerdict, now: float
         why = "no copy counts now (none verified or attested)"
     else:
         why = "; ".join(f"{c.copy}: {c.why}" for c in copies if c.counted)
+    if rto is not None and best is None and any(c.counted for c in copies):
+        # An RTO nobody can check is a declaration again: say so (a configuration to complete, not a bad backup).
+        findings.append(Finding(Severity.WARNING, "rto_not_judged", f"the RTO {format_duration(rto)} cannot be "
+                                f"judged: {why} (an offline copy needs restore.bytes_per_second declared)"))
     return AssetProjection(name, rto, best.seconds if best else None, best.copy if best else None, copies, drills,
                            tuple(findings), why)
 
