@@ -321,6 +321,8 @@ async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:
     ({"kind": "registry", "name": "x", "url": "https://u:p@h/v2/", "region": "r"}, "must carry no credentials"),
     ({"kind": "tcp", "name": "x", "url": "https://h/", "region": "r"}, "takes 'host' and 'port'"),
     ({"kind": "dns", "name": "bad name", "host": "h", "region": "r"}, "metric label value"),
+    ({"kind": "dns", "name": "x", "host": "192.0.2.53", "region": "r"}, "is an address: resolving it asks no DNS"),
+    ({"kind": "dns", "name": "x", "host": "2001:db8::53", "region": "r"}, "is an address: resolving it asks no DNS"),
     ({"kind": "dns", "name": "x", "host": "h", "region": "r", "timeout": "10m"}, "at most 5m"),
     ({"kind": "dns", "name": "x", "host": "h"}, "declare where it lives"),
     ({"kind": "terraform_state", "name": "x", "asset": "nope", "region": "r"}, "unknown asset 'nope'"),

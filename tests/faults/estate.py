@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import shutil
@@ -484,7 +485,8 @@ class Scenario:
         self.env["DRW_FAULT_KMS_SK"] = self.ends.s3_secret_key
         url = urlsplit(self.ends.s3_url)
         self.assets["deps"] = self._asset("deps", [{"kind": "recovery_dependencies", "dependencies": [
-            {"kind": "dns", "name": "s3-name", "host": url.hostname, "site": "dc-s3"},
+            # The S3 side's name (an IP literal, as moto's 127.0.0.1, is refused for dns: resolving it asks nothing).
+            {"kind": "dns", "name": "s3-name", "host": _name_of(url.hostname), "site": "dc-s3"},
             {"kind": "tcp", "name": "s3-port", "host": url.hostname, "port": url.port, "site": "dc-s3"},
             {"kind": "kms_key", "name": "backup-key", "key_id": key,
              "endpoint_url": self.ends.rds_url or self.ends.s3_url, "site": "dc-s3",
@@ -794,3 +796,12 @@ class Watch:
                 missing = [k for k in keys if k not in chosen]
                 raise AssertionError(f"no result for {missing} in {timeout}s:\n{self.daemon.log()[-5000:]}")
             time.sleep(0.3)
+
+
+def _name_of(host: str | None) -> str:
+    """``host`` when it is a name, ``localhost`` for a loopback address literal (the endpoints here)."""
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return host or "localhost"
+    return "localhost"

@@ -7,6 +7,7 @@ validator: its findings' subject and its ``dependency`` label), where it lives (
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
@@ -65,6 +66,16 @@ class DnsDependency(_Dependency):
 
     kind: Literal["dns"]
     host: str = Field(min_length=1, max_length=253)
+
+    @field_validator("host")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            return value
+        raise ValueError(f"{value} is an address: resolving it asks no DNS server (always up); set a name the DNS "
+                         "service answers for, or probe the resolver itself with kind tcp, port 53")
 
 
 class EndpointDependency(_Dependency):
