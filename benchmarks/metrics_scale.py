@@ -90,11 +90,15 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+FIRST_BYTE: dict[str, float] = {}  # url -> seconds to the response's header, of the latest fetch
+
+
 def fetch(url: str, gzip_ok: bool, timeout: float = 60) -> tuple[float, bytes, bool]:
     """Seconds for the whole response, its body (decompressed) and whether it came gzipped."""
     req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gzip_ok else {})
     t0 = time.perf_counter()
     with urllib.request.urlopen(req, timeout=timeout) as resp:
+        FIRST_BYTE[f"{threading.get_ident()}"] = time.perf_counter() - t0
         body = resp.read()
         zipped = resp.headers.get("Content-Encoding") == "gzip"
     elapsed = time.perf_counter() - t0
@@ -171,6 +175,7 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
         url = daemon.url("/metrics")
         first_s, plain, _ = fetch(url, gzip_ok=False, timeout=args.start_timeout)  # the first (full) render
         scrape_s: list[float] = []
+        header_s: list[tuple[float, float]] = []  # per scrape: whole response, header only
         healthy_s: list[float] = []
         sizes: list[tuple[int, int]] = []
         errors: list[str] = []
@@ -184,6 +189,7 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
                 try:
                     elapsed, body, zipped = fetch(url, gzip_ok=True)
                     scrape_s.append(elapsed)
+                    header_s.append((elapsed, FIRST_BYTE[f"{threading.get_ident()}"]))
                     sizes.append((len(body), int(zipped)))
                 except OSError as exc:
                     errors.append(f"/metrics: {exc}")
@@ -219,7 +225,7 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
         _, plain, _ = fetch(url, gzip_ok=False)
         runs_before = runs_total(plain)
         lag_before = lag_buckets(plain)
-        for figures in (scrape_s, healthy_s, control_s, sizes):
+        for figures in (scrape_s, header_s, healthy_s, control_s, sizes):
             figures.clear()
         profiler = None
         if args.profile:
@@ -267,6 +273,8 @@ def measure(assets: int, args: argparse.Namespace, code: Path | None = None) -> 
             "control_p50_ms": round(pct(control_s, 0.5) * 1000, 1),
             "control_p99_ms": round(pct(control_s, 0.99) * 1000, 1),
             "metrics_slowest_ms": [round(x * 1000) for x in sorted(scrape_s)[-3:]],
+            # the slowest scrapes' time to the response header (the server's part; the rest is the body's transfer)
+            "metrics_slowest_header_ms": [round(h * 1000) for _, h in sorted(header_s)[-3:]],
             "rss_mib": round(rss / 1024, 1),
             "rss_mib_per_1k_assets": round(rss / 1024 / assets * 1000, 1),
             "series": series,
@@ -329,7 +337,8 @@ def report(n: int, r: dict[str, Any]) -> None:
     print(f"{n:>6} assets [{r['code']}]: /metrics p50 {r['metrics_p50_ms']} ms p99 {r['metrics_p99_ms']} ms "
           f"(max {r['metrics_max_ms']}, {r['scrapes']} scrapes); /-/healthy p50 {r['healthy_p50_ms']} ms p99 "
           f"{r['healthy_p99_ms']} ms (max {r['healthy_max_ms']}); idle control server p50 {r['control_p50_ms']} ms p99 "
-          f"{r['control_p99_ms']} ms; slowest scrapes {r['metrics_slowest_ms']} ms; renders {r['renders']}, "
+          f"{r['control_p99_ms']} ms; slowest scrapes {r['metrics_slowest_ms']} ms "
+          f"(header after {r['metrics_slowest_header_ms']} ms); renders {r['renders']}, "
           f"scrapes that waited for one {r['scrapes_waited']} (since start); {lag}; RSS {r['rss_mib']} MiB "
           f"({r['rss_mib_per_1k_assets']} per 1k assets); {r['series']} series ({r['series_per_asset']} per asset); "
           f"body {r['body_mib']} MiB, gzip {r['body_gzip_mib']} MiB; first scrape {r['first_scrape_s']} s; "

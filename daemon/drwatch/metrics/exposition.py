@@ -34,7 +34,7 @@ from drwatch.metrics.textformat import GZIP_LEVEL, Fixed, deflate, gzip_member, 
 from drwatch.state.snapshot import Snapshot
 
 STALE_WHILE_RENDERING_CPU = 0.02  # seconds; a small estate renders in a few ms of CPU and is always fresh
-STALE_MAX_AGE = 5.0  # seconds: how old the state of a rendering served during an expensive render may be
+STALE_MAX_AGE = 5.0  # seconds: how long ago a rendering served during an expensive render may have been made
 REFRESH_INTERVAL = 1.0  # seconds between renders made ahead of the scrapes (the key's resolution: a second)
 KEEP_FRESH_FOR = 120.0  # seconds after the latest scrape during which renders are made ahead of the scrapes
 T = TypeVar("T")
@@ -95,7 +95,8 @@ class Exposition:
         self.waited = 0  # scrapes that waited for a render (/api/v1/status runtime, benchmarks)
         self.render_cpu = 0.0  # CPU seconds of the latest render
         self._executor: ThreadPoolExecutor | None = None
-        self._current_at = 0.0  # time.monotonic() when the current rendering's render started (its state's age)
+        self._current_at = 0.0  # time.monotonic() when the current rendering was made (or found still current)
+        self._render_started = 0.0  # time.monotonic() when the latest render started
         self._last_scrape = -math.inf  # time.monotonic() of the latest get()
         self._refresh: asyncio.TimerHandle | None = None
         self._closed = False
@@ -113,9 +114,12 @@ class Exposition:
         expensive (the latest render took over :data:`STALE_WHILE_RENDERING_CPU` of CPU: thousands of assets
         changing all the time, on a loaded machine), renders are made ahead of the scrapes, one a
         :data:`REFRESH_INTERVAL` at most, for :data:`KEEP_FRESH_FOR` seconds after the latest scrape; a scrape
-        then gets the latest rendering at once if its state is at most :data:`STALE_MAX_AGE` old (``stale_max_age``)
-        while the next one is made. A scrape never gets values older than that: it waits for the render instead
-        (the first scrape after a quiet spell).
+        then gets the latest rendering at once if it was made at most :data:`STALE_MAX_AGE` ago (``stale_max_age``)
+        while the next one is made: its state is as old as that plus the render's duration. A scrape never gets
+        an older rendering: it waits for the render instead (the first scrape after a quiet spell). Measured from
+        the render's end, not its start: where renders take longer than a scrape may wait (seconds, at 10,000
+        assets with results arriving all the time), a scrape that fails (Prometheus' scrape timeout, 10 s) is
+        worse than values a render old.
         """
         self._last_scrape = time.monotonic()
         snapshot = self._snapshot()
@@ -136,7 +140,7 @@ class Exposition:
         if (self._closed or self._refresh is not None or self.render_cpu <= STALE_WHILE_RENDERING_CPU
                 or time.monotonic() - self._last_scrape > self.keep_fresh_for):
             return
-        delay = max(0.0, self._current_at + REFRESH_INTERVAL - time.monotonic())
+        delay = max(0.0, self._render_started + REFRESH_INTERVAL - time.monotonic())
         self._refresh = asyncio.get_running_loop().call_later(delay, self._refresh_now)
 
     def _refresh_now(self) -> None:
@@ -149,7 +153,7 @@ class Exposition:
         if self._pending is not None:
             return  # a scrape started one: it plans the next when done
         if current is not None and current.key == key and self._current_snapshot is snapshot:
-            self._current_at = time.monotonic()  # still the state as of now
+            self._current_at = self._render_started = time.monotonic()  # still the state as of now: next check
             self._plan_refresh()
             return
         self._pending = asyncio.ensure_future(self._render(snapshot, key))
@@ -164,7 +168,8 @@ class Exposition:
             if deflated is not None:
                 await self._in_thread(rendered.gzipped)  # Prometheus asks for gzip: have it ready
             self.render_cpu = cpu
-            self._current_at = started
+            self._current_at = time.monotonic()
+            self._render_started = started
             self.renders += 1
             self._current, self._current_snapshot = rendered, snapshot
             return rendered
