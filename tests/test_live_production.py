@@ -75,6 +75,39 @@ async def test_production_changed_after_the_seal_is_counted_not_bad(tmp_path: Pa
     assert [copy_report(result, c).state for c in ("copy1", "copy2")] == [CopyState.VERIFIED] * 2
 
 
+@pytest.mark.parametrize("how", ["touched", "copied_again"])
+async def test_a_copy_written_after_productions_last_change_must_hold_it(tmp_path: Path, how: str) -> None:
+    """Production's file changes after the seal (only its time: `touch`; or its content, copied again by the
+    backup), then a copy's file is written after that change: a newer state than the seal, which the copy must
+    hold as production has it now. A corrupted copy file written then (the new-user trial: corruption plus a
+    `touch`, or a `cp -r` without -p) was excused as `copy_newer_than_seal` and the copy counted verified; it is
+    content_mismatch (size_mismatch where the seal's size differs: failed). The copy that does hold production's
+    content is ahead: ok, a warning."""
+    files = populate(tmp_path)
+    prod, copy1 = tmp_path / "prod" / "data", tmp_path / "copy1" / "data"
+    await seal(prod)
+    victim = sorted(files)[2]
+    await asyncio.sleep(0.01)
+    if how == "touched":
+        (prod / victim).touch()
+    else:
+        append(prod / victim)
+    await asyncio.sleep(0.01)
+    (copy1 / victim).write_bytes((prod / victim).read_bytes())  # the backup copies production's state
+    (tmp_path / "copy2" / "data" / victim).write_bytes((prod / victim).read_bytes())
+    good = await run_replica(tmp_path, basic_config(tmp_path))
+    assert good.outcome == Outcome.OK, good.findings
+    assert copy_report(good, "copy1").state == CopyState.VERIFIED
+
+    flip_keep_mtime(copy1 / victim, offset=3)  # then corrupted, its time kept: still "after production's change"
+    bad = await run_replica(tmp_path, basic_config(tmp_path))
+    assert bad.outcome == Outcome.FAILED, bad.findings
+    code = "content_mismatch" if how == "touched" else "size_mismatch"  # the seal's size differs from the latter
+    assert [f.subject for f in bad.findings if f.code == code] == [f"copy1:{victim}"]
+    assert copy_report(bad, "copy1").state == CopyState.FAILED
+    assert copy_report(bad, "copy2").state == CopyState.VERIFIED
+
+
 async def test_frozen_production_that_changed_fails(tmp_path: Path) -> None:
     """`production: {frozen: true}` (model weights, a frozen dataset): the same appended line is drift: failed."""
     files = populate(tmp_path)

@@ -133,7 +133,7 @@ class DatasetMerge:
         """Prove one file of one location: a size that differs is judged first (a copy behind production,
         production changed since the seal), then Parquet structure, then content with the cheapest evidence."""
         production = s.src.role == "production"
-        if e.size != r.size and (explained := await live.explains(e, production, s.slack)):
+        if e.size != r.size and (explained := await live.explains(e, production, s.slack, s.src)):
             s.differs(explained, "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit, e.mtime)
             return
         if e.size != r.size and not is_parquet(e.key):
@@ -176,7 +176,7 @@ class DatasetMerge:
             s.bytes_hashed += n
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:
-            explained = await live.explains(e, production, s.slack)
+            explained = await live.explains(e, production, s.slack, s.src)
             s.differs(explained, "content_mismatch", f"content differs from the seal ({how})", e.key, limit, e.mtime)
             return
         s.verified += 1

@@ -78,14 +78,16 @@ class LiveKey:
     src: Source | None
     entry: Entry | None
 
-    async def explains(self, obj: Entry, production: bool, slack: float = 0.0) -> str:
+    async def explains(self, obj: Entry, production: bool, slack: float = 0.0, copy_src: Source | None = None) -> str:
         """What production's own changes say about ``obj`` differing from the reference: ``"changed"`` for
         production's object modified after the seal's time; for a copy's object ``"behind"`` (production
         modified it after the copy's object was written) or ``"ahead"`` (under a seal: the copy's object was
         written after the seal and production changed it since the seal too: a newer, unsealed state that
         this seal cannot prove); ``""`` when nothing explains it: corruption. A production object that
         changed while the check ran explains a difference too. ``slack``: the resolution of the copy's
-        times (S3's LastModified is in whole seconds: the write may be up to a second later)."""
+        times (S3's LastModified is in whole seconds: the write may be up to a second later). ``copy_src``: the
+        copy's source; given, an object that would be ``"ahead"`` must also hold production's current content
+        (production has not changed since the copy's object was written): else nothing explains it."""
         if self.rule.frozen or self.entry is None or self.src is None:
             return ""
         seal = self.rule.seal_time
@@ -100,8 +102,26 @@ class LiveKey:
                 or await changed_since_listed(self.src, self.entry):
             return "behind"
         if seal is not None and seal < obj.mtime <= self.rule.cutoff and self.rule.newer(self.entry.mtime, seal):
-            return "ahead"
+            return await self._holds_production(obj, copy_src)
         return ""
+
+    async def _holds_production(self, obj: Entry, copy_src: Source | None) -> str:
+        """An object written after the seal and after production's last change must be production's content now:
+        ``"ahead"`` when it is (or cannot be compared), ``"behind"`` when production changed while compared,
+        ``""`` when it differs (a copy corrupted or replaced after a harmless change of production's time)."""
+        assert self.src is not None and self.entry is not None
+        if copy_src is None:
+            return "ahead"
+        if obj.size != self.entry.size:
+            return "behind" if await changed_since_listed(self.src, self.entry) else ""
+        try:
+            ours = await copy_src.sha256(obj)  # one after the other: a failed read leaves no other task running
+            theirs = await self.src.sha256(self.entry)
+        except FileNotFoundError:
+            return "behind"  # one side went since the listing: a backup or production at work
+        if ours[0] == theirs[0]:
+            return "ahead"
+        return "behind" if await changed_since_listed(self.src, self.entry) else ""
 
 
 @dataclass

@@ -98,7 +98,7 @@ class Prover:
         return None, "", ""
 
     async def _differs(self, s: Stream, e: Entry, live: LiveKey | None, how: str) -> None:
-        explained = await live.explains(e, s.src.role == "production", s.slack) if live is not None else ""
+        explained = await live.explains(e, s.src.role == "production", s.slack, s.src) if live is not None else ""
         s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
                   self.limit, e.mtime)
 
@@ -132,7 +132,7 @@ class Prover:
 
     async def size_differs(self, s: Stream, h: Entry, reference: Reference, live: LiveKey,
                            prior: LedgerEntry | None) -> None:
-        explained = await live.explains(h, s.src.role == "production", s.slack)
+        explained = await live.explains(h, s.src.role == "production", s.slack, s.src)
         s.differs(explained, "size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, self.limit, h.mtime)
         session = self.session
         if session is not None and s.name in session.copies and explained != "changed":
