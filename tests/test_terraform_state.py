@@ -9,6 +9,7 @@ cases move the run's clock instead.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -148,8 +149,9 @@ async def test_s3_state_passes_and_history_survives_a_restart(tmp_path: Path, mo
 
 
 async def test_s3_bad_states_fail(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
-    """Not JSON, version 3, no lineage, a missing object, Terraform's backend pointer file and an OpenTofu-encrypted
-    state backed up as if they were the state: each fails with its code, and the message says which look-alike."""
+    """Not JSON (also gzip-compressed, or a damaged gzip stream), version 3, no lineage, a missing object,
+    Terraform's backend pointer file backed up as if it were the state: each fails with its code, and the message
+    says which look-alike."""
     pointer = {"version": 3, "serial": 1, "lineage": "x", "backend": {"type": "s3", "config": {"bucket": "tf"}}}
     encrypted = {"serial": 7, "lineage": "x", "meta": {"key_provider.pbkdf2.main": "e30="},
                  "encrypted_data": "AAAA", "encryption_version": "v0"}
@@ -158,13 +160,24 @@ async def test_s3_bad_states_fail(tmp_path: Path, moto: MotoServer, locs: Locati
                              (json.dumps({"version": 4, "serial": 1, "lineage": ""}).encode(), "state_invalid", ""),
                              (None, "state_missing", ""),
                              (json.dumps(pointer).encode(), "state_version", "backend pointer (.terraform/"),
-                             (json.dumps(encrypted).encode(), "state_version", "encrypted (OpenTofu state "),
+                             (gzip.compress(b"{ not json"), "state_invalid", "not valid JSON"),
+                             (gzip.compress(state())[:-12], "state_invalid", "cut short"),
                              (json.dumps({"serial": 1}).encode(), "state_version", "has no 'version' field")):
         cfg, _ = s3_estate(tmp_path, locs, moto, body=body, use_lockfile=True)
         result, _ = await run(tmp_path, cfg)
         assert result.outcome == Outcome.FAILED, (code, result.findings)
         assert crit(result) == [code], result.findings
         assert said in next(f.message for f in result.findings if f.code == code)
+    # An OpenTofu-encrypted state is a valid state drwatch cannot read: could not check (error), never failed.
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=json.dumps(encrypted).encode(), use_lockfile=True)
+    result, _ = await run(tmp_path, cfg)
+    assert result.outcome == Outcome.ERROR and crit(result) == [], result.findings
+    assert "encrypted (OpenTofu state " in next(f.message for f in result.findings if f.code == "state_encrypted")
+    # A gzip-compressed copy of a good state is read through.
+    cfg, _ = s3_estate(tmp_path, locs, moto, body=gzip.compress(state(serial=7)), use_lockfile=True)
+    result, _ = await run(tmp_path, cfg)
+    assert not {"state_invalid", "state_version"} & set(crit(result)), result.findings
+    assert result.figures["serial"] == 7
 
 
 async def test_s3_stale_state_and_stale_lock(tmp_path: Path, moto: MotoServer, locs: Locations) -> None:

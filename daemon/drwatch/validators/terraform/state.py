@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import zlib
 from typing import Any
 
 from drwatch.core.durations import format_duration
@@ -128,14 +129,22 @@ class StateRun:
     # --- judging ------------------------------------------------------------------------------------
 
     def parse(self, body: bytes) -> dict[str, Any] | None:
+        if body[:2] == b"\x1f\x8b":  # a gzip-compressed copy of the state (a backup job's choice): read through it
+            body, damaged = _gunzip(body)
+            if damaged:
+                self.critical("state_invalid", damaged)
+                return None
         try:
             state = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
-            self.critical("state_invalid", f"the state is not valid JSON: {exc}")
+            what = "valid UTF-8" if isinstance(exc, UnicodeDecodeError) else "valid JSON"
+            self.critical("state_invalid", f"the state is not {what}: {str(exc)[:160]}")
             return None
         if not isinstance(state, dict):
             self.critical("state_invalid", "the state is not a JSON object")
             return None
+        if "encrypted_data" in state:  # a valid state drwatch cannot read: could not check, not a bad backup
+            raise ValidatorError("state_encrypted", _version_problem(state, state.get("version")))
         version = state.get("version")
         if version != STATE_VERSION:
             self.critical("state_version", _version_problem(state, version))
@@ -225,6 +234,25 @@ class StateRun:
             seen = ", ".join(f"{c}: {r or 'unknown'}" for c, r in sorted(copy_regions.items())) or "no copy"
             self.note(self.region_severity, "no_copy_outside_region",
                       f"no copy of the state is in a region outside the ones it describes ({names}); copies: {seen}")
+
+
+_GUNZIP_LIMIT = 512 * 1024 * 1024
+
+
+def _gunzip(body: bytes) -> tuple[bytes, str]:
+    """(the decompressed state, "") or (b"", why the gzip stream is damaged or cut short: a bad backup). Bounded:
+    a state that decompresses past the limit raises ValidatorError (could not check)."""
+    out = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = out.decompress(body, _GUNZIP_LIMIT)
+    except zlib.error as exc:
+        return b"", f"the gzip-compressed state is damaged: {exc}"
+    if out.unconsumed_tail:
+        raise ValidatorError("state_too_large", f"the gzip-compressed state decompresses to more than "
+                             f"{_GUNZIP_LIMIT // 2**20} MiB")
+    if not out.eof:
+        return b"", "the gzip-compressed state is cut short (its gzip stream does not end)"
+    return data, ""
 
 
 def _version_problem(state: dict[str, Any], version: Any) -> str:
