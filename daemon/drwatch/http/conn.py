@@ -146,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self._guard.release(self)
+        self._guard.live.discard(self)
         if self._inner is not None:
             inner, self._inner = self._inner, None
             inner.connection_lost(exc)
@@ -231,9 +232,12 @@ class ConnectionGuard:
         self._spare: int | None = self._reserve()
         self._accepted = 0  # accept()s in this turn of the event loop
         self.closed = False  # shutting down: a connection accepted before, but made after, is dropped at once
+        self.live: set[Connection] = set()  # every connection made whose socket is not closed yet
 
     def __call__(self) -> Connection:
-        return Connection(self)
+        conn = Connection(self)
+        self.live.add(conn)  # until its transport reports connection_lost (its socket is closed then)
+        return conn
 
     @property
     def open(self) -> int:

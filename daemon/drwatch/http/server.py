@@ -229,10 +229,15 @@ class HttpServer:
             await self._runner.cleanup()  # finishes running handlers, closes keep-alive connections
             self._runner = None
         if self.connections is not None:
-            self.connections.close()  # and whatever aiohttp did not know about (TLS handshakes)
-            self.connections = None
-            for _ in range(3):  # connections accepted before but not yet made are dropped; transports report lost
-                await asyncio.sleep(0)
+            guard, self.connections = self.connections, None
+            guard.close()  # and whatever aiohttp did not know about (TLS handshakes)
+            # Until every transport reported connection_lost (its socket closed there), connections accepted before
+            # but made only now included (asyncio makes an accepted socket's transport in a task of its own, a turn
+            # later): the loop ends after this, and cancelling that task or a transport left open leaks the socket.
+            for turn in range(200):
+                if turn >= 3 and not guard.live:
+                    break
+                await asyncio.sleep(0 if turn < 20 else 0.01)
         if self._status_executor is not None:
             self._status_executor.shutdown(wait=False, cancel_futures=True)
             self._status_executor = None
