@@ -58,6 +58,7 @@ from tests.support.helpers import (
     metric_value,
     populate,
     read_json_lines,
+    run_cli,
     sparse_file,
     write_config,
 )
@@ -578,6 +579,36 @@ def test_sigterm_cancels_a_slow_replica_run_and_exits_zero(tmp_path: Path) -> No
     assert [r.outcome for r in results] == [Outcome.CANCELLED]
     sandboxes = tmp_path / "sandboxes"
     assert not sandboxes.exists() or list(sandboxes.iterdir()) == []
+
+
+def test_a_second_daemon_on_the_same_sqlite_store_is_refused(tmp_path: Path) -> None:
+    """Two `drwatch run` on one SQLite store (another port: a second unit, a forgotten shell) would run every
+    validator twice: the second exits 69 naming the first's pid, the first keeps running. A first one killed
+    with SIGKILL leaves nothing that blocks the next start (the kernel drops the lock); `check` runs beside it."""
+    populate(tmp_path)
+    ports = free_port(), free_port()
+    paths = [write_config(tmp_path / f"drwatch-{i}.yaml", basic_config(tmp_path, http_port=port,
+                                                                       validator=replica_every()))
+             for i, port in enumerate(ports)]
+    first, second = DaemonProcess(paths[0], ports[0]), DaemonProcess(paths[1], ports[1])
+    again = DaemonProcess(paths[1], ports[1], log_path=tmp_path / "again.log")
+    try:
+        first.start()
+        second.start(wait_ready=False)
+        assert second.proc is not None and second.proc.wait(timeout=30) == 69, second.log()
+        assert first.proc is not None
+        assert f"another drwatch daemon (pid {first.proc.pid}) runs on the SQLite store" in second.log()
+        assert first.proc.poll() is None and first.get("/-/ready")[0] == 200
+        checked = run_cli("check", "--config", str(paths[1]))
+        assert checked.returncode in (0, 1) and "store_in_use" not in checked.stderr, checked.stderr  # 1: media
+        first.proc.kill()
+        first.proc.wait(timeout=10)
+        again.start()
+        assert again.get("/-/ready")[0] == 200
+    finally:
+        for daemon in (first, second, again):
+            if daemon.proc is not None:
+                daemon.stop()
 
 
 # --------------------------------------------------------------------------- sandboxes

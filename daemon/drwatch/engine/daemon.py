@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ from drwatch.http.webconfig import WebGuard
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
+from drwatch.store import daemonlock, open_store
 from drwatch.validators import PLUGINS
 
 if TYPE_CHECKING:
@@ -158,6 +159,8 @@ class Daemon:
             stack.callback(gc.unfreeze)  # what the heap froze is collected as usual again (in-process tests)
             sandboxes = await _sweep(cfg, stack)
 
+            if cfg.store.postgres is None:  # one daemon per SQLite store (cluster mode shares PostgreSQL)
+                stack.callback(os.close, await asyncio.to_thread(daemonlock.claim, cfg.sqlite_path()))
             store = open_store(cfg)
             await store.open()
             stack.push_async_callback(store.close)
