@@ -235,6 +235,16 @@ def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample
     second = renderer.render()
     assert second == reference()
     assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' in second  # 1 GB at 500 MB/s
+    # Another read at the same rate (1 GB at 500 MB/s): the location's figure does not move, so no asset is
+    # evaluated or rendered again (at 10,000 assets on shared locations, every read re-rendered every asset).
+    evaluations, renders = renderer.evaluations, renderer.asset_renders
+    state["snap"] = state["snap"].with_result(run("b", 4, NOW - 30, (10**9, 2.0)), NOW)
+    assert renderer.render() == reference()
+    assert renderer.evaluations - evaluations == 1 and renderer.asset_renders - renders <= 1  # b's own run only
+    # A read that moves the figure (two significant digits) re-renders both assets' projections.
+    state["snap"] = state["snap"].with_result(run("a", 5, NOW - 20, (10**9, 20.0)), NOW)
+    moved = renderer.render()
+    assert moved == reference() and b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' not in moved
     clock[0] = NOW + 2 * 86400  # a's last sample ages out too
     third = renderer.render()
     assert third == reference() and b'drwatch_copy_restore_projected_seconds{asset="b"' not in third

@@ -288,11 +288,12 @@ class _AssetEntry:
     fragments: tuple[bytes, ...]  # sample lines per family of asset_families
 
 
-def _inputs(snap: Snapshot, asset: str, validators: tuple[str, ...], refs: tuple[str, ...]) -> tuple[object, ...]:
+def _inputs(snap: Snapshot, asset: str, validators: tuple[str, ...], refs: tuple[str, ...],
+            now: float) -> tuple[object, ...]:
     """Everything of the snapshot an asset's series depend on (objects are replaced, never mutated)."""
     return (*(snap.validators.get((asset, v)) for v in validators), *(snap.acks.get((asset, v)) for v in validators),
             *(snap.attestations.get((asset, r)) for r in refs), *(snap.copy_bytes.get((asset, r)) for r in refs),
-            *(snap.verify.get((asset, r)) for r in refs), *rate_inputs(snap, asset))
+            *(snap.verify.get((asset, r)) for r in refs), *rate_inputs(snap, asset, now))
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
@@ -398,7 +399,7 @@ class SnapshotRenderer:
                          (prev.attestations, snap.attestations), (prev.copy_bytes, snap.copy_bytes),
                          (prev.verify, snap.verify)):
             names |= _changed_assets(old, new)
-        names |= rates_changed(cfg, prev.rates, snap.rates)
+        names |= rates_changed(cfg, prev, snap, now)
         dirty = {self._index[n] for n in names if n in self._index}
         while self._expiry and self._expiry[0][0] <= now:
             _, i = heapq.heappop(self._expiry)
@@ -422,7 +423,7 @@ class SnapshotRenderer:
         """Bring asset ``i`` up to date; whether its sample lines changed."""
         name = self._names[i]
         validators, refs = self._layout[i]
-        inputs = _inputs(snap, name, validators, refs)
+        inputs = _inputs(snap, name, validators, refs, now)
         entry = self._entries[i]
         same_inputs = entry is not None and _same(entry.inputs, inputs)
         if entry is not None and same_inputs and entry.valid_from <= now < entry.valid_until:

@@ -9,8 +9,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from drwatch.config.model import Config
 from drwatch.state.rto import AssetProjection, drill_location
+from drwatch.state.rto_drills import throughput
 from drwatch.state.snapshot import Snapshot
-from drwatch.store.rates import SampleKey
 
 _AC = ["asset", "copy"]
 
@@ -81,22 +81,26 @@ def _locations(cfg: Config, asset: str) -> set[str]:
     return out
 
 
-def rates_changed(cfg: Config, old: Mapping[SampleKey, object], new: Mapping[SampleKey, object]) -> set[str]:
-    """Assets whose projection may change between two versions of the snapshot's rate samples: a location's
-    throughput is shared by every asset with a copy (or a drill) there."""
-    if old is new:
+def rates_changed(cfg: Config, old: Snapshot, new: Snapshot, now: float) -> set[str]:
+    """Assets whose projection may change between two snapshots' rate samples: a location's throughput is shared
+    by every asset with a copy (or a drill) there, so they change only when that throughput's figure does (two
+    significant digits: not on every read); an asset's own drills change its projection."""
+    if old.rates is new.rates:
         return set()
-    keys = {k for k, v in new.items() if old.get(k) is not v} | (old.keys() - new.keys())
-    locations = {name if kind == "read" else drill_location(cfg, asset, name) for kind, asset, name in keys}
+    keys = {k for k, v in new.rates.items() if old.rates.get(k) is not v} | (old.rates.keys() - new.rates.keys())
     touched = {asset for kind, asset, _n in keys if kind == "drill"}
-    return touched | {a for a in cfg.assets if a not in touched and _locations(cfg, a) & locations}
+    locations = {name if kind == "read" else drill_location(cfg, asset, name) for kind, asset, name in keys}
+    moved = {loc for loc in locations if loc is not None
+             and throughput(cfg, old, loc, now)[0] != throughput(cfg, new, loc, now)[0]}
+    return touched | {a for a in cfg.assets if a not in touched and _locations(cfg, a) & moved}
 
 
-def rate_inputs(snap: Snapshot, asset: str) -> tuple[object, ...]:
-    """The rate samples an asset's projection reads (compared by value: a location's are shared with other assets)."""
+def rate_inputs(snap: Snapshot, asset: str, now: float) -> tuple[object, ...]:
+    """What of the rate samples an asset's projection reads: its locations' throughput figures and its drills."""
     if asset not in snap.config.assets:
         return ()
-    return (*(snap.samples_at(loc) for loc in sorted(_locations(snap.config, asset))), snap.drills_of(asset))
+    cfg = snap.config
+    return (*(throughput(cfg, snap, loc, now)[0] for loc in sorted(_locations(cfg, asset))), snap.drills_of(asset))
 
 
 def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
