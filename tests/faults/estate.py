@@ -650,6 +650,8 @@ class Scenario:
             "backend": {"type": "pinecone", "index": PINECONE_PROD, "api_key_env": "DRW_FAULT_PINECONE_KEY",
                         "control_url": self.ends.pinecone_url or server.url, "poll_interval": "50ms",
                         "request_timeout": "4s", "max_attempts": 2, "max_drills_per_day": 1000,
+                        # two columns drill in the one stand-in project, possibly at once: room for both
+                        "max_temporary_indexes": 2,
                         "parquet": {"location": "s3pcparquet", "prefix": "pcparquet"}}}])
 
     def _pinecone_asset(self, server: PineconeStandIn, *, timeout: str, request_timeout: str,
@@ -660,7 +662,9 @@ class Scenario:
             "backend": {"type": "pinecone", "index": PINECONE_PROD, "api_key_env": "DRW_FAULT_PINECONE_KEY",
                         "control_url": self.ends.pinecone_url or server.url, "poll_interval": "50ms",
                         "request_timeout": request_timeout, "max_attempts": max_attempts,
-                        "max_drills_per_day": 1000}}])
+                        "max_drills_per_day": 1000,
+                        # two columns drill in the one stand-in project, possibly at once: room for both
+                        "max_temporary_indexes": 2}}])
 
     # --- bad backups: the same kind of damage for every column that holds backups ---
 

@@ -107,6 +107,21 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     response.headers[hdrs.SERVER] = SERVER_NAME
 
 
+async def _abort_leftover_transports() -> None:
+    """Last resort before this thread's loop ends: a socket transport the guard never saw or still counts (an
+    accept the loop completed during the shutdown itself) is aborted, and its socket closed on the next turns,
+    instead of being left for the garbage collector (an unclosed socket, a ResourceWarning). The selector loop
+    keeps its live transports by descriptor; a loop without that registry has nothing to offer here."""
+    registry = getattr(asyncio.get_running_loop(), "_transports", None)
+    if not registry:
+        return
+    for transport in list(registry.values()):
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 class HttpServer:
     """The endpoints, served from their own thread; :meth:`start` and :meth:`stop` are called on the daemon's loop
     (the loop ``reload`` runs on and ``heartbeat`` watches)."""
@@ -238,6 +253,7 @@ class HttpServer:
                 if turn >= 3 and not guard.live:
                     break
                 await asyncio.sleep(0 if turn < 20 else 0.01)
+            await _abort_leftover_transports()
         if self._status_executor is not None:
             self._status_executor.shutdown(wait=False, cancel_futures=True)
             self._status_executor = None
