@@ -112,6 +112,11 @@ async def _abort_leftover_transports() -> None:
     accept the loop completed during the shutdown itself) is aborted, and its socket closed on the next turns,
     instead of being left for the garbage collector (an unclosed socket, a ResourceWarning). The selector loop
     keeps its live transports by descriptor; a loop without that registry has nothing to offer here."""
+    # Accepts under way (asyncio makes an accepted socket's transport in a task of its own): let them finish, or
+    # the end of the loop cancels them with their socket not yet wrapped, or their transport's close not yet run.
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=1.0)
     registry = getattr(asyncio.get_running_loop(), "_transports", None)
     if not registry:
         return
