@@ -29,6 +29,7 @@ access. The result proves no copy (no copy report, no recovery point).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
@@ -87,7 +88,7 @@ class TerraformStateValidator:
             body, mtime = got
             r.figures["state_bytes"] = float(len(body))
             r.age(mtime, key)
-            state = r.parse(body)
+            state = await asyncio.to_thread(r.parse, body)  # decompressing and parsing a large state: off the loop
             if state is not None:
                 r.figures["resources"] = float(len(state.get("resources") or []))
                 r.history(state["serial"], state["lineage"], reference)
