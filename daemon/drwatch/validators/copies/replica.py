@@ -125,8 +125,8 @@ class ReplicaValidator:
                                  + (f": {why.message}" if why is not None else ""))
         session = await self._session(ctx, streams, checked) if seal.stream is not None else None
         ref_count, ref_bytes = await self._compare(ctx, seal, prod, checked, session, findings)
-        await sample_reads(ctx, self.cfg.label, self.cfg.throughput_sample,
-                           self.cfg.throughput_sample_every.total_seconds(), checked, session)
+        await sample_reads(ctx, self.cfg.throughput_sample, self.cfg.throughput_sample_every.total_seconds(),
+                           checked, session)
         now = ctx.clock()
         stale = self._judge_point(ctx, seal, ref_count, now, findings)
         if session is not None:

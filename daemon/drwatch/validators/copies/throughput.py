@@ -2,8 +2,10 @@
 
 A copy proven by provider checksums or ETags is never read, so its location's read throughput would stay
 unknown and its restore time unprojectable. After the merge, each reachable S3 copy this run read nothing from
-gets one timed ranged GET of its largest readable object (``throughput_sample`` bytes at most), unless the
-validator's previous result already measured a read of it within ``throughput_sample_every``. Under a
+gets one timed ranged GET of its largest readable object (``throughput_sample`` bytes at most), unless a
+timed read of the asset's copy on that location is stored from within ``throughput_sample_every`` (a sample or
+a verification read; judged by the stored rate samples, not by the previous result alone, which after a
+sample's run read nothing and would let every other run sample again). Under a
 ``verification`` policy the sample is charged to the same daily budget as verification reads (through the
 location's request meter) and skipped when the budget has no room for it. A failed sample measures nothing
 (the time it took is not counted); it never changes the copy's verdict.
@@ -20,26 +22,24 @@ from drwatch.validators.copies.proof import Stream
 from drwatch.validators.copies.verification import VerifySession
 
 
-def _recently_read(ctx: RunContext, validator: str, within: float) -> set[str]:
-    """Copies whose reads the validator's previous stored result measured less than ``within`` ago."""
+def _read_recently(ctx: RunContext, location: str, within: float) -> bool:
+    """Whether a timed read of the asset on ``location`` is stored from less than ``within`` ago."""
     if ctx.results is None or within <= 0:
-        return set()
-    last = ctx.results().last_result(ctx.asset_name, validator)
-    if last is None or ctx.clock() - last.finished_at >= within:
-        return set()
-    return {c.copy for c in last.copies if c.read_bytes > 0}
+        return False
+    last = ctx.results().last_read(ctx.asset_name, location)
+    return last is not None and ctx.clock() - last < within
 
 
-async def sample_reads(ctx: RunContext, validator: str, nbytes: int, within: float, copies: list[Stream],
+async def sample_reads(ctx: RunContext, nbytes: int, within: float, copies: list[Stream],
                        session: VerifySession | None) -> None:
     """One timed ranged read of each S3 copy this run did not read (see the module docstring)."""
     if nbytes <= 0:
         return
-    recent = _recently_read(ctx, validator, within)
     for s in copies:
         src, entry = s.src, s.largest
         if (not isinstance(src, S3Source) or src.role != "copy" or s.state is not None or s.broken
-                or s.reads.bytes > 0 or s.name in recent or entry is None or entry.size <= 0):
+                or s.reads.bytes > 0 or entry is None or entry.size <= 0
+                or _read_recently(ctx, src.location, within)):
             continue
         want = min(nbytes, entry.size)
         if session is not None and session.spent_today() + want > session.allowance():
