@@ -301,6 +301,24 @@ async def test_what_drwatch_cannot_check_is_error(tmp_path: Path, monkeypatch: p
     assert result.figures["up.vault"] == 1.0
 
 
+async def test_credentials_its_profile_cannot_get_are_error_not_a_key_down(tmp_path: Path, moto: MotoServer,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """drwatch's profile gets its credentials from a process that fails (as an expired SSO login or a broken
+    credential_process do): botocore raises before any request reaches KMS, so the key was never asked: error,
+    dependency_not_checked, no up sample; never failed dependency_unreachable (a page for a key that may be fine)."""
+    config = tmp_path / "aws-config"
+    config.write_text("[profile broken]\ncredential_process = /bin/false\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    deps: list[dict[str, Any]] = [{"kind": "kms_key", "name": "key", "key_id": kms_key(moto),
+                                   "endpoint_url": moto.endpoint_url, "profile": "broken", "site": "dc-b"}]
+    result = await run(tmp_path, estate(tmp_path, deps))
+    assert result.outcome == Outcome.ERROR, result.findings
+    assert by_subject(result) == {"key": ("warning", "dependency_not_checked")}
+    assert "CredentialRetrievalError" in result.findings[0].message, result.findings
+    assert "up.key" not in result.figures
+
+
 async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:
     """Production's location declares no site or region (and is no S3 bucket to ask): the run cannot judge failure
     domains, so it is error with failure_domain_unknown, though the dependency is up."""

@@ -8,6 +8,8 @@ never raises for the dependency it probes: it answers a :class:`Probe`.
   KMS key disabled, pending deletion or gone, a Terraform state whose validator failed;
 - ``unknown`` (the run is ``error`` unless something failed): drwatch's own means failed (its credentials missing
   or denied, its CA file unreadable, KMS throttling), or the Terraform state's validator has no fresh verdict.
+  For a KMS key only a connection that fails (refused, reset, timed out) is ``down``; any other botocore error
+  happened before KMS was asked (no region, credentials its profile could not get) and is ``unknown``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from drwatch.core.durations import format_duration
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Outcome
-from drwatch.storage.aws import DENIED, THROTTLED, error_code, read_credentials, session_for
+from drwatch.storage.aws import DENIED, THROTTLED, error_code, http_errors, read_credentials, session_for
 from drwatch.validators.dependencies.config import (
     DnsDependency,
     EndpointDependency,
@@ -150,7 +152,8 @@ def _warm_kms(session: Any) -> None:
 async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
     await asyncio.to_thread(importlib.import_module, "aioboto3")  # ~0.6 s the first time: off the event loop
     from botocore.config import Config as BotoConfig
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     try:
         keys = await asyncio.to_thread(read_credentials, f"dependencies.{dep.name}.", dep, ctx.config.base_dir)
@@ -177,12 +180,14 @@ async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
         return unknown(f"KMS answered {code} for {dep.key_id}")
     except NoCredentialsError:
         return unknown("no AWS credentials found for DescribeKey (set a profile or keys on the dependency)")
-    except (BotoCoreError, OSError) as exc:  # endpoint unreachable, connect/read timeout, no region
-        if type(exc).__name__ == "NoRegionError":
-            return unknown("no region for the KMS API: set 'region' or use the key's ARN")
+    except (BotoConnectionError, HTTPClientError, OSError, *http_errors()) as exc:  # unreachable, connect/read timeout
         detail = str(exc)[:200]  # botocore names the endpoint URL ("Could not connect to the endpoint URL: ...")
         return down(UNREACHABLE, f"KMS DescribeKey on {dep.key_id}: {type(exc).__name__}"
                     + (f" ({detail})" if detail else ""))
+    except BotoCoreError as exc:  # drwatch's own means: no region, credentials its profile could not get (SSO, process)
+        if type(exc).__name__ == "NoRegionError":
+            return unknown("no region for the KMS API: set 'region' or use the key's ARN")
+        return unknown(f"DescribeKey on {dep.key_id} could not be made: {type(exc).__name__} ({str(exc)[:200]})")
     state = str(meta.get("KeyState", ""))
     if state != "Enabled" or meta.get("Enabled") is False:
         when = meta.get("DeletionDate")
