@@ -141,29 +141,25 @@ def _asset_section(name: str, a: dict[str, Any], since: float, until: float) -> 
     return "".join(out)
 
 
-def _checked_since(c: dict[str, Any], since: float) -> str:
-    """For an asset first checked during the period: its share from then on (before, it was never checked)."""
+def _first_check_note(c: dict[str, Any], since: float, *, brief: bool) -> str:
+    """For an asset first checked during the period: its share from then on (before, it was never checked);
+    ``brief`` for the summary table's cell, else a clause of the asset's sentence."""
     first = c.get("checked_from")
     if first is None:
-        return " (never checked)"
+        return '<br><span class="meta">never checked</span>' if brief else " (never checked)"
     if _ts(first) <= since:
         return ""
-    return f' (<b>{c["share_compliant_checked"]:.1%}</b> since its first check, {t(first)})'
-
-
-def _first_check_note(c: dict[str, Any], since: float) -> str:
-    first = c.get("checked_from")
-    if first is None:
-        return '<br><span class="meta">never checked</span>'
-    if _ts(first) <= since:
-        return ""
-    return f'<br><span class="meta">{c["share_compliant_checked"]:.1%} since first check</span>'
+    share = f'{c["share_compliant_checked"]:.1%}'
+    if brief:
+        return f'<br><span class="meta">{share} since first check</span>'
+    return f" (<b>{share}</b> since its first check, {t(first)})"
 
 
 def _compliance_part(out: list[str], name: str, a: dict[str, Any], since: float, until: float) -> None:
     c = a["compliance"]
     out.extend([f'<section class="asset" id="asset-{t(name)}"><h2>{t(name)}</h2>',
-               f'<p>Compliant <b>{c["share_compliant"]:.1%}</b> of the period{_checked_since(c, since)}; now '
+               f'<p>Compliant <b>{c["share_compliant"]:.1%}</b> of the period'
+               f'{_first_check_note(c, since, brief=False)}; now '
                f'<span class="{"ok" if c["compliant_at_end"] else "bad"}">'
                f'{"compliant" if c["compliant_at_end"] else "NOT compliant"}</span>. '
                f'RPO {_dur(a["rpo_seconds"])}, RTO {_dur(a["rto_seconds"])}.</p>',
@@ -288,7 +284,7 @@ def render(doc: dict[str, Any]) -> str:
         rows.append(
             f'<tr><td><a href="#asset-{t(name)}">{t(name)}</a></td>'
             f'<td class="{"ok" if c["compliant_at_end"] else "bad"}">{"yes" if c["compliant_at_end"] else "no"}</td>'
-            f'<td class="n">{c["share_compliant"]:.1%}{_first_check_note(c, since)}</td>'
+            f'<td class="n">{c["share_compliant"]:.1%}{_first_check_note(c, since, brief=True)}</td>'
             f'<td style="min-width:160px">{timeline_svg(c["intervals"], since, until, name)}</td>'
             f'<td class="n">{len(a["drills"])}</td><td class="n">{over}</td>'
             f'<td class="n">{len(a["failures"])}</td><td class="n">{open_failures}</td></tr>')
