@@ -253,3 +253,32 @@ def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample
 def replace_asset(result: Result, asset: str) -> Result:
     from dataclasses import replace
     return replace(result, asset=asset, run_id=f"{asset}-{result.run_id}")
+
+
+def test_a_location_shared_by_many_assets_is_read_by_its_window_only(tmp_path: Path) -> None:
+    """Three assets read one location 30 times each: a projection averages the location's newest
+    ``restore_time.samples`` (5) not older than ``sample_max_age``, and an asset's series are due again only when
+    one of those 5 ages out (not at each of the location's 90 samples' expiries: at thousands of assets on one
+    location, each evaluation walked every asset's samples)."""
+    from drwatch.metrics.restore import rate_expiries
+    from drwatch.state.rto_drills import throughput
+
+    data = {"locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "p"), "site": "a"},
+                          "near": {"kind": "filesystem", "path": str(tmp_path / "n"), "site": "b"}},
+            "restore_time": {"samples": 5, "sample_max_age": "1d"},
+            "assets": {n: {"rpo": "30d", "production": {"location": "prod", "prefix": n},
+                           "copies": [{"location": "near", "prefix": n}], "validators": [{"kind": "replica"}]}
+                       for n in ("a", "b", "c")}}
+    cfg = parse_config(yaml.safe_dump(data), source=str(tmp_path / "drwatch.yaml"))
+    snap = Snapshot(cfg)
+    for i in range(90):
+        result = replica(i, NOW - 80_000 + i * 600, read=(10**6 * (i + 1), 1.0))
+        snap = snap.with_result(replace_asset(result, "abc"[i % 3]), NOW)
+    newest = sorted(snap.samples_at("near"), key=lambda s: s.at)[-5:]
+    rate, n = throughput(cfg, snap, "near", NOW, before=NOW)
+    assert n == 5 and rate == sum(s.bytes for s in newest) / 5.0
+    expiries = rate_expiries(cfg, snap, "a")
+    assert sorted(expiries) == [s.at + 86400 for s in newest]
+    # just after the oldest of those 5 aged out: the 4 newer ones, not an older one in its place
+    later = NOW + 86400 - 80_000 + 85 * 600 + 1
+    assert throughput(cfg, snap, "near", later, before=later)[1] == 4

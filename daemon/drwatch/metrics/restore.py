@@ -104,9 +104,11 @@ def rate_inputs(snap: Snapshot, asset: str, now: float) -> tuple[object, ...]:
 
 
 def rate_expiries(cfg: Config, snap: Snapshot, asset: str) -> list[float]:
-    """Times at which a sample the asset's projection reads grows older than ``restore_time.sample_max_age``."""
+    """Times at which a sample the asset's projection reads grows older than ``restore_time.sample_max_age``: the
+    newest ``restore_time.samples`` of each location and of its drills (an older sample is never read again: the
+    newer ones expire after it), not the thousands a location shared by many assets holds."""
     if asset not in cfg.assets:
         return []
-    age = cfg.restore_time.sample_max_age.total_seconds()
-    rows = [*(s for loc in _locations(cfg, asset) for s in snap.samples_at(loc)), *snap.drills_of(asset)]
+    age, n = cfg.restore_time.sample_max_age.total_seconds(), cfg.restore_time.samples
+    rows = [*(s for loc in _locations(cfg, asset) for s in snap.samples_at(loc)[-n:]), *snap.drills_of(asset)[-n:]]
     return [s.at + age for s in rows]

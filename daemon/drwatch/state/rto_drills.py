@@ -10,6 +10,8 @@ model's error. When the newest ``restore_time.error_drills`` comparable drills a
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from drwatch.config.model import Config
@@ -23,11 +25,18 @@ def drill_location(cfg: Config, asset: str, validator: str) -> str | None:
     return Snapshot(cfg).drill_location(asset, validator)
 
 
-def _usable(cfg: Config, samples: list[RateSample], now: float, before: float | None) -> list[RateSample]:
-    """The newest ``samples`` not older than ``sample_max_age`` (and, for a drill's check, recorded before it)."""
-    oldest = now - cfg.restore_time.sample_max_age.total_seconds()
-    kept = sorted((s for s in samples if s.at >= oldest and (before is None or s.at < before)), key=lambda s: s.at)
-    return kept[-cfg.restore_time.samples:]
+def _usable(cfg: Config, samples: Sequence[RateSample], now: float, before: float | None) -> Sequence[RateSample]:
+    """The newest ``samples`` (oldest first, as the snapshot keeps them) not older than ``sample_max_age`` (and,
+    for a drill's check, recorded before it). Found by bisection: a location shared by thousands of assets holds
+    64 samples of each, and every asset's projection reads it (a scan per projection made a status of 2,000
+    assets take 40 s of CPU)."""
+    lo = bisect_left(samples, now - cfg.restore_time.sample_max_age.total_seconds(), key=_at)
+    hi = len(samples) if before is None else bisect_left(samples, before, key=_at)
+    return samples[max(lo, hi - cfg.restore_time.samples):hi]
+
+
+def _at(s: RateSample) -> float:
+    return s.at
 
 
 def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
@@ -38,16 +47,12 @@ def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
     of a shared location adds a sample, and an exact figure would change the projection — and so the series — of
     every asset there on every run (at 10,000 assets, every asset re-rendered on every scrape). A drill's own
     check (``before``) uses the exact figure."""
-    rows = _usable(cfg, list(snap.samples_at(location)), now, before)
+    rows = _usable(cfg, snap.samples_at(location), now, before)
     seconds = sum(s.seconds for s in rows)
     if not rows or seconds <= 0:
         return None, 0
     rate = sum(s.bytes for s in rows) / seconds
     return (rate if before is not None else float(f"{rate:.2g}")), len(rows)
-
-
-def _drill_samples(snap: Snapshot, asset: str) -> list[RateSample]:
-    return list(snap.drills_of(asset))
 
 
 def _work(s: RateSample) -> float:
@@ -65,7 +70,7 @@ def restore_work(cfg: Config, snap: Snapshot, asset: str, size: float, now: floa
     of a restore (tool start, schema, sandbox database) from the per-byte work: a least-squares line through (bytes,
     seconds), its intercept and slope kept non-negative, so a small drill does not make a large restore look
     cheap and a large one does not make a small one look dear."""
-    rows = _usable(cfg, _drill_samples(snap, asset), now, before)
+    rows = _usable(cfg, snap.drills_of(asset), now, before)
     if not rows or sum(s.bytes for s in rows) <= 0:
         return None
     xs = [float(s.bytes) for s in rows]
@@ -117,7 +122,7 @@ class DrillCheck:
 def check_drills(cfg: Config, snap: Snapshot, asset: str, now: float) -> DrillCheck:
     """Each stored drill of the asset against the projection from the samples before it (where there were any)."""
     out = []
-    for d in sorted(_drill_samples(snap, asset), key=lambda s: s.at):
+    for d in snap.drills_of(asset):
         location = drill_location(cfg, asset, d.name)
         if location is None or d.total is None or d.total <= 0:
             continue

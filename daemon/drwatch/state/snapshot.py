@@ -71,17 +71,20 @@ class Snapshot:
         return {}
 
     def samples_at(self, location: str) -> tuple[RateSample, ...]:
-        """The rate samples of a location: its copies' timed reads and the drills' dump fetches from it (a drill's
-        location is its config's ``location``); computed once per snapshot and location."""
+        """The rate samples of a location, oldest first: its copies' timed reads and the drills' dump fetches from it
+        (a drill's location is its config's ``location``); computed once per snapshot and location."""
         return self._samples(("location", location), self._rate_index[0].get(location, ()))
 
     def drills_of(self, asset: str) -> tuple[RateSample, ...]:
+        """The asset's drill samples, oldest first."""
         return self._samples(("drills", asset), self._rate_index[1].get(asset, ()))
 
     def _samples(self, key: tuple[str, str], keys: Iterable[SampleKey]) -> tuple[RateSample, ...]:
         got = self._sample_cache.get(key)
         if got is None:
-            got = self._sample_cache[key] = tuple(s for k in keys for s in self.rates.get(k, ()))
+            # oldest first (each key's rows are; the merge is sorted once here, not by every reader)
+            got = self._sample_cache[key] = tuple(sorted((s for k in keys for s in self.rates.get(k, ())),
+                                                         key=lambda s: s.at))
         return got
 
     def drill_location(self, asset: str, validator: str) -> str | None:
