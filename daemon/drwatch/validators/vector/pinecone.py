@@ -53,6 +53,7 @@ from drwatch.validators.vector.pinecone_temp import (
     connect,
     owner_tags,
     rto_exceeded,
+    temp_index_guard,
     temp_index_name,
 )
 from drwatch.validators.vector.queries import configured_queries
@@ -69,10 +70,7 @@ async def _cost_guard(client: PineconeClient, backend: PineconeBackend, backup: 
     if backup.record_count is not None and backup.record_count > backend.max_records:
         raise ValidatorError("cost_guard", f"backup {backup.backup_id} holds {backup.record_count} vectors, more "
                                            f"than max_records={backend.max_records}: drill refused")
-    temps = [i.name for i in await client.list_indexes() if i.name.startswith(TEMP_PREFIX)]
-    if len(temps) >= backend.max_temporary_indexes:
-        raise ValidatorError("cost_guard", f"{len(temps)} temporary drwatch indexes exist (max_temporary_indexes="
-                                           f"{backend.max_temporary_indexes}): drill refused")
+    await temp_index_guard(client, backend)
     recent = [j for j in await client.list_restore_jobs()
               if j.target_index_name.startswith(TEMP_PREFIX) and j.created is not None and now - j.created < DAY]
     if len(recent) >= backend.max_drills_per_day:

@@ -32,11 +32,11 @@ from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.validators.postgres import pgdump
 from drwatch.validators.vector.config import PineconeBackend, PineconeParquetExport
 from drwatch.validators.vector.pinecone_temp import (
-    TEMP_PREFIX,
     TempIndex,
     connect,
     owner_tags,
     rto_exceeded,
+    temp_index_guard,
     temp_index_name,
 )
 from drwatch.validators.vector.queries import configured_queries
@@ -131,10 +131,7 @@ async def _cost_guard(client: PineconeClient, backend: PineconeBackend, rows: in
     if rows > backend.max_records:
         raise ValidatorError("cost_guard", f"export {name} holds {rows} vectors, more than "
                                            f"max_records={backend.max_records}: drill refused")
-    temps = [i.name for i in await client.list_indexes() if i.name.startswith(TEMP_PREFIX)]
-    if len(temps) >= backend.max_temporary_indexes:
-        raise ValidatorError("cost_guard", f"{len(temps)} temporary drwatch indexes exist (max_temporary_indexes="
-                                           f"{backend.max_temporary_indexes}): drill refused")
+    await temp_index_guard(client, backend)
 
 
 async def _ready(ctx: RunContext, client: PineconeClient, name: str, poll: float) -> IndexInfo:

@@ -166,6 +166,14 @@ async def remove_temp(client: PineconeClient, name: str, log: Any) -> bool:
             await asyncio.wait_for(asyncio.shield(task), timeout=REMOVE_BUDGET)
         raise
 
+async def temp_index_guard(client: PineconeClient, backend: PineconeBackend) -> None:
+    """``cost_guard`` (error) when the project already holds ``max_temporary_indexes`` drwatch indexes."""
+    temps = [i.name for i in await client.list_indexes() if i.name.startswith(TEMP_PREFIX)]
+    if len(temps) >= backend.max_temporary_indexes:
+        raise ValidatorError("cost_guard", f"{len(temps)} temporary drwatch indexes exist (max_temporary_indexes="
+                                           f"{backend.max_temporary_indexes}): drill refused")
+
+
 def rto_exceeded(ctx: RunContext, restore_seconds: float, index: str) -> list[Finding]:
     rto = ctx.asset.rto
     if rto is None or restore_seconds <= rto.total_seconds():
