@@ -88,6 +88,16 @@ def result_of(doc: Mapping[str, Any], validator: str) -> dict[str, Any]:
     return res
 
 
+def check_config_then_check(config: Path, validator: str, **kw: Any
+                            ) -> tuple[list[str], dict[str, Any], subprocess.CompletedProcess[str]]:
+    """`check-config` on the file (exit 0), then `check --output json` on it under the same conditions (``kw``, as
+    for :func:`drwatch`): check-config's warnings, ``validator``'s result, and the check's process."""
+    said = drwatch("check-config", str(config), **kw)
+    assert said.returncode == 0, said.stderr
+    done = drwatch("check", "--config", str(config), "--output", "json", **kw)
+    return warnings_of(said), result_of(json.loads(done.stdout), validator), done
+
+
 def codes(result: Mapping[str, Any]) -> set[str]:
     return {f["code"] for f in result["findings"]}
 
@@ -168,14 +178,11 @@ def test_a_missing_s3_key_warns_what_check_and_run_then_do(tmp_path: Path, moto:
         (tmp_path / name).chmod(0o600)
     config = _s3_estate(tmp_path / "files", moto, {"access_key_id_file": str(tmp_path / "ak"),
                                                    "secret_access_key_file": str(tmp_path / "sk")})
-    said = drwatch("check-config", str(config))
-    assert said.returncode == 0
-    assert warnings_of(said) == [
+    warned, res, _ = check_config_then_check(config, "replica")
+    assert warned == [
         f"locations.bucket.secret_access_key_file: secret file {tmp_path / 'sk'} is empty: `drwatch run`/`check` "
         "in this environment start, but each check that needs it ends as `error` (secret_unavailable); the "
         "service may get it from its unit"]
-    done = drwatch("check", "--config", str(config), "--output", "json")
-    res = result_of(json.loads(done.stdout), "replica")
     assert res["outcome"] == "error" and codes(res) == {"secret_unavailable"}, res
     assert f"secret file {tmp_path / 'sk'} is empty" in res["findings"][0]["message"]
 
@@ -219,14 +226,11 @@ def test_a_dependency_ca_file_is_no_secret_and_a_missing_one_is_warned_as_check_
                 {"kind": "https", "name": "registry", "url": "https://localhost:1/", "ca_file": "pki/gone.pem",
                  **away}]}]}},
     })
-    said = drwatch("check-config", str(config))
-    assert said.returncode == 0, said.stderr
-    assert warnings_of(said) == [
+    said, res, done = check_config_then_check(config, "recovery_dependencies")
+    assert said == [
         f"assets.data.validators[0].dependencies[1].ca_file: {tmp_path / 'pki' / 'gone.pem'} no such file or "
         "directory: this dependency is not checked (`dependency_not_checked`, a warning: the run ends as `error` "
         "unless another dependency is down)"]
-    done = drwatch("check", "--config", str(config), "--output", "json")
-    res = result_of(json.loads(done.stdout), "recovery_dependencies")
     by_dep = {f["subject"]: f["code"] for f in res["findings"]}
     assert by_dep == {"registry": "dependency_not_checked", "idp": "dependency_unreachable"}, res
     assert res["outcome"] == "failed" and done.returncode == 1
@@ -365,19 +369,13 @@ def test_a_seal_public_key_that_is_not_there_is_warned_as_check_then_finds_it(tm
     effect = ("checks reading this asset's seal (replica, dataset, model_weights, consistency_group) end as "
               "`error` (manifest_unreadable) until the key is there and readable")
 
-    def check_config_and_check(prefix: Sequence[str] = ()) -> tuple[list[str], dict[str, Any]]:
-        said = drwatch("check-config", str(config), prefix=prefix)
-        assert said.returncode == 0, said.stderr
-        done = drwatch("check", "--config", str(config), "--output", "json", prefix=prefix)
-        return warnings_of(said), result_of(json.loads(done.stdout), "replica")
-
-    said, res = check_config_and_check()
+    said, res, _ = check_config_then_check(config, "replica")
     assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: No such file or "
                     f"directory: {effect}"]
     assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
 
     key.write_text("not a key\n")
-    said, res = check_config_and_check()
+    said, res, _ = check_config_then_check(config, "replica")
     assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: not a PEM Ed25519 public "
                     f"key (openssl pkey -in KEY -pubout): {effect}"]
     assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
@@ -385,12 +383,12 @@ def test_a_seal_public_key_that_is_not_there_is_warned_as_check_then_finds_it(tm
     shutil.copy(public, key)
     if unprivileged():
         key.chmod(0)
-        said, res = check_config_and_check(unprivileged())
+        said, res, _ = check_config_then_check(config, "replica", prefix=unprivileged())
         assert said == [f"assets.data.seal_signature.public_key_path: seal public key {key}: Permission denied: "
                         f"{effect}"]
         assert res["outcome"] == "error" and "manifest_unreadable" in codes(res), res
         key.chmod(0o644)
-    said, res = check_config_and_check()
+    said, res, _ = check_config_then_check(config, "replica")
     assert not [w for w in said if "seal_signature" in w], said
     assert res["outcome"] == "ok", res
 
