@@ -26,6 +26,7 @@ from drwatch.state.compliance import evaluate
 from drwatch.state.snapshot import Snapshot
 from tests.support.helpers import basic_config, populate, run_cli
 from tests.support.s3helpers import Locations, bucket, config, parse, report, run, subjects, upload
+from tests.support.s3proxy import RecordingProxy, s3_operation
 from tests.support.s3servers import MotoServer
 from tests.test_replica import codes, copy_report, flip_keep_mtime, run_replica, seal
 
@@ -324,6 +325,51 @@ async def test_s3_copy_behind_past_the_rpo_fails(tmp_path: Path, moto: MotoServe
     assert result.outcome == Outcome.FAILED
     assert report(result, "vault").state == CopyState.FAILED
     assert "behind production" in finding(result, "rpo_exceeded", "vault")
+
+
+@pytest.mark.parametrize("case", ["same_etag", "content_reads_off", "production_unreadable"])
+async def test_s3_copy_ahead_of_the_seal_is_compared_with_production_within_bounds(
+        tmp_path: Path, moto: MotoServer, locs: Locations, case: str) -> None:
+    """A copy object written after production changed it since the seal is compared with production's object,
+    within bounds: equal single-part ETags prove it without a read (no GET of production's object, whose egress
+    is paid for); with `verify_content: false` neither side is read (a corrupted copy stays `ahead`, as sizes
+    alone say); a production object that cannot be read (its GETs time out) leaves the copy's object unchecked
+    (`error`, a warning naming production), never `failed`."""
+    files = {"a.bin": b"a" * 3000, "b.bin": b"b" * 3000}
+    prod, copy = bucket(moto, "liveprod"), bucket(moto, "livecopy")
+    upload(moto, prod, files)
+    upload(moto, copy, files)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for name, body in files.items():
+        (staged / name).write_bytes(body)
+    await seal_directory(staged, out_path=tmp_path / "seal.jsonl")
+    await asyncio.sleep(1.1)
+    upload(moto, prod, {"b.bin": b"B" * 3010})  # production changed it after the seal
+    await asyncio.sleep(1.1)
+    upload(moto, copy, {"b.bin": b"B" * 3010 if case == "same_etag" else bytes(3010)})  # then the backup ran
+    slow = case == "production_unreadable"
+    with RecordingProxy("127.0.0.1", moto.port, get_delay=1.5 if slow else 0.0) as proxy:
+        locs.s3("prod", moto, prod, site="dc-a", endpoint_url=proxy.endpoint_url,
+                **({"read_timeout": "1s", "max_attempts": 1} if slow else {}))
+        locs.s3("vault", moto, copy, site="dc-b")
+        cfg = config(tmp_path, locs, ("prod", "data"), [("vault", "data")],
+                     validators=[{"kind": "replica", "verify_content": case != "content_reads_off"}])
+        cfg["assets"]["data"]["manifest"] = str(tmp_path / "seal.jsonl")
+        result, _ = await run(tmp_path, cfg)
+        gets = [r.key for r in proxy.snapshot(prod) if s3_operation(r) == "get"]
+        proxy.settle()  # the GETs the client gave up on are still served: before the proxy stops
+    vault = report(result, "vault")
+    if case == "production_unreadable":
+        assert result.outcome == Outcome.ERROR, result.findings
+        assert vault.state == CopyState.ERROR
+        assert "production's object could not be read" in finding(result, "unreadable", "vault:b.bin")
+        assert not codes(result) & {"size_mismatch", "content_mismatch"}
+        return
+    assert "data/b.bin" not in gets, gets
+    assert result.outcome == Outcome.OK, result.findings
+    assert vault.state == CopyState.VERIFIED
+    assert subjects(result, "copy_newer_than_seal") == ["vault:b.bin"]
 
 
 @pytest.mark.parametrize("frozen", [False, True])

@@ -20,7 +20,7 @@ from drwatch.storage.filesystem import MANIFEST_NAME, Entry
 from drwatch.storage.s3 import checksum_matches_sha256
 from drwatch.storage.sources import FilesystemSource, S3Source
 from drwatch.validators.base import RunContext
-from drwatch.validators.copies.live import LiveKey, LiveRule, LiveTally
+from drwatch.validators.copies.live import HoldCheck, LiveKey, LiveRule, LiveTally
 from drwatch.validators.copies.merge import Window, guard, listing, next_entry
 from drwatch.validators.copies.posture import record_lock
 
@@ -117,6 +117,10 @@ class DatasetMerge:
             for it in [*iters, seal_entries]:
                 await it.aclose()  # type: ignore[attr-defined]
 
+    def _hold(self, s: Loc) -> HoldCheck | None:
+        """A file ahead of the seal is compared with production's (both read) only where content is read."""
+        return HoldCheck(s.src, lambda _e, _cost: True) if self.verify_content else None
+
     def _count(self, seal: SealTally, r: Entry, limit: int) -> None:
         seal.files += 1
         seal.bytes += r.size
@@ -133,7 +137,7 @@ class DatasetMerge:
         """Prove one file of one location: a size that differs is judged first (a copy behind production,
         production changed since the seal), then Parquet structure, then content with the cheapest evidence."""
         production = s.src.role == "production"
-        if e.size != r.size and (explained := await live.explains(e, production, s.slack, s.src)):
+        if e.size != r.size and (explained := await live.explains(e, production, s.slack, self._hold(s))):
             s.differs(explained, "size_mismatch", f"size {e.size} != sealed {r.size}", e.key, limit, e.mtime)
             return
         if e.size != r.size and not is_parquet(e.key):
@@ -176,7 +180,7 @@ class DatasetMerge:
             s.bytes_hashed += n
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:
-            explained = await live.explains(e, production, s.slack, s.src)
+            explained = await live.explains(e, production, s.slack, self._hold(s))
             s.differs(explained, "content_mismatch", f"content differs from the seal ({how})", e.key, limit, e.mtime)
             return
         s.verified += 1

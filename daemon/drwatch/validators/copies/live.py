@@ -22,7 +22,8 @@ from typing import Any
 from drwatch.core.durations import format_duration
 from drwatch.core.model import Finding, Severity
 from drwatch.storage.filesystem import Entry
-from drwatch.storage.sources import FilesystemSource, S3Source, Source
+from drwatch.storage.s3errors import S3Unavailable
+from drwatch.storage.sources import FilesystemSource, S3Source, Source, same_single_part
 from drwatch.validators.copies.merge import Tally
 
 UNREADABLE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})  # S3 archive tiers: no GET before a retrieval
@@ -70,6 +71,21 @@ async def changed_since_listed(src: Source, entry: Entry) -> bool:
     return (st.st_size, st.st_mtime) != (entry.size, entry.mtime)
 
 
+def _no_charge(_obj: Entry, _reference_cost: int, _nbytes: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class HoldCheck:
+    """How a copy's object ahead of the seal is compared with production's object (both read in full): the copy's
+    source ``src``; ``allow(obj, production_bytes)``: whether both reads may be made now, charged when yes (content
+    reads on, a verification budget with room); ``done(obj, production_bytes, bytes_read)`` after them."""
+
+    src: Source
+    allow: Callable[[Entry, int], bool]
+    done: Callable[[Entry, int, int], None] = _no_charge
+
+
 @dataclass(frozen=True)
 class LiveKey:
     """Production at one key of the merge: its source and listed object (None where production lacks it)."""
@@ -78,16 +94,17 @@ class LiveKey:
     src: Source | None
     entry: Entry | None
 
-    async def explains(self, obj: Entry, production: bool, slack: float = 0.0, copy_src: Source | None = None) -> str:
+    async def explains(self, obj: Entry, production: bool, slack: float = 0.0, check: HoldCheck | None = None) -> str:
         """What production's own changes say about ``obj`` differing from the reference: ``"changed"`` for
         production's object modified after the seal's time; for a copy's object ``"behind"`` (production
         modified it after the copy's object was written) or ``"ahead"`` (under a seal: the copy's object was
         written after the seal and production changed it since the seal too: a newer, unsealed state that
         this seal cannot prove); ``""`` when nothing explains it: corruption. A production object that
         changed while the check ran explains a difference too. ``slack``: the resolution of the copy's
-        times (S3's LastModified is in whole seconds: the write may be up to a second later). ``copy_src``: the
-        copy's source; given, an object that would be ``"ahead"`` must also hold production's current content
-        (production has not changed since the copy's object was written): else nothing explains it."""
+        times (S3's LastModified is in whole seconds: the write may be up to a second later). ``check``: given,
+        an object that would be ``"ahead"`` must also hold production's current content (production has not
+        changed since the copy's object was written): else nothing explains it; ``"unchecked"`` when
+        production's object could not be read to tell."""
         if self.rule.frozen or self.entry is None or self.src is None:
             return ""
         seal = self.rule.seal_time
@@ -102,24 +119,36 @@ class LiveKey:
                 or await changed_since_listed(self.src, self.entry):
             return "behind"
         if seal is not None and seal < obj.mtime <= self.rule.cutoff and self.rule.newer(self.entry.mtime, seal):
-            return await self._holds_production(obj, copy_src)
+            return await self._holds_production(obj, check)
         return ""
 
-    async def _holds_production(self, obj: Entry, copy_src: Source | None) -> str:
+    async def _holds_production(self, obj: Entry, check: HoldCheck | None) -> str:
         """An object written after the seal and after production's last change must be production's content now:
-        ``"ahead"`` when it is (or cannot be compared), ``"behind"`` when production changed while compared,
-        ``""`` when it differs (a copy corrupted or replaced after a harmless change of production's time)."""
+        ``"ahead"`` when it is (equal single-part ETags, or both read), or when it may not be read (no ``check``:
+        content reads off; the budget spent); ``"behind"`` when production changed while compared; ``""`` when
+        it differs (a copy corrupted or replaced after a harmless change of production's time); ``"unchecked"``
+        when production's object could not be read (never the copy's fault)."""
         assert self.src is not None and self.entry is not None
-        if copy_src is None:
-            return "ahead"
         if obj.size != self.entry.size:
             return "behind" if await changed_since_listed(self.src, self.entry) else ""
+        if check is None or same_single_part(obj, self.entry):
+            return "ahead"
+        if not check.allow(obj, self.entry.size):
+            return "ahead"
+        n = 0
         try:
-            ours = await copy_src.sha256(obj)  # one after the other: a failed read leaves no other task running
-            theirs = await self.src.sha256(self.entry)
+            ours, n = await check.src.sha256(obj)  # one after the other: a failed read leaves no other task running
+            try:
+                theirs = await self.src.sha256(self.entry)
+            except (S3Unavailable, OSError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                return "unchecked"
         except FileNotFoundError:
             return "behind"  # one side went since the listing: a backup or production at work
-        if ours[0] == theirs[0]:
+        finally:
+            check.done(obj, self.entry.size, n)
+        if ours == theirs[0]:
             return "ahead"
         return "behind" if await changed_since_listed(self.src, self.entry) else ""
 
@@ -181,6 +210,10 @@ class LiveTally(Tally):
             self.note("copy_newer_than_seal", f"{message}: written after the seal while production changed it "
                       "too (a backup in progress: a newer state than the seal; the next seal proves it)", key,
                       limit, Severity.WARNING)
+        elif explained == "unchecked":
+            self.errors += 1  # could not be checked: never a failure of the copy
+            self.note("unreadable", f"{message}: written after the seal while production changed it too, and "
+                      "production's object could not be read to compare", key, limit, Severity.WARNING)
         else:
             self.mismatch += 1
             self.note(code, message, key, limit, Severity.CRITICAL)

@@ -17,7 +17,7 @@ from drwatch.storage.s3 import ObjectHead, checksum_matches_sha256
 from drwatch.storage.sources import same_single_part
 from drwatch.validators.copies.ledger import LedgerEntry, composite_matches
 from drwatch.validators.copies.ledger_rows import reference_id
-from drwatch.validators.copies.live import LiveKey, LiveTally
+from drwatch.validators.copies.live import HoldCheck, LiveKey, LiveTally
 from drwatch.validators.copies.posture import record_lock
 from drwatch.validators.copies.reference import Reference
 from drwatch.validators.copies.verification import VerifySession
@@ -98,9 +98,21 @@ class Prover:
         return None, "", ""
 
     async def _differs(self, s: Stream, e: Entry, live: LiveKey | None, how: str) -> None:
-        explained = await live.explains(e, s.src.role == "production", s.slack, s.src) if live is not None else ""
+        production = s.src.role == "production"
+        explained = await live.explains(e, production, s.slack, self._hold(s)) if live is not None else ""
         s.differs(explained, "content_mismatch", f"content differs from the recovery point ({how})", e.key,
                   self.limit, e.mtime)
+
+    def _hold(self, s: Stream) -> HoldCheck | None:
+        """How an object of ``s`` ahead of the seal may be compared with production's: not at all without content
+        reads; under the verification ledger only as its budget allows, charged like any read of it."""
+        if not self.verify_content:
+            return None
+        session = self.session
+        if session is None or s.name not in session.copies:
+            return HoldCheck(s.src, lambda _e, _cost: True)
+        return HoldCheck(s.src, lambda e, cost: session.take(s.name, e, cost),
+                         lambda e, cost, n: session.read_done(s.name, e, cost, n))
 
     async def _ledger(self, s: Stream, e: Entry, ref: Reference, session: VerifySession,
                       prior: LedgerEntry | None, verdict: bool | None, how: str, value: str,
@@ -132,7 +144,7 @@ class Prover:
 
     async def size_differs(self, s: Stream, h: Entry, reference: Reference, live: LiveKey,
                            prior: LedgerEntry | None) -> None:
-        explained = await live.explains(h, s.src.role == "production", s.slack, s.src)
+        explained = await live.explains(h, s.src.role == "production", s.slack, self._hold(s))
         s.differs(explained, "size_mismatch", f"size {h.size} != {reference.entry.size}", h.key, self.limit, h.mtime)
         session = self.session
         if session is not None and s.name in session.copies and explained != "changed":
