@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
 
+from drwatch.core.sizes import format_size
 from drwatch.validators.copies.ledger import (
     DAY,
     LedgerRow,
@@ -34,7 +35,6 @@ from drwatch.validators.copies.ledger import (
     VerificationPolicy,
     daily_allowance,
     due_cutoff,
-    format_size,
     select_reads,
     shortfall,
 )

@@ -282,3 +282,15 @@ def test_a_location_shared_by_many_assets_is_read_by_its_window_only(tmp_path: P
     # just after the oldest of those 5 aged out: the 4 newer ones, not an older one in its place
     later = NOW + 86400 - 80_000 + 85 * 600 + 1
     assert throughput(cfg, snap, "near", later, before=later)[1] == 4
+
+
+def test_sizes_read_the_same_in_every_report(tmp_path: Path) -> None:
+    """One byte formatter (binary units) for the restore-time why, the status page and budget messages: the
+    why of 100 MB read at 100 MB/s says MiB as the page's tables do."""
+    from drwatch.core.sizes import format_size
+
+    assert [format_size(n) for n in (0, 1023, 1024, 1.5 * 2**30, 3 * 2**40, 2**50)] == [
+        "0 B", "1023 B", "1.0 KiB", "1.5 GiB", "3.0 TiB", "1024.0 TiB"]
+    cfg = config(tmp_path)
+    snap = Snapshot(cfg).with_result(replica(1, NOW - 60), NOW).with_result(drill(1, NOW - 30, 3.0), NOW)
+    assert projected(cfg, snap).why.startswith("fastest counted copy 'near': 95.4 MiB at 95.4 MiB/s (measured")

@@ -13,6 +13,7 @@ from typing import Any
 
 from drwatch.core.durations import format_duration
 from drwatch.core.model import worst_first
+from drwatch.core.sizes import format_size
 from drwatch.core.textsafe import escape
 
 MAX_ROWS = 200  # per table: the rest is in the JSON report (--format json), which lists every result
@@ -58,14 +59,6 @@ def _ts(iso: str | None) -> float:
 
 def _dur(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def timeline_svg(intervals: list[dict[str, Any]], since: float, until: float, label: str) -> str:
@@ -200,7 +193,8 @@ def _drills_part(out: list[str], a: dict[str, Any], since: float, until: float) 
                        f'<td>{_restore_bar(d["restore_seconds"], d["rto_seconds"])}'
                        f'<span class="{"ok" if d["within_rto"] else "bad"}">{within}</span></td>'
                        f'<td class="n">{rows}</td><td class="n">{d["objects_proven"]}</td>'
-                       f'<td class="n">{_bytes(d["bytes_proven"])}</td><td class="why">{_findings_text(d["findings"])}'
+                       f'<td class="n">{format_size(d["bytes_proven"])}</td>'
+                       f'<td class="why">{_findings_text(d["findings"])}'
                        "</td></tr>")
         out.append("</table></div>" + _more(len(drills)))
 
@@ -228,7 +222,8 @@ def _verifications_part(out: list[str], a: dict[str, Any]) -> None:
         out.append(f'<tr><td>{t(label)}</td><td>{t(v["kind"])}</td>'
                    + "".join(f'<td class="n">{runs.get(o, 0)}</td>' for o in ("ok", "failed", "error", "timeout",
                                                                               "cancelled"))
-                   + f'<td class="n">{v["objects_proven"]}</td><td class="n">{_bytes(v["bytes_proven"])}</td></tr>')
+                   + f'<td class="n">{v["objects_proven"]}</td>'
+                   + f'<td class="n">{format_size(v["bytes_proven"])}</td></tr>')
     out.append("</table></div>")
     notok = [v for v in a["verifications"] if v["outcome"] != "ok"]
     if notok:

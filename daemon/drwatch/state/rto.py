@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from drwatch.config.model import AssetConfig, Config
 from drwatch.core.durations import format_duration
 from drwatch.core.model import Finding, Outcome, Severity
+from drwatch.core.sizes import format_size
 from drwatch.state.compliance import AssetVerdict, CopyStatus, is_offsite
 from drwatch.state.rto_drills import DrillCheck, check_drills, drill_location, restore_work, throughput
 from drwatch.state.snapshot import CopyFact, Snapshot
@@ -125,21 +126,13 @@ def _copy(cfg: Config, snap: Snapshot, asset_name: str, status: CopyStatus, prod
                        why=f"at least {format_duration(retrieval)} retrieval ({slowest or 'declared'}) + "
                            f"{format_duration(fixed)} restore work; {unknown}: the read itself is not included")
     seconds = size / rate + retrieval + fixed
-    parts = [f"{_bytes(size)} at {_bytes(rate)}/s ({source}"
+    parts = [f"{format_size(size)} at {format_size(rate)}/s ({source}"
              + (f", {n} sample(s))" if source == "measured" else ")")]
     if retrieval:
         parts.append(f"+ {format_duration(retrieval)} retrieval" + (f" ({slowest})" if slowest else ""))
     parts.append(f"+ {format_duration(fixed)} restore work (drills)" if work is not None
                  else "(no drill: restore work beyond reading not measured)")
     return replace(base, seconds=seconds, why=" ".join(parts))
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _findings(asset_name: str, rto: float | None, best: CopyProjection | None,

@@ -7,7 +7,8 @@ import math
 
 from drwatch.core.durations import format_duration
 from drwatch.core.model import Finding, Severity
-from drwatch.validators.copies.ledger import DAY, OverBudget, Totals, VerificationPolicy, format_size, shortfall
+from drwatch.core.sizes import format_size
+from drwatch.validators.copies.ledger import DAY, OverBudget, Totals, VerificationPolicy, shortfall
 
 
 def budget_findings(policy: VerificationPolicy, over: OverBudget, reference_reads: bool, asset: Totals,

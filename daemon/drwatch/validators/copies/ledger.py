@@ -52,14 +52,6 @@ def parse_size(value: Any) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
 
 
-def format_size(n: float) -> str:
-    """Bytes for people: ``1.5 GiB``."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
 ByteSize = Annotated[int, BeforeValidator(parse_size), PlainSerializer(int, return_type=int)]
 
 
