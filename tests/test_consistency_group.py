@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from drwatch.config.model import load_config
 from drwatch.formats.sealing import seal_directory
 from drwatch.metrics.collector import ProcessState, make_registry, render
-from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
+from drwatch.state.snapshot import load_snapshot
 from drwatch.validators.groups import judge_skew, newest_consistent_set, skew
 from tests.support.helpers import metric_value, run_cli, sample_files, write_config, write_tree
 from tests.support.pgserver import PostgresServer
@@ -179,13 +178,7 @@ def _codes(res: dict[str, Any]) -> set[str]:
 
 async def _metrics(path: Path) -> str:
     """What a freshly started daemon would export: the collector over the stored state."""
-    cfg = load_config(path)
-    store = open_store(cfg)
-    await store.open()
-    try:
-        snap = Snapshot.from_state(cfg, await store.load_state())
-    finally:
-        await store.close()
+    snap = await load_snapshot(load_config(path))
     import time
 
     return render(make_registry(lambda: snap, ProcessState(started_at=time.time()))).decode()

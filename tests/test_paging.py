@@ -12,7 +12,7 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.model import Ack
 from drwatch.metrics.collector import ProcessState, make_registry, render
-from drwatch.state.snapshot import Snapshot
+from drwatch.state.snapshot import load_snapshot
 from drwatch.store import open_store
 from tests.support.helpers import basic_config, populate, run_cli, write_config
 
@@ -71,13 +71,7 @@ def test_ack_clears_a_failure_not_proven_fixed_and_is_shown_and_exported(tmp_pat
     import asyncio
 
     async def scrape() -> str:
-        config = parse_config(path.read_text(), source=str(path))
-        store = open_store(config)
-        await store.open()
-        try:
-            snap = Snapshot.from_state(config, await store.load_state())
-        finally:
-            await store.close()
+        snap = await load_snapshot(parse_config(path.read_text(), source=str(path)))
         return render(make_registry(lambda: snap, ProcessState(0.0))).decode()
 
     lines = [line for line in asyncio.run(scrape()).splitlines()

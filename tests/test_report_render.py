@@ -16,8 +16,7 @@ from drwatch.engine.runner import AppState
 from drwatch.http.server import HttpServer
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RULES
-from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
+from drwatch.state.snapshot import load_snapshot
 from tests.support.chromium import browser, file_url
 from tests.support.reportestate import FAILING, FIXED
 from tests.test_report import _estate, _report
@@ -55,12 +54,7 @@ def _metric_states(body: str) -> dict[str, dict[str, str]]:
 async def test_status_page_in_chromium_shows_what_metrics_exports(tmp_path: Path) -> None:
     cfg_path = await _estate(tmp_path, {"sqlite": str(tmp_path / "state.sqlite")})
     cfg = load_config(str(cfg_path))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        snap = Snapshot.from_state(cfg, await store.load_state())
-    finally:
-        await store.close()
+    snap = await load_snapshot(cfg)
 
     async def reload() -> tuple[bool, list[str]]:
         return True, []

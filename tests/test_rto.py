@@ -26,8 +26,7 @@ from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.compliance import evaluate
 from drwatch.state.report import document, table
 from drwatch.state.rto import AssetProjection, project
-from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
+from drwatch.state.snapshot import Snapshot, load_snapshot
 from tests.support.helpers import metric_value, sample_files, write_tree
 from tests.support.pgserver import PostgresServer
 from tests.support.runs import open_runner
@@ -56,12 +55,7 @@ async def run_all(cfg: Config, tmp: Path, assets: list[str]) -> None:
 
 async def projections(cfg: Config) -> tuple[Snapshot, dict[str, AssetProjection]]:
     """The projections of a snapshot loaded from the store (as after a restart)."""
-    store = open_store(cfg)
-    await store.open()
-    try:
-        snap = Snapshot.from_state(cfg, await store.load_state())
-    finally:
-        await store.close()
+    snap = await load_snapshot(cfg)
     now = time.time()
     return snap, project(cfg, snap, evaluate(cfg, snap, now), now)
 

@@ -150,18 +150,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 async def _status(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.state.report import document, exit_code, table
-    from drwatch.state.snapshot import Snapshot
-    from drwatch.store import open_store
+    from drwatch.state.snapshot import load_snapshot
 
     missing = missing_store(cfg, "drwatch status")  # opening a SQLite store creates it: status only reads
     if missing is not None:
         return missing
-    store = open_store(cfg)
-    await store.open()
-    try:
-        snap = Snapshot.from_state(cfg, await store.load_state())
-    finally:
-        await store.close()
+    snap = await load_snapshot(cfg)
     now = time.time()
     doc = document(snap, now)
     print(json.dumps(doc, indent=2) if args.output == "json" else table(doc))

@@ -11,6 +11,7 @@ from functools import cached_property
 
 from drwatch.config.model import Config
 from drwatch.core.model import Ack, Attestation, CopyReport, Result
+from drwatch.store import open_store
 from drwatch.store.base import StoredState, ValidatorStats
 from drwatch.store.rates import RateSample, SampleKey, appended, samples_of
 from drwatch.validators.copies.ledger import CopySummary
@@ -159,3 +160,13 @@ class Snapshot:
             and s.last_result is not None and s.last_result.recovery_point is not None
         ]
         return max(points) if points else None
+
+
+async def load_snapshot(config: Config) -> Snapshot:
+    """The stored state as a snapshot, as a (re)started daemon builds it: the store opened, read and closed."""
+    store = open_store(config)
+    await store.open()
+    try:
+        return Snapshot.from_state(config, await store.load_state())
+    finally:
+        await store.close()
