@@ -10,7 +10,9 @@ and a Terraform state judged by a real ``terraform_state`` validator run first i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -317,6 +319,37 @@ async def test_credentials_its_profile_cannot_get_are_error_not_a_key_down(tmp_p
     assert by_subject(result) == {"key": ("warning", "dependency_not_checked")}
     assert "CredentialRetrievalError" in result.findings[0].message, result.findings
     assert "up.key" not in result.figures
+
+
+async def test_drwatch_own_files_that_hang_are_error_not_a_dependency_down(tmp_path: Path, moto: MotoServer,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CA file of an HTTPS probe and the key file of a KMS probe block when read (named pipes nobody writes, as
+    a file on a hung network mount does) past the probe's 1 s timeout: the dependency was never asked, so each is
+    dependency_not_checked (error), never dependency_unreachable (failed); the reachable one is still up."""
+    ca_pipe, key_pipe = tmp_path / "ca.pem", tmp_path / "kms-key-id"
+    for pipe in (ca_pipe, key_pipe):
+        os.mkfifo(pipe)
+    monkeypatch.setenv("DRW_DEP_SK", moto.secret_key)
+    async with tcp_listener() as port:
+        deps: list[dict[str, Any]] = [
+            {"kind": "https", "name": "idp", "url": "https://localhost:1/", "ca_file": str(ca_pipe), "timeout": "1s",
+             **AWAY},
+            {"kind": "kms_key", "name": "key", "key_id": kms_key(moto), "endpoint_url": moto.endpoint_url,
+             "access_key_id_file": str(key_pipe), "secret_access_key_env": "DRW_DEP_SK", "timeout": "1s",
+             "site": "dc-b"},
+            {"kind": "tcp", "name": "vault", "host": "127.0.0.1", "port": port, **AWAY},
+        ]
+        try:
+            result = await run(tmp_path, estate(tmp_path, deps))
+        finally:
+            for pipe in (ca_pipe, key_pipe):  # the readers left blocked in their threads see end of file
+                with contextlib.suppress(OSError):
+                    os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    assert result.outcome == Outcome.ERROR, result.findings
+    assert by_subject(result) == {"idp": ("warning", "dependency_not_checked"),
+                                  "key": ("warning", "dependency_not_checked")}
+    assert all("the dependency was not asked" in f.message for f in result.findings if f.subject in ("idp", "key"))
+    assert result.figures["up.vault"] == 1.0 and "up.idp" not in result.figures and "up.key" not in result.figures
 
 
 async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:

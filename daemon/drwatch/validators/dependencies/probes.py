@@ -7,7 +7,8 @@ never raises for the dependency it probes: it answers a :class:`Probe`.
   connection refused or not accepted in time, a certificate that does not verify, an unexpected HTTP status, a
   KMS key disabled, pending deletion or gone, a Terraform state whose validator failed;
 - ``unknown`` (the run is ``error`` unless something failed): drwatch's own means failed (its credentials missing
-  or denied, its CA file unreadable, KMS throttling), or the Terraform state's validator has no fresh verdict.
+  or denied, its CA file unreadable, either not read within the timeout, KMS throttling), or the Terraform
+  state's validator has no fresh verdict.
   For a KMS key only a connection that fails (refused, reset, timed out) is ``down``; any other botocore error
   happened before KMS was asked (no region, credentials its profile could not get) and is ``unknown``.
 """
@@ -59,20 +60,33 @@ def unknown(message: str) -> Probe:
     return Probe("unknown", NOT_CHECKED, message)
 
 
+@dataclass
+class _Asking:
+    """Whether the probe has got past drwatch's own means (its CA file, credentials, AWS SDK) to asking the
+    dependency: a timeout before that is drwatch's, never the dependency's."""
+
+    started: bool = False
+
+
 async def probe(dep: Any, ctx: RunContext) -> Probe:
     """The probe of one dependency, within its timeout (a hung resolver thread is left behind, never waited on)."""
     limit = dep.timeout.total_seconds()
+    asking = _Asking(started=isinstance(dep, DnsDependency | TerraformStateDependency)
+                     or (isinstance(dep, EndpointDependency) and dep.url is None))
     try:
         async with asyncio.timeout(limit):
             if isinstance(dep, DnsDependency):
                 return await _dns(dep)
             if isinstance(dep, EndpointDependency):
-                return await (_https(dep, ctx, limit) if dep.url is not None else _tcp(dep))
+                return await (_https(dep, ctx, limit, asking) if dep.url is not None else _tcp(dep))
             if isinstance(dep, KmsKeyDependency):
-                return await _kms(dep, ctx, limit)
+                return await _kms(dep, ctx, limit, asking)
             if isinstance(dep, TerraformStateDependency):
                 return _terraform_state(dep, ctx)
     except TimeoutError:
+        if not asking.started:
+            return unknown(f"drwatch's own means (its CA file, credentials or AWS SDK) took more than the "
+                           f"probe's {format_duration(limit)}: the dependency was not asked")
         return down(UNREACHABLE, f"no answer within {format_duration(limit)}")
     raise TypeError(f"no probe for {type(dep).__name__}")
 
@@ -107,7 +121,7 @@ def _tls_context(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)  # reads the file: called in a thread
 
 
-async def _https(dep: EndpointDependency, ctx: RunContext, limit: float) -> Probe:
+async def _https(dep: EndpointDependency, ctx: RunContext, limit: float, asking: _Asking) -> Probe:
     import aiohttp  # imported on first use (start-up of `check`)
 
     assert dep.url is not None
@@ -116,6 +130,7 @@ async def _https(dep: EndpointDependency, ctx: RunContext, limit: float) -> Prob
         tls = await asyncio.to_thread(_tls_context, cafile)
     except (OSError, ssl.SSLError) as exc:
         return unknown(f"the CA file {cafile} cannot be used ({getattr(exc, 'strerror', None) or exc})")
+    asking.started = True
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit)) as http, \
                 http.get(dep.url, ssl=tls, allow_redirects=False) as resp:
@@ -149,7 +164,7 @@ def _warm_kms(session: Any) -> None:
     loader.load_data("partitions")
 
 
-async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
+async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float, asking: _Asking) -> Probe:
     await asyncio.to_thread(importlib.import_module, "aioboto3")  # ~0.6 s the first time: off the event loop
     from botocore.config import Config as BotoConfig
     from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
@@ -161,6 +176,7 @@ async def _kms(dep: KmsKeyDependency, ctx: RunContext, limit: float) -> Probe:
         await asyncio.to_thread(_warm_kms, session)
     except ValidatorError as exc:
         return unknown(exc.message)
+    asking.started = True
     boto_cfg = BotoConfig(connect_timeout=limit, read_timeout=limit, retries={"mode": "standard", "max_attempts": 2})
     try:
         async with session.client("kms", region_name=dep.api_region, endpoint_url=dep.endpoint_url,
