@@ -151,10 +151,6 @@ def _why(exc: BaseException) -> str:
     return text[:200] or type(exc).__name__
 
 
-_UNUSABLE_STATES = {"Disabled", "PendingDeletion", "PendingImport", "PendingReplicaDeletion", "Unavailable",
-                    "Creating", "Updating"}
-
-
 def _warm_kms(session: Any) -> None:
     """Parse KMS's service model and endpoint rules into the session's loader cache (in a thread: ~0.1-0.3 s of
     CPU the first time, which would otherwise block the event loop when the client is made)."""
