@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from drwatch.config.model import Config, parse_config
@@ -203,6 +204,35 @@ async def test_copy_proven_without_reads_gets_one_ranged_sample_within_the_budge
         assert not [r for r in proxy.snapshot(copy) if r.method == "GET" and r.key]
         _snap, proj = await projections(cfg)
         assert proj["data"].copies[0].seconds is None
+
+
+async def test_a_sample_read_the_copy_refuses_is_a_warning_not_a_verdict(
+        tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
+    """The copy answers its ranged sample GET 403 (credentials that may list but not read): the copy stays proven
+    by ETags (ok), its restore time unknown, and the refusal is logged as a warning naming copy and error (an
+    info line before: an RTO not judged with nothing at warning level to say why)."""
+    files = {f"f{i}.bin": os.urandom(100_000 + i) for i in range(2)}
+    prod, copy = bucket(moto, "prod"), bucket(moto, "copy")
+    upload(moto, prod, files)
+    upload(moto, copy, files)
+    with RecordingProxy("127.0.0.1", moto.port) as proxy:
+        proxy.refuse_object_gets = 403
+        locs.s3("prod", moto, prod, site="dc-a", access_key="AKIDPROD")
+        locs.s3("copy", moto, copy, site="dc-b", access_key="AKIDCOPY")
+        locs.data["copy"]["endpoint_url"] = proxy.endpoint_url
+        cfg = parse(tmp_path, {
+            "store": {"sqlite": str(tmp_path / "state.sqlite")}, "locations": locs.data,
+            "assets": {"data": {"rpo": "1d", "rto": "1h", "production": {"location": "prod", "prefix": "data"},
+                                "copies": [{"location": "copy", "prefix": "data"}],
+                                "validators": [{"kind": "replica", "throughput_sample": 65536}]}}})
+        with structlog.testing.capture_logs() as captured:
+            await run_all(cfg, tmp_path, ["data"])  # ok: asserted by run_all
+        proxy.settle()
+        assert [(r.method, r.status) for r in proxy.snapshot(copy) if r.key] == [("GET", 403)]
+    [event] = [e for e in captured if e["event"] == "throughput_sample_failed"]
+    assert event["log_level"] == "warning" and event["copy"] == "copy" and "S3Unavailable" in event["error"], event
+    _snap, proj = await projections(cfg)
+    assert proj["data"].copies[0].seconds is None and "rto_not_judged" in codes(proj["data"])
 
 
 def _dump(server: PostgresServer, tmp: Path) -> Path:

@@ -5,8 +5,8 @@ unchanged (same method, path, query, headers, body) to the upstream server (moto
 its status and byte counts. Generic: it knows nothing about drwatch, and :func:`s3_operation` classifies
 path-style S3 requests for assertions. ``get_delay`` slows down object GETs (one at a time) so a test can
 interrupt a client in the middle of its reads; ``get_rate`` sends object GET bodies at that many bytes per second
-in all (one slow link shared by every connection); ``refuse_object_heads`` answers every object HEAD that status
-(recorded, not forwarded).
+in all (one slow link shared by every connection); ``refuse_object_heads`` (``refuse_object_gets``) answers every
+object HEAD (GET) that status (recorded, not forwarded).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class RecordingProxy:
         self.get_rate = get_rate  # bytes per second of object GET bodies, all connections together (0: unlimited)
         self._link_free = 0.0  # monotonic time the shared slow link is free again
         self.refuse_object_heads = refuse_object_heads  # an HTTP status answered to every HEAD of an object (0: none)
+        self.refuse_object_gets = 0  # the same for every GET of an object
         self.records: list[Record] = []
         self._lock = threading.Lock()
         self._slow = threading.Lock()
@@ -112,13 +113,13 @@ class RecordingProxy:
                 body = self._body()
                 split = urlsplit(self.path)
                 rec_path = unquote(split.path)
-                if proxy.refuse_object_heads and self.command == "HEAD" and "/" in rec_path.lstrip("/"):
-                    self.send_response_only(proxy.refuse_object_heads)
+                refuse = {"HEAD": proxy.refuse_object_heads, "GET": proxy.refuse_object_gets}.get(self.command, 0)
+                if refuse and "/" in rec_path.lstrip("/"):
+                    self.send_response_only(refuse)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     with proxy._lock:
-                        proxy.records.append(Record(self.command, rec_path, split.query, proxy.refuse_object_heads,
-                                                    len(body), 0))
+                        proxy.records.append(Record(self.command, rec_path, split.query, refuse, len(body), 0))
                     return
                 if proxy.get_delay and self.command == "GET" and "/" in rec_path.lstrip("/"):
                     with proxy._slow:

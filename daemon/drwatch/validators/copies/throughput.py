@@ -8,7 +8,8 @@ a verification read; judged by the stored rate samples, not by the previous resu
 sample's run read nothing and would let every other run sample again). Under a
 ``verification`` policy the sample is charged to the same daily budget as verification reads (through the
 location's request meter) and skipped when the budget has no room for it. A failed sample measures nothing
-(the time it took is not counted); it never changes the copy's verdict.
+(the time it took is not counted) and is logged as a warning (``throughput_sample_failed``); it never changes
+the copy's verdict.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ async def sample_reads(ctx: RunContext, nbytes: int, within: float, copies: list
         try:
             got = await src.read_sample(entry, want)
         except (S3Unavailable, FileNotFoundError) as exc:
-            ctx.log.info("throughput_sample_failed", copy=s.name, reason=type(exc).__name__)
+            # A warning: until a read succeeds the copy's restore time is unknown (rto_not_judged), and a copy
+            # drwatch may list but not read (GetObject denied) is worth an operator's look.
+            ctx.log.warning("throughput_sample_failed", copy=s.name, location=src.location,
+                            error=f"{type(exc).__name__}: {exc}")
             continue
         s.reads.bytes += got
         s.reads.seconds += time.monotonic() - started
