@@ -375,6 +375,11 @@ async def test_failure_domain_unknown_is_error(tmp_path: Path) -> None:
     ({"kind": "dns", "name": "x", "host": "192.0.2.53", "region": "r"}, "is an address: resolving it asks no DNS"),
     ({"kind": "dns", "name": "x", "host": "2001:db8::53", "region": "r"}, "is an address: resolving it asks no DNS"),
     ({"kind": "dns", "name": "x", "host": "h", "region": "r", "timeout": "10m"}, "at most 5m"),
+    # Names the resolver cannot be asked for (the IDNA codec raises): the probe would stop the whole run.
+    ({"kind": "dns", "name": "x", "host": "zone..example.com", "region": "r"}, "is not a host name"),
+    ({"kind": "tcp", "name": "x", "host": "x" * 64 + ".example.com", "port": 1, "region": "r"},
+     "is not a host name"),
+    ({"kind": "https", "name": "x", "url": "https://idp..example.com/", "region": "r"}, "is not a host name"),
     ({"kind": "dns", "name": "x", "host": "h"}, "declare where it lives"),
     ({"kind": "terraform_state", "name": "x", "asset": "nope", "region": "r"}, "unknown asset 'nope'"),
     ({"kind": "tcp", "name": "x", "host": "h", "port": 1, "ca_file": "c", "region": "r"}, "'url' probe only"),

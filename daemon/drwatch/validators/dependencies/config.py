@@ -27,6 +27,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _KMS_ARN = re.compile(r"^arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):\d{12}:(key|alias)/.+$")
 
 
+def _encodable(host: str) -> None:
+    """A host name the resolver can be asked for (IDNA: no empty label, none over 63 characters); an address
+    passes. A probe of one that is not would stop the whole run, not answer for its dependency."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a host name (empty label, or one over 63 characters)") from None
+
+
 class _Dependency(BaseModel):
     """Fields every dependency has."""
 
@@ -73,6 +87,7 @@ class DnsDependency(_Dependency):
         try:
             ipaddress.ip_address(value.strip("[]"))
         except ValueError:
+            _encodable(value)
             return value
         raise ValueError(f"{value} is an address: resolving it asks no DNS server (always up); set a name the DNS "
                          "service answers for, or probe the resolver itself with kind tcp, port 53")
@@ -100,10 +115,13 @@ class EndpointDependency(_Dependency):
             raise ValueError("an https dependency takes 'url'")
         if has_host and (self.host is None or self.port is None or not self.host):
             raise ValueError("set both 'host' and 'port'")
+        if self.host is not None:
+            _encodable(self.host)
         if self.url is not None:
             parts = urlsplit(self.url)
             if parts.scheme != "https" or not parts.hostname:
                 raise ValueError("'url' must be an https:// URL (the probe verifies TLS)")
+            _encodable(parts.hostname)
             if parts.username is not None or parts.password is not None:
                 raise ValueError("'url' must carry no credentials (the probe sends none; it would show them in "
                                  "findings)")
