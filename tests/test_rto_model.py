@@ -5,6 +5,7 @@ keeps missing real restores becoming a finding."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,27 @@ def test_sizes_read_the_same_in_every_report(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     snap = Snapshot(cfg).with_result(replica(1, NOW - 60), NOW).with_result(drill(1, NOW - 30, 3.0), NOW)
     assert projected(cfg, snap).why.startswith("fastest counted copy 'near': 95.4 MiB at 95.4 MiB/s (measured")
+
+
+def test_a_lower_bound_within_the_rto_does_not_meet_it(tmp_path: Path) -> None:
+    """The attested vault declares its courier (1 h) but no throughput: projected at a lower bound of 1 h, within
+    the 4 h RTO, while the measured copy ``near`` takes ~28 h. A lower bound shows an RTO missed, never met (the
+    vault's read may take days): not judged, never 'within the RTO' from the vault. Once its 1 h bound exceeds a
+    30 min RTO, the RTO is missed (rto_at_risk)."""
+    cfg = config(tmp_path, validators=[{"kind": "replica"}])
+    object.__setattr__(cfg.locations["vault"].restore, "bytes_per_second", None)
+    object.__setattr__(cfg.locations["vault"].restore, "retrieval_time", timedelta(hours=1))
+    snap = Snapshot(cfg).with_result(replica(1, NOW - 60, read=(10**6, 100.0)), NOW)
+    snap = snap.with_attestation(Attestation("data", "vault", "checked", NOW - 3600, NOW - 3600))
+    p = projected(cfg, snap)
+    vault = next(c for c in p.copies if c.copy == "vault")
+    assert vault.counted and vault.lower_bound and vault.seconds == 3600
+    assert p.seconds is None and p.copy is None, p
+    assert {f.code for f in p.findings} == {"rto_not_judged"}, p.findings
+    assert "vault only bounded below" in p.why
+
+    cfg = config(tmp_path, rto="30m", validators=[{"kind": "replica"}])
+    object.__setattr__(cfg.locations["vault"].restore, "bytes_per_second", None)
+    object.__setattr__(cfg.locations["vault"].restore, "retrieval_time", timedelta(hours=1))
+    p = projected(cfg, snap)
+    assert p.copy == "vault" and p.seconds == 3600 and "rto_at_risk" in {f.code for f in p.findings}

@@ -135,12 +135,18 @@ def _copy(cfg: Config, snap: Snapshot, asset_name: str, status: CopyStatus, prod
     return replace(base, seconds=seconds, why=" ".join(parts))
 
 
+def _undecided(c: CopyProjection, rto: float | None) -> bool:
+    """A counted copy whose restore time may be within the RTO or not: not projected, or only bounded below by
+    a bound within it (the read is not measured: a lower bound can show an RTO missed, never met)."""
+    return c.counted and (c.seconds is None or (c.lower_bound and rto is not None and c.seconds <= rto))
+
+
 def _findings(asset_name: str, rto: float | None, best: CopyProjection | None,
               copies: tuple[CopyProjection, ...]) -> list[Finding]:
     if rto is None or best is None or best.seconds is None:
         return []
     out: list[Finding] = []
-    unknown = [c.copy for c in copies if c.counted and c.seconds is None]
+    unknown = [c.copy for c in copies if _undecided(c, rto)]
     if best.seconds > rto and not unknown:  # a counted copy not projected yet may be the fast one
         out.append(Finding(Severity.CRITICAL, "rto_at_risk",
                            f"the fastest counted copy {best.copy!r} is projected to restore in "
@@ -166,12 +172,14 @@ def project_asset(cfg: Config, snap: Snapshot, verdict: AssetVerdict, now: float
     facts = snap.copy_facts(name)
     copies = tuple(_copy(cfg, snap, name, s, prod, locations[s.name], size, now, facts.get(s.name))
                    for s in verdict.copies if s.name in locations)
-    ranked = sorted((c for c in copies if c.counted and c.seconds is not None), key=lambda c: c.seconds or 0.0)
+    ranked = sorted((c for c in copies if c.counted and c.seconds is not None and not _undecided(c, rto)),
+                    key=lambda c: c.seconds or 0.0)
     best = ranked[0] if ranked else None
     drills = check_drills(cfg, snap, name, now)
     findings = _findings(name, rto, best, copies) + drills.findings(cfg)
-    unknown = [c for c in copies if c.counted and c.seconds is None]
-    missing = "".join(f"; {c.copy} not projected: {c.why}" for c in unknown)
+    unknown = [c for c in copies if _undecided(c, rto)]
+    missing = "".join(f"; {c.copy} {'only bounded below' if c.seconds is not None else 'not projected'}: {c.why}"
+                      for c in unknown)
     if best is not None and unknown and rto is not None and (best.seconds or 0.0) > rto:
         # The copies projected cannot meet the RTO, but one not projected may: the asset cannot be judged.
         why = (f"fastest projected copy {best.copy!r} ({format_duration(best.seconds or 0.0)}) is over the RTO, "
