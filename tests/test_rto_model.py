@@ -15,6 +15,7 @@ from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Attestation, CopyReport, CopyState, Outcome, Result
 from drwatch.state.compliance import evaluate
 from drwatch.state.rto import AssetProjection, project
+from drwatch.state.rto_drills import settled
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import open_store
 from drwatch.store.rates import KEEP
@@ -199,7 +200,8 @@ def test_status_page_shows_projection_copy_and_why(tmp_path: Path) -> None:
 
 def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample_window(tmp_path: Path) -> None:
     """Two assets with copies on one location: a read measured by one asset's run changes the other's projection
-    too, and samples ageing out of ``sample_max_age`` change them with time alone; the incremental /metrics stays
+    too (once the minute it was recorded in has ended: a read in the current minute moves nothing yet), and samples
+    ageing out of ``sample_max_age`` change them with time alone; the incremental /metrics stays
     byte for byte prometheus-client's rendering of the whole snapshot."""
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -218,9 +220,10 @@ def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample
     def run(asset: str, i: int, at: float, read: tuple[int, float]) -> Result:
         return replace_asset(replica(i, at, nbytes=10**9, read=read), asset)
 
-    state = {"snap": Snapshot(cfg).with_result(run("a", 1, NOW - 3 * 86400, (10**8, 1.0)), NOW)
-             .with_result(run("b", 2, NOW - 86400, (0, 0.0)), NOW)}
-    clock = [NOW]
+    minute = settled(NOW)  # the start of a rate step (samples recorded after it join the figure when it ends)
+    state = {"snap": Snapshot(cfg).with_result(run("a", 1, minute - 3 * 86400, (10**8, 1.0)), NOW)
+             .with_result(run("b", 2, minute - 86400, (0, 0.0)), NOW)}
+    clock = [minute + 30]
     process = ProcessState(started_at=NOW - 86400)
     renderer = SnapshotRenderer(lambda: state["snap"], process, lambda: clock[0])
 
@@ -232,23 +235,30 @@ def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample
     first = renderer.render()
     assert first == reference()
     assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"}' not in first  # sample too old
-    state["snap"] = state["snap"].with_result(run("a", 3, NOW - 60, (10**9, 2.0)), NOW)  # only a ran
+    state["snap"] = state["snap"].with_result(run("a", 3, minute - 60, (10**9, 2.0)), NOW)  # only a ran
     second = renderer.render()
     assert second == reference()
     assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' in second  # 1 GB at 500 MB/s
-    # Another read at the same rate (1 GB at 500 MB/s): the location's figure does not move, so no asset is
-    # evaluated or rendered again (at 10,000 assets on shared locations, every read re-rendered every asset).
-    evaluations, renders = renderer.evaluations, renderer.asset_renders
-    state["snap"] = state["snap"].with_result(run("b", 4, NOW - 30, (10**9, 2.0)), NOW)
-    assert renderer.render() == reference()
-    assert renderer.evaluations - evaluations == 1 and renderer.asset_renders - renders <= 1  # b's own run only
-    # A read that moves the figure (two significant digits) re-renders both assets' projections.
-    state["snap"] = state["snap"].with_result(run("a", 5, NOW - 20, (10**9, 20.0)), NOW)
+    # A read in the current minute (b's run, 1 GB in 20 s): it joins the location's figure when the minute ends,
+    # so now only b (whose own result changed) is evaluated again, and nobody's projection moves yet (at 10,000
+    # assets on shared locations, every read had re-rendered every asset).
+    evaluations = renderer.evaluations
+    state["snap"] = state["snap"].with_result(run("b", 4, minute + 40, (10**9, 20.0)), NOW)
+    clock[0] = minute + 45
+    held = renderer.render()
+    assert held == reference()
+    assert renderer.evaluations - evaluations == 1
+    assert b'drwatch_copy_restore_projected_seconds{asset="a",copy="near"} 2.0' in held
+    # The minute ends: the sample joins the figure (2 GB in 22 s), both assets' projections move together.
+    clock[0] = minute + 61
     moved = renderer.render()
-    assert moved == reference() and b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' not in moved
-    clock[0] = NOW + 2 * 86400  # a's last sample ages out too
+    assert moved == reference()
+    assert b'drwatch_copy_restore_projected_seconds{asset="a",copy="near"} 2.0' not in moved
+    assert b'drwatch_copy_restore_projected_seconds{asset="b",copy="near"} 2.0' not in moved
+    clock[0] = minute + 2 * 86400 + 120  # the last samples age out too
     third = renderer.render()
-    assert third == reference() and b'drwatch_copy_restore_projected_seconds{asset="b"' not in third
+    assert third == reference()
+    assert b'drwatch_copy_restore_projected_seconds{asset="b"' not in third
 
 
 def replace_asset(result: Result, asset: str) -> Result:

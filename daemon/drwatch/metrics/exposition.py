@@ -399,7 +399,7 @@ class SnapshotRenderer:
                          (prev.attestations, snap.attestations), (prev.copy_bytes, snap.copy_bytes),
                          (prev.verify, snap.verify)):
             names |= _changed_assets(old, new)
-        names |= rates_changed(cfg, prev, snap, now)
+        names |= rates_changed(cfg, prev, snap, self._last_now, now)
         dirty = {self._index[n] for n in names if n in self._index}
         while self._expiry and self._expiry[0][0] <= now:
             _, i = heapq.heappop(self._expiry)

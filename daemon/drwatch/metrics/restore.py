@@ -9,7 +9,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from drwatch.config.model import Config
 from drwatch.state.rto import AssetProjection, drill_location
-from drwatch.state.rto_drills import throughput
+from drwatch.state.rto_drills import settled, throughput
 from drwatch.state.snapshot import Snapshot
 
 _AC = ["asset", "copy"]
@@ -81,17 +81,20 @@ def _locations(cfg: Config, asset: str) -> set[str]:
     return out
 
 
-def rates_changed(cfg: Config, old: Snapshot, new: Snapshot, now: float) -> set[str]:
-    """Assets whose projection may change between two snapshots' rate samples: a location's throughput is shared
-    by every asset with a copy (or a drill) there, so they change only when that throughput's figure does (two
-    significant digits: not on every read); an asset's own drills change its projection."""
-    if old.rates is new.rates:
-        return set()
-    keys = {k for k, v in new.rates.items() if old.rates.get(k) is not v} | (old.rates.keys() - new.rates.keys())
+def rates_changed(cfg: Config, old: Snapshot, new: Snapshot, old_now: float, now: float) -> set[str]:
+    """Assets whose projection may change since the last render: a location's throughput is shared by every asset
+    with a copy (or a drill) there, so they change when that figure does (new samples join it once a minute,
+    :func:`~drwatch.state.rto_drills.throughput`); an asset's own drills change its projection."""
+    keys = ({k for k, v in new.rates.items() if old.rates.get(k) is not v} | (old.rates.keys() - new.rates.keys())
+            if old.rates is not new.rates else set())
     touched = {asset for kind, asset, _n in keys if kind == "drill"}
-    locations = {name if kind == "read" else drill_location(cfg, asset, name) for kind, asset, name in keys}
+    locations: set[str | None]
+    if settled(old_now) != settled(now):  # a minute ended: the samples recorded in it join the figures
+        locations = set(cfg.locations)
+    else:
+        locations = {name if kind == "read" else drill_location(cfg, asset, name) for kind, asset, name in keys}
     moved = {loc for loc in locations if loc is not None
-             and throughput(cfg, old, loc, now)[0] != throughput(cfg, new, loc, now)[0]}
+             and throughput(cfg, old, loc, old_now)[0] != throughput(cfg, new, loc, now)[0]}
     return touched | {a for a in cfg.assets if a not in touched and _locations(cfg, a) & moved}
 
 

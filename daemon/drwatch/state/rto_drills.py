@@ -10,6 +10,7 @@ model's error. When the newest ``restore_time.error_drills`` comparable drills a
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,20 +40,32 @@ def _at(s: RateSample) -> float:
     return s.at
 
 
+RATE_STEP = 60.0  # seconds: a location's throughput figure takes in new samples once per such step
+
+
+def settled(now: float) -> float:
+    """The start of the current rate step: samples recorded since are not yet in the throughput figure."""
+    return math.floor(now / RATE_STEP) * RATE_STEP
+
+
 def throughput(cfg: Config, snap: Snapshot, location: str, now: float,
                before: float | None = None) -> tuple[float | None, int]:
     """Bytes per second the location delivered (total bytes over total busy seconds), and the samples behind it.
 
-    The figure is kept to two significant digits (steps of 1-10 %, well inside what reads vary by): every read
-    of a shared location adds a sample, and an exact figure would change the projection — and so the series — of
-    every asset there on every run (at 10,000 assets, every asset re-rendered on every scrape). A drill's own
-    check (``before``) uses the exact figure."""
-    rows = _usable(cfg, snap.samples_at(location), now, before)
+    Samples recorded in the current minute (:data:`RATE_STEP`) join the figure when the minute ends, unless there
+    is no older one (a location's first reads count at once). Every read of a shared location adds a sample: a
+    figure that moved with each would change the projection, and the series, of every asset there on every run
+    (at 10,000 assets, every asset re-rendered on every scrape); this way it moves at most once a minute and
+    stays a function of the store and the time (the same after a restart). A drill's own check (``before``) uses
+    the samples recorded before it."""
+    samples = snap.samples_at(location)
+    rows = _usable(cfg, samples, now, before if before is not None else settled(now))
+    if before is None and not rows:
+        rows = _usable(cfg, samples, now, None)
     seconds = sum(s.seconds for s in rows)
     if not rows or seconds <= 0:
         return None, 0
-    rate = sum(s.bytes for s in rows) / seconds
-    return (rate if before is not None else float(f"{rate:.2g}")), len(rows)
+    return sum(s.bytes for s in rows) / seconds, len(rows)
 
 
 def _work(s: RateSample) -> float:
