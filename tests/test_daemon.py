@@ -526,6 +526,46 @@ async def test_a_cancel_a_validator_swallowed_is_still_a_cancel(tmp_path: Path, 
     assert outcomes == [Outcome.CANCELLED], outcomes
 
 
+async def test_a_validator_whose_task_group_child_fails_is_error_not_cancelled(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validator running probes in a task group whose child fails after the group's body ended: on Python 3.11
+    asyncio's TaskGroup cancels its own task to wake it and never withdraws the request, so the run read as
+    cancelled (a swallowed cancel) and a bug or failure of the validator vanished into `cancelled`. drwatch's
+    TaskGroup (core.cancels) withdraws it: the run ends `error` with the crash, and a real cancel still cancels."""
+    from drwatch.core.cancels import TaskGroup
+
+    class Grouped:
+        kind: ClassVar[str] = "replica"
+
+        def __init__(self, cfg: Any) -> None:
+            self.cfg = cfg
+
+        async def run(self, ctx: RunContext) -> Report:
+            async def fails() -> None:
+                await asyncio.sleep(0.01)
+                raise ValueError("a probe's bug")
+
+            async with TaskGroup() as tg:
+                tg.create_task(fails())
+                tg.create_task(asyncio.sleep(5))
+            return Report(Outcome.OK)
+
+    monkeypatch.setitem(validators.REGISTRY, "replica", Grouped)
+    path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
+    async with open_runner(path) as runner:
+        assert runner.launch("a", "replica") is True
+        await asyncio.gather(*runner.running.values())
+        assert runner.launch("a", "replica") is True
+        task = runner.running[("a", "replica")]
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    results = await history(path, "a")
+    assert [r.outcome for r in results] == [Outcome.CANCELLED, Outcome.ERROR], [r.findings for r in results]
+    assert results[1].findings[0].code == "internal_error"
+
+
 async def test_queued_runs_do_not_start_during_drain(tmp_path: Path, probe: Probe) -> None:
     """Runs waiting for a concurrency slot when SIGTERM arrives never start: the drain waits only for the
     runs already executing, then the daemon stops."""

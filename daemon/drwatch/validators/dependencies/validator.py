@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from drwatch.core.cancels import TaskGroup
 from drwatch.core.model import Finding, Outcome, Report, Severity
 from drwatch.storage.config import S3LocationConfig
 from drwatch.storage.s3 import S3Unavailable
@@ -56,7 +57,7 @@ class RecoveryDependenciesValidator:
                 figures[f"probe_seconds.{dep.name}"] = round(loop.time() - started, 6)
                 return got
 
-        async with asyncio.TaskGroup() as tg:
+        async with TaskGroup() as tg:  # 3.11: its own cancel withdrawn (core.cancels)
             tasks = [tg.create_task(one(dep)) for dep in deps]
         findings: list[Finding] = []
         unknown = False

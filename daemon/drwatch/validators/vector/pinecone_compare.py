@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from drwatch.core.cancels import TaskGroup
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Finding, Severity
 
@@ -64,7 +65,7 @@ async def _query_all(client: PineconeClient, host: str, vectors: Sequence[Sequen
         async with sem:
             return [m.id for m in await client.query(host, vec, k, namespace)]
 
-    async with asyncio.TaskGroup() as tg:
+    async with TaskGroup() as tg:  # 3.11: its own cancel withdrawn (core.cancels)
         tasks = [tg.create_task(one(v)) for v in vectors]
     return [t.result() for t in tasks]
 
