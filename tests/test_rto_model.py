@@ -323,6 +323,9 @@ def test_a_lower_bound_within_the_rto_does_not_meet_it(tmp_path: Path) -> None:
     assert p.seconds is None and p.copy is None, p
     assert {f.code for f in p.findings} == {"rto_not_judged"}, p.findings
     assert "vault only bounded below" in p.why
+    from drwatch.state.report import document, table
+    text = table(document(snap, NOW))
+    assert "  data: warning rto_not_judged: the RTO 4h cannot be judged" in text, text  # no empty "[]" subject
 
     cfg = config(tmp_path, rto="30m", validators=[{"kind": "replica"}])
     object.__setattr__(cfg.locations["vault"].restore, "bytes_per_second", None)

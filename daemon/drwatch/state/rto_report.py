@@ -56,7 +56,8 @@ def restore_lines(assets: dict[str, Any]) -> list[str]:
                      _cell(drill.get("measured_seconds")),
                      "-" if drill.get("error_ratio") is None else f"{drill['error_ratio']:+.0%}"])
         why.append(f"  {name}: {r['why']}")
-        why.extend(f"  {name}: {f['severity']} {f['code']} [{f['subject']}]: {f['message']}" for f in r["findings"])
+        why.extend(f"  {name}: {f['severity']} {f['code']}" + (f" [{f['subject']}]" if f["subject"] else "")
+                   + f": {f['message']}" for f in r["findings"])
     if len(rows) == 1:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
