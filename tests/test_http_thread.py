@@ -10,12 +10,14 @@ loop; stopping leaves no thread, socket or descriptor behind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -218,3 +220,48 @@ async def test_stop_does_not_wait_for_connections_without_a_request(tmp_path: Pa
         await server.stop()
         for s in socks:
             s.close()
+
+
+async def test_connections_arriving_during_the_stop_leave_no_socket_open(tmp_path: Path) -> None:
+    """Clients keep connecting while the server stops (a scrape storm at a restart): connections the loop accepts
+    during the shutdown itself, after the guard dropped the others, are closed before the thread's loop ends —
+    none is left to the garbage collector (a ResourceWarning, an open descriptor until then)."""
+    cfg = load_config(_config(tmp_path))
+
+    async def reload() -> tuple[bool, list[str]]:
+        return True, []
+
+    before = _fds()
+    server = HttpServer(AppState(cfg, Snapshot(cfg), ProcessState(time.time()), ready=True), reload,
+                        header_timeout=30, idle_timeout=30)
+    await server.start("127.0.0.1", 0)
+    port = server.port
+    socks: list[socket.socket] = []
+    refused, under_way = threading.Event(), threading.Event()
+
+    def storm() -> None:
+        while not refused.is_set() and len(socks) < 1000:
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                refused.set()
+            if len(socks) >= 50:
+                under_way.set()
+        under_way.set()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        clients = threading.Thread(target=storm)
+        clients.start()
+        try:
+            await asyncio.to_thread(under_way.wait, 10)
+            await server.stop()
+        finally:
+            refused.set()
+            await asyncio.to_thread(clients.join)
+            for s in socks:
+                s.close()
+        gc.collect()
+    leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaked == [], leaked[:3]
+    assert _fds() - before == set()

@@ -312,8 +312,9 @@ class ConnectionGuard:
 
     # --- accepting ----------------------------------------------------------------------------------------
     def may_accept(self) -> bool:
-        """At most ACCEPT_BURST accept()s per turn of the event loop (the turn's evictions then close)."""
-        if self._accepted >= ACCEPT_BURST:
+        """At most ACCEPT_BURST accept()s per turn of the event loop (the turn's evictions then close); none
+        once shutting down."""
+        if self.closed or self._accepted >= ACCEPT_BURST:
             return False
         if not self._accepted:
             self.loop.call_soon(self._new_turn)

@@ -107,22 +107,20 @@ async def _server_header(_request: web.Request, response: web.StreamResponse) ->
     response.headers[hdrs.SERVER] = SERVER_NAME
 
 
-async def _abort_leftover_transports() -> None:
-    """Last resort before this thread's loop ends: a socket transport the guard never saw or still counts (an
-    accept the loop completed during the shutdown itself) is aborted, and its socket closed on the next turns,
-    instead of being left for the garbage collector (an unclosed socket, a ResourceWarning). The selector loop
-    keeps its live transports by descriptor; a loop without that registry has nothing to offer here."""
+async def _abort_leftover_transports(guard: httpconn.ConnectionGuard) -> None:
+    """Last resort before this thread's loop ends: a connection still open (an accept the loop completed during the
+    shutdown itself) has its transport aborted, and its socket closed on the next turns, instead of being left for
+    the garbage collector (an unclosed socket, a ResourceWarning). Every transport of this loop is an accepted
+    connection, made by the guard (its protocol factory) before the transport itself: ``guard.live`` holds them all
+    until their socket is closed."""
     # Accepts under way (asyncio makes an accepted socket's transport in a task of its own): let them finish, or
     # the end of the loop cancels them with their socket not yet wrapped, or their transport's close not yet run.
     others = asyncio.all_tasks() - {asyncio.current_task()}
     if others:
         await asyncio.wait(others, timeout=1.0)
-    registry = getattr(asyncio.get_running_loop(), "_transports", None)
-    if not registry:
-        return
-    for transport in list(registry.values()):
-        if transport is not None and not transport.is_closing():
-            transport.abort()
+    for conn in list(guard.live):
+        if conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.abort()
     for _ in range(3):
         await asyncio.sleep(0)
 
@@ -240,11 +238,16 @@ class HttpServer:
         self.port = self._servers[0].sockets[0].getsockname()[1] if self._servers else port
 
     async def _close(self) -> None:
+        if self.connections is not None:
+            # No accept() from now on; the accepts the loop made already get their transport first (a task each,
+            # run on the next turn), dropped as they are made: asyncio makes none once its server is closed (an
+            # assertion inside it, the accepted socket left to the garbage collector).
+            self.connections.drop_unused()
+            for _ in range(2):
+                await asyncio.sleep(0)
         for srv in self._servers:
             srv.close()
         self._servers.clear()
-        if self.connections is not None:
-            self.connections.drop_unused()
         if self._runner is not None:
             await self._runner.cleanup()  # finishes running handlers, closes keep-alive connections
             self._runner = None
@@ -258,7 +261,7 @@ class HttpServer:
                 if turn >= 3 and not guard.live:
                     break
                 await asyncio.sleep(0 if turn < 20 else 0.01)
-            await _abort_leftover_transports()
+            await _abort_leftover_transports(guard)
         if self._status_executor is not None:
             self._status_executor.shutdown(wait=False, cancel_futures=True)
             self._status_executor = None
