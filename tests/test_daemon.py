@@ -47,6 +47,7 @@ from drwatch.http.server import HttpServer
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RULES, STATES
 from drwatch.state.snapshot import Snapshot
+from drwatch.store import daemonlock
 from drwatch.store.base import StoredState
 from drwatch.store.sqlite import SqliteStore
 from drwatch.validators.base import RunContext
@@ -687,6 +688,26 @@ async def test_orphaned_sandboxes_are_swept_at_start(tmp_path: Path, probe: Prob
     finally:
         live.kill()
         await live.wait()
+
+
+async def test_a_daemon_refused_for_a_store_in_use_touches_no_sandbox(tmp_path: Path, probe: Probe) -> None:
+    """A second daemon on a SQLite store in use is refused before it does anything: it does not sweep the
+    sandboxes (the first daemon's runs may look orphaned to it: another PID namespace, a container sharing the
+    volume, shows their owner as gone)."""
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    looks_orphaned = tmp_path / "sandboxes" / f"{PREFIX}{uuid.uuid4().hex}"
+    looks_orphaned.mkdir(parents=True)
+    (looks_orphaned / OWNER).write_text(str(dead.pid))
+    path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
+    held = await asyncio.to_thread(daemonlock.claim, load_config(path).sqlite_path())  # the first daemon's lock
+    try:
+        with pytest.raises(ValidatorError) as refused:
+            await Daemon(load_config(path), str(path), notifier=Notifier(env={})).run()
+    finally:
+        os.close(held)
+    assert refused.value.code == "store_in_use"
+    assert looks_orphaned.exists()
 
 
 async def test_sandbox_is_removed_when_cancelled_while_being_created(tmp_path: Path) -> None:

@@ -157,10 +157,10 @@ class Daemon:
             stack.callback(sys.setswitchinterval, sys.getswitchinterval())  # as it was (in-process tests)
             sys.setswitchinterval(SWITCH_INTERVAL)
             stack.callback(gc.unfreeze)  # what the heap froze is collected as usual again (in-process tests)
-            sandboxes = await _sweep(cfg, stack)
-
             if cfg.store.postgres is None:  # one daemon per SQLite store (cluster mode shares PostgreSQL)
+                # Before anything else: a daemon refused here must not sweep the first one's sandboxes.
                 stack.callback(os.close, await asyncio.to_thread(daemonlock.claim, cfg.sqlite_path()))
+            sandboxes = await _sweep(cfg, stack)
             store = open_store(cfg)
             await store.open()
             stack.push_async_callback(store.close)
