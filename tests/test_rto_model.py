@@ -332,3 +332,26 @@ def test_a_lower_bound_within_the_rto_does_not_meet_it(tmp_path: Path) -> None:
     object.__setattr__(cfg.locations["vault"].restore, "retrieval_time", timedelta(hours=1))
     p = projected(cfg, snap)
     assert p.copy == "vault" and p.seconds == 3600 and "rto_at_risk" in {f.code for f in p.findings}
+
+
+def test_reads_of_a_run_or_copy_that_could_not_be_checked_are_no_sample(tmp_path: Path) -> None:
+    """A read that failed (throttled, timed out, location down) is busy time without bytes: a run ending error or
+    timeout, or a copy in state error, yields no read sample, so one monitor failure does not cut the location's
+    throughput (and raise rto_at_risk) for the whole sample window. A failed run (a bad backup) still measured
+    its reads."""
+    from dataclasses import replace
+
+    from drwatch.store.rates import samples_of
+
+    good = replica(1, NOW - 60)
+    assert [s.name for s in samples_of(good)] == ["near"]
+    assert [s.name for s in samples_of(replace(good, outcome=Outcome.FAILED))] == ["near"]
+    for outcome in (Outcome.ERROR, Outcome.TIMEOUT):
+        assert samples_of(replace(good, outcome=outcome)) == []
+    down = replace(good.copies[1], state=CopyState.ERROR, read_bytes=10**6, read_seconds=60.0)
+    assert samples_of(replace(good, outcome=Outcome.FAILED, copies=(good.copies[0], down))) == []
+    cfg = config(tmp_path)
+    snap = Snapshot(cfg).with_result(good, NOW).with_result(
+        replace(good, run_id="r2", outcome=Outcome.ERROR, finished_at=NOW - 30,
+                copies=(good.copies[0], replace(down, state=CopyState.VERIFIED))), NOW)
+    assert next(c for c in projected(cfg, snap).copies if c.copy == "near").throughput == 100e6

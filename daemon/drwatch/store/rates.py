@@ -3,7 +3,8 @@
 Every recorded result yields its samples in the same transaction as the result itself:
 
 - ``read``: a copy's timed verification reads of one run (``CopyReport.read_bytes`` over ``read_seconds``), keyed
-  by the copy's location: how fast that location delivers bytes;
+  by the copy's location: how fast that location delivers bytes (not from a run or copy that could not be
+  checked: see :func:`samples_of`);
 - ``drill``: a restore drill that restored (``ok``) with ``bytes`` fetched in ``fetch_seconds`` and restored in
   ``restore_seconds`` in all, keyed by its validator: the fixed part (applying the dump) and the real restore
   time the projection is compared with.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from drwatch.core.model import Outcome, Result
+from drwatch.core.model import CopyState, Outcome, Result
 
 KEEP = 64  # samples per (kind, asset, name)
 
@@ -44,12 +45,17 @@ class RateSample:
 
 
 def samples_of(result: Result) -> list[RateSample]:
-    """The rate samples a result yields (none for a cancelled run: it measured nothing it finished)."""
+    """The rate samples a result yields. Reads only from a run that checked (``ok`` or ``failed``) and of a copy
+    that could be checked: a read that failed (throttled, timed out, the location down, the run cut short) adds
+    its busy time with no bytes, and one 60 s timeout among 1 s reads would cut the location's throughput for
+    the whole sample window (a false ``rto_at_risk`` from a monitor failure)."""
     if result.outcome == Outcome.CANCELLED:
         return []
+    checked = result.outcome in (Outcome.OK, Outcome.FAILED)
     out = [RateSample("read", result.asset, c.location, result.run_id, result.finished_at, c.read_bytes,
                       c.read_seconds)
-           for c in result.copies if c.read_bytes > 0 and c.read_seconds > 0]
+           for c in result.copies
+           if checked and c.state != CopyState.ERROR and c.read_bytes > 0 and c.read_seconds > 0]
     fig = result.figures
     if result.outcome == Outcome.OK and fig.get("bytes", 0) > 0 and "fetch_seconds" in fig \
             and fig.get("restore_seconds", 0) > 0:
