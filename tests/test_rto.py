@@ -170,30 +170,35 @@ async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(
 async def test_copy_proven_without_reads_gets_one_ranged_sample_within_the_budget(
         tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
     """An S3 copy proven by ETags is never read; one ranged GET of its largest object (``throughput_sample``
-    bytes) measures its location's throughput, and not again within ``throughput_sample_every``. Under a
+    bytes) measures its location's throughput, and not again within ``throughput_sample_every``, for any asset
+    with a copy there (the model pools a location's reads: ``more`` is projected from ``data``'s sample). Under a
     verification budget with no room for it, no sample is read: the copy stays unprojected."""
     files = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(3)}
     prod, copy = bucket(moto, "prod"), bucket(moto, "copy")
-    upload(moto, prod, files)
-    upload(moto, copy, files)
+    for prefix in ("data/", "more/"):
+        upload(moto, prod, files, prefix=prefix)
+        upload(moto, copy, files, prefix=prefix)
     with RecordingProxy("127.0.0.1", moto.port) as proxy:
         locs.s3("prod", moto, prod, site="dc-a", access_key="AKIDPROD")
         locs.s3("copy", moto, copy, site="dc-b", access_key="AKIDCOPY")
         locs.data["copy"]["endpoint_url"] = proxy.endpoint_url
         data: dict[str, Any] = {
             "store": {"sqlite": str(tmp_path / "state.sqlite")}, "locations": locs.data,
-            "assets": {"data": {"rpo": "1d", "rto": "1h", "production": {"location": "prod", "prefix": "data"},
-                                "copies": [{"location": "copy", "prefix": "data"}],
-                                "validators": [{"kind": "replica", "throughput_sample": 65536}]}}}
+            "assets": {name: {"rpo": "1d", "rto": "1h", "production": {"location": "prod", "prefix": name},
+                              "copies": [{"location": "copy", "prefix": name}],
+                              "validators": [{"kind": "replica", "throughput_sample": 65536}]}
+                       for name in ("data", "more")}}
         cfg = parse(tmp_path, data)
         for _ in range(3):  # the sample's read, then two runs within the day that read nothing
-            await run_all(cfg, tmp_path, ["data"])
+            await run_all(cfg, tmp_path, ["data", "more"])
         proxy.settle()
         gets = [r for r in proxy.snapshot(copy) if r.method == "GET" and r.key]
         assert [(r.key, r.response_bytes) for r in gets] == [("data/f2.bin", 65536)]  # the largest; once
         _snap, proj = await projections(cfg)
-        c = proj["data"].copies[0]
-        assert c.throughput_from == "measured" and c.samples == 1 and proj["data"].copy == "copy"
+        for name in ("data", "more"):
+            c = proj[name].copies[0]
+            assert c.throughput_from == "measured" and c.samples == 1 and proj[name].copy == "copy"
+        del data["assets"]["more"]
 
         proxy.clear()
         data["store"] = {"sqlite": str(tmp_path / "budget.sqlite")}

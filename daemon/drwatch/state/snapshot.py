@@ -126,9 +126,9 @@ class Snapshot:
         stats = self.validators.get((asset, validator))
         return stats.last_result if stats is not None else None
 
-    def last_read(self, asset: str, location: str) -> float | None:
-        """When the newest stored timed read of the asset on ``location`` finished (its rate samples)."""
-        rows = self.rates.get(("read", asset, location))
+    def last_read(self, location: str) -> float | None:
+        """When the newest stored timed read of ``location`` finished (any asset's: its rate samples)."""
+        rows = self.samples_at(location)
         return rows[-1].at if rows else None
 
     def copy_facts(self, asset: str) -> dict[str, CopyFact]:

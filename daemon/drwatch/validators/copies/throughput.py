@@ -3,9 +3,10 @@
 A copy proven by provider checksums or ETags is never read, so its location's read throughput would stay
 unknown and its restore time unprojectable. After the merge, each reachable S3 copy this run read nothing from
 gets one timed ranged GET of its largest readable object (``throughput_sample`` bytes at most), unless a
-timed read of the asset's copy on that location is stored from within ``throughput_sample_every`` (a sample or
-a verification read; judged by the stored rate samples, not by the previous result alone, which after a
-sample's run read nothing and would let every other run sample again). Under a
+timed read of that location is stored from within ``throughput_sample_every`` (any asset's sample, verification
+read or drill fetch: the model pools a location's reads, so one sample a period serves every asset there, not
+8 MiB per asset and day; judged by the stored rate samples, not by the previous result, which after a sample's
+run read nothing and would let every other run sample again). Under a
 ``verification`` policy the sample is charged to the same daily budget as verification reads (through the
 location's request meter) and skipped when the budget has no room for it. A failed sample measures nothing
 (the time it took is not counted) and is logged as a warning (``throughput_sample_failed``); it never changes
@@ -24,10 +25,10 @@ from drwatch.validators.copies.verification import VerifySession
 
 
 def _read_recently(ctx: RunContext, location: str, within: float) -> bool:
-    """Whether a timed read of the asset on ``location`` is stored from less than ``within`` ago."""
+    """Whether a timed read of ``location`` is stored from less than ``within`` ago."""
     if ctx.results is None or within <= 0:
         return False
-    last = ctx.results().last_read(ctx.asset_name, location)
+    last = ctx.results().last_read(location)
     return last is not None and ctx.clock() - last < within
 
 
