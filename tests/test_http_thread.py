@@ -22,12 +22,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from drwatch.config.model import load_config
 from drwatch.engine.heartbeat import Heartbeat
 from drwatch.engine.process import ProcessState
 from drwatch.engine.runner import AppState
+from drwatch.http import server as server_module
 from drwatch.http.server import HttpServer
 from drwatch.state.snapshot import Snapshot
 from tests.test_http_hardening import _config
@@ -147,6 +149,33 @@ async def test_reload_runs_on_the_daemons_loop(tmp_path: Path) -> None:
         req = urllib.request.Request(f"http://127.0.0.1:{server.port}/-/reload", method="POST", data=b"")
         status = await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=10).status)
         assert status == 200
+    assert reloads == [asyncio.get_running_loop()]
+
+
+async def test_a_reload_the_stuck_daemon_loop_cannot_apply_answers_503_in_bounded_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /-/reload while the daemon's loop is held: the request answers 503 after RELOAD_WAIT naming the stall
+    (it waited without a bound before), and the reload is applied once the loop runs again, not cancelled."""
+    monkeypatch.setattr(server_module, "RELOAD_WAIT", 0.5)
+    reloads: list[asyncio.AbstractEventLoop] = []
+    async with serving(tmp_path, Heartbeat(), reloads) as server:
+        req = urllib.request.Request(f"http://127.0.0.1:{server.port}/-/reload", method="POST", data=b"")
+
+        def post() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return int(resp.status), resp.read().decode()
+            except urllib.error.HTTPError as exc:
+                return int(exc.code), exc.read().decode()
+
+        answer = asyncio.get_running_loop().run_in_executor(None, post)
+        block_loop(1.5)  # at once: no turn of this loop between the request and the hold  # the daemon's loop (this test's) held: the reload cannot run
+        status, text = await answer
+        assert status == 503 and "has not applied the reload within 0.5s" in text, (status, text)
+        for _ in range(100):
+            if reloads:
+                break
+            await asyncio.sleep(0.02)
     assert reloads == [asyncio.get_running_loop()]
 
 

@@ -125,6 +125,9 @@ async def _abort_leftover_transports(guard: httpconn.ConnectionGuard) -> None:
         await asyncio.sleep(0)
 
 
+RELOAD_WAIT = 60.0  # seconds a POST /-/reload waits for the daemon's loop to apply it
+
+
 class HttpServer:
     """The endpoints, served from their own thread; :meth:`start` and :meth:`stop` are called on the daemon's loop
     (the loop ``reload`` runs on and ``heartbeat`` watches)."""
@@ -301,7 +304,13 @@ class HttpServer:
         return self._stalled() or web.Response(text="drwatch is Ready.\n")
 
     async def _reload_handler(self, _req: web.Request) -> web.Response:
-        ok, problems = await self._on_daemon_loop(self._reload())
+        applying = asyncio.ensure_future(self._on_daemon_loop(self._reload()))
+        done, _ = await asyncio.wait({applying}, timeout=RELOAD_WAIT)  # never cancelled half-way: waited for
+        if not done:
+            applying.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return web.Response(status=503, text=f"the daemon has not applied the reload within {RELOAD_WAIT:g}s "
+                                "(its event loop is busy or stuck: see /-/healthy); it applies it when it can\n")
+        ok, problems = applying.result()
         if ok:
             return web.Response(text="configuration reloaded\n")
         return web.Response(status=500, text="reload failed, keeping the running configuration:\n"
