@@ -185,6 +185,18 @@ def test_drills_of_different_sizes_separate_a_fixed_cost(tmp_path: Path) -> None
     assert work is not None and abs(work - 11.0) < 1e-6
 
 
+def test_one_slow_drill_does_not_move_the_projection_of_the_ones_after_it(tmp_path: Path) -> None:
+    """Drills of one size, 2 s of work each, but one took 8 s (a busy host): the work projected for the next is
+    the median, 2 s per 100 MB (the mean would make it 3.5 s, and every later drill look 75 % off the model)."""
+    from drwatch.state.rto_drills import restore_work
+    cfg = config(tmp_path)
+    snap = Snapshot(cfg)
+    for run, restore in enumerate((3.0, 9.0, 3.0, 3.0)):
+        snap = snap.with_result(drill(run, NOW - 100 + 10 * run, restore), NOW)
+    work = restore_work(cfg, snap, "data", 10**8, NOW)
+    assert work is not None and abs(work - 2.0) < 1e-9
+
+
 def test_status_page_shows_projection_copy_and_why(tmp_path: Path) -> None:
     """The status page (the same document as /api/v1/status) has the restore-time table: declared RTO, projected
     time, the copy it comes from and why."""

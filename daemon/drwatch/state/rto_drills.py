@@ -11,6 +11,7 @@ model's error. When the newest ``restore_time.error_drills`` comparable drills a
 from __future__ import annotations
 
 import math
+import statistics
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ def restore_work(cfg: Config, snap: Snapshot, asset: str, size: float, now: floa
                  before: float | None = None) -> float | None:
     """Seconds the asset's restore spends beyond reading ``size`` bytes, from its drills (None: no drill).
 
-    Drills of one size give seconds per byte. Drills whose dumps differ in size (``SPREAD``) separate the fixed cost
+    Drills of one size give seconds per byte: the median of the drills' own, so one drill slowed by a busy host
+    (a backup job beside it) does not move the projection of every later one. Drills whose dumps differ in size (``SPREAD``) separate the fixed cost
     of a restore (tool start, schema, sandbox database) from the per-byte work: a least-squares line through (bytes,
     seconds), its intercept and slope kept non-negative, so a small drill does not make a large restore look
     cheap and a large one does not make a small one look dear."""
@@ -89,7 +91,7 @@ def restore_work(cfg: Config, snap: Snapshot, asset: str, size: float, now: floa
     xs = [float(s.bytes) for s in rows]
     ys = [_work(s) for s in rows]
     if min(xs) <= 0 or max(xs) < SPREAD * min(xs):
-        return sum(ys) / sum(xs) * size
+        return statistics.median(y / x for x, y in zip(xs, ys, strict=True)) * size
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     slope = max(0.0, slope)

@@ -5,8 +5,9 @@ sample of vectors, exact top-k on both sides and the restored ANN index's recall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from drwatch.core.errors import DrillFailed, ValidatorError
@@ -56,7 +57,7 @@ class Sides:
                                    "LIMIT 1", timeout=limit)
         return None if dims is None else int(dims)
 
-    async def ids(self, conn: Any, watermark: Any) -> AsyncIterator[list[tuple[str, bool]]]:
+    async def ids(self, conn: Any, watermark: Any) -> AsyncGenerator[list[tuple[str, bool]], None]:
         """Batches of (id text, changed after the watermark), in byte order of the id text."""
         late = f"coalesce({self.changed} > $1, false)" if self.changed and watermark is not None else "false"
         args = (watermark,) if late != "false" else ()
@@ -177,29 +178,31 @@ class Comparison:
         extra: list[str] = []
         excluded: list[str] = []
         n_missing = n_extra = n_late = n_matched = 0
-        async for p, r in _side_by_side(self.sides.ids(prod, watermark), self.sides.ids(restored, None)):
-            if r is None:  # in production only
-                assert p is not None
-                if p[1]:
+        merged = _side_by_side(self.sides.ids(prod, watermark), self.sides.ids(restored, None))
+        async with contextlib.aclosing(merged):  # a cut-off run closes both cursors now, not at collection
+            async for p, r in merged:
+                if r is None:  # in production only
+                    assert p is not None
+                    if p[1]:
+                        n_late += 1
+                    else:
+                        n_missing += 1
+                        if len(missing) < LISTED + 1:
+                            missing.append(p[0])
+                elif p is None:  # in the restore only
+                    n_extra += 1
+                    excluded.append(r)
+                    if len(extra) < LISTED + 1:
+                        extra.append(r)
+                elif p[1]:
                     n_late += 1
+                    excluded.append(p[0])
                 else:
-                    n_missing += 1
-                    if len(missing) < LISTED + 1:
-                        missing.append(p[0])
-            elif p is None:  # in the restore only
-                n_extra += 1
-                excluded.append(r)
-                if len(extra) < LISTED + 1:
-                    extra.append(r)
-            elif p[1]:
-                n_late += 1
-                excluded.append(p[0])
-            else:
-                n_matched += 1
-                matched_batch.append(p[0])
-                if len(matched_batch) >= 10 * _BATCH:
-                    sample = await asyncio.to_thread(vectormath.sample_ids, sample + matched_batch, want, cfg.seed)
-                    matched_batch = []
+                    n_matched += 1
+                    matched_batch.append(p[0])
+                    if len(matched_batch) >= 10 * _BATCH:
+                        sample = await asyncio.to_thread(vectormath.sample_ids, sample + matched_batch, want, cfg.seed)
+                        matched_batch = []
         sample = await asyncio.to_thread(vectormath.sample_ids, sample + matched_batch, want, cfg.seed)
         expected = n_matched + n_missing
         coverage = n_matched / expected if expected else 1.0
@@ -285,35 +288,36 @@ class Comparison:
         return out
 
 
-Pages = AsyncIterator[list[tuple[str, bool]]]  # batches of (id, changed after the watermark)
+Pages = AsyncGenerator[list[tuple[str, bool]], None]  # batches of (id, changed after the watermark)
 
 
 async def _side_by_side(prod_pages: Pages, rest_pages: Pages
-                        ) -> AsyncIterator[tuple[tuple[str, bool] | None, str | None]]:
+                        ) -> AsyncGenerator[tuple[tuple[str, bool] | None, str | None], None]:
     """Two id-sorted streams of pages merged: ((id, changed since the backup), None) for an id in production
     only, (None, id) for one in the restore only, both for an id on both sides."""
-    p_buf: list[tuple[str, bool]] = []
-    r_buf: list[tuple[str, bool]] = []
-    pi = ri = 0
-    p_done = r_done = False
-    while True:
-        if pi >= len(p_buf) and not p_done:
-            p_buf, pi = await anext(prod_pages, []), 0
-            p_done = not p_buf
-        if ri >= len(r_buf) and not r_done:
-            r_buf, ri = await anext(rest_pages, []), 0
-            r_done = not r_buf
-        if p_done and r_done:
-            return
-        p = p_buf[pi] if not p_done else None
-        r = r_buf[ri][0] if not r_done else None
-        if p is not None and (r is None or p[0] < r):
-            pi += 1
-            yield p, None
-        elif r is not None and (p is None or r < p[0]):
-            ri += 1
-            yield None, r
-        else:
-            pi += 1
-            ri += 1
-            yield p, r
+    async with contextlib.aclosing(prod_pages), contextlib.aclosing(rest_pages):
+        p_buf: list[tuple[str, bool]] = []
+        r_buf: list[tuple[str, bool]] = []
+        pi = ri = 0
+        p_done = r_done = False
+        while True:
+            if pi >= len(p_buf) and not p_done:
+                p_buf, pi = await anext(prod_pages, []), 0
+                p_done = not p_buf
+            if ri >= len(r_buf) and not r_done:
+                r_buf, ri = await anext(rest_pages, []), 0
+                r_done = not r_buf
+            if p_done and r_done:
+                return
+            p = p_buf[pi] if not p_done else None
+            r = r_buf[ri][0] if not r_done else None
+            if p is not None and (r is None or p[0] < r):
+                pi += 1
+                yield p, None
+            elif r is not None and (p is None or r < p[0]):
+                ri += 1
+                yield None, r
+            else:
+                pi += 1
+                ri += 1
+                yield p, r
