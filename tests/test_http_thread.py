@@ -169,7 +169,9 @@ async def test_a_reload_the_stuck_daemon_loop_cannot_apply_answers_503_in_bounde
                 return int(exc.code), exc.read().decode()
 
         answer = asyncio.get_running_loop().run_in_executor(None, post)
-        block_loop(1.5)  # at once: no turn of this loop between the request and the hold  # the daemon's loop (this test's) held: the reload cannot run
+        # At once, no turn of this loop between the request and the hold: the daemon's loop (this test's) is held,
+        # the reload cannot run.
+        block_loop(1.5)
         status, text = await answer
         assert status == 503 and "has not applied the reload within 0.5s" in text, (status, text)
         for _ in range(100):

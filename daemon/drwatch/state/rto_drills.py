@@ -81,10 +81,10 @@ def restore_work(cfg: Config, snap: Snapshot, asset: str, size: float, now: floa
     """Seconds the asset's restore spends beyond reading ``size`` bytes, from its drills (None: no drill).
 
     Drills of one size give seconds per byte: the median of the drills' own, so one drill slowed by a busy host
-    (a backup job beside it) does not move the projection of every later one. Drills whose dumps differ in size (``SPREAD``) separate the fixed cost
-    of a restore (tool start, schema, sandbox database) from the per-byte work: a least-squares line through (bytes,
-    seconds), its intercept and slope kept non-negative, so a small drill does not make a large restore look
-    cheap and a large one does not make a small one look dear."""
+    (a backup job beside it) does not move the projection of every later one. Drills whose dumps differ in size
+    (``SPREAD``) separate the fixed cost of a restore (tool start, schema, sandbox database) from the per-byte work:
+    a least-squares line through (bytes, seconds), its intercept and slope kept non-negative, so a small drill does
+    not make a large restore look cheap and a large one does not make a small one look dear."""
     rows = _usable(cfg, snap.drills_of(asset), now, before)
     if not rows or sum(s.bytes for s in rows) <= 0:
         return None
