@@ -34,6 +34,7 @@ from tests.support.runs import open_runner
 from tests.support.s3helpers import Locations, bucket, upload
 from tests.support.s3proxy import RecordingProxy
 from tests.support.s3servers import MotoServer
+from tests.support.slowfs import fuse_unavailable, throttled_mount
 
 SLOW_RATE = 256 * 1024  # bytes per second of the throttled link
 # A drill's restore time and the projection made before it from the same dump: at most this far apart (the
@@ -105,7 +106,7 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
     assert size / (1.1 * SLOW_RATE) <= tight.seconds <= size / (0.5 * SLOW_RATE), tight
     assert codes(tight) == {"rto_at_risk": "slow", "rto_offsite_slow": "slow"}, tight.findings
 
-    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, both
+    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, [repr(c) for c in both.copies]
     assert codes(both) == {"rto_offsite_slow": "slow"}, both.findings
     near = next(c for c in both.copies if c.copy == "near")
     assert near.throughput is not None and near.throughput > 10 * SLOW_RATE and not near.offsite
@@ -123,6 +124,55 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
     assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="near") == 1
     assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="slow") is None
     assert metric_value(metrics, "drwatch_asset_restore_size_bytes", asset="both") == size
+
+
+async def test_throttled_filesystem_copy_puts_a_tight_rto_at_risk_while_a_fast_one_keeps_it_within(
+        tmp_path: Path) -> None:
+    """The same with filesystem copies only: ``slow`` is a real filesystem (FUSE, reads paced to 256 KiB/s like a
+    slow NAS link, page cache bypassed) and ``near`` a local directory. ``tight`` (only the slow copy) projects its
+    512 KiB at ~2 s against a 1 s RTO: rto_at_risk; ``both`` is judged by its fast copy and stays within."""
+    unavailable = fuse_unavailable()
+    if unavailable is not None:
+        pytest.skip(f"no FUSE here for a throttled filesystem ({unavailable}); the S3 variant above covers the model")
+    files = sample_files(8, 64 * 1024)
+    for name in ("tight", "both"):
+        write_tree(tmp_path / "prod" / name, files)
+        write_tree(tmp_path / "nas" / name, files)
+    write_tree(tmp_path / "near" / "both", files)
+    with throttled_mount(tmp_path / "nas", tmp_path / "slow-mount", SLOW_RATE) as slow_path:
+        started = time.monotonic()
+        assert (slow_path / "tight" / next(iter(files))).read_bytes() == next(iter(files.values()))
+        assert time.monotonic() - started >= 0.8 * 64 * 1024 / SLOW_RATE  # the mount is slow for real
+
+        def asset(prefix: str, copies: list[str]) -> dict[str, Any]:
+            return {"rpo": "1d", "rto": "1s", "production": {"location": "prod", "prefix": prefix},
+                    "copies": [{"location": c, "prefix": prefix} for c in copies], "validators": [{"kind": "replica"}]}
+
+        cfg = parse(tmp_path, {
+            "store": {"sqlite": str(tmp_path / "state.sqlite")},
+            "locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "prod"), "site": "dc-a"},
+                          "near": {"kind": "filesystem", "path": str(tmp_path / "near"), "site": "dc-a"},
+                          "slow": {"kind": "filesystem", "path": str(slow_path), "site": "dc-b"}},
+            "assets": {"tight": asset("tight", ["slow"]), "both": asset("both", ["near", "slow"])}})
+        await run_all(cfg, tmp_path, ["tight", "both"])
+    snap, proj = await projections(cfg)
+    size = float(sum(len(b) for b in files.values()))
+
+    tight, both = proj["tight"], proj["both"]
+    slow = next(c for c in tight.copies if c.copy == "slow")
+    assert slow.throughput is not None and 0.5 * SLOW_RATE <= slow.throughput <= 1.1 * SLOW_RATE, slow
+    assert slow.throughput_from == "measured"
+    assert tight.copy == "slow" and tight.seconds is not None
+    assert size / (1.1 * SLOW_RATE) <= tight.seconds <= size / (0.5 * SLOW_RATE), tight
+    assert codes(tight) == {"rto_at_risk": "slow", "rto_offsite_slow": "slow"}, tight.findings
+
+    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, [repr(c) for c in both.copies]
+    assert codes(both) == {"rto_offsite_slow": "slow"}, both.findings
+    near = next(c for c in both.copies if c.copy == "near")
+    assert near.throughput is not None and near.throughput > 10 * SLOW_RATE
+    metrics = render(make_registry(lambda: snap, ProcessState(time.time()))).decode()
+    assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="near") == 1
+    assert (metric_value(metrics, "drwatch_asset_restore_projected_seconds", asset="tight") or 0) > 1.0
 
 
 async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(

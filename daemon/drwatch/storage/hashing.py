@@ -16,11 +16,14 @@ import functools
 import hashlib
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from drwatch.storage.readclock import ReadClock
 
 StrPath = str | os.PathLike[str]
 
@@ -31,6 +34,7 @@ BATCH_BYTES = 4 * 1024 * 1024
 _FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _local = threading.local()
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 
 class HashCancelled(Exception):
@@ -159,6 +163,13 @@ def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | Non
         os.close(fd_copy)
 
 
+def _timed_call(call: Callable[[threading.Event], _R], stop: threading.Event) -> tuple[_R, float, float]:
+    """Worker thread: ``call`` and when it ran (monotonic seconds)."""
+    started = time.monotonic()
+    result = call(stop)
+    return result, started, time.monotonic()
+
+
 class _Job:
     __slots__ = ("abandoned", "call", "error", "fut", "path", "result", "size")
 
@@ -201,14 +212,24 @@ class HashPool:
         self._dispatching = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the batch bookkeeping belongs to
 
-    async def sha256(self, path: StrPath, size: int | None = None, algorithm: str = "sha256") -> tuple[str, int]:
+    async def sha256(self, path: StrPath, size: int | None = None, algorithm: str = "sha256",
+                     clock: ReadClock | None = None) -> tuple[str, int]:
         """Hex digest (sha256 unless ``algorithm`` says otherwise) and bytes read of ``path``; ``size``: its
-        listed size (small files are batched)."""
-        return await self._run(functools.partial(digest_file, path, algorithm, CHUNK), path, size)
+        listed size (small files are batched). ``clock`` gets the read's own time, measured in its thread."""
+        return await self._timed(functools.partial(digest_file, path, algorithm, CHUNK), path, size, clock)
 
-    async def compare(self, reference: StrPath, copy: StrPath, size: int | None = None) -> tuple[bool, int]:
+    async def compare(self, reference: StrPath, copy: StrPath, size: int | None = None,
+                      clock: ReadClock | None = None) -> tuple[bool, int]:
         """Whether ``copy`` holds ``reference``'s bytes (:func:`compare_files`), read in this pool."""
-        return await self._run(functools.partial(compare_files, reference, copy), copy, size)
+        return await self._timed(functools.partial(compare_files, reference, copy), copy, size, clock)
+
+    async def _timed(self, call: Callable[[threading.Event], tuple[_T, int]], path: StrPath, size: int | None,
+                     clock: ReadClock | None) -> tuple[_T, int]:
+        if clock is None:
+            return await self._run(call, path, size)
+        result, started, ended = await self._run(functools.partial(_timed_call, call), path, size)
+        clock.span(started, ended, result[1])  # from when a thread took the read up, not from when it was asked
+        return result
 
     async def _run(self, call: Callable[[threading.Event], _R], path: StrPath, size: int | None) -> _R:
         if size is not None and size <= SMALL:

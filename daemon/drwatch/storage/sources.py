@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from drwatch.core.model import Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
 from drwatch.storage.filesystem import VOLATILE_MEDIA, Entry, HashPool, alist, media_class, mount_of
+from drwatch.storage.readclock import ReadClock
 from drwatch.storage.s3 import ARCHIVE_CLASSES, BucketFacts, ObjectHead, RequestMeter, S3Location, S3Missing
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ class Source(Protocol):
 
     async def probe(self) -> tuple[str, str]: ...
     def entries(self) -> AsyncIterator[Entry]: ...
-    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]: ...
+    async def sha256(self, entry: Entry, algorithm: str = "sha256",
+                     clock: ReadClock | None = None) -> tuple[str, int]: ...
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None: ...
     async def facts(self, storage_classes: set[str], provider_media: bool) -> Facts: ...
 
@@ -206,14 +208,17 @@ class FilesystemSource:
     def path(self, entry: Entry) -> str:
         return f"{self.root}/{entry.key}"  # keys are '/'-separated relative paths (no pathlib per file)
 
-    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]:
-        """Hex digest (sha256, or a seal's ``algorithm``) and bytes read of the file."""
-        return await self.hashes.sha256(self.path(entry), entry.size, algorithm)
+    async def sha256(self, entry: Entry, algorithm: str = "sha256",
+                     clock: ReadClock | None = None) -> tuple[str, int]:
+        """Hex digest (sha256, or a seal's ``algorithm``) and bytes read of the file; ``clock`` times the read
+        (in the thread that does it: see :mod:`drwatch.storage.readclock`)."""
+        return await self.hashes.sha256(self.path(entry), entry.size, algorithm, clock)
 
-    async def same_bytes(self, entry: Entry, reference: str) -> tuple[bool, int]:
+    async def same_bytes(self, entry: Entry, reference: str, clock: ReadClock | None = None) -> tuple[bool, int]:
         """Whether this location's file holds the bytes of the file at ``reference`` (compared, not hashed),
-        and the bytes of this file read. A reference that cannot be read raises ``ReferenceUnreadable``."""
-        return await self.hashes.compare(reference, self.path(entry), entry.size)
+        and the bytes of this file read. A reference that cannot be read raises ``ReferenceUnreadable``.
+        ``clock`` times the comparison (both sides at once: the slower one sets the pace)."""
+        return await self.hashes.compare(reference, self.path(entry), entry.size, clock)
 
     async def head(self, entry: Entry, ref: Entry | None = None) -> ObjectHead | None:
         return None
@@ -308,11 +313,19 @@ class S3Source:
         base = self.prefix.strip("/")
         return f"{base}/{entry.key}" if base else entry.key
 
-    async def sha256(self, entry: Entry, algorithm: str = "sha256") -> tuple[str, int]:
+    async def sha256(self, entry: Entry, algorithm: str = "sha256",
+                     clock: ReadClock | None = None) -> tuple[str, int]:
+        n = 0
+        if clock is not None:
+            clock.started()  # a network read: timed on the event loop
         try:
-            return await self.client.sha256(self._key(entry), self.meter, algorithm)
+            _digest, n = result = await self.client.sha256(self._key(entry), self.meter, algorithm)
+            return result
         except S3Missing:
             raise FileNotFoundError(entry.key) from None
+        finally:
+            if clock is not None:
+                clock.finished(n)
 
     async def read_sample(self, entry: Entry, nbytes: int) -> int:
         """A throughput sample (the restore-time model): the object's first ``nbytes`` read and dropped."""

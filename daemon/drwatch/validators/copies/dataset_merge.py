@@ -171,12 +171,7 @@ class DatasetMerge:
             how = "checksum" if verdict is not None else how
         if verdict is None and self.verify_content and (
                 self.read_sample >= 1.0 or random.random() < self.read_sample):
-            n = 0
-            s.reads.started()  # timed: the restore-time model's throughput of this location
-            try:
-                digest, n = await s.src.sha256(e, r.algorithm)
-            finally:
-                s.reads.finished(n)
+            digest, n = await s.src.sha256(e, r.algorithm, s.reads)  # timed: the restore-time model's throughput
             s.bytes_hashed += n
             verdict, how = digest == r.sha256 and n == r.size, "read"
         if verdict is False:

@@ -16,9 +16,9 @@ from typing import Any
 
 from drwatch.core.model import CopyState, Finding, Severity
 from drwatch.storage.filesystem import Entry
+from drwatch.storage.readclock import ReadClock
 from drwatch.storage.s3 import S3Unavailable
 from drwatch.storage.sources import FilesystemSource, Source
-from drwatch.validators.copies.readclock import ReadClock
 
 
 @dataclass

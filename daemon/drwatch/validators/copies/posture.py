@@ -19,10 +19,10 @@ from drwatch.core.durations import format_duration
 from drwatch.core.errors import ConfigProblem, ValidatorError
 from drwatch.core.model import CopyReport, CopyState, Finding, Severity
 from drwatch.storage.config import FilesystemLocationConfig, S3LocationConfig
+from drwatch.storage.readclock import ReadClock
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import Facts, FilesystemSource, Probe, S3Source, Source
 from drwatch.validators.base import RunContext
-from drwatch.validators.copies.readclock import ReadClock
 
 if TYPE_CHECKING:
     from drwatch.validators.base import AssetView

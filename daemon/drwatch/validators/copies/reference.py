@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from drwatch.storage.filesystem import Entry
 from drwatch.storage.hashing import ReferenceUnreadable
+from drwatch.storage.readclock import ReadClock
 from drwatch.storage.s3 import ObjectHead, S3Unavailable
 from drwatch.storage.sources import FilesystemSource, S3Source, Source
-from drwatch.validators.copies.readclock import ReadClock
 
 _T = TypeVar("_T")
 
@@ -93,20 +93,14 @@ class Reference:
         hashed and compared with the reference's digest (the seal's, or production's read once per key).
         Errors reading the copy propagate as they are; production's raise :class:`ReferenceFailed`. ``clock``
         times the copy's own read (with a direct comparison, both sides at once: the slower one sets the pace)."""
-        clock = clock or ReadClock()
-        n = 0
-        clock.started()
-        try:
-            if (self.direct and self.entry.sha256 is None and self._digest is None
-                    and isinstance(self.prod, FilesystemSource) and isinstance(src, FilesystemSource)):
-                try:
-                    same, n = await src.same_bytes(entry, self.prod.path(self.entry))
-                except ReferenceUnreadable as exc:
-                    raise reference_failed(exc.error) from None
-                return same and n == self.entry.size, n
-            digest, n = await src.sha256(entry, self.entry.algorithm)  # the seal's algorithm (production's: sha256)
-        finally:
-            clock.finished(n)
+        if (self.direct and self.entry.sha256 is None and self._digest is None
+                and isinstance(self.prod, FilesystemSource) and isinstance(src, FilesystemSource)):
+            try:
+                same, n = await src.same_bytes(entry, self.prod.path(self.entry), clock)
+            except ReferenceUnreadable as exc:
+                raise reference_failed(exc.error) from None
+            return same and n == self.entry.size, n
+        digest, n = await src.sha256(entry, self.entry.algorithm, clock)  # the seal's algorithm (production's: sha256)
         return digest == await self.sha256() and n == self.entry.size, n
 
     async def sha256(self) -> str:

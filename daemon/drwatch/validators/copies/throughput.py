@@ -55,5 +55,4 @@ async def sample_reads(ctx: RunContext, nbytes: int, within: float, copies: list
             ctx.log.warning("throughput_sample_failed", copy=s.name, location=src.location,
                             error=f"{type(exc).__name__}: {exc}")
             continue
-        s.reads.bytes += got
-        s.reads.seconds += time.monotonic() - started
+        s.reads.span(started, time.monotonic(), got)

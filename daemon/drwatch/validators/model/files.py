@@ -190,13 +190,15 @@ async def _verify(c: CopyCheck, entry: Entry, ref: Entry, corrupt: bool, restore
         c.flag("size_mismatch", f"size {entry.size} != sealed {ref.size}", key)
         return
     async with window:
-        n = 0
-        c.reads.started()  # timed: the restore-time model's throughput of this location
-        try:
-            digest, n = await (_restore(c, entry, restore, ref.algorithm) if restore is not None
-                               else c.src.sha256(entry, ref.algorithm))
-        finally:
-            c.reads.finished(n)
+        if restore is None:
+            digest, n = await c.src.sha256(entry, ref.algorithm, c.reads)  # timed: the location's throughput
+        else:
+            n = 0
+            c.reads.started()
+            try:
+                digest, n = await _restore(c, entry, restore, ref.algorithm)
+            finally:
+                c.reads.finished(n)
     c.hashed += 1
     c.bytes_hashed += n
     if n != ref.size:

@@ -1,0 +1,73 @@
+"""How fast a location delivered the bytes a run read from it: the restore-time model's throughput input.
+
+Reads of one location overlap (a window of objects is proven at a time), so summing each read's duration would
+count the same second several times. The clock measures *busy time*: the wall time during which at least one
+read of the location was in flight, and the bytes those reads returned. Only the copy's own read is timed, never
+the reference's (production read for its digest is production's time, not the copy's).
+
+A read is timed where it runs. Network reads run on the event loop (:meth:`ReadClock.started` /
+:meth:`ReadClock.finished`); file reads run in the shared hashing threads, which time each read themselves
+(:meth:`ReadClock.span`): a read timed from the event loop would also count its wait for a free thread, or for
+the other files of its batch, so a fast disk whose reads queue behind a slow one's would measure as slow as that
+one (and a fast copy project a restore time it would never take).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAX_SPANS = 512  # disjoint busy intervals kept; the oldest half is folded into a sum beyond it
+
+
+@dataclass
+class ReadClock:
+    """Bytes read and busy seconds of one location during one run."""
+
+    bytes: int = 0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    _in_flight: int = 0
+    _since: float = 0.0
+    _starts: list[float] = field(default_factory=list, repr=False)  # disjoint busy intervals, by start
+    _ends: list[float] = field(default_factory=list, repr=False)
+    _folded: float = 0.0  # seconds of the intervals folded away
+    _folded_until: float = float("-inf")  # the end of the newest of them: later reads count from there
+
+    @property
+    def seconds(self) -> float:
+        return self._folded + sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+
+    def started(self) -> None:
+        """A read timed on the event loop began."""
+        if self._in_flight == 0:
+            self._since = self.clock()
+        self._in_flight += 1
+
+    def finished(self, nbytes: int) -> None:
+        """A read begun with :meth:`started` ended (``nbytes``: what it returned; 0 for a read that failed)."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.span(self._since, self.clock(), nbytes)
+        else:
+            self.bytes += max(0, nbytes)
+
+    def span(self, start: float, end: float, nbytes: int) -> None:
+        """A read that ran from ``start`` to ``end`` (monotonic seconds, timed where it ran) and returned
+        ``nbytes``: its interval joins the busy time, overlaps with other reads counted once."""
+        self.bytes += max(0, nbytes)
+        start = max(start, self._folded_until)
+        if end <= start:
+            return
+        i = bisect_left(self._ends, start)  # the first interval ending at or after this one's start
+        j = bisect_right(self._starts, end)  # past the last one starting at or before its end
+        if i < j:
+            start, end = min(start, self._starts[i]), max(end, self._ends[j - 1])
+        self._starts[i:j] = [start]
+        self._ends[i:j] = [end]
+        if len(self._starts) > MAX_SPANS:
+            k = len(self._starts) // 2
+            self._folded += sum(e - s for s, e in zip(self._starts[:k], self._ends[:k], strict=True))
+            self._folded_until = self._ends[k - 1]
+            del self._starts[:k], self._ends[:k]
