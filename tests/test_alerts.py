@@ -131,6 +131,7 @@ def test_paging_policy() -> None:
         "DrwatchRPOBreached": ("critical", "data-owners"),
         "DrwatchRTOBreached": ("critical", "data-owners"),
         "DrwatchRTOAtRisk": ("warning", "data-owners"),
+        "DrwatchRTONotJudged": ("warning", "platform"),
         "DrwatchRuleCopiesFailing": ("critical", "data-owners"),
         "DrwatchRuleRestoreErrorsFailing": ("critical", "data-owners"),
         "DrwatchRuleMediaFailing": ("warning", "data-owners"),
