@@ -17,7 +17,7 @@ from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Ack, Attestation, CopyReport, CopyState, Outcome, Result
 from drwatch.engine.process import ProcessState
 from drwatch.metrics.collector import SnapshotCollector
-from drwatch.metrics.exposition import SnapshotRenderer, standing_changes_at
+from drwatch.metrics.incremental import SnapshotRenderer, standing_changes_at
 from drwatch.metrics.textformat import gzip_member
 from drwatch.state.snapshot import Snapshot
 

@@ -219,7 +219,7 @@ def test_incremental_metrics_follow_a_shared_locations_throughput_and_the_sample
 
     from drwatch.engine.process import ProcessState
     from drwatch.metrics.collector import SnapshotCollector
-    from drwatch.metrics.exposition import SnapshotRenderer
+    from drwatch.metrics.incremental import SnapshotRenderer
 
     data = {"locations": {"prod": {"kind": "filesystem", "path": str(tmp_path / "p"), "site": "a"},
                           "near": {"kind": "filesystem", "path": str(tmp_path / "n"), "site": "a"}},

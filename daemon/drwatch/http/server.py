@@ -39,7 +39,8 @@ from drwatch.http import conn as httpconn
 from drwatch.http import listen
 from drwatch.http.loopthread import LoopThread
 from drwatch.http.webconfig import WebGuard
-from drwatch.metrics.exposition import Exposition, SnapshotRenderer, accepts_gzip
+from drwatch.metrics.exposition import Exposition, accepts_gzip
+from drwatch.metrics.incremental import SnapshotRenderer
 from drwatch.metrics.loop import LoopLagCollector
 from drwatch.metrics.textformat import deflate, gzip_framed
 from drwatch.reporting.page import render as status_page

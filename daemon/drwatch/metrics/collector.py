@@ -103,7 +103,7 @@ def standings(cfg: Config, snap: Snapshot, now: float) -> dict[str, AssetStandin
 
 class SnapshotCollector(Collector):
     """The whole exposition through prometheus-client, every series at every collect (the reference that
-    :class:`drwatch.metrics.exposition.SnapshotRenderer` renders incrementally, byte for byte)."""
+    :class:`drwatch.metrics.incremental.SnapshotRenderer` renders incrementally, byte for byte)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot], process: ProcessState,
                  clock: Callable[[], float] = time.time) -> None:
