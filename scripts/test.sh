@@ -10,8 +10,9 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 # python3-venv: the README's quick start (tests/test_quickstart.py runs it on Debian's own python3).
-# libfuse2: a throttled FUSE filesystem copy (tests/support/slowfs.py, restore-time tests).
-APT_PACKAGES=(postgresql prometheus rclone ca-certificates python3-venv redis-server redis-tools libfuse2)
+# libfuse2: a throttled FUSE filesystem copy (tests/support/slowfs.py, restore-time tests). iproute2: a private
+# network namespace with a hung name server (tests/support/hungdns.py).
+APT_PACKAGES=(postgresql prometheus rclone ca-certificates python3-venv redis-server redis-tools libfuse2 iproute2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -7,8 +7,9 @@ never raises for the dependency it probes: it answers a :class:`Probe`.
   connection refused or not accepted in time, a certificate that does not verify, an unexpected HTTP status, a
   KMS key disabled, pending deletion or gone, a Terraform state whose validator failed;
 - ``unknown`` (the run is ``error`` unless something failed): drwatch's own means failed (its credentials missing
-  or denied, its CA file unreadable, either not read within the timeout, KMS throttling), or the Terraform
-  state's validator has no fresh verdict.
+  or denied, its CA file unreadable, either not read within the timeout, KMS throttling, every name lookup thread
+  still waiting for the resolver on other names: lookups.py), or the Terraform state's validator has no fresh
+  verdict.
   For a KMS key only a connection that fails (refused, reset, timed out) is ``down``; any other botocore error
   happened before KMS was asked (no region, credentials its profile could not get) and is ``unknown``.
 """
@@ -21,7 +22,7 @@ import importlib
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from drwatch.core.durations import format_duration
 from drwatch.core.errors import ValidatorError
@@ -33,6 +34,7 @@ from drwatch.validators.dependencies.config import (
     KmsKeyDependency,
     TerraformStateDependency,
 )
+from drwatch.validators.dependencies.lookups import LOOKUPS, LookupsBusy
 
 if TYPE_CHECKING:
     from drwatch.validators.base import RunContext
@@ -92,9 +94,10 @@ async def probe(dep: Any, ctx: RunContext) -> Probe:
 
 
 async def _dns(dep: DnsDependency) -> Probe:
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(dep.host, None, type=socket.SOCK_STREAM)
+        infos = await LOOKUPS.getaddrinfo(dep.host, None, type=socket.SOCK_STREAM)
+    except LookupsBusy as exc:
+        return unknown(f"{dep.host} not looked up: {exc}")
     except socket.gaierror as exc:
         return down(UNREACHABLE, f"{dep.host} does not resolve ({exc.strerror or exc})")
     addresses = sorted({str(info[4][0]) for info in infos})
@@ -106,11 +109,21 @@ async def _tcp(dep: EndpointDependency) -> Probe:
     assert dep.host is not None and dep.port is not None
     where = f"{dep.host}:{dep.port}"
     try:
-        _reader, writer = await asyncio.open_connection(dep.host, dep.port)
+        infos = await LOOKUPS.getaddrinfo(dep.host, dep.port, type=socket.SOCK_STREAM)
+    except LookupsBusy as exc:
+        return unknown(f"{dep.host} not looked up: {exc}")
     except socket.gaierror as exc:
         return down(UNREACHABLE, f"{dep.host} does not resolve ({exc.strerror or exc})")
-    except OSError as exc:
-        return down(UNREACHABLE, f"{where} refused the connection ({exc.strerror or exc})")
+    refused: OSError | None = None
+    for *_, address in infos:  # the resolved addresses in the resolver's order (IP literals: no lookup again)
+        try:
+            _reader, writer = await asyncio.open_connection(address[0], address[1])
+            break
+        except OSError as exc:
+            refused = exc
+    else:
+        why = (refused.strerror or refused) if refused is not None else "no address"
+        return down(UNREACHABLE, f"{where} refused the connection ({why})")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -132,12 +145,17 @@ async def _https(dep: EndpointDependency, ctx: RunContext, limit: float, asking:
         return unknown(f"the CA file {cafile} cannot be used ({getattr(exc, 'strerror', None) or exc})")
     asking.started = True
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit)) as http, \
+        # The URL's name is looked up in the probes' own threads (lookups.py), not the loop's default executor.
+        resolver = aiohttp.ThreadedResolver(loop=cast(asyncio.AbstractEventLoop, LOOKUPS))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit),
+                                         connector=aiohttp.TCPConnector(resolver=resolver)) as http, \
                 http.get(dep.url, ssl=tls, allow_redirects=False) as resp:
             status = resp.status
     except aiohttp.ClientSSLError as exc:
         return down("dependency_tls_invalid", f"{dep.url}: TLS verification failed ({_why(exc)})")
     except (aiohttp.ClientError, OSError) as exc:
+        if isinstance(getattr(exc, "os_error", exc), LookupsBusy):
+            return unknown(f"{dep.url} not looked up: {getattr(exc, 'os_error', exc)}")
         return down(UNREACHABLE, f"{dep.url}: {_why(exc)}")
     if not dep.accepts(status):
         expected = ", ".join(map(str, dep.expect_status)) if dep.expect_status else "2xx/3xx"
