@@ -37,7 +37,7 @@ from drwatch import validators
 from drwatch.config.model import load_config
 from drwatch.core import logs
 from drwatch.core.errors import ValidatorError
-from drwatch.core.model import Outcome, Report, Result
+from drwatch.core.model import Finding, Outcome, Report, Result, Severity
 from drwatch.core.sandbox import OWNER, PREFIX, SandboxManager
 from drwatch.core.secrets import read_secret
 from drwatch.engine.daemon import FULL_COLLECTION_INTERVAL, Daemon, Heap
@@ -988,6 +988,40 @@ def test_secret_values_never_reach_log_output(tmp_path: Path, monkeypatch: pytes
     with structlog.testing.capture_logs(processors=[logs.redact_secrets]) as captured:
         structlog.get_logger("drwatch.test").info("captured", dsn=dsn)
     assert captured[0]["dsn"] == redacted
+
+
+async def test_secret_values_never_reach_stored_findings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finding whose text holds a secret drwatch read (a library's error echoing a DSN, in a failed run's
+    finding or a ValidatorError's message) is stored with the value redacted: the store, and so the status page,
+    the API and reports, never hold it (before, only log output was redacted)."""
+    secret = "Sec-" + uuid.uuid4().hex
+    monkeypatch.setenv("DRWATCH_TEST_FINDING_SECRET", secret)
+    value = read_secret("store.postgres", env="DRWATCH_TEST_FINDING_SECRET", file=None, base_dir=tmp_path)
+    dsn = f"postgresql://drwatch:{value}@db/x"
+
+    class Leaky:
+        def __init__(self, cfg: Any) -> None:
+            self.cfg = cfg
+
+        async def run(self, ctx: RunContext) -> Report:
+            if ctx.asset_name == "a":
+                return Report(Outcome.FAILED, (Finding(Severity.CRITICAL, "missing_file", f"{dsn} refused",
+                                                       f"copy/{value}"),))
+            raise ValidatorError("connection_failed", f"cannot reach {dsn}")
+
+    monkeypatch.setitem(validators.REGISTRY, "replica", Leaky)
+    path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la", "b": "lb"}))
+    async with open_runner(path) as runner:
+        assert runner.launch("a", "replica") is True and runner.launch("b", "replica") is True
+        await asyncio.gather(*runner.running.values())
+    stored = [*await history(path, "a"), *await history(path, "b")]
+    assert [r.outcome for r in stored] == [Outcome.FAILED, Outcome.ERROR]
+    messages = [(f.message, f.subject) for r in stored for f in r.findings]
+    assert ("postgresql://drwatch:<redacted>@db/x refused", "copy/<redacted>") in messages
+    assert ("cannot reach postgresql://drwatch:<redacted>@db/x", "") in messages
+    with sqlite3.connect(tmp_path / "state.sqlite") as db:
+        rows = db.execute("SELECT * FROM results").fetchall()
+    assert rows and secret not in repr(rows)
 
 
 class _Terminal(io.StringIO):

@@ -21,6 +21,7 @@ import structlog
 from drwatch import validators
 from drwatch.cluster.confighash import cached_config_hash
 from drwatch.config.model import Config
+from drwatch.core import secrets
 from drwatch.core.cancels import CancelWatch
 from drwatch.core.errors import DrillFailed, ValidatorError
 from drwatch.core.model import Finding, Outcome, Report, Result, Severity
@@ -37,6 +38,20 @@ from drwatch.validators.base import RunContext
 from drwatch.validators.config import ValidatorConfig
 
 log = structlog.get_logger("drwatch.engine.runner")
+
+
+def redacted(findings: tuple[Finding, ...]) -> tuple[Finding, ...]:
+    """The findings with every secret value drwatch read replaced by ``<redacted>``: a library's error text (a
+    DSN in a connection error, a signed URL) must not reach the store, and from it the status page, the API and
+    reports (logs are redacted by their own processor)."""
+    if not secrets.registered():
+        return findings
+    out = []
+    for f in findings:
+        message, subject = secrets.redact(f.message), secrets.redact(f.subject)
+        out.append(f if (message, subject) == (f.message, f.subject)
+                   else Finding(f.severity, f.code, message, subject))
+    return tuple(out)
 
 
 @dataclass
@@ -274,7 +289,7 @@ class Runner:
     def _result(self, run_id: str, asset: str, vcfg: ValidatorConfig, started: float, report: Report) -> Result:
         return Result(
             run_id=run_id, asset=asset, validator=vcfg.label, kind=vcfg.kind, outcome=report.outcome,
-            started_at=started, finished_at=max(started, self.clock()), findings=report.findings,
+            started_at=started, finished_at=max(started, self.clock()), findings=redacted(report.findings),
             figures=dict(report.figures), copies=report.copies, recovery_point=report.recovery_point,
         )
 
