@@ -8,9 +8,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from drwatch.storage import readclock
 from drwatch.storage.hashing import HashPool
 from drwatch.storage.readclock import ReadClock
+from tests.support.slowfs import fuse_unavailable, throttled_mount
 
 
 def test_overlapping_spans_arriving_in_any_order_count_once() -> None:
@@ -68,5 +71,62 @@ async def test_a_file_read_waiting_for_a_hash_thread_is_not_busy_time(tmp_path: 
         assert n == 4096 and clock.bytes == 4096
         assert time.monotonic() - asked >= 1.0
         assert 0 < clock.seconds < 0.5, clock.seconds
+    finally:
+        pool.close()
+
+
+def test_a_long_read_reported_after_many_short_ones_keeps_its_whole_time() -> None:
+    """A large file read in one thread from 0 s to 100 s while another thread reads many small files of the same
+    location, each 0.1 s with 0.9 s gaps (waiting for production's digests, say): the location was busy 0..100 s.
+    The short reads are reported first and overflow MAX_SPANS; folding them away set the horizon past the long
+    read's start, which then lost the gaps it covered (counted ~10 s + its tail: 10x the real throughput)."""
+    now = [0.0]
+    clock = ReadClock(clock=lambda: now[0])
+    long_read = clock.asked()
+    n = 4 * readclock.MAX_SPANS
+    step = 100.0 / n
+    for i in range(n):
+        now[0] = i * step
+        short = clock.asked()
+        clock.answered(short, [(i * step, i * step + step / 10)], 1)
+    assert len(clock._starts) <= readclock.HARD_SPANS
+    now[0] = 100.0
+    clock.answered(long_read, [(0.0, 100.0)], 1000)
+    assert clock.bytes == n + 1000
+    assert abs(clock.seconds - 100.0) < 1e-6, clock.seconds
+    assert len(clock._starts) <= readclock.MAX_SPANS + 1
+
+
+def test_intervals_are_bounded_even_while_a_read_stays_outstanding() -> None:
+    """A read asked for and never answered (a hung mount) does not let the intervals grow without bound."""
+    clock = ReadClock()
+    clock.asked()
+    for i in range(10 * readclock.HARD_SPANS):
+        clock.span(clock.clock() + 2.0 * i, clock.clock() + 2.0 * i + 1.0, 1)
+    assert len(clock._starts) <= readclock.HARD_SPANS
+
+
+async def test_a_direct_comparison_times_the_copy_s_reads_not_the_reference_s(tmp_path: Path) -> None:
+    """Compared chunk by chunk with a reference on a slow filesystem (FUSE, 256 KiB/s), a local copy's busy time
+    is its own reads: timed as a whole, the comparison measured the reference's rate for the copy."""
+    unavailable = fuse_unavailable()
+    if unavailable is not None:
+        pytest.skip(f"no FUSE here for a throttled filesystem ({unavailable})")
+    rate = 256 * 1024
+    data = b"y" * (3 * 1024 * 1024 + 17)  # four chunks of the comparison
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(data)
+    (tmp_path / "copy").write_bytes(data)
+    pool = HashPool(2)
+    try:
+        with throttled_mount(tmp_path / "src", tmp_path / "mnt", rate) as mnt:
+            clock = ReadClock()
+            started = time.monotonic()
+            same, n = await pool.compare(mnt / "f", tmp_path / "copy", len(data), clock)
+            took = time.monotonic() - started
+        assert same and n == len(data) == clock.bytes
+        assert took >= 0.8 * len(data) / rate  # the reference was read, slowly
+        assert 0 < clock.seconds < 0.1 * took, (clock.seconds, took)
+        assert len(clock._starts) <= 5
     finally:
         pool.close()

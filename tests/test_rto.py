@@ -175,6 +175,37 @@ async def test_throttled_filesystem_copy_puts_a_tight_rto_at_risk_while_a_fast_o
     assert (metric_value(metrics, "drwatch_asset_restore_projected_seconds", asset="tight") or 0) > 1.0
 
 
+async def test_a_fast_copy_compared_with_a_slow_production_is_not_measured_at_production_s_rate(
+        tmp_path: Path) -> None:
+    """Production on a slow filesystem (FUSE, 256 KiB/s), its only copy a local directory, no seal: the copy is
+    proven by comparing both files chunk by chunk, and only the copy's own reads are its restore time. Timed as a
+    whole, the comparison waited for production's reads and the fast copy measured production's rate (~256 KiB/s:
+    projected ~2 s against a 1 s RTO, rto_at_risk for a copy that restores in milliseconds)."""
+    unavailable = fuse_unavailable()
+    if unavailable is not None:
+        pytest.skip(f"no FUSE here for a throttled filesystem ({unavailable})")
+    files = sample_files(8, 64 * 1024)
+    write_tree(tmp_path / "nas" / "data", files)
+    write_tree(tmp_path / "near" / "data", files)
+    with throttled_mount(tmp_path / "nas", tmp_path / "slow-mount", SLOW_RATE) as slow_path:
+        cfg = parse(tmp_path, {
+            "store": {"sqlite": str(tmp_path / "state.sqlite")},
+            "locations": {"prod": {"kind": "filesystem", "path": str(slow_path), "site": "dc-a"},
+                          "near": {"kind": "filesystem", "path": str(tmp_path / "near"), "site": "dc-b"}},
+            "assets": {"data": {"rpo": "1d", "rto": "1s", "production": {"location": "prod", "prefix": "data"},
+                                "copies": [{"location": "near", "prefix": "data"}],
+                                "validators": [{"kind": "replica"}]}}})
+        started = time.monotonic()
+        await run_all(cfg, tmp_path, ["data"])
+        assert time.monotonic() - started >= 0.8 * len(files) * 64 * 1024 / SLOW_RATE  # production was read, slowly
+    _snap, proj = await projections(cfg)
+    data = proj["data"]
+    near = next(c for c in data.copies if c.copy == "near")
+    assert near.throughput is not None and near.throughput > 10 * SLOW_RATE, near
+    assert data.copy == "near" and data.seconds is not None and data.seconds < 0.5, data
+    assert "rto_at_risk" not in codes(data), data.findings
+
+
 async def test_deep_archive_copy_is_projected_at_least_the_documented_retrieval(
         tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
     """A copy whose objects are DEEP_ARCHIVE (proven by ETags; unreadable, so not even sampled) is projected at no

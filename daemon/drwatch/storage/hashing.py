@@ -126,16 +126,22 @@ def digest_file(path: StrPath, algorithm: str = "sha256", chunk: int = CHUNK,
     return digest.hexdigest(), total
 
 
-def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | None = None) -> tuple[bool, int]:
+def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | None = None,
+                  copy_spans: list[tuple[float, float]] | None = None) -> tuple[bool, int]:
     """Whether two files hold the same bytes, compared chunk by chunk (no hashing); and the bytes of the copy
     read. A difference ends the read early. Blocking: call from a worker thread.
 
     The copy is opened first; its errors propagate as they are (a copy's file gone is that copy's missing
-    file), while any error of the reference is raised as :class:`ReferenceUnreadable`.
+    file), while any error of the reference is raised as :class:`ReferenceUnreadable`. ``copy_spans`` gets the
+    intervals spent opening and reading the copy (monotonic seconds), not those spent reading the reference.
     """
     buf_a, buf_b = _buffers()
     view_a, view_b = memoryview(buf_a), memoryview(buf_b)
+    clock = time.monotonic
+    spans = copy_spans if copy_spans is not None else []
+    began = clock()
     fd_copy = os.open(copy, _FLAGS)
+    spans.append((began, clock()))
     try:
         try:
             fd_ref = os.open(reference, _FLAGS)
@@ -146,7 +152,9 @@ def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | Non
             while True:
                 if stop is not None and stop.is_set():
                     raise HashCancelled(str(copy))
+                began = clock()
                 n = _fill(fd_copy, view_b)
+                spans.append((began, clock()))
                 try:
                     m = _fill(fd_ref, view_a)
                 except OSError as exc:
@@ -163,11 +171,20 @@ def compare_files(reference: StrPath, copy: StrPath, stop: threading.Event | Non
         os.close(fd_copy)
 
 
-def _timed_call(call: Callable[[threading.Event], _R], stop: threading.Event) -> tuple[_R, float, float]:
+Spans = list[tuple[float, float]]
+
+
+def _timed_call(call: Callable[[threading.Event], _R], stop: threading.Event) -> tuple[_R, Spans]:
     """Worker thread: ``call`` and when it ran (monotonic seconds)."""
     started = time.monotonic()
     result = call(stop)
-    return result, started, time.monotonic()
+    return result, [(started, time.monotonic())]
+
+
+def _timed_compare(reference: StrPath, copy: StrPath, stop: threading.Event) -> tuple[tuple[bool, int], Spans]:
+    """Worker thread: :func:`compare_files` and when it read the copy (never its waits for the reference)."""
+    spans: Spans = []
+    return compare_files(reference, copy, stop, spans), spans
 
 
 class _Job:
@@ -216,19 +233,28 @@ class HashPool:
                      clock: ReadClock | None = None) -> tuple[str, int]:
         """Hex digest (sha256 unless ``algorithm`` says otherwise) and bytes read of ``path``; ``size``: its
         listed size (small files are batched). ``clock`` gets the read's own time, measured in its thread."""
-        return await self._timed(functools.partial(digest_file, path, algorithm, CHUNK), path, size, clock)
+        call = functools.partial(digest_file, path, algorithm, CHUNK)
+        if clock is None:
+            return await self._run(call, path, size)
+        return await self._timed(functools.partial(_timed_call, call), path, size, clock)
 
     async def compare(self, reference: StrPath, copy: StrPath, size: int | None = None,
                       clock: ReadClock | None = None) -> tuple[bool, int]:
-        """Whether ``copy`` holds ``reference``'s bytes (:func:`compare_files`), read in this pool."""
-        return await self._timed(functools.partial(compare_files, reference, copy), copy, size, clock)
-
-    async def _timed(self, call: Callable[[threading.Event], tuple[_T, int]], path: StrPath, size: int | None,
-                     clock: ReadClock | None) -> tuple[_T, int]:
+        """Whether ``copy`` holds ``reference``'s bytes (:func:`compare_files`), read in this pool. ``clock`` gets
+        the time spent reading the copy, not the reference."""
         if clock is None:
-            return await self._run(call, path, size)
-        result, started, ended = await self._run(functools.partial(_timed_call, call), path, size)
-        clock.span(started, ended, result[1])  # from when a thread took the read up, not from when it was asked
+            return await self._run(functools.partial(compare_files, reference, copy), copy, size)
+        return await self._timed(functools.partial(_timed_compare, reference, copy), copy, size, clock)
+
+    async def _timed(self, call: Callable[[threading.Event], tuple[tuple[_T, int], Spans]], path: StrPath,
+                     size: int | None, clock: ReadClock) -> tuple[_T, int]:
+        asked = clock.asked()
+        try:
+            result, spans = await self._run(call, path, size)
+        except BaseException:
+            clock.answered(asked, (), 0)  # a read that failed or was cancelled: no busy time, no bytes
+            raise
+        clock.answered(asked, spans, result[1])  # from when a thread took the read up, not from when it was asked
         return result
 
     async def _run(self, call: Callable[[threading.Event], _R], path: StrPath, size: int | None) -> _R:

@@ -9,17 +9,25 @@ A read is timed where it runs. Network reads run on the event loop (:meth:`ReadC
 :meth:`ReadClock.finished`); file reads run in the shared hashing threads, which time each read themselves
 (:meth:`ReadClock.span`): a read timed from the event loop would also count its wait for a free thread, or for
 the other files of its batch, so a fast disk whose reads queue behind a slow one's would measure as slow as that
-one (and a fast copy project a restore time it would never take).
+one (and a fast copy project a restore time it would never take). A thread-timed read is announced when it is
+asked for (:meth:`ReadClock.asked`) and reports its intervals when it ends (:meth:`ReadClock.answered`): a direct
+comparison of a copy with production reports only the copy's own reads, not its waits for production's.
+
+Memory is bounded by folding the oldest intervals into a sum, but never those a read still outstanding may yet
+overlap (one asked for, or loop-timed and in flight, before they ended): a long read reported after many short
+ones would otherwise lose the time it spent where the folded intervals had gaps (counted bytes without their
+seconds: a slow location measured faster than it is).
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_SPANS = 512  # disjoint busy intervals kept; the oldest half is folded into a sum beyond it
+HARD_SPANS = 8 * MAX_SPANS  # beyond this, intervals are folded even if an outstanding read may still overlap them
 
 
 @dataclass
@@ -34,6 +42,7 @@ class ReadClock:
     _ends: list[float] = field(default_factory=list, repr=False)
     _folded: float = 0.0  # seconds of the intervals folded away
     _folded_until: float = float("-inf")  # the end of the newest of them: later reads count from there
+    _asked: dict[float, int] = field(default_factory=dict, repr=False)  # thread-timed reads outstanding, by ask time
 
     @property
     def seconds(self) -> float:
@@ -53,10 +62,34 @@ class ReadClock:
         else:
             self.bytes += max(0, nbytes)
 
+    def asked(self) -> float:
+        """A read timed where it runs (a hashing thread) is asked for; returns the token :meth:`answered` takes.
+        Until then, no interval it may overlap is folded away."""
+        at = self.clock()
+        self._asked[at] = self._asked.get(at, 0) + 1
+        return at
+
+    def answered(self, asked: float, spans: Iterable[tuple[float, float]], nbytes: int) -> None:
+        """The read announced as ``asked`` ended (also when it failed: ``nbytes`` 0, no ``spans``): the intervals
+        it spent reading the location (monotonic seconds) join the busy time, and ``nbytes`` the bytes."""
+        left = self._asked.pop(asked, 1) - 1
+        if left > 0:
+            self._asked[asked] = left
+        self.span_all(spans, nbytes)
+
     def span(self, start: float, end: float, nbytes: int) -> None:
         """A read that ran from ``start`` to ``end`` (monotonic seconds, timed where it ran) and returned
         ``nbytes``: its interval joins the busy time, overlaps with other reads counted once."""
+        self.span_all(((start, end),), nbytes)
+
+    def span_all(self, spans: Iterable[tuple[float, float]], nbytes: int) -> None:
+        """One read's intervals of reading the location (several where it paused, e.g. for production's reads)
+        and the bytes it returned."""
         self.bytes += max(0, nbytes)
+        for start, end in spans:
+            self._add(start, end)
+
+    def _add(self, start: float, end: float) -> None:
         start = max(start, self._folded_until)
         if end <= start:
             return
@@ -67,7 +100,19 @@ class ReadClock:
         self._starts[i:j] = [start]
         self._ends[i:j] = [end]
         if len(self._starts) > MAX_SPANS:
-            k = len(self._starts) // 2
-            self._folded += sum(e - s for s, e in zip(self._starts[:k], self._ends[:k], strict=True))
-            self._folded_until = self._ends[k - 1]
-            del self._starts[:k], self._ends[:k]
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the oldest intervals into a sum: at most half, and only those ending before the earliest read
+        still outstanding began (it may yet report an interval over them), unless there are HARD_SPANS."""
+        horizon = min(self._asked, default=float("inf"))
+        if self._in_flight:
+            horizon = min(horizon, self._since)
+        n = len(self._starts)
+        k = min(n // 2, bisect_left(self._ends, horizon))
+        if k < n // 4 and n <= HARD_SPANS:
+            return  # too few foldable yet: wait (memory stays bounded by HARD_SPANS)
+        k = k if k >= n // 4 else n // 2
+        self._folded += sum(e - s for s, e in zip(self._starts[:k], self._ends[:k], strict=True))
+        self._folded_until = max(self._folded_until, self._ends[k - 1])
+        del self._starts[:k], self._ends[:k]
