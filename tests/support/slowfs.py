@@ -2,8 +2,9 @@
 to a byte rate (one token bucket for the whole mount, like a slow NAS link).
 
 Mounted with ``direct_io``, so every read reaches this process (the kernel's page cache cannot serve a second
-read fast). Run as its own process (``python -m tests.support.slowfs SRC MOUNTPOINT BYTES_PER_SECOND``) by
-:func:`throttled_mount`, which waits for the mount and always unmounts it.
+read fast). Run as its own process (``python -m tests.support.slowfs SRC MOUNTPOINT BYTES_PER_SECOND [FAILING]``)
+by :func:`throttled_mount`, which waits for the mount and always unmounts it. ``FAILING``: relative paths, joined
+by newlines, whose reads fail with EIO (a bad sector, a NAS losing one file) while the rest of the mount reads.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class _Paced:
         time.sleep(max(0.0, until - time.monotonic()))
 
 
-def _operations(root: Path, rate: float) -> Any:
+def _operations(root: Path, rate: float, failing: frozenset[str] = frozenset()) -> Any:
     import mfusepy
 
     class Passthrough(mfusepy.Operations):  # type: ignore[misc]
@@ -90,6 +91,9 @@ def _operations(root: Path, rate: float) -> Any:
             return os.open(self._path(path), os.O_RDONLY)
 
         def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+            if path.lstrip("/") in failing:
+                self.paced.wait(size)  # the device tried (and took its time) before giving up
+                raise mfusepy.FuseOSError(errno.EIO)
             data = os.pread(fh, size, offset)
             self.paced.wait(len(data))
             return data
@@ -107,11 +111,13 @@ def _operations(root: Path, rate: float) -> Any:
 
 
 @contextlib.contextmanager
-def throttled_mount(source: Path, mountpoint: Path, rate: float) -> Iterator[Path]:
-    """``source`` mounted read-only at ``mountpoint`` with reads paced to ``rate`` bytes per second."""
+def throttled_mount(source: Path, mountpoint: Path, rate: float, failing: tuple[str, ...] = ()) -> Iterator[Path]:
+    """``source`` mounted read-only at ``mountpoint`` with reads paced to ``rate`` bytes per second; reads of the
+    files at the relative paths ``failing`` fail with EIO."""
     source.mkdir(parents=True, exist_ok=True)
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.slowfs", str(source), str(mountpoint), str(rate)],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.slowfs", str(source), str(mountpoint), str(rate),
+                             "\n".join(failing)],
                             cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
@@ -139,7 +145,8 @@ def throttled_mount(source: Path, mountpoint: Path, rate: float) -> Iterator[Pat
 def main() -> None:
     import mfusepy
     source, mountpoint, rate = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-    mfusepy.FUSE(_operations(source, rate), mountpoint, foreground=True, ro=True, direct_io=True,
+    failing = frozenset(p for p in (sys.argv[4] if len(sys.argv) > 4 else "").split("\n") if p)
+    mfusepy.FUSE(_operations(source, rate, failing), mountpoint, foreground=True, ro=True, direct_io=True,
                  fsname="drwatch-slowfs")
 
 
