@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from pathlib import Path
@@ -130,3 +131,46 @@ async def test_a_direct_comparison_times_the_copy_s_reads_not_the_reference_s(tm
         assert len(clock._starts) <= 5
     finally:
         pool.close()
+
+
+def test_clocks_of_one_location_share_the_instants_they_are_both_busy() -> None:
+    """Two runs reading one location at once share its bandwidth: each instant both are busy counts half for each,
+    so their seconds add up to the location's busy time (each alone counted it whole: the location measured at
+    half its rate). A clock of another location, or one not joined, is not affected; a finished run's clock still
+    counts for a run it overlapped that ends later."""
+    now = [0.0]
+    a, b, other, alone = (ReadClock(clock=lambda: now[0]) for _ in range(4))
+    a.join("nas-t2"), b.join("nas-t2"), other.join("s3-t2")
+    a.span(0.0, 10.0, 100)
+    b.span(5.0, 15.0, 100)
+    other.span(0.0, 15.0, 100)
+    alone.span(0.0, 10.0, 100)
+    assert (a.seconds, b.seconds) == (7.5, 7.5)  # 5 s alone + 5 s shared / 2
+    assert a.seconds + b.seconds == 15.0  # the location was busy 0..15 s
+    assert (other.seconds, alone.seconds) == (15.0, 10.0)
+    c = ReadClock(clock=lambda: now[0])
+    c.join("nas-t2")
+    del a  # a's run ended: its intervals stay while b and c (begun before it ended) may overlap them
+    gc.collect()
+    assert b.seconds == 7.5
+    c.span(8.0, 9.0, 10)
+    assert c.seconds == 1.0 / 3.0
+
+
+def test_finished_clocks_of_a_location_are_let_go() -> None:
+    now = [0.0]
+    for i in range(3 * readclock.MAX_RETIRED):
+        clock = ReadClock(clock=lambda: now[0])
+        clock.join("nas-t2-retired")
+        now[0] = float(i)
+        clock.span(now[0], now[0] + 0.5, 1)
+    assert len(readclock._PEERS["nas-t2-retired"]) <= readclock.MAX_RETIRED + 1
+    now[0] += 1.0
+    live = ReadClock(clock=lambda: now[0])
+    live.join("nas-t2-retired")
+    del clock
+    gc.collect()
+    assert len(readclock._peers("nas-t2-retired")) == 1  # all ended before the live one began
+    del live
+    gc.collect()
+    assert "nas-t2-retired" not in readclock._PEERS or not readclock._peers("nas-t2-retired")

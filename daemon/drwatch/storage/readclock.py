@@ -13,6 +13,14 @@ one (and a fast copy project a restore time it would never take). A thread-timed
 asked for (:meth:`ReadClock.asked`) and reports its intervals when it ends (:meth:`ReadClock.answered`): a direct
 comparison of a copy with production reports only the copy's own reads, not its waits for production's.
 
+Several runs read one location at the same time (each asset's check has its own clock): they share its bandwidth,
+so each run's own busy time would make the location look as many times slower as runs overlap (three checks of a
+NAS at once measured it at half its rate, a projection twice too long: a page). A clock that knows its location
+(:meth:`ReadClock.join`) shares each instant among the runs reading the location then: its ``seconds`` are its
+busy time with every instant divided by the number of clocks of the location busy at it, so the clocks' seconds
+add up to the location's busy time, and pooled bytes over pooled seconds is the location's real rate. A finished
+run's intervals are kept while a run that may overlap them is still in progress.
+
 Memory is bounded by folding the oldest intervals into a sum, but never those a read still outstanding may yet
 overlap (one asked for, or loop-timed and in flight, before they ended): a long read reported after many short
 ones would otherwise lose the time it spent where the folded intervals had gaps (counted bytes without their
@@ -22,12 +30,66 @@ seconds: a slow location measured faster than it is).
 from __future__ import annotations
 
 import time
+import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MAX_SPANS = 512  # disjoint busy intervals kept; the oldest half is folded into a sum beyond it
 HARD_SPANS = 8 * MAX_SPANS  # beyond this, intervals are folded even if an outstanding read may still overlap them
+
+
+
+@dataclass(eq=False)
+class _Peer:
+    """A clock's intervals as its location's registry keeps them (the same lists the clock updates)."""
+
+    clock: weakref.ref[ReadClock]
+    created: float
+    starts: list[float]
+    ends: list[float]
+
+
+MAX_RETIRED = 256  # finished clocks kept per location (the newest): beyond it, overlaps count whole (pessimistic)
+_PEERS: dict[str, list[_Peer]] = {}  # location -> clocks of it alive, or retired but overlapping a live one
+
+
+def _peers(location: str) -> list[_Peer]:
+    """The location's clocks, without the retired ones no live clock can overlap (all ended before it began)."""
+    peers = _PEERS.get(location, [])
+    horizon = min((p.created for p in peers if p.clock() is not None), default=float("inf"))
+    kept = [p for p in peers if p.clock() is not None or (p.ends and p.ends[-1] > horizon)]
+    retired = [p for p in kept if p.clock() is None]
+    if len(retired) > MAX_RETIRED:
+        dropped = {id(p) for p in sorted(retired, key=lambda p: p.ends[-1])[:len(retired) - MAX_RETIRED]}
+        kept = [p for p in kept if id(p) not in dropped]
+    if kept:
+        _PEERS[location] = kept
+    else:
+        _PEERS.pop(location, None)
+    return kept
+
+
+def _shared_seconds(starts: list[float], ends: list[float], others: list[_Peer]) -> float:
+    """The length of the intervals (``starts``, ``ends``), each instant divided by 1 + the number of ``others``
+    busy at it."""
+    if not starts:
+        return 0.0
+    lo, hi = starts[0], ends[-1]
+    events = sorted((t, d) for p in others for s, e in zip(p.starts, p.ends, strict=True) if e > lo and s < hi
+                    for t, d in ((s, 1), (e, -1)))
+    total, busy, i = 0.0, 0, 0
+    for s, e in zip(starts, ends, strict=True):
+        while i < len(events) and events[i][0] <= s:
+            busy += events[i][1]
+            i += 1
+        t = s
+        while i < len(events) and events[i][0] < e:
+            total += (events[i][0] - t) / (1 + busy)
+            t, busy = events[i][0], busy + events[i][1]
+            i += 1
+        total += (e - t) / (1 + busy)
+    return total
 
 
 @dataclass
@@ -44,9 +106,22 @@ class ReadClock:
     _folded_until: float = float("-inf")  # the end of the newest of them: later reads count from there
     _asked: dict[float, int] = field(default_factory=dict, repr=False)  # thread-timed reads outstanding, by ask time
 
+    _location: str | None = field(default=None, repr=False)
+
     @property
     def seconds(self) -> float:
-        return self._folded + sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+        """Busy seconds: shared with the other clocks of the location where :meth:`join` named it (the folded
+        intervals are counted whole: pessimistic)."""
+        if self._location is None:
+            return self._folded + sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+        others = [p for p in _peers(self._location) if p.starts is not self._starts]
+        return self._folded + _shared_seconds(self._starts, self._ends, others)
+
+    def join(self, location: str) -> None:
+        """This clock times reads of ``location``: instants other clocks of it are busy too are shared."""
+        if self._location is None:
+            self._location = location
+            _PEERS[location] = [*_peers(location), _Peer(weakref.ref(self), self.clock(), self._starts, self._ends)]
 
     def started(self) -> None:
         """A read timed on the event loop began."""

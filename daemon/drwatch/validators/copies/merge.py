@@ -46,6 +46,9 @@ class Tally:
     unlisted: list[tuple[str, str]] = field(default_factory=list)
     unlisted_noted: int = 0
 
+    def __post_init__(self) -> None:
+        self.reads.join(self.src.location)  # concurrent runs' reads of the location share its busy time
+
     @property
     def name(self) -> str:
         return self.src.name
