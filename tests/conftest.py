@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,16 @@ def moto() -> Iterator[MotoServer]:
 def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
     """The locations of a test's config, their credentials in the environment (see Locations)."""
     return Locations(monkeypatch)
+
+
+@pytest.fixture
+def sandbox_root() -> Iterator[Path]:
+    """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root): drills that run
+    PostgreSQL servers as ``postgres`` put their sandboxes here."""
+    base = Path(tempfile.mkdtemp(prefix="drw-sbx-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base / "sandboxes"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

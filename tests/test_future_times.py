@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +144,6 @@ async def test_s3_last_modified_ahead_of_the_clock(tmp_path: Path, moto: MotoSer
 
 
 # --- dumps ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sandbox_root() -> Iterator[Path]:
-    """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="drw-fut-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base / "sandboxes"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_a_dump_dated_ahead_alone_is_no_recovery_point(tmp_path: Path, sandbox_root: Path) -> None:

@@ -23,18 +23,14 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core.model import CopyState, Outcome, Severity
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
 from drwatch.formats import safetensors as st
 from drwatch.formats.seals import seal_digest_sync
 from drwatch.inference import goldens
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME
-from drwatch.store import open_store
 from drwatch.validators.model.config import ModelWeightsConfig
 from drwatch.validators.model.inference.drill import GiB
 from tests.support.helpers import run_cli, write_config, write_tree
+from tests.support.runs import open_runner
 from tests.support.s3helpers import Locations, bucket, codes, config, report, run, upload
 from tests.support.s3servers import MotoServer
 
@@ -411,11 +407,7 @@ async def test_cancellation_kills_the_worker_and_removes_the_sandbox(
     copy_model(estate, tmp_path / "disk1")
     cfg_dict = mw_config(tmp_path, estate, locs, ["disk1"], inference=inference(estate, "disk1"))
     cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp_path / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp_path / "sandboxes"))
+    async with open_runner(cfg, tmp_path / "sandboxes") as runner:
         task = asyncio.create_task(runner.execute("data", cfg.assets["data"].validators[0]))
         deadline = time.monotonic() + 60
         while not workers_running(str(tmp_path)):
@@ -425,9 +417,7 @@ async def test_cancellation_kills_the_worker_and_removes_the_sandbox(
         with pytest.raises(asyncio.CancelledError):
             await task
         await runner.aclose()
-        assert [r.outcome for r in await store.history("data")] == [Outcome.CANCELLED]
-    finally:
-        await store.close()
+        assert [r.outcome for r in await runner.store.history("data")] == [Outcome.CANCELLED]
     assert workers_running(str(tmp_path)) == []
     assert leftovers(tmp_path) == []
 

@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,15 +94,6 @@ def estate(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) 
     yield est
     for db in ("prod", "drift", "small"):
         pg_server.psql(f"DROP DATABASE IF EXISTS pgr_{db}_{tag} WITH (FORCE)")
-
-
-@pytest.fixture
-def sandbox_root() -> Iterator[Path]:
-    """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="drw-pgr-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base / "sandboxes"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def running(pid: int) -> bool:
@@ -525,11 +515,6 @@ async def test_dump_from_newer_postgresql_is_error_with_a_clear_message(
 # --- target mode ------------------------------------------------------------------------------------
 
 
-def drill_databases(server: PostgresServer) -> list[str]:
-    out = server.psql(r"SELECT datname FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%' ORDER BY 1")
-    return out.split() if out else []
-
-
 async def test_target_mode_and_production_emptied_after_the_backup(
         estate: Estate, tmp_path: Path, sandbox_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Target mode creates drwatch_drill_<run_id> on the given server, restores, checks, and drops it.
@@ -546,7 +531,7 @@ async def test_target_mode_and_production_emptied_after_the_backup(
     assert [(f.severity, f.code, f.subject) for f in result.findings] == [
         (Severity.WARNING, "production_shrank", "docs")]
     assert result.figures["rows_restored"] == 201_022
-    assert drill_databases(estate.server) == []
+    assert estate.server.drill_databases() == []
 
 
 async def test_orphaned_drill_databases_are_dropped_unless_their_run_is_active(estate: Estate) -> None:
@@ -565,10 +550,10 @@ async def test_orphaned_drill_databases_are_dropped_unless_their_run_is_active(e
         assert await drill.drop_orphan_drill_databases(sweeper) == []  # another sweep is running
         await other.execute("SELECT pg_advisory_unlock($1, 0)", drill.LOCK_CLASS_SWEEP)
         assert await drill.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_deadrun"]
-        assert drill_databases(server) == ["drwatch_drill_liverun"]
+        assert server.drill_databases() == ["drwatch_drill_liverun"]
         await live.close()  # the run ends (or its process dies): its lock goes with the connection
         assert await drill.drop_orphan_drill_databases(sweeper) == ["drwatch_drill_liverun"]
-        assert drill_databases(server) == []
+        assert server.drill_databases() == []
     finally:
         for conn in (live, sweeper, other):
             await conn.close()
@@ -601,8 +586,8 @@ async def test_cancellation_mid_restore_in_target_mode_drops_the_drill_database(
     monkeypatch.setenv("DRW_TARGET_DSN", estate.server.dsn())
     await run_drill(tmp_path, sandbox_root, drill_config(tmp_path, tmp_path / "dumps", {
         "sandbox": {"mode": "target", "dsn_env": "DRW_TARGET_DSN"}}),
-        cancel_when=lambda: bool(processes_mentioning(str(slow))) and bool(drill_databases(estate.server)))
-    assert drill_databases(estate.server) == []
+        cancel_when=lambda: bool(processes_mentioning(str(slow))) and bool(estate.server.drill_databases()))
+    assert estate.server.drill_databases() == []
     assert processes_mentioning(str(slow)) == []
     assert_nothing_left(sandbox_root)
 

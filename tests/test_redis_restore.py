@@ -48,11 +48,6 @@ def prod() -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture
-def locs(monkeypatch: pytest.MonkeyPatch) -> Locations:
-    return Locations(monkeypatch)
-
-
 def redis_config(tmp: Path, locs: Locations, monkeypatch: pytest.MonkeyPatch, url: str | None = None,
                  **validator: Any) -> dict[str, Any]:
     """Asset ``data``: production on a filesystem location, snapshots under ``backups/redis``."""

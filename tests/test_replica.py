@@ -16,11 +16,7 @@ import yaml
 
 from drwatch.config.model import parse_config
 from drwatch.core.model import CopyState, Outcome, Result
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
 from drwatch.formats.sealing import seal_directory
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, filesystem_type, media_class, walk_sorted
 from drwatch.store import open_store
 from tests.support.helpers import REPO, basic_config, drwatch_cmd, populate, sample_files, write_config, write_tree
@@ -370,21 +366,15 @@ async def test_cancellation_is_recorded_then_reraised(tmp_path: Path) -> None:
     populate(tmp_path, files={f"f{i}": os.urandom(1 << 20) for i in range(60)})
     cfg_dict = basic_config(tmp_path)
     cfg = parse_config(yaml.safe_dump(cfg_dict), source=str(tmp_path / "drwatch.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(tmp_path / "sbx"))
+    async with open_runner(cfg, tmp_path / "sbx") as runner:
         task = asyncio.create_task(runner.execute("data", cfg.assets["data"].validators[0]))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         runner.close()
-        history = await store.history("data")
+        history = await runner.store.history("data")
         assert [r.outcome for r in history] == [Outcome.CANCELLED]
-    finally:
-        await store.close()
 
 
 def test_walk_is_in_string_order(tmp_path: Path) -> None:

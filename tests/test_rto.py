@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -369,15 +366,6 @@ def _dump(server: PostgresServer, tmp: Path) -> Path:
                    timeout=120)
     server.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     return dest
-
-
-@pytest.fixture
-def sandbox_root() -> Iterator[Path]:
-    """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="drw-rto-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base / "sandboxes"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_postgres_drill_restore_time_agrees_with_its_projection(

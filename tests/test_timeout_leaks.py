@@ -51,14 +51,11 @@ import yaml
 from drwatch import validators
 from drwatch.config.model import Config, parse_config
 from drwatch.core.model import Outcome, Result
-from drwatch.core.sandbox import SandboxManager, make_dirs
-from drwatch.engine.runner import AppState, Runner
+from drwatch.core.sandbox import make_dirs
+from drwatch.engine.runner import Runner
 from drwatch.formats.parquet import ParquetFacts, read_file_facts
 from drwatch.formats.sealing import seal_directory, seal_entries
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
 from drwatch.storage.filesystem import MANIFEST_NAME, Entry, alist, sha256_file
-from drwatch.store import open_store
 from drwatch.validators.postgres.pgtemplate import PREFIX as TEMPLATE_PREFIX
 from tests.faults.estate import (
     GENERIC,
@@ -79,6 +76,7 @@ from tests.support.helpers import (
     write_config,
     write_tree,
 )
+from tests.support.runs import open_runner
 from tests.support.s3helpers import bucket, upload
 from tests.support.s3helpers import client as s3client
 from tests.support.s3servers import MotoServer
@@ -564,18 +562,9 @@ async def settle(check: Callable[[], Any], within: float, in_thread: bool = True
 
 @contextlib.asynccontextmanager
 async def runner_for(cfg: Config, sandboxes: Path, results: list[Result]) -> AsyncIterator[Runner]:
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        state.listeners.append(results.append)
-        runner = Runner(state, store, SandboxManager(sandboxes))
-        try:
-            yield runner
-        finally:
-            await runner.aclose()
-    finally:
-        await store.close()
+    async with open_runner(cfg, sandboxes) as runner:
+        runner.state.listeners.append(results.append)
+        yield runner
 
 
 @pytest.mark.parametrize("how", ["timeout", "cancel"])

@@ -28,11 +28,6 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
-from drwatch.store import open_store
 from tests.support.pgserver import PostgresServer
 from tests.support.runs import open_runner
 from tests.support.s3servers import MotoServer
@@ -153,15 +148,6 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
         yield est
     finally:
         server.cleanup()
-
-
-@pytest.fixture
-def sandbox_root() -> Iterator[Path]:
-    """A sandbox root the ``postgres`` user can reach (pytest's tmp dirs are private to root)."""
-    base = Path(tempfile.mkdtemp(prefix="drw-vec-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base / "sandboxes"
-    shutil.rmtree(base, ignore_errors=True)
 
 
 def config(tmp: Path, dumps: Path, backend: dict[str, Any] | None = None, *, rpo: str = "7d",
@@ -374,26 +360,18 @@ async def test_cancelled_mid_drill_leaves_no_server_and_no_sandbox(prod_env: Est
     """Cancelled once the sandbox server runs: the server is stopped, the sandbox removed, the result is
     ``cancelled``."""
     cfg = parse_config(yaml.safe_dump(config(tmp_path, prod_env.dumps / "good")), source=str(tmp_path / "d.yaml"))
-    store = open_store(cfg)
-    await store.open()
-    try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(sandbox_root), time.time)
-        try:
-            task = asyncio.create_task(runner.execute("index", cfg.assets["index"].validators[0]))
-            deadline = time.monotonic() + 120
-            while not await asyncio.to_thread(lambda: list(sandbox_root.glob("drwatch-sbx-*/pg/data/postmaster.pid"))):
-                assert not task.done(), task.result()
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-        finally:
-            await runner.aclose()
-        assert [r.outcome for r in await store.history("index")] == [Outcome.CANCELLED]
-    finally:
-        await store.close()
+    async with open_runner(cfg, sandbox_root) as runner:
+        task = asyncio.create_task(runner.execute("index", cfg.assets["index"].validators[0]))
+        deadline = time.monotonic() + 120
+        while not await asyncio.to_thread(lambda: list(sandbox_root.glob("drwatch-sbx-*/pg/data/postmaster.pid"))):
+            assert not task.done(), task.result()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await runner.aclose()
+        assert [r.outcome for r in await runner.store.history("index")] == [Outcome.CANCELLED]
     assert_nothing_left(sandbox_root)
     assert not await asyncio.to_thread(_processes_under, sandbox_root)
 
@@ -500,12 +478,6 @@ def target_sandbox(env: str = "DRW_VEC_TARGET") -> dict[str, Any]:
     return {"mode": "target", "dsn_env": env, "bin_dir": str(pgvector_bin())}
 
 
-async def drill_databases(server: PostgresServer) -> list[str]:
-    out = await asyncio.to_thread(server.psql, "SELECT datname FROM pg_database WHERE datname LIKE "
-                                                r"'drwatch\_drill\_%' ORDER BY 1")
-    return out.split()
-
-
 @pytest.fixture
 def target_env(prod_env: Estate, monkeypatch: pytest.MonkeyPatch) -> Estate:
     """The restore target is the same PostgreSQL 18 + pgvector server as production (another database)."""
@@ -529,7 +501,7 @@ async def test_target_mode_restores_into_a_drill_database_and_drops_it(target_en
     assert f["vector_checksum_mismatches"] == 0 and f["exact_match_ratio"] == 1.0
     assert f["recall_at_k"] >= 0.9 and f["queries"] == 20
     assert f["index_rebuilt"] == 0  # the dump's HNSW index was restored on the target
-    assert await drill_databases(server) == []  # the orphan swept, the run's own dropped
+    assert await asyncio.to_thread(server.drill_databases) == []  # the orphan swept, the run's own dropped
     assert_nothing_left(sandbox_root)
 
 
@@ -544,7 +516,7 @@ async def test_target_mode_fails_missing_rows_and_drops_the_database(target_env:
     finding = next(f for f in result.findings if f.code == "missing_rows")
     assert finding.message.startswith(f"{N_MISSING} of 1200 production rows (1.00%) are not in the backup")
     assert result.figures["rows_restored"] == 1200 - N_MISSING
-    assert await drill_databases(target_env.server) == []
+    assert await asyncio.to_thread(target_env.server.drill_databases) == []
 
 
 async def test_target_server_down_is_error(prod_env: Estate, tmp_path: Path, sandbox_root: Path,
@@ -558,7 +530,7 @@ async def test_target_server_down_is_error(prod_env: Estate, tmp_path: Path, san
     assert result.outcome == Outcome.ERROR
     assert codes(result) == {"restore_target_unavailable"}
     assert "s3cret-pw" not in result.findings[0].message
-    assert await drill_databases(prod_env.server) == []
+    assert await asyncio.to_thread(prod_env.server.drill_databases) == []
     assert_nothing_left(sandbox_root)
 
 
@@ -572,7 +544,7 @@ async def test_target_without_pgvector_is_error(prod_env: Estate, pg_server: Pos
     assert result.outcome == Outcome.ERROR
     assert codes(result) == {"pgvector_missing"}
     assert "pg_available_extensions" in result.findings[0].message
-    assert await drill_databases(pg_server) == []
+    assert await asyncio.to_thread(pg_server.drill_databases) == []
     assert_nothing_left(sandbox_root)
 
 
@@ -582,13 +554,9 @@ async def test_cancelled_target_drill_drops_the_drill_database(target_env: Estat
     ``cancelled``."""
     cfg = parse_config(yaml.safe_dump(config(tmp_path, target_env.dumps / "good", {"sandbox": target_sandbox()})),
                        source=str(tmp_path / "d.yaml"))
-    store = open_store(cfg)
-    await store.open()
     watch = await asyncpg.connect(target_env.dsn("postgres"))
     try:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(sandbox_root), time.time)
-        try:
+        async with open_runner(cfg, sandbox_root) as runner:
             task = asyncio.create_task(runner.execute("index", cfg.assets["index"].validators[0]))
             deadline = time.monotonic() + 120
             while not await watch.fetchval(r"SELECT count(*) FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%'"):
@@ -598,13 +566,11 @@ async def test_cancelled_target_drill_drops_the_drill_database(target_env: Estat
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-        finally:
             await runner.aclose()
-        assert [r.outcome for r in await store.history("index")] == [Outcome.CANCELLED]
+            assert [r.outcome for r in await runner.store.history("index")] == [Outcome.CANCELLED]
     finally:
         await watch.close()
-        await store.close()
-    assert await drill_databases(target_env.server) == []
+    assert await asyncio.to_thread(target_env.server.drill_databases) == []
     assert_nothing_left(sandbox_root)
 
 

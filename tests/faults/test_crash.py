@@ -102,11 +102,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[dict
         server.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
-def drill_databases(server: PostgresServer) -> list[str]:
-    out = server.psql(r"SELECT datname FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%' ORDER BY 1")
-    return out.split()
-
-
 def scenario(world: World, moto: MotoServer, kind: str, target: PostgresServer, **ends_extra: Any) -> Scenario:
     ends = Endpoints(moto, moto.endpoint_url, moto.access_key, moto.secret_key, world.primary.host,
                      world.primary.port, world.standby.port, world.vector.port, target_dsn=target.dsn(),
@@ -169,7 +164,7 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
         time.sleep(kill_after)
         first.kill()  # SIGKILL to the daemon's process group; drill subprocesses lead their own groups
         left = list(sc.sandbox_dir.glob("drwatch-sbx-*"))
-        dead_dbs = drill_databases(pg_server)
+        dead_dbs = pg_server.drill_databases()
         with capsys.disabled():
             running = sum(1 for p in left if list(p.glob("**/postmaster.pid")))
             print(f"crash: killed with {len(left)} sandbox(es) left ({running} with a PostgreSQL cluster), "
@@ -200,12 +195,12 @@ def test_sigkill_at_a_random_point_then_restart(world: World, moto: MotoServer, 
             result = second.wait_for(new_result, timeout=120)
             assert result["outcome"] == "ok", result["findings"]
             # The dead run's drill database is dropped by the new run's sweep (its run lock died with it).
-            assert not set(dead_dbs) & set(drill_databases(pg_server)), dead_dbs
+            assert not set(dead_dbs) & set(pg_server.drill_databases()), dead_dbs
         finally:
             assert second.stop(timeout=60) == 0
         assert_whole_results(view.state())
         assert not list(sc.sandbox_dir.glob("drwatch-sbx-*"))
-        assert drill_databases(pg_server) == []
+        assert pg_server.drill_databases() == []
         wait_until(lambda: not processes_mentioning(str(sc.sandbox_dir)), 15, "sandbox processes to end")
     finally:
         for proc in processes_mentioning(str(sc.sandbox_dir)):

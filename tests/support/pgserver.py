@@ -242,6 +242,11 @@ class PostgresServer:
             self._port = None
             self._initialized = False
 
+    def drill_databases(self) -> list[str]:
+        """The target-mode drill databases (``drwatch_drill_*``) on this server, by name. Blocking."""
+        out = self.psql(r"SELECT datname FROM pg_database WHERE datname LIKE 'drwatch\_drill\_%' ORDER BY 1")
+        return out.split()
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``psql -At -c sql`` and return its stdout without the final newline."""
         result = self._run(
