@@ -1,6 +1,7 @@
-"""What every AWS API client of drwatch shares: credentials from a config's ``*_env``/``*_file`` fields, and
-botocore errors mapped to honest "could not check" codes. Used by S3 locations (``storage/s3.py``) and by the
-``rds_snapshot`` validator.
+"""What every AWS API client of drwatch shares: credentials from a config's ``*_env``/``*_file`` fields,
+botocore errors mapped to honest "could not check" codes, and clients of other AWS services made on an S3
+location's credentials and timeouts (:func:`location_client`). Used by S3 locations (``storage/s3.py``), the
+``rds_snapshot`` validator and the validators that call STS, DynamoDB or KMS.
 
 botocore is imported on first use here: it costs ~0.15 s of start-up that a ``check`` of filesystem assets
 never needs (tests/test_startup.py keeps it out).
@@ -139,3 +140,18 @@ def session_for(creds: Credentials) -> Any:
     if not _SHARED_SESSION:
         _SHARED_SESSION.append(aioboto3.Session())
     return _SHARED_SESSION[0]
+
+
+def location_client(creds: Credentials, loc: Any, service: str, endpoint_url: str | None = None) -> Any:
+    """A client of another AWS service (STS, DynamoDB...) made with an S3 location's credentials, region,
+    timeouts and retries (``loc``: its config); ``endpoint_url`` overrides the location's. An async context
+    manager; raises ValidatorError ``no_credentials`` for a profile this host lacks (:func:`session_for`)."""
+    from botocore.config import Config as BotoConfig
+
+    boto_cfg = BotoConfig(connect_timeout=loc.connect_timeout.total_seconds(),
+                          read_timeout=loc.read_timeout.total_seconds(),
+                          retries={"mode": loc.retry_mode, "max_attempts": loc.max_attempts})
+    return session_for(creds).client(
+        service, endpoint_url=endpoint_url or loc.endpoint_url, region_name=loc.region or "us-east-1",
+        config=boto_cfg, aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key,
+        aws_session_token=creds.session_token)

@@ -15,7 +15,7 @@ from typing import Any
 
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Severity
-from drwatch.storage.aws import aws_failure, session_for
+from drwatch.storage.aws import aws_failure, location_client
 from drwatch.storage.s3 import S3Location
 from drwatch.validators.terraform.state import StateRun
 
@@ -46,18 +46,9 @@ def described_accounts(state: dict[str, Any]) -> set[str]:
 
 async def caller_account(s3: S3Location, endpoint_url: str | None) -> str:
     """The account of the S3 location's credentials (STS GetCallerIdentity); ValidatorError when STS cannot say."""
-    from botocore.config import Config as BotoConfig
-
-    loc = s3.cfg
     where = "STS GetCallerIdentity"
-    boto_cfg = BotoConfig(connect_timeout=loc.connect_timeout.total_seconds(),
-                          read_timeout=loc.read_timeout.total_seconds(),
-                          retries={"mode": loc.retry_mode, "max_attempts": loc.max_attempts})
     try:
-        async with session_for(s3.creds).client(
-                "sts", endpoint_url=endpoint_url or loc.endpoint_url, region_name=loc.region or "us-east-1",
-                config=boto_cfg, aws_access_key_id=s3.creds.access_key_id,
-                aws_secret_access_key=s3.creds.secret_access_key, aws_session_token=s3.creds.session_token) as sts:
+        async with location_client(s3.creds, s3.cfg, "sts", endpoint_url) as sts:
             account = str((await sts.get_caller_identity()).get("Account") or "")
     except ValidatorError:
         raise

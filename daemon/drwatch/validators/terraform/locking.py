@@ -9,7 +9,7 @@ from typing import Any
 from drwatch.core.durations import format_duration
 from drwatch.core.errors import ValidatorError
 from drwatch.core.model import Severity
-from drwatch.storage.aws import aws_failure, error_code
+from drwatch.storage.aws import aws_failure, error_code, location_client
 from drwatch.storage.s3 import S3Location, S3Missing, classify
 from drwatch.validators.terraform.state import StateRun
 
@@ -49,21 +49,10 @@ class Run(StateRun):
     async def dynamodb(self, s3: S3Location, key: str, body: bytes) -> None:
         table = self.cfg.dynamodb_table
         assert table is not None
-        from botocore.config import Config as BotoConfig
-
-        from drwatch.storage.aws import session_for
-
         loc = s3.cfg
         where = f"DynamoDB table {table!r}"
-        boto_cfg = BotoConfig(connect_timeout=loc.connect_timeout.total_seconds(),
-                              read_timeout=loc.read_timeout.total_seconds(),
-                              retries={"mode": loc.retry_mode, "max_attempts": loc.max_attempts})
         try:
-            async with session_for(s3.creds).client(
-                    "dynamodb", endpoint_url=self.cfg.dynamodb_endpoint_url or loc.endpoint_url,
-                    region_name=loc.region or "us-east-1", config=boto_cfg,
-                    aws_access_key_id=s3.creds.access_key_id, aws_secret_access_key=s3.creds.secret_access_key,
-                    aws_session_token=s3.creds.session_token) as ddb:
+            async with location_client(s3.creds, loc, "dynamodb", self.cfg.dynamodb_endpoint_url) as ddb:
                 desc = (await ddb.describe_table(TableName=table))["Table"]
                 item = None
                 if self._lock_table_shape(table, desc):
