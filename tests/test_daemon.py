@@ -46,9 +46,7 @@ from drwatch.engine.sdnotify import Notifier
 from drwatch.http.server import HttpServer
 from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RULES, STATES
-from drwatch.state.snapshot import Snapshot
 from drwatch.store import daemonlock
-from drwatch.store.base import StoredState
 from drwatch.store.sqlite import SqliteStore
 from drwatch.validators.base import RunContext
 from tests.support.helpers import (
@@ -63,6 +61,7 @@ from tests.support.helpers import (
     sparse_file,
     write_config,
 )
+from tests.support.runs import open_runner
 
 # --------------------------------------------------------------------------- a test validator
 
@@ -222,20 +221,16 @@ async def in_process_daemon(path: Path) -> AsyncIterator[InProcess]:
 
 
 @contextlib.asynccontextmanager
-async def open_runner(path: Path) -> AsyncIterator[Runner]:
-    """A Runner on a real SQLite store, without daemon or scheduler (runs are launched by the test)."""
+async def launching_runner(path: Path) -> AsyncIterator[Runner]:
+    """A Runner on the config's real SQLite store, without daemon or scheduler (runs are launched by the test and
+    drained at the end)."""
     cfg = load_config(path)
-    store = SqliteStore(cfg.sqlite_path())
-    await store.open()
-    state = AppState(cfg, Snapshot.from_state(cfg, StoredState()), ProcessState(started_at=time.time()))
     assert cfg.limits.sandbox_dir is not None
-    runner = Runner(state, store, SandboxManager(cfg.resolve_path(cfg.limits.sandbox_dir)))
-    try:
-        yield runner
-    finally:
-        await runner.drain(5)
-        runner.close()
-        await store.close()
+    async with open_runner(cfg, cfg.resolve_path(cfg.limits.sandbox_dir)) as runner:
+        try:
+            yield runner
+        finally:
+            await runner.drain(5)
 
 
 async def history(cfg_path: Path, asset: str) -> list[Result]:
@@ -515,7 +510,7 @@ async def test_a_cancel_a_validator_swallowed_is_still_a_cancel(tmp_path: Path, 
     probe.delays["a"] = 120
     probe.swallow_cancel = swallow
     path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         assert runner.launch("a", "replica") is True
         task = runner.running[("a", "replica")]
         await wait_until(lambda: probe.active == 1, what="run started")
@@ -553,7 +548,7 @@ async def test_a_validator_whose_task_group_child_fails_is_error_not_cancelled(t
 
     monkeypatch.setitem(validators.REGISTRY, "replica", Grouped)
     path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         assert runner.launch("a", "replica") is True
         await asyncio.gather(*runner.running.values())
         assert runner.launch("a", "replica") is True
@@ -822,7 +817,7 @@ async def test_a_validator_never_overlaps_itself(tmp_path: Path, probe: Probe) -
     finished; with a schedule shorter than the run, scheduled runs are skipped, never overlapped."""
     probe.default_delay = 0.4
     path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la"}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         assert runner.launch("a", "replica") is True
         assert runner.launch("a", "replica") is False
         await wait_until(lambda: probe.active == 1)
@@ -854,7 +849,7 @@ async def test_global_concurrency_limit(tmp_path: Path, probe: Probe) -> None:
     assets = {f"a{i}": f"l{i}" for i in range(6)}
     path = write_config(tmp_path / "drwatch.yaml", probe_config(
         tmp_path, assets, limits={"max_concurrent": 2, "per_location": 5}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         for name in assets:
             assert runner.launch(name, "replica")
         await asyncio.gather(*runner.running.values())
@@ -870,7 +865,7 @@ async def test_per_location_concurrency_limits(tmp_path: Path, probe: Probe) -> 
     path = write_config(tmp_path / "drwatch.yaml", probe_config(
         tmp_path, assets, limits={"max_concurrent": 20, "per_location": 1},
         location_options={"wide": {"max_concurrency": 3}}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         for name in assets:
             assert runner.launch(name, "replica")
         await asyncio.gather(*runner.running.values())

@@ -4,7 +4,6 @@ schedule keeps its fire time. Real runner over a real SQLite store; nothing fire
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,9 @@ from typing import Any
 import yaml
 
 from drwatch.config.model import parse_config
-from drwatch.core.sandbox import SandboxManager
-from drwatch.engine.runner import AppState, Runner
 from drwatch.engine.scheduler import Scheduler, job_id
-from drwatch.metrics.collector import ProcessState
-from drwatch.state.snapshot import Snapshot
 from tests.support.helpers import basic_config
-from tests.test_store import opened
+from tests.support.runs import open_runner
 
 
 def _config(tmp_path: Path, schedules: dict[str, dict[str, Any]]) -> Any:
@@ -36,9 +31,8 @@ def _live(scheduler: Scheduler) -> Counter[str]:
 
 async def test_a_reload_leaves_one_fire_time_per_job(tmp_path: Path) -> None:
     cfg = _config(tmp_path, {"a": {"every": "1h"}, "b": {"every": "1h"}, "c": {"every": "1h"}})
-    async with opened(cfg) as store:
-        state = AppState(cfg, Snapshot.from_state(cfg, await store.load_state()), ProcessState(time.time()))
-        runner = Runner(state, store, SandboxManager(None))
+    async with open_runner(cfg, None) as runner:
+        state = runner.state
         scheduler = Scheduler(runner, seed=7)
         try:
             scheduler.apply(cfg, state.snapshot)
@@ -57,4 +51,3 @@ async def test_a_reload_leaves_one_fire_time_per_job(tmp_path: Path) -> None:
             assert {job_id(*k): t for k, t in scheduler.next_runs().items()} == live_times
         finally:
             scheduler.shutdown()
-            runner.close()
