@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.sandbox import stop_postmaster
 from drwatch.validators.postgres import pgcluster, pgtools
+from drwatch.validators.postgres.orphans import stop_postmaster
 from drwatch.validators.postgres.pgcluster import EphemeralCluster
 from drwatch.validators.postgres.pgtemplate import PREFIX
 

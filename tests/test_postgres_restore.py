@@ -30,10 +30,12 @@ import yaml
 from drwatch.config.model import parse_config
 from drwatch.core.errors import ConfigError, ValidatorError
 from drwatch.core.model import Outcome, Result, Severity
-from drwatch.core.sandbox import SandboxManager, stop_postmaster
+from drwatch.core.sandbox import SandboxManager
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.snapshot import Snapshot
+from drwatch.validators import ORPHANS
 from drwatch.validators.postgres import drill, pgdump, pgtools
+from drwatch.validators.postgres.orphans import stop_postmaster
 from drwatch.validators.postgres.pgdump import RecoveryPoint, choose
 from tests.support.helpers import DaemonProcess, free_port, metric_value, processes_mentioning, write_config
 from tests.support.pgserver import PostgresServer
@@ -642,7 +644,7 @@ def test_sweep_stops_only_a_postmaster_running_in_the_orphaned_sandbox(tmp_path:
         other.mkdir(parents=True)
         (other / "postmaster.pid").write_text(f"{bystander.pid}\n{other}\n")
         assert not stop_postmaster(other / "postmaster.pid")  # cwd differs: PID reused, not signalled
-        assert SandboxManager(root).sweep_orphans() == [root / "drwatch-sbx-crashed"]
+        assert SandboxManager(root).sweep_orphans(ORPHANS) == [root / "drwatch-sbx-crashed"]
         assert fake.wait(timeout=10) == -signal.SIGQUIT
         assert bystander.poll() is None
         assert not (root / "drwatch-sbx-crashed").exists()

@@ -95,6 +95,7 @@ async def _check(cfg: Any, args: argparse.Namespace) -> int:
     from drwatch.state.report import document, exit_code, table
     from drwatch.state.snapshot import Snapshot
     from drwatch.store import open_store
+    from drwatch.validators import ORPHANS
 
     selected = [(a, v) for a, v in cfg.iter_validators()
                 if (args.validator is None or args.validator in (v.label, v.kind))
@@ -103,7 +104,7 @@ async def _check(cfg: Any, args: argparse.Namespace) -> int:
         print("drwatch: no validator matches the selection", file=sys.stderr)
         return EXIT_CONFIG
     sandboxes = SandboxManager(cfg.resolve_path(cfg.limits.sandbox_dir) if cfg.limits.sandbox_dir else None)
-    await asyncio.to_thread(sandboxes.sweep_orphans)
+    await asyncio.to_thread(sandboxes.sweep_orphans, ORPHANS)
     store = open_store(cfg)
     await store.open()
     try:

@@ -4,22 +4,20 @@ Each sandbox is ``<root>/drwatch-sbx-<run_id>`` with an owner file holding the c
 shielded and time-bounded on success, failure, timeout and cancellation; on start, sandboxes whose
 owner process is gone (a crash, SIGKILL) are swept - also when its PID now belongs to a process that
 started after the sandbox was made (PID reuse). A PostgreSQL server a crashed restore drill left running
-inside such a sandbox (its ``postmaster.pid`` up to three levels down) is stopped before the removal, and
-any other process still working inside it (an inference worker, which leads its own process group and so
-outlives a SIGKILLed daemon) is killed.
+inside such a sandbox is stopped cleanly by its plugin's ``orphans`` hook before the removal, and any other
+process still working inside it (an inference worker, which leads its own process group and so outlives a
+SIGKILLed daemon) is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import os
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,6 +26,9 @@ import structlog
 PREFIX = "drwatch-sbx-"
 OWNER = ".drwatch-owner"
 log = structlog.get_logger("drwatch.core.sandbox")
+# A validator plugin's orphan clean-up: given a sandbox a crashed run left, stop what that kind of run started in
+# it (blocking); True when it stopped something.
+OrphanStopper = Callable[[Path], bool]
 
 
 def default_root() -> Path:
@@ -67,46 +68,13 @@ def _owned_by_live_process(owner: int, created: float) -> bool:
     return started is None or started <= created + 2.0  # 2 s: start times are rounded to ticks and boot
 
 
-_POSTMASTER_PID_GLOBS = ("postmaster.pid", "*/postmaster.pid", "*/*/postmaster.pid")
-
-
-def _gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
     """The process no longer runs (exited, or a zombie waiting for its parent)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, IndexError):
         return not _pid_alive(pid)
     return state in ("Z", "X")
-
-
-def stop_postmaster(pid_file: Path, wait: float = 10.0) -> bool:
-    """Stop the PostgreSQL server that ``pid_file`` (a data directory's ``postmaster.pid``) names.
-
-    Only when that PID still runs *in that data directory* (``/proc/PID/cwd``; a postmaster changes into
-    its data directory): a PID reused by an unrelated process is never signalled. SIGQUIT first (immediate
-    shutdown: the server stops its backends and releases shared memory), then SIGKILL to its process group
-    (a postmaster started by ``pg_ctl`` leads its own session). Blocking, bounded by ``wait``. True when a
-    running server was found and signalled.
-    """
-    try:
-        pid = int(pid_file.read_text().split("\n", 1)[0])
-        cwd = os.readlink(f"/proc/{pid}/cwd") if pid > 1 and pid != os.getpid() else ""
-    except (OSError, ValueError):
-        return False  # no file, not a PID, the process is gone, or not ours to see
-    if not cwd or cwd != os.path.realpath(pid_file.parent):
-        return False
-    for sig in (signal.SIGQUIT, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if sig == signal.SIGKILL and os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait / 2
-        while not _gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _gone(pid):
-            break
-    return True
 
 
 def _inside(cwd: str, root: str) -> bool:
@@ -144,7 +112,7 @@ def kill_processes_inside(sandbox: Path, wait: float = 5.0) -> list[int]:
         finally:
             os.close(fd)
     deadline = time.monotonic() + wait
-    while any(not _gone(pid) for pid in killed) and time.monotonic() < deadline:
+    while any(not process_gone(pid) for pid in killed) and time.monotonic() < deadline:
         time.sleep(0.05)
     return killed
 
@@ -235,8 +203,10 @@ class SandboxManager:
         except OSError as exc:
             log.warning("sandbox_removal_incomplete", path=str(path), error=str(exc))
 
-    def sweep_orphans(self) -> list[Path]:
-        """Remove sandboxes whose owner process is gone. Blocking: call at start or from a thread."""
+    def sweep_orphans(self, stoppers: Sequence[OrphanStopper] = ()) -> list[Path]:
+        """Remove sandboxes whose owner process is gone. Each of ``stoppers`` (the validator plugins' ``orphans``:
+        a PostgreSQL drill's server is stopped cleanly) is given each such sandbox first; whatever still works
+        inside it is then killed. Blocking: call at start or from a thread."""
         removed: list[Path] = []
         if not self.root.is_dir():
             return removed
@@ -251,9 +221,10 @@ class SandboxManager:
                 owner, created = -1, 0.0
             if _owned_by_live_process(owner, created):
                 continue
-            for pid_file in itertools.chain(*(child.glob(p) for p in _POSTMASTER_PID_GLOBS)):
-                if stop_postmaster(pid_file):
-                    log.warning("orphaned_postmaster_stopped", sandbox=str(child))
+            for stop in stoppers:
+                if stop(child):
+                    log.warning("orphaned_servers_stopped", sandbox=str(child),
+                                by=getattr(stop, "__qualname__", "plugin"))
             if kill_processes_inside(child):
                 log.warning("orphaned_sandbox_processes_killed", sandbox=str(child))
             shutil.rmtree(child, ignore_errors=True)

@@ -32,7 +32,7 @@ from drwatch.metrics.collector import ProcessState
 from drwatch.state.compliance import RuleState, evaluate
 from drwatch.state.snapshot import Snapshot
 from drwatch.store import daemonlock, open_store
-from drwatch.validators import PLUGINS
+from drwatch.validators import ORPHANS, PLUGINS
 
 if TYPE_CHECKING:
     from drwatch.cluster.engine import ClusterEngine
@@ -57,7 +57,7 @@ async def _sweep(cfg: Config, stack: AsyncExitStack) -> SandboxManager:
     Pinecone indexes...), each plugin's sweep in the background (never delays readiness; every run of those kinds
     sweeps again before it starts)."""
     sandboxes = sandbox_manager(cfg)
-    removed = await asyncio.to_thread(sandboxes.sweep_orphans)
+    removed = await asyncio.to_thread(sandboxes.sweep_orphans, ORPHANS)
     if removed:
         log.warning("orphaned_sandboxes_removed", count=len(removed), root=str(sandboxes.root))
     remote_sweeps = [asyncio.create_task(p.sweep(cfg, log, 60)) for p in PLUGINS if p.sweep is not None]

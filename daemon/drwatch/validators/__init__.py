@@ -1,8 +1,9 @@
 """Validators: one plugin per kind, listed explicitly in :data:`PLUGINS` (no import strings, no registration by
 import side effect). Everything per kind is derived from that tuple: the config union and the list of kinds
 (:mod:`drwatch.validators.config`), the registry below, the metric families each kind projects from its results
-(:mod:`drwatch.metrics.collector`), the start-up sweeps (:mod:`drwatch.engine.daemon`) and the tests' lists of
-kinds (fault matrix, config fuzzing). Adding a kind: docs/development.md, "How to add a validator"."""
+(:mod:`drwatch.metrics.collector`), the start-up sweeps (:mod:`drwatch.engine.daemon`), the orphan clean-ups of
+the sandbox sweep (:data:`ORPHANS`) and the tests' lists of kinds (fault matrix, config fuzzing). Adding a kind:
+docs/development.md, "How to add a validator"."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ PLUGINS: tuple[Plugin, ...] = (
     terraform_state.PLUGIN,
     recovery_dependencies.PLUGIN,
 )
+
+# The plugins' orphan clean-ups (each once), for the sandbox sweep at start (engine.daemon, cli check).
+ORPHANS = tuple(dict.fromkeys(p.orphans for p in PLUGINS if p.orphans is not None))
 
 # kind -> factory (a dict tests may patch to run a probe validator in a real daemon)
 REGISTRY: dict[str, Callable[[Any], Validator]] = {p.kind: p.factory for p in PLUGINS}

@@ -1,5 +1,5 @@
 """What one validator kind exports: a :class:`Plugin` (its config model, its factory and, optionally, the metric
-families it projects from its own results and its start-up sweep).
+families it projects from its own results, its start-up sweep and its orphan clean-up).
 
 ``drwatch.validators.PLUGINS`` is the tuple of every kind's plugin; the config union, the list of kinds, the
 registry, the per-kind metric families and the start-up sweeps are all derived from it, so that adding a kind is
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from drwatch.core.model import Result
+from drwatch.core.sandbox import OrphanStopper
 from drwatch.validators.base import Validator, ValidatorConfigBase
 
 
@@ -56,6 +57,7 @@ class Plugin:
     families: tuple[Family, ...] = ()  # rendered in this order, present (maybe empty) whatever the results
     project: Project | None = None  # the samples of ``families``, from the latest results of its validators
     sweep: Sweep | None = None  # removes what crashed runs of this kind left outside this host
+    orphans: OrphanStopper | None = None  # stops what a crashed run of this kind left running in its sandbox
 
     @property
     def kind(self) -> str:

@@ -19,9 +19,9 @@ import stat
 from pathlib import Path
 
 from drwatch.core.errors import ValidatorError
-from drwatch.core.sandbox import stop_postmaster
 from drwatch.core.subprocesses import OUTPUT_LIMIT, run_tool
 from drwatch.validators.postgres import pgtools
+from drwatch.validators.postgres.orphans import stop_postmaster
 from drwatch.validators.postgres.pgtemplate import Template
 from drwatch.validators.postgres.pgtools import tool_env
 

@@ -46,6 +46,7 @@ from drwatch.validators.copies.timetrust import FutureTimes
 from drwatch.validators.plugin import Plugin
 from drwatch.validators.postgres import drill, pgcluster, pgdump, pgtools, restore_errors
 from drwatch.validators.postgres.drill import EphemeralSandbox, SandboxConfig, TargetSandbox
+from drwatch.validators.postgres.orphans import stop_orphaned_servers
 from drwatch.validators.postgres.proofs import ExpectConfig, Proof
 
 if TYPE_CHECKING:
@@ -245,4 +246,4 @@ class PostgresRestoreValidator:
 _NEWER_HINT = "restore it with PostgreSQL {dumped} or newer (sandbox.bin_dir)"
 
 
-PLUGIN = Plugin(PostgresRestoreConfig, PostgresRestoreValidator)
+PLUGIN = Plugin(PostgresRestoreConfig, PostgresRestoreValidator, orphans=stop_orphaned_servers)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 from drwatch.core.model import Report
 from drwatch.validators.base import RunContext
 from drwatch.validators.plugin import Family, Latest, Plugin, Sample
+from drwatch.validators.postgres.orphans import stop_orphaned_servers
 from drwatch.validators.vector.config import PgvectorBackend, VectorRestoreConfig
 from drwatch.validators.vector.pgvector import run_pgvector_drill
 from drwatch.validators.vector.pinecone import run_pinecone_drill
@@ -86,4 +87,4 @@ def project(latest: Sequence[Latest]) -> Iterator[Sample]:
 
 
 PLUGIN = Plugin(VectorRestoreConfig, VectorRestoreValidator, (RECALL, RECALL_THRESHOLD, EXACT_MATCH), project,
-                sweep=sweep_pinecone_orphans)
+                sweep=sweep_pinecone_orphans, orphans=stop_orphaned_servers)
