@@ -62,6 +62,9 @@ class RecordingProxy:
         self._link_free = 0.0  # monotonic time the shared slow link is free again
         self.refuse_object_heads = refuse_object_heads  # an HTTP status answered to every HEAD of an object (0: none)
         self.refuse_object_gets = 0  # the same for every GET of an object
+        self.refuse_gets_under = ""  # a key prefix: GETs of objects under it answered 403 (after refuse_delay)
+        self.refuse_delay = 0.0  # seconds a refused request is held first, one at a time (a throttled endpoint)
+        self._refusing = threading.Lock()
         self.records: list[Record] = []
         self._lock = threading.Lock()
         self._slow = threading.Lock()
@@ -114,7 +117,12 @@ class RecordingProxy:
                 split = urlsplit(self.path)
                 rec_path = unquote(split.path)
                 refuse = {"HEAD": proxy.refuse_object_heads, "GET": proxy.refuse_object_gets}.get(self.command, 0)
+                key = rec_path.lstrip("/").partition("/")[2]
+                if self.command == "GET" and proxy.refuse_gets_under and key.startswith(proxy.refuse_gets_under):
+                    refuse = 403
                 if refuse and "/" in rec_path.lstrip("/"):
+                    with proxy._refusing:
+                        time.sleep(proxy.refuse_delay)
                     self.send_response_only(refuse)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

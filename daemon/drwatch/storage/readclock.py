@@ -5,13 +5,13 @@ count the same second several times. The clock measures *busy time*: the wall ti
 read of the location was in flight, and the bytes those reads returned. Only the copy's own read is timed, never
 the reference's (production read for its digest is production's time, not the copy's).
 
-A read is timed where it runs. Network reads run on the event loop (:meth:`ReadClock.started` /
-:meth:`ReadClock.finished`); file reads run in the shared hashing threads, which time each read themselves
-(:meth:`ReadClock.span`): a read timed from the event loop would also count its wait for a free thread, or for
-the other files of its batch, so a fast disk whose reads queue behind a slow one's would measure as slow as that
-one (and a fast copy project a restore time it would never take). A thread-timed read is announced when it is
-asked for (:meth:`ReadClock.asked`) and reports its intervals when it ends (:meth:`ReadClock.answered`): a direct
-comparison of a copy with production reports only the copy's own reads, not its waits for production's.
+A read is timed where it runs. Network reads run on the event loop (timed there); file reads run in the shared
+hashing threads, which time each read themselves: a read timed from the event loop would also count its wait for a
+free thread, or for the other files of its batch, so a fast disk whose reads queue behind a slow one's would measure
+as slow as that one (and a fast copy project a restore time it would never take). A read is announced when it is
+asked for (:meth:`ReadClock.asked`) and reports its intervals when it ends (:meth:`ReadClock.answered`); a read that
+failed reports none (it moved no bytes: its time is no one's busy time, neither its run's nor, shared, another's); a
+direct comparison of a copy with production reports only the copy's own reads, not its waits for production's.
 
 Several runs read one location at the same time (each asset's check has its own clock): they share its bandwidth,
 so each run's own busy time would make the location look as many times slower as runs overlap (three checks of a

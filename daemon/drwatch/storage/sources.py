@@ -315,17 +315,19 @@ class S3Source:
 
     async def sha256(self, entry: Entry, algorithm: str = "sha256",
                      clock: ReadClock | None = None) -> tuple[str, int]:
-        n = 0
-        if clock is not None:
-            clock.started()  # a network read: timed on the event loop
+        asked = clock.asked() if clock is not None else 0.0  # a network read: timed on the event loop
+        began = time.monotonic()
         try:
-            _digest, n = result = await self.client.sha256(self._key(entry), self.meter, algorithm)
-            return result
-        except S3Missing:
-            raise FileNotFoundError(entry.key) from None
-        finally:
-            if clock is not None:
-                clock.finished(n)
+            result = await self.client.sha256(self._key(entry), self.meter, algorithm)
+        except BaseException as exc:
+            if clock is not None:  # a failed read moved no bytes: no busy time (other runs' reads keep theirs)
+                clock.answered(asked, (), 0)
+            if isinstance(exc, S3Missing):
+                raise FileNotFoundError(entry.key) from None
+            raise
+        if clock is not None:
+            clock.answered(asked, ((began, time.monotonic()),), result[1])
+        return result
 
     async def read_sample(self, entry: Entry, nbytes: int) -> int:
         """A throughput sample (the restore-time model): the object's first ``nbytes`` read and dropped."""

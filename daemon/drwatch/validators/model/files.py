@@ -193,12 +193,13 @@ async def _verify(c: CopyCheck, entry: Entry, ref: Entry, corrupt: bool, restore
         if restore is None:
             digest, n = await c.src.sha256(entry, ref.algorithm, c.reads)  # timed: the location's throughput
         else:
-            n = 0
-            c.reads.started()
+            asked, began = c.reads.asked(), time.monotonic()
             try:
                 digest, n = await _restore(c, entry, restore, ref.algorithm)
-            finally:
-                c.reads.finished(n)
+            except BaseException:
+                c.reads.answered(asked, (), 0)  # a failed read: no busy time
+                raise
+            c.reads.answered(asked, ((began, time.monotonic()),), n)
     c.hashed += 1
     c.bytes_hashed += n
     if n != ref.size:
