@@ -1006,7 +1006,7 @@ async def test_secret_values_never_reach_stored_findings(tmp_path: Path, monkeyp
 
     monkeypatch.setitem(validators.REGISTRY, "replica", Leaky)
     path = write_config(tmp_path / "drwatch.yaml", probe_config(tmp_path, {"a": "la", "b": "lb"}))
-    async with open_runner(path) as runner:
+    async with launching_runner(path) as runner:
         assert runner.launch("a", "replica") is True and runner.launch("b", "replica") is True
         await asyncio.gather(*runner.running.values())
     stored = [*await history(path, "a"), *await history(path, "b")]

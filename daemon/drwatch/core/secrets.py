@@ -6,6 +6,7 @@ then next to the config. Every value read is registered so log output can redact
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -44,11 +45,23 @@ def register_dsn_password(dsn: str) -> None:
             register(value.strip("'\""))
 
 
+SHORT = 8  # a secret shorter than this is redacted where it stands alone, not inside a longer word
+
+
 def redact(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``<redacted>``. A short value (under ``SHORT``
+    characters: the dictionary-like ones, such as a test key ``test``) only where it stands alone (no letter,
+    digit or ``_`` on either side: ``user:test@db``, ``password=test``), so it does not garble the words that
+    contain it (``pytest``, ``latest.dump``); a longer one wherever it occurs."""
     for value in sorted(_KNOWN, key=len, reverse=True):
         if value in text:
-            text = text.replace(value, "<redacted>")
+            text = text.replace(value, "<redacted>") if len(value) >= SHORT else _alone(value).sub("<redacted>", text)
     return text
+
+
+@functools.lru_cache(maxsize=256)
+def _alone(value: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(value)}(?!\w)")
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
