@@ -28,18 +28,13 @@ def test_overlapping_spans_arriving_in_any_order_count_once() -> None:
     assert clock.seconds == 1.0 + (21.0 - 10.0)
 
 
-def test_loop_timed_reads_merge_with_thread_timed_ones() -> None:
+def test_a_read_asked_for_and_answered_joins_its_intervals_and_a_failed_one_none() -> None:
     now = [0.0]
     clock = ReadClock(clock=lambda: now[0])
-    clock.started()
-    now[0] = 2.0
-    clock.started()
-    now[0] = 3.0
-    clock.finished(10)
-    now[0] = 4.0
-    clock.finished(20)  # busy 0..4
-    clock.span(3.5, 6.0, 5)
-    assert (clock.bytes, clock.seconds) == (35, 6.0)
+    first, second = clock.asked(), clock.asked()
+    clock.answered(first, ((0.0, 2.0), (3.0, 4.0)), 10)  # paused 2..3 (waiting for production's read)
+    clock.answered(second, (), 0)  # failed: no bytes, no busy time
+    assert (clock.bytes, clock.seconds) == (10, 3.0)
 
 
 def test_many_disjoint_reads_stay_bounded_and_add_up() -> None:

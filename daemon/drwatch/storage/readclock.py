@@ -22,7 +22,7 @@ add up to the location's busy time, and pooled bytes over pooled seconds is the 
 run's intervals are kept while a run that may overlap them is still in progress.
 
 Memory is bounded by folding the oldest intervals into a sum, but never those a read still outstanding may yet
-overlap (one asked for, or loop-timed and in flight, before they ended): a long read reported after many short
+overlap (one asked for before they ended): a long read reported after many short
 ones would otherwise lose the time it spent where the folded intervals had gaps (counted bytes without their
 seconds: a slow location measured faster than it is).
 """
@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 MAX_SPANS = 512  # disjoint busy intervals kept; the oldest half is folded into a sum beyond it
 HARD_SPANS = 8 * MAX_SPANS  # beyond this, intervals are folded even if an outstanding read may still overlap them
-
 
 
 @dataclass(eq=False)
@@ -98,8 +97,6 @@ class ReadClock:
 
     bytes: int = 0
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
-    _in_flight: int = 0
-    _since: float = 0.0
     _starts: list[float] = field(default_factory=list, repr=False)  # disjoint busy intervals, by start
     _ends: list[float] = field(default_factory=list, repr=False)
     _folded: float = 0.0  # seconds of the intervals folded away
@@ -122,20 +119,6 @@ class ReadClock:
         if self._location is None:
             self._location = location
             _PEERS[location] = [*_peers(location), _Peer(weakref.ref(self), self.clock(), self._starts, self._ends)]
-
-    def started(self) -> None:
-        """A read timed on the event loop began."""
-        if self._in_flight == 0:
-            self._since = self.clock()
-        self._in_flight += 1
-
-    def finished(self, nbytes: int) -> None:
-        """A read begun with :meth:`started` ended (``nbytes``: what it returned; 0 for a read that failed)."""
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self.span(self._since, self.clock(), nbytes)
-        else:
-            self.bytes += max(0, nbytes)
 
     def asked(self) -> float:
         """A read timed where it runs (a hashing thread) is asked for; returns the token :meth:`answered` takes.
@@ -181,8 +164,6 @@ class ReadClock:
         """Fold the oldest intervals into a sum: at most half, and only those ending before the earliest read
         still outstanding began (it may yet report an interval over them), unless there are HARD_SPANS."""
         horizon = min(self._asked, default=float("inf"))
-        if self._in_flight:
-            horizon = min(horizon, self._since)
         n = len(self._starts)
         k = min(n // 2, bisect_left(self._ends, horizon))
         if k < n // 4 and n <= HARD_SPANS:
