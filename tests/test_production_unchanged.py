@@ -28,6 +28,16 @@ from tests.test_replica import codes, copy_report, flip_keep_mtime, seal
 DAY = 86400.0
 
 
+def day_start() -> float:
+    """The tests' clock start: now, or just after the next UTC midnight when less than 4 hours of today are left.
+    The verification ledger budgets re-reads per UTC day (``ledger.day``) and these tests step up to 2 hours within
+    their first day: started at 22:12 UTC, the 00:12 run had a fresh day's budget and re-read early (CI at that
+    hour). Never before now: a seal written now is never ahead of the clock."""
+    now = time.time()
+    midnight = (now // DAY + 1) * DAY
+    return now if midnight - now > 4 * 3600 else midnight + 60
+
+
 class Clock:
     def __init__(self, t: float) -> None:
         self.t = t
@@ -50,7 +60,7 @@ async def test_unchanged_production_is_proven_by_stat(tmp_path: Path) -> None:
     ``unchanged``; the copies are still read every run."""
     files = populate(tmp_path, copies=1)
     await seal(tmp_path / "prod" / "data")
-    T0 = time.time()  # per test: a seal written now is never ahead of the clock
+    T0 = day_start()  # per test: a seal written now is never ahead of the clock
     clock = Clock(T0)
     first, _ = await run(tmp_path, cfg(tmp_path), clock=clock)
     assert first.outcome == Outcome.OK, first.findings
@@ -74,7 +84,7 @@ async def test_changed_file_is_rehashed_at_once(tmp_path: Path, how: str) -> Non
     files = populate(tmp_path, copies=1)
     prod = tmp_path / "prod" / "data"
     await seal(prod)
-    T0 = time.time()  # per test: a seal written now is never ahead of the clock
+    T0 = day_start()  # per test: a seal written now is never ahead of the clock
     clock = Clock(T0)
     assert (await run(tmp_path, cfg(tmp_path), clock=clock))[0].outcome == Outcome.OK
     victim = sorted(files)[3]
@@ -108,7 +118,7 @@ async def test_rereads_off_hash_every_run(tmp_path: Path) -> None:
     """``production_reread: null``: every production file is hashed on every run (the old behaviour)."""
     files = populate(tmp_path, copies=1)
     await seal(tmp_path / "prod" / "data")
-    T0 = time.time()  # per test: a seal written now is never ahead of the clock
+    T0 = day_start()  # per test: a seal written now is never ahead of the clock
     clock = Clock(T0)
     for _ in range(2):
         result, _ = await run(tmp_path, cfg(tmp_path, production_reread=None), clock=clock)
@@ -159,7 +169,7 @@ async def test_bit_rot_below_the_filesystem_is_found_within_the_period(tmp_path:
     make_ext4(image)
     write_tree(tmp_path / "copy1" / "data", files)
     config = cfg(tmp_path, production_reread="2d")
-    T0 = time.time()  # per test: a seal written now is never ahead of the clock
+    T0 = day_start()  # per test: a seal written now is never ahead of the clock
     clock = Clock(T0)
     with ext4(image, mount_point):
         write_tree(mount_point / "data", files)
