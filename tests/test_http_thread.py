@@ -128,7 +128,9 @@ async def test_a_blocked_event_loop_is_served_around_and_fails_liveness(tmp_path
         buckets = {s.labels["le"]: s.value for s in lag.samples if s.name.endswith("_bucket")}
         count = next(s.value for s in lag.samples if s.name.endswith("_count"))
         assert buckets["+Inf"] == count and count >= 5
-        assert buckets["2.5"] - buckets["1.0"] >= 1  # the beat that waited out the 2.5 s block
+        # The beat that waited out the 2.5 s block is over 1 s late: 2.5 s plus its scheduling, in the (1, 2.5]
+        # bucket or the next one (CI saw it past 2.5 s).
+        assert buckets["+Inf"] - buckets["1.0"] >= 1
         assert next(s.value for s in lag.samples if s.name.endswith("_sum")) >= 2.0
 
 
