@@ -26,7 +26,7 @@ from drwatch.core.model import Outcome
 from drwatch.metrics.collector import ProcessState, make_registry, render
 from drwatch.state.compliance import evaluate
 from drwatch.state.report import document, table
-from drwatch.state.rto import AssetProjection, project
+from drwatch.state.rto import AssetProjection, CopyProjection, project
 from drwatch.state.snapshot import Snapshot, load_snapshot
 from tests.support.helpers import metric_value, sample_files, write_tree
 from tests.support.pgserver import PostgresServer
@@ -66,6 +66,23 @@ def codes(p: AssetProjection) -> dict[str, str]:
     return {f.code: f.subject for f in p.findings}
 
 
+def tight_at_risk_both_within(proj: dict[str, AssetProjection], size: float) -> CopyProjection:
+    """The throttled-copy estate's verdicts: ``tight`` (only the slow copy) projected from its measured rate and
+    at risk, ``both`` judged by its fast ``near`` copy and within; the slow copy's projection."""
+    tight, both = proj["tight"], proj["both"]
+    slow = next(c for c in tight.copies if c.copy == "slow")
+    assert slow.throughput is not None and 0.5 * SLOW_RATE <= slow.throughput <= 1.1 * SLOW_RATE, slow
+    assert slow.throughput_from == "measured"
+    assert tight.copy == "slow" and tight.seconds is not None
+    assert size / (1.1 * SLOW_RATE) <= tight.seconds <= size / (0.5 * SLOW_RATE), tight
+    assert codes(tight) == {"rto_at_risk": "slow", "rto_offsite_slow": "slow"}, tight.findings
+    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, [repr(c) for c in both.copies]
+    assert codes(both) == {"rto_offsite_slow": "slow"}, both.findings
+    near = next(c for c in both.copies if c.copy == "near")
+    assert near.throughput is not None and near.throughput > 10 * SLOW_RATE, near
+    return slow
+
+
 async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_it_within(
         tmp_path: Path, moto: MotoServer, locs: Locations) -> None:
     """Two assets with a 1 s RTO. ``tight`` has only an S3 copy behind a 256 KiB/s loopback link: its 512 KiB
@@ -98,18 +115,10 @@ async def test_throttled_copy_puts_a_tight_rto_at_risk_while_a_fast_copy_keeps_i
     snap, proj = await projections(cfg)
     size = float(sum(len(b) for b in files.values()))
 
-    tight, both = proj["tight"], proj["both"]
-    slow = next(c for c in tight.copies if c.copy == "slow")
-    assert slow.throughput is not None and 0.5 * SLOW_RATE <= slow.throughput <= 1.1 * SLOW_RATE, slow
-    assert slow.samples == 2 and slow.throughput_from == "measured"  # both assets' reads of the location
-    assert tight.copy == "slow" and tight.seconds is not None
-    assert size / (1.1 * SLOW_RATE) <= tight.seconds <= size / (0.5 * SLOW_RATE), tight
-    assert codes(tight) == {"rto_at_risk": "slow", "rto_offsite_slow": "slow"}, tight.findings
-
-    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, [repr(c) for c in both.copies]
-    assert codes(both) == {"rto_offsite_slow": "slow"}, both.findings
-    near = next(c for c in both.copies if c.copy == "near")
-    assert near.throughput is not None and near.throughput > 10 * SLOW_RATE and not near.offsite
+    slow = tight_at_risk_both_within(proj, size)
+    assert slow.samples == 2  # both assets' reads of the location
+    near = next(c for c in proj["both"].copies if c.copy == "near")
+    assert not near.offsite
 
     doc = document(snap, time.time())
     restore = doc["assets"]["both"]["restore"]
@@ -158,18 +167,7 @@ async def test_throttled_filesystem_copy_puts_a_tight_rto_at_risk_while_a_fast_o
     snap, proj = await projections(cfg)
     size = float(sum(len(b) for b in files.values()))
 
-    tight, both = proj["tight"], proj["both"]
-    slow = next(c for c in tight.copies if c.copy == "slow")
-    assert slow.throughput is not None and 0.5 * SLOW_RATE <= slow.throughput <= 1.1 * SLOW_RATE, slow
-    assert slow.throughput_from == "measured"
-    assert tight.copy == "slow" and tight.seconds is not None
-    assert size / (1.1 * SLOW_RATE) <= tight.seconds <= size / (0.5 * SLOW_RATE), tight
-    assert codes(tight) == {"rto_at_risk": "slow", "rto_offsite_slow": "slow"}, tight.findings
-
-    assert both.copy == "near" and both.seconds is not None and both.seconds < 0.5, [repr(c) for c in both.copies]
-    assert codes(both) == {"rto_offsite_slow": "slow"}, both.findings
-    near = next(c for c in both.copies if c.copy == "near")
-    assert near.throughput is not None and near.throughput > 10 * SLOW_RATE
+    tight_at_risk_both_within(proj, size)
     metrics = render(make_registry(lambda: snap, ProcessState(time.time()))).decode()
     assert metric_value(metrics, "drwatch_copy_restore_best", asset="both", copy="near") == 1
     assert (metric_value(metrics, "drwatch_asset_restore_projected_seconds", asset="tight") or 0) > 1.0
